@@ -1,0 +1,328 @@
+package hostpolicy
+
+import (
+	"fmt"
+	"hash/fnv"
+	"sort"
+	"strings"
+)
+
+// Category groups rules the way enforcers and default postures see them.
+type Category uint8
+
+const (
+	CategoryProcess Category = iota + 1
+	CategoryFile
+	CategoryNetwork
+	CategoryCapabilities
+	CategorySyscall
+	CategoryDNS
+	CategoryDevice
+)
+
+func (c Category) String() string {
+	switch c {
+	case CategoryProcess:
+		return "Process"
+	case CategoryFile:
+		return "File"
+	case CategoryNetwork:
+		return "Network"
+	case CategoryCapabilities:
+		return "Capabilities"
+	case CategorySyscall:
+		return "Syscall"
+	case CategoryDNS:
+		return "DNS"
+	case CategoryDevice:
+		return "Device"
+	}
+	return fmt.Sprintf("Category(%d)", uint8(c))
+}
+
+// MatchKind says how Rule.Value is compared with an event.
+type MatchKind uint8
+
+const (
+	MatchPath       MatchKind = iota + 1 // Value is an absolute file path
+	MatchDirectory                       // Value is a directory ending in "/"; see Recursive
+	MatchPattern                         // Value is a glob: * and ? do not cross "/"
+	MatchExecName                        // Value is a file name compared with the exe's base name
+	MatchProtocol                        // Value is tcp, udp, icmp, icmpv6, raw, sctp, stream, ... or all
+	MatchCapability                      // Value is a capability name without cap_, e.g. net_raw
+	MatchSyscall                         // Value is a syscall name, e.g. setuid; see SyscallPath
+	MatchDomain                          // Value is a DNS name
+	MatchDevice                          // Value is a USB class description
+)
+
+func (m MatchKind) String() string {
+	return [...]string{"", "Path", "Directory", "Glob", "ExecName", "Protocol", "Capability", "Syscall", "DNS", "Device"}[m]
+}
+
+// Rule is one compiled rule: one policy rule for one fromSource entry (or for
+// any source), and for syscall rules one syscall. Enforcers translate rules;
+// the alert builder maps a kernel verdict's ID back to the metadata here.
+type Rule struct {
+	ID       uint32
+	Category Category
+	Match    MatchKind
+	Value    string
+
+	Recursive   bool     // MatchDirectory: also below subdirectories
+	ReadOnly    bool     // file rules: reads are the allowed/blocked thing's exception (see reference §3.3)
+	OwnerOnly   bool     // only the file's owner is allowed
+	TTYOnly     bool     // pts: false - the rule applies only to processes with a terminal
+	AllowedArgs []string // process rules: argument allow-list
+
+	// Source restricts the rule to one program (fromSource path), or with
+	// SourceIsDir to the programs under a directory (syscall rules only).
+	Source          string
+	SourceIsDir     bool
+	SourceRecursive bool
+
+	// SyscallPath is the path a syscalls.matchPaths rule restricts to
+	// (a directory when it ends in "/", see SyscallRecursive).
+	SyscallPath      string
+	SyscallRecursive bool
+
+	Action   string // Allow, Audit or Block
+	Policy   string
+	Severity int
+	Tags     []string
+	Message  string
+	Origin   string // file:line of the rule, for status and errors
+}
+
+// Postures are the default postures for allow-list categories: "audit" or "block".
+type Postures struct {
+	File         string
+	Network      string
+	Capabilities string
+}
+
+// DefaultPostures is upstream's default: audit everything an allow-list misses.
+var DefaultPostures = Postures{File: "audit", Network: "audit", Capabilities: "audit"}
+
+// RuleSet is the compiled, enforcer-neutral form of the policies in force.
+type RuleSet struct {
+	Rules    []Rule   // ordered by policy name, then rule order in the policy
+	Policies []string // names of the policies compiled, sorted
+	Postures Postures
+	byID     map[uint32]int
+}
+
+// Rule returns the rule with the given ID.
+func (rs *RuleSet) Rule(id uint32) (*Rule, bool) {
+	i, ok := rs.byID[id]
+	if !ok {
+		return nil, false
+	}
+	return &rs.Rules[i], true
+}
+
+// AllowList reports whether a category is in allow-list mode: some rule in it
+// is an Allow rule, so everything the Allow rules miss gets the default
+// posture. Process and file share the file posture (reference §1.7).
+func (rs *RuleSet) AllowList(c Category) bool {
+	for i := range rs.Rules {
+		r := &rs.Rules[i]
+		if r.Action == ActionAllow && postureGroup(r.Category) == postureGroup(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// Posture returns the default posture ("audit" or "block") of a category.
+func (rs *RuleSet) Posture(c Category) string {
+	switch postureGroup(c) {
+	case CategoryNetwork:
+		return rs.Postures.Network
+	case CategoryCapabilities:
+		return rs.Postures.Capabilities
+	}
+	return rs.Postures.File
+}
+
+func postureGroup(c Category) Category {
+	switch c {
+	case CategoryProcess, CategoryFile:
+		return CategoryFile
+	case CategoryDNS:
+		return CategoryNetwork
+	}
+	return c
+}
+
+// Options control compilation.
+type Options struct {
+	Host     string   // this host's name, for nodeSelector
+	Postures Postures // zero fields default to audit
+}
+
+// Compile turns validated, normalized policies into a RuleSet. Policies whose
+// nodeSelector does not pick opts.Host, and policies carrying native AppArmor
+// rules (ignored on hosts, as upstream does), contribute no rules. IDs are a
+// hash of the policy name and the rule's content, so a rule keeps its ID
+// across recompiles while it is unchanged; collisions are resolved in order.
+func Compile(policies []*Policy, opts Options) *RuleSet {
+	rs := &RuleSet{Postures: withDefaults(opts.Postures), byID: map[uint32]int{}}
+	sorted := append([]*Policy(nil), policies...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Metadata.Name < sorted[j].Metadata.Name })
+	for _, p := range sorted {
+		if !Selects(p, opts.Host) || p.Spec.AppArmor != "" {
+			continue
+		}
+		rs.Policies = append(rs.Policies, p.Metadata.Name)
+		c := compiler{rs: rs, p: p}
+		c.policy()
+	}
+	return rs
+}
+
+func withDefaults(p Postures) Postures {
+	if p.File == "" {
+		p.File = DefaultPostures.File
+	}
+	if p.Network == "" {
+		p.Network = DefaultPostures.Network
+	}
+	if p.Capabilities == "" {
+		p.Capabilities = DefaultPostures.Capabilities
+	}
+	return p
+}
+
+type compiler struct {
+	rs *RuleSet
+	p  *Policy
+}
+
+func (c *compiler) policy() {
+	s := &c.p.Spec
+	for i, r := range s.Process.MatchPaths {
+		base := Rule{Category: CategoryProcess, Match: MatchPath, Value: r.Path, OwnerOnly: r.OwnerOnly,
+			TTYOnly: ttyOnly(r.Pts), AllowedArgs: r.AllowedArgs}
+		if r.ExecName != "" {
+			base.Match, base.Value = MatchExecName, r.ExecName
+		}
+		c.add(base, r.Meta, r.FromSource, fmt.Sprintf("spec.process.matchPaths[%d]", i))
+	}
+	for i, r := range s.Process.MatchDirectories {
+		c.add(Rule{Category: CategoryProcess, Match: MatchDirectory, Value: r.Dir, Recursive: r.Recursive,
+			OwnerOnly: r.OwnerOnly, TTYOnly: ttyOnly(r.Pts)}, r.Meta, r.FromSource, fmt.Sprintf("spec.process.matchDirectories[%d]", i))
+	}
+	for i, r := range s.Process.MatchPatterns {
+		c.add(Rule{Category: CategoryProcess, Match: MatchPattern, Value: r.Pattern, OwnerOnly: r.OwnerOnly},
+			r.Meta, nil, fmt.Sprintf("spec.process.matchPatterns[%d]", i))
+	}
+	for i, r := range s.File.MatchPaths {
+		c.add(Rule{Category: CategoryFile, Match: MatchPath, Value: r.Path, ReadOnly: r.ReadOnly,
+			OwnerOnly: r.OwnerOnly, TTYOnly: ttyOnly(r.Pts)}, r.Meta, r.FromSource, fmt.Sprintf("spec.file.matchPaths[%d]", i))
+	}
+	for i, r := range s.File.MatchDirectories {
+		c.add(Rule{Category: CategoryFile, Match: MatchDirectory, Value: r.Dir, Recursive: r.Recursive,
+			ReadOnly: r.ReadOnly, OwnerOnly: r.OwnerOnly, TTYOnly: ttyOnly(r.Pts)}, r.Meta, r.FromSource,
+			fmt.Sprintf("spec.file.matchDirectories[%d]", i))
+	}
+	for i, r := range s.File.MatchPatterns {
+		c.add(Rule{Category: CategoryFile, Match: MatchPattern, Value: r.Pattern, ReadOnly: r.ReadOnly,
+			OwnerOnly: r.OwnerOnly}, r.Meta, nil, fmt.Sprintf("spec.file.matchPatterns[%d]", i))
+	}
+	for i, r := range s.Network.MatchProtocols {
+		c.add(Rule{Category: CategoryNetwork, Match: MatchProtocol, Value: r.Protocol, TTYOnly: ttyOnly(r.Pts)},
+			r.Meta, r.FromSource, fmt.Sprintf("spec.network.matchProtocols[%d]", i))
+	}
+	for i, r := range s.Network.MatchDNSQueries {
+		c.add(Rule{Category: CategoryDNS, Match: MatchDomain, Value: r.Domain},
+			r.Meta, r.FromSource, fmt.Sprintf("spec.network.matchDNSQueries[%d]", i))
+	}
+	for i, r := range s.Capabilities.MatchCapabilities {
+		c.add(Rule{Category: CategoryCapabilities, Match: MatchCapability, Value: r.Capability},
+			r.Meta, r.FromSource, fmt.Sprintf("spec.capabilities.matchCapabilities[%d]", i))
+	}
+	for i, r := range s.Syscalls.MatchSyscalls {
+		for _, sc := range r.Syscall {
+			c.add(Rule{Category: CategorySyscall, Match: MatchSyscall, Value: sc},
+				withAudit(r.Meta), r.FromSource, fmt.Sprintf("spec.syscalls.matchSyscalls[%d]", i))
+		}
+	}
+	for i, r := range s.Syscalls.MatchPaths {
+		for _, sc := range r.Syscall {
+			c.add(Rule{Category: CategorySyscall, Match: MatchSyscall, Value: sc, SyscallPath: r.Path,
+				SyscallRecursive: r.Recursive}, withAudit(r.Meta), r.FromSource, fmt.Sprintf("spec.syscalls.matchPaths[%d]", i))
+		}
+	}
+	for i, r := range s.Device.MatchDevice {
+		c.add(Rule{Category: CategoryDevice, Match: MatchDevice, Value: deviceValue(r)},
+			r.Meta, nil, fmt.Sprintf("spec.device.matchDevice[%d]", i))
+	}
+}
+
+func withAudit(m Meta) Meta {
+	m.Action = ActionAudit
+	return m
+}
+
+func ttyOnly(pts *bool) bool { return pts != nil && !*pts }
+
+func deviceValue(d Device) string {
+	v := "USB " + strings.ToUpper(d.Class)
+	for _, f := range []*int{d.SubClass, d.Protocol} {
+		if f == nil {
+			v += "_*"
+		} else {
+			v += fmt.Sprintf("_%d", *f)
+		}
+	}
+	if d.Level != nil {
+		v += fmt.Sprintf(" %d", *d.Level)
+	}
+	return v
+}
+
+// add appends one rule per fromSource entry (or one for any source).
+func (c *compiler) add(base Rule, m Meta, sources []Source, fieldPath string) {
+	base.Action = m.Action
+	base.Policy = c.p.Metadata.Name
+	base.Severity = m.Severity
+	base.Tags = m.Tags
+	base.Message = m.Message
+	base.Origin = fmt.Sprintf("%s:%d", c.p.Origin.File, c.p.Origin.LineOf(fieldPath))
+	if len(sources) == 0 {
+		c.insert(base)
+		return
+	}
+	for _, s := range sources {
+		r := base
+		if s.Dir != "" {
+			r.Source, r.SourceIsDir, r.SourceRecursive = s.Dir, true, s.Recursive
+		} else {
+			r.Source = s.Path
+		}
+		c.insert(r)
+	}
+}
+
+func (c *compiler) insert(r Rule) {
+	id := ruleHash(r)
+	for {
+		if _, taken := c.rs.byID[id]; !taken && id != 0 {
+			break
+		}
+		id++
+	}
+	r.ID = id
+	c.rs.byID[id] = len(c.rs.Rules)
+	c.rs.Rules = append(c.rs.Rules, r)
+}
+
+// ruleHash is the stable part of a rule's identity: which policy, what it matches, what it does.
+func ruleHash(r Rule) uint32 {
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%s\x00%t%t%t%t\x00%s\x00%t%t\x00%s\x00%t\x00%s\x00%s",
+		r.Policy, r.Category, r.Match, r.Value, r.Recursive, r.ReadOnly, r.OwnerOnly, r.TTYOnly,
+		r.Source, r.SourceIsDir, r.SourceRecursive, r.SyscallPath, r.SyscallRecursive, r.Action,
+		strings.Join(r.AllowedArgs, "\x00"))
+	return h.Sum32()
+}

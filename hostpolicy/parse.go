@@ -1,0 +1,51 @@
+package hostpolicy
+
+// Parse runs the front half of the pipeline on one file: decode every
+// document, validate each, and normalize them when the whole file is clean.
+// A file is accepted or rejected as a unit, so a half-valid file never
+// replaces the last good version of that file.
+func Parse(file string, data []byte) ([]*Policy, Diagnostics) {
+	policies, diags := Decode(file, data)
+	seen := map[string]*Policy{}
+	for _, p := range policies {
+		diags = append(diags, Validate(p)...)
+		if first, dup := seen[p.Metadata.Name]; dup && p.Metadata.Name != "" {
+			diags = append(diags, Diagnostic{File: file, Line: p.Origin.LineOf("metadata.name"), Path: "metadata.name",
+				Msg: "policy " + p.Metadata.Name + " is already defined at line " + itoa(first.Origin.LineOf("metadata.name"))})
+		}
+		seen[p.Metadata.Name] = p
+	}
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	for _, p := range policies {
+		Normalize(p)
+	}
+	return policies, diags
+}
+
+// ParseEvent is Parse for one PolicyService request. A DELETED event needs
+// only a name; its spec is not validated (karmor resends the whole policy).
+func ParseEvent(data []byte) (*Event, Diagnostics) {
+	ev, diags := DecodeEvent(data)
+	if ev == nil || ev.Policy == nil || diags.HasErrors() {
+		return nil, diags
+	}
+	if ev.Type == "DELETED" {
+		var check diagSink
+		check.origin = &ev.Policy.Origin
+		if ev.Policy.Metadata.Name == "" {
+			check.errorf("object.metadata.name", "missing")
+		}
+		if check.out.HasErrors() {
+			return nil, append(diags, check.out...)
+		}
+		return ev, diags
+	}
+	diags = append(diags, Validate(ev.Policy)...)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	Normalize(ev.Policy)
+	return ev, diags
+}
