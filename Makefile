@@ -6,7 +6,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := bin/kubearmor
 # `make run` uses the repo's audit-only example policies when the host has none.
-RUN_ARGS  ?= $(if $(wildcard /etc/kubearmor/policies),,--policy-dir examples/policies)
+RUN_ARGS  ?= $(if $(wildcard /etc/kubearmor/policies),,--policyDir examples/policies)
 
 .PHONY: all build run test unit fuzz vmtest bench generate lint deps clean
 

@@ -1,0 +1,450 @@
+// Package config loads the agent's configuration: built-in defaults, then
+// /etc/kubearmor/kubearmor.yaml (or --config FILE), then command-line flags.
+// Keys and their meaning follow upstream KubeArmor's systemd mode so an
+// existing kubearmor.yaml keeps working; a key this agent does not know, or a
+// value of the wrong type, is an error naming the key and its line.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultPath is where the agent looks for its configuration.
+const DefaultPath = "/etc/kubearmor/kubearmor.yaml"
+
+// Config is the agent's configuration after defaults, file and flags.
+type Config struct {
+	Cluster string // ClusterName of every alert
+	Host    string // HostName of every alert and the node identity for nodeSelector
+
+	GRPC        string // port (listens on 127.0.0.1) or host:port; non-loopback needs TLS
+	Socket      string // unix socket for the local CLI and karmor (--gRPC=unix://...)
+	TLSEnabled  bool
+	TLSCertPath string // directory with ca.crt, server.crt, server.key
+
+	PolicyDir string // watched directory of KubeArmorHostPolicy YAML files
+
+	HostVisibility                 string // comma list of process,file,network,capabilities; "none"; "default"
+	HostDefaultFilePosture         string // audit|block
+	HostDefaultNetworkPosture      string
+	HostDefaultCapabilitiesPosture string
+
+	AlertThrottling bool
+	MaxAlertPerSec  int
+	ThrottleSec     int
+
+	LogPath      string // none|stdout|FILE: JSON lines of every alert and log
+	Syslog       string // "" or unix:///dev/log, udp://host:514, tcp://host:514
+	SyslogFormat string // rfc5424|cef
+	Metrics      string // "" (off) or a loopback host:port for Prometheus metrics
+
+	LSM       string // preference list: bpf,apparmor,fanotify; "none" = monitor only
+	BPFFsPath string
+	Debug     bool
+
+	// Warnings are findings that did not stop loading: upstream keys this
+	// agent accepts but ignores, and the defaults note when no file exists.
+	Warnings []string `yaml:"-"`
+	// Source names where the configuration came from, for the start-up log.
+	Source string `yaml:"-"`
+}
+
+type kind int
+
+const (
+	kString kind = iota
+	kBool
+	kInt
+)
+
+// key describes one configuration key: its YAML/flag name, type, default and
+// help. The one table drives defaults, file parsing, flags and --help.
+type key struct {
+	name string
+	kind kind
+	def  string
+	help string
+	str  func(*Config) *string
+	bool func(*Config) *bool
+	int  func(*Config) *int
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "localhost"
+	}
+	return h
+}
+
+var keys = []key{
+	{name: "cluster", def: "default", help: "cluster name reported in every alert (ClusterName)", str: func(c *Config) *string { return &c.Cluster }},
+	{name: "host", def: "", help: "host name reported in alerts and matched by kubearmor.io/hostname (default: the system host name)", str: func(c *Config) *string { return &c.Host }},
+	{name: "gRPC", def: "32767", help: "gRPC port on 127.0.0.1, or HOST:PORT (a non-loopback address requires tlsEnabled)", str: func(c *Config) *string { return &c.GRPC }},
+	{name: "socket", def: "/run/kubearmor/kubearmor.sock", help: "unix socket for `kubearmor logs|status` and karmor (--gRPC=unix://PATH); empty disables it", str: func(c *Config) *string { return &c.Socket }},
+	{name: "tlsEnabled", kind: kBool, def: "false", help: "serve gRPC with mutual TLS (required for non-loopback addresses)", bool: func(c *Config) *bool { return &c.TLSEnabled }},
+	{name: "tlsCertPath", def: "/etc/kubearmor/tls", help: "directory holding ca.crt, server.crt and server.key", str: func(c *Config) *string { return &c.TLSCertPath }},
+	{name: "policyDir", def: "/etc/kubearmor/policies", help: "directory of KubeArmorHostPolicy files (*.yaml, *.yml), watched live", str: func(c *Config) *string { return &c.PolicyDir }},
+	{name: "hostVisibility", def: "default", help: "telemetry scopes: comma list of process,file,network,capabilities; none; or default (all four)", str: func(c *Config) *string { return &c.HostVisibility }},
+	{name: "hostDefaultFilePosture", def: "audit", help: "what process/file allow-lists do with everything else: audit or block", str: func(c *Config) *string { return &c.HostDefaultFilePosture }},
+	{name: "hostDefaultNetworkPosture", def: "audit", help: "what network allow-lists do with everything else: audit or block", str: func(c *Config) *string { return &c.HostDefaultNetworkPosture }},
+	{name: "hostDefaultCapabilitiesPosture", def: "audit", help: "what capability allow-lists do with everything else: audit or block", str: func(c *Config) *string { return &c.HostDefaultCapabilitiesPosture }},
+	{name: "alertThrottling", kind: kBool, def: "true", help: "limit alerts per policy to maxAlertPerSec, pausing for throttleSec when exceeded", bool: func(c *Config) *bool { return &c.AlertThrottling }},
+	{name: "maxAlertPerSec", kind: kInt, def: "10", help: "alerts per second per policy before throttling starts", int: func(c *Config) *int { return &c.MaxAlertPerSec }},
+	{name: "throttleSec", kind: kInt, def: "30", help: "seconds a throttled policy's alerts are dropped (and counted)", int: func(c *Config) *int { return &c.ThrottleSec }},
+	{name: "logPath", def: "none", help: "also write every alert and log as JSON lines: none, stdout, or a file (reopened on SIGHUP)", str: func(c *Config) *string { return &c.LogPath }},
+	{name: "syslog", def: "", help: "forward alerts to syslog: unix:///dev/log, udp://HOST:PORT or tcp://HOST:PORT", str: func(c *Config) *string { return &c.Syslog }},
+	{name: "syslogFormat", def: "rfc5424", help: "syslog message format: rfc5424 (JSON body) or cef", str: func(c *Config) *string { return &c.SyslogFormat }},
+	{name: "metrics", def: "", help: "serve Prometheus metrics on this loopback HOST:PORT (off when empty)", str: func(c *Config) *string { return &c.Metrics }},
+	{name: "lsm", def: "bpf,apparmor,fanotify", help: "enforcers in order of preference (bpf, apparmor, fanotify); none = monitor only", str: func(c *Config) *string { return &c.LSM }},
+	{name: "bpfFsPath", def: "/sys/fs/bpf", help: "BPF filesystem mount point", str: func(c *Config) *string { return &c.BPFFsPath }},
+	{name: "debug", kind: kBool, def: "false", help: "verbose agent log", bool: func(c *Config) *bool { return &c.Debug }},
+}
+
+// upstreamOnly are keys of upstream KubeArmor's config that have no effect
+// here (Kubernetes, SELinux, container-only or superseded settings). They are
+// accepted with a warning so upstream config files load unchanged.
+var upstreamOnly = []string{
+	"k8s", "enableKubeArmorPolicy", "enableKubeArmorHostPolicy", "enableKubeArmorVm",
+	"enableKubeArmorStateAgent", "visibility", "defaultFilePosture", "defaultNetworkPosture",
+	"defaultCapabilitiesPosture", "hostDefaultDevicePosture", "gRPCHealthPort", "tlsCertProvider",
+	"seLinuxProfileDir", "criSocket", "nriSocket", "nriIndex", "enableNRI", "coverageTest",
+	"untrackedNs", "enforcerAlerts", "defaultPostureLogs", "initTimeout", "annotateResources",
+	"procfsMount", "dropResourceFromProcessLogs", "machineIDPath", "useOCIHooks", "enableIMA",
+	"enableUSBDeviceHandler", "matchArgs", "enableNetworkPolicyEnforcer", "kubeconfig",
+}
+
+// Defaults returns the built-in configuration.
+func Defaults() *Config {
+	c := &Config{}
+	for _, k := range keys {
+		if err := k.set(c, k.def); err != nil {
+			panic(fmt.Sprintf("config: bad default for %s: %v", k.name, err)) // a bug in the table above
+		}
+	}
+	c.Host = hostname()
+	return c
+}
+
+func (k key) set(c *Config, v string) error {
+	switch k.kind {
+	case kBool:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("expected true or false, found %q", v)
+		}
+		*k.bool(c) = b
+	case kInt:
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("expected an integer, found %q", v)
+		}
+		*k.int(c) = n
+	default:
+		*k.str(c) = v
+	}
+	return nil
+}
+
+// Load reads path over the defaults. A missing file is not an error unless
+// required (the user named it with --config); the defaults then apply.
+func Load(path string, required bool) (*Config, error) {
+	c := Defaults()
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && !required:
+		c.Source = "built-in defaults (" + path + " not found)"
+		return c, nil
+	case err != nil:
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c.Source = path
+	if err := c.parse(path, data); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Config) parse(path string, data []byte) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if len(doc.Content) == 0 {
+		return nil // an empty file means all defaults
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return fmt.Errorf("%s:%d: the configuration must be a mapping of key: value", path, root.Line)
+	}
+	var errs []string
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		kn, vn := root.Content[i], root.Content[i+1]
+		name := kn.Value
+		at := fmt.Sprintf("%s:%d: %s", path, kn.Line, name)
+		if seen[name] {
+			errs = append(errs, at+": given twice")
+			continue
+		}
+		seen[name] = true
+		k, ok := lookup(name)
+		if !ok {
+			if slices.Contains(upstreamOnly, name) {
+				c.Warnings = append(c.Warnings, at+": upstream KubeArmor setting with no effect here; ignored")
+				continue
+			}
+			errs = append(errs, at+": unknown key"+suggest(name))
+			continue
+		}
+		if vn.Kind != yaml.ScalarNode {
+			errs = append(errs, fmt.Sprintf("%s: expected a single value, found a %s", at, kindName(vn)))
+			continue
+		}
+		if err := checkTag(k, vn); err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", at, err))
+			continue
+		}
+		if err := k.set(c, vn.Value); err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", at, err))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "\n"))
+	}
+	return nil
+}
+
+// checkTag enforces YAML types: upstream writes gRPC: "32767" as a string, so
+// strings accept numbers, but booleans and integers must be what they say.
+func checkTag(k key, n *yaml.Node) error {
+	switch k.kind {
+	case kBool:
+		if n.Tag != "!!bool" {
+			return fmt.Errorf("expected true or false, found %q", n.Value)
+		}
+	case kInt:
+		if n.Tag != "!!int" {
+			return fmt.Errorf("expected an integer, found %q", n.Value)
+		}
+	default:
+		if n.Tag == "!!null" {
+			n.Value = ""
+		}
+	}
+	return nil
+}
+
+func kindName(n *yaml.Node) string {
+	if n.Kind == yaml.SequenceNode {
+		return "list"
+	}
+	return "mapping"
+}
+
+func lookup(name string) (key, bool) {
+	for _, k := range keys {
+		if k.name == name {
+			return k, true
+		}
+	}
+	return key{}, false
+}
+
+func suggest(name string) string {
+	for _, k := range keys {
+		if strings.EqualFold(k.name, name) {
+			return fmt.Sprintf(" (did you mean %q?)", k.name)
+		}
+	}
+	return ""
+}
+
+// RegisterFlags defines one flag per key on fs. Flags given on the command
+// line override the file; Apply copies them in after Load.
+func RegisterFlags(fs *flag.FlagSet) *Overrides {
+	o := &Overrides{values: map[string]*string{}}
+	for _, k := range keys {
+		v := new(string)
+		o.values[k.name] = v
+		usage := k.help + " (default " + defaultText(k) + ")"
+		record := func(s string) error {
+			*v = s
+			o.set = append(o.set, k.name)
+			return k.set(&Config{}, s)
+		}
+		if k.kind == kBool {
+			fs.BoolFunc(k.name, usage, record)
+		} else {
+			fs.Func(k.name, usage, record)
+		}
+	}
+	return o
+}
+
+func defaultText(k key) string {
+	switch {
+	case k.name == "host":
+		return "the system host name"
+	case k.def == "":
+		return "none"
+	}
+	return k.def
+}
+
+// Overrides are the flags given on the command line.
+type Overrides struct {
+	values map[string]*string
+	set    []string
+}
+
+// Apply writes the given flags over c.
+func (o *Overrides) Apply(c *Config) error {
+	for _, name := range o.set {
+		k, _ := lookup(name)
+		if err := k.set(c, *o.values[name]); err != nil {
+			return fmt.Errorf("--%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Validate checks values that have a fixed set of meanings.
+func (c *Config) Validate() error {
+	var errs []string
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, key+": "+fmt.Sprintf(format, args...))
+	}
+	for name, v := range map[string]string{
+		"hostDefaultFilePosture":         c.HostDefaultFilePosture,
+		"hostDefaultNetworkPosture":      c.HostDefaultNetworkPosture,
+		"hostDefaultCapabilitiesPosture": c.HostDefaultCapabilitiesPosture,
+	} {
+		if v != "audit" && v != "block" {
+			bad(name, "must be audit or block, not %q", v)
+		}
+	}
+	if _, err := c.Visibility(); err != nil {
+		bad("hostVisibility", "%v", err)
+	}
+	if _, err := c.Enforcers(); err != nil {
+		bad("lsm", "%v", err)
+	}
+	if _, err := c.GRPCAddress(); err != nil {
+		bad("gRPC", "%v", err)
+	}
+	if c.MaxAlertPerSec < 1 {
+		bad("maxAlertPerSec", "must be at least 1, not %d", c.MaxAlertPerSec)
+	}
+	if c.ThrottleSec < 1 {
+		bad("throttleSec", "must be at least 1, not %d", c.ThrottleSec)
+	}
+	if c.SyslogFormat != "rfc5424" && c.SyslogFormat != "cef" {
+		bad("syslogFormat", "must be rfc5424 or cef, not %q", c.SyslogFormat)
+	}
+	if c.Metrics != "" && !isLoopback(c.Metrics) {
+		bad("metrics", "%q is not a loopback address; metrics are served on loopback only", c.Metrics)
+	}
+	if c.PolicyDir == "" {
+		bad("policyDir", "must not be empty")
+	}
+	if c.Host == "" {
+		bad("host", "must not be empty")
+	}
+	if len(errs) > 0 {
+		return errors.New("config: " + strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// Visibility is the parsed hostVisibility.
+type Visibility struct{ Process, File, Network, Capabilities bool }
+
+// Visibility parses hostVisibility. "default" means every scope, as upstream
+// does in non-Kubernetes host mode.
+func (c *Config) Visibility() (Visibility, error) {
+	var v Visibility
+	switch strings.TrimSpace(c.HostVisibility) {
+	case "default", "":
+		return Visibility{true, true, true, true}, nil
+	case "none":
+		return v, nil
+	}
+	for _, s := range strings.Split(c.HostVisibility, ",") {
+		switch strings.TrimSpace(s) {
+		case "process":
+			v.Process = true
+		case "file":
+			v.File = true
+		case "network":
+			v.Network = true
+		case "capabilities":
+			v.Capabilities = true
+		case "dns", "ima", "":
+		default:
+			return v, fmt.Errorf("unknown scope %q (want process, file, network, capabilities, none or default)", s)
+		}
+	}
+	return v, nil
+}
+
+// Enforcers parses the lsm preference list. "selinux" is accepted from
+// upstream configs and skipped; an empty list or "none" means monitor only.
+func (c *Config) Enforcers() ([]string, error) {
+	var out []string
+	for _, s := range strings.Split(c.LSM, ",") {
+		switch s = strings.TrimSpace(s); s {
+		case "bpf", "apparmor", "fanotify":
+			out = append(out, s)
+		case "none", "selinux", "":
+		default:
+			return nil, fmt.Errorf("unknown enforcer %q (want bpf, apparmor, fanotify or none)", s)
+		}
+	}
+	return out, nil
+}
+
+// GRPCAddress is the TCP address to listen on. A bare port means loopback.
+// Anything not on loopback requires TLS.
+func (c *Config) GRPCAddress() (string, error) {
+	addr := c.GRPC
+	if addr == "" {
+		return "", nil
+	}
+	if _, err := strconv.Atoi(addr); err == nil {
+		addr = net.JoinHostPort("127.0.0.1", addr)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("%q is neither a port nor HOST:PORT", c.GRPC)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "", fmt.Errorf("bad port %q", port)
+	}
+	if !isLoopback(addr) && !c.TLSEnabled {
+		return "", fmt.Errorf("%s is not a loopback address; listening there requires tlsEnabled: true", host)
+	}
+	return addr, nil
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
