@@ -62,6 +62,7 @@ func Decode(file string, data []byte) ([]*Policy, Diagnostics) {
 type Event struct {
 	Type   string // ADDED, MODIFIED or DELETED
 	Policy *Policy
+	YAML   []byte // ParseEvent: the policy as received, rendered as YAML
 }
 
 // DecodeEvent parses the JSON envelope that `karmor vm policy add|delete`

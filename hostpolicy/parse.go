@@ -1,5 +1,12 @@
 package hostpolicy
 
+import (
+	"bytes"
+	"fmt"
+
+	"gopkg.in/yaml.v3"
+)
+
 // Parse runs the front half of the pipeline on one file: decode every
 // document, validate each, and normalize them when the whole file is clean.
 // A file is accepted or rejected as a unit, so a half-valid file never
@@ -46,6 +53,27 @@ func ParseEvent(data []byte) (*Event, Diagnostics) {
 	if diags.HasErrors() {
 		return nil, diags
 	}
+	// Keep the policy as the user wrote it, for writing it to a file; the
+	// normalized form would spell out every inherited field.
+	text, err := Render(ev.Policy)
+	if err != nil {
+		return nil, append(diags, Diagnostic{File: ev.Policy.Origin.File, Msg: err.Error()})
+	}
+	ev.YAML = text
 	Normalize(ev.Policy)
 	return ev, diags
+}
+
+// Render writes a policy as readable YAML.
+func Render(p *Policy) ([]byte, error) {
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(p); err != nil {
+		return nil, fmt.Errorf("policy %s: render: %w", p.Metadata.Name, err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("policy %s: render: %w", p.Metadata.Name, err)
+	}
+	return b.Bytes(), nil
 }
