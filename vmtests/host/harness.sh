@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Host-side test of scripts/vmtest itself: exit-status propagation, stdout
+# carrying exactly the script's output (stderr merged in order, no kernel
+# noise), the timeout path and the kernel-panic path.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+tmp=$(mktemp -d /tmp/vmtest-harness.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+failed=0
+pass() { echo "ok   $*"; }
+fail() { echo "FAIL $*"; failed=1; }
+
+# run NAME [OPTIONS...] SCRIPT: runs scripts/vmtest; sets rc, out, err.
+run() {
+  local name=$1; shift
+  rc=0
+  scripts/vmtest "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" || rc=$?
+  out=$(cat "$tmp/$name.out"; echo x); out=${out%x}
+  err=$(cat "$tmp/$name.err")
+}
+
+# 1. Exit status and output: stdout and stderr interleaved in order, blank
+#    lines kept, nothing else on stdout, nothing on stderr.
+cat >"$tmp/status.sh" <<'SCRIPT'
+echo one
+echo two >&2
+echo
+echo three
+echo
+exit 7
+SCRIPT
+run status "$tmp/status.sh"
+[ "$rc" = 7 ] && pass "script exit status 7 is vmtest's exit status" || fail "exit status: want 7, got $rc"
+want=$'one\ntwo\n\nthree\n\n'
+[ "$out" = "$want" ] && pass "stdout is exactly the script's output" ||
+  fail "stdout: want $(printf %q "$want"), got $(printf %q "$out")"
+[ -z "$err" ] && pass "stderr is empty on success" || fail "stderr not empty: $err"
+
+# 2. Success is 0 even when the script leaves a chatty background process.
+cat >"$tmp/ok.sh" <<'SCRIPT'
+( while :; do echo noise; sleep 0.05; done ) &
+echo last
+SCRIPT
+run ok "$tmp/ok.sh"
+[ "$rc" = 0 ] && pass "status 0 with a leftover background process" || fail "leftover background process: want 0, got $rc: $err"
+grep -qx last "$tmp/ok.out" && pass "output before the end is kept" || fail "'last' missing from: $out"
+
+# 3. Timeout: status 124 and a one-line reason, whatever the boot speed.
+printf 'sleep 100000\n' >"$tmp/sleep.sh"
+run timeout --timeout 20 "$tmp/sleep.sh"
+[ "$rc" = 124 ] && pass "timeout gives status 124" || fail "timeout: want 124, got $rc"
+grep -qx 'vmtest: timed out after 20s' "$tmp/timeout.err" && pass "timeout reason on stderr" || fail "timeout reason missing: $err"
+
+# 4. Kernel panic (no init to run): status 125 and the panic line as reason.
+printf 'true\n' >"$tmp/true.sh"
+run panic --append rdinit=/does-not-exist "$tmp/true.sh"
+[ "$rc" = 125 ] && pass "kernel panic gives status 125" || fail "panic: want 125, got $rc"
+grep -q '^vmtest: kernel panic: .*Kernel panic' "$tmp/panic.err" && pass "panic reason on stderr" || fail "panic reason missing: $err"
+
+# 5. Usage errors are reported before anything boots.
+run usage --timeout soon "$tmp/true.sh"
+[ "$rc" = 2 ] && pass "bad --timeout is a usage error" || fail "bad --timeout: want 2, got $rc"
+
+exit "$failed"
