@@ -1,0 +1,641 @@
+// SPDX-License-Identifier: GPL-2.0
+// System monitor: process lifecycle and selected syscalls, reported through
+// one ring buffer. Only stable tracepoints are used (classic syscall
+// tracepoints plus tp_btf for fork/exit), because the hosts this runs on may
+// refuse kprobes, fentry and LSM programs.
+//
+// Syscall events are built in two halves: the sys_enter program stashes the
+// raw arguments per thread, the sys_exit program reads what it needs (paths,
+// socket addresses) and emits one record carrying the return value. User
+// space attaches only the tracepoints of the visible scopes, so an invisible
+// scope costs nothing.
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+// Record kinds; mirrored in kinds.go.
+enum record_kind {
+	REC_SYSCALL = 1, // a traced syscall returned
+	REC_EXEC = 2,    // sched_process_exec: a new program image runs
+	REC_FORK = 3,    // a new process (not a thread) was created
+	REC_EXIT = 4,    // the last thread of a process exited
+};
+
+// Scope bits; mirrored in scope.go.
+#define SCOPE_PROCESS 1
+#define SCOPE_FILE 2
+#define SCOPE_NETWORK 4
+#define SCOPE_CAPABILITIES 8
+
+// Record flags.
+#define FLAG_TRUNCATED 1 // some variable data did not fit
+#define FLAG_NO_STASH 2  // exec record without the execve arguments
+
+#define DATA_MAX 4096	 // variable bytes a record may carry
+#define DATA_SCRATCH 8192 // room for a DATA_MAX-masked offset plus one field
+#define STR_MAX 1024	 // one user string (path, mount source, ...)
+#define NAME_MAX_ 256	 // one path component incl. NUL
+#define ARGS_MAX 1024	 // exec argv bytes
+#define SOCKADDR_MAX 128 // sizeof(struct sockaddr_storage)
+#define PATH_DEPTH 40	 // dentry walk iterations (components + mount crossings)
+#define EXEC_ARGV_MAX 20 // argv entries read for a failed execve
+
+// x86-64 syscall numbers the exit programs dispatch on.
+#define NR_open 2
+#define NR_socket 41
+#define NR_connect 42
+#define NR_accept 43
+#define NR_bind 49
+#define NR_listen 50
+#define NR_execve 59
+#define NR_rmdir 84
+#define NR_unlink 87
+#define NR_chown 92
+#define NR_mount 165
+#define NR_umount2 166
+#define NR_openat 257
+#define NR_fchownat 260
+#define NR_unlinkat 263
+#define NR_accept4 288
+#define NR_execveat 322
+#define NR_openat2 437
+
+struct record {
+	u64 ts; // CLOCK_MONOTONIC ns
+	u64 cgroup_id;
+	s64 retval;
+	u64 args[6];
+	u32 kind;
+	u32 nr;
+	u32 host_pid; // tgid in the initial pid namespace
+	u32 host_ppid;
+	u32 pid; // tgid in the task's own pid namespace
+	u32 ppid;
+	u32 uid;
+	u32 pid_ns;
+	u32 mnt_ns;
+	u32 aux;
+	u16 data_len;
+	u16 flags;
+	char comm[16];
+	u8 data[DATA_SCRATCH];
+};
+
+// Set by user space before load.
+volatile const u32 self_tgid = 0;      // the agent's own host tgid: never reported
+volatile const u32 report_success = 0; // scopes whose successful syscalls are reported (others: failures only)
+
+struct stash {
+	u64 args[6];
+	u32 nr;
+	u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20); // resized by user space
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64); // pid_tgid
+	__type(value, struct stash);
+} stashes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct record);
+} scratch SEC(".maps");
+
+// Counters; indices mirrored in monitor.go.
+#define CNT_RINGBUF_FULL 0
+#define CNT_STASH_FULL 1
+#define CNT_MAX 2
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, u32);
+	__type(value, u64);
+} counters SEC(".maps");
+
+static __always_inline void count(u32 idx)
+{
+	u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline struct record *scratch_record(void)
+{
+	u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+// fill_task writes the identity of task t into the record header.
+static __always_inline void fill_task(struct record *r, struct task_struct *t)
+{
+	r->host_pid = BPF_CORE_READ(t, tgid);
+	struct task_struct *parent = BPF_CORE_READ(t, real_parent);
+	r->host_ppid = BPF_CORE_READ(parent, tgid);
+
+	struct pid *tp = BPF_CORE_READ(t, group_leader, thread_pid);
+	unsigned int level = BPF_CORE_READ(tp, level);
+	struct upid up = {};
+	bpf_core_read(&up, sizeof(up), &tp->numbers[level & 31]);
+	r->pid = up.nr;
+	r->pid_ns = BPF_CORE_READ(up.ns, ns.inum);
+
+	r->ppid = 0;
+	struct pid *pp = BPF_CORE_READ(parent, group_leader, thread_pid);
+	unsigned int plevel = BPF_CORE_READ(pp, level);
+	if (plevel >= level) {
+		struct upid pup = {};
+		bpf_core_read(&pup, sizeof(pup), &pp->numbers[level & 31]);
+		r->ppid = pup.nr;
+	}
+	r->mnt_ns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
+	r->flags = 0;
+	r->data_len = 0;
+	r->aux = 0;
+}
+
+static __always_inline void fill_current(struct record *r, u32 kind)
+{
+	r->ts = bpf_ktime_get_ns();
+	r->kind = kind;
+	r->cgroup_id = bpf_get_current_cgroup_id();
+	r->uid = (u32)bpf_get_current_uid_gid();
+	bpf_get_current_comm(&r->comm, sizeof(r->comm));
+	fill_task(r, (struct task_struct *)bpf_get_current_task());
+}
+
+// Variable data is a sequence of fields: u16 length, then that many bytes.
+// Every writer checks the room first and masks the offset so the verifier
+// can prove the write stays inside data[]; a field that does not fit is
+// written empty and the record flagged truncated.
+
+static __always_inline u32 put_empty(struct record *r, u32 off)
+{
+	if (off > DATA_MAX - 2) {
+		r->flags |= FLAG_TRUNCATED;
+		return off;
+	}
+	*(u16 *)&r->data[off & (DATA_MAX - 1)] = 0;
+	return off + 2;
+}
+
+static __always_inline u32 put_str(struct record *r, u32 off, const void *src, bool user)
+{
+	if (off > DATA_MAX - STR_MAX - 2)
+		return put_empty(r, off);
+	u32 o = off & (DATA_MAX - 1);
+	long n = user ? bpf_probe_read_user_str(&r->data[o + 2], STR_MAX, src)
+		      : bpf_probe_read_kernel_str(&r->data[o + 2], STR_MAX, src);
+	if (n < 0)
+		n = 0;
+	if (n > 0)
+		n--; // drop the NUL
+	*(u16 *)&r->data[o] = (u16)n;
+	return off + 2 + (u32)n;
+}
+
+static __always_inline u32 put_user_bytes(struct record *r, u32 off, const void *src, u32 len, u32 max)
+{
+	if (off > DATA_MAX - max - 2)
+		return put_empty(r, off);
+	if (len > max) {
+		len = max;
+		r->flags |= FLAG_TRUNCATED;
+	}
+	u32 o = off & (DATA_MAX - 1);
+	// len <= max <= ARGS_MAX already; the barrier and mask are for the
+	// verifier, which may otherwise see a copy of len the clamp did not bound.
+	barrier_var(len);
+	len &= 2 * ARGS_MAX - 1;
+	if (bpf_probe_read_user(&r->data[o + 2], len, src) < 0)
+		len = 0;
+	*(u16 *)&r->data[o] = (u16)len;
+	return off + 2 + len;
+}
+
+// put_path walks a struct path up to the root of its mount namespace and
+// writes the components leaf first, each NUL-terminated; user space reverses
+// them. bpf_d_path is not allowed in tracepoint programs. The walk runs in
+// bpf_loop so the verifier checks one step, not PATH_DEPTH unrolled ones.
+struct walk {
+	struct dentry *d;
+	struct mount *m;
+	u32 off;
+	u32 truncated;
+};
+
+static long walk_step(u64 i, void *arg)
+{
+	struct walk *w = arg;
+	struct record *r = scratch_record();
+	if (!r)
+		return 1;
+	struct dentry *d = w->d;
+	struct mount *m = w->m;
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	struct dentry *mroot = BPF_CORE_READ(m, mnt.mnt_root);
+	if (d == mroot || d == parent) {
+		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+		if (m == mp || d != mroot)
+			return 1; // the namespace's root, or a detached tree
+		w->d = BPF_CORE_READ(m, mnt_mountpoint);
+		w->m = mp;
+		return 0;
+	}
+	u32 off = w->off;
+	if (off > DATA_MAX - NAME_MAX_) {
+		w->truncated = 1;
+		return 1;
+	}
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	long n = bpf_probe_read_kernel_str(&r->data[off & (DATA_MAX - 1)], NAME_MAX_, name);
+	if (n > 0)
+		w->off = off + n;
+	w->d = parent;
+	return 0;
+}
+
+static __always_inline u32 put_path(struct record *r, u32 off, const struct path *p)
+{
+	if (off > DATA_MAX - 2)
+		return put_empty(r, off);
+	struct vfsmount *vm = BPF_CORE_READ(p, mnt);
+	struct walk w = {
+		.d = BPF_CORE_READ(p, dentry),
+		.m = (struct mount *)((void *)vm - bpf_core_field_offset(struct mount, mnt)),
+		.off = off + 2,
+	};
+	bpf_loop(PATH_DEPTH, walk_step, &w, 0);
+	if (w.truncated)
+		r->flags |= FLAG_TRUNCATED;
+	u32 end = w.off;
+	if (end > DATA_MAX)
+		end = DATA_MAX;
+	*(u16 *)&r->data[off & (DATA_MAX - 1)] = (u16)(end - off - 2);
+	return end;
+}
+
+static __always_inline void submit(struct record *r, u32 off)
+{
+	if (off > DATA_MAX)
+		off = DATA_MAX;
+	r->data_len = off;
+	u64 size = offsetof(struct record, data) + off;
+	if (bpf_ringbuf_output(&events, r, size, 0) < 0)
+		count(CNT_RINGBUF_FULL);
+}
+
+// ---- syscall entry: stash the raw arguments -------------------------------
+
+// The syscall tracepoint context: a common header, the syscall number, then
+// as many u64 arguments as the syscall has. A program may read no further
+// than its tracepoint's format allows, hence one entry program per arity.
+struct sys_enter_ctx {
+	u64 common;
+	s32 nr;
+	u32 _pad;
+	u64 args[6];
+};
+
+struct sys_exit_ctx {
+	u64 common;
+	s32 nr;
+	u32 _pad;
+	s64 ret;
+};
+
+static __always_inline int stash_args(struct sys_enter_ctx *ctx, int n)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if ((u32)(id >> 32) == self_tgid)
+		return 0;
+	struct stash s = {};
+	s.nr = ctx->nr;
+	if (n > 0) s.args[0] = ctx->args[0];
+	if (n > 1) s.args[1] = ctx->args[1];
+	if (n > 2) s.args[2] = ctx->args[2];
+	if (n > 3) s.args[3] = ctx->args[3];
+	if (n > 4) s.args[4] = ctx->args[4];
+	if (n > 5) s.args[5] = ctx->args[5];
+	if (bpf_map_update_elem(&stashes, &id, &s, BPF_ANY) < 0)
+		count(CNT_STASH_FULL);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_setuid")
+int sys_enter_1(struct sys_enter_ctx *ctx) { return stash_args(ctx, 1); }
+
+SEC("tracepoint/syscalls/sys_enter_listen")
+int sys_enter_2(struct sys_enter_ctx *ctx) { return stash_args(ctx, 2); }
+
+SEC("tracepoint/syscalls/sys_enter_open")
+int sys_enter_3(struct sys_enter_ctx *ctx) { return stash_args(ctx, 3); }
+
+SEC("tracepoint/syscalls/sys_enter_openat")
+int sys_enter_4(struct sys_enter_ctx *ctx) { return stash_args(ctx, 4); }
+
+SEC("tracepoint/syscalls/sys_enter_execveat")
+int sys_enter_5(struct sys_enter_ctx *ctx) { return stash_args(ctx, 5); }
+
+// ---- syscall exit: build and emit -----------------------------------------
+
+// take_stash returns the stashed arguments of the current thread's syscall
+// and removes them, or NULL when there are none (agent's own thread, stash
+// full, or program attached mid-syscall).
+static __always_inline bool take_stash(struct stash *out)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct stash *s = bpf_map_lookup_elem(&stashes, &id);
+	if (!s)
+		return false;
+	*out = *s;
+	bpf_map_delete_elem(&stashes, &id);
+	return true;
+}
+
+static __always_inline struct record *begin_syscall(struct stash *s, s64 ret)
+{
+	struct record *r = scratch_record();
+	if (!r)
+		return NULL;
+	fill_current(r, REC_SYSCALL);
+	r->nr = s->nr;
+	r->retval = ret;
+	for (int i = 0; i < 6; i++)
+		r->args[i] = s->args[i];
+	return r;
+}
+
+static __always_inline bool starts_with_proc_or_sys(struct record *r)
+{
+	// data[0..1] is the path's length, the path follows.
+	u8 *p = &r->data[2];
+	if (p[0] != '/')
+		return false;
+	if (p[1] == 'p' && p[2] == 'r' && p[3] == 'o' && p[4] == 'c' && p[5] == '/')
+		return true;
+	return p[1] == 's' && p[2] == 'y' && p[3] == 's' && p[4] == '/';
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int sys_exit_file(struct sys_exit_ctx *ctx)
+{
+	struct stash s;
+	if (!take_stash(&s))
+		return 0;
+	s64 ret = ctx->ret;
+	if (ret >= 0 && !(report_success & SCOPE_FILE))
+		return 0;
+	struct record *r = begin_syscall(&s, ret);
+	if (!r)
+		return 0;
+
+	const void *path;
+	switch (s.nr) {
+	case NR_open:
+	case NR_unlink:
+	case NR_rmdir:
+	case NR_chown:
+		path = (const void *)s.args[0];
+		break;
+	case NR_openat2: {
+		// Replace the open_how pointer by the flags it points to.
+		u64 flags = 0;
+		bpf_probe_read_user(&flags, sizeof(flags), (const void *)s.args[2]);
+		r->args[2] = flags;
+		path = (const void *)s.args[1];
+		break;
+	}
+	default: // openat, unlinkat, fchownat
+		path = (const void *)s.args[1];
+	}
+	u32 off = put_str(r, 0, path, true);
+	if (starts_with_proc_or_sys(r))
+		return 0;
+	submit(r, off);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int sys_exit_net(struct sys_exit_ctx *ctx)
+{
+	struct stash s;
+	if (!take_stash(&s))
+		return 0;
+	s64 ret = ctx->ret;
+	if (ret >= 0 && !(report_success & SCOPE_NETWORK))
+		return 0;
+	struct record *r = begin_syscall(&s, ret);
+	if (!r)
+		return 0;
+
+	u32 off = 0;
+	switch (s.nr) {
+	case NR_connect:
+	case NR_bind:
+		off = put_user_bytes(r, 0, (const void *)s.args[1], (u32)s.args[2], SOCKADDR_MAX);
+		break;
+	case NR_accept:
+	case NR_accept4:
+		if (ret >= 0 && s.args[1] && s.args[2]) {
+			u32 len = 0;
+			bpf_probe_read_user(&len, sizeof(len), (const void *)s.args[2]);
+			off = put_user_bytes(r, 0, (const void *)s.args[1], len, SOCKADDR_MAX);
+		}
+		break;
+	}
+	submit(r, off);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_setuid")
+int sys_exit_cred(struct sys_exit_ctx *ctx)
+{
+	struct stash s;
+	if (!take_stash(&s))
+		return 0;
+	s64 ret = ctx->ret;
+	if (ret >= 0 && !(report_success & SCOPE_CAPABILITIES))
+		return 0;
+	struct record *r = begin_syscall(&s, ret);
+	if (!r)
+		return 0;
+
+	u32 off = 0;
+	if (s.nr == NR_mount) {
+		off = put_str(r, off, (const void *)s.args[0], true);
+		off = put_str(r, off, (const void *)s.args[1], true);
+		off = put_str(r, off, (const void *)s.args[2], true);
+		off = put_str(r, off, (const void *)s.args[4], true);
+	} else if (s.nr == NR_umount2) {
+		off = put_str(r, off, (const void *)s.args[0], true);
+	}
+	submit(r, off);
+	return 0;
+}
+
+// A successful execve is reported by sched_process_exec (which consumes the
+// stash); what reaches here with a stash is a failed one.
+SEC("tracepoint/syscalls/sys_exit_execve")
+int sys_exit_exec(struct sys_exit_ctx *ctx)
+{
+	struct stash s;
+	if (!take_stash(&s))
+		return 0;
+	s64 ret = ctx->ret;
+	if (ret >= 0)
+		return 0;
+	struct record *r = begin_syscall(&s, ret);
+	if (!r)
+		return 0;
+
+	const void *filename = (const void *)s.args[0];
+	const u64 *argv = (const u64 *)s.args[1];
+	if (s.nr == NR_execveat) {
+		filename = (const void *)s.args[1];
+		argv = (const u64 *)s.args[2];
+	}
+	u32 off = put_str(r, 0, filename, true);
+
+	// argv as one field of NUL-terminated strings, argv[0] included.
+	if (off > DATA_MAX - 2) {
+		submit(r, off);
+		return 0;
+	}
+	u32 start = off;
+	off += 2;
+	for (int i = 0; i < EXEC_ARGV_MAX && argv; i++) {
+		u64 p = 0;
+		if (bpf_probe_read_user(&p, sizeof(p), &argv[i]) < 0 || !p)
+			break;
+		if (off > DATA_MAX - NAME_MAX_) {
+			r->flags |= FLAG_TRUNCATED;
+			break;
+		}
+		long n = bpf_probe_read_user_str(&r->data[off & (DATA_MAX - 1)], NAME_MAX_, (const void *)p);
+		if (n <= 0)
+			break;
+		off += n;
+	}
+	*(u16 *)&r->data[start & (DATA_MAX - 1)] = (u16)(off - start - 2);
+	submit(r, off);
+	return 0;
+}
+
+// ---- process lifecycle -----------------------------------------------------
+
+SEC("tracepoint/sched/sched_process_exec")
+int sched_exec(struct trace_event_raw_sched_process_exec *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (tgid == self_tgid)
+		return 0;
+	struct record *r = scratch_record();
+	if (!r)
+		return 0;
+	fill_current(r, REC_EXEC);
+	r->retval = 0;
+
+	// The stash was made by the thread that called execve, whose tid may
+	// have been replaced by the tgid.
+	u64 key = ((u64)tgid << 32) | (u32)ctx->old_pid;
+	struct stash *s = bpf_map_lookup_elem(&stashes, &key);
+	if (s) {
+		r->nr = s->nr;
+		for (int i = 0; i < 6; i++)
+			r->args[i] = s->args[i];
+		bpf_map_delete_elem(&stashes, &key);
+	} else {
+		r->nr = NR_execve;
+		for (int i = 0; i < 6; i++)
+			r->args[i] = 0;
+		r->flags |= FLAG_NO_STASH;
+	}
+
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+
+	// 1: the executable, resolved by the kernel (symlinks followed).
+	struct file *exe = BPF_CORE_READ(t, mm, exe_file);
+	u32 off = put_path(r, 0, &exe->f_path);
+
+	// 2: the file name as given to execve.
+	unsigned short loc = ctx->__data_loc_filename & 0xFFFF;
+	off = put_str(r, off, (void *)ctx + loc, false);
+
+	// 3: argv, NUL-separated, as the new image sees it.
+	struct mm_struct *mm = BPF_CORE_READ(t, mm);
+	unsigned long as = BPF_CORE_READ(mm, arg_start);
+	unsigned long ae = BPF_CORE_READ(mm, arg_end);
+	off = put_user_bytes(r, off, (const void *)as, ae > as ? (u32)(ae - as) : 0, ARGS_MAX);
+
+	// 4: the working directory.
+	struct fs_struct *fs = BPF_CORE_READ(t, fs);
+	off = put_path(r, off, &fs->pwd);
+
+	// 5: the controlling terminal's name.
+	struct tty_struct *tty = BPF_CORE_READ(t, signal, tty);
+	if (tty)
+		off = put_str(r, off, &tty->name, false);
+	else
+		off = put_empty(r, off);
+
+	submit(r, off);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(sched_fork, struct task_struct *parent, struct task_struct *child)
+{
+	if (child->pid != child->tgid) // a thread, not a process
+		return 0;
+	if (parent->tgid == self_tgid)
+		return 0;
+	struct record *r = scratch_record();
+	if (!r)
+		return 0;
+	r->ts = bpf_ktime_get_ns();
+	r->kind = REC_FORK;
+	r->nr = 0;
+	r->retval = 0;
+	r->cgroup_id = bpf_get_current_cgroup_id();
+	r->uid = (u32)bpf_get_current_uid_gid();
+	bpf_get_current_comm(&r->comm, sizeof(r->comm));
+	fill_task(r, child);
+	submit(r, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(sched_exit, struct task_struct *p)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	// A thread killed inside a traced syscall never reaches sys_exit.
+	bpf_map_delete_elem(&stashes, &id);
+
+	if (p->signal->live.counter != 0) // other threads still run
+		return 0;
+	if (p->tgid == self_tgid)
+		return 0;
+	struct record *r = scratch_record();
+	if (!r)
+		return 0;
+	fill_current(r, REC_EXIT);
+	r->nr = 0;
+	r->retval = p->exit_code;
+	submit(r, 0);
+	return 0;
+}

@@ -1,0 +1,366 @@
+// Package monitor is the system monitor: BPF programs on stable tracepoints
+// (process exec/fork/exit and the syscalls of upstream KubeArmor's monitor)
+// report through one ring buffer; user space decodes each record into an
+// event.Event with upstream's Operation, Resource, Data and return value,
+// and keeps a process table current so events are attributed to a process.
+//
+// The ring buffer reader never waits for processing: a bounded queue sits
+// between the two, and every record lost in the kernel (ring buffer full)
+// or dropped in user space (queue full) is counted (Stats).
+package monitor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/armorhost/kubearmor/agent/proctable"
+	"github.com/armorhost/kubearmor/event"
+)
+
+// Options configure Open. Zero values take the defaults.
+type Options struct {
+	// Visibility are the scopes whose events are reported.
+	Visibility Scope
+	// FailuresOf are scopes whose failed syscalls are reported even when
+	// the scope is not visible (a denied setuid must still raise the
+	// DefaultPosture alert). Their programs are attached; successes are
+	// dropped in the kernel.
+	FailuresOf Scope
+	// Table is the process table to keep current. Nil: a new table, seeded
+	// from /proc.
+	Table *proctable.Table
+	// QueueLen bounds the records waiting between the ring buffer reader
+	// and the decoder (default 16384).
+	QueueLen int
+	// RingBufferBytes is the kernel ring buffer's size, a power of two
+	// multiple of the page size (default 8 MiB).
+	RingBufferBytes int
+	// ProcRoot is procfs as the agent sees the host's (default "/proc").
+	ProcRoot string
+}
+
+// Stats are the monitor's counters since Open.
+type Stats struct {
+	Received     uint64 // records read from the ring buffer
+	Emitted      uint64 // events handed to emit
+	Lost         uint64 // records the kernel could not write: ring buffer full
+	StashFull    uint64 // syscalls not reported: the in-kernel argument stash was full
+	Dropped      uint64 // records dropped in user space: queue full
+	DecodeErrors uint64
+}
+
+// Monitor satisfies agent.Monitor.
+type Monitor struct {
+	opts      Options
+	objs      monitorBPFObjects
+	links     []link.Link
+	reader    *ringbuf.Reader
+	table     *proctable.Table
+	dec       decoder
+	unwatched []string // tracepoints this kernel lacks
+
+	received, emitted, dropped, decodeErrors atomic.Uint64
+
+	closeOnce sync.Once
+	running   atomic.Bool
+}
+
+// Open loads the programs, attaches those of the requested scopes and seeds
+// the process table. Nothing is reported until Run.
+func Open(opts Options) (*Monitor, error) {
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = 16384
+	}
+	if opts.RingBufferBytes <= 0 {
+		opts.RingBufferBytes = 8 << 20
+	}
+	if opts.ProcRoot == "" {
+		opts.ProcRoot = "/proc"
+	}
+	m := &Monitor{opts: opts, table: opts.Table}
+	if m.table == nil {
+		m.table = proctable.New(proctable.Options{ProcRoot: opts.ProcRoot, ReadProcOnMiss: true})
+	}
+
+	spec, err := loadMonitorBPF()
+	if err != nil {
+		return nil, fmt.Errorf("monitor: load BPF spec: %w", err)
+	}
+	self, err := selfHostPID(opts.ProcRoot)
+	if err != nil {
+		return nil, fmt.Errorf("monitor: %w", err)
+	}
+	if err := spec.Variables["self_tgid"].Set(self); err != nil {
+		return nil, fmt.Errorf("monitor: set self_tgid: %w", err)
+	}
+	if err := spec.Variables["report_success"].Set(uint32(opts.Visibility)); err != nil {
+		return nil, fmt.Errorf("monitor: set report_success: %w", err)
+	}
+	spec.Maps["events"].MaxEntries = uint32(opts.RingBufferBytes)
+	if err := spec.LoadAndAssign(&m.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("monitor: load BPF programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("monitor: load BPF programs: %w", err)
+	}
+	m.reader, err = ringbuf.NewReader(m.objs.Events)
+	if err != nil {
+		m.objs.Close()
+		return nil, fmt.Errorf("monitor: ring buffer reader: %w", err)
+	}
+
+	if err := ensureTracefs(); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("monitor: %w", err)
+	}
+	// The table is seeded after attaching, so a process started in between
+	// is either seen by its exec record or found in /proc.
+	if err := m.attach(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	if opts.Table == nil {
+		if _, err := m.table.SeedFromProc(); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("monitor: %w", err)
+		}
+	}
+	m.dec = decoder{
+		table:      m.table,
+		visibility: opts.Visibility,
+		procRoot:   opts.ProcRoot,
+		monoToWall: monoToWall(),
+	}
+	return m, nil
+}
+
+func (m *Monitor) attach() error {
+	watched := m.opts.Visibility | m.opts.FailuresOf
+	if watched == 0 {
+		return nil
+	}
+	// Process lifecycle feeds the process table whatever the scopes.
+	lifecycle := []struct {
+		name string
+		do   func() (link.Link, error)
+	}{
+		{"sched_process_exec", func() (link.Link, error) {
+			return link.Tracepoint("sched", "sched_process_exec", m.objs.SchedExec, nil)
+		}},
+		{"sched_process_fork", func() (link.Link, error) {
+			return link.AttachTracing(link.TracingOptions{Program: m.objs.SchedFork})
+		}},
+		{"sched_process_exit", func() (link.Link, error) {
+			return link.AttachTracing(link.TracingOptions{Program: m.objs.SchedExit})
+		}},
+	}
+	for _, l := range lifecycle {
+		lk, err := l.do()
+		if err != nil {
+			return fmt.Errorf("monitor: attach %s: %w", l.name, err)
+		}
+		m.links = append(m.links, lk)
+	}
+
+	enter := map[int]*ebpf.Program{
+		1: m.objs.SysEnter1, 2: m.objs.SysEnter2, 3: m.objs.SysEnter3,
+		4: m.objs.SysEnter4, 5: m.objs.SysEnter5,
+	}
+	exit := map[exitKind]*ebpf.Program{
+		exitFile: m.objs.SysExitFile, exitNet: m.objs.SysExitNet,
+		exitCred: m.objs.SysExitCred, exitExec: m.objs.SysExitExec,
+	}
+	for _, t := range tracedSyscalls {
+		if t.scope&watched == 0 {
+			continue
+		}
+		// Exit first: an enter without its exit would fill the stash.
+		lx, err := link.Tracepoint("syscalls", "sys_exit_"+t.name, exit[t.exit], nil)
+		if errors.Is(err, os.ErrNotExist) {
+			m.unwatched = append(m.unwatched, t.name)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("monitor: attach sys_exit_%s: %w", t.name, err)
+		}
+		m.links = append(m.links, lx)
+		le, err := link.Tracepoint("syscalls", "sys_enter_"+t.name, enter[t.arity], nil)
+		if err != nil {
+			return fmt.Errorf("monitor: attach sys_enter_%s: %w", t.name, err)
+		}
+		m.links = append(m.links, le)
+	}
+	return nil
+}
+
+// Table is the process table the monitor keeps current; the pipeline uses
+// it to attribute events (Describe).
+func (m *Monitor) Table() *proctable.Table { return m.table }
+
+// Unwatched lists the traced syscalls this kernel has no tracepoint for.
+func (m *Monitor) Unwatched() []string { return m.unwatched }
+
+// Run reads records until ctx ends and hands each decoded event to emit.
+// emit is called from one goroutine, in ring-buffer order, and must not
+// block for long: while it runs, records queue up and are counted as
+// dropped once the queue is full.
+func (m *Monitor) Run(ctx context.Context, emit func(event.Event)) error {
+	if !m.running.CompareAndSwap(false, true) {
+		return errors.New("monitor: Run called twice")
+	}
+	queue := make(chan *[]byte, m.opts.QueueLen)
+	pool := sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(queue)
+		var rec ringbuf.Record
+		for {
+			if err := m.reader.ReadInto(&rec); err != nil {
+				if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil {
+					readErr <- nil
+				} else {
+					readErr <- fmt.Errorf("monitor: read ring buffer: %w", err)
+				}
+				return
+			}
+			m.received.Add(1)
+			bp := pool.Get().(*[]byte)
+			*bp = append((*bp)[:0], rec.RawSample...)
+			select {
+			case queue <- bp:
+			default:
+				m.dropped.Add(1)
+				pool.Put(bp)
+			}
+		}
+	}()
+	stop := context.AfterFunc(ctx, func() { m.reader.SetDeadline(time.Now()) })
+	defer stop()
+
+	var ev event.Event
+	for bp := range queue {
+		ok, err := m.dec.decode(*bp, &ev)
+		pool.Put(bp)
+		if err != nil {
+			m.decodeErrors.Add(1)
+			continue
+		}
+		if ok {
+			m.emitted.Add(1)
+			emit(ev)
+		}
+	}
+	return <-readErr
+}
+
+// Stats returns the counters; Lost and StashFull are summed over CPUs.
+func (m *Monitor) Stats() Stats {
+	s := Stats{
+		Received:     m.received.Load(),
+		Emitted:      m.emitted.Load(),
+		Dropped:      m.dropped.Load(),
+		DecodeErrors: m.decodeErrors.Load(),
+	}
+	if m.objs.Counters != nil {
+		s.Lost = m.counter(0)
+		s.StashFull = m.counter(1)
+	}
+	return s
+}
+
+func (m *Monitor) counter(idx uint32) uint64 {
+	var perCPU []uint64
+	if err := m.objs.Counters.Lookup(idx, &perCPU); err != nil {
+		return 0
+	}
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	return n
+}
+
+// Close detaches every program and frees the kernel objects. Run returns
+// once the records already read are processed.
+func (m *Monitor) Close() error {
+	var errs []error
+	m.closeOnce.Do(func() {
+		for _, l := range m.links {
+			if err := l.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		m.links = nil
+		if m.reader != nil {
+			if err := m.reader.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := m.objs.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("monitor: close: %w", err)
+	}
+	return nil
+}
+
+// selfHostPID is the agent's pid in the outermost pid namespace procfs
+// shows (the host's when procfs is the host's), which is what the kernel
+// compares against.
+func selfHostPID(procRoot string) (uint32, error) {
+	b, err := os.ReadFile(procRoot + "/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("read own status: %w", err)
+	}
+	for _, line := range bytes.Split(b, []byte{'\n'}) {
+		if v, ok := bytes.CutPrefix(line, []byte("NStgid:")); ok {
+			f := bytes.Fields(v)
+			if len(f) > 0 {
+				n, err := strconv.ParseUint(string(f[0]), 10, 32)
+				if err == nil {
+					return uint32(n), nil
+				}
+			}
+		}
+	}
+	return uint32(os.Getpid()), nil
+}
+
+// monoToWall is the offset from CLOCK_MONOTONIC (bpf_ktime_get_ns) to Unix
+// time, in nanoseconds.
+func monoToWall() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Now().UnixNano() - ts.Nano()
+}
+
+// ensureTracefs mounts tracefs when neither it nor debugfs is: attaching to
+// a tracepoint needs its id from tracefs, and nothing guarantees the mount
+// on a host whose init is not systemd.
+func ensureTracefs() error {
+	for _, dir := range []string{"/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"} {
+		if _, err := os.Stat(dir); err == nil {
+			return nil
+		}
+	}
+	if err := unix.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+		return fmt.Errorf("mount tracefs on /sys/kernel/tracing: %w", err)
+	}
+	return nil
+}

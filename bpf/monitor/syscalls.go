@@ -1,0 +1,173 @@
+package monitor
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/armorhost/kubearmor/event"
+)
+
+// Scope is a set of visibility scopes, upstream's hostVisibility values.
+type Scope uint32
+
+// Scope bits; they match the SCOPE_* constants of monitor.bpf.c.
+const (
+	ScopeProcess Scope = 1 << iota
+	ScopeFile
+	ScopeNetwork
+	ScopeCapabilities
+
+	ScopeAll = ScopeProcess | ScopeFile | ScopeNetwork | ScopeCapabilities
+)
+
+// ParseVisibility reads upstream's visibility string ("process,file",
+// "default", "none", ...). Like upstream it matches substrings, so "dns"
+// and "ima" are accepted and ignored.
+func ParseVisibility(s string) (Scope, error) {
+	s = strings.TrimSpace(s)
+	switch s {
+	case "", "none":
+		return 0, nil
+	case "default":
+		return ScopeAll, nil
+	}
+	var sc Scope
+	for _, part := range strings.Split(s, ",") {
+		switch strings.TrimSpace(part) {
+		case "process":
+			sc |= ScopeProcess
+		case "file":
+			sc |= ScopeFile
+		case "network":
+			sc |= ScopeNetwork
+		case "capabilities":
+			sc |= ScopeCapabilities
+		case "dns", "ima", "":
+		default:
+			return 0, fmt.Errorf("visibility %q: unknown scope %q (want process, file, network, capabilities, dns, ima, default or none)", s, part)
+		}
+	}
+	return sc, nil
+}
+
+func (s Scope) String() string {
+	var parts []string
+	for _, n := range []struct {
+		bit  Scope
+		name string
+	}{{ScopeProcess, "process"}, {ScopeFile, "file"}, {ScopeNetwork, "network"}, {ScopeCapabilities, "capabilities"}} {
+		if s&n.bit != 0 {
+			parts = append(parts, n.name)
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ",")
+}
+
+// x86-64 syscall numbers.
+const (
+	sysOpen      = 2
+	sysSocket    = 41
+	sysConnect   = 42
+	sysAccept    = 43
+	sysBind      = 49
+	sysListen    = 50
+	sysExecve    = 59
+	sysRmdir     = 84
+	sysUnlink    = 87
+	sysChown     = 92
+	sysPtrace    = 101
+	sysSetuid    = 105
+	sysSetgid    = 106
+	sysSetreuid  = 113
+	sysSetregid  = 114
+	sysSetresuid = 117
+	sysSetresgid = 119
+	sysMount     = 165
+	sysUmount2   = 166
+	sysOpenat    = 257
+	sysFchownat  = 260
+	sysUnlinkat  = 263
+	sysAccept4   = 288
+	sysExecveat  = 322
+	sysOpenat2   = 437
+)
+
+type exitKind uint8
+
+const (
+	exitFile exitKind = iota
+	exitNet
+	exitCred
+	exitExec
+)
+
+// traced is one syscall the monitor can trace.
+type traced struct {
+	nr        uint32
+	name      string // tracepoint suffix: sys_enter_<name>
+	scope     Scope
+	arity     int // arguments the enter program stashes
+	exit      exitKind
+	operation string
+}
+
+var tracedSyscalls = []traced{
+	{sysExecve, "execve", ScopeProcess, 3, exitExec, event.OpProcess},
+	{sysExecveat, "execveat", ScopeProcess, 5, exitExec, event.OpProcess},
+
+	{sysOpen, "open", ScopeFile, 3, exitFile, event.OpFile},
+	{sysOpenat, "openat", ScopeFile, 4, exitFile, event.OpFile},
+	{sysOpenat2, "openat2", ScopeFile, 4, exitFile, event.OpFile},
+	{sysUnlink, "unlink", ScopeFile, 1, exitFile, event.OpFile},
+	{sysUnlinkat, "unlinkat", ScopeFile, 3, exitFile, event.OpFile},
+	{sysRmdir, "rmdir", ScopeFile, 1, exitFile, event.OpFile},
+	{sysChown, "chown", ScopeFile, 3, exitFile, event.OpFile},
+	{sysFchownat, "fchownat", ScopeFile, 5, exitFile, event.OpFile},
+
+	{sysSocket, "socket", ScopeNetwork, 3, exitNet, event.OpNetwork},
+	{sysConnect, "connect", ScopeNetwork, 3, exitNet, event.OpNetwork},
+	{sysBind, "bind", ScopeNetwork, 3, exitNet, event.OpNetwork},
+	{sysListen, "listen", ScopeNetwork, 2, exitNet, event.OpNetwork},
+	{sysAccept, "accept", ScopeNetwork, 3, exitNet, event.OpNetwork},
+	{sysAccept4, "accept4", ScopeNetwork, 4, exitNet, event.OpNetwork},
+
+	// Upstream puts these in the capabilities scope.
+	{sysSetuid, "setuid", ScopeCapabilities, 1, exitCred, event.OpSyscall},
+	{sysSetgid, "setgid", ScopeCapabilities, 1, exitCred, event.OpSyscall},
+	{sysSetreuid, "setreuid", ScopeCapabilities, 2, exitCred, event.OpSyscall},
+	{sysSetregid, "setregid", ScopeCapabilities, 2, exitCred, event.OpSyscall},
+	{sysSetresuid, "setresuid", ScopeCapabilities, 3, exitCred, event.OpSyscall},
+	{sysSetresgid, "setresgid", ScopeCapabilities, 3, exitCred, event.OpSyscall},
+	{sysPtrace, "ptrace", ScopeCapabilities, 4, exitCred, event.OpProcess},
+	{sysMount, "mount", ScopeCapabilities, 5, exitCred, event.OpSyscall},
+	{sysUmount2, "umount2", ScopeCapabilities, 2, exitCred, event.OpSyscall},
+}
+
+var tracedByNr = func() map[uint32]*traced {
+	m := make(map[uint32]*traced, len(tracedSyscalls))
+	for i := range tracedSyscalls {
+		m[tracedSyscalls[i].nr] = &tracedSyscalls[i]
+	}
+	return m
+}()
+
+var syscallNames = func() map[uint32]string {
+	m := make(map[uint32]string, len(tracedSyscalls))
+	for _, t := range tracedSyscalls {
+		m[t.nr] = "SYS_" + strings.ToUpper(t.name)
+	}
+	return m
+}()
+
+// SyscallName is upstream's name for an x86-64 syscall number of the traced
+// set ("SYS_OPENAT"); others print as "SYS_<nr>".
+func SyscallName(nr uint32) string {
+	if n, ok := syscallNames[nr]; ok {
+		return n
+	}
+	return "SYS_" + strconv.FormatUint(uint64(nr), 10)
+}
