@@ -1,0 +1,236 @@
+package feeder
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
+	"github.com/armorhost/kubearmor/feeder/policypb"
+	"github.com/armorhost/kubearmor/feeder/statuspb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+)
+
+// TLSFiles name the PEM files of the TCP listener's TLS. With CA set,
+// clients must present a certificate signed by it (mutual TLS).
+type TLSFiles struct {
+	Cert, Key string
+	CA        string // "" = server-side TLS only; PolicyService is then refused off loopback
+}
+
+// TLSFilesIn returns the conventional file names in dir: server.crt,
+// server.key and ca.crt.
+func TLSFilesIn(dir string) *TLSFiles {
+	return &TLSFiles{Cert: filepath.Join(dir, "server.crt"), Key: filepath.Join(dir, "server.key"), CA: filepath.Join(dir, "ca.crt")}
+}
+
+// IsLoopback reports whether a host:port names only the loopback interface.
+// An empty host (":32767") means every interface, which is not loopback.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func checkTCP(addr string, files *TLSFiles) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("feeder: gRPC address %q: %w", addr, err)
+	}
+	if !IsLoopback(addr) && files == nil {
+		return fmt.Errorf("feeder: refusing to serve gRPC on %s without TLS: only loopback addresses may be plaintext", addr)
+	}
+	return nil
+}
+
+type listener struct {
+	name     string
+	network  string
+	ln       net.Listener
+	srv      *grpc.Server
+	health   *health.Server
+	tls      bool
+	policyOK bool
+}
+
+func (s *Server) listenTCP() (*listener, error) {
+	l := &listener{name: s.opts.TCP, network: "tcp", policyOK: IsLoopback(s.opts.TCP)}
+	var creds credentials.TransportCredentials
+	if s.opts.TLS != nil {
+		conf, err := loadTLS(s.opts.TLS)
+		if err != nil {
+			return nil, err
+		}
+		creds = credentials.NewTLS(conf)
+		l.tls = true
+		l.policyOK = l.policyOK || conf.ClientAuth == tls.RequireAndVerifyClientCert
+	}
+	ln, err := net.Listen("tcp", s.opts.TCP)
+	if err != nil {
+		return nil, fmt.Errorf("feeder: listen on %s: %w", s.opts.TCP, err)
+	}
+	l.ln = ln
+	l.name = ln.Addr().String()
+	s.newGRPC(l, creds)
+	return l, nil
+}
+
+func loadTLS(f *TLSFiles) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		return nil, fmt.Errorf("feeder: TLS certificate: %w", err)
+	}
+	conf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if f.CA != "" {
+		pem, err := os.ReadFile(f.CA)
+		if err != nil {
+			return nil, fmt.Errorf("feeder: TLS CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("feeder: TLS CA %s: no PEM certificate found", f.CA)
+		}
+		conf.ClientCAs = pool
+		conf.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return conf, nil
+}
+
+// listenUnix creates the socket with mode 0660 in a directory of mode 0750.
+// The directory's mode is what protects the socket between bind and chmod.
+func (s *Server) listenUnix() (*listener, error) {
+	path := s.opts.Socket
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("feeder: socket directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("feeder: socket directory: %w", err)
+	}
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("feeder: listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("feeder: socket mode: %w", err)
+	}
+	l := &listener{name: "unix://" + path, network: "unix", ln: ln, policyOK: true}
+	s.newGRPC(l, nil)
+	return l, nil
+}
+
+// removeStaleSocket deletes a socket left by an agent that did not exit
+// cleanly, and refuses to take over one that is still answering.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("feeder: socket %s: %w", path, err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("feeder: %s exists and is not a socket", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("feeder: %s is in use by another process", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("feeder: socket %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("feeder: remove stale socket: %w", err)
+	}
+	return nil
+}
+
+// MaxRequestBytes bounds one gRPC request. It is above hostpolicy's
+// document limit so an oversized policy gets the clear Invalid status
+// rather than a transport error.
+const MaxRequestBytes = 4 << 20
+
+func (s *Server) newGRPC(l *listener, creds credentials.TransportCredentials) {
+	opts := []grpc.ServerOption{
+		// As upstream: ping every second, drop a peer silent for 5 s, and
+		// let clients ping without active streams.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Second, Timeout: 5 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		grpc.ChainUnaryInterceptor(s.recoverUnary, policyGate(l.policyOK)),
+		grpc.ChainStreamInterceptor(s.recoverStream),
+	}
+	if creds != nil {
+		opts = append(opts, grpc.Creds(creds))
+	}
+	srv := grpc.NewServer(opts...)
+	kubearmorpb.RegisterLogServiceServer(srv, &logService{s: s})
+	policypb.RegisterPolicyServiceServer(srv, &policyService{s: s})
+	policypb.RegisterProbeServiceServer(srv, &probeService{s: s})
+	statuspb.RegisterAgentStatusServer(srv, &statusService{s: s})
+	hs := health.NewServer()
+	for _, name := range []string{"", kubearmorpb.LogService_ServiceDesc.ServiceName, policypb.PolicyService_ServiceDesc.ServiceName,
+		policypb.ProbeService_ServiceDesc.ServiceName, statuspb.AgentStatus_ServiceDesc.ServiceName} {
+		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	healthpb.RegisterHealthServer(srv, hs)
+	l.srv, l.health = srv, hs
+}
+
+// policyGate refuses PolicyService on a listener where anyone who can
+// reach the port could change policies: TCP off loopback without mutual TLS.
+func policyGate(allowed bool) grpc.UnaryServerInterceptor {
+	prefix := "/" + policypb.PolicyService_ServiceDesc.ServiceName + "/"
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if !allowed && strings.HasPrefix(info.FullMethod, prefix) {
+			return nil, status.Error(codes.PermissionDenied, "PolicyService is only served on loopback, the unix socket, or with mutual TLS")
+		}
+		return h(ctx, req)
+	}
+}
+
+// A bug triggered by one request must not take the agent down.
+func (s *Server) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in gRPC handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+			err = status.Error(codes.Internal, "internal error")
+		}
+	}()
+	return h(ctx, req)
+}
+
+func (s *Server) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in gRPC handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+			err = status.Error(codes.Internal, "internal error")
+		}
+	}()
+	return h(srv, ss)
+}

@@ -1,0 +1,114 @@
+package feeder
+
+import (
+	"context"
+	"errors"
+
+	"github.com/armorhost/kubearmor/feeder/fanout"
+	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// logService is feeder.LogService as karmor uses it (karmor-client.md §4.3):
+// streams may be opened before HealthCheck and must stay open until the
+// client goes away; ending one normally makes karmor exit with "EOF".
+type logService struct {
+	kubearmorpb.UnimplementedLogServiceServer
+	s *Server
+}
+
+func (l *logService) HealthCheck(_ context.Context, req *kubearmorpb.NonceMessage) (*kubearmorpb.ReplyMessage, error) {
+	return &kubearmorpb.ReplyMessage{Retval: req.GetNonce()}, nil
+}
+
+// WatchAlerts serves filters "all" and "policy"; any other filter ends the
+// stream at once, as upstream does.
+func (l *logService) WatchAlerts(req *kubearmorpb.RequestMessage, stream grpc.ServerStreamingServer[kubearmorpb.Alert]) error {
+	if f := req.GetFilter(); f != "all" && f != "policy" {
+		return nil
+	}
+	sub, err := l.s.alerts.Subscribe(peerName(stream.Context()), l.s.opts.QueueDepth)
+	if err != nil {
+		return subscribeError(err)
+	}
+	defer sub.Close()
+	return pump(l.s, stream.Context(), sub, stream.Send, l.s.DroppedAlertsNotice)
+}
+
+// WatchLogs serves filters "all" and "system"; any other filter ends the
+// stream at once, as upstream does.
+func (l *logService) WatchLogs(req *kubearmorpb.RequestMessage, stream grpc.ServerStreamingServer[kubearmorpb.Log]) error {
+	if f := req.GetFilter(); f != "all" && f != "system" {
+		return nil
+	}
+	sub, err := l.s.logs.Subscribe(peerName(stream.Context()), l.s.opts.QueueDepth)
+	if err != nil {
+		return subscribeError(err)
+	}
+	defer sub.Close()
+	return pump(l.s, stream.Context(), sub, stream.Send, l.s.DroppedLogsNotice)
+}
+
+// WatchMessages streams the agent's messages whatever the filter. Unlike
+// upstream (debug mode only) they always flow, starting with the agent's
+// current status and warnings, so a watcher learns about unenforceable
+// rules without asking.
+func (l *logService) WatchMessages(_ *kubearmorpb.RequestMessage, stream grpc.ServerStreamingServer[kubearmorpb.Message]) error {
+	sub, err := l.s.messages.Subscribe(peerName(stream.Context()), l.s.opts.QueueDepth)
+	if err != nil {
+		return subscribeError(err)
+	}
+	defer sub.Close()
+	for _, m := range l.s.statusMessages() {
+		if err := stream.Send(m); err != nil {
+			return err
+		}
+	}
+	return pump(l.s, stream.Context(), sub, stream.Send, l.s.droppedMessagesNotice)
+}
+
+// pump sends one subscriber's queue to its stream until the client leaves
+// or the server stops. A stream.Send blocked by a client that does not read
+// only holds up this subscriber: the publisher drops into its full queue.
+func pump[T any](s *Server, ctx context.Context, sub *fanout.Subscription[T], send func(T) error, notice func(uint64) T) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.shutdown, cancel)
+	defer stop()
+	for {
+		v, dropped, err := sub.Next(ctx)
+		if err != nil {
+			if s.shutdown.Err() != nil {
+				return status.Error(codes.Unavailable, "agent is shutting down")
+			}
+			return status.FromContextError(err).Err()
+		}
+		if dropped > 0 {
+			v = notice(dropped)
+		}
+		if err := send(v); err != nil {
+			return err
+		}
+	}
+}
+
+func subscribeError(err error) error {
+	if errors.Is(err, fanout.ErrTooManySubscribers) {
+		return status.Error(codes.ResourceExhausted, "too many subscribers; try again later")
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+func peerName(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return "unknown"
+	}
+	if p.Addr.Network() == "unix" {
+		return "unix"
+	}
+	return p.Addr.String()
+}

@@ -1,0 +1,163 @@
+package feeder
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+
+	"github.com/armorhost/kubearmor/feeder/policypb"
+	"github.com/armorhost/kubearmor/hostpolicy"
+	"gopkg.in/yaml.v3"
+)
+
+// Status is a PolicyService result, with upstream's numbering.
+type Status = policypb.PolicyStatus
+
+// The statuses karmor prints as "Policy <name> ".
+const (
+	StatusFailure    = policypb.PolicyStatus_Failure
+	StatusApplied    = policypb.PolicyStatus_Applied
+	StatusDeleted    = policypb.PolicyStatus_Deleted
+	StatusModified   = policypb.PolicyStatus_Modified
+	StatusNotExist   = policypb.PolicyStatus_NotExist
+	StatusInvalid    = policypb.PolicyStatus_Invalid
+	StatusNotEnabled = policypb.PolicyStatus_NotEnabled
+)
+
+// StatusFromName maps a result name ("Applied", "Modified", "Deleted",
+// "NotExist", ...) to its status, for appliers that report names.
+func StatusFromName(name string) (Status, bool) {
+	v, ok := policypb.PolicyStatus_value[name]
+	return Status(v), ok
+}
+
+// PolicyApplier carries out a decoded, validated and normalized
+// PolicyService request (the policy store: it writes the policy as a file).
+// It returns Applied, Modified, Deleted or NotExist; on error the returned
+// status is still sent (Failure is the zero value, so (0, err) means
+// Failure; an applier that rejects the policy returns Invalid with the
+// reason).
+type PolicyApplier interface {
+	ApplyHostPolicy(ev *hostpolicy.Event) (Status, error)
+}
+
+// PolicyApplierFunc adapts a function to PolicyApplier.
+type PolicyApplierFunc func(ev *hostpolicy.Event) (Status, error)
+
+// ApplyHostPolicy calls f.
+func (f PolicyApplierFunc) ApplyHostPolicy(ev *hostpolicy.Event) (Status, error) { return f(ev) }
+
+// PolicySource lists the host policies in force, for ProbeService.
+type PolicySource interface {
+	Policies() []*hostpolicy.Policy
+}
+
+type policyService struct {
+	policypb.UnimplementedPolicyServiceServer
+	s *Server
+}
+
+// HostPolicy handles `karmor vm policy add|delete` for KubeArmorHostPolicy.
+// The payload is karmor's JSON envelope {"type": ..., "object": ...}; every
+// problem with it is reported as Invalid, with the reasons in the agent's
+// log and on WatchMessages.
+func (p *policyService) HostPolicy(_ context.Context, req *policypb.Policy) (*policypb.Response, error) {
+	return &policypb.Response{Status: p.s.applyHostPolicy(req.GetPolicy())}, nil
+}
+
+func (s *Server) applyHostPolicy(payload []byte) Status {
+	if s.opts.Policies == nil {
+		return StatusNotEnabled
+	}
+	ev, diags := hostpolicy.ParseEvent(payload)
+	if ev == nil || diags.HasErrors() {
+		err := diags.Err()
+		if err == nil {
+			err = fmt.Errorf("unreadable request")
+		}
+		s.log.Warn("PolicyService: invalid host policy", "error", err)
+		s.PublishMessage(LevelWarn, "PolicyService: invalid host policy: "+err.Error())
+		return StatusInvalid
+	}
+	for _, w := range diags.Warnings() {
+		s.log.Warn("PolicyService: host policy "+ev.Policy.Metadata.Name, "warning", w.String())
+	}
+	st, err := s.opts.Policies.ApplyHostPolicy(ev)
+	name := ev.Policy.Metadata.Name
+	if err != nil {
+		s.log.Error("PolicyService: host policy not applied", "policy", name, "type", ev.Type, "status", st.String(), "error", err)
+		s.PublishMessage(LevelError, fmt.Sprintf("PolicyService: %s of host policy %s: %s: %v", ev.Type, name, st, err))
+		return st
+	}
+	s.log.Info("PolicyService: host policy", "policy", name, "type", ev.Type, "status", st.String())
+	s.PublishMessage(LevelInfo, fmt.Sprintf("PolicyService: host policy %s %s", name, st))
+	return st
+}
+
+// ContainerPolicy (KubeArmorPolicy) is not supported outside Kubernetes yet.
+func (p *policyService) ContainerPolicy(context.Context, *policypb.Policy) (*policypb.Response, error) {
+	return &policypb.Response{Status: StatusNotEnabled}, nil
+}
+
+// NetworkPolicy (KubeArmorNetworkPolicy) is not supported.
+func (p *policyService) NetworkPolicy(context.Context, *policypb.Policy) (*policypb.Response, error) {
+	return &policypb.Response{Status: StatusNotEnabled}, nil
+}
+
+type probeService struct {
+	policypb.UnimplementedProbeServiceServer
+	s *Server
+}
+
+// GetProbeData reports the host policies in force for `karmor probe`:
+// hostMap[<host>] lists their names and, per policy, upstream's JSON form
+// {"metadata":{"policyName":...},"spec":{...}}.
+func (p *probeService) GetProbeData(context.Context, *policypb.Empty) (*policypb.ProbeResponse, error) {
+	resp := &policypb.ProbeResponse{
+		ContainerMap: map[string]*policypb.ContainerData{},
+		HostMap:      map[string]*policypb.HostSecurityPolicies{},
+	}
+	if p.s.opts.Probe == nil {
+		return resp, nil
+	}
+	policies := slices.Clone(p.s.opts.Probe.Policies())
+	if len(policies) == 0 {
+		return resp, nil
+	}
+	sort.Slice(policies, func(i, j int) bool { return policies[i].Metadata.Name < policies[j].Metadata.Name })
+	host := &policypb.HostSecurityPolicies{}
+	for _, pol := range policies {
+		host.PolicyList = append(host.PolicyList, pol.Metadata.Name)
+		data, err := probeJSON(pol)
+		if err != nil {
+			p.s.log.Warn("ProbeService: cannot render policy", "policy", pol.Metadata.Name, "error", err)
+			continue
+		}
+		host.PolicyDataList = append(host.PolicyDataList, &policypb.Policy{Policy: data})
+	}
+	resp.HostMap[p.s.opts.Host] = host
+	return resp, nil
+}
+
+// probeJSON renders a policy as upstream's daemon-side JSON: the spec with
+// the policy's own (YAML) field names, and the name under policyName.
+func probeJSON(p *hostpolicy.Policy) ([]byte, error) {
+	text, err := hostpolicy.Render(p)
+	if err != nil {
+		return nil, err
+	}
+	var doc struct {
+		Spec map[string]any `yaml:"spec"`
+	}
+	if err := yaml.Unmarshal(text, &doc); err != nil {
+		return nil, fmt.Errorf("policy %s: %w", p.Metadata.Name, err)
+	}
+	out := map[string]any{"metadata": map[string]string{"policyName": p.Metadata.Name}, "spec": doc.Spec}
+	data, err := json.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", p.Metadata.Name, err)
+	}
+	return data, nil
+}
