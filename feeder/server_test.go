@@ -343,8 +343,8 @@ func TestWatchMessagesStartsWithStatus(t *testing.T) {
 	a := startAgent(t, func(o *Options) {
 		o.Status = func() *statuspb.Status {
 			return &statuspb.Status{
-				Enforcer: "BPFLSM",
-				Policies: []*statuspb.LoadedPolicy{{Name: "p1", Rules: 3}, {Name: "p2", Rules: 2}},
+				Enforcer:   "BPFLSM",
+				Policies:   []*statuspb.LoadedPolicy{{Name: "p1", Rules: 3}, {Name: "p2", Rules: 2}},
 				Unenforced: []*statuspb.UnenforcedRule{{Policy: "p2", Rule: "network.matchProtocols[0] icmp", Reason: "BPF-LSM cannot match ICMP"}},
 				Warnings:   []string{"hostVisibility is none"},
 			}
