@@ -1,0 +1,321 @@
+// Package bpflsm is the BPF-LSM enforcer: it loads the LSM programs of
+// enforcer.bpf.c, writes a hostpolicy.RuleSet into their maps, and turns the
+// kernel's verdicts into event.Events. Every decision is made in the kernel.
+package bpflsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/hostpolicy"
+)
+
+// Options configure an Enforcer.
+type Options struct {
+	// PinDir, when set, pins the rule maps there (for bpftool inspection);
+	// Close removes the pins and the directory.
+	PinDir string
+	// RateBurst is how many identical events (same rule, process, hook and
+	// verdict) the kernel reports per second; the rest are counted. 0 means
+	// 10; negative means no limit.
+	RateBurst int
+}
+
+// Stats are the kernel's counters.
+type Stats struct {
+	Events       uint64 // events written to the ring buffer
+	Suppressed   uint64 // identical events the rate limit dropped
+	RingbufFull  uint64 // events lost because the ring buffer was full
+	PathTooLong  uint64 // operations on paths longer than 255 bytes (no rule can match them)
+	LoadTime     time.Duration
+	AttachTime   time.Duration
+	MapMemoryKiB uint64 // memory the kernel accounts to the enforcer's maps
+}
+
+// Enforcer is the BPF-LSM enforcer. It satisfies agent.Enforcer.
+type Enforcer struct {
+	opts   Options
+	objs   enforcerObjects
+	links  []link.Link
+	reader *ringbuf.Reader
+	pinned []string
+
+	loadTime, attachTime time.Duration
+	bootOffset           time.Duration // wall clock minus CLOCK_BOOTTIME
+
+	mu      sync.Mutex
+	gen     uint32 // active generation
+	applied bool
+	written *written // keys of the active generation
+}
+
+// written lists the keys Apply wrote for one generation, so the next Apply
+// can delete them.
+type written struct {
+	paths    []enforcerPathKey
+	nets     []enforcerNetKey
+	sources  []enforcerSrcKey
+	patterns []enforcerPatternKey
+}
+
+// New loads and attaches the enforcer. With no rules applied yet it
+// decides nothing: every hook returns at its first map lookup.
+func New(opts Options) (*Enforcer, error) {
+	if opts.RateBurst == 0 {
+		opts.RateBurst = 10
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("bpflsm: remove memlock limit: %w", err)
+	}
+	e := &Enforcer{opts: opts, bootOffset: bootOffset()}
+	spec, err := loadEnforcer()
+	if err != nil {
+		return nil, fmt.Errorf("bpflsm: load spec: %w", err)
+	}
+	collOpts := &ebpf.CollectionOptions{}
+	if opts.PinDir != "" {
+		if err := os.MkdirAll(opts.PinDir, 0o700); err != nil {
+			return nil, fmt.Errorf("bpflsm: pin dir: %w", err)
+		}
+		collOpts.Maps.PinPath = opts.PinDir
+		for _, name := range []string{"path_rules", "net_rules", "sources", "patterns", "configs", "active"} {
+			spec.Maps[name].Pinning = ebpf.PinByName
+			e.pinned = append(e.pinned, filepath.Join(opts.PinDir, name))
+		}
+		// A previous agent that died without Close left its pins; its maps
+		// have the right layout only by luck, so start clean.
+		for _, p := range e.pinned {
+			_ = os.Remove(p)
+		}
+	}
+	start := time.Now()
+	if err := spec.LoadAndAssign(&e.objs, collOpts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("bpflsm: load: %+v", ve)
+		}
+		return nil, fmt.Errorf("bpflsm: load: %w", err)
+	}
+	e.loadTime = time.Since(start)
+
+	start = time.Now()
+	for _, p := range []*ebpf.Program{
+		e.objs.EnforceExec, e.objs.TrackExec, e.objs.EnforceFileOpen,
+		e.objs.EnforceSocketCreate, e.objs.EnforceSocketConnect, e.objs.EnforceSocketBind, e.objs.EnforceSocketAccept,
+		e.objs.EnforceCapable, e.objs.EnforceSetuid, e.objs.EnforceSetgid,
+	} {
+		l, err := link.AttachLSM(link.LSMOptions{Program: p})
+		if err != nil {
+			e.Close()
+			return nil, fmt.Errorf("bpflsm: attach %s: %w", p, err)
+		}
+		e.links = append(e.links, l)
+	}
+	e.attachTime = time.Since(start)
+
+	e.reader, err = ringbuf.NewReader(e.objs.Events)
+	if err != nil {
+		e.Close()
+		return nil, fmt.Errorf("bpflsm: ring buffer: %w", err)
+	}
+	return e, nil
+}
+
+// Name is the Enforcer string of alerts.
+func (e *Enforcer) Name() string { return "BPFLSM" }
+
+// Apply writes rs into the inactive generation of every map, makes it the
+// active one with a single map write, then deletes the previous
+// generation. Hooks see either the old rules or the new ones, never a mix
+// and never none. On error the previous rules stay in force.
+func (e *Enforcer) Apply(rs *hostpolicy.RuleSet) (map[uint32]string, error) {
+	ent := translate(rs)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+
+	next := uint32(0)
+	if e.applied {
+		next = 1 - e.gen
+	}
+	w, err := e.write(ent, next)
+	if err != nil {
+		e.remove(w)
+		return nil, err
+	}
+	one := uint32(0)
+	if err := e.objs.Active.Put(one, next+1); err != nil {
+		e.remove(w)
+		return nil, fmt.Errorf("bpflsm: activate rules: %w", err)
+	}
+	old := e.written
+	e.gen, e.applied, e.written = next, true, w
+	if old != nil {
+		e.remove(old)
+	}
+	return ent.unenforced, nil
+}
+
+func (e *Enforcer) write(ent *entries, gen uint32) (*written, error) {
+	w := &written{}
+	g := gen << genShift
+	for k, v := range ent.paths {
+		key := enforcerPathKey{Kind: g | k.kind, Src: k.src}
+		putString(key.Path[:], k.path)
+		if err := e.objs.PathRules.Put(&key, ruleVal(v)); err != nil {
+			return w, fmt.Errorf("bpflsm: write path rule %q: %w", k.path, err)
+		}
+		w.paths = append(w.paths, key)
+	}
+	for k, v := range ent.nets {
+		key := enforcerNetKey{Kind: g | k.kind, Src: k.src, Value: k.value}
+		if err := e.objs.NetRules.Put(&key, ruleVal(v)); err != nil {
+			return w, fmt.Errorf("bpflsm: write network rule: %w", err)
+		}
+		w.nets = append(w.nets, key)
+	}
+	for path, v := range ent.sources {
+		key := enforcerSrcKey{Gen: gen}
+		putString(key.Path[:], path)
+		if err := e.objs.Sources.Put(&key, enforcerSrcVal{Id: v.id, Allowlist: v.allowlist}); err != nil {
+			return w, fmt.Errorf("bpflsm: write source %q: %w", path, err)
+		}
+		w.sources = append(w.sources, key)
+	}
+	for i, p := range ent.patterns {
+		key := enforcerPatternKey{Gen: gen, Idx: uint32(i)}
+		val := enforcerPattern{Id: p.id, Category: p.category, Slot: p.slot, Flags: p.flags, Ntok: uint8(len(p.glob.toks))}
+		copy(val.Tok[:], p.glob.toks)
+		copy(val.Classes[:], p.glob.classes)
+		if err := e.objs.Patterns.Put(&key, &val); err != nil {
+			return w, fmt.Errorf("bpflsm: write pattern: %w", err)
+		}
+		w.patterns = append(w.patterns, key)
+	}
+	burst := uint32(0)
+	if e.opts.RateBurst > 0 {
+		burst = uint32(e.opts.RateBurst)
+	}
+	cfg := enforcerConfig{
+		Allowlist:    ent.cfg.allowlist,
+		PostureBlock: ent.cfg.postureBlock,
+		Kinds:        ent.cfg.kinds,
+		HasSources:   ent.cfg.hasSources,
+		Npatterns:    uint32(len(ent.patterns)),
+		PatternCats:  ent.cfg.patternCats,
+		Caps:         ent.cfg.caps,
+		RateBurst:    burst,
+	}
+	if err := e.objs.Configs.Put(gen, &cfg); err != nil {
+		return w, fmt.Errorf("bpflsm: write config: %w", err)
+	}
+	return w, nil
+}
+
+// remove deletes the keys of one generation; a key that is already gone is
+// not an error.
+func (e *Enforcer) remove(w *written) {
+	for i := range w.paths {
+		_ = e.objs.PathRules.Delete(&w.paths[i])
+	}
+	for i := range w.nets {
+		_ = e.objs.NetRules.Delete(&w.nets[i])
+	}
+	for i := range w.sources {
+		_ = e.objs.Sources.Delete(&w.sources[i])
+	}
+	for i := range w.patterns {
+		_ = e.objs.Patterns.Delete(&w.patterns[i])
+	}
+}
+
+func ruleVal(v ruleValue) *enforcerRuleVal {
+	var out enforcerRuleVal
+	for i, s := range v {
+		out.Slot[i] = enforcerRuleSlot{Id: s.id, Flags: s.flags}
+	}
+	return &out
+}
+
+func putString(dst []int8, s string) {
+	for i := 0; i < len(s) && i < len(dst)-1; i++ {
+		dst[i] = int8(s[i])
+	}
+}
+
+// Run reads verdicts until ctx ends and hands each to emit.
+func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
+	var rec ringbuf.Record
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		e.reader.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		if err := e.reader.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("bpflsm: read ring buffer: %w", err)
+		}
+		ev, ok := decode(rec.RawSample, e.bootOffset)
+		if ok {
+			emit(ev)
+		}
+	}
+}
+
+// Stats reads the kernel's counters.
+func (e *Enforcer) Stats() (Stats, error) {
+	s := Stats{LoadTime: e.loadTime, AttachTime: e.attachTime}
+	for i, dst := range []*uint64{&s.Events, &s.Suppressed, &s.RingbufFull, &s.PathTooLong} {
+		var perCPU []uint64
+		if err := e.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {
+			return s, fmt.Errorf("bpflsm: read counters: %w", err)
+		}
+		for _, v := range perCPU {
+			*dst += v
+		}
+	}
+	mem, err := e.mapMemory()
+	if err != nil {
+		return s, err
+	}
+	s.MapMemoryKiB = mem / 1024
+	return s, nil
+}
+
+// Close detaches every program, closes every map and removes the pins.
+func (e *Enforcer) Close() error {
+	var errs []error
+	if e.reader != nil {
+		errs = append(errs, e.reader.Close())
+	}
+	for _, l := range e.links {
+		errs = append(errs, l.Close())
+	}
+	e.links = nil
+	errs = append(errs, e.objs.Close())
+	for _, p := range e.pinned {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if e.opts.PinDir != "" {
+		_ = os.Remove(e.opts.PinDir) // only if empty: it may be shared
+	}
+	e.pinned = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,961 @@
+// SPDX-License-Identifier: GPL-2.0
+/* BPF-LSM enforcer: every decision is made here, from rules the agent writes
+ * into maps; user space only reads verdicts from the ring buffer.
+ *
+ * Matching order for a path (exec or open), first rule per action wins:
+ *   exact path (with source, then any source) > exec name > deepest
+ *   directory > first pattern.
+ * Then: an applicable Block rule denies, else an applicable Audit rule
+ * reports, else in allow-list mode an unmatched operation gets the posture.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#include "enforcer.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define EACCES 13
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define FMODE_WRITE 0x2
+#define FMODE_EXEC 0x20
+#define MAY_WRITE 0x2
+#define MAY_APPEND 0x8
+#define CAP_OPT_NOAUDIT 0x2
+#define CAP_SETGID 6
+#define CAP_SETUID 7
+#define S_IFMT 00170000
+#define S_IFDIR 0040000
+
+/* Operation properties the flags of a rule are evaluated against. */
+#define OP_WRITE 0x1
+#define OP_OWNER 0x2
+#define OP_TTY 0x4
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 16);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct path_key);
+	__type(value, struct rule_val);
+} path_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 12);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct net_key);
+	__type(value, struct rule_val);
+} net_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 12);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct src_key);
+	__type(value, struct src_val);
+} sources SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * MAX_PATTERNS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pattern_key);
+	__type(value, struct pattern);
+} patterns SEC(".maps");
+
+/* Index 0 and 1: config of each generation. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct config);
+} configs SEC(".maps");
+
+/* Index 0: the active generation, plus one (0 means no rules loaded). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} active SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct rate_key);
+	__type(value, struct rate_val);
+} rate SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NCOUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} events SEC(".maps");
+
+/* The executable path of each task, zero padded, filled at exec and lazily
+ * by hooks that may call bpf_d_path, so hooks that may not (capable,
+ * task_fix_setuid) still know the source. */
+struct exe_path {
+	__u32 len;
+	char path[PATH_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct exe_path);
+} exe_cache SEC(".maps");
+
+struct match {
+	struct rule_slot slot[NSLOTS];
+};
+
+/* Per-CPU work area: LSM programs run with migration disabled and never
+ * sleep, so one area per CPU is enough and keeps big buffers off the stack. */
+struct scratch {
+	struct path_key key;
+	struct src_key skey;
+	char path[PATH_LEN];
+	char tmp[PATH_LEN];
+	struct pattern pat;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_area SEC(".maps");
+
+/* Puts struct event into BTF so bpf2go generates its Go type. */
+const struct event *unused_event __attribute__((unused));
+
+/* masked bounds an index so the verifier sees it; the barrier keeps clang
+ * from dropping a mask it can prove redundant. */
+static __always_inline __u32 masked(__u32 i, __u32 mask)
+{
+	barrier_var(i);
+	return i & mask;
+}
+
+static __always_inline struct scratch *get_scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch_area, &zero);
+}
+
+static __always_inline void count(__u32 c)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &c);
+	if (v)
+		*v += 1;
+}
+
+/* active_config returns the config of the generation in force, or NULL
+ * when no rules were loaded. */
+static __always_inline struct config *active_config(__u32 *gen)
+{
+	__u32 zero = 0;
+	__u32 *a = bpf_map_lookup_elem(&active, &zero);
+	if (!a || *a == 0)
+		return NULL;
+	__u32 g = (*a - 1) & 1;
+	*gen = g;
+	return bpf_map_lookup_elem(&configs, &g);
+}
+
+static __always_inline void merge(struct match *m, struct rule_val *v)
+{
+	if (!v)
+		return;
+#pragma unroll
+	for (int i = 0; i < NSLOTS; i++) {
+		if (!m->slot[i].id && v->slot[i].id)
+			m->slot[i] = v->slot[i];
+	}
+}
+
+/* ---- executable paths ------------------------------------------------- */
+
+/* fill_exe_cache stores task's executable path; only hooks that may call
+ * bpf_d_path inline it. */
+static __always_inline struct exe_path *fill_exe_cache(struct task_struct *task, struct scratch *s)
+{
+	struct exe_path *e = bpf_task_storage_get(&exe_cache, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!e)
+		return NULL;
+	if (e->len)
+		return e;
+	struct mm_struct *mm = task->mm;
+	if (!mm)
+		return NULL;
+	struct file *exe = mm->exe_file;
+	if (!exe)
+		return NULL;
+	long n = bpf_d_path((struct path *)&exe->f_path, s->tmp, PATH_LEN);
+	if (n <= 0)
+		return NULL;
+	__builtin_memset(e->path, 0, PATH_LEN);
+	bpf_probe_read_kernel_str(e->path, PATH_LEN, s->tmp);
+	e->len = n - 1;
+	return e;
+}
+
+static __always_inline struct exe_path *cached_exe(struct task_struct *task)
+{
+	struct exe_path *e = bpf_task_storage_get(&exe_cache, task, 0, 0);
+	if (e && e->len)
+		return e;
+	return NULL;
+}
+
+/* lookup_source returns the source id of an executable path (0 when it
+ * is no rule's source) and the categories it is allow-listed in. Scalars,
+ * not the map pointer: clang may otherwise merge the NULL check away from
+ * the dereference in ways the verifier cannot follow. */
+static __always_inline struct src_val lookup_source(struct scratch *s, __u32 gen, struct exe_path *e)
+{
+	struct src_val out = {};
+	if (!e)
+		return out;
+	s->skey.gen = gen;
+	bpf_probe_read_kernel(s->skey.path, PATH_LEN, e->path);
+	struct src_val *v = bpf_map_lookup_elem(&sources, &s->skey);
+	if (v) {
+		out.id = v->id;
+		out.allowlist = v->allowlist;
+	}
+	return out;
+}
+
+/* ---- path matching ----------------------------------------------------- */
+
+struct walk_ctx {
+	__u32 len;
+	__s32 last_slash;
+	__u32 dir_kind;
+	__u32 src;
+	__s32 pos[NSLOTS];
+	struct rule_slot nonrec[NSLOTS];
+	struct rule_slot rec[NSLOTS];
+};
+
+static __always_inline void dir_hit(struct walk_ctx *w, struct rule_val *v, __s32 pos)
+{
+	if (!v)
+		return;
+#pragma unroll
+	for (int i = 0; i < NSLOTS; i++) {
+		if (!v->slot[i].id)
+			continue;
+		if (v->slot[i].flags & F_RECURSIVE) {
+			w->rec[i] = v->slot[i];
+		} else {
+			w->nonrec[i] = v->slot[i];
+			w->pos[i] = pos;
+		}
+	}
+}
+
+static __always_inline void dir_lookup(struct scratch *s, struct walk_ctx *w, __s32 pos)
+{
+	s->key.kind = w->dir_kind;
+	s->key.src = 0;
+	dir_hit(w, bpf_map_lookup_elem(&path_rules, &s->key), pos);
+	if (w->src) {
+		/* after the any-source entry, so it wins at the same depth */
+		s->key.src = w->src;
+		dir_hit(w, bpf_map_lookup_elem(&path_rules, &s->key), pos);
+	}
+}
+
+/* walk_step copies one byte of the path into the key and, at each '/',
+ * looks up the directory the prefix names. */
+static long walk_step(__u32 i, struct walk_ctx *w)
+{
+	struct scratch *s = get_scratch();
+	if (!s || i >= w->len)
+		return 1;
+	__u32 at = masked(i, PATH_MASK);
+	char c = s->path[at];
+	s->key.path[at] = c;
+	if (c != '/')
+		return 0;
+	w->last_slash = i;
+	if (w->dir_kind)
+		dir_lookup(s, w, i);
+	return 0;
+}
+
+struct glob_ctx {
+	__s32 p, t, sp, st;
+	__u32 ntok;
+	__u32 result;
+};
+
+static __always_inline int class_has(struct scratch *s, __u8 cls, __u8 c)
+{
+	__u8 byte = s->pat.classes[masked(cls, PAT_CLASSES - 1)][masked(c >> 3, 31)];
+	return (byte >> (c & 7)) & 1;
+}
+
+/* glob_step advances a glob match by one step: tokens against s->path,
+ * with '*' backtracking that never crosses '/'. */
+static long glob_step(__u32 i, struct glob_ctx *g)
+{
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 1;
+	__u8 c = s->path[masked(g->t, PATH_MASK)];
+	if (g->t >= PATH_LEN)
+		c = 0;
+	if (g->p < (__s32)g->ntok) {
+		__u32 tp = masked(g->p, PAT_TOKENS - 1);
+		__u8 type = s->pat.tok[tp][0];
+		__u8 arg = s->pat.tok[tp][1];
+		if (type == T_STAR) {
+			g->sp = g->p;
+			g->st = g->t;
+			g->p++;
+			return 0;
+		}
+		if (c) {
+			int ok = 0;
+			switch (type) {
+			case T_LIT:
+				ok = c == arg;
+				break;
+			case T_ANY:
+				ok = c != '/';
+				break;
+			case T_CLASS:
+				ok = c != '/' && class_has(s, arg, c);
+				break;
+			case T_NCLASS:
+				ok = c != '/' && !class_has(s, arg, c);
+				break;
+			}
+			if (ok) {
+				if (c == '/')
+					g->sp = -1; /* a star before a '/' can never help again */
+				g->p++;
+				g->t++;
+				return 0;
+			}
+		}
+	} else if (!c) {
+		g->result = 1;
+		return 1;
+	}
+	if (g->sp >= 0) {
+		__u8 sc = s->path[masked(g->st, PATH_MASK)];
+		if (sc && sc != '/' && g->st < PATH_LEN - 1) {
+			g->st++;
+			g->t = g->st;
+			g->p = g->sp + 1;
+			return 0;
+		}
+	}
+	g->result = 0;
+	return 1;
+}
+
+struct pat_ctx {
+	__u32 gen;
+	__u32 n;
+	__u32 category;
+	struct rule_slot found[NSLOTS];
+};
+
+static long pattern_step(__u32 i, struct pat_ctx *pc)
+{
+	if (i >= pc->n)
+		return 1;
+	struct pattern_key k = {.gen = pc->gen, .idx = i};
+	struct pattern *p = bpf_map_lookup_elem(&patterns, &k);
+	if (!p || p->category != pc->category)
+		return 0;
+	__u8 slot = p->slot;
+	if (slot >= NSLOTS || pc->found[slot].id)
+		return 0;
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 1;
+	__builtin_memcpy(&s->pat, p, sizeof(*p));
+	struct glob_ctx g = {.sp = -1, .ntok = p->ntok};
+	bpf_loop(GLOB_STEPS, glob_step, &g, 0);
+	if (!g.result)
+		return 0;
+	if (slot == SLOT_BLOCK) {
+		pc->found[SLOT_BLOCK].id = p->id;
+		pc->found[SLOT_BLOCK].flags = p->flags;
+	} else if (slot == SLOT_AUDIT) {
+		pc->found[SLOT_AUDIT].id = p->id;
+		pc->found[SLOT_AUDIT].flags = p->flags;
+	} else {
+		pc->found[SLOT_ALLOW].id = p->id;
+		pc->found[SLOT_ALLOW].flags = p->flags;
+	}
+	return 0;
+}
+
+/* match_path finds the rules for s->path (length len) in one category.
+ * kind_name is 0 for categories without exec names. */
+static __always_inline void match_path(struct scratch *s, struct config *cfg, __u32 gen, __u32 category,
+				       __u32 kind_path, __u32 kind_name, __u32 kind_dir, __u32 src, __u32 len,
+				       int is_dir, struct match *m)
+{
+	__u32 g = gen << GEN_SHIFT;
+	struct walk_ctx w = {.len = len, .last_slash = -1, .src = src};
+	if (cfg->kinds & (1 << kind_dir))
+		w.dir_kind = g | kind_dir;
+#pragma unroll
+	for (int i = 0; i < NSLOTS; i++)
+		w.pos[i] = -2;
+
+	__builtin_memset(s->key.path, 0, PATH_LEN);
+	bpf_loop(PATH_LEN, walk_step, &w, 0);
+
+	if (cfg->kinds & (1 << kind_path)) {
+		s->key.kind = g | kind_path;
+		if (src) {
+			s->key.src = src;
+			merge(m, bpf_map_lookup_elem(&path_rules, &s->key));
+		}
+		s->key.src = 0;
+		merge(m, bpf_map_lookup_elem(&path_rules, &s->key));
+	}
+
+	/* a directory opened by itself matches its own directory rules */
+	if (is_dir && w.dir_kind && len < PATH_LEN - 1 && len > 1) {
+		s->key.path[masked(len, PATH_MASK)] = '/';
+		dir_lookup(s, &w, len);
+		w.last_slash = len;
+		s->key.path[masked(len, PATH_MASK)] = 0;
+	}
+
+	if (kind_name && (cfg->kinds & (1 << kind_name)) && w.last_slash >= 0) {
+		__builtin_memset(s->key.path, 0, PATH_LEN);
+		__u32 off = masked(w.last_slash + 1, PATH_MASK);
+		bpf_probe_read_kernel_str(s->key.path, PATH_LEN, s->path + off);
+		s->key.kind = g | kind_name;
+		if (src) {
+			s->key.src = src;
+			merge(m, bpf_map_lookup_elem(&path_rules, &s->key));
+		}
+		s->key.src = 0;
+		merge(m, bpf_map_lookup_elem(&path_rules, &s->key));
+	}
+
+	struct match dm = {};
+#pragma unroll
+	for (int i = 0; i < NSLOTS; i++) {
+		if (w.pos[i] == w.last_slash)
+			dm.slot[i] = w.nonrec[i];
+		else
+			dm.slot[i] = w.rec[i];
+	}
+	merge(m, (struct rule_val *)&dm);
+
+	if (cfg->npatterns && (cfg->pattern_cats & (1 << category))) {
+		struct pat_ctx pc = {.gen = gen, .n = cfg->npatterns, .category = category};
+		bpf_loop(MAX_PATTERNS, pattern_step, &pc, 0);
+		merge(m, (struct rule_val *)&pc.found);
+	}
+}
+
+/* ---- decisions ----------------------------------------------------------- */
+
+/* exempt: the operation is the exception a flagged rule carves out
+ * (readOnly: reads; ownerOnly: the owner; both: the owner's reads). */
+static __always_inline int exempt(__u32 flags, __u32 op)
+{
+	if (!(flags & (F_OWNER | F_READONLY)))
+		return 0;
+	if ((flags & F_OWNER) && !(op & OP_OWNER))
+		return 0;
+	if ((flags & F_READONLY) && (op & OP_WRITE))
+		return 0;
+	return 1;
+}
+
+static __always_inline int applies(__u32 flags, __u32 op)
+{
+	if ((flags & F_TTY) && !(op & OP_TTY))
+		return 0;
+	return !exempt(flags, op);
+}
+
+struct decision {
+	__u32 verdict;
+	__u32 rule;
+	int deny;
+};
+
+static __always_inline struct decision decide(struct match *m, __u32 op, int allowlisted, int posture_block)
+{
+	struct decision d = {};
+	if (m->slot[SLOT_BLOCK].id && applies(m->slot[SLOT_BLOCK].flags, op)) {
+		d.verdict = V_BLOCK;
+		d.rule = m->slot[SLOT_BLOCK].id;
+		d.deny = 1;
+		return d;
+	}
+	if (m->slot[SLOT_AUDIT].id && applies(m->slot[SLOT_AUDIT].flags, op)) {
+		d.verdict = V_AUDIT;
+		d.rule = m->slot[SLOT_AUDIT].id;
+		return d;
+	}
+	if (!allowlisted)
+		return d;
+	__u32 af = m->slot[SLOT_ALLOW].flags;
+	if (m->slot[SLOT_ALLOW].id && (!(af & (F_OWNER | F_READONLY)) || exempt(af, op)))
+		return d;
+	d.verdict = posture_block ? V_POSTURE_BLOCK : V_POSTURE_AUDIT;
+	d.deny = posture_block;
+	return d;
+}
+
+static __always_inline int is_allowlisted(struct config *cfg, __u32 src_allow, __u32 category)
+{
+	return ((cfg->allowlist | src_allow) >> category) & 1;
+}
+
+static __always_inline int has_tty(struct task_struct *t)
+{
+	return BPF_CORE_READ(t, signal, tty) != NULL;
+}
+
+/* ---- events -------------------------------------------------------------- */
+
+/* rate_ok lets at most cfg->rate_burst identical events per second through
+ * and counts the rest; the next event that passes carries the count. */
+static __always_inline int rate_ok(struct config *cfg, __u32 rule, __u32 hook, __u32 verdict, __u32 *suppressed)
+{
+	*suppressed = 0;
+	if (!cfg->rate_burst)
+		return 1;
+	struct rate_key k = {.rule = rule, .tgid = bpf_get_current_pid_tgid() >> 32, .hook = hook, .verdict = verdict};
+	__u64 now = bpf_ktime_get_ns();
+	struct rate_val *v = bpf_map_lookup_elem(&rate, &k);
+	if (!v) {
+		struct rate_val nv = {.window = now, .count = 1};
+		bpf_map_update_elem(&rate, &k, &nv, BPF_ANY);
+		return 1;
+	}
+	if (now - v->window >= 1000000000ULL) {
+		*suppressed = v->suppressed;
+		v->window = now;
+		v->count = 1;
+		v->suppressed = 0;
+		return 1;
+	}
+	if (v->count < cfg->rate_burst) {
+		v->count++;
+		return 1;
+	}
+	__sync_fetch_and_add(&v->suppressed, 1);
+	count(C_SUPPRESSED);
+	return 0;
+}
+
+/* ns_pid is a pid as seen in its own (innermost) namespace. */
+static __always_inline __u32 ns_pid(struct pid *p)
+{
+	if (!p)
+		return 0;
+	unsigned int level = p->level;
+	struct upid u = {};
+	void *at = (void *)p + bpf_core_field_offset(struct pid, numbers) + (__u64)(level & 31) * sizeof(struct upid);
+	bpf_probe_read_kernel(&u, sizeof(u), at);
+	return u.nr;
+}
+
+static __always_inline struct event *new_event(struct config *cfg, struct decision *d, __u32 hook, int deny_errno)
+{
+	__u32 suppressed;
+	if (!rate_ok(cfg, d->rule, hook, d->verdict, &suppressed))
+		return NULL;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(C_RINGBUF_FULL);
+		return NULL;
+	}
+	count(C_EVENTS);
+	struct task_struct *t = bpf_get_current_task_btf();
+	e->ts = bpf_ktime_get_boot_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->host_pid = t->tgid;
+	e->host_ppid = t->real_parent->tgid;
+	e->pid = ns_pid(t->thread_pid);
+	e->ppid = ns_pid(t->real_parent->thread_pid);
+	e->uid = t->cred->uid.val;
+	e->pid_ns = t->nsproxy->pid_ns_for_children->ns.inum;
+	e->mnt_ns = t->nsproxy->mnt_ns->ns.inum;
+	e->rule_id = d->rule;
+	e->retval = d->deny ? -deny_errno : 0;
+	e->hook = hook;
+	e->verdict = d->verdict;
+	e->suppressed = suppressed;
+	e->arg = 0;
+	e->family = 0;
+	e->sock_type = 0;
+	e->protocol = 0;
+	e->pad = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->tty[0] = 0;
+	struct tty_struct *tty = BPF_CORE_READ(t, signal, tty);
+	if (tty)
+		bpf_probe_read_kernel_str(e->tty, sizeof(e->tty), tty->name);
+	e->resource[0] = 0;
+	e->exe[0] = 0;
+	e->parent_exe[0] = 0;
+	return e;
+}
+
+static __always_inline void copy_exe(char *dst, struct exe_path *e)
+{
+	if (e)
+		bpf_probe_read_kernel_str(dst, PATH_LEN, e->path);
+}
+
+/* ---- hooks ---------------------------------------------------------------- */
+
+static __always_inline int wants(struct config *cfg, __u32 category, __u32 kinds)
+{
+	__u32 bit = 1 << category;
+	return (cfg->kinds & kinds) || (cfg->pattern_cats & bit) || (cfg->allowlist & bit) ||
+	       (cfg->has_sources & (bit << 8));
+}
+
+#define EXEC_KINDS ((1 << K_EXEC_PATH) | (1 << K_EXEC_NAME) | (1 << K_EXEC_DIR))
+#define FILE_KINDS ((1 << K_FILE_PATH) | (1 << K_FILE_DIR))
+#define NET_KINDS ((1 << K_NET_TYPE) | (1 << K_NET_PROTO) | (1 << K_NET_ANY))
+
+/* has_sources: low byte = categories with fromSource rules, next byte =
+ * categories with a per-source allow-list. */
+static __always_inline int needs_source(struct config *cfg, __u32 category)
+{
+	return cfg->has_sources & ((1 << category) | (1 << (category + 8)));
+}
+
+SEC("lsm/bprm_check_security")
+int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
+{
+	if (ret)
+		return ret;
+	__u32 gen;
+	struct config *cfg = active_config(&gen);
+	if (!cfg || !wants(cfg, CAT_PROCESS, EXEC_KINDS))
+		return 0;
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 0;
+	struct file *f = bprm->file;
+	long n = bpf_d_path((struct path *)&f->f_path, s->path, PATH_LEN);
+	__u32 len = 0;
+	if (n > 0)
+		len = n - 1;
+	else
+		count(C_LONG_PATH);
+
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct task_struct *parent = t->real_parent;
+	struct exe_path *pexe = NULL;
+	struct src_val sv = {};
+	if (needs_source(cfg, CAT_PROCESS)) {
+		pexe = fill_exe_cache(parent, s);
+		sv = lookup_source(s, gen, pexe);
+	}
+	struct match m = {};
+	if (len)
+		match_path(s, cfg, gen, CAT_PROCESS, K_EXEC_PATH, K_EXEC_NAME, K_EXEC_DIR, sv.id, len, 0, &m);
+
+	__u32 op = 0;
+	if (f->f_inode->i_uid.val == t->cred->fsuid.val)
+		op |= OP_OWNER;
+	if (has_tty(t))
+		op |= OP_TTY;
+	struct decision d = decide(&m, op, is_allowlisted(cfg, sv.allowlist, CAT_PROCESS), cfg->posture_block & (1 << CAT_PROCESS));
+	if (!d.verdict)
+		return 0;
+	struct event *e = new_event(cfg, &d, H_BPRM_CHECK, EACCES);
+	if (e) {
+		if (len)
+			bpf_probe_read_kernel_str(e->resource, PATH_LEN, s->path);
+		bpf_probe_read_kernel_str(e->exe, PATH_LEN, s->path);
+		if (!pexe)
+			pexe = fill_exe_cache(parent, s);
+		copy_exe(e->parent_exe, pexe);
+		bpf_ringbuf_submit(e, 0);
+	}
+	return d.deny ? -EACCES : 0;
+}
+
+/* The new image's path, for hooks that cannot resolve it themselves. */
+SEC("lsm/bprm_committed_creds")
+int BPF_PROG(track_exec, struct linux_binprm *bprm)
+{
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 0;
+	struct exe_path *e = bpf_task_storage_get(&exe_cache, bpf_get_current_task_btf(), 0,
+						  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!e)
+		return 0;
+	long n = bpf_d_path((struct path *)&bprm->file->f_path, s->tmp, PATH_LEN);
+	if (n <= 0) {
+		e->len = 0;
+		return 0;
+	}
+	__builtin_memset(e->path, 0, PATH_LEN);
+	bpf_probe_read_kernel_str(e->path, PATH_LEN, s->tmp);
+	e->len = n - 1;
+	return 0;
+}
+
+SEC("lsm/file_open")
+int BPF_PROG(enforce_file_open, struct file *file, int ret)
+{
+	if (ret)
+		return ret;
+	__u32 gen;
+	struct config *cfg = active_config(&gen);
+	if (!cfg || !wants(cfg, CAT_FILE, FILE_KINDS))
+		return 0;
+	unsigned int fmode = file->f_mode;
+	if (fmode & FMODE_EXEC) /* decided by bprm_check_security */
+		return 0;
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 0;
+	long n = bpf_d_path((struct path *)&file->f_path, s->path, PATH_LEN);
+	if (n <= 0) {
+		count(C_LONG_PATH);
+		return 0;
+	}
+	if (s->path[0] != '/') /* pipes, sockets, anonymous inodes */
+		return 0;
+	__u32 len = n - 1;
+
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct exe_path *exe = NULL;
+	struct src_val sv = {};
+	if (needs_source(cfg, CAT_FILE)) {
+		exe = fill_exe_cache(t, s);
+		sv = lookup_source(s, gen, exe);
+	}
+	struct inode *inode = file->f_inode;
+	int is_dir = (inode->i_mode & S_IFMT) == S_IFDIR;
+	struct match m = {};
+	match_path(s, cfg, gen, CAT_FILE, K_FILE_PATH, 0, K_FILE_DIR, sv.id, len, is_dir, &m);
+
+	__u32 op = 0;
+	if (fmode & FMODE_WRITE)
+		op |= OP_WRITE;
+	if (inode->i_uid.val == t->cred->fsuid.val)
+		op |= OP_OWNER;
+	if (has_tty(t))
+		op |= OP_TTY;
+	struct decision d = decide(&m, op, is_allowlisted(cfg, sv.allowlist, CAT_FILE), cfg->posture_block & (1 << CAT_FILE));
+	if (!d.verdict)
+		return 0;
+	struct event *e = new_event(cfg, &d, H_FILE_OPEN, EACCES);
+	if (e) {
+		e->arg = fmode;
+		bpf_probe_read_kernel_str(e->resource, PATH_LEN, s->path);
+		if (!exe)
+			exe = fill_exe_cache(t, s);
+		copy_exe(e->exe, exe);
+		copy_exe(e->parent_exe, fill_exe_cache(t->real_parent, s));
+		bpf_ringbuf_submit(e, 0);
+	}
+	return d.deny ? -EACCES : 0;
+}
+
+/* ---- network ---------------------------------------------------------------- */
+
+static __always_inline void net_lookup(struct match *m, __u32 kind, __u32 src, __u32 value)
+{
+	struct net_key k = {.kind = kind, .src = src, .value = value};
+	merge(m, bpf_map_lookup_elem(&net_rules, &k));
+}
+
+static __always_inline int enforce_socket(__u32 hook, int family, int type, int protocol)
+{
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	__u32 gen;
+	struct config *cfg = active_config(&gen);
+	if (!cfg || !wants(cfg, CAT_NETWORK, NET_KINDS))
+		return 0;
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 0;
+	if (protocol == 0 && type == SOCK_STREAM)
+		protocol = IPPROTO_TCP;
+	else if (protocol == 0 && type == SOCK_DGRAM)
+		protocol = IPPROTO_UDP;
+
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct exe_path *exe = NULL;
+	struct src_val sv = {};
+	if (needs_source(cfg, CAT_NETWORK)) {
+		exe = fill_exe_cache(t, s);
+		sv = lookup_source(s, gen, exe);
+	}
+	__u32 src = sv.id;
+	__u32 g = gen << GEN_SHIFT;
+	struct match m = {};
+	if (src) {
+		net_lookup(&m, g | K_NET_TYPE, src, type);
+		net_lookup(&m, g | K_NET_PROTO, src, protocol);
+		net_lookup(&m, g | K_NET_ANY, src, 0);
+	}
+	net_lookup(&m, g | K_NET_TYPE, 0, type);
+	net_lookup(&m, g | K_NET_PROTO, 0, protocol);
+	net_lookup(&m, g | K_NET_ANY, 0, 0);
+
+	__u32 op = has_tty(t) ? OP_TTY : 0;
+	struct decision d = decide(&m, op, is_allowlisted(cfg, sv.allowlist, CAT_NETWORK), cfg->posture_block & (1 << CAT_NETWORK));
+	if (!d.verdict)
+		return 0;
+	struct event *e = new_event(cfg, &d, hook, EACCES);
+	if (e) {
+		e->family = family;
+		e->sock_type = type;
+		e->protocol = protocol;
+		if (!exe)
+			exe = fill_exe_cache(t, s);
+		copy_exe(e->exe, exe);
+		copy_exe(e->parent_exe, fill_exe_cache(t->real_parent, s));
+		bpf_ringbuf_submit(e, 0);
+	}
+	return d.deny ? -EACCES : 0;
+}
+
+SEC("lsm/socket_create")
+int BPF_PROG(enforce_socket_create, int family, int type, int protocol, int kern, int ret)
+{
+	if (ret || kern)
+		return ret;
+	return enforce_socket(H_SOCKET_CREATE, family, type, protocol);
+}
+
+static __always_inline int enforce_sock(__u32 hook, struct socket *sock)
+{
+	struct sock *sk = sock->sk;
+	if (!sk)
+		return 0;
+	return enforce_socket(hook, sk->__sk_common.skc_family, sk->sk_type, sk->sk_protocol);
+}
+
+SEC("lsm/socket_connect")
+int BPF_PROG(enforce_socket_connect, struct socket *sock, struct sockaddr *address, int addrlen, int ret)
+{
+	if (ret)
+		return ret;
+	return enforce_sock(H_SOCKET_CONNECT, sock);
+}
+
+SEC("lsm/socket_bind")
+int BPF_PROG(enforce_socket_bind, struct socket *sock, struct sockaddr *address, int addrlen, int ret)
+{
+	if (ret)
+		return ret;
+	return enforce_sock(H_SOCKET_BIND, sock);
+}
+
+SEC("lsm/socket_accept")
+int BPF_PROG(enforce_socket_accept, struct socket *sock, struct socket *newsock, int ret)
+{
+	if (ret)
+		return ret;
+	return enforce_sock(H_SOCKET_ACCEPT, sock);
+}
+
+/* ---- capabilities ------------------------------------------------------------ */
+
+/* enforce_cap decides a capability use. It runs in hooks that may not call
+ * bpf_d_path, so the source comes from the exe cache only. */
+static __always_inline int enforce_cap(__u32 hook, int cap, int report, __u32 arg)
+{
+	if (cap < 0 || cap > 63)
+		return 0;
+	__u32 gen;
+	struct config *cfg = active_config(&gen);
+	if (!cfg)
+		return 0;
+	__u32 bit = 1 << CAT_CAPS;
+	if (!(cfg->caps & (1ULL << cap)) && !(cfg->allowlist & bit) && !(cfg->has_sources & (bit << 8)))
+		return 0;
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 0;
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct exe_path *exe = cached_exe(t);
+	struct src_val sv = {};
+	if (needs_source(cfg, CAT_CAPS))
+		sv = lookup_source(s, gen, exe);
+	__u32 g = gen << GEN_SHIFT;
+	struct match m = {};
+	if (sv.id)
+		net_lookup(&m, g | K_CAP, sv.id, cap);
+	net_lookup(&m, g | K_CAP, 0, cap);
+	__u32 op = has_tty(t) ? OP_TTY : 0;
+	struct decision d = decide(&m, op, is_allowlisted(cfg, sv.allowlist, CAT_CAPS), cfg->posture_block & bit);
+	if (!d.verdict)
+		return 0;
+	if (report) {
+		struct event *e = new_event(cfg, &d, hook, EACCES);
+		if (e) {
+			e->arg = hook == H_CAPABLE ? (__u32)cap : arg;
+			copy_exe(e->exe, exe);
+			copy_exe(e->parent_exe, cached_exe(t->real_parent));
+			bpf_ringbuf_submit(e, 0);
+		}
+	}
+	return d.deny ? -EACCES : 0;
+}
+
+SEC("lsm/capable")
+int BPF_PROG(enforce_capable, const struct cred *cred, struct user_namespace *ns, int cap, unsigned int opts, int ret)
+{
+	if (ret)
+		return ret;
+	return enforce_cap(H_CAPABLE, cap, !(opts & CAP_OPT_NOAUDIT), 0);
+}
+
+/* setuid/setgid are decided by the setuid/setgid capability rules; the
+ * capable hook usually decides first, this covers changes that need no
+ * capability check and reports them as Syscall events. */
+SEC("lsm/task_fix_setuid")
+int BPF_PROG(enforce_setuid, struct cred *new, const struct cred *old, int flags, int ret)
+{
+	if (ret)
+		return ret;
+	return enforce_cap(H_TASK_FIX_SETUID, CAP_SETUID, 1, new->uid.val);
+}
+
+SEC("lsm/task_fix_setgid")
+int BPF_PROG(enforce_setgid, struct cred *new, const struct cred *old, int flags, int ret)
+{
+	if (ret)
+		return ret;
+	return enforce_cap(H_TASK_FIX_SETGID, CAP_SETGID, 1, new->gid.val);
+}

@@ -1,0 +1,200 @@
+/* Shared layout of the BPF-LSM enforcer's maps and events. The Go side
+ * (bpflsm) mirrors these numbers; the generated Go types come from bpf2go.
+ */
+#ifndef BPFLSM_ENFORCER_H
+#define BPFLSM_ENFORCER_H
+
+/* A path key holds up to 255 bytes and the terminating NUL. */
+#define PATH_LEN 256
+#define PATH_MASK (PATH_LEN - 1)
+
+/* Glob patterns are compiled by the Go side into tokens. */
+#define PAT_TOKENS 128
+#define PAT_CLASSES 8
+#define MAX_PATTERNS 256
+#define GLOB_STEPS (1 << 16)
+
+/* Rule generations: every key carries one, the active one is in `active`.
+ * Apply writes the inactive generation, flips, then deletes the old one. */
+#define GEN_SHIFT 24
+
+/* Key kinds (low bits of key.kind). */
+enum key_kind {
+	K_EXEC_PATH = 1,
+	K_EXEC_NAME = 2,
+	K_EXEC_DIR = 3,
+	K_FILE_PATH = 4,
+	K_FILE_DIR = 5,
+	K_NET_TYPE = 6,
+	K_NET_PROTO = 7,
+	K_NET_ANY = 8,
+	K_CAP = 9,
+};
+
+/* Slots of a rule value: at most one rule per action on one key. */
+enum slot {
+	SLOT_BLOCK = 0,
+	SLOT_AUDIT = 1,
+	SLOT_ALLOW = 2,
+	NSLOTS = 3,
+};
+
+/* Rule flags. */
+#define F_OWNER 0x1
+#define F_READONLY 0x2
+#define F_RECURSIVE 0x4
+#define F_TTY 0x8
+
+/* Categories, also the bit positions of allow-list masks. */
+enum category {
+	CAT_PROCESS = 0,
+	CAT_FILE = 1,
+	CAT_NETWORK = 2,
+	CAT_CAPS = 3,
+	NCATS = 4,
+};
+
+/* Verdicts, equal to event.Verdict in Go. */
+enum verdict {
+	V_NONE = 0,
+	V_AUDIT = 1,
+	V_BLOCK = 2,
+	V_POSTURE_AUDIT = 3,
+	V_POSTURE_BLOCK = 4,
+};
+
+/* Hooks that report. */
+enum hook {
+	H_BPRM_CHECK = 1,
+	H_FILE_OPEN = 2,
+	H_FILE_PERMISSION = 3,
+	H_SOCKET_CREATE = 4,
+	H_SOCKET_CONNECT = 5,
+	H_SOCKET_BIND = 6,
+	H_SOCKET_ACCEPT = 7,
+	H_CAPABLE = 8,
+	H_TASK_FIX_SETUID = 9,
+	H_TASK_FIX_SETGID = 10,
+};
+
+/* Special network values: SOCK_* types are small integers, protocols use
+ * IPPROTO_* numbers, K_NET_ANY keys use value 0. */
+
+struct path_key {
+	__u32 kind; /* gen << GEN_SHIFT | key_kind */
+	__u32 src;  /* source id, 0 for rules without fromSource */
+	char path[PATH_LEN];
+};
+
+struct net_key {
+	__u32 kind; /* gen << GEN_SHIFT | key_kind */
+	__u32 src;
+	__u32 value;
+};
+
+struct rule_slot {
+	__u32 id;
+	__u32 flags;
+};
+
+struct rule_val {
+	struct rule_slot slot[NSLOTS];
+};
+
+struct src_key {
+	__u32 gen;
+	char path[PATH_LEN];
+};
+
+struct src_val {
+	__u32 id;
+	__u32 allowlist; /* categories in allow-list mode for this source */
+};
+
+/* Token types of a compiled glob. */
+enum tok {
+	T_LIT = 1,   /* arg: the byte */
+	T_ANY = 2,   /* ?: any byte but '/' */
+	T_STAR = 3,  /* *: any run of bytes without '/' */
+	T_CLASS = 4, /* arg: index into classes */
+	T_NCLASS = 5 /* negated class */
+};
+
+struct pattern {
+	__u32 id;
+	__u8 category; /* CAT_PROCESS or CAT_FILE */
+	__u8 slot;     /* enum slot */
+	__u8 flags;
+	__u8 ntok;
+	__u8 tok[PAT_TOKENS][2];
+	__u8 classes[PAT_CLASSES][32];
+};
+
+struct pattern_key {
+	__u32 gen;
+	__u32 idx;
+};
+
+/* Per-generation settings. */
+struct config {
+	__u32 allowlist;   /* categories in allow-list mode for every source */
+	__u32 posture_block; /* categories whose default posture is block */
+	__u32 kinds;       /* bit per key_kind that has entries: skips useless lookups */
+	__u32 has_sources; /* bit per category with fromSource rules */
+	__u32 npatterns;
+	__u32 pattern_cats; /* bit per category with patterns */
+	__u64 caps;        /* capabilities with rules, bit per CAP_* */
+	__u32 rate_burst;  /* events per (rule, task, hook) and second; 0 = no limit */
+	__u32 pad;
+};
+
+struct rate_key {
+	__u32 rule;
+	__u32 tgid;
+	__u32 hook;
+	__u32 verdict;
+};
+
+struct rate_val {
+	__u64 window;
+	__u32 count;
+	__u32 suppressed;
+};
+
+/* Counters in a per-CPU array. */
+enum counter {
+	C_EVENTS = 0,
+	C_SUPPRESSED = 1,
+	C_RINGBUF_FULL = 2,
+	C_LONG_PATH = 3,
+	NCOUNTERS = 4,
+};
+
+struct event {
+	__u64 ts;
+	__u64 cgroup_id;
+	__u32 host_pid;
+	__u32 host_ppid;
+	__u32 pid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 pid_ns;
+	__u32 mnt_ns;
+	__u32 rule_id;
+	__s32 retval;
+	__u32 hook;
+	__u32 verdict;
+	__u32 suppressed; /* identical events dropped since the previous one */
+	__u32 arg;        /* capability number, setuid target */
+	__u16 family;
+	__u16 sock_type;
+	__u16 protocol;
+	__u16 pad;
+	char comm[16];
+	char tty[64];
+	char resource[PATH_LEN];
+	char exe[PATH_LEN];
+	char parent_exe[PATH_LEN];
+};
+
+#endif

@@ -1,0 +1,167 @@
+package bpflsm
+
+import (
+	"fmt"
+)
+
+// Token types of a compiled glob, as enforcer.h defines them.
+const (
+	tokLit    = 1
+	tokAny    = 2
+	tokStar   = 3
+	tokClass  = 4
+	tokNClass = 5
+)
+
+const (
+	patTokens  = 128
+	patClasses = 8
+)
+
+// glob is a pattern compiled for the kernel's matcher: '*' matches a run of
+// bytes without '/', '?' one byte but '/', [...] a byte of a set (never '/'),
+// '\' escapes the next byte. "**" is the same as "*".
+type glob struct {
+	toks    [][2]uint8
+	classes [][32]uint8
+}
+
+func compileGlob(pattern string) (glob, error) {
+	var g glob
+	if pattern == "" {
+		return g, fmt.Errorf("empty pattern")
+	}
+	for i := 0; i < len(pattern); i++ {
+		c := pattern[i]
+		switch c {
+		case '*':
+			if n := len(g.toks); n > 0 && g.toks[n-1][0] == tokStar {
+				continue
+			}
+			g.toks = append(g.toks, [2]uint8{tokStar, 0})
+		case '?':
+			g.toks = append(g.toks, [2]uint8{tokAny, 0})
+		case '\\':
+			if i+1 == len(pattern) {
+				return g, fmt.Errorf("pattern ends in an escape")
+			}
+			i++
+			g.toks = append(g.toks, [2]uint8{tokLit, pattern[i]})
+		case '[':
+			set, negated, next, err := parseClass(pattern, i)
+			if err != nil {
+				return g, err
+			}
+			if len(g.classes) == patClasses {
+				return g, fmt.Errorf("more than %d [...] sets", patClasses)
+			}
+			typ := uint8(tokClass)
+			if negated {
+				typ = tokNClass
+			}
+			g.toks = append(g.toks, [2]uint8{typ, uint8(len(g.classes))})
+			g.classes = append(g.classes, set)
+			i = next
+		default:
+			g.toks = append(g.toks, [2]uint8{tokLit, c})
+		}
+		if len(g.toks) > patTokens {
+			return g, fmt.Errorf("pattern has more than %d elements", patTokens)
+		}
+	}
+	return g, nil
+}
+
+// parseClass reads the set starting at pattern[open] == '[' and returns it
+// as a bitmap, whether it is negated, and the index of the closing ']'.
+func parseClass(pattern string, open int) (set [32]uint8, negated bool, end int, err error) {
+	i := open + 1
+	if i < len(pattern) && (pattern[i] == '!' || pattern[i] == '^') {
+		negated = true
+		i++
+	}
+	first := true
+	for ; i < len(pattern); i++ {
+		c := pattern[i]
+		if c == ']' && !first {
+			return set, negated, i, nil
+		}
+		first = false
+		if c == '\\' && i+1 < len(pattern) {
+			i++
+			c = pattern[i]
+		}
+		lo, hi := c, c
+		if i+2 < len(pattern) && pattern[i+1] == '-' && pattern[i+2] != ']' {
+			hi = pattern[i+2]
+			if hi == '\\' && i+3 < len(pattern) {
+				hi = pattern[i+3]
+				i++
+			}
+			i += 2
+			if hi < lo {
+				return set, false, 0, fmt.Errorf("bad range %c-%c in %q", lo, hi, pattern)
+			}
+		}
+		for b := int(lo); b <= int(hi); b++ {
+			set[b>>3] |= 1 << (b & 7)
+		}
+	}
+	return set, false, 0, fmt.Errorf("unterminated [ in %q", pattern)
+}
+
+// match runs the same step machine as glob_step in enforcer.bpf.c, so the
+// kernel's algorithm can be tested on the host.
+func (g glob) match(text string, maxSteps int) bool {
+	p, t, sp, st := 0, 0, -1, 0
+	at := func(i int) byte {
+		if i < len(text) {
+			return text[i]
+		}
+		return 0
+	}
+	for step := 0; step < maxSteps; step++ {
+		c := at(t)
+		if p < len(g.toks) {
+			typ, arg := g.toks[p][0], g.toks[p][1]
+			if typ == tokStar {
+				sp, st = p, t
+				p++
+				continue
+			}
+			if c != 0 {
+				ok := false
+				switch typ {
+				case tokLit:
+					ok = c == arg
+				case tokAny:
+					ok = c != '/'
+				case tokClass:
+					ok = c != '/' && g.classes[arg][c>>3]>>(c&7)&1 == 1
+				case tokNClass:
+					ok = c != '/' && g.classes[arg][c>>3]>>(c&7)&1 == 0
+				}
+				if ok {
+					if c == '/' {
+						sp = -1
+					}
+					p++
+					t++
+					continue
+				}
+			}
+		} else if c == 0 {
+			return true
+		}
+		if sp >= 0 {
+			if sc := at(st); sc != 0 && sc != '/' && st < pathLen-1 {
+				st++
+				t = st
+				p = sp + 1
+				continue
+			}
+		}
+		return false
+	}
+	return false
+}

@@ -1,0 +1,332 @@
+package bpflsm
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/armorhost/kubearmor/hostpolicy"
+)
+
+// Layout constants shared with enforcer.h.
+const (
+	pathLen     = 256
+	maxPatterns = 256
+	genShift    = 24
+	globSteps   = 1 << 16
+)
+
+// Key kinds.
+const (
+	kindExecPath = 1
+	kindExecName = 2
+	kindExecDir  = 3
+	kindFilePath = 4
+	kindFileDir  = 5
+	kindNetType  = 6
+	kindNetProto = 7
+	kindNetAny   = 8
+	kindCap      = 9
+)
+
+// Slots: one rule per action on a key.
+const (
+	slotBlock = 0
+	slotAudit = 1
+	slotAllow = 2
+)
+
+// Rule flags.
+const (
+	flagOwner     = 0x1
+	flagReadOnly  = 0x2
+	flagRecursive = 0x4
+	flagTTY       = 0x8
+)
+
+// Categories, the bit positions of allow-list masks.
+const (
+	catProcess = 0
+	catFile    = 1
+	catNetwork = 2
+	catCaps    = 3
+)
+
+// Socket types and protocols of network keys.
+var (
+	sockTypes = map[string]uint32{"stream": 1, "dgram": 2, "raw": 3, "rdm": 4, "seqpacket": 5, "dccp": 6, "packet": 10}
+	ipProtos  = map[string]uint32{"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132}
+)
+
+// capNumbers are the CAP_* numbers of linux/capability.h.
+var capNumbers = map[string]uint32{
+	"chown": 0, "dac_override": 1, "dac_read_search": 2, "fowner": 3, "fsetid": 4, "kill": 5,
+	"setgid": 6, "setuid": 7, "setpcap": 8, "linux_immutable": 9, "net_bind_service": 10,
+	"net_broadcast": 11, "net_admin": 12, "net_raw": 13, "ipc_lock": 14, "ipc_owner": 15,
+	"sys_module": 16, "sys_rawio": 17, "sys_chroot": 18, "sys_ptrace": 19, "sys_pacct": 20,
+	"sys_admin": 21, "sys_boot": 22, "sys_nice": 23, "sys_resource": 24, "sys_time": 25,
+	"sys_tty_config": 26, "mknod": 27, "lease": 28, "audit_write": 29, "audit_control": 30,
+	"setfcap": 31, "mac_override": 32, "mac_admin": 33, "syslog": 34, "wake_alarm": 35,
+	"block_suspend": 36, "audit_read": 37, "perfmon": 38, "bpf": 39, "checkpoint_restore": 40,
+}
+
+// pathEntry and netEntry are map keys without the generation, which Apply adds.
+type pathEntry struct {
+	kind uint32
+	src  uint32
+	path string
+}
+
+type netEntry struct {
+	kind  uint32
+	src   uint32
+	value uint32
+}
+
+type slotRule struct {
+	id    uint32
+	flags uint32
+}
+
+type ruleValue [3]slotRule
+
+type sourceValue struct {
+	id        uint32
+	allowlist uint32
+}
+
+type patternEntry struct {
+	id       uint32
+	category uint8
+	slot     uint8
+	flags    uint8
+	glob     glob
+}
+
+type settings struct {
+	allowlist    uint32
+	postureBlock uint32
+	kinds        uint32
+	hasSources   uint32 // low byte: categories with fromSource rules; next byte: with per-source allow-lists
+	patternCats  uint32
+	caps         uint64
+}
+
+// entries is a RuleSet as the kernel sees it.
+type entries struct {
+	paths      map[pathEntry]ruleValue
+	nets       map[netEntry]ruleValue
+	sources    map[string]sourceValue
+	patterns   []patternEntry
+	cfg        settings
+	unenforced map[uint32]string
+}
+
+// translate turns a RuleSet into map entries. Rules it cannot enforce are
+// returned in entries.unenforced with the reason; syscall rules belong to
+// the monitor and are left out silently.
+//
+// Allow-list mode is per category (process and file separately, as
+// upstream's kernel keys do) and per source: an Allow rule with fromSource
+// puts only that program in allow-list mode, one without puts everyone.
+// The posture of process and file is the file posture.
+func translate(rs *hostpolicy.RuleSet) *entries {
+	e := &entries{
+		paths:      map[pathEntry]ruleValue{},
+		nets:       map[netEntry]ruleValue{},
+		sources:    map[string]sourceValue{},
+		unenforced: map[uint32]string{},
+	}
+	if rs == nil {
+		return e
+	}
+	for i := range rs.Rules {
+		r := &rs.Rules[i]
+		if r.Category == hostpolicy.CategorySyscall {
+			continue
+		}
+		if reason := e.add(r); reason != "" {
+			e.unenforced[r.ID] = reason
+		}
+	}
+	for _, c := range []struct {
+		cat  uint32
+		from hostpolicy.Category
+	}{{catProcess, hostpolicy.CategoryProcess}, {catFile, hostpolicy.CategoryFile},
+		{catNetwork, hostpolicy.CategoryNetwork}, {catCaps, hostpolicy.CategoryCapabilities}} {
+		if rs.Posture(c.from) == "block" {
+			e.cfg.postureBlock |= 1 << c.cat
+		}
+	}
+	return e
+}
+
+func (e *entries) add(r *hostpolicy.Rule) string {
+	var slot uint8
+	switch r.Action {
+	case hostpolicy.ActionBlock:
+		slot = slotBlock
+	case hostpolicy.ActionAudit:
+		slot = slotAudit
+	case hostpolicy.ActionAllow:
+		slot = slotAllow
+	default:
+		return fmt.Sprintf("unknown action %q", r.Action)
+	}
+	var cat uint32
+	switch r.Category {
+	case hostpolicy.CategoryProcess:
+		cat = catProcess
+	case hostpolicy.CategoryFile:
+		cat = catFile
+	case hostpolicy.CategoryNetwork:
+		cat = catNetwork
+	case hostpolicy.CategoryCapabilities:
+		cat = catCaps
+	case hostpolicy.CategoryDNS:
+		return "DNS rules are not enforced by BPFLSM"
+	case hostpolicy.CategoryDevice:
+		return "device rules are not enforced by BPFLSM"
+	default:
+		return fmt.Sprintf("category %s is not enforced by BPFLSM", r.Category)
+	}
+	if len(r.AllowedArgs) > 0 {
+		return "allowedArgs is not enforced by BPFLSM"
+	}
+	if r.SourceIsDir {
+		return "a fromSource directory is not enforced by BPFLSM"
+	}
+	if len(r.Source) >= pathLen {
+		return fmt.Sprintf("fromSource path is longer than %d bytes", pathLen-1)
+	}
+
+	var flags uint32
+	if r.OwnerOnly {
+		flags |= flagOwner
+	}
+	if r.ReadOnly && r.Category == hostpolicy.CategoryFile {
+		flags |= flagReadOnly
+	}
+	if r.TTYOnly {
+		flags |= flagTTY
+	}
+	if r.Recursive && r.Match == hostpolicy.MatchDirectory {
+		flags |= flagRecursive
+	}
+
+	var src uint32
+	if r.Source != "" {
+		if r.Match == hostpolicy.MatchPattern {
+			return "fromSource on a pattern is not enforced by BPFLSM"
+		}
+		src = e.source(r.Source)
+		e.cfg.hasSources |= 1 << cat
+	}
+	if r.Action == hostpolicy.ActionAllow {
+		if src != 0 {
+			sv := e.sources[r.Source]
+			sv.allowlist |= 1 << cat
+			e.sources[r.Source] = sv
+			e.cfg.hasSources |= 1 << (cat + 8)
+		} else {
+			e.cfg.allowlist |= 1 << cat
+		}
+	}
+	rule := slotRule{id: r.ID, flags: flags}
+
+	switch r.Match {
+	case hostpolicy.MatchPath, hostpolicy.MatchExecName, hostpolicy.MatchDirectory:
+		if len(r.Value) >= pathLen {
+			return fmt.Sprintf("path is longer than %d bytes", pathLen-1)
+		}
+		kind, ok := pathKinds[[2]uint32{cat, uint32(r.Match)}]
+		if !ok {
+			return fmt.Sprintf("%s rules of category %s are not enforced by BPFLSM", r.Match, r.Category)
+		}
+		return e.putPath(pathEntry{kind: kind, src: src, path: r.Value}, slot, rule)
+	case hostpolicy.MatchPattern:
+		g, err := compileGlob(r.Value)
+		if err != nil {
+			return "pattern: " + err.Error()
+		}
+		if len(e.patterns) == maxPatterns {
+			return fmt.Sprintf("more than %d patterns", maxPatterns)
+		}
+		e.patterns = append(e.patterns, patternEntry{id: r.ID, category: uint8(cat), slot: slot, flags: uint8(flags), glob: g})
+		e.cfg.patternCats |= 1 << cat
+		return ""
+	case hostpolicy.MatchProtocol:
+		proto := strings.ToLower(r.Value)
+		key := netEntry{src: src}
+		if v, ok := sockTypes[proto]; ok {
+			key.kind, key.value = kindNetType, v
+		} else if v, ok := ipProtos[proto]; ok {
+			key.kind, key.value = kindNetProto, v
+		} else if proto == "all" {
+			key.kind = kindNetAny
+		} else {
+			return fmt.Sprintf("unknown protocol %q", r.Value)
+		}
+		return e.putNet(key, slot, rule)
+	case hostpolicy.MatchCapability:
+		n, ok := capNumbers[strings.TrimPrefix(strings.ToLower(r.Value), "cap_")]
+		if !ok {
+			return fmt.Sprintf("unknown capability %q", r.Value)
+		}
+		e.cfg.caps |= 1 << n
+		return e.putNet(netEntry{kind: kindCap, src: src, value: n}, slot, rule)
+	}
+	return fmt.Sprintf("%s rules are not enforced by BPFLSM", r.Match)
+}
+
+var pathKinds = map[[2]uint32]uint32{
+	{catProcess, uint32(hostpolicy.MatchPath)}:      kindExecPath,
+	{catProcess, uint32(hostpolicy.MatchExecName)}:  kindExecName,
+	{catProcess, uint32(hostpolicy.MatchDirectory)}: kindExecDir,
+	{catFile, uint32(hostpolicy.MatchPath)}:         kindFilePath,
+	{catFile, uint32(hostpolicy.MatchDirectory)}:    kindFileDir,
+}
+
+// source returns the id of a fromSource path, numbering new ones from 1.
+func (e *entries) source(path string) uint32 {
+	if sv, ok := e.sources[path]; ok {
+		return sv.id
+	}
+	id := uint32(len(e.sources) + 1)
+	e.sources[path] = sourceValue{id: id}
+	return id
+}
+
+// putPath and putNet keep the first rule per key and action. A later rule
+// with the same flags is enforced by the first one (events carry the first
+// rule's ID); one with other flags cannot be, and is reported.
+func (e *entries) putPath(k pathEntry, slot uint8, r slotRule) string {
+	v := e.paths[k]
+	if msg := fill(&v, slot, r); msg != "" {
+		return msg
+	}
+	e.paths[k] = v
+	e.cfg.kinds |= 1 << k.kind
+	return ""
+}
+
+func (e *entries) putNet(k netEntry, slot uint8, r slotRule) string {
+	v := e.nets[k]
+	if msg := fill(&v, slot, r); msg != "" {
+		return msg
+	}
+	e.nets[k] = v
+	e.cfg.kinds |= 1 << k.kind
+	return ""
+}
+
+func fill(v *ruleValue, slot uint8, r slotRule) string {
+	cur := v[slot]
+	if cur.id == 0 {
+		v[slot] = r
+		return ""
+	}
+	if cur.flags != r.flags {
+		return fmt.Sprintf("rule %d with other flags already decides this path and action", cur.id)
+	}
+	return ""
+}
