@@ -176,7 +176,9 @@ func flush(t *testing.T) {
 	t.Fatalf("sentinel event never arrived; got:\n%s", collected.dump())
 }
 
-func isSentinel(ev event.Event) bool { return ev.Resource == sentinelPath && ev.Verdict == event.VerdictAudit }
+func isSentinel(ev event.Event) bool {
+	return ev.Resource == sentinelPath && ev.Verdict == event.VerdictAudit
+}
 
 // compile builds a RuleSet from policy YAML documents (the sentinel policy
 // is always added).

@@ -97,4 +97,3 @@ func ensureMounts() error {
 	}
 	return nil
 }
-
