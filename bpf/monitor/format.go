@@ -56,9 +56,9 @@ var openFlagNames = []flagName{
 	{unix.O_NOFOLLOW, "O_NOFOLLOW"},
 	{unix.O_NOATIME, "O_NOATIME"},
 	{unix.O_CLOEXEC, "O_CLOEXEC"},
-	{unix.O_SYNC, "O_SYNC"},
+	{unix.O_SYNC &^ unix.O_DSYNC, "O_SYNC"},
 	{unix.O_PATH, "O_PATH"},
-	{unix.O_TMPFILE, "O_TMPFILE"},
+	{unix.O_TMPFILE &^ unix.O_DIRECTORY, "O_TMPFILE"},
 }
 
 // OpenFlags formats open(2) flags: "O_RDONLY|O_CLOEXEC", "O_WRONLY|O_CREAT|O_TRUNC".
