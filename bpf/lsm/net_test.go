@@ -1,0 +1,144 @@
+package bpflsm
+
+import (
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/hostpolicy"
+)
+
+func socket(domain, typ, proto int) error {
+	fd, err := syscall.Socket(domain, typ, proto)
+	if err == nil {
+		syscall.Close(fd)
+	}
+	return err
+}
+
+func TestNetworkProtocols(t *testing.T) {
+	e := kernel(t)
+	rs := apply(t, e, hostpolicy.Postures{}, policy("net-udp", `
+  network:
+    matchProtocols:
+    - protocol: udp
+  action: Block
+`))
+	id := ruleID(t, rs, "net-udp")
+	wantDenied(t, socket(syscall.AF_INET, syscall.SOCK_DGRAM, 0), "udp socket")
+	wantDenied(t, socket(syscall.AF_INET6, syscall.SOCK_DGRAM, syscall.IPPROTO_UDP), "udp6 socket")
+	wantAllowed(t, socket(syscall.AF_INET, syscall.SOCK_STREAM, 0), "tcp socket")
+	wantAllowed(t, socket(syscall.AF_UNIX, syscall.SOCK_DGRAM, 0), "unix datagram socket")
+	ev := wantVerdict(t, id, event.VerdictBlock, event.OpNetwork, "protocol=UDP type=SOCK_DGRAM")
+	if ev.Data != "lsm=SOCKET_CREATE protocol=UDP type=SOCK_DGRAM" {
+		t.Errorf("Data = %q", ev.Data)
+	}
+}
+
+// A socket created before the rule is still checked when it connects.
+func TestNetworkConnect(t *testing.T) {
+	e := kernel(t)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	rs := apply(t, e, hostpolicy.Postures{}, policy("net-tcp", `
+  network:
+    matchProtocols:
+    - protocol: tcp
+  action: Block
+`))
+	err = syscall.Connect(fd, &syscall.SockaddrInet4{Port: 9, Addr: [4]byte{127, 0, 0, 1}})
+	wantDenied(t, err, "connect")
+	ev := waitEvent(t, "connect", func(ev event.Event) bool {
+		return ev.RuleID == ruleID(t, rs, "net-tcp") && strings.HasPrefix(ev.Data, "lsm=SOCKET_CONNECT")
+	})
+	if ev.Resource != "protocol=TCP type=SOCK_STREAM" || ev.Retval != -13 || ev.Verdict != event.VerdictBlock {
+		t.Errorf("event %+v", ev)
+	}
+}
+
+func TestNetworkFromSource(t *testing.T) {
+	e := kernel(t)
+	dir := testDir(t)
+	nc := copyBusybox(t, filepath.Join(dir, "busybox-nc"))
+	rs := apply(t, e, hostpolicy.Postures{}, policy("net-source", `
+  network:
+    matchProtocols:
+    - protocol: tcp
+      fromSource:
+      - path: `+nc+`
+  action: Block
+`))
+	out, err := exec.Command(nc, "nc", "127.0.0.1", "9").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Permission denied") {
+		t.Fatalf("nc from the source: err=%v out=%q, want Permission denied", err, out)
+	}
+	wantAllowed(t, socket(syscall.AF_INET, syscall.SOCK_STREAM, 0), "tcp socket of the test binary")
+	ev := wantVerdict(t, ruleID(t, rs, "net-source"), event.VerdictBlock, event.OpNetwork, "protocol=TCP type=SOCK_STREAM")
+	if ev.Exe != nc {
+		t.Errorf("Exe = %q, want %q", ev.Exe, nc)
+	}
+}
+
+func TestNetworkAllowList(t *testing.T) {
+	e := kernel(t)
+	apply(t, e, hostpolicy.Postures{Network: "block"}, policy("net-allow", `
+  network:
+    matchProtocols:
+    - protocol: tcp
+  action: Allow
+`))
+	wantAllowed(t, socket(syscall.AF_INET, syscall.SOCK_STREAM, 0), "allowed tcp")
+	wantDenied(t, socket(syscall.AF_INET, syscall.SOCK_DGRAM, 0), "udp under block posture")
+	wantVerdict(t, 0, event.VerdictPostureBlock, event.OpNetwork, "protocol=UDP type=SOCK_DGRAM")
+}
+
+func TestCapabilityNetRaw(t *testing.T) {
+	e := kernel(t)
+	rs := apply(t, e, hostpolicy.Postures{}, policy("cap-raw", `
+  capabilities:
+    matchCapabilities:
+    - capability: net_raw
+  action: Block
+`))
+	// capable() failing makes the kernel answer EPERM, not EACCES.
+	err := socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_ICMP)
+	if !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("raw socket: got %v, want operation not permitted", err)
+	}
+	ev := wantVerdict(t, ruleID(t, rs, "cap-raw"), event.VerdictBlock, event.OpCapabilities, "CAP_NET_RAW")
+	if ev.Data != "lsm=CAPABLE CAP_NET_RAW" {
+		t.Errorf("Data = %q", ev.Data)
+	}
+	wantAllowed(t, socket(syscall.AF_INET, syscall.SOCK_DGRAM, 0), "udp socket needs no capability")
+}
+
+func TestCapabilityFromSource(t *testing.T) {
+	e := kernel(t)
+	dir := testDir(t)
+	ping := copyBusybox(t, filepath.Join(dir, "busybox-ping"))
+	rs := apply(t, e, hostpolicy.Postures{}, policy("cap-source", `
+  capabilities:
+    matchCapabilities:
+    - capability: net_raw
+      fromSource:
+      - path: `+ping+`
+  action: Block
+`))
+	out, err := exec.Command(ping, "ping", "-c", "1", "-W", "1", "127.0.0.1").CombinedOutput()
+	if err == nil {
+		t.Fatalf("ping from the source worked: %q", out)
+	}
+	err = socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_ICMP)
+	wantAllowed(t, err, "raw socket of the test binary")
+	ev := wantVerdict(t, ruleID(t, rs, "cap-source"), event.VerdictBlock, event.OpCapabilities, "CAP_NET_RAW")
+	if ev.Exe != ping {
+		t.Errorf("Exe = %q, want %q", ev.Exe, ping)
+	}
+}
