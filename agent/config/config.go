@@ -89,9 +89,9 @@ func hostname() string {
 
 var keys = []key{
 	{name: "cluster", def: "default", help: "cluster name reported in every alert (ClusterName)", str: func(c *Config) *string { return &c.Cluster }},
-	{name: "host", def: "", help: "host name reported in alerts and matched by kubearmor.io/hostname (default: the system host name)", str: func(c *Config) *string { return &c.Host }},
+	{name: "host", def: "", help: "host name reported in alerts and matched by kubearmor.io/hostname", str: func(c *Config) *string { return &c.Host }},
 	{name: "gRPC", def: "32767", help: "gRPC port on 127.0.0.1, or HOST:PORT (a non-loopback address requires tlsEnabled)", str: func(c *Config) *string { return &c.GRPC }},
-	{name: "socket", def: "/run/kubearmor/kubearmor.sock", help: "unix socket for `kubearmor logs|status` and karmor (--gRPC=unix://PATH); empty disables it", str: func(c *Config) *string { return &c.Socket }},
+	{name: "socket", def: "/run/kubearmor/kubearmor.sock", help: "unix socket for kubearmor logs/status and karmor (--gRPC=unix://PATH); empty disables it", str: func(c *Config) *string { return &c.Socket }},
 	{name: "tlsEnabled", kind: kBool, def: "false", help: "serve gRPC with mutual TLS (required for non-loopback addresses)", bool: func(c *Config) *bool { return &c.TLSEnabled }},
 	{name: "tlsCertPath", def: "/etc/kubearmor/tls", help: "directory holding ca.crt, server.crt and server.key", str: func(c *Config) *string { return &c.TLSCertPath }},
 	{name: "policyDir", def: "/etc/kubearmor/policies", help: "directory of KubeArmorHostPolicy files (*.yaml, *.yml), watched live", str: func(c *Config) *string { return &c.PolicyDir }},

@@ -1,0 +1,152 @@
+// Command kubearmor is the host-security agent: the daemon by default, and
+// the subcommands an operator uses beside it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/armorhost/kubearmor/agent"
+	"github.com/armorhost/kubearmor/agent/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// command is one subcommand: its name, a one-line summary, and its entry point.
+type command struct {
+	name    string
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"policy", "check policy files without a running agent (policy check FILE...)", runPolicy},
+		{"version", "print the version", func([]string, io.Writer, io.Writer) int { fmt.Println(version); return 0 }},
+	}
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		for _, c := range commands() {
+			if c.name == args[0] {
+				return c.run(args[1:], stdout, stderr)
+			}
+		}
+		if args[0] == "help" {
+			return runDaemon([]string{"--help"}, stdout, stderr)
+		}
+		fmt.Fprintf(stderr, "kubearmor: unknown command %q (see kubearmor --help)\n", args[0])
+		return 2
+	}
+	return runDaemon(args, stdout, stderr)
+}
+
+const daemonUsage = `Usage: kubearmor [FLAGS]
+       kubearmor COMMAND [ARGS]
+
+kubearmor enforces KubeArmorHostPolicy files on this host and reports what
+they match. Run without a command it is the daemon: it reads its configuration
+(%[1]s, or built-in defaults when that file is absent), loads every policy in
+the policy directory, follows changes to it live, enforces Block and Allow
+rules in the kernel, and streams alerts and logs over KubeArmor's gRPC feeder
+(karmor logs --gRPC=127.0.0.1:32767 works unchanged).
+
+Signals: SIGHUP reloads the configuration and the policy directory and reopens
+log files; SIGTERM or SIGINT stop the daemon and detach every kernel program.
+
+Commands:
+%[2]s
+Flags (each overrides the configuration key of the same name):
+`
+
+func runDaemon(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("kubearmor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", config.DefaultPath, "configuration file; when given explicitly it must exist (default "+config.DefaultPath+")")
+	overrides := config.RegisterFlags(fs)
+	usage := func() {
+		var cmds strings.Builder
+		for _, c := range commands() {
+			fmt.Fprintf(&cmds, "  %-9s %s\n", c.name, c.summary)
+		}
+		fmt.Fprintf(fs.Output(), daemonUsage, config.DefaultPath, cmds.String())
+		printFlags(fs)
+	}
+	// The flag package prints usage on every parse error; print it only on
+	// request, to stdout, and keep errors to one line on stderr.
+	fs.Usage = func() {}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			usage()
+			return 0
+		}
+		fmt.Fprintln(stderr, "Run kubearmor --help for usage.")
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "kubearmor: unexpected argument %q (see kubearmor --help)\n", fs.Arg(0))
+		return 2
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "config" {
+			explicit = true
+		}
+	})
+
+	log := newLogger(stderr)
+	if os.Geteuid() != 0 {
+		log.Warn("not running as root: loading kernel programs will fail")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGPIPE)
+	defer stop()
+	a := agent.New(log, *configPath, explicit, overrides)
+	if err := a.Run(ctx); err != nil {
+		log.Error("kubearmor failed", "err", err)
+		fmt.Fprintf(stderr, "kubearmor: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// newLogger logs in logfmt. Under journald (JOURNAL_STREAM set) the time is
+// left out, since the journal stamps every line itself.
+func newLogger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+	if os.Getenv("JOURNAL_STREAM") != "" {
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// printFlags lists flags as "--name VALUE" with their help on the next line,
+// which reads better than the flag package's default for long help texts.
+func printFlags(fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		arg := " VALUE"
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			arg = ""
+		}
+		fmt.Fprintf(fs.Output(), "  --%s%s\n      %s\n", f.Name, arg, f.Usage)
+	})
+}
