@@ -113,6 +113,13 @@ func parseClass(pattern string, open int) (set [32]uint8, negated bool, end int,
 // match runs the same step machine as glob_step in enforcer.bpf.c, so the
 // kernel's algorithm can be tested on the host.
 func (g glob) match(text string, maxSteps int) bool {
+	matched, _ := g.run(text, maxSteps)
+	return matched
+}
+
+// run is match that also says how many steps it took to decide (maxSteps
+// when it did not).
+func (g glob) run(text string, maxSteps int) (bool, int) {
 	p, t, sp, st := 0, 0, -1, 0
 	at := func(i int) byte {
 		if i < len(text) {
@@ -120,7 +127,8 @@ func (g glob) match(text string, maxSteps int) bool {
 		}
 		return 0
 	}
-	for step := 0; step < maxSteps; step++ {
+	step := 0
+	for ; step < maxSteps; step++ {
 		c := at(t)
 		if p < len(g.toks) {
 			typ, arg := g.toks[p][0], g.toks[p][1]
@@ -151,7 +159,7 @@ func (g glob) match(text string, maxSteps int) bool {
 				}
 			}
 		} else if c == 0 {
-			return true
+			return true, step + 1
 		}
 		if sp >= 0 {
 			if sc := at(st); sc != 0 && sc != '/' && st < pathLen-1 {
@@ -161,7 +169,7 @@ func (g glob) match(text string, maxSteps int) bool {
 				continue
 			}
 		}
-		return false
+		return false, step + 1
 	}
-	return false
+	return false, step
 }
