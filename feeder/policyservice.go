@@ -81,6 +81,15 @@ func (s *Server) applyHostPolicy(payload []byte) Status {
 		s.PublishMessage(LevelWarn, "PolicyService: invalid host policy: "+err.Error())
 		return StatusInvalid
 	}
+	if !validName(ev.Policy.Metadata.Name) {
+		// ParseEvent checks only that a DELETED event has a name; an
+		// applier may build a file name from it, so refuse anything that
+		// is not a Kubernetes object name (no '/', no "..").
+		msg := fmt.Sprintf("PolicyService: invalid host policy: metadata.name %q is not a valid name", ev.Policy.Metadata.Name)
+		s.log.Warn(msg)
+		s.PublishMessage(LevelWarn, msg)
+		return StatusInvalid
+	}
 	for _, w := range diags.Warnings() {
 		s.log.Warn("PolicyService: host policy "+ev.Policy.Metadata.Name, "warning", w.String())
 	}
@@ -160,4 +169,21 @@ func probeJSON(p *hostpolicy.Policy) ([]byte, error) {
 		return nil, fmt.Errorf("policy %s: %w", p.Metadata.Name, err)
 	}
 	return data, nil
+}
+
+// validName is the Kubernetes object-name rule: 1-253 characters of
+// lowercase letters, digits, '-' and '.', starting and ending with a letter
+// or digit.
+func validName(name string) bool {
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	alnum := func(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !alnum(c) && c != '-' && c != '.' {
+			return false
+		}
+	}
+	return alnum(name[0]) && alnum(name[len(name)-1])
 }

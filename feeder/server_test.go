@@ -39,6 +39,9 @@ func (d *dirApplier) ApplyHostPolicy(ev *hostpolicy.Event) (Status, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	name := ev.Policy.Metadata.Name
+	if strings.ContainsAny(name, "/\x00") || name == "" || name[0] == '.' {
+		return StatusInvalid, fmt.Errorf("policy name %q cannot be a file name", name)
+	}
 	path := filepath.Join(d.dir, name+".yaml")
 	old, err := os.ReadFile(path)
 	exists := err == nil
