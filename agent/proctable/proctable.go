@@ -208,6 +208,9 @@ func (t *Table) insertLocked(e *entry) {
 	if e.p.source == "" {
 		e.p.source = commandLine(e.p.Exe, e.p.Args)
 	}
+	if len(t.exited) > 0 {
+		t.expireLocked(t.opts.Now())
+	}
 	if _, replacing := t.procs[e.p.HostPID]; !replacing && len(t.procs) >= t.opts.MaxEntries {
 		t.makeRoomLocked()
 	}
