@@ -22,7 +22,9 @@ const (
 	karmorContainer     = `{"type":"ADDED","object":{"metadata":{"name":"ksp-b","namespace":"container_namespace"},"spec":{"selector":{"matchLabels":{"kubearmor.io/container.name":"web"}},"process":{"matchPaths":[{"path":"/bin/sh"}]},"file":{},"network":{},"capabilities":{},"syscalls":{},"action":"Block"},"status":{}}}`
 )
 
-func karmorDelete(add string) string { return strings.Replace(add, `"type":"ADDED"`, `"type":"DELETED"`, 1) }
+func karmorDelete(add string) string {
+	return strings.Replace(add, `"type":"ADDED"`, `"type":"DELETED"`, 1)
+}
 
 func withMessage(add, msg string) string {
 	return strings.Replace(add, `"message":"blocked sleep"`, `"message":"`+msg+`"`, 1)
