@@ -255,3 +255,32 @@ func TestApplyRefusesSharedFile(t *testing.T) {
 		t.Fatalf("nothing may change, got %d rules", n)
 	}
 }
+
+// BenchmarkReload measures a policy file change until the new RuleSet is
+// published: write, watcher event, settle delay, parse, compile, publish.
+func BenchmarkReload(b *testing.B) {
+	dir := b.TempDir()
+	rec := newRecorder()
+	s, err := Open(dir, hostpolicy.Options{Host: "h"}, quietLog(), rec.publish)
+	if err != nil {
+		b.Fatal(err)
+	}
+	<-rec.ch
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx)
+	time.Sleep(100 * time.Millisecond) // let the watcher start before timing
+	for len(rec.ch) > 0 {
+		<-rec.ch
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		path := fmt.Sprintf("/srv/file-%d", i)
+		os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(policyYAML("p", path, "Block")), 0o600)
+		for snap := range rec.ch {
+			if len(snap.RuleSet.Rules) == 1 && snap.RuleSet.Rules[0].Value == path {
+				break
+			}
+		}
+	}
+}
