@@ -16,9 +16,9 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	floorBPFProgFloorEnter = "floor_enter"
-	floorBPFProgFloorExit  = "floor_exit"
-	floorBPFProgFloorSched = "floor_sched"
+	floorBPFProgFloorExit = "floor_exit"
+	floorBPFProgFloorFork = "floor_fork"
+	floorBPFProgFloorTp   = "floor_tp"
 )
 
 // loadFloorBPF returns the embedded CollectionSpec for floorBPF.
@@ -63,9 +63,9 @@ type floorBPFSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorBPFProgramSpecs struct {
-	FloorEnter *ebpf.ProgramSpec `ebpf:"floor_enter"`
-	FloorExit  *ebpf.ProgramSpec `ebpf:"floor_exit"`
-	FloorSched *ebpf.ProgramSpec `ebpf:"floor_sched"`
+	FloorExit *ebpf.ProgramSpec `ebpf:"floor_exit"`
+	FloorFork *ebpf.ProgramSpec `ebpf:"floor_fork"`
+	FloorTp   *ebpf.ProgramSpec `ebpf:"floor_tp"`
 }
 
 // floorBPFMapSpecs contains maps before they are loaded into the kernel.
@@ -116,16 +116,16 @@ type floorBPFVariables struct {
 //
 // It can be passed to loadFloorBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorBPFPrograms struct {
-	FloorEnter *ebpf.Program `ebpf:"floor_enter"`
-	FloorExit  *ebpf.Program `ebpf:"floor_exit"`
-	FloorSched *ebpf.Program `ebpf:"floor_sched"`
+	FloorExit *ebpf.Program `ebpf:"floor_exit"`
+	FloorFork *ebpf.Program `ebpf:"floor_fork"`
+	FloorTp   *ebpf.Program `ebpf:"floor_tp"`
 }
 
 func (p *floorBPFPrograms) Close() error {
 	return _FloorBPFClose(
-		p.FloorEnter,
 		p.FloorExit,
-		p.FloorSched,
+		p.FloorFork,
+		p.FloorTp,
 	)
 }
 

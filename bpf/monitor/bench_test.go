@@ -1,0 +1,299 @@
+package monitor
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/armorhost/kubearmor/agent/proctable"
+	"github.com/armorhost/kubearmor/event"
+)
+
+// benchLoop is the workload of TestOverhead, run in a child process so the
+// monitor (which ignores its own process) sees it. It prints the loop's
+// wall time in ns.
+func benchLoop(args []string) int {
+	if len(args) < 2 {
+		return 2
+	}
+	n, err := strconv.Atoi(args[1])
+	if err != nil {
+		return 2
+	}
+	start := time.Now()
+	switch args[0] {
+	case "openloop":
+		for i := 0; i < n; i++ {
+			fd, err := unix.Open(args[2], unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return 1
+			}
+			unix.Close(fd)
+		}
+	case "forkexec":
+		for i := 0; i < n; i++ {
+			if err := exec.Command(args[2]).Run(); err != nil {
+				return 1
+			}
+		}
+	}
+	fmt.Println(time.Since(start).Nanoseconds())
+	return 0
+}
+
+// sample is one workload run: wall time of the loop, CPU time of the whole
+// child (its rusage includes the children it reaped).
+type sample struct{ wall, cpu time.Duration }
+
+func runLoop(t *testing.T, args ...string) sample {
+	t.Helper()
+	self, _ := os.Executable()
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	ns, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+	if err != nil {
+		t.Fatalf("%v: output %q", args, out)
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return sample{wall: time.Duration(ns), cpu: cpu}
+}
+
+// floorLinks attaches empty programs to the tracepoints the monitor uses
+// for scope.
+func floorLinks(t *testing.T, objs *floorBPFObjects, scope Scope) []link.Link {
+	t.Helper()
+	var links []link.Link
+	add := func(l link.Link, err error) {
+		if err != nil {
+			t.Fatalf("attach floor program: %v", err)
+		}
+		links = append(links, l)
+	}
+	add(link.Tracepoint("sched", "sched_process_exec", objs.FloorTp, nil))
+	add(link.AttachTracing(link.TracingOptions{Program: objs.FloorFork}))
+	add(link.AttachTracing(link.TracingOptions{Program: objs.FloorExit}))
+	for _, s := range tracedSyscalls {
+		if s.scope&scope == 0 {
+			continue
+		}
+		for _, dir := range []string{"enter", "exit"} {
+			l, err := link.Tracepoint("syscalls", "sys_"+dir+"_"+s.name, objs.FloorTp, nil)
+			if err == nil {
+				links = append(links, l)
+			}
+		}
+	}
+	return links
+}
+
+type overheadCase struct {
+	name  string
+	scope Scope
+	args  []string
+}
+
+// TestOverhead measures what the monitor costs a workload: the workload
+// runs alternately with nothing attached, with empty programs on the same
+// tracepoints (the floor), and with the monitor (events decoded, attributed
+// and JSON-encoded). It reports medians and ratios; it asserts nothing
+// about them, because the machine it runs on is shared. Set
+// MONITOR_BENCH=1 to run it (MONITOR_BENCH_ROUNDS, default 9).
+func TestOverhead(t *testing.T) {
+	if os.Getenv("MONITOR_BENCH") == "" {
+		t.Skip("set MONITOR_BENCH=1 to measure overhead")
+	}
+	requireKernel(t)
+	rounds := 9
+	if v, err := strconv.Atoi(os.Getenv("MONITOR_BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	truePath, err := exec.LookPath("true")
+	if err != nil {
+		t.Skip("no true binary")
+	}
+	file := filepath.Join(t.TempDir(), "bench-file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []overheadCase{
+		{"open/close x200000, file visibility", ScopeFile, []string{"openloop", "200000", file}},
+		{"fork+exec x300, process visibility", ScopeProcess, []string{"forkexec", "300", truePath}},
+	}
+
+	spec, err := loadFloorBPF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var floor floorBPFObjects
+	if err := spec.LoadAndAssign(&floor, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer floor.Close()
+
+	for _, c := range cases {
+		samples := map[string][]sample{}
+		var events, lost, dropped uint64
+		for r := 0; r < rounds; r++ {
+			samples["off"] = append(samples["off"], runLoop(t, c.args...))
+
+			links := floorLinks(t, &floor, c.scope)
+			samples["floor"] = append(samples["floor"], runLoop(t, c.args...))
+			for _, l := range links {
+				l.Close()
+			}
+
+			m, err := Open(Options{Visibility: c.scope})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var n atomic.Uint64
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			enc := json.NewEncoder(io.Discard)
+			go func() {
+				m.Run(ctx, func(ev event.Event) {
+					a := m.Table().Describe(&ev)
+					enc.Encode(struct {
+						E *event.Event
+						A *proctable.Attribution
+					}{&ev, &a})
+					n.Add(1)
+				})
+				close(done)
+			}()
+			samples["on"] = append(samples["on"], runLoop(t, c.args...))
+			settleQueue(m)
+			cancel()
+			<-done
+			st := m.Stats()
+			m.Close()
+			events += n.Load()
+			lost += st.Lost
+			dropped += st.Dropped
+		}
+		report(t, c.name, samples)
+		t.Logf("%s: %d events emitted over %d monitored rounds, %d lost in kernel, %d dropped in user space",
+			c.name, events, rounds, lost, dropped)
+	}
+}
+
+// settleQueue waits until the monitor has read what the ring buffer holds.
+func settleQueue(m *Monitor) {
+	for m.reader.AvailableBytes() > 0 {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func report(t *testing.T, name string, samples map[string][]sample) {
+	t.Helper()
+	med := func(mode string, cpu bool) time.Duration {
+		var ds []time.Duration
+		for _, s := range samples[mode] {
+			if cpu {
+				ds = append(ds, s.cpu)
+			} else {
+				ds = append(ds, s.wall)
+			}
+		}
+		return median(ds)
+	}
+	for _, kind := range []struct {
+		label string
+		cpu   bool
+	}{{"wall", false}, {"cpu", true}} {
+		off, floor, on := med("off", kind.cpu), med("floor", kind.cpu), med("on", kind.cpu)
+		fo := float64(floor-off) / float64(off) * 100
+		mo := float64(on-off) / float64(off) * 100
+		ratio := float64(on-off) / float64(floor-off)
+		t.Logf("%s [%s median of %d]: off %v, floor %v (+%.1f%%), monitor %v (+%.1f%%); monitor/floor overhead ratio %.2f",
+			name, kind.label, len(samples["off"]), off, floor, fo, on, mo, ratio)
+	}
+}
+
+// BenchmarkDecodePipeline is the user-space cost per event: parse a
+// record, keep the process table, attribute the event and JSON-encode it,
+// over a synthetic stream (opens, connects, setuids, and a process's
+// fork/exec/exit every 50 records). Run with -cpu 1 for one core.
+func BenchmarkDecodePipeline(b *testing.B) {
+	b.Run("decode+table", func(b *testing.B) { benchPipeline(b, false) })
+	b.Run("decode+table+json", func(b *testing.B) { benchPipeline(b, true) })
+}
+
+func benchPipeline(b *testing.B, encode bool) {
+	d := &decoder{
+		table:      proctable.New(proctable.Options{}),
+		visibility: ScopeAll,
+		procRoot:   "/nonexistent-proc",
+	}
+	for pid := uint32(1000); pid < 1100; pid++ {
+		d.table.Exec(proctable.Process{HostPID: pid, HostPPID: 1, Exe: "/usr/bin/app", Args: []string{"--serve"}, Cwd: "/srv"})
+	}
+	var stream [][]byte
+	for i := 0; i < 50; i++ {
+		pid := uint32(1000 + i)
+		switch i % 5 {
+		case 0, 1, 2:
+			stream = append(stream, rawRecord{kind: recSyscall, nr: sysOpenat, retval: 3, hostPID: pid, hostPPID: 1, comm: "app",
+				args: [6]uint64{uint64(uint32(0xffffff9c)), 0, unix.O_RDONLY | unix.O_CLOEXEC}, fields: []string{"/srv/data/file-" + strconv.Itoa(i)}}.bytes())
+		case 3:
+			stream = append(stream, rawRecord{kind: recSyscall, nr: sysConnect, hostPID: pid, hostPPID: 1, comm: "app",
+				args: [6]uint64{3}, fields: []string{string(sockaddrIn(443, [4]byte{10, 0, 0, 1}))}}.bytes())
+		case 4:
+			stream = append(stream, rawRecord{kind: recSyscall, nr: sysSetuid, retval: -1, hostPID: pid, hostPPID: 1, comm: "app"}.bytes())
+		}
+	}
+	stream = append(stream,
+		rawRecord{kind: recFork, hostPID: 5000, hostPPID: 1000}.bytes(),
+		rawRecord{kind: recExec, nr: sysExecve, hostPID: 5000, hostPPID: 1000, comm: "ls",
+			fields: []string{"ls\x00bin\x00usr\x00", "/bin/ls", "ls\x00-la\x00", "srv\x00", ""}}.bytes(),
+		rawRecord{kind: recExit, hostPID: 5000, hostPPID: 1000}.bytes(),
+	)
+	enc := json.NewEncoder(io.Discard)
+	var ev event.Event
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		emit, err := d.decode(stream[i%len(stream)], &ev)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if emit {
+			a := d.table.Describe(&ev)
+			if !encode {
+				i++
+				continue
+			}
+			enc.Encode(struct {
+				E *event.Event
+				A *proctable.Attribution
+			}{&ev, &a})
+		}
+		i++
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
