@@ -40,7 +40,8 @@ type Stats struct {
 	PathTooLong  uint64 // operations on paths longer than 255 bytes (no rule can match them)
 	LoadTime     time.Duration
 	AttachTime   time.Duration
-	MapMemoryKiB uint64 // memory the kernel accounts to the enforcer's maps
+	MapMemoryKiB uint64            // memory the kernel accounts to the enforcer's maps
+	MapMemory    map[string]uint64 // the same in bytes, by map
 }
 
 // Enforcer is the BPF-LSM enforcer. It satisfies agent.Enforcer.
@@ -293,7 +294,10 @@ func (e *Enforcer) Stats() (Stats, error) {
 	if err != nil {
 		return s, err
 	}
-	s.MapMemoryKiB = mem / 1024
+	s.MapMemory = mem
+	for _, n := range mem {
+		s.MapMemoryKiB += n / 1024
+	}
 	return s, nil
 }
 

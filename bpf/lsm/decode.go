@@ -146,24 +146,28 @@ func bootOffset() time.Duration {
 	return time.Duration(time.Now().UnixNano() - ts.Nano())
 }
 
-// mapMemory sums the memlock the kernel reports for each map in fdinfo.
-func (e *Enforcer) mapMemory() (uint64, error) {
-	var total uint64
-	for _, m := range []interface{ FD() int }{
-		e.objs.PathRules, e.objs.NetRules, e.objs.Sources, e.objs.Patterns, e.objs.Configs, e.objs.Active,
-		e.objs.Rate, e.objs.Counters, e.objs.Events, e.objs.ExeCache, e.objs.ScratchArea,
+// mapMemory is the memlock the kernel reports in fdinfo for each map, by
+// map name. Kernels before 6.6 report an upper bound from max_entries for
+// maps that allocate on demand (BPF_F_NO_PREALLOC).
+func (e *Enforcer) mapMemory() (map[string]uint64, error) {
+	out := map[string]uint64{}
+	for name, m := range map[string]interface{ FD() int }{
+		"path_rules": e.objs.PathRules, "net_rules": e.objs.NetRules, "sources": e.objs.Sources,
+		"patterns": e.objs.Patterns, "configs": e.objs.Configs, "active": e.objs.Active, "rate": e.objs.Rate,
+		"counters": e.objs.Counters, "events": e.objs.Events, "exe_cache": e.objs.ExeCache,
+		"scratch_area": e.objs.ScratchArea,
 	} {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", m.FD()))
 		if err != nil {
-			return 0, fmt.Errorf("bpflsm: map memory: %w", err)
+			return nil, fmt.Errorf("bpflsm: map memory: %w", err)
 		}
 		sc := bufio.NewScanner(bytes.NewReader(b))
 		for sc.Scan() {
 			if v, ok := strings.CutPrefix(sc.Text(), "memlock:"); ok {
 				n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-				total += n
+				out[name] = n
 			}
 		}
 	}
-	return total, nil
+	return out, nil
 }

@@ -179,15 +179,20 @@ static __always_inline struct config *active_config(__u32 *gen)
 	return bpf_map_lookup_elem(&configs, &g);
 }
 
-static __always_inline void merge(struct match *m, struct rule_val *v)
+/* merge fills the empty slots of m from v. A global function: the verifier
+ * checks it once and callers see m as unknown afterwards, instead of
+ * splitting their state on every slot of every lookup (which multiplied
+ * file_open's verified instructions towards the 1M limit). */
+__noinline int merge(struct match *m, struct rule_val *v)
 {
-	if (!v)
-		return;
+	if (!m || !v)
+		return 0;
 #pragma unroll
 	for (int i = 0; i < NSLOTS; i++) {
 		if (!m->slot[i].id && v->slot[i].id)
 			m->slot[i] = v->slot[i];
 	}
+	return 0;
 }
 
 /* ---- executable paths ------------------------------------------------- */
@@ -255,10 +260,12 @@ struct walk_ctx {
 	struct rule_slot rec[NSLOTS];
 };
 
-static __always_inline void dir_hit(struct walk_ctx *w, struct rule_val *v, __s32 pos)
+/* dir_hit records a directory rule found at pos; global for the same
+ * reason as merge. */
+__noinline int dir_hit(struct walk_ctx *w, struct rule_val *v, __s32 pos)
 {
-	if (!v)
-		return;
+	if (!w || !v)
+		return 0;
 #pragma unroll
 	for (int i = 0; i < NSLOTS; i++) {
 		if (!v->slot[i].id)
@@ -270,6 +277,7 @@ static __always_inline void dir_hit(struct walk_ctx *w, struct rule_val *v, __s3
 			w->pos[i] = pos;
 		}
 	}
+	return 0;
 }
 
 static __always_inline void dir_lookup(struct scratch *s, struct walk_ctx *w, __s32 pos)
