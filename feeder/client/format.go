@@ -1,0 +1,152 @@
+package client
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
+	"github.com/armorhost/kubearmor/feeder/statuspb"
+)
+
+// FormatAlert renders an alert as one line:
+//
+//	2026-11-23 18:21:32 MatchedHostPolicy hsp-block-sleep Block "Permission denied" Process /usr/bin/sleep 1 | pid=1000 uid=0 /usr/bin/sleep <- /usr/bin/bash
+func FormatAlert(v any) string {
+	a := v.(*kubearmorpb.Alert)
+	var b strings.Builder
+	b.WriteString(when(a.Timestamp, a.UpdatedTime))
+	b.WriteByte(' ')
+	b.WriteString(a.Type)
+	switch {
+	case a.Operation == "AlertThreshold":
+		fmt.Fprintf(&b, " %s: more than %d alerts/s, dropping its alerts for %ds", orDash(a.PolicyName), a.MaxAlertsPerSec, a.DroppingAlertsInterval)
+		return b.String()
+	case a.Type == "SystemEvent":
+		fmt.Fprintf(&b, " %s: %s", a.Operation, a.Message)
+		return b.String()
+	}
+	fmt.Fprintf(&b, " %s %s %s %s %s", orDash(a.PolicyName), orDash(a.Action), quoteIfSpace(orDash(a.Result)), orDash(a.Operation), orDash(a.Resource))
+	process(&b, a.HostPID, a.UID, a.ProcessName, a.ParentProcessName, a.ContainerName)
+	if a.Message != "" {
+		fmt.Fprintf(&b, " msg=%q", a.Message)
+	}
+	return b.String()
+}
+
+// FormatLog renders a log as one line.
+func FormatLog(v any) string {
+	l := v.(*kubearmorpb.Log)
+	var b strings.Builder
+	b.WriteString(when(l.Timestamp, l.UpdatedTime))
+	b.WriteByte(' ')
+	b.WriteString(l.Type)
+	if l.Type == "SystemEvent" {
+		fmt.Fprintf(&b, " %s: %s", l.Operation, l.Data)
+		return b.String()
+	}
+	fmt.Fprintf(&b, " %s %s %s", quoteIfSpace(orDash(l.Result)), orDash(l.Operation), orDash(l.Resource))
+	process(&b, l.HostPID, l.UID, l.ProcessName, l.ParentProcessName, l.ContainerName)
+	return b.String()
+}
+
+// FormatMessage renders an agent message as karmor does:
+// "<time>  <cluster>  <host>  [<level>]  <text>".
+func FormatMessage(v any) string {
+	m := v.(*kubearmorpb.Message)
+	t := strings.TrimSuffix(strings.Replace(m.UpdatedTime, "T", " ", 1), "Z")
+	return fmt.Sprintf("%s  %s  %s  [%s]  %s", t, m.ClusterName, m.HostName, m.Level, m.Message)
+}
+
+func process(b *strings.Builder, pid, uid int32, exe, parent, container string) {
+	fmt.Fprintf(b, " | pid=%d uid=%d %s", pid, uid, orDash(exe))
+	if parent != "" {
+		fmt.Fprintf(b, " <- %s", parent)
+	}
+	if container != "" {
+		fmt.Fprintf(b, " container=%s", container)
+	}
+}
+
+func when(ts int64, updated string) string {
+	t, err := time.Parse(time.RFC3339Nano, updated)
+	if err != nil {
+		t = time.Unix(ts, 0)
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func quoteIfSpace(s string) string {
+	if strings.ContainsAny(s, " \t") {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+// WriteStatus renders `kubearmor status` for a terminal.
+func WriteStatus(w io.Writer, st *statuspb.Status) {
+	fmt.Fprintf(w, "Host:       %s (cluster %s)\n", st.Host, st.Cluster)
+	if st.Version != "" {
+		fmt.Fprintf(w, "Version:    %s\n", st.Version)
+	}
+	if st.StartedUnix > 0 {
+		fmt.Fprintf(w, "Started:    %s\n", time.Unix(st.StartedUnix, 0).Local().Format("2006-01-02 15:04:05"))
+	}
+	fmt.Fprintf(w, "Enforcer:   %s", orDash(st.Enforcer))
+	if st.EnforcerReason != "" {
+		fmt.Fprintf(w, " (%s)", st.EnforcerReason)
+	}
+	fmt.Fprintln(w)
+	rules := 0
+	for _, p := range st.Policies {
+		rules += int(p.Rules)
+	}
+	fmt.Fprintf(w, "Policies:   %d loaded, %d rules, %d rules not enforced\n", len(st.Policies), rules, len(st.Unenforced))
+	for _, p := range st.Policies {
+		fmt.Fprintf(w, "  %-40s %3d rules  %-6s %s\n", p.Name, p.Rules, p.Action, p.File)
+	}
+	for _, u := range st.Unenforced {
+		fmt.Fprintf(w, "  NOT ENFORCED  %s: %s: %s\n", u.Policy, u.Rule, u.Reason)
+	}
+	for _, f := range st.Files {
+		for _, e := range f.Errors {
+			fmt.Fprintf(w, "  REJECTED  %s: %s\n", f.Name, e)
+		}
+	}
+	for _, warn := range st.Warnings {
+		fmt.Fprintf(w, "Warning:    %s\n", warn)
+	}
+	f := st.Feeder
+	if f == nil {
+		return
+	}
+	fmt.Fprintf(w, "Events:     %d alerts, %d logs, %d messages published\n", f.AlertsPublished, f.LogsPublished, f.MessagesPublished)
+	fmt.Fprintf(w, "Drops:      %d alerts, %d logs, %d messages (slow subscribers)\n", f.AlertsDropped, f.LogsDropped, f.MessagesDropped)
+	fmt.Fprintf(w, "Throttled:  %d alerts", f.AlertsThrottled)
+	if len(f.ThrottlingNow) > 0 {
+		fmt.Fprintf(w, " (throttling now: %s)", strings.Join(f.ThrottlingNow, ", "))
+	}
+	fmt.Fprintln(w)
+	names := make([]string, 0, len(f.ThrottledByPolicy))
+	for n := range f.ThrottledByPolicy {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-40s %d\n", n, f.ThrottledByPolicy[n])
+	}
+	fmt.Fprintf(w, "Subscribers: %d\n", len(f.Subscribers))
+	for _, s := range f.Subscribers {
+		fmt.Fprintf(w, "  %-8s %-24s delivered %d, dropped %d, queued %d/%d\n", s.Kind, s.Name, s.Delivered, s.Dropped, s.Queued, s.Capacity)
+	}
+}
