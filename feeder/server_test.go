@@ -134,7 +134,7 @@ func (a *testAgent) targets() map[string]string {
 	return map[string]string{"tcp": a.tcp, "unix": "unix://" + a.socket}
 }
 
-func dial(t *testing.T, target string) *grpc.ClientConn {
+func dial(t testing.TB, target string) *grpc.ClientConn {
 	t.Helper()
 	// karmor: grpc.Dial / grpc.NewClient with insecure credentials, no options.
 	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -162,7 +162,7 @@ type karmorSession struct {
 	messages grpc.ServerStreamingClient[kubearmorpb.Message]
 }
 
-func karmorLogs(t *testing.T, ctx context.Context, conn *grpc.ClientConn, logFilter string, msgs bool) *karmorSession {
+func karmorLogs(t testing.TB, ctx context.Context, conn *grpc.ClientConn, logFilter string, msgs bool) *karmorSession {
 	t.Helper()
 	c := kubearmorpb.NewLogServiceClient(conn)
 	s := &karmorSession{}
