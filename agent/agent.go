@@ -14,10 +14,13 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/armorhost/kubearmor/agent/config"
+	"github.com/armorhost/kubearmor/feeder"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/policystore"
+	"github.com/armorhost/kubearmor/systemd/sdnotify"
 )
 
 // Agent is one running daemon.
@@ -27,11 +30,16 @@ type Agent struct {
 	configReq  bool
 	overrides  *config.Overrides
 
+	version string
+	started time.Time
+
 	mu       sync.Mutex
 	cfg      *config.Config
 	enforcer Enforcer
 	status   Status
 	store    *policystore.Store
+	pipe     *pipeline
+	sinks    []reopener
 }
 
 // Status is what `kubearmor status` and the systemd STATUS= line report.
@@ -62,8 +70,8 @@ func (s Status) Line() string {
 }
 
 // New prepares an agent; Run starts it.
-func New(log *slog.Logger, configPath string, configRequired bool, overrides *config.Overrides) *Agent {
-	return &Agent{log: log, configPath: configPath, configReq: configRequired, overrides: overrides}
+func New(log *slog.Logger, version, configPath string, configRequired bool, overrides *config.Overrides) *Agent {
+	return &Agent{log: log, version: version, configPath: configPath, configReq: configRequired, overrides: overrides}
 }
 
 func (a *Agent) loadConfig() (*config.Config, error) {
@@ -95,9 +103,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.cfg = cfg
-	a.log.Info("starting kubearmor", "config", cfg.Source, "host", cfg.Host, "cluster", cfg.Cluster, "policyDir", cfg.PolicyDir)
+	a.started = time.Now()
+	a.log.Info("starting kubearmor", "version", a.version, "config", cfg.Source, "host", cfg.Host, "cluster", cfg.Cluster, "policyDir", cfg.PolicyDir)
 	for _, w := range cfg.Warnings {
 		a.log.Warn("config", "detail", w)
+	}
+	if err := mountKernelFilesystems(a.log); err != nil {
+		a.log.Warn("kernel filesystems", "err", err)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -106,11 +118,46 @@ func (a *Agent) Run(ctx context.Context) error {
 		cancel()
 		wg.Wait()
 	}()
+	goRun := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error(name+" stopped", "err", err)
+			}
+		}()
+	}
+
+	// Output first: the feeder's listeners must be up before we say ready,
+	// and its log handler carries our own log to WatchMessages.
+	srv, err := a.newFeeder(cfg)
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	a.log = slog.New(srv.LogHandler(a.log.Handler(), slog.LevelInfo))
 
 	// The enforcer is chosen before policies load so the first RuleSet goes
 	// straight into the kernel.
 	a.enforcer = a.chooseEnforcer(cfg)
 	defer a.closeEnforcer()
+
+	vis, _ := cfg.Visibility()
+	mon, procs := a.openMonitor(vis)
+	if mon != nil {
+		defer func() {
+			if err := mon.Close(); err != nil {
+				a.log.Error("monitor did not detach cleanly", "err", err)
+			}
+		}()
+	}
+	enfName := ""
+	if a.enforcer != nil {
+		enfName = a.enforcer.Name()
+	}
+	a.pipe = newPipeline(procs, srv, enfName, visibility{vis.Process, vis.File, vis.Network, vis.Capabilities})
 
 	store, err := policystore.Open(cfg.PolicyDir, compileOptions(cfg), a.log, a.onPolicies)
 	if err != nil {
@@ -119,17 +166,35 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.store = store
 	a.mu.Unlock()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := store.Run(ctx); err != nil {
-			a.log.Error("policy watcher stopped; policy files are no longer followed live", "err", err)
-		}
-	}()
 
-	a.log.Info("monitor: not available in this build; no telemetry is collected")
-	a.log.Info("feeder: not available in this build; alerts are not streamed")
-	a.log.Info("kubearmor ready", "status", a.Status().Line())
+	goRun("policy watcher", store.Run)
+	goRun("feeder", srv.Serve)
+	if a.enforcer != nil {
+		goRun("enforcer", func(ctx context.Context) error { return a.enforcer.Run(ctx, a.pipe.enqueue) })
+	}
+	if mon != nil {
+		goRun("monitor", func(ctx context.Context) error { return mon.Run(ctx, a.pipe.enqueue) })
+	}
+	a.startSinks(ctx, cfg, srv, goRun)
+
+	dog, err := sdnotify.NewWatchdog()
+	if err != nil {
+		a.log.Warn("systemd watchdog disabled", "err", err)
+	}
+	idle := make(chan struct{})
+	if dog != nil && dog.BeatEvery() > 0 {
+		a.pipe.beat = dog.Beat
+		goRun("watchdog", func(ctx context.Context) error {
+			dog.Run(ctx, func(err error) { a.log.Warn("watchdog ping failed", "err", err) })
+			return nil
+		})
+		goRun("idle beat", func(ctx context.Context) error { return tick(ctx, dog.BeatEvery(), idle) })
+	}
+	goRun("pipeline", func(ctx context.Context) error { a.pipe.run(ctx, idle); return nil })
+
+	line := a.Status().Line()
+	a.log.Info("kubearmor ready", "status", line)
+	notify(a.log, sdnotify.Status(line), sdnotify.Ready())
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
@@ -138,21 +203,50 @@ func (a *Agent) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			a.log.Info("stopping kubearmor")
+			notify(a.log, sdnotify.Stopping())
 			return nil
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				a.reload()
+				notify(a.log, sdnotify.Reloading())
+				a.reload(srv)
+				notify(a.log, sdnotify.Status(a.Status().Line()), sdnotify.Ready())
 				continue
 			}
 			a.log.Info("stopping kubearmor", "signal", sig.String())
+			notify(a.log, sdnotify.Stopping())
 			return nil
+		}
+	}
+}
+
+func notify(log *slog.Logger, errs ...error) {
+	for _, err := range errs {
+		if err != nil {
+			log.Warn("systemd notification failed", "err", err)
+		}
+	}
+}
+
+// tick sends on c every d until ctx ends, dropping ticks nobody takes.
+func tick(ctx context.Context, d time.Duration, c chan<- struct{}) error {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			select {
+			case c <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
 
 // reload re-reads the configuration and the policy directory. A bad config
 // file is reported and the running configuration stays.
-func (a *Agent) reload() {
+func (a *Agent) reload(srv *feeder.Server) {
 	a.log.Info("reloading (SIGHUP)")
 	cfg, err := a.loadConfig()
 	if err != nil {
@@ -169,7 +263,9 @@ func (a *Agent) reload() {
 			a.log.Warn("reload: policyDir, gRPC, socket and lsm take effect only after a restart")
 		}
 		a.store.SetOptions(compileOptions(cfg))
+		srv.SetThrottle(throttleConfig(cfg))
 	}
+	a.reopenSinks()
 	if err := a.store.Rescan(); err != nil {
 		a.log.Error("reload: policy rescan failed", "err", err)
 	}
@@ -202,6 +298,9 @@ func (a *Agent) onPolicies(snap policystore.Snapshot) {
 			bad++
 		}
 	}
+	if a.pipe != nil {
+		a.pipe.setRules(rs)
+	}
 	a.status.Policies = len(rs.Policies)
 	a.status.Rules = len(rs.Rules)
 	a.status.Unenforced = unenforced
@@ -209,6 +308,9 @@ func (a *Agent) onPolicies(snap policystore.Snapshot) {
 	a.status.Generation = snap.Generation
 	a.reportUnenforced(rs, unenforced)
 	a.log.Info("policies in force", "change", snap.Change, "generation", snap.Generation, "policies", strings.Join(rs.Policies, ","), "status", a.status.Line())
+	if snap.Generation > 1 {
+		notify(a.log, sdnotify.Status(a.status.Line()))
+	}
 }
 
 // reportUnenforced says, loudly and per rule, what cannot be enforced.

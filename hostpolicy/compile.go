@@ -122,11 +122,12 @@ func (rs *RuleSet) Rule(id uint32) (*Rule, bool) {
 
 // AllowList reports whether a category is in allow-list mode: some rule in it
 // is an Allow rule, so everything the Allow rules miss gets the default
-// posture. Process and file share the file posture (reference §1.7).
+// posture. Each category has its own mode, as upstream's BPF-LSM keys do; only
+// the posture value is shared (see Posture).
 func (rs *RuleSet) AllowList(c Category) bool {
 	for i := range rs.Rules {
 		r := &rs.Rules[i]
-		if r.Action == ActionAllow && postureGroup(r.Category) == postureGroup(c) {
+		if r.Action == ActionAllow && r.Category == c {
 			return true
 		}
 	}
@@ -134,6 +135,7 @@ func (rs *RuleSet) AllowList(c Category) bool {
 }
 
 // Posture returns the default posture ("audit" or "block") of a category.
+// Process and file share the file posture (reference §1.7).
 func (rs *RuleSet) Posture(c Category) string {
 	switch postureGroup(c) {
 	case CategoryNetwork:

@@ -140,10 +140,10 @@ func TestRuleMetadataAndIDs(t *testing.T) {
 func TestAllowListAndPostures(t *testing.T) {
 	rs := Compile(mustParse(t, wrap("  action: Allow\n  process:\n    matchPaths:\n    - path: /bin/date\n")),
 		Options{Host: "h", Postures: Postures{File: "block"}})
-	if !rs.AllowList(CategoryProcess) || !rs.AllowList(CategoryFile) || rs.AllowList(CategoryNetwork) {
-		t.Fatal("a process Allow puts process and file (shared posture) into allow-list mode, nothing else")
+	if !rs.AllowList(CategoryProcess) || rs.AllowList(CategoryFile) || rs.AllowList(CategoryNetwork) {
+		t.Fatal("a process Allow puts only process operations into allow-list mode")
 	}
-	if rs.Posture(CategoryProcess) != "block" || rs.Posture(CategoryNetwork) != "audit" {
+	if rs.Posture(CategoryProcess) != "block" || rs.Posture(CategoryFile) != "block" || rs.Posture(CategoryNetwork) != "audit" {
 		t.Fatalf("postures %+v", rs.Postures)
 	}
 }

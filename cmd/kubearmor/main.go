@@ -115,7 +115,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGPIPE)
 	defer stop()
-	a := agent.New(log, *configPath, explicit, overrides)
+	a := agent.New(log, version, *configPath, explicit, overrides)
 	if err := a.Run(ctx); err != nil {
 		log.Error("kubearmor failed", "err", err)
 		fmt.Fprintf(stderr, "kubearmor: %v\n", err)

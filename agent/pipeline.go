@@ -1,0 +1,247 @@
+package agent
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/armorhost/kubearmor/agent/proctable"
+	"github.com/armorhost/kubearmor/bpf/monitor"
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
+	"github.com/armorhost/kubearmor/hostpolicy"
+)
+
+// Publisher is where alerts and logs go (the feeder).
+type Publisher interface {
+	PublishAlert(*kubearmorpb.Alert)
+	PublishLog(*kubearmorpb.Log)
+}
+
+// Alert and log strings of upstream KubeArmor (reference §2).
+const (
+	typeMatchedHostPolicy = "MatchedHostPolicy"
+	typeHostLog           = "HostLog"
+	policyDefaultPosture  = "DefaultPosture"
+	enforcerMonitor       = "eBPF Monitor"
+	resultPassed          = "Passed"
+	timeLayout            = "2006-01-02T15:04:05.000000Z"
+)
+
+// pipeline turns events into alerts and logs. Producers hand events to
+// enqueue from their own goroutines; one worker does the rest, so a slow
+// subscriber or a burst never blocks a kernel reader: a full queue drops the
+// event and counts it.
+type pipeline struct {
+	queue    chan event.Event
+	dropped  atomic.Uint64
+	handled  atomic.Uint64
+	procs    *proctable.Table
+	out      Publisher
+	enforcer string // name of the kernel enforcer, "" when none
+	vis      visibility
+	match    atomic.Pointer[matcher]
+	beat     func() // watchdog: called after every event and on idle ticks
+}
+
+type visibility struct{ process, file, network, capabilities bool }
+
+func (v visibility) shows(op string) bool {
+	switch op {
+	case event.OpProcess:
+		return v.process
+	case event.OpFile:
+		return v.file
+	case event.OpNetwork:
+		return v.network
+	case event.OpSyscall, event.OpCapabilities:
+		return v.capabilities
+	}
+	return false
+}
+
+const queueLen = 65536
+
+func newPipeline(procs *proctable.Table, out Publisher, enforcer string, vis visibility) *pipeline {
+	p := &pipeline{queue: make(chan event.Event, queueLen), procs: procs, out: out, enforcer: enforcer, vis: vis, beat: func() {}}
+	p.setRules(&hostpolicy.RuleSet{})
+	return p
+}
+
+// setRules swaps in the rules of a new policy snapshot.
+func (p *pipeline) setRules(rs *hostpolicy.RuleSet) {
+	p.match.Store(newMatcher(rs, p.enforcer != ""))
+}
+
+// enqueue never blocks.
+func (p *pipeline) enqueue(ev event.Event) {
+	select {
+	case p.queue <- ev:
+	default:
+		p.dropped.Add(1)
+	}
+}
+
+// run handles events until ctx ends.
+func (p *pipeline) run(ctx context.Context, idle <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-p.queue:
+			p.handle(&ev)
+			p.handled.Add(1)
+			p.beat()
+		case <-idle:
+			p.beat()
+		}
+	}
+}
+
+// handle is the whole per-event path: attribute, decide, publish.
+func (p *pipeline) handle(ev *event.Event) {
+	at := p.procs.Describe(ev)
+	m := p.match.Load()
+	if ev.Verdict != event.VerdictNone {
+		p.out.PublishAlert(p.kernelAlert(ev, &at, m.rs))
+		return
+	}
+	if v, ok := m.match(ev, at.ProcessName, at.ParentProcessName); ok {
+		p.out.PublishAlert(p.matchedAlert(ev, &at, v))
+	} else if p.deniedPrivilegeChange(ev) {
+		p.out.PublishAlert(p.postureAlert(ev, &at, hostpolicy.ActionBlock, p.enforcerName()))
+	}
+	if p.vis.shows(ev.Operation) {
+		p.out.PublishLog(p.log(ev, &at))
+	}
+}
+
+func (p *pipeline) enforcerName() string {
+	if p.enforcer == "" {
+		return enforcerMonitor
+	}
+	return p.enforcer
+}
+
+// deniedPrivilegeChange: a setuid/setgid family call that failed with EPERM
+// becomes the seeds' "Blocked SETUID/SETGID" DefaultPosture alert.
+func (p *pipeline) deniedPrivilegeChange(ev *event.Event) bool {
+	if ev.Operation != event.OpSyscall || ev.Retval != -1 {
+		return false
+	}
+	switch ev.Syscall {
+	case "SYS_SETUID", "SYS_SETGID", "SYS_SETREUID", "SYS_SETREGID", "SYS_SETRESUID", "SYS_SETRESGID":
+		return true
+	}
+	return false
+}
+
+func result(retval int64) string {
+	if retval >= 0 {
+		return resultPassed
+	}
+	return monitor.ResultText(retval)
+}
+
+func (p *pipeline) base(ev *event.Event, at *proctable.Attribution) *kubearmorpb.Alert {
+	return &kubearmorpb.Alert{
+		Timestamp:         ev.Time.Unix(),
+		UpdatedTime:       ev.Time.UTC().Format(timeLayout),
+		HostPPID:          int32(at.HostPPID),
+		HostPID:           int32(at.HostPID),
+		PPID:              int32(at.PPID),
+		PID:               int32(at.PID),
+		UID:               int32(at.UID),
+		ParentProcessName: at.ParentProcessName,
+		ProcessName:       at.ProcessName,
+		Type:              typeMatchedHostPolicy,
+		Source:            at.Source,
+		Operation:         ev.Operation,
+		Resource:          ev.Resource,
+		Data:              ev.Data,
+		Result:            result(ev.Retval),
+		Cwd:               at.Cwd,
+		TTY:               at.TTY,
+	}
+}
+
+func setRule(a *kubearmorpb.Alert, r *hostpolicy.Rule) {
+	a.PolicyName = r.Policy
+	if r.Severity > 0 {
+		a.Severity = strconv.Itoa(r.Severity)
+	}
+	a.Tags = strings.Join(r.Tags, ",")
+	a.ATags = r.Tags
+	a.Message = r.Message
+}
+
+// kernelAlert: the kernel decided; the rule ID says which rule.
+func (p *pipeline) kernelAlert(ev *event.Event, at *proctable.Attribution, rs *hostpolicy.RuleSet) *kubearmorpb.Alert {
+	a := p.base(ev, at)
+	a.Enforcer = ev.Enforcer
+	switch ev.Verdict {
+	case event.VerdictPostureAudit, event.VerdictPostureBlock:
+		a.PolicyName = policyDefaultPosture
+		a.Action = hostpolicy.ActionAudit
+		if ev.Verdict == event.VerdictPostureBlock {
+			a.Action = hostpolicy.ActionBlock
+		}
+	default:
+		a.Action = hostpolicy.ActionAudit
+		if ev.Verdict == event.VerdictBlock {
+			a.Action = hostpolicy.ActionBlock
+		}
+		if r, ok := rs.Rule(ev.RuleID); ok {
+			setRule(a, r)
+		} else {
+			// The rule changed between the verdict and now: say so rather than guess.
+			a.PolicyName = "unknown (rule " + strconv.FormatUint(uint64(ev.RuleID), 10) + " was replaced)"
+		}
+	}
+	return a
+}
+
+func (p *pipeline) matchedAlert(ev *event.Event, at *proctable.Attribution, v verdict) *kubearmorpb.Alert {
+	if v.posture {
+		return p.postureAlert(ev, at, v.action, enforcerMonitor)
+	}
+	a := p.base(ev, at)
+	setRule(a, v.rule)
+	a.Action = v.action
+	if v.rule.Category != hostpolicy.CategorySyscall {
+		a.Enforcer = enforcerMonitor // upstream leaves syscall verdicts without an Enforcer
+	}
+	return a
+}
+
+func (p *pipeline) postureAlert(ev *event.Event, at *proctable.Attribution, action, enforcer string) *kubearmorpb.Alert {
+	a := p.base(ev, at)
+	a.PolicyName = policyDefaultPosture
+	a.Action = action
+	a.Enforcer = enforcer
+	return a
+}
+
+func (p *pipeline) log(ev *event.Event, at *proctable.Attribution) *kubearmorpb.Log {
+	a := p.base(ev, at)
+	return &kubearmorpb.Log{
+		Timestamp:         a.Timestamp,
+		UpdatedTime:       a.UpdatedTime,
+		HostPPID:          a.HostPPID,
+		HostPID:           a.HostPID,
+		PPID:              a.PPID,
+		PID:               a.PID,
+		UID:               a.UID,
+		ParentProcessName: a.ParentProcessName,
+		ProcessName:       a.ProcessName,
+		Type:              typeHostLog,
+		Source:            a.Source,
+		Operation:         a.Operation,
+		Resource:          a.Resource,
+		Data:              a.Data,
+		Result:            a.Result,
+		Cwd:               a.Cwd,
+		TTY:               a.TTY,
+	}
+}

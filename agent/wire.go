@@ -1,0 +1,261 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/armorhost/kubearmor/agent/config"
+	"github.com/armorhost/kubearmor/agent/proctable"
+	bpflsm "github.com/armorhost/kubearmor/bpf/lsm"
+	"github.com/armorhost/kubearmor/bpf/monitor"
+	"github.com/armorhost/kubearmor/feeder"
+	"github.com/armorhost/kubearmor/feeder/export"
+	"github.com/armorhost/kubearmor/feeder/statuspb"
+	"github.com/armorhost/kubearmor/feeder/throttle"
+	"github.com/armorhost/kubearmor/hostpolicy"
+)
+
+// This file connects the agent to the concrete parts: which enforcers are
+// built in, how the feeder and the monitor are configured, and the status the
+// CLI shows.
+
+func init() {
+	enforcers["bpf"] = func(cfg *config.Config, log *slog.Logger) (Enforcer, error) {
+		if err := bpflsm.Supported(); err != nil {
+			return nil, err
+		}
+		return bpflsm.New(bpflsm.Options{})
+	}
+}
+
+func throttleConfig(cfg *config.Config) throttle.Config {
+	return throttle.Config{Enabled: cfg.AlertThrottling, MaxPerSec: cfg.MaxAlertPerSec, Sec: cfg.ThrottleSec}
+}
+
+func (a *Agent) newFeeder(cfg *config.Config) (*feeder.Server, error) {
+	addr, _ := cfg.GRPCAddress() // validated already
+	var tls *feeder.TLSFiles
+	if cfg.TLSEnabled {
+		tls = feeder.TLSFilesIn(cfg.TLSCertPath)
+	}
+	return feeder.New(feeder.Options{
+		Cluster:  cfg.Cluster,
+		Host:     cfg.Host,
+		HostIP:   hostIP(),
+		TCP:      addr,
+		Socket:   cfg.Socket,
+		TLS:      tls,
+		Throttle: throttleConfig(cfg),
+		Policies: feeder.PolicyApplierFunc(a.applyHostPolicy),
+		Probe:    a,
+		Status:   a.statusProto,
+		Log:      a.log,
+	})
+}
+
+// applyHostPolicy carries out a PolicyService request through the store.
+func (a *Agent) applyHostPolicy(ev *hostpolicy.Event) (feeder.Status, error) {
+	a.mu.Lock()
+	store := a.store
+	a.mu.Unlock()
+	if store == nil {
+		return feeder.StatusFailure, errors.New("policies are still loading")
+	}
+	res, err := store.Apply(ev)
+	if err != nil {
+		a.log.Error("PolicyService request failed", "policy", ev.Policy.Metadata.Name, "type", ev.Type, "err", err)
+		return feeder.StatusFailure, err
+	}
+	st, _ := feeder.StatusFromName(res.String())
+	a.log.Info("PolicyService request", "policy", ev.Policy.Metadata.Name, "type", ev.Type, "result", res.String())
+	return st, nil
+}
+
+// Policies lists the policies in force (ProbeService).
+func (a *Agent) Policies() []*hostpolicy.Policy {
+	a.mu.Lock()
+	store := a.store
+	a.mu.Unlock()
+	if store == nil {
+		return nil
+	}
+	return store.Policies()
+}
+
+func (a *Agent) openMonitor(vis config.Visibility) (*monitor.Monitor, *proctable.Table) {
+	var scopes monitor.Scope
+	for _, s := range []struct {
+		on bool
+		sc monitor.Scope
+	}{{vis.Process, monitor.ScopeProcess}, {vis.File, monitor.ScopeFile}, {vis.Network, monitor.ScopeNetwork}, {vis.Capabilities, monitor.ScopeCapabilities}} {
+		if s.on {
+			scopes |= s.sc
+		}
+	}
+	// Failed setuid/setgid raise DefaultPosture alerts even when the
+	// capabilities scope is not visible; process events keep the process
+	// table current even when process telemetry is off.
+	mon, err := monitor.Open(monitor.Options{Visibility: scopes | monitor.ScopeProcess, FailuresOf: monitor.ScopeCapabilities})
+	if err != nil {
+		a.log.Warn("monitor unavailable: no telemetry, and only kernel enforcer verdicts raise alerts", "err", err)
+		procs := proctable.New(proctable.Options{ReadProcOnMiss: true})
+		if _, err := procs.SeedFromProc(); err != nil {
+			a.log.Warn("process table: cannot read /proc", "err", err)
+		}
+		return nil, procs
+	}
+	if missing := mon.Unwatched(); len(missing) > 0 {
+		a.log.Info("monitor: syscalls this kernel has no tracepoint for", "syscalls", strings.Join(missing, ","))
+	}
+	a.log.Info("monitor started", "visibility", scopes.String())
+	return mon, mon.Table()
+}
+
+// reopener is an exporter that reopens its file on SIGHUP (logrotate).
+type reopener interface{ Reopen() error }
+
+func (a *Agent) reopenSinks() {
+	a.mu.Lock()
+	sinks := a.sinks
+	a.mu.Unlock()
+	for _, s := range sinks {
+		if err := s.Reopen(); err != nil {
+			a.log.Error("reopen log file", "err", err)
+		}
+	}
+}
+
+// statusProto is the agent's part of `kubearmor status`.
+func (a *Agent) statusProto() *statuspb.Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := &statuspb.Status{
+		Version:     a.version,
+		StartedUnix: a.started.Unix(),
+		Enforcer:    a.status.Enforcer,
+	}
+	if a.cfg != nil {
+		st.Cluster, st.Host = a.cfg.Cluster, a.cfg.Host
+	}
+	var skipped []string
+	for name, why := range a.status.EnforcerSkipped {
+		skipped = append(skipped, name+": "+why)
+	}
+	st.EnforcerReason = strings.Join(skipped, "; ")
+	if a.store == nil {
+		return st
+	}
+	snap := a.store.Snapshot()
+	rules := map[string]int32{}
+	actions := map[string]string{}
+	for _, r := range snap.RuleSet.Rules {
+		rules[r.Policy]++
+		if !strings.Contains(actions[r.Policy], r.Action) {
+			actions[r.Policy] = strings.TrimPrefix(actions[r.Policy]+","+r.Action, ",")
+		}
+	}
+	for _, f := range snap.Files {
+		st.Files = append(st.Files, &statuspb.PolicyFile{Name: f.Name, Policies: f.Policies, Errors: f.Errors, Warnings: f.Warnings})
+		for _, p := range f.Policies {
+			st.Policies = append(st.Policies, &statuspb.LoadedPolicy{Name: p, File: f.Name, Rules: rules[p], Action: actions[p]})
+		}
+	}
+	for id, why := range a.status.Unenforced {
+		if r, ok := snap.RuleSet.Rule(id); ok {
+			st.Unenforced = append(st.Unenforced, &statuspb.UnenforcedRule{Policy: r.Policy, RuleId: id,
+				Rule: fmt.Sprintf("%s %s %s (%s)", r.Action, r.Category, r.Value, r.Origin), Reason: why})
+		}
+	}
+	if a.pipe != nil {
+		if n := a.pipe.dropped.Load(); n > 0 {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("%d events dropped: the pipeline queue was full", n))
+		}
+	}
+	return st
+}
+
+func hostIP() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return ""
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+			return ipn.IP.String()
+		}
+	}
+	return ""
+}
+
+// mountKernelFilesystems mounts securityfs, the BPF filesystem and tracefs
+// where they are missing (minimal hosts, initramfs, containers): the enforcer
+// selection reads securityfs and the monitor's tracepoints need tracefs.
+func mountKernelFilesystems(log *slog.Logger) error {
+	var errs []error
+	for _, m := range []struct {
+		path, fstype string
+		magic        int64
+	}{
+		{"/sys/kernel/security", "securityfs", unix.SECURITYFS_MAGIC},
+		{"/sys/fs/bpf", "bpf", unix.BPF_FS_MAGIC},
+		{"/sys/kernel/tracing", "tracefs", unix.TRACEFS_MAGIC},
+	} {
+		var st unix.Statfs_t
+		if err := unix.Statfs(m.path, &st); err == nil && st.Type == m.magic {
+			continue
+		}
+		if err := os.MkdirAll(m.path, 0o700); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", m.path, err))
+			continue
+		}
+		if err := unix.Mount(m.fstype, m.path, m.fstype, 0, ""); err != nil {
+			errs = append(errs, fmt.Errorf("mount %s on %s: %w", m.fstype, m.path, err))
+			continue
+		}
+		log.Info("mounted", "fs", m.fstype, "at", m.path)
+	}
+	return errors.Join(errs...)
+}
+
+// startSinks starts the exporters the configuration asks for: JSON lines
+// (logPath) and syslog. Each is a feeder subscriber with its own queue.
+func (a *Agent) startSinks(ctx context.Context, cfg *config.Config, srv *feeder.Server, goRun func(string, func(context.Context) error)) {
+	if cfg.LogPath != "" && cfg.LogPath != "none" {
+		var j *export.JSONLines
+		if cfg.LogPath == export.Stdout {
+			j = export.NewJSONLines(os.Stdout)
+		} else if f, err := export.OpenJSONLines(cfg.LogPath); err != nil {
+			a.log.Error("logPath: cannot open; alerts are not written there", "path", cfg.LogPath, "err", err)
+		} else {
+			j = f
+			a.mu.Lock()
+			a.sinks = append(a.sinks, f)
+			a.mu.Unlock()
+		}
+		if j != nil {
+			goRun("logPath exporter", func(ctx context.Context) error {
+				defer j.Close()
+				return srv.RunSink(ctx, "logPath "+cfg.LogPath, j, feeder.SinkOptions{Alerts: true, Logs: true})
+			})
+			a.log.Info("writing alerts and logs as JSON lines", "logPath", cfg.LogPath)
+		}
+	}
+	if cfg.Syslog != "" {
+		s, err := export.NewSyslog(export.SyslogOptions{Address: cfg.Syslog, Format: cfg.SyslogFormat, Version: a.version, Hostname: cfg.Host})
+		if err != nil {
+			a.log.Error("syslog: cannot connect; alerts are not forwarded", "address", cfg.Syslog, "err", err)
+			return
+		}
+		goRun("syslog exporter", func(ctx context.Context) error {
+			defer s.Close()
+			return srv.RunSink(ctx, "syslog "+cfg.Syslog, s, feeder.SinkOptions{Alerts: true})
+		})
+	}
+}
