@@ -180,6 +180,10 @@ func setRule(a *kubearmorpb.Alert, r *hostpolicy.Rule) {
 func (p *pipeline) kernelAlert(ev *event.Event, at *proctable.Attribution, rs *hostpolicy.RuleSet) *kubearmorpb.Alert {
 	a := p.base(ev, at)
 	a.Enforcer = ev.Enforcer
+	if ev.Suppressed > 0 {
+		// The kernel's rate limit dropped identical alerts before this one.
+		a.EventData = map[string]string{"Suppressed": strconv.FormatUint(uint64(ev.Suppressed), 10)}
+	}
 	switch ev.Verdict {
 	case event.VerdictPostureAudit, event.VerdictPostureBlock:
 		a.PolicyName = policyDefaultPosture

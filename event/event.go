@@ -59,4 +59,7 @@ type Event struct {
 	Verdict  Verdict
 	RuleID   uint32
 	Enforcer string // "BPFLSM", "AppArmor", "eBPF Monitor", ...
+	// Suppressed counts identical events the kernel's rate limit dropped
+	// since the last one it reported (same rule, process, hook and verdict).
+	Suppressed uint32
 }
