@@ -68,10 +68,9 @@ type Server struct {
 
 	// shutdown ends every stream, so a graceful stop does not wait for
 	// clients that would otherwise watch forever.
-	shutdown     context.Context
-	stopStreams  context.CancelFunc
-	listeners    []*listener
-	listenedOnce sync.Once
+	shutdown    context.Context
+	stopStreams context.CancelFunc
+	listeners   []*listener
 
 	mu             sync.Mutex
 	alertsByPolicy map[string]uint64

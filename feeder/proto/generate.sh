@@ -24,5 +24,5 @@ done
 # Upstream's generated Alert and Log always print PPID and UID in JSON (its
 # Makefile strips omitempty from those two tags); karmor --json shows them
 # even when 0, and our JSON-lines exporter must print the same bytes.
-sed -i -e 's/json:"PPID,omitempty"/json:"PPID,"/' -e 's/json:"UID,omitempty"/json:"UID,"/' ../kubearmorpb/kubearmor.pb.go
+sed -i -e 's/json:"PPID,omitempty"/json:"PPID"/' -e 's/json:"UID,omitempty"/json:"UID"/' ../kubearmorpb/kubearmor.pb.go
 gofmt -l ../kubearmorpb ../policypb ../statuspb | (! grep .)
