@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -91,11 +92,16 @@ func floorLinks(t *testing.T, objs *floorBPFObjects, scope Scope) []link.Link {
 	add(link.Tracepoint("sched", "sched_process_exec", objs.FloorTp, nil))
 	add(link.AttachTracing(link.TracingOptions{Program: objs.FloorFork}))
 	add(link.AttachTracing(link.TracingOptions{Program: objs.FloorExit}))
+	traceExec := scope&ScopeProcess != 0 && scope&^ScopeProcess != 0
 	for _, s := range tracedSyscalls {
-		if s.scope&scope == 0 {
+		if s.scope&scope == 0 || s.exit == exitExec && !traceExec {
 			continue
 		}
-		for _, dir := range []string{"enter", "exit"} {
+		dirs := []string{"exit"}
+		if s.exit == exitExec {
+			dirs = append(dirs, "enter")
+		}
+		for _, dir := range dirs {
 			l, err := link.Tracepoint("syscalls", "sys_"+dir+"_"+s.name, objs.FloorTp, nil)
 			if err == nil {
 				links = append(links, l)
@@ -296,4 +302,45 @@ func benchPipeline(b *testing.B, encode bool) {
 		i++
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// TestProgramCost reports the kernel's run-time statistics of each monitor
+// program during an open/close loop (MONITOR_BENCH=1).
+func TestProgramCost(t *testing.T) {
+	if os.Getenv("MONITOR_BENCH") == "" {
+		t.Skip("set MONITOR_BENCH=1 to measure program cost")
+	}
+	requireKernel(t)
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		t.Skipf("BPF run-time stats: %v", err)
+	}
+	defer stats.Close()
+	file := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(file, nil, 0o600)
+
+	m, err := Open(Options{Visibility: ScopeFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go m.Run(ctx, func(event.Event) {})
+	s := runLoop(t, "openloop", "100000", file)
+	t.Logf("loop: wall %v cpu %v (%v per open+close)", s.wall, s.cpu, s.cpu/100000)
+	progs := map[string]*ebpf.Program{
+		"sys_enter_execve": m.objs.SysEnterExecve, "sys_exit_file": m.objs.SysExitFile,
+		"sched_exec": m.objs.SchedExec, "sched_fork": m.objs.SchedFork, "sched_exit": m.objs.SchedExit,
+	}
+	for name, p := range progs {
+		st, err := p.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.RunCount > 0 {
+			t.Logf("%-14s runs %8d  avg %v", name, st.RunCount, st.Runtime/time.Duration(st.RunCount))
+		}
+	}
+	t.Logf("stats %+v", m.Stats())
 }

@@ -406,7 +406,7 @@ func unprivilegedCopy(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "monitor-test-")
+	dir, err := os.MkdirTemp(worldTraversableTempDir(t), "monitor-test-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,6 +423,25 @@ func unprivilegedCopy(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return dst
+}
+
+// worldTraversableTempDir picks a temporary directory other users can reach
+// and execute from (a shared machine's /tmp may have lost its o+x bit).
+func worldTraversableTempDir(t *testing.T) string {
+	t.Helper()
+	for _, dir := range []string{os.TempDir(), "/var/tmp", "/dev/shm"} {
+		fi, err := os.Stat(dir)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			continue
+		}
+		var st unix.Statfs_t
+		if unix.Statfs(dir, &st) == nil && st.Flags&unix.ST_NOEXEC != 0 {
+			continue
+		}
+		return dir
+	}
+	t.Skip("no temporary directory an unprivileged user can execute from")
+	return ""
 }
 
 func TestSetuidDeniedUnprivileged(t *testing.T) {

@@ -47,24 +47,22 @@ type monitorBPFStash struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	monitorBPFMapCounters      = "counters"
-	monitorBPFMapEvents        = "events"
-	monitorBPFMapScratch       = "scratch"
-	monitorBPFMapStashes       = "stashes"
-	monitorBPFProgSchedExec    = "sched_exec"
-	monitorBPFProgSchedExit    = "sched_exit"
-	monitorBPFProgSchedFork    = "sched_fork"
-	monitorBPFProgSysEnter1    = "sys_enter_1"
-	monitorBPFProgSysEnter2    = "sys_enter_2"
-	monitorBPFProgSysEnter3    = "sys_enter_3"
-	monitorBPFProgSysEnter4    = "sys_enter_4"
-	monitorBPFProgSysEnter5    = "sys_enter_5"
-	monitorBPFProgSysExitCred  = "sys_exit_cred"
-	monitorBPFProgSysExitExec  = "sys_exit_exec"
-	monitorBPFProgSysExitFile  = "sys_exit_file"
-	monitorBPFProgSysExitNet   = "sys_exit_net"
-	monitorBPFVarReportSuccess = "report_success"
-	monitorBPFVarSelfTgid      = "self_tgid"
+	monitorBPFMapCounters          = "counters"
+	monitorBPFMapEvents            = "events"
+	monitorBPFMapScratch           = "scratch"
+	monitorBPFMapStashes           = "stashes"
+	monitorBPFProgSchedExec        = "sched_exec"
+	monitorBPFProgSchedExit        = "sched_exit"
+	monitorBPFProgSchedFork        = "sched_fork"
+	monitorBPFProgSysEnterExecve   = "sys_enter_execve"
+	monitorBPFProgSysEnterExecveat = "sys_enter_execveat"
+	monitorBPFProgSysExitCred      = "sys_exit_cred"
+	monitorBPFProgSysExitExec      = "sys_exit_exec"
+	monitorBPFProgSysExitFile      = "sys_exit_file"
+	monitorBPFProgSysExitNet       = "sys_exit_net"
+	monitorBPFVarReportSuccess     = "report_success"
+	monitorBPFVarSelfTgid          = "self_tgid"
+	monitorBPFVarWakeupBytes       = "wakeup_bytes"
 )
 
 // loadMonitorBPF returns the embedded CollectionSpec for monitorBPF.
@@ -109,18 +107,15 @@ type monitorBPFSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type monitorBPFProgramSpecs struct {
-	SchedExec   *ebpf.ProgramSpec `ebpf:"sched_exec"`
-	SchedExit   *ebpf.ProgramSpec `ebpf:"sched_exit"`
-	SchedFork   *ebpf.ProgramSpec `ebpf:"sched_fork"`
-	SysEnter1   *ebpf.ProgramSpec `ebpf:"sys_enter_1"`
-	SysEnter2   *ebpf.ProgramSpec `ebpf:"sys_enter_2"`
-	SysEnter3   *ebpf.ProgramSpec `ebpf:"sys_enter_3"`
-	SysEnter4   *ebpf.ProgramSpec `ebpf:"sys_enter_4"`
-	SysEnter5   *ebpf.ProgramSpec `ebpf:"sys_enter_5"`
-	SysExitCred *ebpf.ProgramSpec `ebpf:"sys_exit_cred"`
-	SysExitExec *ebpf.ProgramSpec `ebpf:"sys_exit_exec"`
-	SysExitFile *ebpf.ProgramSpec `ebpf:"sys_exit_file"`
-	SysExitNet  *ebpf.ProgramSpec `ebpf:"sys_exit_net"`
+	SchedExec        *ebpf.ProgramSpec `ebpf:"sched_exec"`
+	SchedExit        *ebpf.ProgramSpec `ebpf:"sched_exit"`
+	SchedFork        *ebpf.ProgramSpec `ebpf:"sched_fork"`
+	SysEnterExecve   *ebpf.ProgramSpec `ebpf:"sys_enter_execve"`
+	SysEnterExecveat *ebpf.ProgramSpec `ebpf:"sys_enter_execveat"`
+	SysExitCred      *ebpf.ProgramSpec `ebpf:"sys_exit_cred"`
+	SysExitExec      *ebpf.ProgramSpec `ebpf:"sys_exit_exec"`
+	SysExitFile      *ebpf.ProgramSpec `ebpf:"sys_exit_file"`
+	SysExitNet       *ebpf.ProgramSpec `ebpf:"sys_exit_net"`
 }
 
 // monitorBPFMapSpecs contains maps before they are loaded into the kernel.
@@ -139,6 +134,7 @@ type monitorBPFMapSpecs struct {
 type monitorBPFVariableSpecs struct {
 	ReportSuccess *ebpf.VariableSpec `ebpf:"report_success"`
 	SelfTgid      *ebpf.VariableSpec `ebpf:"self_tgid"`
+	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // monitorBPFObjects contains all objects after they have been loaded into the kernel.
@@ -182,24 +178,22 @@ func (m *monitorBPFMaps) Close() error {
 type monitorBPFVariables struct {
 	ReportSuccess *ebpf.Variable `ebpf:"report_success"`
 	SelfTgid      *ebpf.Variable `ebpf:"self_tgid"`
+	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // monitorBPFPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadMonitorBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type monitorBPFPrograms struct {
-	SchedExec   *ebpf.Program `ebpf:"sched_exec"`
-	SchedExit   *ebpf.Program `ebpf:"sched_exit"`
-	SchedFork   *ebpf.Program `ebpf:"sched_fork"`
-	SysEnter1   *ebpf.Program `ebpf:"sys_enter_1"`
-	SysEnter2   *ebpf.Program `ebpf:"sys_enter_2"`
-	SysEnter3   *ebpf.Program `ebpf:"sys_enter_3"`
-	SysEnter4   *ebpf.Program `ebpf:"sys_enter_4"`
-	SysEnter5   *ebpf.Program `ebpf:"sys_enter_5"`
-	SysExitCred *ebpf.Program `ebpf:"sys_exit_cred"`
-	SysExitExec *ebpf.Program `ebpf:"sys_exit_exec"`
-	SysExitFile *ebpf.Program `ebpf:"sys_exit_file"`
-	SysExitNet  *ebpf.Program `ebpf:"sys_exit_net"`
+	SchedExec        *ebpf.Program `ebpf:"sched_exec"`
+	SchedExit        *ebpf.Program `ebpf:"sched_exit"`
+	SchedFork        *ebpf.Program `ebpf:"sched_fork"`
+	SysEnterExecve   *ebpf.Program `ebpf:"sys_enter_execve"`
+	SysEnterExecveat *ebpf.Program `ebpf:"sys_enter_execveat"`
+	SysExitCred      *ebpf.Program `ebpf:"sys_exit_cred"`
+	SysExitExec      *ebpf.Program `ebpf:"sys_exit_exec"`
+	SysExitFile      *ebpf.Program `ebpf:"sys_exit_file"`
+	SysExitNet       *ebpf.Program `ebpf:"sys_exit_net"`
 }
 
 func (p *monitorBPFPrograms) Close() error {
@@ -207,11 +201,8 @@ func (p *monitorBPFPrograms) Close() error {
 		p.SchedExec,
 		p.SchedExit,
 		p.SchedFork,
-		p.SysEnter1,
-		p.SysEnter2,
-		p.SysEnter3,
-		p.SysEnter4,
-		p.SysEnter5,
+		p.SysEnterExecve,
+		p.SysEnterExecveat,
 		p.SysExitCred,
 		p.SysExitExec,
 		p.SysExitFile,

@@ -110,41 +110,40 @@ type traced struct {
 	nr        uint32
 	name      string // tracepoint suffix: sys_enter_<name>
 	scope     Scope
-	arity     int // arguments the enter program stashes
 	exit      exitKind
 	operation string
 }
 
 var tracedSyscalls = []traced{
-	{sysExecve, "execve", ScopeProcess, 3, exitExec, event.OpProcess},
-	{sysExecveat, "execveat", ScopeProcess, 5, exitExec, event.OpProcess},
+	{sysExecve, "execve", ScopeProcess, exitExec, event.OpProcess},
+	{sysExecveat, "execveat", ScopeProcess, exitExec, event.OpProcess},
 
-	{sysOpen, "open", ScopeFile, 3, exitFile, event.OpFile},
-	{sysOpenat, "openat", ScopeFile, 4, exitFile, event.OpFile},
-	{sysOpenat2, "openat2", ScopeFile, 4, exitFile, event.OpFile},
-	{sysUnlink, "unlink", ScopeFile, 1, exitFile, event.OpFile},
-	{sysUnlinkat, "unlinkat", ScopeFile, 3, exitFile, event.OpFile},
-	{sysRmdir, "rmdir", ScopeFile, 1, exitFile, event.OpFile},
-	{sysChown, "chown", ScopeFile, 3, exitFile, event.OpFile},
-	{sysFchownat, "fchownat", ScopeFile, 5, exitFile, event.OpFile},
+	{sysOpen, "open", ScopeFile, exitFile, event.OpFile},
+	{sysOpenat, "openat", ScopeFile, exitFile, event.OpFile},
+	{sysOpenat2, "openat2", ScopeFile, exitFile, event.OpFile},
+	{sysUnlink, "unlink", ScopeFile, exitFile, event.OpFile},
+	{sysUnlinkat, "unlinkat", ScopeFile, exitFile, event.OpFile},
+	{sysRmdir, "rmdir", ScopeFile, exitFile, event.OpFile},
+	{sysChown, "chown", ScopeFile, exitFile, event.OpFile},
+	{sysFchownat, "fchownat", ScopeFile, exitFile, event.OpFile},
 
-	{sysSocket, "socket", ScopeNetwork, 3, exitNet, event.OpNetwork},
-	{sysConnect, "connect", ScopeNetwork, 3, exitNet, event.OpNetwork},
-	{sysBind, "bind", ScopeNetwork, 3, exitNet, event.OpNetwork},
-	{sysListen, "listen", ScopeNetwork, 2, exitNet, event.OpNetwork},
-	{sysAccept, "accept", ScopeNetwork, 3, exitNet, event.OpNetwork},
-	{sysAccept4, "accept4", ScopeNetwork, 4, exitNet, event.OpNetwork},
+	{sysSocket, "socket", ScopeNetwork, exitNet, event.OpNetwork},
+	{sysConnect, "connect", ScopeNetwork, exitNet, event.OpNetwork},
+	{sysBind, "bind", ScopeNetwork, exitNet, event.OpNetwork},
+	{sysListen, "listen", ScopeNetwork, exitNet, event.OpNetwork},
+	{sysAccept, "accept", ScopeNetwork, exitNet, event.OpNetwork},
+	{sysAccept4, "accept4", ScopeNetwork, exitNet, event.OpNetwork},
 
 	// Upstream puts these in the capabilities scope.
-	{sysSetuid, "setuid", ScopeCapabilities, 1, exitCred, event.OpSyscall},
-	{sysSetgid, "setgid", ScopeCapabilities, 1, exitCred, event.OpSyscall},
-	{sysSetreuid, "setreuid", ScopeCapabilities, 2, exitCred, event.OpSyscall},
-	{sysSetregid, "setregid", ScopeCapabilities, 2, exitCred, event.OpSyscall},
-	{sysSetresuid, "setresuid", ScopeCapabilities, 3, exitCred, event.OpSyscall},
-	{sysSetresgid, "setresgid", ScopeCapabilities, 3, exitCred, event.OpSyscall},
-	{sysPtrace, "ptrace", ScopeCapabilities, 4, exitCred, event.OpProcess},
-	{sysMount, "mount", ScopeCapabilities, 5, exitCred, event.OpSyscall},
-	{sysUmount2, "umount2", ScopeCapabilities, 2, exitCred, event.OpSyscall},
+	{sysSetuid, "setuid", ScopeCapabilities, exitCred, event.OpSyscall},
+	{sysSetgid, "setgid", ScopeCapabilities, exitCred, event.OpSyscall},
+	{sysSetreuid, "setreuid", ScopeCapabilities, exitCred, event.OpSyscall},
+	{sysSetregid, "setregid", ScopeCapabilities, exitCred, event.OpSyscall},
+	{sysSetresuid, "setresuid", ScopeCapabilities, exitCred, event.OpSyscall},
+	{sysSetresgid, "setresgid", ScopeCapabilities, exitCred, event.OpSyscall},
+	{sysPtrace, "ptrace", ScopeCapabilities, exitCred, event.OpProcess},
+	{sysMount, "mount", ScopeCapabilities, exitCred, event.OpSyscall},
+	{sysUmount2, "umount2", ScopeCapabilities, exitCred, event.OpSyscall},
 }
 
 var tracedByNr = func() map[uint32]*traced {

@@ -88,6 +88,10 @@ struct record {
 // Set by user space before load.
 volatile const u32 self_tgid = 0;      // the agent's own host tgid: never reported
 volatile const u32 report_success = 0; // scopes whose successful syscalls are reported (others: failures only)
+// Waking the reader for every record costs an interrupt per event (in a VM,
+// an exit to the hypervisor). Records are written without a wakeup and the
+// reader polls; only a filling buffer wakes it early.
+volatile const u64 wakeup_bytes = 1 << 20;
 
 struct stash {
 	u64 args[6];
@@ -139,29 +143,37 @@ static __always_inline struct record *scratch_record(void)
 	return bpf_map_lookup_elem(&scratch, &zero);
 }
 
-// fill_task writes the identity of task t into the record header.
+// fill_task writes the identity of task t (a BTF pointer) into the record
+// header. Direct BTF loads cost far less than one probe-read helper call
+// each; only a task in a nested pid namespace needs the variable-index
+// reads of its namespace pids.
 static __always_inline void fill_task(struct record *r, struct task_struct *t)
 {
-	r->host_pid = BPF_CORE_READ(t, tgid);
-	struct task_struct *parent = BPF_CORE_READ(t, real_parent);
-	r->host_ppid = BPF_CORE_READ(parent, tgid);
+	struct task_struct *parent = t->real_parent;
+	r->host_pid = t->tgid;
+	r->host_ppid = parent->tgid;
 
-	struct pid *tp = BPF_CORE_READ(t, group_leader, thread_pid);
-	unsigned int level = BPF_CORE_READ(tp, level);
-	struct upid up = {};
-	bpf_core_read(&up, sizeof(up), &tp->numbers[level & 31]);
-	r->pid = up.nr;
-	r->pid_ns = BPF_CORE_READ(up.ns, ns.inum);
-
-	r->ppid = 0;
-	struct pid *pp = BPF_CORE_READ(parent, group_leader, thread_pid);
-	unsigned int plevel = BPF_CORE_READ(pp, level);
-	if (plevel >= level) {
-		struct upid pup = {};
-		bpf_core_read(&pup, sizeof(pup), &pp->numbers[level & 31]);
-		r->ppid = pup.nr;
+	struct pid *tp = t->group_leader->thread_pid;
+	unsigned int level = tp->level;
+	if (level == 0) {
+		r->pid = tp->numbers[0].nr;
+		r->pid_ns = tp->numbers[0].ns->ns.inum;
+		r->ppid = r->host_ppid;
+	} else {
+		struct upid up = {};
+		bpf_probe_read_kernel(&up, sizeof(up), &tp->numbers[level & 31]);
+		r->pid = up.nr;
+		r->pid_ns = BPF_CORE_READ(up.ns, ns.inum);
+		r->ppid = 0;
+		struct pid *pp = parent->group_leader->thread_pid;
+		if (pp->level >= level) {
+			struct upid pup = {};
+			bpf_probe_read_kernel(&pup, sizeof(pup), &pp->numbers[level & 31]);
+			r->ppid = pup.nr;
+		}
 	}
-	r->mnt_ns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
+	struct nsproxy *nsp = t->nsproxy;
+	r->mnt_ns = nsp ? nsp->mnt_ns->ns.inum : 0;
 	r->flags = 0;
 	r->data_len = 0;
 	r->aux = 0;
@@ -174,7 +186,7 @@ static __always_inline void fill_current(struct record *r, u32 kind)
 	r->cgroup_id = bpf_get_current_cgroup_id();
 	r->uid = (u32)bpf_get_current_uid_gid();
 	bpf_get_current_comm(&r->comm, sizeof(r->comm));
-	fill_task(r, (struct task_struct *)bpf_get_current_task());
+	fill_task(r, bpf_get_current_task_btf());
 }
 
 // Variable data is a sequence of fields: u16 length, then that many bytes.
@@ -294,15 +306,15 @@ static __always_inline void submit(struct record *r, u32 off)
 		off = DATA_MAX;
 	r->data_len = off;
 	u64 size = offsetof(struct record, data) + off;
-	if (bpf_ringbuf_output(&events, r, size, 0) < 0)
+	u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&events, r, size, flags) < 0)
 		count(CNT_RINGBUF_FULL);
 }
 
-// ---- syscall entry: stash the raw arguments -------------------------------
+// ---- syscall arguments ----------------------------------------------------
 
 // The syscall tracepoint context: a common header, the syscall number, then
-// as many u64 arguments as the syscall has. A program may read no further
-// than its tracepoint's format allows, hence one entry program per arity.
+// as many u64 arguments as the syscall has (enter) or the return value (exit).
 struct sys_enter_ctx {
 	u64 common;
 	s32 nr;
@@ -317,66 +329,64 @@ struct sys_exit_ctx {
 	s64 ret;
 };
 
+// regs_args reads the syscall's arguments at exit from the user registers
+// the kernel saved on entry (x86-64: di, si, dx, r10, r8, r9; only ax, the
+// return value, changes). This spares an entry program and a per-thread
+// map update per syscall. execve is the exception: a successful one resets
+// the registers, so its arguments are stashed at entry.
+static __always_inline void regs_args(struct stash *s, s32 nr)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	s->nr = nr;
+	s->args[0] = regs->di;
+	s->args[1] = regs->si;
+	s->args[2] = regs->dx;
+	s->args[3] = regs->r10;
+	s->args[4] = regs->r8;
+	s->args[5] = regs->r9;
+}
+
+static __always_inline bool is_self(void)
+{
+	return (u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid;
+}
+
+// Entry of execve (3 arguments) and execveat (5): a program may read no
+// further into its context than its tracepoint's format allows.
 static __always_inline int stash_args(struct sys_enter_ctx *ctx, int n)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	if ((u32)(id >> 32) == self_tgid)
+	if (is_self())
 		return 0;
+	u64 id = bpf_get_current_pid_tgid();
 	struct stash s = {};
 	s.nr = ctx->nr;
-	if (n > 0) s.args[0] = ctx->args[0];
-	if (n > 1) s.args[1] = ctx->args[1];
-	if (n > 2) s.args[2] = ctx->args[2];
-	if (n > 3) s.args[3] = ctx->args[3];
-	if (n > 4) s.args[4] = ctx->args[4];
-	if (n > 5) s.args[5] = ctx->args[5];
+	s.args[0] = ctx->args[0];
+	s.args[1] = ctx->args[1];
+	s.args[2] = ctx->args[2];
+	if (n > 3) {
+		s.args[3] = ctx->args[3];
+		s.args[4] = ctx->args[4];
+	}
 	if (bpf_map_update_elem(&stashes, &id, &s, BPF_ANY) < 0)
 		count(CNT_STASH_FULL);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_setuid")
-int sys_enter_1(struct sys_enter_ctx *ctx) { return stash_args(ctx, 1); }
-
-SEC("tracepoint/syscalls/sys_enter_listen")
-int sys_enter_2(struct sys_enter_ctx *ctx) { return stash_args(ctx, 2); }
-
-SEC("tracepoint/syscalls/sys_enter_open")
-int sys_enter_3(struct sys_enter_ctx *ctx) { return stash_args(ctx, 3); }
-
-SEC("tracepoint/syscalls/sys_enter_openat")
-int sys_enter_4(struct sys_enter_ctx *ctx) { return stash_args(ctx, 4); }
+SEC("tracepoint/syscalls/sys_enter_execve")
+int sys_enter_execve(struct sys_enter_ctx *ctx) { return stash_args(ctx, 3); }
 
 SEC("tracepoint/syscalls/sys_enter_execveat")
-int sys_enter_5(struct sys_enter_ctx *ctx) { return stash_args(ctx, 5); }
+int sys_enter_execveat(struct sys_enter_ctx *ctx) { return stash_args(ctx, 5); }
 
 // ---- syscall exit: build and emit -----------------------------------------
 
-// take_stash returns the stashed arguments of the current thread's syscall
-// and removes them, or NULL when there are none (agent's own thread, stash
-// full, or program attached mid-syscall).
-static __always_inline bool take_stash(struct stash *out)
+static __always_inline void begin_syscall(struct record *r, struct stash *s, s64 ret)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	struct stash *s = bpf_map_lookup_elem(&stashes, &id);
-	if (!s)
-		return false;
-	*out = *s;
-	bpf_map_delete_elem(&stashes, &id);
-	return true;
-}
-
-static __always_inline struct record *begin_syscall(struct stash *s, s64 ret)
-{
-	struct record *r = scratch_record();
-	if (!r)
-		return NULL;
 	fill_current(r, REC_SYSCALL);
 	r->nr = s->nr;
 	r->retval = ret;
 	for (int i = 0; i < 6; i++)
 		r->args[i] = s->args[i];
-	return r;
 }
 
 static __always_inline bool starts_with_proc_or_sys(struct record *r)
@@ -393,15 +403,17 @@ static __always_inline bool starts_with_proc_or_sys(struct record *r)
 SEC("tracepoint/syscalls/sys_exit_openat")
 int sys_exit_file(struct sys_exit_ctx *ctx)
 {
-	struct stash s;
-	if (!take_stash(&s))
-		return 0;
 	s64 ret = ctx->ret;
 	if (ret >= 0 && !(report_success & SCOPE_FILE))
 		return 0;
-	struct record *r = begin_syscall(&s, ret);
+	if (is_self())
+		return 0;
+	struct stash s;
+	regs_args(&s, ctx->nr);
+	struct record *r = scratch_record();
 	if (!r)
 		return 0;
+	r->flags = 0;
 
 	const void *path;
 	switch (s.nr) {
@@ -415,16 +427,21 @@ int sys_exit_file(struct sys_exit_ctx *ctx)
 		// Replace the open_how pointer by the flags it points to.
 		u64 flags = 0;
 		bpf_probe_read_user(&flags, sizeof(flags), (const void *)s.args[2]);
-		r->args[2] = flags;
+		s.args[2] = flags;
 		path = (const void *)s.args[1];
 		break;
 	}
 	default: // openat, unlinkat, fchownat
 		path = (const void *)s.args[1];
 	}
+	// The path first: /proc and /sys are not reported, and finding that
+	// out before building the header is cheaper.
 	u32 off = put_str(r, 0, path, true);
 	if (starts_with_proc_or_sys(r))
 		return 0;
+	u16 flags = r->flags;
+	begin_syscall(r, &s, ret);
+	r->flags |= flags;
 	submit(r, off);
 	return 0;
 }
@@ -432,15 +449,17 @@ int sys_exit_file(struct sys_exit_ctx *ctx)
 SEC("tracepoint/syscalls/sys_exit_connect")
 int sys_exit_net(struct sys_exit_ctx *ctx)
 {
-	struct stash s;
-	if (!take_stash(&s))
-		return 0;
 	s64 ret = ctx->ret;
 	if (ret >= 0 && !(report_success & SCOPE_NETWORK))
 		return 0;
-	struct record *r = begin_syscall(&s, ret);
+	if (is_self())
+		return 0;
+	struct stash s;
+	regs_args(&s, ctx->nr);
+	struct record *r = scratch_record();
 	if (!r)
 		return 0;
+	begin_syscall(r, &s, ret);
 
 	u32 off = 0;
 	switch (s.nr) {
@@ -464,15 +483,17 @@ int sys_exit_net(struct sys_exit_ctx *ctx)
 SEC("tracepoint/syscalls/sys_exit_setuid")
 int sys_exit_cred(struct sys_exit_ctx *ctx)
 {
-	struct stash s;
-	if (!take_stash(&s))
-		return 0;
 	s64 ret = ctx->ret;
 	if (ret >= 0 && !(report_success & SCOPE_CAPABILITIES))
 		return 0;
-	struct record *r = begin_syscall(&s, ret);
+	if (is_self())
+		return 0;
+	struct stash s;
+	regs_args(&s, ctx->nr);
+	struct record *r = scratch_record();
 	if (!r)
 		return 0;
+	begin_syscall(r, &s, ret);
 
 	u32 off = 0;
 	if (s.nr == NR_mount) {
@@ -487,20 +508,22 @@ int sys_exit_cred(struct sys_exit_ctx *ctx)
 	return 0;
 }
 
-// A successful execve is reported by sched_process_exec (which consumes the
-// stash); what reaches here with a stash is a failed one.
+// A successful execve is reported by sched_process_exec; what reaches here
+// with an error is a failed one, whose registers still hold its arguments.
 SEC("tracepoint/syscalls/sys_exit_execve")
 int sys_exit_exec(struct sys_exit_ctx *ctx)
 {
-	struct stash s;
-	if (!take_stash(&s))
-		return 0;
+	u64 id = bpf_get_current_pid_tgid();
+	bpf_map_delete_elem(&stashes, &id);
 	s64 ret = ctx->ret;
-	if (ret >= 0)
+	if (ret >= 0 || is_self())
 		return 0;
-	struct record *r = begin_syscall(&s, ret);
+	struct stash s;
+	regs_args(&s, ctx->nr);
+	struct record *r = scratch_record();
 	if (!r)
 		return 0;
+	begin_syscall(r, &s, ret);
 
 	const void *filename = (const void *)s.args[0];
 	const u64 *argv = (const u64 *)s.args[1];
