@@ -64,8 +64,10 @@ func newMatcher(rs *hostpolicy.RuleSet, kernel bool) *matcher {
 				idx.allowSources[r.Source] = true
 			}
 		}
-		switch r.Match {
-		case hostpolicy.MatchPath, hostpolicy.MatchProtocol, hostpolicy.MatchSyscall:
+		switch {
+		case r.Match == hostpolicy.MatchProtocol && r.Value == "all":
+			idx.others = append(idx.others, r)
+		case r.Match == hostpolicy.MatchPath, r.Match == hostpolicy.MatchProtocol, r.Match == hostpolicy.MatchSyscall:
 			idx.exact[r.Value] = append(idx.exact[r.Value], r)
 		default:
 			idx.others = append(idx.others, r)

@@ -109,7 +109,11 @@ func (p *pipeline) handle(ev *event.Event) {
 	}
 	if v, ok := m.match(ev, at.ProcessName, at.ParentProcessName); ok {
 		p.out.PublishAlert(p.matchedAlert(ev, &at, v))
-	} else if p.deniedPrivilegeChange(ev) {
+	}
+	// A refused privilege change is reported whether or not a syscall rule
+	// also audits it: the rule's alert says who asked, this one that the
+	// kernel said no.
+	if p.deniedPrivilegeChange(ev) {
 		p.out.PublishAlert(p.postureAlert(ev, &at, hostpolicy.ActionBlock, p.enforcerName()))
 	}
 	if p.vis.shows(ev.Operation) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,10 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	if os.Getenv("KUBEARMOR_TEST_SETUID") != "" {
+		privilegeChanges()
+		return
+	}
 	dir, err := os.MkdirTemp("", "kubearmor-bin")
 	if err != nil {
 		panic(err)
@@ -220,5 +225,135 @@ func TestDaemonRefusesBadConfig(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), cfgFile+`:2: maxAlertPerSec: expected an integer, found "many"`) {
 		t.Fatalf("error must name file, line and key:\n%s", stderr.String())
+	}
+}
+
+// privilegeChanges runs in a child process: a setgid/setuid pair to nobody,
+// then a setuid back to root that the kernel refuses with EPERM.
+func privilegeChanges() {
+	if err := syscall.Setgid(65534); err != nil {
+		os.Exit(3)
+	}
+	if err := syscall.Setuid(65534); err != nil {
+		os.Exit(4)
+	}
+	if err := syscall.Setuid(0); err != syscall.EPERM {
+		os.Exit(5)
+	}
+	os.Exit(0)
+}
+
+// jsonLines reads the agent's logPath output.
+func jsonLines(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	data, _ := os.ReadFile(path)
+	var out []map[string]any
+	for _, line := range strings.Split(string(data), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("logPath line is not JSON: %v\n%s", err, line)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// waitForRecord polls the JSON lines until one record has every field given
+// (a hang guard bounds it; nothing depends on how fast it arrives).
+func waitForRecord(t *testing.T, path string, want map[string]any) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, m := range jsonLines(t, path) {
+			ok := true
+			for k, v := range want {
+				ok = ok && m[k] == v
+			}
+			if ok {
+				return m
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no record with %v in %s", want, path)
+	return nil
+}
+
+// The monitor path on this host's kernel: a syscalls rule raises Audit
+// alerts for setuid/setgid, a refused setuid raises the DefaultPosture alert,
+// and file telemetry becomes HostLog.
+func TestSyscallAlerts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to load the monitor")
+	}
+	dir := t.TempDir()
+	policies := filepath.Join(dir, "policies")
+	os.MkdirAll(policies, 0o700)
+	os.WriteFile(filepath.Join(policies, "setuid.yaml"), []byte(`apiVersion: security.kubearmor.com/v1
+kind: KubeArmorHostPolicy
+metadata:
+  name: audit-setuid
+spec:
+  nodeSelector:
+    matchLabels:
+      kubearmor.io/hostname: testhost
+  severity: 4
+  message: privilege change
+  syscalls:
+    matchSyscalls:
+    - syscall: [setuid, setgid]
+`), 0o600)
+	out := filepath.Join(dir, "alerts.jsonl")
+	cmd := exec.Command(binary, "--config", "/dev/null", "--host", "testhost", "--lsm", "none", "--socket", "",
+		"--gRPC", "0", "--policyDir", policies, "--logPath", out)
+	logs := watchLog(t, cmd)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	line := logs.waitFor(t, "monitor")
+	if strings.Contains(line, "monitor unavailable") {
+		t.Skipf("the monitor cannot load here: %s", line)
+	}
+	logs.waitFor(t, "kubearmor ready")
+
+	self, _ := os.Executable()
+	child := exec.Command(self, "-test.run=^$")
+	child.Env = append(os.Environ(), "KUBEARMOR_TEST_SETUID=1")
+	if out, err := child.CombinedOutput(); err != nil {
+		t.Fatalf("privilege changes: %v\n%s", err, out)
+	}
+	pid := float64(child.Process.Pid)
+	common := map[string]any{"ProcessName": self, "Type": "MatchedHostPolicy", "Operation": "Syscall", "HostPID": pid}
+	with := func(kv ...any) map[string]any {
+		m := map[string]any{}
+		for k, v := range common {
+			m[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1]
+		}
+		return m
+	}
+	a := waitForRecord(t, out, with("PolicyName", "audit-setuid", "Data", "syscall=SYS_SETGID userid=65534", "Action", "Audit", "Result", "Passed"))
+	if a["Severity"] != "4" || a["Message"] != "privilege change" || a["ClusterName"] != "default" || a["HostName"] != "testhost" {
+		t.Errorf("setgid alert metadata: %v", a)
+	}
+	if _, has := a["Enforcer"]; has {
+		t.Errorf("syscall verdicts carry no Enforcer, as upstream: %v", a)
+	}
+	waitForRecord(t, out, with("PolicyName", "audit-setuid", "Data", "syscall=SYS_SETUID userid=65534", "Action", "Audit", "Result", "Passed"))
+	d := waitForRecord(t, out, with("PolicyName", "DefaultPosture", "Data", "syscall=SYS_SETUID userid=0",
+		"Result", "Operation not permitted", "Action", "Block", "Enforcer", "eBPF Monitor"))
+	for _, k := range []string{"Severity", "Tags", "Message"} {
+		if _, has := d[k]; has {
+			t.Errorf("DefaultPosture alerts carry no %s: %v", k, d)
+		}
+	}
+	if d["UID"] != float64(65534) {
+		t.Errorf("UID %v, want 65534", d["UID"])
 	}
 }

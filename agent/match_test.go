@@ -1,0 +1,153 @@
+package agent
+
+import (
+	"testing"
+
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/hostpolicy"
+)
+
+func ruleSet(t *testing.T, spec string, postures hostpolicy.Postures) *hostpolicy.RuleSet {
+	t.Helper()
+	doc := `apiVersion: security.kubearmor.com/v1
+kind: KubeArmorHostPolicy
+metadata:
+  name: p
+spec:
+  nodeSelector:
+    matchLabels:
+      kubearmor.io/hostname: "*"
+` + spec
+	ps, diags := hostpolicy.Parse("p.yaml", []byte(doc))
+	if diags.HasErrors() {
+		t.Fatalf("%v", diags.Err())
+	}
+	return hostpolicy.Compile(ps, hostpolicy.Options{Host: "h", Postures: postures})
+}
+
+func TestMatcher(t *testing.T) {
+	exec := func(exe string) *event.Event {
+		return &event.Event{Operation: event.OpProcess, Syscall: "SYS_EXECVE", Resource: exe}
+	}
+	open := func(path, flags string) *event.Event {
+		return &event.Event{Operation: event.OpFile, Syscall: "SYS_OPENAT", Resource: path, Data: "syscall=SYS_OPENAT fd=-100 flags=" + flags}
+	}
+	sock := func(res string) *event.Event {
+		return &event.Event{Operation: event.OpNetwork, Syscall: "SYS_SOCKET", Resource: res}
+	}
+	setuid := func() *event.Event {
+		return &event.Event{Operation: event.OpSyscall, Syscall: "SYS_SETUID", Data: "syscall=SYS_SETUID userid=0"}
+	}
+	unlink := func(path string) *event.Event {
+		return &event.Event{Operation: event.OpSyscall, Syscall: "SYS_UNLINKAT", Resource: path}
+	}
+	for _, tc := range []struct {
+		name           string
+		spec           string
+		kernel         bool
+		ev             *event.Event
+		proc, parent   string
+		want           string // "" = no alert; else "action policy" or "action DefaultPosture"
+		postureBlocked bool
+	}{
+		{name: "audit exec path", spec: "  action: Audit\n  process:\n    matchPaths:\n    - path: /usr/bin/sleep\n",
+			ev: exec("/usr/bin/sleep 1"), proc: "/usr/bin/sleep", want: "Audit p"},
+		{name: "audit exec other path", spec: "  action: Audit\n  process:\n    matchPaths:\n    - path: /usr/bin/sleep\n",
+			ev: exec("/usr/bin/ls"), proc: "/usr/bin/ls"},
+		{name: "kernel decides process audit", kernel: true, spec: "  action: Audit\n  process:\n    matchPaths:\n    - path: /usr/bin/sleep\n",
+			ev: exec("/usr/bin/sleep"), proc: "/usr/bin/sleep"},
+		{name: "unenforced block is Audit (Block)", spec: "  process:\n    matchPaths:\n    - path: /usr/bin/sleep\n",
+			ev: exec("/usr/bin/sleep"), proc: "/usr/bin/sleep", want: "Audit (Block) p"},
+		{name: "execname", spec: "  action: Audit\n  process:\n    matchPaths:\n    - execname: sleep\n",
+			ev: exec("/bin/sleep"), proc: "/bin/sleep", want: "Audit p"},
+		{name: "fromSource parent", spec: "  action: Audit\n  process:\n    matchPaths:\n    - path: /bin/ls\n      fromSource:\n      - path: /bin/bash\n",
+			ev: exec("/bin/ls"), proc: "/bin/ls", parent: "/bin/bash", want: "Audit p"},
+		{name: "fromSource other parent", spec: "  action: Audit\n  process:\n    matchPaths:\n    - path: /bin/ls\n      fromSource:\n      - path: /bin/bash\n",
+			ev: exec("/bin/ls"), proc: "/bin/ls", parent: "/bin/sh"},
+		{name: "dir non-recursive", spec: "  action: Audit\n  file:\n    matchDirectories:\n    - dir: /etc/\n",
+			ev: open("/etc/ssh/sshd_config", "O_RDONLY"), proc: "/bin/cat"},
+		{name: "dir non-recursive direct", spec: "  action: Audit\n  file:\n    matchDirectories:\n    - dir: /etc/\n",
+			ev: open("/etc/hosts", "O_RDONLY"), proc: "/bin/cat", want: "Audit p"},
+		{name: "dir recursive", spec: "  action: Audit\n  file:\n    matchDirectories:\n    - dir: /etc/\n      recursive: true\n",
+			ev: open("/etc/ssh/sshd_config", "O_RDONLY"), proc: "/bin/cat", want: "Audit p"},
+		{name: "pattern", spec: "  action: Audit\n  file:\n    matchPatterns:\n    - pattern: /tmp/*.key\n",
+			ev: open("/tmp/a.key", "O_RDONLY"), proc: "/bin/cat", want: "Audit p"},
+		{name: "pattern does not cross slash", spec: "  action: Audit\n  file:\n    matchPatterns:\n    - pattern: /tmp/*.key\n",
+			ev: open("/tmp/d/a.key", "O_RDONLY"), proc: "/bin/cat"},
+		{name: "readOnly ignores reads", spec: "  action: Audit\n  file:\n    matchPaths:\n    - path: /etc/hosts\n      readOnly: true\n",
+			ev: open("/etc/hosts", "O_RDONLY"), proc: "/bin/cat"},
+		{name: "readOnly catches writes", spec: "  action: Audit\n  file:\n    matchPaths:\n    - path: /etc/hosts\n      readOnly: true\n",
+			ev: open("/etc/hosts", "O_WRONLY|O_TRUNC"), proc: "/bin/sh", want: "Audit p"},
+		{name: "file fromSource is the opener", spec: "  action: Audit\n  file:\n    matchPaths:\n    - path: /etc/hosts\n      fromSource:\n      - path: /bin/cat\n",
+			ev: open("/etc/hosts", "O_RDONLY"), proc: "/bin/cat", parent: "/bin/bash", want: "Audit p"},
+		{name: "network udp", spec: "  action: Audit\n  network:\n    matchProtocols:\n    - protocol: udp\n",
+			ev: sock("domain=AF_INET type=SOCK_DGRAM protocol=0"), proc: "/bin/nc", want: "Audit p"},
+		{name: "network tcp vs udp", spec: "  action: Audit\n  network:\n    matchProtocols:\n    - protocol: udp\n",
+			ev: sock("domain=AF_INET type=SOCK_STREAM protocol=TCP"), proc: "/bin/nc"},
+		{name: "network all", spec: "  action: Audit\n  network:\n    matchProtocols:\n    - protocol: all\n",
+			ev: sock("domain=AF_INET6 type=SOCK_STREAM protocol=TCP"), proc: "/bin/nc", want: "Audit p"},
+		{name: "unix sockets have no protocol", spec: "  action: Audit\n  network:\n    matchProtocols:\n    - protocol: all\n",
+			ev: sock("domain=AF_UNIX type=SOCK_STREAM protocol=0"), proc: "/bin/nc"},
+		{name: "allow-list miss, audit posture", spec: "  action: Allow\n  process:\n    matchPaths:\n    - path: /bin/date\n",
+			ev: exec("/bin/ls"), proc: "/bin/ls", want: "Audit DefaultPosture"},
+		{name: "allow-list hit", spec: "  action: Allow\n  process:\n    matchPaths:\n    - path: /bin/date\n",
+			ev: exec("/bin/date"), proc: "/bin/date"},
+		{name: "allow-list of another source", spec: "  action: Allow\n  process:\n    matchPaths:\n    - path: /bin/date\n      fromSource:\n      - path: /bin/bash\n",
+			ev: exec("/bin/ls"), proc: "/bin/ls", parent: "/bin/sh"},
+		{name: "allow-list of this source", spec: "  action: Allow\n  process:\n    matchPaths:\n    - path: /bin/date\n      fromSource:\n      - path: /bin/bash\n",
+			ev: exec("/bin/ls"), proc: "/bin/ls", parent: "/bin/bash", want: "Audit DefaultPosture"},
+		{name: "allow-list, block posture unenforced", spec: "  action: Allow\n  file:\n    matchPaths:\n    - path: /etc/hosts\n",
+			ev: open("/etc/passwd", "O_RDONLY"), proc: "/bin/cat", want: "Audit (Block) DefaultPosture", postureBlocked: true},
+		{name: "process allow-list leaves files alone", spec: "  action: Allow\n  process:\n    matchPaths:\n    - path: /bin/date\n",
+			ev: open("/etc/passwd", "O_RDONLY"), proc: "/bin/cat"},
+		{name: "syscall rule", spec: "  syscalls:\n    matchSyscalls:\n    - syscall: [setuid]\n",
+			ev: setuid(), proc: "/usr/bin/sudo", want: "Audit p"},
+		{name: "syscall rule with kernel enforcer", kernel: true, spec: "  syscalls:\n    matchSyscalls:\n    - syscall: [setuid]\n",
+			ev: setuid(), proc: "/usr/bin/sudo", want: "Audit p"},
+		{name: "syscall fromSource dir", spec: "  syscalls:\n    matchSyscalls:\n    - syscall: [setuid]\n      fromSource:\n      - dir: /usr/bin/\n",
+			ev: setuid(), proc: "/usr/bin/sudo", want: "Audit p"},
+		{name: "syscall fromSource dir miss", spec: "  syscalls:\n    matchSyscalls:\n    - syscall: [setuid]\n      fromSource:\n      - dir: /usr/bin/\n",
+			ev: setuid(), proc: "/usr/sbin/x"},
+		{name: "syscall path honoured", spec: "  syscalls:\n    matchPaths:\n    - syscall: [unlinkat]\n      path: /home/\n      recursive: true\n",
+			ev: unlink("/tmp/dummy"), proc: "/bin/rm"},
+		{name: "syscall path recursive", spec: "  syscalls:\n    matchPaths:\n    - syscall: [unlinkat]\n      path: /home/\n      recursive: true\n",
+			ev: unlink("/home/u/f"), proc: "/bin/rm", want: "Audit p"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			postures := hostpolicy.Postures{}
+			if tc.postureBlocked {
+				postures.File = "block"
+			}
+			m := newMatcher(ruleSet(t, tc.spec, postures), tc.kernel)
+			v, ok := m.match(tc.ev, tc.proc, tc.parent)
+			got := ""
+			if ok {
+				name := "DefaultPosture"
+				if v.rule != nil {
+					name = v.rule.Policy
+				}
+				got = v.action + " " + name
+			}
+			if got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestProtocolOf(t *testing.T) {
+	for res, want := range map[string]string{
+		"domain=AF_INET type=SOCK_STREAM protocol=TCP":   "tcp",
+		"domain=AF_INET type=SOCK_DGRAM protocol=UDP":    "udp",
+		"domain=AF_INET type=SOCK_DGRAM protocol=0":      "udp",
+		"domain=AF_INET type=SOCK_RAW protocol=ICMP":     "icmp",
+		"domain=AF_INET6 type=SOCK_RAW protocol=ICMPv6":  "icmpv6",
+		"domain=AF_INET6 type=SOCK_RAW protocol=255":     "raw",
+		"domain=AF_UNIX type=SOCK_DGRAM protocol=0":      "",
+		"sa_family=AF_INET sin_port=53 sin_addr=1.1.1.1": "",
+	} {
+		if got := protocolOf(res); got != want {
+			t.Errorf("%q: got %q, want %q", res, got, want)
+		}
+	}
+}
