@@ -1,0 +1,317 @@
+// Package decide answers "what does the RuleSet say about this exec, open or
+// socket" in user space, with the same semantics as the BPF-LSM enforcer's
+// kernel code, for enforcers whose kernel mechanism carries no rule IDs: the
+// fanotify tier decides with it, and the AppArmor tier attributes a kernel
+// denial to the rule that caused it.
+//
+// Matching order for a path, first rule per action wins:
+// exact path (for the source, then for any source) > exec name > deepest
+// directory > first pattern. Then an applicable Block rule denies, else an
+// applicable Audit rule reports, else in allow-list mode an operation no
+// Allow rule covers gets the category's default posture.
+package decide
+
+import (
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/hostpolicy"
+)
+
+// Facts describes the operation being decided. They are asked for lazily:
+// only rules with readOnly, ownerOnly or a TTY condition need them, and
+// finding them out can cost a /proc read.
+type Facts interface {
+	Write() bool // the open asks for write access
+	Owner() bool // the process's fsuid owns the file
+	TTY() bool   // the process has a controlling terminal
+}
+
+// NoFacts is a read by a non-owner without a terminal.
+type NoFacts struct{}
+
+func (NoFacts) Write() bool { return false }
+func (NoFacts) Owner() bool { return false }
+func (NoFacts) TTY() bool   { return false }
+
+// Decision is the outcome for one operation.
+type Decision struct {
+	Verdict event.Verdict // VerdictNone: allowed, nothing to report
+	Rule    *hostpolicy.Rule
+	Deny    bool
+}
+
+// RuleID is the deciding rule's ID, 0 for default posture or none.
+func (d Decision) RuleID() uint32 {
+	if d.Rule == nil {
+		return 0
+	}
+	return d.Rule.ID
+}
+
+const (
+	slotBlock = iota
+	slotAudit
+	slotAllow
+	nSlots
+)
+
+type slots [nSlots]*hostpolicy.Rule
+
+// merge fills the empty slots of s from o: earlier matches take precedence.
+func (s *slots) merge(o slots) {
+	for i := range s {
+		if s[i] == nil {
+			s[i] = o[i]
+		}
+	}
+}
+
+func (s *slots) put(r *hostpolicy.Rule) {
+	i := slotOf(r.Action)
+	if i >= 0 && s[i] == nil {
+		s[i] = r
+	}
+}
+
+func slotOf(action string) int {
+	switch action {
+	case hostpolicy.ActionBlock:
+		return slotBlock
+	case hostpolicy.ActionAudit:
+		return slotAudit
+	case hostpolicy.ActionAllow:
+		return slotAllow
+	}
+	return -1
+}
+
+type key struct{ source, value string }
+
+type dirRule struct {
+	rule  *hostpolicy.Rule
+	depth int
+}
+
+// category holds the rules of one category, indexed for the match order.
+type category struct {
+	exact        map[key]slots
+	names        map[key]slots
+	dirs         []dirRule // deepest first, then in rule order
+	patterns     []*hostpolicy.Rule
+	allowAll     bool
+	allowSources map[string]bool
+	postureBlock bool
+	rules        int
+}
+
+// Table is a RuleSet indexed for decisions. It is immutable once built, so
+// one can be swapped in atomically while others decide with the old one.
+type Table struct {
+	rs   *hostpolicy.RuleSet
+	cats map[hostpolicy.Category]*category
+}
+
+// Categories the table decides.
+var decided = []hostpolicy.Category{hostpolicy.CategoryProcess, hostpolicy.CategoryFile, hostpolicy.CategoryNetwork}
+
+// New indexes the process, file and network rules of rs. Skip reports the
+// rules the caller cannot enforce; they are left out of every decision.
+func New(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rule) bool) *Table {
+	t := &Table{rs: rs, cats: map[hostpolicy.Category]*category{}}
+	for _, c := range decided {
+		t.cats[c] = &category{exact: map[key]slots{}, names: map[key]slots{}, allowSources: map[string]bool{}}
+		if rs != nil {
+			t.cats[c].postureBlock = rs.Posture(c) == "block"
+		}
+	}
+	if rs == nil {
+		return t
+	}
+	for i := range rs.Rules {
+		r := &rs.Rules[i]
+		c := t.cats[r.Category]
+		if c == nil || slotOf(r.Action) < 0 || (skip != nil && skip(r)) {
+			continue
+		}
+		c.rules++
+		if r.Action == hostpolicy.ActionAllow {
+			if r.Source == "" {
+				c.allowAll = true
+			} else {
+				c.allowSources[r.Source] = true
+			}
+		}
+		k := key{r.Source, r.Value}
+		switch r.Match {
+		case hostpolicy.MatchPath, hostpolicy.MatchProtocol:
+			if r.Category == hostpolicy.CategoryNetwork {
+				k.value = strings.ToLower(r.Value)
+			}
+			s := c.exact[k]
+			s.put(r)
+			c.exact[k] = s
+		case hostpolicy.MatchExecName:
+			s := c.names[k]
+			s.put(r)
+			c.names[k] = s
+		case hostpolicy.MatchDirectory:
+			c.dirs = append(c.dirs, dirRule{rule: r, depth: strings.Count(r.Value, "/")})
+		case hostpolicy.MatchPattern:
+			c.patterns = append(c.patterns, r)
+		}
+	}
+	for _, c := range t.cats {
+		sort.SliceStable(c.dirs, func(i, j int) bool { return c.dirs[i].depth > c.dirs[j].depth })
+	}
+	return t
+}
+
+// RuleSet is the RuleSet the table was built from.
+func (t *Table) RuleSet() *hostpolicy.RuleSet { return t.rs }
+
+// Has reports whether any rule of the category is decided, or the category
+// is in allow-list mode for some program.
+func (t *Table) Has(c hostpolicy.Category) bool {
+	cat := t.cats[c]
+	return cat != nil && cat.rules > 0
+}
+
+// Path decides an exec (CategoryProcess: subject is the program, source the
+// program that runs it) or an open (CategoryFile: source is the program
+// that opens). isDir says the subject is a directory opened by itself.
+func (t *Table) Path(c hostpolicy.Category, subject, source string, isDir bool, f Facts) Decision {
+	cat := t.cats[c]
+	if cat == nil || cat.rules == 0 {
+		return Decision{}
+	}
+	var m slots
+	if source != "" {
+		m.merge(cat.exact[key{source, subject}])
+	}
+	m.merge(cat.exact[key{"", subject}])
+	if c == hostpolicy.CategoryProcess && len(cat.names) > 0 {
+		base := path.Base(subject)
+		if source != "" {
+			m.merge(cat.names[key{source, base}])
+		}
+		m.merge(cat.names[key{"", base}])
+	}
+	var dm slots
+	for _, d := range cat.dirs {
+		r := d.rule
+		if (r.Source == "" || r.Source == source) && InDir(subject, r.Value, r.Recursive, isDir) {
+			dm.put(r)
+		}
+	}
+	m.merge(dm)
+	for _, r := range cat.patterns {
+		if MatchGlob(r.Value, subject) {
+			m.put(r)
+		}
+	}
+	return decide(cat, m, source, f)
+}
+
+// Network decides a socket of the given type ("stream", "dgram", "raw", ...)
+// and IP protocol ("tcp", "udp", "icmp", ...; "" when not an IP protocol).
+func (t *Table) Network(sockType, proto, source string, f Facts) Decision {
+	cat := t.cats[hostpolicy.CategoryNetwork]
+	if cat == nil || cat.rules == 0 {
+		return Decision{}
+	}
+	srcs := []string{""}
+	if source != "" {
+		srcs = []string{source, ""}
+	}
+	var m slots
+	for _, src := range srcs {
+		for _, v := range []string{sockType, proto, "all"} {
+			if v != "" {
+				m.merge(cat.exact[key{src, v}])
+			}
+		}
+	}
+	return decide(cat, m, source, f)
+}
+
+func decide(cat *category, m slots, source string, f Facts) Decision {
+	if r := m[slotBlock]; r != nil && applies(r, f) {
+		return Decision{Verdict: event.VerdictBlock, Rule: r, Deny: true}
+	}
+	if r := m[slotAudit]; r != nil && applies(r, f) {
+		return Decision{Verdict: event.VerdictAudit, Rule: r}
+	}
+	if !cat.allowAll && !cat.allowSources[source] {
+		return Decision{}
+	}
+	if r := m[slotAllow]; r != nil && (!(r.OwnerOnly || isReadOnly(r)) || exempt(r, f)) {
+		return Decision{}
+	}
+	if cat.postureBlock {
+		return Decision{Verdict: event.VerdictPostureBlock, Deny: true}
+	}
+	return Decision{Verdict: event.VerdictPostureAudit}
+}
+
+func isReadOnly(r *hostpolicy.Rule) bool {
+	return r.ReadOnly && r.Category == hostpolicy.CategoryFile
+}
+
+// exempt: the operation is the exception a flagged rule carves out
+// (readOnly: reads; ownerOnly: the owner; both: the owner's reads).
+func exempt(r *hostpolicy.Rule, f Facts) bool {
+	ro := isReadOnly(r)
+	if !r.OwnerOnly && !ro {
+		return false
+	}
+	if r.OwnerOnly && !f.Owner() {
+		return false
+	}
+	if ro && f.Write() {
+		return false
+	}
+	return true
+}
+
+func applies(r *hostpolicy.Rule, f Facts) bool {
+	if r.TTYOnly && !f.TTY() {
+		return false
+	}
+	return !exempt(r, f)
+}
+
+// InDir reports whether p is in dir (which ends in "/"): directly, or at
+// any depth when recursive. A directory opened by itself (isDir, p without
+// the trailing slash) matches its own rules.
+func InDir(p, dir string, recursive, isDir bool) bool {
+	if isDir && p+"/" == dir {
+		return true
+	}
+	if !strings.HasPrefix(p, dir) || len(p) == len(dir) {
+		return false
+	}
+	return recursive || !strings.Contains(p[len(dir):], "/")
+}
+
+// MatchGlob matches the policy glob language: '*' is a run of bytes
+// without '/', '?' one byte but '/', [...] a set, '\' escapes; "**" is "*".
+func MatchGlob(pattern, name string) bool {
+	for strings.Contains(pattern, "**") {
+		pattern = strings.ReplaceAll(pattern, "**", "*")
+	}
+	ok, err := path.Match(pattern, name)
+	return err == nil && ok
+}
+
+// LiteralPrefix is the directory part of a glob before its first special
+// character ("/etc/*.conf" -> "/etc/").
+func LiteralPrefix(pattern string) string {
+	i := strings.IndexAny(pattern, "*?[\\")
+	if i < 0 {
+		return pattern
+	}
+	return pattern[:strings.LastIndexByte(pattern[:i], '/')+1]
+}
