@@ -31,6 +31,8 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"policy", "check policy files without a running agent (policy check FILE...)", runPolicy},
+		{"logs", "follow the running agent's alerts and logs (karmor logs, locally)", runLogs},
+		{"status", "show what the running agent enforces, drops and throttles", runStatus},
 		{"version", "print the version", func([]string, io.Writer, io.Writer) int { fmt.Println(version); return 0 }},
 	}
 }
