@@ -176,6 +176,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		goRun("monitor", func(ctx context.Context) error { return mon.Run(ctx, a.pipe.enqueue) })
 	}
 	a.startSinks(ctx, cfg, srv, goRun)
+	if cfg.Metrics != "" {
+		goRun("metrics", func(ctx context.Context) error { return srv.ServeMetrics(ctx, cfg.Metrics, a.pipelineMetrics) })
+		a.log.Info("serving Prometheus metrics", "address", "http://"+cfg.Metrics+"/metrics")
+	}
 
 	dog, err := sdnotify.NewWatchdog()
 	if err != nil {
