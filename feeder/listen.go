@@ -182,6 +182,7 @@ func (s *Server) newGRPC(l *listener, creds credentials.TransportCredentials) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		grpc.ForceServerCodecV2(newWireCodec()),
 		grpc.ChainUnaryInterceptor(s.recoverUnary, policyGate(l.policyOK)),
 		grpc.ChainStreamInterceptor(s.recoverStream),
 	}

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // logService is feeder.LogService as karmor uses it (karmor-client.md §4.3):
@@ -35,7 +36,9 @@ func (l *logService) WatchAlerts(req *kubearmorpb.RequestMessage, stream grpc.Se
 		return subscribeError(err)
 	}
 	defer sub.Close()
-	return pump(l.s, stream.Context(), sub, stream.Send, l.s.DroppedAlertsNotice)
+	return pump(l.s, stream.Context(), sub, sendEncoded[*kubearmorpb.Alert](stream), func(n uint64) *outgoing[*kubearmorpb.Alert] {
+		return newOutgoing(l.s.DroppedAlertsNotice(n))
+	})
 }
 
 // WatchLogs serves filters "all" and "system"; any other filter ends the
@@ -49,7 +52,9 @@ func (l *logService) WatchLogs(req *kubearmorpb.RequestMessage, stream grpc.Serv
 		return subscribeError(err)
 	}
 	defer sub.Close()
-	return pump(l.s, stream.Context(), sub, stream.Send, l.s.DroppedLogsNotice)
+	return pump(l.s, stream.Context(), sub, sendEncoded[*kubearmorpb.Log](stream), func(n uint64) *outgoing[*kubearmorpb.Log] {
+		return newOutgoing(l.s.DroppedLogsNotice(n))
+	})
 }
 
 // WatchMessages streams the agent's messages whatever the filter. Unlike
@@ -92,6 +97,17 @@ func pump[T any](s *Server, ctx context.Context, sub *fanout.Subscription[T], se
 		if err := send(v); err != nil {
 			return err
 		}
+	}
+}
+
+// sendEncoded sends the shared encoding of a message (see wireCodec).
+func sendEncoded[T proto.Message](stream grpc.ServerStream) func(*outgoing[T]) error {
+	return func(o *outgoing[T]) error {
+		wire, err := o.encoded()
+		if err != nil {
+			return status.Error(codes.Internal, err.Error())
+		}
+		return stream.SendMsg(wire)
 	}
 }
 

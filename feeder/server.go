@@ -61,8 +61,8 @@ type Server struct {
 	opts     Options
 	now      func() time.Time
 	log      *slog.Logger
-	alerts   *fanout.Topic[*kubearmorpb.Alert]
-	logs     *fanout.Topic[*kubearmorpb.Log]
+	alerts   *fanout.Topic[*outgoing[*kubearmorpb.Alert]]
+	logs     *fanout.Topic[*outgoing[*kubearmorpb.Log]]
 	messages *fanout.Topic[*kubearmorpb.Message]
 	throttle *throttle.Throttle
 
@@ -101,8 +101,8 @@ func New(opts Options) (*Server, error) {
 		opts:           opts,
 		now:            opts.Now,
 		log:            opts.Log,
-		alerts:         fanout.NewTopic[*kubearmorpb.Alert]("alerts", opts.MaxSubscribers),
-		logs:           fanout.NewTopic[*kubearmorpb.Log]("logs", opts.MaxSubscribers),
+		alerts:         fanout.NewTopic[*outgoing[*kubearmorpb.Alert]]("alerts", opts.MaxSubscribers),
+		logs:           fanout.NewTopic[*outgoing[*kubearmorpb.Log]]("logs", opts.MaxSubscribers),
 		messages:       fanout.NewTopic[*kubearmorpb.Message]("messages", opts.MaxSubscribers),
 		throttle:       throttle.New(opts.Throttle, opts.Now),
 		shutdown:       ctx,
@@ -223,14 +223,14 @@ func (s *Server) PublishAlert(a *kubearmorpb.Alert) {
 		s.alertsByPolicy[out.PolicyName]++
 		s.mu.Unlock()
 	}
-	s.alerts.Publish(out)
+	s.alerts.Publish(newOutgoing(out))
 }
 
 // PublishLog hands a log to every log subscriber. It never blocks; the same
 // rules as PublishAlert apply.
 func (s *Server) PublishLog(l *kubearmorpb.Log) {
 	s.fill(&l.ClusterName, &l.HostName, &l.Timestamp, &l.UpdatedTime)
-	s.logs.Publish(l)
+	s.logs.Publish(newOutgoing(l))
 }
 
 // Message levels, as upstream writes them.

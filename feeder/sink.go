@@ -35,10 +35,10 @@ func (s *Server) RunSink(ctx context.Context, name string, sink Sink, o SinkOpti
 		depth = s.opts.QueueDepth
 	}
 	// A nil channel never fires, so an unused kind costs nothing.
-	var alerts *fanout.Subscription[*kubearmorpb.Alert]
-	var logs *fanout.Subscription[*kubearmorpb.Log]
-	var alertC <-chan *kubearmorpb.Alert
-	var logC <-chan *kubearmorpb.Log
+	var alerts *fanout.Subscription[*outgoing[*kubearmorpb.Alert]]
+	var logs *fanout.Subscription[*outgoing[*kubearmorpb.Log]]
+	var alertC <-chan *outgoing[*kubearmorpb.Alert]
+	var logC <-chan *outgoing[*kubearmorpb.Log]
 	var alertWake, logWake <-chan struct{}
 	var err error
 	if o.Alerts {
@@ -85,11 +85,11 @@ func (s *Server) RunSink(ctx context.Context, name string, sink Sink, o SinkOpti
 		select {
 		case a := <-alertC:
 			alerts.Took()
-			check(sink.WriteAlert(a))
+			check(sink.WriteAlert(a.msg))
 			continue
 		case l := <-logC:
 			logs.Took()
-			check(sink.WriteLog(l))
+			check(sink.WriteLog(l.msg))
 			continue
 		default:
 		}
@@ -99,10 +99,10 @@ func (s *Server) RunSink(ctx context.Context, name string, sink Sink, o SinkOpti
 		select {
 		case a := <-alertC:
 			alerts.Took()
-			check(sink.WriteAlert(a))
+			check(sink.WriteAlert(a.msg))
 		case l := <-logC:
 			logs.Took()
-			check(sink.WriteLog(l))
+			check(sink.WriteLog(l.msg))
 		case <-alertWake:
 		case <-logWake:
 		case <-ctx.Done():
