@@ -141,8 +141,8 @@ func TestOverhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := []overheadCase{
-		{"open/close x200000, file visibility", ScopeFile, []string{"openloop", "200000", file}},
-		{"fork+exec x300, process visibility", ScopeProcess, []string{"forkexec", "300", truePath}},
+		{"open/close x100000, file visibility", ScopeFile, []string{"openloop", "100000", file}},
+		{"fork+exec x150, process visibility", ScopeProcess, []string{"forkexec", "150", truePath}},
 	}
 
 	spec, err := loadFloorBPF()
@@ -155,7 +155,11 @@ func TestOverhead(t *testing.T) {
 	}
 	defer floor.Close()
 
+	only := os.Getenv("MONITOR_BENCH_CASE")
 	for _, c := range cases {
+		if only != "" && !strings.Contains(c.name, only) {
+			continue
+		}
 		samples := map[string][]sample{}
 		var events, lost, dropped uint64
 		for r := 0; r < rounds; r++ {
@@ -167,39 +171,58 @@ func TestOverhead(t *testing.T) {
 				l.Close()
 			}
 
-			m, err := Open(Options{Visibility: c.scope})
-			if err != nil {
-				t.Fatal(err)
+			for _, mode := range []string{"decode only", "monitor"} {
+				st, n := runMonitored(t, c, mode == "monitor", &samples)
+				if mode == "monitor" {
+					events += n
+				}
+				lost += st.Lost
+				dropped += st.Dropped
 			}
-			var n atomic.Uint64
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			enc := json.NewEncoder(io.Discard)
-			go func() {
-				m.Run(ctx, func(ev event.Event) {
-					a := m.Table().Describe(&ev)
-					enc.Encode(struct {
-						E *event.Event
-						A *proctable.Attribution
-					}{&ev, &a})
-					n.Add(1)
-				})
-				close(done)
-			}()
-			samples["on"] = append(samples["on"], runLoop(t, c.args...))
-			settleQueue(m)
-			cancel()
-			<-done
-			st := m.Stats()
-			m.Close()
-			events += n.Load()
-			lost += st.Lost
-			dropped += st.Dropped
 		}
 		report(t, c.name, samples)
 		t.Logf("%s: %d events emitted over %d monitored rounds, %d lost in kernel, %d dropped in user space",
 			c.name, events, rounds, lost, dropped)
 	}
+}
+
+// runMonitored runs the workload under a monitor; full adds what the agent
+// does per event (attribution and JSON encoding), otherwise events are only
+// decoded. Samples go to "monitor" or "decode only".
+func runMonitored(t *testing.T, c overheadCase, full bool, samples *map[string][]sample) (Stats, uint64) {
+	t.Helper()
+	m, err := Open(Options{Visibility: c.scope})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var n atomic.Uint64
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	enc := json.NewEncoder(io.Discard)
+	go func() {
+		m.Run(ctx, func(ev event.Event) {
+			n.Add(1)
+			if !full {
+				return
+			}
+			a := m.Table().Describe(&ev)
+			enc.Encode(struct {
+				E *event.Event
+				A *proctable.Attribution
+			}{&ev, &a})
+		})
+		close(done)
+	}()
+	mode := "decode only"
+	if full {
+		mode = "monitor"
+	}
+	(*samples)[mode] = append((*samples)[mode], runLoop(t, c.args...))
+	settleQueue(m)
+	cancel()
+	<-done
+	return m.Stats(), n.Load()
 }
 
 // settleQueue waits until the monitor has read what the ring buffer holds.
@@ -232,12 +255,10 @@ func report(t *testing.T, name string, samples map[string][]sample) {
 		label string
 		cpu   bool
 	}{{"wall", false}, {"cpu", true}} {
-		off, floor, on := med("off", kind.cpu), med("floor", kind.cpu), med("on", kind.cpu)
-		fo := float64(floor-off) / float64(off) * 100
-		mo := float64(on-off) / float64(off) * 100
-		ratio := float64(on-off) / float64(floor-off)
-		t.Logf("%s [%s median of %d]: off %v, floor %v (+%.1f%%), monitor %v (+%.1f%%); monitor/floor overhead ratio %.2f",
-			name, kind.label, len(samples["off"]), off, floor, fo, on, mo, ratio)
+		off, floor, dec, on := med("off", kind.cpu), med("floor", kind.cpu), med("decode only", kind.cpu), med("monitor", kind.cpu)
+		pct := func(d time.Duration) float64 { return float64(d-off) / float64(off) * 100 }
+		t.Logf("%s [%s, median of %d]: off %v | floor %v (%+.1f%%) | decode only %v (%+.1f%%, %.2fx floor) | monitor %v (%+.1f%%, %.2fx floor)",
+			name, kind.label, len(samples["off"]), off, floor, pct(floor), dec, pct(dec), pct(dec)/pct(floor), on, pct(on), pct(on)/pct(floor))
 	}
 }
 

@@ -42,7 +42,7 @@ type Options struct {
 	// from /proc.
 	Table *proctable.Table
 	// QueueLen bounds the records waiting between the ring buffer reader
-	// and the decoder (default 16384).
+	// and the decoder (default 16384; they queue in batches of up to 256).
 	QueueLen int
 	// RingBufferBytes is the kernel ring buffer's size, a power of two
 	// multiple of the page size (default 8 MiB).
@@ -245,55 +245,98 @@ func (m *Monitor) Run(ctx context.Context, emit func(event.Event)) error {
 	if !m.running.CompareAndSwap(false, true) {
 		return errors.New("monitor: Run called twice")
 	}
-	queue := make(chan *[]byte, m.opts.QueueLen)
-	pool := sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+	// Records travel in batches: one channel operation (and at most one
+	// goroutine wakeup, which in a VM may cost an interrupt on another CPU)
+	// per batch instead of per record.
+	queue := make(chan *batch, max(1, m.opts.QueueLen/batchRecords))
+	pool := sync.Pool{New: func() any { return newBatch() }}
 
 	readErr := make(chan error, 1)
 	go func() {
 		defer close(queue)
-		var rec ringbuf.Record
-		m.reader.SetDeadline(time.Now().Add(m.opts.PollInterval))
-		for {
-			if err := m.reader.ReadInto(&rec); err != nil {
-				if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
-					m.reader.SetDeadline(time.Now().Add(m.opts.PollInterval))
-					continue
-				}
-				if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
-					readErr <- nil
-				} else {
-					readErr <- fmt.Errorf("monitor: read ring buffer: %w", err)
-				}
-				return
-			}
-			m.received.Add(1)
-			bp := pool.Get().(*[]byte)
-			*bp = append((*bp)[:0], rec.RawSample...)
-			select {
-			case queue <- bp:
-			default:
-				m.dropped.Add(1)
-				pool.Put(bp)
-			}
-		}
+		readErr <- m.read(ctx, queue, &pool)
 	}()
 	stop := context.AfterFunc(ctx, func() { m.reader.SetDeadline(time.Now()) })
 	defer stop()
 
 	var ev event.Event
-	for bp := range queue {
-		ok, err := m.dec.decode(*bp, &ev)
-		pool.Put(bp)
-		if err != nil {
-			m.decodeErrors.Add(1)
-			continue
+	for b := range queue {
+		start := 0
+		for _, end := range b.ends {
+			ok, err := m.dec.decode(b.buf[start:end], &ev)
+			start = end
+			if err != nil {
+				m.decodeErrors.Add(1)
+				continue
+			}
+			if ok {
+				m.emitted.Add(1)
+				emit(ev)
+			}
 		}
-		if ok {
-			m.emitted.Add(1)
-			emit(ev)
-		}
+		b.reset()
+		pool.Put(b)
 	}
 	return <-readErr
+}
+
+const (
+	batchRecords = 256      // records per batch at most
+	batchBytes   = 64 << 10 // and about this many bytes
+)
+
+// batch is a run of raw records copied out of the ring buffer.
+type batch struct {
+	buf  []byte
+	ends []int // end offset of each record in buf
+}
+
+func newBatch() any {
+	return &batch{buf: make([]byte, 0, batchBytes+4096), ends: make([]int, 0, batchRecords)}
+}
+
+func (b *batch) reset() { b.buf, b.ends = b.buf[:0], b.ends[:0] }
+
+// read copies records from the ring buffer into batches until the reader
+// is closed or ctx ends. A batch is handed over when full or when the ring
+// buffer has nothing more to give; if the queue is full it is dropped and
+// its records counted.
+func (m *Monitor) read(ctx context.Context, queue chan<- *batch, pool *sync.Pool) error {
+	var rec ringbuf.Record
+	b := pool.Get().(*batch)
+	flush := func() {
+		if len(b.ends) == 0 {
+			return
+		}
+		select {
+		case queue <- b:
+			b = pool.Get().(*batch)
+		default:
+			m.dropped.Add(uint64(len(b.ends)))
+			b.reset()
+		}
+	}
+	m.reader.SetDeadline(time.Now().Add(m.opts.PollInterval))
+	for {
+		err := m.reader.ReadInto(&rec)
+		if err != nil {
+			flush()
+			if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
+				m.reader.SetDeadline(time.Now().Add(m.opts.PollInterval))
+				continue
+			}
+			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
+				return nil
+			}
+			return fmt.Errorf("monitor: read ring buffer: %w", err)
+		}
+		m.received.Add(1)
+		b.buf = append(b.buf, rec.RawSample...)
+		b.ends = append(b.ends, len(b.buf))
+		if len(b.ends) >= batchRecords || len(b.buf) >= batchBytes || m.reader.AvailableBytes() == 0 {
+			flush()
+		}
+	}
 }
 
 // Stats returns the counters; Lost and StashFull are summed over CPUs.
