@@ -71,6 +71,7 @@ type listener struct {
 	health   *health.Server
 	tls      bool
 	policyOK bool
+	cleanup  func() // after the server stopped
 }
 
 func (s *Server) listenTCP() (*listener, error) {
@@ -116,31 +117,56 @@ func loadTLS(f *TLSFiles) (*tls.Config, error) {
 	return conf, nil
 }
 
-// listenUnix creates the socket with mode 0660 in a directory of mode 0750.
-// The directory's mode is what protects the socket between bind and chmod.
+// listenUnix creates the socket with mode 0660. A missing parent directory
+// is created with mode 0750; an existing one is left as it is. The socket is
+// bound in a private (0700) directory, given its mode, and only then renamed
+// into place, so no other user can connect in between, whatever the
+// parent directory allows.
 func (s *Server) listenUnix() (*listener, error) {
 	path := s.opts.Socket
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("feeder: socket directory: %w", err)
-	}
-	if err := os.Chmod(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("feeder: socket directory: %w", err)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("feeder: socket directory: %w", err)
+		}
+		if err := os.Chmod(dir, 0o750); err != nil { // MkdirAll's mode is subject to the umask
+			return nil, fmt.Errorf("feeder: socket directory: %w", err)
+		}
 	}
 	if err := removeStaleSocket(path); err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("unix", path)
+	ln, err := bindPrivately(path)
+	if err != nil {
+		return nil, err
+	}
+	l := &listener{name: "unix://" + path, network: "unix", ln: ln, policyOK: true,
+		cleanup: func() { os.Remove(path) }}
+	s.newGRPC(l, nil)
+	return l, nil
+}
+
+func bindPrivately(path string) (net.Listener, error) {
+	private, err := os.MkdirTemp(filepath.Dir(path), ".kubearmor-sock-")
+	if err != nil {
+		return nil, fmt.Errorf("feeder: socket: %w", err)
+	}
+	defer os.RemoveAll(private)
+	tmp := filepath.Join(private, "s")
+	ln, err := net.Listen("unix", tmp)
 	if err != nil {
 		return nil, fmt.Errorf("feeder: listen on %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o660); err != nil {
+	ln.(*net.UnixListener).SetUnlinkOnClose(false) // it will not be at tmp any more
+	if err := os.Chmod(tmp, 0o660); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("feeder: socket mode: %w", err)
 	}
-	l := &listener{name: "unix://" + path, network: "unix", ln: ln, policyOK: true}
-	s.newGRPC(l, nil)
-	return l, nil
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("feeder: socket %s: %w", path, err)
+	}
+	return ln, nil
 }
 
 // removeStaleSocket deletes a socket left by an agent that did not exit

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"os"
@@ -192,6 +193,30 @@ func TestUnixSocketPermissions(t *testing.T) {
 	}
 	if di.Mode().Perm() != 0o750 {
 		t.Errorf("socket directory mode %v, want 0750", di.Mode().Perm())
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(a.socket), ".kubearmor-sock-*")); len(left) != 0 {
+		t.Errorf("private bind directories left behind: %v", left)
+	}
+
+	// An existing directory keeps its mode (think of /tmp), and the socket
+	// is still 0660 and removed when the agent stops.
+	shared := t.TempDir()
+	if err := os.Chmod(shared, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(shared, "agent.sock")
+	b := startAgent(t, func(o *Options) { o.TCP = ""; o.Socket = path })
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket in a shared directory: %v %v", fi, err)
+	}
+	if di, _ := os.Stat(shared); di.Mode().Perm() != 0o777 || di.Mode()&os.ModeSticky == 0 {
+		t.Errorf("existing directory mode changed to %v", di.Mode())
+	}
+	b.cancel()
+	<-b.done
+	b.done <- nil // for the cleanup registered by startAgent
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left after stop: %v", err)
 	}
 }
 

@@ -127,6 +127,9 @@ func (s *Server) Listen() error {
 		if err != nil {
 			for _, l := range lns {
 				l.ln.Close()
+				if l.cleanup != nil {
+					l.cleanup()
+				}
 			}
 			return err
 		}
@@ -191,6 +194,9 @@ func (s *Server) stop() {
 			case <-done:
 			case <-time.After(5 * time.Second):
 				l.srv.Stop()
+			}
+			if l.cleanup != nil {
+				l.cleanup()
 			}
 		}()
 	}
