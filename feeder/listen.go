@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 )
 
@@ -226,6 +227,7 @@ func (s *Server) newGRPC(l *listener, creds credentials.TransportCredentials) {
 		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	healthpb.RegisterHealthServer(srv, hs)
+	reflection.Register(srv) // as upstream; lets grpcurl and SIEM tooling discover the API
 	l.srv, l.health = srv, hs
 }
 

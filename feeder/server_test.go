@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
@@ -433,4 +434,28 @@ func TestServerThrottlesPerPolicy(t *testing.T) {
 
 func postureAlert() *kubearmorpb.Alert {
 	return &kubearmorpb.Alert{PolicyName: "DefaultPosture", Type: "MatchedHostPolicy", Operation: "File", Resource: "/tmp/x", Enforcer: "eBPF Monitor", Action: "Audit", Result: "Passed"}
+}
+
+func TestReflectionListsServices(t *testing.T) {
+	a := startAgent(t, nil)
+	stream, err := reflectionpb.NewServerReflectionClient(dial(t, a.tcp)).ServerReflectionInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.Name)
+	}
+	for _, want := range []string{"feeder.LogService", "policy.PolicyService", "policy.ProbeService", "agentstatus.AgentStatus", "grpc.health.v1.Health"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("reflection lists %v; %s missing", names, want)
+		}
+	}
 }
