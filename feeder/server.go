@@ -29,7 +29,7 @@ const (
 	DefaultTCP            = "127.0.0.1:32767"
 	DefaultSocket         = "/run/kubearmor/kubearmor.sock"
 	DefaultQueueDepth     = 1000 // upstream's per-subscriber channel depth
-	DefaultMaxSubscribers = 256  // per topic; a client opening streams in a loop cannot exhaust memory
+	DefaultMaxSubscribers = 64   // per topic: bounds memory at about 64 x QueueDepth queued events per topic, whatever clients do
 )
 
 // Options configure a Server. Zero values mean "off" or the default.

@@ -459,3 +459,30 @@ func TestReflectionListsServices(t *testing.T) {
 		}
 	}
 }
+
+func TestSubscriberLimitOverGRPC(t *testing.T) {
+	a := startAgent(t, func(o *Options) { o.MaxSubscribers = 2 })
+	c := kubearmorpb.NewLogServiceClient(dial(t, a.tcp))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for range 2 {
+		if _, err := c.WatchAlerts(ctx, &kubearmorpb.RequestMessage{Filter: "policy"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(func() bool { return a.srv.alerts.Len() == 2 })
+	s, err := c.WatchAlerts(ctx, &kubearmorpb.RequestMessage{Filter: "policy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("third subscriber: %v, want ResourceExhausted", err)
+	}
+	// Logs have their own limit.
+	l, _ := c.WatchLogs(ctx, &kubearmorpb.RequestMessage{Filter: "system"})
+	waitUntil(func() bool { return a.srv.logs.Len() == 1 })
+	a.srv.PublishLog(sampleLog())
+	if _, err := l.Recv(); err != nil {
+		t.Fatal(err)
+	}
+}
