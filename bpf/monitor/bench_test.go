@@ -115,6 +115,10 @@ type overheadCase struct {
 	name  string
 	scope Scope
 	args  []string
+	// want is how many events of resource the workload causes; every one
+	// must be emitted or counted as lost or dropped.
+	resource string
+	want     uint64
 }
 
 // TestOverhead measures what the monitor costs a workload: the workload
@@ -141,8 +145,8 @@ func TestOverhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := []overheadCase{
-		{"open/close x100000, file visibility", ScopeFile, []string{"openloop", "100000", file}},
-		{"fork+exec x150, process visibility", ScopeProcess, []string{"forkexec", "150", truePath}},
+		{"open/close x100000, file visibility", ScopeFile, []string{"openloop", "100000", file}, file, 100000},
+		{"fork+exec x150, process visibility", ScopeProcess, []string{"forkexec", "150", truePath}, "", 0},
 	}
 
 	spec, err := loadFloorBPF()
@@ -196,13 +200,16 @@ func runMonitored(t *testing.T, c overheadCase, full bool, samples *map[string][
 		t.Fatal(err)
 	}
 	defer m.Close()
-	var n atomic.Uint64
+	var n, ofResource atomic.Uint64
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	enc := json.NewEncoder(io.Discard)
 	go func() {
 		m.Run(ctx, func(ev event.Event) {
 			n.Add(1)
+			if c.resource != "" && ev.Resource == c.resource {
+				ofResource.Add(1)
+			}
 			if !full {
 				return
 			}
@@ -222,7 +229,12 @@ func runMonitored(t *testing.T, c overheadCase, full bool, samples *map[string][
 	settleQueue(m)
 	cancel()
 	<-done
-	return m.Stats(), n.Load()
+	st := m.Stats()
+	if got := ofResource.Load(); c.want > 0 && got+st.Lost+st.Dropped+st.StashFull < c.want {
+		t.Errorf("%s (%s): %d events of %s + %d lost + %d dropped < %d caused: some went missing uncounted",
+			c.name, mode, got, c.resource, st.Lost, st.Dropped, c.want)
+	}
+	return st, n.Load()
 }
 
 // settleQueue waits until the monitor has read what the ring buffer holds.
