@@ -32,12 +32,13 @@ expect() {
 	got=$("$@" 2>&1)
 	if [ "$got" = "$want" ]; then pass "$name"; else fail "$name" "want: $want" "got:  $got"; fi
 }
-# eventually NAME CMD...: polls CMD until it succeeds. The bound only limits
-# how long a broken agent can stall the run; no result depends on timing.
+# eventually NAME CMD...: polls CMD until it succeeds. The bound (TRIES
+# half-seconds) only limits how long a broken agent can stall the run; no
+# result depends on timing.
 eventually() {
 	local name=$1 i
 	shift
-	for i in $(seq 1 60); do
+	for i in $(seq 1 "${TRIES:-60}"); do
 		if "$@" >/dev/null 2>&1; then pass "$name"; return; fi
 		sleep 0.5
 	done
@@ -122,6 +123,24 @@ if [ "$new_pid" != "$pid" ] && [ "$new_pid" != 0 ]; then pass "upgrade restarted
 check "systemctl reload after upgrade" systemctl reload "$unit"
 expect "active after second reload" active systemctl is-active "$unit"
 expect "no crash restarts (NRestarts)" 0 prop NRestarts
+note "systemd-analyze security: $(systemd-analyze security --no-pager "$unit" 2>&1 | tail -1)"
+
+# --- watchdog: an agent that stops pinging is restarted ----------------------
+# A drop-in shortens the shipped 30s so the test does not idle; SIGSTOP
+# freezes the agent, so no pipeline progress and no WATCHDOG=1 follow.
+mkdir -p "/run/systemd/system/$unit.d"
+printf '[Service]\nWatchdogSec=4s\nTimeoutAbortSec=3s\nRestartSec=1s\n' >"/run/systemd/system/$unit.d/pkgtest-watchdog.conf"
+systemctl daemon-reload
+systemctl restart "$unit"
+frozen=$(prop MainPID)
+t0=$(date +%s)
+kill -STOP "$frozen"
+restarted() { [ "$(prop MainPID)" != "$frozen" ] && [ "$(prop NRestarts)" -ge 1 ] && systemctl --quiet is-active "$unit"; }
+TRIES=120 eventually "watchdog restarted the frozen agent" restarted
+eventually "journal shows the watchdog timeout" journal_has "$t0" "Watchdog timeout"
+rm -rf "/run/systemd/system/$unit.d"
+systemctl daemon-reload
+check "restart with the shipped unit" systemctl restart "$unit"
 
 # --- remove: stopped, disabled, config kept ----------------------------------
 check "apt remove" apt-get remove -y -q kubearmor
