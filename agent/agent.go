@@ -196,6 +196,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	goRun("pipeline", func(ctx context.Context) error { a.pipe.run(ctx, idle); return nil })
 
+	a.writeProbeData(cfg)
 	line := a.Status().Line()
 	a.log.Info("kubearmor ready", "status", line)
 	notify(a.log, sdnotify.Status(line), sdnotify.Ready())

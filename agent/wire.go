@@ -20,6 +20,7 @@ import (
 	"github.com/armorhost/kubearmor/feeder/statuspb"
 	"github.com/armorhost/kubearmor/feeder/throttle"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/policystore"
 )
 
 // This file connects the agent to the concrete parts: which enforcers are
@@ -69,12 +70,13 @@ func (a *Agent) applyHostPolicy(ev *hostpolicy.Event) (feeder.Status, error) {
 		return feeder.StatusFailure, errors.New("policies are still loading")
 	}
 	res, err := store.Apply(ev)
+	if errors.Is(err, policystore.ErrRejected) {
+		return feeder.StatusInvalid, err
+	}
 	if err != nil {
-		a.log.Error("PolicyService request failed", "policy", ev.Policy.Metadata.Name, "type", ev.Type, "err", err)
 		return feeder.StatusFailure, err
 	}
 	st, _ := feeder.StatusFromName(res.String())
-	a.log.Info("PolicyService request", "policy", ev.Policy.Metadata.Name, "type", ev.Type, "result", res.String())
 	return st, nil
 }
 
@@ -276,4 +278,40 @@ func (a *Agent) pipelineMetrics(m *feeder.MetricsWriter) {
 	m.Sample("kubearmor_rules_unenforced", float64(len(st.Unenforced)))
 	m.Family("kubearmor_policy_files_rejected", "gauge", "Policy files whose current content is rejected.")
 	m.Sample("kubearmor_policy_files_rejected", float64(st.BadFiles))
+}
+
+// writeProbeData writes the host description `karmor probe` reads.
+func (a *Agent) writeProbeData(cfg *config.Config) {
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	lsm := "none"
+	if a.enforcer != nil {
+		lsm = a.enforcer.Name()
+	}
+	err := feeder.WriteKarmorProbeData(feeder.KarmorProbeDataPath, feeder.KarmorProbeData{
+		OSImage:       osImage(),
+		KernelVersion: unix.ByteSliceToString(uts.Release[:]),
+		ActiveLSM:     lsm,
+		HostSecurity:  true,
+		HostDefaultPosture: feeder.Posture{File: cfg.HostDefaultFilePosture, Network: cfg.HostDefaultNetworkPosture,
+			Capabilities: cfg.HostDefaultCapabilitiesPosture},
+		HostVisibility: cfg.HostVisibility,
+	})
+	if err != nil {
+		a.log.Warn("cannot write karmor probe data", "path", feeder.KarmorProbeDataPath, "err", err)
+	}
+}
+
+// osImage is PRETTY_NAME of /etc/os-release.
+func osImage() string {
+	data, err := os.ReadFile("/etc/os-release")
+	if err != nil {
+		return "Linux"
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "PRETTY_NAME="); ok {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return "Linux"
 }

@@ -256,3 +256,12 @@ func BenchmarkCompile1000Rules(b *testing.B) {
 		}
 	}
 }
+
+func TestDeleteNeedsAValidName(t *testing.T) {
+	for _, name := range []string{"", "../../etc/x", "UPPER"} {
+		payload := `{"type":"DELETED","object":{"metadata":{"name":"` + name + `"}}}`
+		if ev, diags := ParseEvent([]byte(payload)); ev != nil || !diags.HasErrors() {
+			t.Errorf("DELETED %q must be rejected", name)
+		}
+	}
+}

@@ -41,8 +41,11 @@ func ParseEvent(data []byte) (*Event, Diagnostics) {
 	if ev.Type == "DELETED" {
 		var check diagSink
 		check.origin = &ev.Policy.Origin
-		if ev.Policy.Metadata.Name == "" {
-			check.errorf("object.metadata.name", "missing")
+		switch name := ev.Policy.Metadata.Name; {
+		case name == "":
+			check.errorf("metadata.name", "missing")
+		case len(name) > 253 || !policyName.MatchString(name):
+			check.errorf("metadata.name", "%q is not a valid name", name)
 		}
 		if check.out.HasErrors() {
 			return nil, append(diags, check.out...)

@@ -361,6 +361,10 @@ func (s *Store) commit(change string) {
 	s.publish(snap)
 }
 
+// ErrRejected: the policy was written but its file was rejected (for example
+// its name is already defined in another file); the last good version stays.
+var ErrRejected = errors.New("policy rejected")
+
 // Result is the outcome of a PolicyService request.
 type Result int
 
@@ -420,7 +424,7 @@ func (s *Store) Apply(ev *hostpolicy.Event) (Result, error) {
 	}
 	s.load(file)
 	if st := s.files[file]; len(st.errors) > 0 {
-		return 0, fmt.Errorf("policy %s was written to %s but rejected: %s", name, file, strings.Join(st.errors, "; "))
+		return 0, fmt.Errorf("%w: policy %s was written to %s: %s", ErrRejected, name, file, strings.Join(st.errors, "; "))
 	}
 	s.commit(strings.ToLower(result.String()) + " by PolicyService: " + name)
 	return result, nil
