@@ -8,7 +8,7 @@ BIN       := bin/kubearmor
 # `make run` uses the repo's audit-only example policies when the host has none.
 RUN_ARGS  ?= $(if $(wildcard /etc/kubearmor/policies),,--policyDir examples/policies)
 
-.PHONY: all build run test unit fuzz vmtest bench generate lint deps clean
+.PHONY: all build run test unit fuzz vmtest bench generate lint package deps-go clean
 
 all: build
 
@@ -37,6 +37,10 @@ bench:
 
 generate:
 	$(GO) generate ./...
+
+# dist/kubearmor_<ver>_amd64.deb and dist/kubearmor-<ver>.x86_64.rpm
+package:
+	bash scripts/package
 
 lint:
 	gofmt -l . | (! grep .)
