@@ -26,12 +26,14 @@ type snapshot struct {
 	changed chan struct{}
 }
 
-func emptySnapshot() *snapshot {
+func emptySnapshot() *snapshot { return sizedSnapshot(0) }
+
+func sizedSnapshot(n int) *snapshot {
 	return &snapshot{
-		byCgroup:   map[uint64]*Container{},
-		byPidNS:    map[uint32]*Container{},
-		byMntNS:    map[uint32]*Container{},
-		byID:       map[string]*Container{},
+		byCgroup:   make(map[uint64]*Container, n),
+		byPidNS:    make(map[uint32]*Container, n),
+		byMntNS:    make(map[uint32]*Container, n),
+		byID:       make(map[string]*Container, 2*n),
 		namespaces: map[string]struct{}{},
 		changed:    make(chan struct{}),
 	}
@@ -222,7 +224,7 @@ func (s *store) hiddenLocked(runtime string, e *entry) bool {
 // publishLocked rebuilds and publishes the snapshot. A docker container
 // wins over its own entry in containerd's "moby" namespace.
 func (s *store) publishLocked() {
-	n := emptySnapshot()
+	n := sizedSnapshot(s.count)
 	type item struct {
 		c       *Container
 		aliases []uint64
@@ -237,8 +239,8 @@ func (s *store) publishLocked() {
 	for _, e := range s.sources[Docker] {
 		all = append(all, item{&e.c, e.aliases})
 	}
-	pidUse := map[uint32]int{}
-	mntUse := map[uint32]int{}
+	pidUse := make(map[uint32]int, len(all))
+	mntUse := make(map[uint32]int, len(all))
 	for _, it := range all { // later wins: docker over containerd
 		c := it.c
 		n.byID[c.ID] = c
