@@ -6,7 +6,7 @@
 # The host (scripts/test-package) counts them. Never exits early: every step
 # reports, so one failure does not hide the others.
 set -u
-cd /root/pkgtest
+cd /root/pkgtest || exit 1
 . ./env # OLD_VERSION NEW_VERSION OLD_DEB NEW_DEB
 RESULTS=/root/pkgtest/results
 : >"$RESULTS"
@@ -36,9 +36,9 @@ expect() {
 # half-seconds) only limits how long a broken agent can stall the run; no
 # result depends on timing.
 eventually() {
-	local name=$1 i
+	local name=$1
 	shift
-	for i in $(seq 1 "${TRIES:-60}"); do
+	for _ in $(seq 1 "${TRIES:-60}"); do
 		if "$@" >/dev/null 2>&1; then pass "$name"; return; fi
 		sleep 0.5
 	done
