@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Host-side test of scripts/vmtest itself: exit-status propagation, stdout
 # carrying exactly the script's output (stderr merged in order, no kernel
-# noise), the timeout path and the kernel-panic path.
+# noise), the timeout path, the kernel-panic path and SIGTERM.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tmp=$(mktemp -d /tmp/vmtest-harness.XXXXXX)
@@ -57,7 +57,26 @@ run panic --append rdinit=/does-not-exist "$tmp/true.sh"
 [ "$rc" = 125 ] && pass "kernel panic gives status 125" || fail "panic: want 125, got $rc"
 grep -q '^vmtest: kernel panic: .*Kernel panic' "$tmp/panic.err" && pass "panic reason on stderr" || fail "panic reason missing: $err"
 
-# 5. Usage errors are reported before anything boots.
+# 5. SIGTERM to scripts/vmtest (as from a CI time limit) stops its guest at once
+#    and exits 130, instead of waiting for --timeout.
+printf 'echo started\nsleep 100000\n' >"$tmp/wait.sh"
+scripts/vmtest "$tmp/wait.sh" >"$tmp/term.out" 2>"$tmp/term.err" &
+vm=$!
+for _ in $(seq 600); do grep -q started "$tmp/term.out" && break; sleep 0.5; done
+qemu=$(pgrep -P "$(pgrep -P "$vm" -x timeout)" || true)
+rc=0
+kill -TERM "$vm"
+wait "$vm" || rc=$?
+[ "$rc" = 130 ] && pass "SIGTERM gives status 130" || fail "SIGTERM: want 130, got $rc"
+grep -qx 'vmtest: interrupted' "$tmp/term.err" && pass "interrupt reason on stderr" || fail "interrupt reason missing: $(cat "$tmp/term.err")"
+if [ -z "$qemu" ]; then
+  fail "no QEMU process found for the SIGTERM test"
+else
+  for _ in $(seq 20); do kill -0 "$qemu" 2>/dev/null || break; sleep 0.5; done
+  kill -0 "$qemu" 2>/dev/null && fail "QEMU $qemu still runs after SIGTERM" || pass "SIGTERM stops QEMU"
+fi
+
+# 6. Usage errors are reported before anything boots.
 run usage --timeout soon "$tmp/true.sh"
 [ "$rc" = 2 ] && pass "bad --timeout is a usage error" || fail "bad --timeout: want 2, got $rc"
 
