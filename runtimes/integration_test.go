@@ -52,7 +52,7 @@ func theLab(t *testing.T) *runtimetest.Lab {
 		defer cancel()
 		shared.lab, shared.err = runtimetest.Start(ctx)
 	})
-	if errors.Is(shared.err, runtimetest.Skip) {
+	if errors.Is(shared.err, runtimetest.ErrUnavailable) {
 		t.Skipf("skipping: %v", shared.err)
 	}
 	if shared.err != nil {

@@ -1,8 +1,3 @@
-// Package runtimes tells which Docker or containerd container a kernel
-// event comes from. A Resolver discovers the containers already running,
-// follows each runtime's event stream, and keeps a cache keyed by what
-// kernel events carry (cgroup2 id, pid and mount namespace inodes), so that
-// attributing an event never calls a runtime API.
 package runtimes
 
 import (

@@ -42,17 +42,17 @@ type Lab struct {
 	rootfsTar           string
 }
 
-// Skip is returned (wrapped) when the lab cannot run here; tests should skip.
-var Skip = errors.New("container runtimes unavailable")
+// ErrUnavailable is returned (wrapped) when the lab cannot run here; tests should skip.
+var ErrUnavailable = errors.New("container runtimes unavailable")
 
 // Start installs the packages if needed and starts both daemons. Call
 // Close when done, whatever happens.
 func Start(ctx context.Context) (*Lab, error) {
 	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("%w: needs root", Skip)
+		return nil, fmt.Errorf("%w: needs root", ErrUnavailable)
 	}
 	if err := install(ctx); err != nil {
-		return nil, fmt.Errorf("%w: %v", Skip, err)
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	dir, err := os.MkdirTemp("", "kubearmor-rtlab-")
 	if err != nil {
