@@ -9,7 +9,6 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/armorhost/kubearmor/agent/proctable"
 	"github.com/armorhost/kubearmor/event"
@@ -126,7 +125,7 @@ type decoder struct {
 	table      *proctable.Table
 	visibility Scope
 	procRoot   string
-	monoToWall int64 // add to a CLOCK_MONOTONIC ns value to get Unix ns
+	clock      clock
 	rec        record
 }
 
@@ -156,7 +155,7 @@ func (d *decoder) decode(raw []byte, ev *event.Event) (bool, error) {
 
 func (d *decoder) header(r *record, ev *event.Event) {
 	*ev = event.Event{
-		Time:     time.Unix(0, int64(r.ts)+d.monoToWall),
+		Time:     d.clock.wall(r.ts),
 		HostPID:  r.hostPID,
 		HostPPID: r.hostPPID,
 		PID:      r.pid,

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,10 @@ type Options struct {
 	// only when an eighth of the buffer is full, which saves an interrupt
 	// per event.
 	PollInterval time.Duration
+	// PreciseTime stamps events with the precise monotonic clock even when
+	// reading it is slow (kvm-clock in VMs: ~300 ns per event). By default
+	// such hosts get the coarse clock, precise to a jiffy (1-4 ms).
+	PreciseTime bool
 }
 
 // Stats are the monitor's counters since Open.
@@ -117,6 +122,10 @@ func Open(opts Options) (*Monitor, error) {
 	if err := spec.Variables["report_success"].Set(uint32(opts.Visibility)); err != nil {
 		return nil, fmt.Errorf("monitor: set report_success: %w", err)
 	}
+	coarse := coarseClock(opts.PreciseTime)
+	if err := spec.Variables["coarse_time"].Set(coarse); err != nil {
+		return nil, fmt.Errorf("monitor: set coarse_time: %w", err)
+	}
 	if err := spec.Variables["wakeup_bytes"].Set(uint64(opts.RingBufferBytes / 8)); err != nil {
 		return nil, fmt.Errorf("monitor: set wakeup_bytes: %w", err)
 	}
@@ -150,11 +159,20 @@ func Open(opts Options) (*Monitor, error) {
 			return nil, fmt.Errorf("monitor: %w", err)
 		}
 	}
+	clk := clock{}
+	if coarse == 1 {
+		clk, err = calibrateJiffies(m.sampleClocks)
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("monitor: calibrate jiffies: %w", err)
+		}
+	}
+	clk.monoToWall = monoToWall()
 	m.dec = decoder{
 		table:      m.table,
 		visibility: opts.Visibility,
 		procRoot:   opts.ProcRoot,
-		monoToWall: monoToWall(),
+		clock:      clk,
 	}
 	return m, nil
 }
@@ -418,14 +436,6 @@ func selfHostPID(procRoot string) (uint32, error) {
 	return uint32(os.Getpid()), nil
 }
 
-// monoToWall is the offset from CLOCK_MONOTONIC (bpf_ktime_get_ns) to Unix
-// time, in nanoseconds.
-func monoToWall() int64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return time.Now().UnixNano() - ts.Nano()
-}
-
 // ensureTracefs mounts tracefs when neither it nor debugfs is: attaching to
 // a tracepoint needs its id from tracefs, and nothing guarantees the mount
 // on a host whose init is not systemd.
@@ -439,4 +449,30 @@ func ensureTracefs() error {
 		return fmt.Errorf("mount tracefs on /sys/kernel/tracing: %w", err)
 	}
 	return nil
+}
+
+// sampleClocks reads jiffies and CLOCK_MONOTONIC in the kernel at once.
+func (m *Monitor) sampleClocks() (uint64, int64, error) {
+	if _, err := m.objs.SampleClocks.Run(&ebpf.RunOptions{}); err != nil {
+		return 0, 0, fmt.Errorf("run sample_clocks: %w", err)
+	}
+	var p monitorBPFClockPair
+	if err := m.objs.ClockSample.Lookup(uint32(0), &p); err != nil {
+		return 0, 0, fmt.Errorf("read clock sample: %w", err)
+	}
+	return p.Jiffies, int64(p.MonoNs), nil
+}
+
+// coarseClock is 1 when events should be stamped with the coarse clock:
+// the current clocksource is not the TSC (reading it is then a slow
+// paravirtual or device read) and precise time was not asked for.
+func coarseClock(precise bool) uint32 {
+	if precise {
+		return 0
+	}
+	b, err := os.ReadFile("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+	if err != nil || strings.TrimSpace(string(b)) == "tsc" {
+		return 0
+	}
+	return 1
 }

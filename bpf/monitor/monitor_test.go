@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -234,7 +235,9 @@ func TestExecWithArguments(t *testing.T) {
 	self, _ := os.Executable()
 	selfExe, _ := filepath.EvalSymlinks(self)
 
+	before := time.Now()
 	pid := run(t, nil, echo, "hello", "big world")
+	after := time.Now()
 	settle(t, c)
 	evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Operation == event.OpProcess })
 	if len(evs) != 1 {
@@ -257,6 +260,10 @@ func TestExecWithArguments(t *testing.T) {
 	}
 	if !slices.Equal(ev.Args, []string{"hello", "big world"}) {
 		t.Errorf("Args = %q", ev.Args)
+	}
+	// Jiffy-stamped events are exact to a tick (at most 10 ms).
+	if slack := 20 * time.Millisecond; ev.Time.Before(before.Add(-slack)) || ev.Time.After(after.Add(slack)) {
+		t.Errorf("Time %v outside [%v, %v]", ev.Time, before, after)
 	}
 	if ev.HostPPID != uint32(os.Getpid()) {
 		t.Errorf("HostPPID = %d, want %d", ev.HostPPID, os.Getpid())

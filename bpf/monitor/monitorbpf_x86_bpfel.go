@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type monitorBPFClockPair struct {
+	_       structs.HostLayout
+	Jiffies uint64
+	MonoNs  uint64
+}
+
 type monitorBPFRecord struct {
 	_        structs.HostLayout
 	Ts       uint64
@@ -47,10 +53,12 @@ type monitorBPFStash struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	monitorBPFMapClockSample       = "clock_sample"
 	monitorBPFMapCounters          = "counters"
 	monitorBPFMapEvents            = "events"
 	monitorBPFMapScratch           = "scratch"
 	monitorBPFMapStashes           = "stashes"
+	monitorBPFProgSampleClocks     = "sample_clocks"
 	monitorBPFProgSchedExec        = "sched_exec"
 	monitorBPFProgSchedExit        = "sched_exit"
 	monitorBPFProgSchedFork        = "sched_fork"
@@ -60,6 +68,7 @@ const (
 	monitorBPFProgSysExitExec      = "sys_exit_exec"
 	monitorBPFProgSysExitFile      = "sys_exit_file"
 	monitorBPFProgSysExitNet       = "sys_exit_net"
+	monitorBPFVarCoarseTime        = "coarse_time"
 	monitorBPFVarReportSuccess     = "report_success"
 	monitorBPFVarSelfTgid          = "self_tgid"
 	monitorBPFVarWakeupBytes       = "wakeup_bytes"
@@ -107,6 +116,7 @@ type monitorBPFSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type monitorBPFProgramSpecs struct {
+	SampleClocks     *ebpf.ProgramSpec `ebpf:"sample_clocks"`
 	SchedExec        *ebpf.ProgramSpec `ebpf:"sched_exec"`
 	SchedExit        *ebpf.ProgramSpec `ebpf:"sched_exit"`
 	SchedFork        *ebpf.ProgramSpec `ebpf:"sched_fork"`
@@ -122,16 +132,18 @@ type monitorBPFProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type monitorBPFMapSpecs struct {
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	Scratch  *ebpf.MapSpec `ebpf:"scratch"`
-	Stashes  *ebpf.MapSpec `ebpf:"stashes"`
+	ClockSample *ebpf.MapSpec `ebpf:"clock_sample"`
+	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
+	Stashes     *ebpf.MapSpec `ebpf:"stashes"`
 }
 
 // monitorBPFVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type monitorBPFVariableSpecs struct {
+	CoarseTime    *ebpf.VariableSpec `ebpf:"coarse_time"`
 	ReportSuccess *ebpf.VariableSpec `ebpf:"report_success"`
 	SelfTgid      *ebpf.VariableSpec `ebpf:"self_tgid"`
 	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
@@ -157,14 +169,16 @@ func (o *monitorBPFObjects) Close() error {
 //
 // It can be passed to loadMonitorBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type monitorBPFMaps struct {
-	Counters *ebpf.Map `ebpf:"counters"`
-	Events   *ebpf.Map `ebpf:"events"`
-	Scratch  *ebpf.Map `ebpf:"scratch"`
-	Stashes  *ebpf.Map `ebpf:"stashes"`
+	ClockSample *ebpf.Map `ebpf:"clock_sample"`
+	Counters    *ebpf.Map `ebpf:"counters"`
+	Events      *ebpf.Map `ebpf:"events"`
+	Scratch     *ebpf.Map `ebpf:"scratch"`
+	Stashes     *ebpf.Map `ebpf:"stashes"`
 }
 
 func (m *monitorBPFMaps) Close() error {
 	return _MonitorBPFClose(
+		m.ClockSample,
 		m.Counters,
 		m.Events,
 		m.Scratch,
@@ -176,6 +190,7 @@ func (m *monitorBPFMaps) Close() error {
 //
 // It can be passed to loadMonitorBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type monitorBPFVariables struct {
+	CoarseTime    *ebpf.Variable `ebpf:"coarse_time"`
 	ReportSuccess *ebpf.Variable `ebpf:"report_success"`
 	SelfTgid      *ebpf.Variable `ebpf:"self_tgid"`
 	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
@@ -185,6 +200,7 @@ type monitorBPFVariables struct {
 //
 // It can be passed to loadMonitorBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type monitorBPFPrograms struct {
+	SampleClocks     *ebpf.Program `ebpf:"sample_clocks"`
 	SchedExec        *ebpf.Program `ebpf:"sched_exec"`
 	SchedExit        *ebpf.Program `ebpf:"sched_exit"`
 	SchedFork        *ebpf.Program `ebpf:"sched_fork"`
@@ -198,6 +214,7 @@ type monitorBPFPrograms struct {
 
 func (p *monitorBPFPrograms) Close() error {
 	return _MonitorBPFClose(
+		p.SampleClocks,
 		p.SchedExec,
 		p.SchedExit,
 		p.SchedFork,
