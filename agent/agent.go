@@ -158,6 +158,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		enfName = a.enforcer.Name()
 	}
 	a.pipe = newPipeline(procs, srv, enfName, visibility{vis.Process, vis.File, vis.Network, vis.Capabilities})
+	if ctrs := a.openRuntimes(cfg); ctrs != nil {
+		a.pipe.ctrs = ctrs
+		defer ctrs.Close()
+		goRun("container runtimes", ctrs.Run)
+	}
 
 	store, err := policystore.Open(cfg.PolicyDir, compileOptions(cfg), a.log, a.onPolicies)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/runtimes"
 )
 
 // Publisher is where alerts and logs go (the feeder).
@@ -19,10 +20,18 @@ type Publisher interface {
 	PublishLog(*kubearmorpb.Log)
 }
 
+// Containers attributes events to containers. It may wait briefly for a
+// container whose start the runtime has not reported yet.
+type Containers interface {
+	Wait(ctx context.Context, cgroupID uint64, pidNS, mntNS uint32) (runtimes.Container, bool)
+}
+
 // Alert and log strings of upstream KubeArmor (reference §2).
 const (
 	typeMatchedHostPolicy = "MatchedHostPolicy"
+	typeMatchedPolicy     = "MatchedPolicy"
 	typeHostLog           = "HostLog"
+	typeContainerLog      = "ContainerLog"
 	policyDefaultPosture  = "DefaultPosture"
 	enforcerMonitor       = "eBPF Monitor"
 	resultPassed          = "Passed"
@@ -43,6 +52,8 @@ type pipeline struct {
 	vis      visibility
 	match    atomic.Pointer[matcher]
 	beat     func() // watchdog: called after every event and on idle ticks
+	ctrs     Containers // nil: every event is a host event
+	ctx      context.Context
 }
 
 type visibility struct{ process, file, network, capabilities bool }
@@ -64,7 +75,8 @@ func (v visibility) shows(op string) bool {
 const queueLen = 65536
 
 func newPipeline(procs *proctable.Table, out Publisher, enforcer string, vis visibility) *pipeline {
-	p := &pipeline{queue: make(chan event.Event, queueLen), procs: procs, out: out, enforcer: enforcer, vis: vis, beat: func() {}}
+	p := &pipeline{queue: make(chan event.Event, queueLen), procs: procs, out: out, enforcer: enforcer, vis: vis,
+		beat: func() {}, ctx: context.Background()}
 	p.setRules(&hostpolicy.RuleSet{})
 	return p
 }
@@ -85,6 +97,7 @@ func (p *pipeline) enqueue(ev event.Event) {
 
 // run handles events until ctx ends.
 func (p *pipeline) run(ctx context.Context, idle <-chan struct{}) {
+	p.ctx = ctx
 	for {
 		select {
 		case <-ctx.Done():
@@ -102,23 +115,58 @@ func (p *pipeline) run(ctx context.Context, idle <-chan struct{}) {
 // handle is the whole per-event path: attribute, decide, publish.
 func (p *pipeline) handle(ev *event.Event) {
 	at := p.procs.Describe(ev)
+	var ctr *runtimes.Container
+	if p.ctrs != nil {
+		if c, ok := p.ctrs.Wait(p.ctx, ev.CgroupID, ev.PidNS, ev.MntNS); ok {
+			ctr = &c
+		}
+	}
 	m := p.match.Load()
+	alert := func(a *kubearmorpb.Alert) { p.out.PublishAlert(inContainer(a, ctr)) }
 	if ev.Verdict != event.VerdictNone {
-		p.out.PublishAlert(p.kernelAlert(ev, &at, m.rs))
+		alert(p.kernelAlert(ev, &at, m.rs))
 		return
 	}
-	if v, ok := m.match(ev, at.ProcessName, at.ParentProcessName); ok {
-		p.out.PublishAlert(p.matchedAlert(ev, &at, v))
+	// Host policies describe the host: container events are matched only
+	// by the kernel enforcer's per-container rules.
+	if ctr == nil {
+		if v, ok := m.match(ev, at.ProcessName, at.ParentProcessName); ok {
+			alert(p.matchedAlert(ev, &at, v))
+		}
 	}
 	// A refused privilege change is reported whether or not a syscall rule
 	// also audits it: the rule's alert says who asked, this one that the
 	// kernel said no.
 	if p.deniedPrivilegeChange(ev) {
-		p.out.PublishAlert(p.postureAlert(ev, &at, hostpolicy.ActionBlock, p.enforcerName()))
+		alert(p.postureAlert(ev, &at, hostpolicy.ActionBlock, p.enforcerName()))
 	}
 	if p.vis.shows(ev.Operation) {
-		p.out.PublishLog(p.log(ev, &at))
+		p.out.PublishLog(logInContainer(p.log(ev, &at), ctr))
 	}
+}
+
+// inContainer fills an alert's container fields (upstream §6.2) and makes it
+// a MatchedPolicy alert; host alerts stay MatchedHostPolicy.
+func inContainer(a *kubearmorpb.Alert, c *runtimes.Container) *kubearmorpb.Alert {
+	if c == nil {
+		return a
+	}
+	a.NamespaceName, a.PodName, a.Labels = c.NamespaceName, c.PodName, c.Labels
+	a.ContainerID, a.ContainerName, a.ContainerImage = c.ID, c.Name, c.Image
+	if a.Type == typeMatchedHostPolicy {
+		a.Type = typeMatchedPolicy
+	}
+	return a
+}
+
+func logInContainer(l *kubearmorpb.Log, c *runtimes.Container) *kubearmorpb.Log {
+	if c == nil {
+		return l
+	}
+	l.NamespaceName, l.PodName, l.Labels = c.NamespaceName, c.PodName, c.Labels
+	l.ContainerID, l.ContainerName, l.ContainerImage = c.ID, c.Name, c.Image
+	l.Type = typeContainerLog
+	return l
 }
 
 func (p *pipeline) enforcerName() string {

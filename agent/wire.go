@@ -21,6 +21,7 @@ import (
 	"github.com/armorhost/kubearmor/feeder/throttle"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/policystore"
+	"github.com/armorhost/kubearmor/runtimes"
 )
 
 // This file connects the agent to the concrete parts: which enforcers are
@@ -314,4 +315,18 @@ func osImage() string {
 		}
 	}
 	return "Linux"
+}
+
+// openRuntimes follows Docker and containerd so events from containers carry
+// their identity. Absent runtimes are retried in the background.
+func (a *Agent) openRuntimes(cfg *config.Config) *runtimes.Resolver {
+	if cfg.DockerSocket == "none" && cfg.ContainerdSocket == "none" {
+		return nil
+	}
+	r, err := runtimes.New(runtimes.Options{DockerSocket: cfg.DockerSocket, ContainerdSocket: cfg.ContainerdSocket, Logger: a.log})
+	if err != nil {
+		a.log.Warn("container runtimes: not followed; container events are reported as host events", "err", err)
+		return nil
+	}
+	return r
 }

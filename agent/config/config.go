@@ -48,6 +48,9 @@ type Config struct {
 	SyslogFormat string // rfc5424|cef
 	Metrics      string // "" (off) or a loopback host:port for Prometheus metrics
 
+	DockerSocket     string // "" = detect, "none" = do not follow
+	ContainerdSocket string
+
 	LSM       string // preference list: bpf,apparmor,fanotify; "none" = monitor only
 	BPFFsPath string
 	Debug     bool
@@ -106,6 +109,8 @@ var keys = []key{
 	{name: "syslog", def: "", help: "forward alerts to syslog: unix:///dev/log, udp://HOST:PORT or tcp://HOST:PORT", str: func(c *Config) *string { return &c.Syslog }},
 	{name: "syslogFormat", def: "rfc5424", help: "syslog message format: rfc5424 (JSON body) or cef", str: func(c *Config) *string { return &c.SyslogFormat }},
 	{name: "metrics", def: "", help: "serve Prometheus metrics on this loopback HOST:PORT (off when empty)", str: func(c *Config) *string { return &c.Metrics }},
+	{name: "dockerSocket", def: "", help: "Docker socket to attribute events to containers (detected when empty; none disables)", str: func(c *Config) *string { return &c.DockerSocket }},
+	{name: "containerdSocket", def: "", help: "containerd socket, every namespace (detected when empty; none disables)", str: func(c *Config) *string { return &c.ContainerdSocket }},
 	{name: "lsm", def: "bpf,apparmor,fanotify", help: "enforcers in order of preference (bpf, apparmor, fanotify); none = monitor only", str: func(c *Config) *string { return &c.LSM }},
 	{name: "bpfFsPath", def: "/sys/fs/bpf", help: "BPF filesystem mount point", str: func(c *Config) *string { return &c.BPFFsPath }},
 	{name: "debug", kind: kBool, def: "false", help: "verbose agent log", bool: func(c *Config) *bool { return &c.Debug }},
