@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -243,34 +244,55 @@ func privilegeChanges() {
 	os.Exit(0)
 }
 
-// jsonLines reads the agent's logPath output.
-func jsonLines(t *testing.T, path string) []map[string]any {
-	t.Helper()
-	data, _ := os.ReadFile(path)
-	var out []map[string]any
-	for _, line := range strings.Split(string(data), "\n") {
-		if line == "" {
-			continue
-		}
+// recordTail follows the agent's logPath JSON lines, reading only what was
+// appended since the last look (the file grows fast with telemetry on).
+type recordTail struct {
+	path string
+	off  int64
+	part []byte
+	recs []map[string]any
+}
+
+func (r *recordTail) read(t *testing.T) {
+	f, err := os.Open(r.path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	f.Seek(r.off, io.SeekStart)
+	data, _ := io.ReadAll(f)
+	r.off += int64(len(data))
+	data = append(r.part, data...)
+	lines := bytes.Split(data, []byte("\n"))
+	r.part = append([]byte(nil), lines[len(lines)-1]...)
+	for _, line := range lines[:len(lines)-1] {
 		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
+		if err := json.Unmarshal(line, &m); err != nil {
 			t.Fatalf("logPath line is not JSON: %v\n%s", err, line)
 		}
-		out = append(out, m)
+		r.recs = append(r.recs, m)
 	}
-	return out
 }
 
 // waitForRecord polls the JSON lines until one record has every field given
-// (a hang guard bounds it; nothing depends on how fast it arrives).
-func waitForRecord(t *testing.T, path string, want map[string]any) map[string]any {
+// (a hang guard bounds it; nothing depends on how fast it arrives). An
+// "absent" value means the field must not be there.
+func waitForRecord(t *testing.T, r *recordTail, want map[string]any) map[string]any {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
+	seen := 0
 	for time.Now().Before(deadline) {
-		for _, m := range jsonLines(t, path) {
+		r.read(t)
+		for ; seen < len(r.recs); seen++ {
+			m := r.recs[seen]
 			ok := true
 			for k, v := range want {
-				ok = ok && m[k] == v
+				got, has := m[k]
+				if v == absent {
+					ok = ok && !has
+				} else {
+					ok = ok && got == v
+				}
 			}
 			if ok {
 				return m
@@ -278,9 +300,12 @@ func waitForRecord(t *testing.T, path string, want map[string]any) map[string]an
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("no record with %v in %s", want, path)
+	t.Fatalf("no record with %v in %s", want, r.path)
 	return nil
 }
+
+// absent, as a wanted value, means "this field must not be present".
+var absent = &struct{}{}
 
 // The monitor path on this host's kernel: a syscalls rule raises Audit
 // alerts for setuid/setgid, a refused setuid raises the DefaultPosture alert,
@@ -338,15 +363,18 @@ spec:
 		}
 		return m
 	}
-	a := waitForRecord(t, out, with("PolicyName", "audit-setuid", "Data", "syscall=SYS_SETGID userid=65534", "Action", "Audit", "Result", "Passed"))
+	tail := &recordTail{path: out}
+	a := waitForRecord(t, tail, with("PolicyName", "audit-setuid", "Data", "syscall=SYS_SETGID userid=65534", "Action", "Audit", "Result", "Passed"))
 	if a["Severity"] != "4" || a["Message"] != "privilege change" || a["ClusterName"] != "default" || a["HostName"] != "testhost" {
 		t.Errorf("setgid alert metadata: %v", a)
 	}
 	if _, has := a["Enforcer"]; has {
 		t.Errorf("syscall verdicts carry no Enforcer, as upstream: %v", a)
 	}
-	waitForRecord(t, out, with("PolicyName", "audit-setuid", "Data", "syscall=SYS_SETUID userid=65534", "Action", "Audit", "Result", "Passed"))
-	d := waitForRecord(t, out, with("PolicyName", "DefaultPosture", "Data", "syscall=SYS_SETUID userid=0",
+	tail.recs, tail.off = nil, 0
+	waitForRecord(t, tail, with("PolicyName", "audit-setuid", "Data", "syscall=SYS_SETUID userid=65534", "Action", "Audit", "Result", "Passed"))
+	tail.recs, tail.off = nil, 0
+	d := waitForRecord(t, tail, with("PolicyName", "DefaultPosture", "Data", "syscall=SYS_SETUID userid=0",
 		"Result", "Operation not permitted", "Action", "Block", "Enforcer", "eBPF Monitor"))
 	for _, k := range []string{"Severity", "Tags", "Message"} {
 		if _, has := d[k]; has {

@@ -1,0 +1,97 @@
+# Helpers for guest-side VM tests: sourced from /opt/vmtest/guest.sh.
+# Each check prints "ok   ..." or "FAIL ..."; finish exits 1 if any failed.
+
+failed=0
+pass() { echo "ok   $*"; }
+fail() { echo "FAIL $*"; failed=1; }
+
+# check DESCRIPTION COMMAND...: COMMAND must succeed.
+check() {
+  desc=$1; shift
+  if "$@" >/tmp/check.out 2>&1; then pass "$desc"; else fail "$desc"; sed 's/^/     | /' /tmp/check.out | tail -5; fi
+}
+
+# denied DESCRIPTION ERRTEXT COMMAND...: COMMAND must fail and print ERRTEXT.
+denied() {
+  desc=$1; text=$2; shift 2
+  if "$@" >/tmp/check.out 2>&1; then
+    fail "$desc (it succeeded)"
+  elif grep -q "$text" /tmp/check.out; then
+    pass "$desc"
+  else
+    fail "$desc (no \"$text\")"; sed 's/^/     | /' /tmp/check.out | tail -5
+  fi
+}
+
+# wait_for FILE TEXT...: wait (at most 120 s: TCG is slow) until one line of
+# FILE contains every TEXT; prints that line.
+wait_for() {
+  file=$1; shift
+  i=0
+  while [ $i -lt 1200 ]; do
+    if [ -f "$file" ]; then
+      line=$(grep_all "$file" "$@" | tail -n 1)
+      if [ -n "$line" ]; then echo "$line"; return 0; fi
+    fi
+    sleep 0.1; i=$((i + 1))
+  done
+  return 1
+}
+
+# grep_all FILE TEXT...: lines of FILE that contain every TEXT (fixed strings).
+grep_all() {
+  file=$1; shift
+  cp "$file" /tmp/grep_all.in
+  for t in "$@"; do grep -F -- "$t" /tmp/grep_all.in > /tmp/grep_all.out || true; mv /tmp/grep_all.out /tmp/grep_all.in; done
+  cat /tmp/grep_all.in
+}
+
+# alert DESCRIPTION FIELD...: an alert with every "Key":"value" fragment must
+# arrive in the agent's JSON lines.
+alert() {
+  desc=$1; shift
+  if line=$(wait_for "$ALERTS" "$@"); then pass "$desc"; else fail "$desc: no alert with $*"; tail -n 3 "$ALERTS" | sed 's/^/     | /'; fi
+}
+
+# no_alert DESCRIPTION FIELD...: no such alert may exist (checked after a
+# later alert proved the pipeline moved on).
+no_alert() {
+  desc=$1; shift
+  if [ -n "$(grep_all "$ALERTS" "$@")" ]; then fail "$desc"; else pass "$desc"; fi
+}
+
+# policy NAME: install /opt/vmtest/... text from stdin as a policy file and
+# wait until the agent reports it in force.
+policy() {
+  cat > "/etc/kubearmor/policies/$1.yaml"
+  wait_for "$AGENT_LOG" "policies in force" "$1" >/dev/null || fail "policy $1 not loaded"
+}
+
+# start_agent ARGS...: start kubearmor in the background, wait until ready.
+start_agent() {
+  ALERTS=/tmp/alerts.jsonl
+  AGENT_LOG=/tmp/agent.log
+  : > "$ALERTS"
+  # Telemetry off: the checks below poll files, and logging those polls
+  # would bury the alerts (and slow the emulated guest down).
+  kubearmor --logPath "$ALERTS" --gRPC 0 --socket "" --alertThrottling=false --hostVisibility none "$@" > "$AGENT_LOG" 2>&1 &
+  AGENT_PID=$!
+  if ! wait_for "$AGENT_LOG" "kubearmor ready" >/dev/null; then
+    fail "agent did not start"; cat "$AGENT_LOG"; exit 1
+  fi
+}
+
+stop_agent() {
+  kill -TERM "$AGENT_PID"
+  wait "$AGENT_PID"
+  rc=$?
+  if [ $rc -eq 0 ]; then pass "agent stopped cleanly on SIGTERM"; else fail "agent exit status $rc"; tail -n 20 "$AGENT_LOG"; fi
+}
+
+finish() {
+  if [ $failed -ne 0 ]; then
+    echo "--- agent log (last 40 lines)"; tail -n 40 "$AGENT_LOG"
+    exit 1
+  fi
+  exit 0
+}
