@@ -1,0 +1,553 @@
+// Package fanotify is the enforcement tier for kernels with neither BPF-LSM
+// nor AppArmor: fanotify permission events decide execs and opens in user
+// space, and cgroup socket BPF programs at the cgroup2 root decide network
+// protocol rules in the kernel.
+//
+// Safety: the agent must never hang or brick the host.
+//   - Only the filesystems the rules touch are marked, and only with the
+//     events the rules need; pseudo filesystems (procfs, sysfs, ...) never.
+//   - Every permission event is answered within Options.Deadline: a decision
+//     that takes longer is answered FAN_ALLOW (fail open) and reported.
+//   - The agent's own process is never denied.
+//   - Nothing outlives the process: fanotify marks and pending events go away
+//     when its fd closes (the kernel allows what is pending), and the cgroup
+//     programs are attached with links that are never pinned.
+//
+// Limits: a stopped (SIGSTOP) or frozen agent stalls the opens on marked
+// filesystems until it runs again or dies; the kernel has no response
+// timeout for permission events. Paths are those of the agent's mount
+// namespace. Network rules cannot be restricted to a program (fromSource).
+package fanotify
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/armorhost/kubearmor/enforce/fanotify/decide"
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/hostpolicy"
+)
+
+// Enforcer strings: the agent's tier, and the mechanisms that decided.
+const (
+	Name             = "Fanotify"
+	EnforcerFanotify = "Fanotify"
+)
+
+// DefaultDeadline is how long a permission event may wait for a decision.
+const DefaultDeadline = 500 * time.Millisecond
+
+// Options configure the tier.
+type Options struct {
+	// Deadline bounds each exec/open decision; past it the operation is
+	// allowed and reported. Zero means DefaultDeadline.
+	Deadline time.Duration
+	// NoNetwork leaves the cgroup socket programs out.
+	NoNetwork bool
+	Log       *slog.Logger
+
+	// stall, when set (tests), runs before each decision.
+	stall func()
+	// cgroup, when set (tests), is where the socket programs attach
+	// instead of the cgroup2 root.
+	cgroup string
+}
+
+// Enforcer is the fanotify/cgroup-BPF tier.
+type Enforcer struct {
+	opts   Options
+	fan    *os.File
+	fanFD  int
+	sock   *sockTier
+	sockEr error // why network rules are not enforced, when sock is nil
+	self   uint32
+
+	table   atomic.Pointer[decide.Table]
+	events  chan event.Event
+	dropped atomic.Uint64
+
+	mu     sync.Mutex // Apply, Close
+	marks  map[uint64]fsMark
+	closed bool
+	done   chan struct{} // the permission reader has stopped
+}
+
+// fsMark is one filesystem mark: a path on the filesystem and the events.
+type fsMark struct {
+	path string
+	mask uint64
+}
+
+// Supported says why this kernel cannot run the tier, or nil.
+func Supported() error {
+	fd, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC, unix.O_RDONLY)
+	if err != nil {
+		return fmt.Errorf("fanotify permission events unavailable: %w", err)
+	}
+	defer unix.Close(fd)
+	// FAN_OPEN_EXEC_PERM and filesystem marks need Linux 5.0.
+	if err := unix.FanotifyMark(fd, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, unix.FAN_OPEN_EXEC_PERM, unix.AT_FDCWD, "/"); err != nil {
+		return fmt.Errorf("fanotify filesystem marks with FAN_OPEN_EXEC_PERM unavailable: %w", err)
+	}
+	return nil
+}
+
+// New starts the tier with no rules: nothing is marked until Apply.
+func New(opts Options) (*Enforcer, error) {
+	if opts.Deadline <= 0 {
+		opts.Deadline = DefaultDeadline
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	fd, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_REPORT_TID,
+		unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("fanotify_init: %w", err)
+	}
+	e := &Enforcer{
+		opts:   opts,
+		fan:    os.NewFile(uintptr(fd), "fanotify"),
+		fanFD:  fd,
+		self:   uint32(os.Getpid()),
+		events: make(chan event.Event, 4096),
+		marks:  map[uint64]fsMark{},
+		done:   make(chan struct{}),
+	}
+	e.table.Store(decide.New(nil, nil))
+	if !opts.NoNetwork {
+		e.sock, e.sockEr = openSockTier(opts.cgroup)
+		if e.sockEr != nil {
+			opts.Log.Warn("fanotify tier: network rules are not enforced", "err", e.sockEr)
+		}
+	} else {
+		e.sockEr = errors.New("network enforcement is off")
+	}
+	go e.readPermissions()
+	return e, nil
+}
+
+// Name is the tier's Enforcer string.
+func (e *Enforcer) Name() string { return Name }
+
+// unenforced says why this tier cannot enforce r, or "" when it can.
+func (e *Enforcer) unenforced(r *hostpolicy.Rule, mounts []mount) string {
+	switch r.Category {
+	case hostpolicy.CategorySyscall:
+		return "" // the monitor's
+	case hostpolicy.CategoryProcess, hostpolicy.CategoryFile:
+		if len(r.AllowedArgs) > 0 {
+			return "allowedArgs is not enforced by the fanotify tier"
+		}
+		if r.SourceIsDir {
+			return "a fromSource directory is not enforced by the fanotify tier"
+		}
+		if r.Match == hostpolicy.MatchExecName {
+			return ""
+		}
+		prefix := r.Value
+		if r.Match == hostpolicy.MatchPattern {
+			prefix = decide.LiteralPrefix(r.Value)
+		}
+		if m := mountOf(mounts, prefix); pseudoFS[m.fstype] {
+			return fmt.Sprintf("%s is on %s (%s), which fanotify does not mediate", r.Value, m.point, m.fstype)
+		}
+		return ""
+	case hostpolicy.CategoryNetwork:
+		if e.sock == nil {
+			return "network rules are not enforced: " + e.sockEr.Error()
+		}
+		return netUnenforced(r)
+	}
+	return fmt.Sprintf("%s rules are not enforced by the fanotify tier", r.Category)
+}
+
+// Apply replaces the rules in force. Marks for newly touched filesystems are
+// added before the new rules are used, stale ones removed after.
+func (e *Enforcer) Apply(rs *hostpolicy.RuleSet) (map[uint32]string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, errors.New("fanotify: enforcer is closed")
+	}
+	mounts, err := readMounts()
+	if err != nil {
+		return nil, fmt.Errorf("fanotify: mount table: %w", err)
+	}
+	unenforced := map[uint32]string{}
+	if rs != nil {
+		for i := range rs.Rules {
+			r := &rs.Rules[i]
+			if why := e.unenforced(r, mounts); why != "" {
+				unenforced[r.ID] = why
+			}
+		}
+	}
+	skip := func(r *hostpolicy.Rule) bool { _, ok := unenforced[r.ID]; return ok }
+
+	want, failed := e.wantedMarks(rs, skip, mounts)
+	for id, why := range failed {
+		unenforced[id] = why
+	}
+	added := map[uint64]uint64{} // bits newly added, to undo on error
+	for dev, m := range want {
+		cur := e.marks[dev]
+		if add := m.mask &^ cur.mask; add != 0 {
+			if err := unix.FanotifyMark(e.fanFD, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, add, unix.AT_FDCWD, m.path); err != nil {
+				e.undoMarks(want, added)
+				return nil, fmt.Errorf("fanotify: mark %s: %w", m.path, err)
+			}
+			added[dev] = add
+		}
+	}
+	if e.sock != nil {
+		if err := e.sock.apply(translateNet(rs, skip)); err != nil {
+			e.undoMarks(want, added)
+			return nil, fmt.Errorf("fanotify: %w", err)
+		}
+	}
+	e.table.Store(decide.New(rs, skip))
+
+	for dev, cur := range e.marks {
+		drop := cur.mask &^ want[dev].mask
+		if drop == 0 {
+			continue
+		}
+		if err := unix.FanotifyMark(e.fanFD, unix.FAN_MARK_REMOVE|unix.FAN_MARK_FILESYSTEM, drop, unix.AT_FDCWD, cur.path); err != nil {
+			// The filesystem may be gone; its mark went with it.
+			e.opts.Log.Debug("fanotify: remove mark", "path", cur.path, "err", err)
+		}
+	}
+	e.marks = want
+	return unenforced, nil
+}
+
+func (e *Enforcer) undoMarks(want map[uint64]fsMark, added map[uint64]uint64) {
+	for dev, bits := range added {
+		_ = unix.FanotifyMark(e.fanFD, unix.FAN_MARK_REMOVE|unix.FAN_MARK_FILESYSTEM, bits, unix.AT_FDCWD, want[dev].path)
+	}
+}
+
+// wantedMarks lists the filesystems the rules touch and the events each
+// needs. A rule whose own filesystem cannot be found is reported.
+func (e *Enforcer) wantedMarks(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rule) bool, mounts []mount) (map[uint64]fsMark, map[uint32]string) {
+	want := map[uint64]fsMark{}
+	failed := map[uint32]string{}
+	if rs == nil {
+		return want, failed
+	}
+	add := func(point string, mask uint64) error {
+		var st unix.Stat_t
+		if err := unix.Stat(point, &st); err != nil {
+			return err
+		}
+		m := want[st.Dev]
+		if m.path == "" {
+			m.path = point
+		}
+		m.mask |= mask
+		want[st.Dev] = m
+		return nil
+	}
+	// below marks every real filesystem mounted at or under dir.
+	below := func(dir string, mask uint64) {
+		for _, m := range mounts {
+			if !pseudoFS[m.fstype] && under(m.point, dir) {
+				_ = add(m.point, mask)
+			}
+		}
+	}
+	allowList := map[hostpolicy.Category]bool{}
+	for i := range rs.Rules {
+		r := &rs.Rules[i]
+		if skip(r) || (r.Category != hostpolicy.CategoryProcess && r.Category != hostpolicy.CategoryFile) {
+			continue
+		}
+		// File rules also need exec opens marked, so that they can tell them
+		// apart and leave them to process rules, as BPF-LSM does.
+		mask := uint64(unix.FAN_OPEN_EXEC_PERM)
+		if r.Category == hostpolicy.CategoryFile {
+			mask |= unix.FAN_OPEN_PERM
+		}
+		if r.Action == hostpolicy.ActionAllow {
+			allowList[r.Category] = true
+		}
+		switch r.Match {
+		case hostpolicy.MatchExecName:
+			below("/", mask)
+		case hostpolicy.MatchPath:
+			if err := add(mountOf(mounts, r.Value).point, mask); err != nil {
+				failed[r.ID] = "cannot mark the filesystem of " + r.Value + ": " + err.Error()
+			}
+		case hostpolicy.MatchDirectory, hostpolicy.MatchPattern:
+			prefix := r.Value
+			if r.Match == hostpolicy.MatchPattern {
+				prefix = decide.LiteralPrefix(r.Value)
+			}
+			if err := add(mountOf(mounts, prefix).point, mask); err != nil {
+				failed[r.ID] = "cannot mark the filesystem of " + prefix + ": " + err.Error()
+				continue
+			}
+			if r.Recursive || r.Match == hostpolicy.MatchPattern {
+				below(prefix, mask)
+			}
+		}
+	}
+	// In allow-list mode everything not allowed gets the posture: every
+	// filesystem is concerned.
+	for c := range allowList {
+		mask := uint64(unix.FAN_OPEN_EXEC_PERM)
+		if c == hostpolicy.CategoryFile {
+			mask |= unix.FAN_OPEN_PERM
+		}
+		below("/", mask)
+	}
+	return want, failed
+}
+
+// Run hands verdicts to emit until ctx ends.
+func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	if e.sock != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := e.sock.run(ctx, emit); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	defer wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-e.done:
+			return nil
+		case err := <-errc:
+			return err
+		case ev := <-e.events:
+			emit(ev)
+		}
+	}
+}
+
+// emit queues a verdict for Run; it never blocks a decision.
+func (e *Enforcer) emit(ev event.Event) {
+	select {
+	case e.events <- ev:
+	default:
+		e.dropped.Add(1)
+	}
+}
+
+// Dropped counts verdicts lost because nobody read them fast enough.
+func (e *Enforcer) Dropped() uint64 { return e.dropped.Load() }
+
+// Close removes every mark (pending events are allowed by the kernel when
+// the fd closes) and detaches the cgroup programs.
+func (e *Enforcer) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.mu.Unlock()
+	var errs []error
+	// Closing the fanotify fd wakes the reader and releases every pending
+	// permission event with FAN_ALLOW.
+	errs = append(errs, e.fan.Close())
+	<-e.done
+	if e.sock != nil {
+		errs = append(errs, e.sock.close())
+	}
+	return errors.Join(errs...)
+}
+
+// ---- permission events ------------------------------------------------------
+
+const metadataLen = 24 // sizeof(struct fanotify_event_metadata)
+
+func (e *Enforcer) readPermissions() {
+	defer close(e.done)
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := e.fan.Read(buf)
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return
+			}
+			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+				continue
+			}
+			e.opts.Log.Error("fanotify: read", "err", err)
+			return
+		}
+		for off := 0; off+metadataLen <= n; {
+			b := buf[off:n]
+			evLen := binary.NativeEndian.Uint32(b[0:])
+			if evLen < metadataLen || off+int(evLen) > n {
+				break
+			}
+			off += int(evLen)
+			vers, mask := b[4], binary.NativeEndian.Uint64(b[8:])
+			fd, pid := int32(binary.NativeEndian.Uint32(b[16:])), int32(binary.NativeEndian.Uint32(b[20:]))
+			if vers != unix.FANOTIFY_METADATA_VERSION || fd < 0 {
+				continue
+			}
+			go e.answer(fd, pid, mask)
+		}
+	}
+}
+
+// answer decides one permission event and responds exactly once: with the
+// decision, or with FAN_ALLOW when the deadline passes first.
+func (e *Enforcer) answer(fd int32, tid int32, mask uint64) {
+	defer unix.Close(int(fd))
+	var answered atomic.Bool
+	respond := func(allow bool) bool {
+		if !answered.CompareAndSwap(false, true) {
+			return false
+		}
+		var b [8]byte // struct fanotify_response
+		binary.NativeEndian.PutUint32(b[0:], uint32(fd))
+		binary.NativeEndian.PutUint32(b[4:], unix.FAN_ALLOW)
+		if !allow {
+			binary.NativeEndian.PutUint32(b[4:], unix.FAN_DENY)
+		}
+		// Through the os.File: after Close this fails instead of writing to
+		// whatever reuses the descriptor number.
+		if _, err := e.fan.Write(b[:]); err != nil && !errors.Is(err, os.ErrClosed) {
+			e.opts.Log.Debug("fanotify: response", "err", err)
+		}
+		return true
+	}
+	timer := time.AfterFunc(e.opts.Deadline, func() {
+		if respond(true) {
+			e.emit(e.failOpen(fd, tid, mask))
+		}
+	})
+	ev, deny := e.decide(fd, tid, mask)
+	timer.Stop()
+	if respond(!deny) && ev != nil {
+		e.emit(*ev)
+	}
+}
+
+func opName(mask uint64) string {
+	if mask&unix.FAN_OPEN_EXEC_PERM != 0 {
+		return "FAN_OPEN_EXEC_PERM"
+	}
+	return "FAN_OPEN_PERM"
+}
+
+// decide returns the verdict event (nil when nothing is reported) and
+// whether to deny.
+func (e *Enforcer) decide(fd int32, tid int32, mask uint64) (*event.Event, bool) {
+	if e.opts.stall != nil {
+		e.opts.stall()
+	}
+	subject, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(fd)))
+	if err != nil || !strings.HasPrefix(subject, "/") {
+		return nil, false
+	}
+	cat := hostpolicy.CategoryFile
+	if mask&unix.FAN_OPEN_EXEC_PERM != 0 {
+		cat = hostpolicy.CategoryProcess
+	}
+	t := e.table.Load()
+	if !t.Has(cat) {
+		return nil, false
+	}
+	source := exeOf(tid)
+	isDir := false
+	if cat == hostpolicy.CategoryFile {
+		var st unix.Stat_t
+		isDir = unix.Fstat(int(fd), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
+	}
+	facts := newFacts(tid, int(fd))
+	d := t.Path(cat, subject, source, isDir, facts)
+	if d.Verdict == event.VerdictNone {
+		return nil, false
+	}
+	if cat == hostpolicy.CategoryProcess && d.Rule == nil && isLoader(subject) {
+		// The ELF interpreter of an exec that was already decided.
+		return nil, false
+	}
+	st := readStatus(tid)
+	if st.ok && st.tgid == e.self || uint32(tid) == e.self {
+		return nil, false // never the agent itself
+	}
+	ev := &event.Event{
+		Time:      time.Now(),
+		HostPID:   st.tgid,
+		PID:       st.tgid,
+		UID:       st.uid,
+		Comm:      st.name,
+		Resource:  subject,
+		Data:      "fanotify=" + opName(mask),
+		Verdict:   d.Verdict,
+		RuleID:    d.RuleID(),
+		Enforcer:  EnforcerFanotify,
+		Operation: event.OpFile,
+	}
+	if cat == hostpolicy.CategoryProcess {
+		// ProcessName is the program being started, its parent the one
+		// starting it (as for the monitor's exec events).
+		ev.Operation, ev.Exe, ev.ParentExe = event.OpProcess, subject, source
+	} else {
+		ev.Exe = source
+	}
+	if d.Deny {
+		ev.Retval = -int64(unix.EPERM)
+	}
+	if !st.ok {
+		ev.HostPID, ev.PID = uint32(tid), uint32(tid)
+	}
+	fillProc(ev)
+	return ev, d.Deny
+}
+
+// failOpen is the report of an event allowed because its decision was late.
+func (e *Enforcer) failOpen(fd int32, tid int32, mask uint64) event.Event {
+	st := readStatus(tid)
+	subject, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(fd)))
+	ev := event.Event{
+		Time:      time.Now(),
+		HostPID:   st.tgid,
+		PID:       st.tgid,
+		UID:       st.uid,
+		Comm:      st.name,
+		Operation: event.OpFile,
+		Resource:  subject,
+		Data:      fmt.Sprintf("fanotify=%s no decision within %s: allowed (fail open)", opName(mask), e.opts.Deadline),
+		Verdict:   event.VerdictPostureAudit,
+		Enforcer:  EnforcerFanotify,
+	}
+	if mask&unix.FAN_OPEN_EXEC_PERM != 0 {
+		ev.Operation = event.OpProcess
+	}
+	fillProc(&ev)
+	return ev
+}
+
+// isLoader: the dynamic loader, which an exec opens with exec permission
+// after the program itself was decided.
+func isLoader(p string) bool {
+	base := p[strings.LastIndexByte(p, '/')+1:]
+	return strings.HasPrefix(base, "ld-linux") || strings.HasPrefix(base, "ld-musl") ||
+		strings.HasPrefix(base, "ld64.so") || (strings.HasPrefix(base, "ld-") && strings.Contains(base, ".so"))
+}

@@ -1,0 +1,328 @@
+package fanotify
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/hostpolicy"
+)
+
+// EnforcerCgroup is the Enforcer string of verdicts the cgroup socket
+// programs made.
+const EnforcerCgroup = "CgroupBPF"
+
+// Key kinds and slots, as c/sock.bpf.c numbers them.
+const (
+	kindType  = 1
+	kindProto = 2
+	kindAny   = 3
+
+	slotBlock = 0
+	slotAudit = 1
+	slotAllow = 2
+)
+
+const (
+	hookSockCreate = 1
+	hookConnect4   = 2
+	hookConnect6   = 3
+	hookBind4      = 4
+	hookBind6      = 5
+)
+
+var hookNames = map[uint32]string{
+	hookSockCreate: "SOCK_CREATE", hookConnect4: "CONNECT4", hookConnect6: "CONNECT6",
+	hookBind4: "BIND4", hookBind6: "BIND6",
+}
+
+var (
+	sockTypes = map[string]uint32{"stream": 1, "dgram": 2, "raw": 3, "rdm": 4, "seqpacket": 5, "dccp": 6, "packet": 10}
+	ipProtos  = map[string]uint32{"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132}
+
+	sockTypeNames = map[uint32]string{1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 4: "SOCK_RDM", 5: "SOCK_SEQPACKET", 6: "SOCK_DCCP", 10: "SOCK_PACKET"}
+	protoNames    = map[uint32]string{0: "HOPOPT", 1: "ICMP", 6: "TCP", 17: "UDP", 58: "IPv6-ICMP", 132: "SCTP", 255: "RAW"}
+)
+
+// sockTier is the cgroup socket programs, attached at the cgroup2 root with
+// links that are never pinned: they go away with the agent's process.
+type sockTier struct {
+	objs   sockObjects
+	links  []link.Link
+	reader *ringbuf.Reader
+	gen    uint32
+	keys   map[sockNetKey]bool // entries of the active generation
+	root   string
+}
+
+// netEntries is the network part of a RuleSet as the programs see it.
+type netEntries struct {
+	rules map[sockNetKey]sockRuleVal
+	cfg   sockConfig
+}
+
+// netUnenforced says why the cgroup programs cannot enforce r, or "".
+func netUnenforced(r *hostpolicy.Rule) string {
+	switch {
+	case r.Source != "":
+		return "fromSource network rules are not enforced by the cgroup socket programs (they cannot see which program runs)"
+	case r.TTYOnly:
+		return "pts: false network rules are not enforced by the cgroup socket programs"
+	case r.Match != hostpolicy.MatchProtocol:
+		return fmt.Sprintf("%s network rules are not enforced by the cgroup socket programs", r.Match)
+	}
+	p := strings.ToLower(r.Value)
+	if _, ok := sockTypes[p]; !ok && ipProtos[p] == 0 && p != "all" {
+		return fmt.Sprintf("unknown protocol %q", r.Value)
+	}
+	return ""
+}
+
+// translateNet turns the enforceable network rules into map entries (key
+// generations are filled in by apply).
+func translateNet(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rule) bool) netEntries {
+	n := netEntries{rules: map[sockNetKey]sockRuleVal{}}
+	n.cfg.AgentTgid = uint32(os.Getpid())
+	if rs == nil {
+		return n
+	}
+	for i := range rs.Rules {
+		r := &rs.Rules[i]
+		if r.Category != hostpolicy.CategoryNetwork || skip(r) {
+			continue
+		}
+		p := strings.ToLower(r.Value)
+		var k sockNetKey
+		if v, ok := sockTypes[p]; ok {
+			k.Kind, k.Value = kindType, v
+		} else if v, ok := ipProtos[p]; ok {
+			k.Kind, k.Value = kindProto, v
+		} else {
+			k.Kind = kindAny
+		}
+		slot := slotBlock
+		switch r.Action {
+		case hostpolicy.ActionAudit:
+			slot = slotAudit
+		case hostpolicy.ActionAllow:
+			slot = slotAllow
+			n.cfg.Allowlist = 1
+		}
+		v := n.rules[k]
+		if v.Id[slot] == 0 {
+			v.Id[slot] = r.ID
+		}
+		n.rules[k] = v
+		n.cfg.Enabled = 1
+	}
+	if rs.Posture(hostpolicy.CategoryNetwork) == "block" {
+		n.cfg.PostureBlock = 1
+	}
+	return n
+}
+
+// cgroup2Root finds where the cgroup2 hierarchy is mounted: /sys/fs/cgroup
+// on pure v2 hosts, /sys/fs/cgroup/unified on hybrid ones.
+func cgroup2Root() (string, error) {
+	f, err := os.Open("/proc/self/mounts")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var found []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 3 && fields[2] == "cgroup2" {
+			found = append(found, unescapeMount(fields[1]))
+		}
+	}
+	for _, want := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		for _, p := range found {
+			if p == want {
+				return p, nil
+			}
+		}
+	}
+	if len(found) > 0 {
+		return found[0], nil
+	}
+	return "", errors.New("no cgroup2 hierarchy is mounted")
+}
+
+// openSockTier attaches the programs at root, or at the cgroup2 root when
+// root is empty.
+func openSockTier(root string) (*sockTier, error) {
+	if root == "" {
+		var err error
+		if root, err = cgroup2Root(); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	s := &sockTier{root: root, keys: map[sockNetKey]bool{}}
+	if err := loadSockObjects(&s.objs, nil); err != nil {
+		return nil, fmt.Errorf("load cgroup socket programs: %w", err)
+	}
+	for _, a := range []struct {
+		prog *ebpf.Program
+		typ  ebpf.AttachType
+	}{
+		{s.objs.SockCreate, ebpf.AttachCGroupInetSockCreate},
+		{s.objs.Connect4, ebpf.AttachCGroupInet4Connect},
+		{s.objs.Connect6, ebpf.AttachCGroupInet6Connect},
+		{s.objs.Bind4, ebpf.AttachCGroupInet4Bind},
+		{s.objs.Bind6, ebpf.AttachCGroupInet6Bind},
+	} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: a.typ, Program: a.prog})
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("attach %s at %s: %w", a.prog, root, err)
+		}
+		s.links = append(s.links, l)
+	}
+	s.reader, err = ringbuf.NewReader(s.objs.Events)
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("cgroup socket events: %w", err)
+	}
+	return s, nil
+}
+
+// apply writes the next generation, makes it active, then deletes the
+// previous one. On error the previous generation stays active.
+func (s *sockTier) apply(n netEntries) error {
+	next := (s.gen + 1) & 1
+	written := map[sockNetKey]bool{}
+	undo := func() {
+		for k := range written {
+			_ = s.objs.NetRules.Delete(&k)
+		}
+	}
+	for k, v := range n.rules {
+		k.Gen = next
+		if err := s.objs.NetRules.Update(&k, &v, ebpf.UpdateAny); err != nil {
+			undo()
+			return fmt.Errorf("network rules: %w", err)
+		}
+		written[k] = true
+	}
+	if err := s.objs.Configs.Update(&next, &n.cfg, ebpf.UpdateAny); err != nil {
+		undo()
+		return fmt.Errorf("network config: %w", err)
+	}
+	zero := uint32(0)
+	if err := s.objs.Active.Update(&zero, &next, ebpf.UpdateAny); err != nil {
+		undo()
+		return fmt.Errorf("network generation: %w", err)
+	}
+	for k := range s.keys {
+		_ = s.objs.NetRules.Delete(&k)
+	}
+	s.gen, s.keys = next, written
+	return nil
+}
+
+// run reads verdicts until ctx ends or the reader is closed.
+func (s *sockTier) run(ctx context.Context, emit func(event.Event)) error {
+	offset := bootOffset()
+	for {
+		// A deadline, so that a quiet ring buffer does not keep run from
+		// seeing the end of ctx.
+		s.reader.SetDeadline(time.Now().Add(250 * time.Millisecond))
+		rec, err := s.reader.Read()
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if ctx.Err() != nil {
+					return nil
+				}
+				continue
+			}
+			if errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("cgroup socket events: %w", err)
+		}
+		if ev, ok := decodeSock(rec.RawSample, offset); ok {
+			emit(ev)
+		}
+	}
+}
+
+func decodeSock(raw []byte, offset time.Duration) (event.Event, bool) {
+	var k sockEvent
+	if len(raw) < int(unsafe.Sizeof(k)) {
+		return event.Event{}, false
+	}
+	k = *(*sockEvent)(unsafe.Pointer(&raw[0]))
+	res := "protocol=" + nameOr(protoNames, k.Protocol) + " type=" + nameOr(sockTypeNames, k.Type)
+	ev := event.Event{
+		Time:      time.Unix(0, int64(k.Ts)).Add(offset),
+		HostPID:   k.Tgid,
+		PID:       k.Tgid,
+		UID:       k.Uid,
+		Comm:      cString(k.Comm[:]),
+		CgroupID:  k.CgroupId,
+		Operation: event.OpNetwork,
+		Resource:  res,
+		Data:      "cgroup=" + hookNames[k.Hook] + " " + res,
+		Verdict:   event.Verdict(k.Verdict),
+		RuleID:    k.Rule,
+		Enforcer:  EnforcerCgroup,
+	}
+	if ev.Verdict == event.VerdictBlock || ev.Verdict == event.VerdictPostureBlock {
+		ev.Retval = -int64(unix.EPERM)
+	}
+	fillProc(&ev)
+	return ev, true
+}
+
+func nameOr(m map[uint32]string, v uint32) string {
+	if s, ok := m[v]; ok {
+		return s
+	}
+	return fmt.Sprint(v)
+}
+
+func cString(b []int8) string {
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
+}
+
+func (s *sockTier) close() error {
+	var errs []error
+	if s.reader != nil {
+		errs = append(errs, s.reader.Close())
+	}
+	for _, l := range s.links {
+		errs = append(errs, l.Close())
+	}
+	errs = append(errs, s.objs.Close())
+	return errors.Join(errs...)
+}
+
+// bootOffset is what to add to a CLOCK_BOOTTIME reading to get wall time.
+func bootOffset() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(time.Now().UnixNano() - ts.Nano())
+}
