@@ -4,11 +4,11 @@
 // tracepoints plus tp_btf for fork/exit), because the hosts this runs on may
 // refuse kprobes, fentry and LSM programs.
 //
-// Syscall events are built in two halves: the sys_enter program stashes the
-// raw arguments per thread, the sys_exit program reads what it needs (paths,
-// socket addresses) and emits one record carrying the return value. User
-// space attaches only the tracepoints of the visible scopes, so an invisible
-// scope costs nothing.
+// A syscall event is built at sys_exit, which knows the return value: the
+// arguments come from the user registers saved at entry, and the program
+// reads what it needs (paths, socket addresses) and emits one record. Only
+// execve needs an entry program (see regs_args). User space attaches only
+// the tracepoints of the visible scopes, so an invisible scope costs nothing.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -17,7 +17,7 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-// Record kinds; mirrored in kinds.go.
+// Record kinds; mirrored in decode.go.
 enum record_kind {
 	REC_SYSCALL = 1, // a traced syscall returned
 	REC_EXEC = 2,    // sched_process_exec: a new program image runs
@@ -25,7 +25,7 @@ enum record_kind {
 	REC_EXIT = 4,    // the last thread of a process exited
 };
 
-// Scope bits; mirrored in scope.go.
+// Scope bits; mirrored in syscalls.go.
 #define SCOPE_PROCESS 1
 #define SCOPE_FILE 2
 #define SCOPE_NETWORK 4
