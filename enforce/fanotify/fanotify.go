@@ -408,6 +408,12 @@ func (e *Enforcer) readPermissions() {
 			if vers != unix.FANOTIFY_METADATA_VERSION || fd < 0 {
 				continue
 			}
+			if e.opts.stall == nil && e.unconcerned(fd, mask) {
+				// The common case, answered at once: no rule is about this file.
+				e.respond(fd, true)
+				unix.Close(int(fd))
+				continue
+			}
 			go e.answer(fd, pid, mask)
 		}
 	}
@@ -422,17 +428,7 @@ func (e *Enforcer) answer(fd int32, tid int32, mask uint64) {
 		if !answered.CompareAndSwap(false, true) {
 			return false
 		}
-		var b [8]byte // struct fanotify_response
-		binary.NativeEndian.PutUint32(b[0:], uint32(fd))
-		binary.NativeEndian.PutUint32(b[4:], unix.FAN_ALLOW)
-		if !allow {
-			binary.NativeEndian.PutUint32(b[4:], unix.FAN_DENY)
-		}
-		// Through the os.File: after Close this fails instead of writing to
-		// whatever reuses the descriptor number.
-		if _, err := e.fan.Write(b[:]); err != nil && !errors.Is(err, os.ErrClosed) {
-			e.opts.Log.Debug("fanotify: response", "err", err)
-		}
+		e.respond(fd, allow)
 		return true
 	}
 	timer := time.AfterFunc(e.opts.Deadline, func() {
@@ -445,6 +441,49 @@ func (e *Enforcer) answer(fd int32, tid int32, mask uint64) {
 	if respond(!deny) && ev != nil {
 		e.emit(*ev)
 	}
+}
+
+// respond answers one permission event.
+func (e *Enforcer) respond(fd int32, allow bool) {
+	var b [8]byte // struct fanotify_response
+	binary.NativeEndian.PutUint32(b[0:], uint32(fd))
+	binary.NativeEndian.PutUint32(b[4:], unix.FAN_ALLOW)
+	if !allow {
+		binary.NativeEndian.PutUint32(b[4:], unix.FAN_DENY)
+	}
+	// Through the os.File: after Close this fails instead of writing to
+	// whatever reuses the descriptor number.
+	if _, err := e.fan.Write(b[:]); err != nil && !errors.Is(err, os.ErrClosed) {
+		e.opts.Log.Debug("fanotify: response", "err", err)
+	}
+}
+
+// unconcerned is the reader's fast check: no rule could decide this event,
+// whatever program made it. It costs one readlink of our own fd (and an
+// fstat for file events).
+func (e *Enforcer) unconcerned(fd int32, mask uint64) bool {
+	cat := categoryOf(mask)
+	t := e.table.Load()
+	if !t.Has(cat) {
+		return true
+	}
+	subject, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(fd)))
+	if err != nil || !strings.HasPrefix(subject, "/") {
+		return true
+	}
+	return !t.Concerns(cat, subject, cat == hostpolicy.CategoryFile && isDirFD(fd))
+}
+
+func categoryOf(mask uint64) hostpolicy.Category {
+	if mask&unix.FAN_OPEN_EXEC_PERM != 0 {
+		return hostpolicy.CategoryProcess
+	}
+	return hostpolicy.CategoryFile
+}
+
+func isDirFD(fd int32) bool {
+	var st unix.Stat_t
+	return unix.Fstat(int(fd), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
 }
 
 func opName(mask uint64) string {
@@ -464,20 +503,13 @@ func (e *Enforcer) decide(fd int32, tid int32, mask uint64) (*event.Event, bool)
 	if err != nil || !strings.HasPrefix(subject, "/") {
 		return nil, false
 	}
-	cat := hostpolicy.CategoryFile
-	if mask&unix.FAN_OPEN_EXEC_PERM != 0 {
-		cat = hostpolicy.CategoryProcess
-	}
+	cat := categoryOf(mask)
 	t := e.table.Load()
 	if !t.Has(cat) {
 		return nil, false
 	}
 	source := exeOf(tid)
-	isDir := false
-	if cat == hostpolicy.CategoryFile {
-		var st unix.Stat_t
-		isDir = unix.Fstat(int(fd), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
-	}
+	isDir := cat == hostpolicy.CategoryFile && isDirFD(fd)
 	facts := newFacts(tid, int(fd))
 	d := t.Path(cat, subject, source, isDir, facts)
 	if d.Verdict == event.VerdictNone {

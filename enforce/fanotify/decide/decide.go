@@ -105,6 +105,7 @@ type category struct {
 	allowSources map[string]bool
 	postureBlock bool
 	rules        int
+	values       map[string]bool // exact values and exec names of every source
 }
 
 // Table is a RuleSet indexed for decisions. It is immutable once built, so
@@ -122,7 +123,7 @@ var decided = []hostpolicy.Category{hostpolicy.CategoryProcess, hostpolicy.Categ
 func New(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rule) bool) *Table {
 	t := &Table{rs: rs, cats: map[hostpolicy.Category]*category{}}
 	for _, c := range decided {
-		t.cats[c] = &category{exact: map[key]slots{}, names: map[key]slots{}, allowSources: map[string]bool{}}
+		t.cats[c] = &category{exact: map[key]slots{}, names: map[key]slots{}, allowSources: map[string]bool{}, values: map[string]bool{}}
 		if rs != nil {
 			t.cats[c].postureBlock = rs.Posture(c) == "block"
 		}
@@ -145,6 +146,7 @@ func New(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rule) bool) *Table {
 			}
 		}
 		k := key{r.Source, r.Value}
+		c.values[r.Value] = true
 		switch r.Match {
 		case hostpolicy.MatchPath, hostpolicy.MatchProtocol:
 			if r.Category == hostpolicy.CategoryNetwork {
@@ -177,6 +179,33 @@ func (t *Table) RuleSet() *hostpolicy.RuleSet { return t.rs }
 func (t *Table) Has(c hostpolicy.Category) bool {
 	cat := t.cats[c]
 	return cat != nil && cat.rules > 0
+}
+
+// Concerns reports whether some rule could decide an exec or open of
+// subject, whatever the program: when it does not, the operation is
+// allowed without finding out anything else about it.
+func (t *Table) Concerns(c hostpolicy.Category, subject string, isDir bool) bool {
+	cat := t.cats[c]
+	if cat == nil || cat.rules == 0 {
+		return false
+	}
+	if cat.allowAll || len(cat.allowSources) > 0 || cat.values[subject] {
+		return true
+	}
+	if c == hostpolicy.CategoryProcess && len(cat.names) > 0 && cat.values[path.Base(subject)] {
+		return true
+	}
+	for _, d := range cat.dirs {
+		if InDir(subject, d.rule.Value, d.rule.Recursive, isDir) {
+			return true
+		}
+	}
+	for _, r := range cat.patterns {
+		if MatchGlob(r.Value, subject) {
+			return true
+		}
+	}
+	return false
 }
 
 // Path decides an exec (CategoryProcess: subject is the program, source the

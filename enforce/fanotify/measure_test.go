@@ -1,0 +1,82 @@
+package fanotify
+
+import (
+	"os"
+	"sort"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestMeasureOverhead reports the latency the tier adds to an exec and to
+// an open on a filesystem it watches, as a ratio to no agent: rounds
+// alternate between no enforcer and an enforcer (in a child process, as the
+// agent runs) with a Block rule on another file of the same filesystem, so
+// that every exec and open is decided and allowed. Medians of the rounds.
+// It asserts only that the operations work; the figures go to the log.
+// Run with FANOTIFY_MEASURE=1 (scripts/bench-fanotify).
+func TestMeasureOverhead(t *testing.T) {
+	if os.Getenv("FANOTIFY_MEASURE") == "" {
+		t.Skip("set FANOTIFY_MEASURE=1 to measure")
+	}
+	needRoot(t)
+	fs := scratchFS(t)
+	bin := copyFile(t, "/bin/true", fs+"/bin/true")
+	file := writeFile(t, fs+"/data/file", "x")
+	other := writeFile(t, fs+"/data/other", "y")
+	doc := policy("measure", `  process:
+    matchPaths:
+    - path: `+fs+`/bin/blocked
+  file:
+    matchPaths:
+    - path: `+other+`
+  action: Block`)
+
+	const rounds, opens, execs = 7, 20000, 300
+	perOpen := func() float64 {
+		start := time.Now()
+		for i := 0; i < opens; i++ {
+			fd, err := unix.Open(file, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(fd)
+		}
+		return float64(time.Since(start).Nanoseconds()) / opens
+	}
+	perExec := func() float64 {
+		start := time.Now()
+		for i := 0; i < execs; i++ {
+			pid, err := syscall.ForkExec(bin, []string{bin}, &syscall.ProcAttr{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ws syscall.WaitStatus
+			if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
+				t.Fatalf("exec: %v %v", err, ws)
+			}
+		}
+		return float64(time.Since(start).Nanoseconds()) / execs
+	}
+	var offOpen, onOpen, offExec, onExec []float64
+	for r := 0; r < rounds; r++ {
+		offOpen = append(offOpen, perOpen())
+		offExec = append(offExec, perExec())
+		child := startChild(t, doc, "")
+		onOpen = append(onOpen, perOpen())
+		onExec = append(onExec, perExec())
+		child.kill()
+	}
+	mo, no := median(offOpen), median(onOpen)
+	me, ne := median(offExec), median(onExec)
+	t.Logf("open+close: no agent %.2f µs, fanotify tier %.2f µs: ratio %.2f (+%.2f µs)", mo/1e3, no/1e3, no/mo, (no-mo)/1e3)
+	t.Logf("fork+exec+wait: no agent %.0f µs, fanotify tier %.0f µs: ratio %.2f (+%.0f µs)", me/1e3, ne/1e3, ne/me, (ne-me)/1e3)
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
