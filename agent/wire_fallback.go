@@ -1,0 +1,23 @@
+package agent
+
+import (
+	"log/slog"
+
+	"github.com/armorhost/kubearmor/agent/config"
+	"github.com/armorhost/kubearmor/enforce/fanotify"
+)
+
+// The fallback tiers, for kernels without BPF-LSM (see enforce/apparmor and
+// enforce/fanotify): the lsm config names "apparmor" and "fanotify".
+func init() {
+	enforcers["fanotify"] = func(cfg *config.Config, log *slog.Logger) (Enforcer, error) {
+		if err := fanotify.Supported(); err != nil {
+			return nil, err
+		}
+		e, err := fanotify.New(fanotify.Options{Log: log})
+		if err != nil {
+			return nil, err
+		}
+		return e, nil
+	}
+}
