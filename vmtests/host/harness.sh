@@ -45,19 +45,27 @@ run ok "$tmp/ok.sh"
 [ "$rc" = 0 ] && pass "status 0 with a leftover background process" || fail "leftover background process: want 0, got $rc: $err"
 grep -qx last "$tmp/ok.out" && pass "output before the end is kept" || fail "'last' missing from: $out"
 
-# 3. Timeout: status 124 and a one-line reason, whatever the boot speed.
+# 3. Kernel errors stay off stdout; when the script fails they go to stderr.
+printf 'echo "<3>vmtest-harness-kernel-error" >/dev/kmsg\necho visible\nexit 1\n' >"$tmp/kerr.sh"
+run kerr "$tmp/kerr.sh"
+[ "$rc" = 1 ] && [ "$out" = $'visible\n' ] && pass "kernel errors are not on stdout" ||
+  fail "kernel error test: want status 1 and stdout 'visible', got $rc and $(printf %q "$out")"
+grep -q 'vmtest-harness-kernel-error' "$tmp/kerr.err" && pass "kernel errors on stderr when the script fails" ||
+  fail "kernel error missing from stderr: $err"
+
+# 4. Timeout: status 124 and a one-line reason, whatever the boot speed.
 printf 'sleep 100000\n' >"$tmp/sleep.sh"
 run timeout --timeout 10 "$tmp/sleep.sh"
 [ "$rc" = 124 ] && pass "timeout gives status 124" || fail "timeout: want 124, got $rc"
 grep -qx 'vmtest: timed out after 10s' "$tmp/timeout.err" && pass "timeout reason on stderr" || fail "timeout reason missing: $err"
 
-# 4. Kernel panic (no init to run): status 125 and the panic line as reason.
+# 5. Kernel panic (no init to run): status 125 and the panic line as reason.
 printf 'true\n' >"$tmp/true.sh"
 run panic --append rdinit=/does-not-exist "$tmp/true.sh"
 [ "$rc" = 125 ] && pass "kernel panic gives status 125" || fail "panic: want 125, got $rc"
 grep -q '^vmtest: kernel panic: .*Kernel panic' "$tmp/panic.err" && pass "panic reason on stderr" || fail "panic reason missing: $err"
 
-# 5. SIGTERM to scripts/vmtest (as from a CI time limit) stops its guest at once
+# 6. SIGTERM to scripts/vmtest (as from a CI time limit) stops its guest at once
 #    and exits 130, instead of waiting for --timeout.
 printf 'echo started\nsleep 100000\n' >"$tmp/wait.sh"
 scripts/vmtest "$tmp/wait.sh" >"$tmp/term.out" 2>"$tmp/term.err" &
@@ -76,7 +84,7 @@ else
   kill -0 "$qemu" 2>/dev/null && fail "QEMU $qemu still runs after SIGTERM" || pass "SIGTERM stops QEMU"
 fi
 
-# 6. Usage errors are reported before anything boots.
+# 7. Usage errors are reported before anything boots.
 run usage --timeout soon "$tmp/true.sh"
 [ "$rc" = 2 ] && pass "bad --timeout is a usage error" || fail "bad --timeout: want 2, got $rc"
 
