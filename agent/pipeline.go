@@ -51,7 +51,7 @@ type pipeline struct {
 	enforcer string // name of the kernel enforcer, "" when none
 	vis      visibility
 	match    atomic.Pointer[matcher]
-	beat     func() // watchdog: called after every event and on idle ticks
+	beat     func()     // watchdog: called after every event and on idle ticks
 	ctrs     Containers // nil: every event is a host event
 	ctx      context.Context
 }
