@@ -104,20 +104,33 @@ type Postures struct {
 var DefaultPostures = Postures{File: "audit", Network: "audit", Capabilities: "audit"}
 
 // RuleSet is the compiled, enforcer-neutral form of the policies in force.
+//
+// Rules hold host policies only, so every enforcer that knows nothing of
+// containers keeps enforcing exactly what it did; the rules of container
+// policies (KubeArmorPolicy) are apart in ContainerRules, and only an
+// enforcer that can scope rules to a container reads them (container.go).
 type RuleSet struct {
-	Rules    []Rule   // ordered by policy name, then rule order in the policy
-	Policies []string // names of the policies compiled, sorted
+	Rules    []Rule   // host rules, ordered by policy name, then rule order in the policy
+	Policies []string // names of the policies compiled (host and container), sorted
 	Postures Postures
-	byID     map[uint32]int
+
+	ContainerRules    []Rule            // rules of container policies, in the same order
+	ContainerPolicies []ContainerPolicy // sorted by name
+	ContainerPostures Postures          // default postures inside containers
+
+	byID    map[uint32]int
+	ctrByID map[uint32]int
 }
 
-// Rule returns the rule with the given ID.
+// Rule returns the rule with the given ID, host or container.
 func (rs *RuleSet) Rule(id uint32) (*Rule, bool) {
-	i, ok := rs.byID[id]
-	if !ok {
-		return nil, false
+	if i, ok := rs.byID[id]; ok {
+		return &rs.Rules[i], true
 	}
-	return &rs.Rules[i], true
+	if i, ok := rs.ctrByID[id]; ok {
+		return &rs.ContainerRules[i], true
+	}
+	return nil, false
 }
 
 // AllowList reports whether a category is in allow-list mode: some rule in it
@@ -160,6 +173,10 @@ func postureGroup(c Category) Category {
 type Options struct {
 	Host     string   // this host's name, for nodeSelector
 	Postures Postures // zero fields default to audit
+
+	// ContainerPostures are the default postures of container policies'
+	// allow-lists (upstream's defaultFilePosture, ...); zero fields: audit.
+	ContainerPostures Postures
 }
 
 // Compile turns validated, normalized policies into a RuleSet. Policies whose
@@ -168,10 +185,15 @@ type Options struct {
 // hash of the policy name and the rule's content, so a rule keeps its ID
 // across recompiles while it is unchanged; collisions are resolved in order.
 func Compile(policies []*Policy, opts Options) *RuleSet {
-	rs := &RuleSet{Postures: withDefaults(opts.Postures), byID: map[uint32]int{}}
+	rs := &RuleSet{Postures: withDefaults(opts.Postures), ContainerPostures: withDefaults(opts.ContainerPostures),
+		byID: map[uint32]int{}, ctrByID: map[uint32]int{}}
 	sorted := append([]*Policy(nil), policies...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Metadata.Name < sorted[j].Metadata.Name })
 	for _, p := range sorted {
+		if p.Kind == KindContainerPolicy {
+			compileContainerPolicy(rs, p)
+			continue
+		}
 		if !Selects(p, opts.Host) || p.Spec.AppArmor != "" {
 			continue
 		}
@@ -196,8 +218,9 @@ func withDefaults(p Postures) Postures {
 }
 
 type compiler struct {
-	rs *RuleSet
-	p  *Policy
+	rs        *RuleSet
+	p         *Policy
+	container bool // the rules go to ContainerRules
 }
 
 func (c *compiler) policy() {
@@ -309,12 +332,19 @@ func (c *compiler) add(base Rule, m Meta, sources []Source, fieldPath string) {
 func (c *compiler) insert(r Rule) {
 	id := ruleHash(r)
 	for {
-		if _, taken := c.rs.byID[id]; !taken && id != 0 {
+		_, taken := c.rs.byID[id]
+		_, ctrTaken := c.rs.ctrByID[id]
+		if !taken && !ctrTaken && id != 0 {
 			break
 		}
 		id++
 	}
 	r.ID = id
+	if c.container {
+		c.rs.ctrByID[id] = len(c.rs.ContainerRules)
+		c.rs.ContainerRules = append(c.rs.ContainerRules, r)
+		return
+	}
 	c.rs.byID[id] = len(c.rs.Rules)
 	c.rs.Rules = append(c.rs.Rules, r)
 }

@@ -69,6 +69,12 @@ type Event struct {
 // sends. Keys match case-insensitively, as upstream's Go JSON decoding does;
 // apiVersion and kind are absent on the wire and are filled in here.
 func DecodeEvent(data []byte) (*Event, Diagnostics) {
+	return decodeEvent(data, KindHostPolicy)
+}
+
+// decodeEvent is DecodeEvent for the RPC of one kind, which fills in a
+// missing kind.
+func decodeEvent(data []byte, kind string) (*Event, Diagnostics) {
 	const file = "request"
 	if len(data) > MaxDocumentBytes {
 		return nil, Diagnostics{{File: file, Msg: fmt.Sprintf("payload is %d bytes; the limit is %d", len(data), MaxDocumentBytes)}}
@@ -106,7 +112,7 @@ func DecodeEvent(data []byte) (*Event, Diagnostics) {
 			p.APIVersion = APIVersion
 		}
 		if p.Kind == "" {
-			p.Kind = KindHostPolicy
+			p.Kind = kind
 		}
 	}
 	ev.Policy = p

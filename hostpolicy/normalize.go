@@ -10,6 +10,9 @@ import (
 // severity/tags/message/action from rule <- block <- spec, comma expansion of
 // protocols, domains and capabilities, and canonical paths.
 func Normalize(p *Policy) {
+	if p.Kind == KindContainerPolicy {
+		p.Metadata.Namespace = ContainerNamespace // as upstream forces outside Kubernetes
+	}
 	s := &p.Spec
 	s.Action = canonicalAction(s.Action)
 	if s.Action == "" {

@@ -34,7 +34,11 @@ func Parse(file string, data []byte) ([]*Policy, Diagnostics) {
 // ParseEvent is Parse for one PolicyService request. A DELETED event needs
 // only a name; its spec is not validated (karmor resends the whole policy).
 func ParseEvent(data []byte) (*Event, Diagnostics) {
-	ev, diags := DecodeEvent(data)
+	return parseEvent(data, KindHostPolicy)
+}
+
+func parseEvent(data []byte, kind string) (*Event, Diagnostics) {
+	ev, diags := decodeEvent(data, kind)
 	if ev == nil || ev.Policy == nil || diags.HasErrors() {
 		return nil, diags
 	}

@@ -20,7 +20,7 @@ const (
 	ActionBlock = "Block"
 )
 
-// Policy is one KubeArmorHostPolicy document.
+// Policy is one KubeArmorHostPolicy or KubeArmorPolicy document.
 type Policy struct {
 	APIVersion string   `yaml:"apiVersion,omitempty"`
 	Kind       string   `yaml:"kind,omitempty"`
@@ -42,6 +42,7 @@ type Metadata struct {
 // Spec is the body of a host policy (reference §1.2).
 type Spec struct {
 	NodeSelector NodeSelector      `yaml:"nodeSelector,omitempty"`
+	Selector     Selector          `yaml:"selector,omitempty"` // KubeArmorPolicy only (container.go)
 	Process      ProcessRules      `yaml:"process,omitempty"`
 	File         FileRules         `yaml:"file,omitempty"`
 	Network      NetworkRules      `yaml:"network,omitempty"`

@@ -53,8 +53,10 @@ func (v *validator) policy(p *Policy) {
 	if p.APIVersion != APIVersion {
 		v.sink.errorf("apiVersion", "must be %s, not %q", APIVersion, p.APIVersion)
 	}
-	if p.Kind != KindHostPolicy {
-		v.sink.errorf("kind", "must be %s, not %q", KindHostPolicy, p.Kind)
+	switch p.Kind {
+	case KindHostPolicy, KindContainerPolicy:
+	default:
+		v.sink.errorf("kind", "must be %s or %s, not %q", KindHostPolicy, KindContainerPolicy, p.Kind)
 	}
 	switch name := p.Metadata.Name; {
 	case name == "":
@@ -63,7 +65,15 @@ func (v *validator) policy(p *Policy) {
 		v.sink.errorf("metadata.name", "%q is not a valid name (lowercase letters, digits, '-' and '.'; at most 253)", name)
 	}
 	s := &p.Spec
-	v.nodeSelector(s.NodeSelector)
+	switch p.Kind {
+	case KindContainerPolicy:
+		v.containerSelector(p)
+	case KindHostPolicy:
+		v.nodeSelector(s.NodeSelector)
+		if len(s.Selector.MatchLabels) > 0 {
+			v.sink.errorf("spec.selector", "selects containers, which only a %s does; a %s uses spec.nodeSelector", KindContainerPolicy, KindHostPolicy)
+		}
+	}
 	if s.AppArmor != "" {
 		v.sink.warnf("spec.apparmor", "native AppArmor rules are ignored on hosts; upstream KubeArmor skips the whole policy, and so does this agent")
 	}
