@@ -1,0 +1,270 @@
+package apparmor
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/armorhost/kubearmor/hostpolicy"
+)
+
+func policy(name, spec string) string {
+	return fmt.Sprintf(`apiVersion: security.kubearmor.com/v1
+kind: KubeArmorHostPolicy
+metadata:
+  name: %s
+spec:
+  nodeSelector:
+    matchLabels:
+      kubearmor.io/hostname: "*"
+%s`, name, spec)
+}
+
+func compile(t *testing.T, postures hostpolicy.Postures, docs ...string) *hostpolicy.RuleSet {
+	t.Helper()
+	var all []*hostpolicy.Policy
+	for _, d := range docs {
+		ps, diags := hostpolicy.Parse("t.yaml", []byte(d))
+		if diags.HasErrors() {
+			t.Fatalf("%v", diags)
+		}
+		all = append(all, ps...)
+	}
+	return hostpolicy.Compile(all, hostpolicy.Options{Host: "h", Postures: postures})
+}
+
+// testPolicies cover every rule shape the renderer has.
+var testPolicies = []string{
+	policy("process", `  process:
+    matchPaths:
+    - path: /usr/bin/wget
+    - execname: nc
+      ownerOnly: true
+    - path: "/opt/odd name/[x]*"
+    matchDirectories:
+    - dir: /opt/tools/
+      recursive: true
+    - dir: /srv/bin/
+      fromSource:
+      - path: /usr/bin/bash
+    matchPatterns:
+    - pattern: /home/*/bin/**
+  action: Block`),
+	policy("file", `  file:
+    matchPaths:
+    - path: /etc/shadow
+      readOnly: true
+    - path: /etc/owned
+      ownerOnly: true
+    - path: /etc/both
+      readOnly: true
+      ownerOnly: true
+      fromSource:
+      - path: /usr/bin/cat
+    matchDirectories:
+    - dir: /root/.ssh/
+      recursive: true
+    matchPatterns:
+    - pattern: /etc/*.key
+  action: Block`),
+	policy("audit", `  file:
+    matchPaths:
+    - path: /etc/passwd
+  process:
+    matchPaths:
+    - path: /usr/bin/id
+  network:
+    matchProtocols:
+    - protocol: raw
+  capabilities:
+    matchCapabilities:
+    - capability: sys_admin
+  action: Audit`),
+	policy("net", `  network:
+    matchProtocols:
+    - protocol: udp
+    - protocol: icmp
+    - protocol: tcp
+      fromSource:
+      - path: /usr/bin/curl
+  capabilities:
+    matchCapabilities:
+    - capability: net_raw
+  action: Block`),
+	policy("allow", `  file:
+    matchDirectories:
+    - dir: /var/lib/app/
+      recursive: true
+      fromSource:
+      - path: /usr/sbin/appd
+    matchPaths:
+    - path: /etc/app.conf
+      readOnly: true
+      ownerOnly: true
+      fromSource:
+      - path: /usr/sbin/appd
+  network:
+    matchProtocols:
+    - protocol: tcp
+      fromSource:
+      - path: /usr/sbin/appd
+  process:
+    matchPaths:
+    - path: /usr/bin/true
+      fromSource:
+      - path: /usr/sbin/appd
+  action: Allow`),
+}
+
+func parser(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"apparmor_parser", "/sbin/apparmor_parser", "/usr/sbin/apparmor_parser"} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	t.Skip("apparmor_parser is not installed (apt-get install apparmor)")
+	return ""
+}
+
+// checkProfiles runs apparmor_parser -Q -K (parse and compile, no kernel)
+// on every profile.
+func checkProfiles(t *testing.T, profiles map[string]string) {
+	t.Helper()
+	bin := parser(t)
+	dir := t.TempDir()
+	for name, text := range profiles {
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(bin, "-Q", "-K", f).CombinedOutput()
+		if err != nil {
+			t.Errorf("apparmor_parser rejects %s: %v\n%s\n--- profile:\n%s", name, err, out, text)
+		}
+	}
+}
+
+func TestProfilesParse(t *testing.T) {
+	for _, postures := range []hostpolicy.Postures{{}, {File: "block", Network: "block", Capabilities: "block"}} {
+		rs := compile(t, postures, testPolicies...)
+		profiles, err := Render(rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{HostProfile, SourceProfile("/usr/bin/bash"), SourceProfile("/usr/bin/cat"),
+			SourceProfile("/usr/bin/curl"), SourceProfile("/usr/sbin/appd")} {
+			if profiles[want] == "" {
+				t.Errorf("no profile %s", want)
+			}
+		}
+		checkProfiles(t, profiles)
+	}
+	// An empty RuleSet still gives the permissive host profile.
+	empty, _ := Render(compile(t, hostpolicy.Postures{}))
+	if len(empty) != 1 || empty[HostProfile] == "" {
+		t.Errorf("empty RuleSet: %v", empty)
+	}
+	checkProfiles(t, empty)
+}
+
+func TestExamplePoliciesParse(t *testing.T) {
+	files, _ := filepath.Glob("../../examples/policies/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no example policies")
+	}
+	for _, f := range files {
+		doc, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		profiles, err := Render(compile(t, hostpolicy.Postures{}, string(doc)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkProfiles(t, profiles)
+	}
+}
+
+func TestRuleLines(t *testing.T) {
+	rs := compile(t, hostpolicy.Postures{File: "block", Network: "block"}, testPolicies...)
+	profiles, _ := Render(rs)
+	host, appd := profiles[HostProfile], profiles[SourceProfile("/usr/sbin/appd")]
+	bash := profiles[SourceProfile("/usr/bin/bash")]
+	for _, c := range []struct {
+		profile, text string
+		want          bool
+	}{
+		{host, `profile kubearmor-host /** flags=(attach_disconnected,mediate_deleted) {`, true},
+		{host, `  deny "/usr/bin/wget" x,`, true},
+		{host, `  deny other "/**/nc" x,`, true},
+		{host, `  deny "/opt/odd name/\[x\]\*" x,`, true},
+		{host, `  deny "/opt/tools/{,**}" x,`, true},
+		{host, `  deny "/home/*/bin/*" x,`, true},
+		{host, `  deny "/etc/shadow" wkl,`, true},
+		{host, `  deny other "/etc/owned" rwklm,`, true},
+		{host, `  deny "/root/.ssh/{,**}" rwklm,`, true},
+		{host, `  deny "/etc/*.key" rwklm,`, true},
+		{host, `  audit "/etc/passwd" rwklm,`, true},
+		{host, `  audit "/usr/bin/id" px,`, true},
+		{host, `  audit network raw,`, true},
+		{host, `  audit capability sys_admin,`, true},
+		{host, `  deny network udp,`, true},
+		{host, `  deny capability net_raw,`, true},
+		// fromSource rules stay in their program's profile
+		{host, `/srv/bin/`, false},
+		{host, `network tcp`, false},
+		{bash, `profile kubearmor-src-usr-bin-bash "/usr/bin/bash" flags=`, true},
+		{bash, `  deny "/srv/bin/{,*}" x,`, true},
+		{bash, `  deny "/usr/bin/wget" x,`, true}, // and the rules for every program
+		{profiles[SourceProfile("/usr/bin/cat")], `  deny owner "/etc/both" wkl,`, true},
+		{profiles[SourceProfile("/usr/bin/cat")], `  deny other "/etc/both" rwklm,`, true},
+		// the host is not in allow-list mode: blanket rules stay
+		{host, "  /{,**} rwlkm,\n", true},
+		{host, "  /** px,\n", true},
+		{host, "  network,\n", true},
+		// appd's allow-list: block posture drops the file, process and
+		// network blanket rules, keeps capabilities (no Allow there)
+		{appd, "  /{,**} rwlkm,\n", false},
+		{appd, "  /** px,\n", false},
+		{appd, "  network,\n", false},
+		{appd, "  capability,\n", true},
+		{appd, "  include <abstractions/base>\n", true},
+		{appd, `  "/var/lib/app/{,**}" rwklm,`, true},
+		{appd, `  owner "/etc/app.conf" rkm,`, true},
+		{appd, `  network tcp,`, true},
+		{appd, `  "/usr/bin/true" px,`, true},
+	} {
+		if got := strings.Contains(c.profile, c.text); got != c.want {
+			t.Errorf("profile has %q: %v, want %v\n%s", c.text, got, c.want, c.profile)
+		}
+	}
+}
+
+func TestUnenforced(t *testing.T) {
+	rs := compile(t, hostpolicy.Postures{}, policy("u", `  process:
+    matchPaths:
+    - path: /usr/bin/su
+      pts: false
+    - path: /usr/bin/env
+      allowedArgs: [x]
+  network:
+    matchProtocols:
+    - protocol: icmpv6
+    - protocol: sctp
+    - protocol: udp
+  action: Block`))
+	for _, r := range rs.Rules {
+		why := Unenforced(&r)
+		if (r.Value == "udp") != (why == "") {
+			t.Errorf("%s: %q", r.Value, why)
+		}
+	}
+	profiles, _ := Render(rs)
+	if strings.Contains(profiles[HostProfile], "/usr/bin/su") || !strings.Contains(profiles[HostProfile], "deny network udp,") {
+		t.Errorf("profile:\n%s", profiles[HostProfile])
+	}
+}
