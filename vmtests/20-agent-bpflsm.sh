@@ -143,8 +143,8 @@ spec:
       - path: /tmp/shell/sh
   action: Allow
 EOF
-check "the allowed program runs from the allow-listed shell" /tmp/shell/sh -c '/tmp/other/true true; true'
-denied "anything else from that shell is refused (block posture)" "Permission denied" /tmp/shell/sh -c '/tmp/writer/true true; true'
+check "the allowed program runs from the allow-listed shell" /tmp/shell/sh -c '/tmp/other/true true; exit $?'
+denied "anything else from that shell is refused (block posture)" "Permission denied" /tmp/shell/sh -c '/tmp/writer/true true; exit $?'
 check "other programs are not in allow-list mode" /tmp/writer/true true
 alert "DefaultPosture alert" '"PolicyName":"DefaultPosture"' '"Action":"Block"' '"Result":"Permission denied"' '"Resource":"/tmp/writer/true'
 no_alert "DefaultPosture alerts carry no severity" '"PolicyName":"DefaultPosture"' '"Severity"'

@@ -23,27 +23,26 @@ denied() {
   fi
 }
 
-# wait_for FILE TEXT...: wait (at most 120 s: TCG is slow) until one line of
-# FILE contains every TEXT; prints that line.
+# wait_for FILE TEXT...: wait (at most WAIT_SECS, default 60 s of guest time:
+# TCG is slow) until one line of FILE contains every TEXT; prints that line.
 wait_for() {
   file=$1; shift
-  i=0
-  while [ $i -lt 1200 ]; do
+  end=$(($(date +%s) + ${WAIT_SECS:-60}))
+  while :; do
     if [ -f "$file" ]; then
       line=$(grep_all "$file" "$@" | tail -n 1)
       if [ -n "$line" ]; then echo "$line"; return 0; fi
     fi
-    sleep 0.1; i=$((i + 1))
+    [ "$(date +%s)" -lt "$end" ] || return 1
+    sleep 0.2
   done
-  return 1
 }
 
 # grep_all FILE TEXT...: lines of FILE that contain every TEXT (fixed strings).
 grep_all() {
   file=$1; shift
-  cp "$file" /tmp/grep_all.in
-  for t in "$@"; do grep -F -- "$t" /tmp/grep_all.in > /tmp/grep_all.out || true; mv /tmp/grep_all.out /tmp/grep_all.in; done
-  cat /tmp/grep_all.in
+  awk -v n=$# 'BEGIN { for (i = 1; i <= n; i++) want[i] = ARGV[i + 1]; ARGC = 2 }
+    { ok = 1; for (i = 1; i <= n; i++) if (index($0, want[i]) == 0) { ok = 0; break } if (ok) print }' "$file" "$@"
 }
 
 # alert DESCRIPTION FIELD...: an alert with every "Key":"value" fragment must
