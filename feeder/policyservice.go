@@ -35,6 +35,8 @@ func StatusFromName(name string) (Status, bool) {
 
 // PolicyApplier carries out a decoded, validated and normalized
 // PolicyService request (the policy store: it writes the policy as a file).
+// Host and container policies both come through ApplyHostPolicy; the
+// event's Policy.Kind tells them apart.
 // It returns Applied, Modified, Deleted or NotExist; on error the returned
 // status is still sent (Failure is the zero value, so (0, err) means
 // Failure; an applier that rejects the policy returns Invalid with the
@@ -68,46 +70,66 @@ func (p *policyService) HostPolicy(_ context.Context, req *policypb.Policy) (*po
 }
 
 func (s *Server) applyHostPolicy(payload []byte) Status {
+	return s.applyPolicy(payload, hostpolicy.KindHostPolicy)
+}
+
+// applyPolicy serves hostPolicy and containerPolicy alike: the kind is the
+// RPC's, and the applier (the policy store) keeps both kinds as files.
+func (s *Server) applyPolicy(payload []byte, kind string) Status {
+	what := "host policy"
+	parse := hostpolicy.ParseEvent
+	if kind == hostpolicy.KindContainerPolicy {
+		what, parse = "container policy", hostpolicy.ParseContainerEvent
+	}
 	if s.opts.Policies == nil {
 		return StatusNotEnabled
 	}
-	ev, diags := hostpolicy.ParseEvent(payload)
+	ev, diags := parse(payload)
 	if ev == nil || diags.HasErrors() {
 		err := diags.Err()
 		if err == nil {
 			err = fmt.Errorf("unreadable request")
 		}
-		s.log.Warn("PolicyService: invalid host policy", "error", err)
-		s.PublishMessage(LevelWarn, "PolicyService: invalid host policy: "+err.Error())
+		s.log.Warn("PolicyService: invalid "+what, "error", err)
+		s.PublishMessage(LevelWarn, "PolicyService: invalid "+what+": "+err.Error())
 		return StatusInvalid
 	}
 	if !validName(ev.Policy.Metadata.Name) {
 		// ParseEvent checks only that a DELETED event has a name; an
 		// applier may build a file name from it, so refuse anything that
 		// is not a Kubernetes object name (no '/', no "..").
-		msg := fmt.Sprintf("PolicyService: invalid host policy: metadata.name %q is not a valid name", ev.Policy.Metadata.Name)
+		msg := fmt.Sprintf("PolicyService: invalid %s: metadata.name %q is not a valid name", what, ev.Policy.Metadata.Name)
+		s.log.Warn(msg)
+		s.PublishMessage(LevelWarn, msg)
+		return StatusInvalid
+	}
+	if ev.Type != "DELETED" && ev.Policy.Kind != kind {
+		// A kind in the object that is not the RPC's: karmor never sends
+		// one, and a policy must not change kind on its way to a file.
+		msg := fmt.Sprintf("PolicyService: invalid %s: kind %s sent to the %s RPC", what, ev.Policy.Kind, kind)
 		s.log.Warn(msg)
 		s.PublishMessage(LevelWarn, msg)
 		return StatusInvalid
 	}
 	for _, w := range diags.Warnings() {
-		s.log.Warn("PolicyService: host policy "+ev.Policy.Metadata.Name, "warning", w.String())
+		s.log.Warn("PolicyService: "+what+" "+ev.Policy.Metadata.Name, "warning", w.String())
 	}
 	st, err := s.opts.Policies.ApplyHostPolicy(ev)
 	name := ev.Policy.Metadata.Name
 	if err != nil {
-		s.log.Error("PolicyService: host policy not applied", "policy", name, "type", ev.Type, "status", st.String(), "error", err)
-		s.PublishMessage(LevelError, fmt.Sprintf("PolicyService: %s of host policy %s: %s: %v", ev.Type, name, st, err))
+		s.log.Error("PolicyService: "+what+" not applied", "policy", name, "type", ev.Type, "status", st.String(), "error", err)
+		s.PublishMessage(LevelError, fmt.Sprintf("PolicyService: %s of %s %s: %s: %v", ev.Type, what, name, st, err))
 		return st
 	}
-	s.log.Info("PolicyService: host policy", "policy", name, "type", ev.Type, "status", st.String())
-	s.PublishMessage(LevelInfo, fmt.Sprintf("PolicyService: host policy %s %s", name, st))
+	s.log.Info("PolicyService: "+what, "policy", name, "type", ev.Type, "status", st.String())
+	s.PublishMessage(LevelInfo, fmt.Sprintf("PolicyService: %s %s %s", what, name, st))
 	return st
 }
 
-// ContainerPolicy (KubeArmorPolicy) is not supported outside Kubernetes yet.
-func (p *policyService) ContainerPolicy(context.Context, *policypb.Policy) (*policypb.Response, error) {
-	return &policypb.Response{Status: StatusNotEnabled}, nil
+// ContainerPolicy handles `karmor vm policy add|delete` for KubeArmorPolicy,
+// with the same envelope, statuses and store as HostPolicy.
+func (p *policyService) ContainerPolicy(_ context.Context, req *policypb.Policy) (*policypb.Response, error) {
+	return &policypb.Response{Status: p.s.applyPolicy(req.GetPolicy(), hostpolicy.KindContainerPolicy)}, nil
 }
 
 // NetworkPolicy (KubeArmorNetworkPolicy) is not supported.
@@ -131,7 +153,10 @@ func (p *probeService) GetProbeData(context.Context, *policypb.Empty) (*policypb
 	if p.s.opts.Probe == nil {
 		return resp, nil
 	}
-	policies := slices.Clone(p.s.opts.Probe.Policies())
+	// Container policies belong in containerMap, keyed by container; only
+	// host policies are listed here.
+	policies := slices.DeleteFunc(slices.Clone(p.s.opts.Probe.Policies()),
+		func(p *hostpolicy.Policy) bool { return p.Kind == hostpolicy.KindContainerPolicy })
 	if len(policies) == 0 {
 		return resp, nil
 	}
