@@ -539,7 +539,7 @@ func (e *Enforcer) decide(fd int32, tid int32, mask uint64) (*event.Event, bool)
 	if cat == hostpolicy.CategoryProcess {
 		// ProcessName is the program being started, its parent the one
 		// starting it (as for the monitor's exec events).
-		ev.Operation, ev.Exe, ev.ParentExe = event.OpProcess, subject, source
+		ev.Operation, ev.Syscall, ev.Exe, ev.ParentExe = event.OpProcess, "SYS_EXECVE", subject, source
 	} else {
 		ev.Exe = source
 	}

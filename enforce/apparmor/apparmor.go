@@ -1,0 +1,300 @@
+package apparmor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/armorhost/kubearmor/enforce/fanotify/decide"
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/hostpolicy"
+)
+
+// Name is the Enforcer string of the tier and its verdicts.
+const Name = "AppArmor"
+
+// DefaultDir is where profiles are written: /run is a tmpfs, so nothing of
+// ours is there after a reboot, and AppArmor's boot loader never reads it.
+const DefaultDir = "/run/kubearmor/apparmor"
+
+const securityfs = "/sys/kernel/security/apparmor"
+
+// Options configure the tier.
+type Options struct {
+	Dir    string // profile files; DefaultDir when empty
+	Parser string // apparmor_parser; found on PATH, /sbin or /usr/sbin when empty
+	Log    *slog.Logger
+}
+
+// Enforcer loads profiles and reports AppArmor's verdicts on them.
+type Enforcer struct {
+	opts   Options
+	audit  auditSource
+	mu     sync.Mutex
+	loaded map[string]string // profile name -> text in the kernel
+	closed bool
+	state  atomic.Pointer[state]
+}
+
+// state is what verdicts are attributed with: the rules and which program
+// each fromSource profile is for.
+type state struct {
+	rs      *hostpolicy.RuleSet
+	table   *decide.Table
+	sources map[string]string
+}
+
+// Supported says why AppArmor cannot be the enforcer here, or nil.
+func Supported() error {
+	if b, err := os.ReadFile("/sys/module/apparmor/parameters/enabled"); err == nil && strings.TrimSpace(string(b)) != "Y" {
+		return errors.New("AppArmor is disabled in the kernel")
+	}
+	if _, err := os.Stat(securityfs); err != nil {
+		return fmt.Errorf("AppArmor is not enabled in the kernel (%s: %w)", securityfs, err)
+	}
+	if lsm, err := os.ReadFile("/sys/kernel/security/lsm"); err == nil && !strings.Contains(","+strings.TrimSpace(string(lsm))+",", ",apparmor,") {
+		return errors.New("apparmor is not an active LSM (/sys/kernel/security/lsm)")
+	}
+	if _, err := findParser(""); err != nil {
+		return err
+	}
+	return nil
+}
+
+func findParser(p string) (string, error) {
+	if p != "" {
+		return p, nil
+	}
+	for _, c := range []string{"apparmor_parser", "/sbin/apparmor_parser", "/usr/sbin/apparmor_parser"} {
+		if path, err := exec.LookPath(c); err == nil {
+			return path, nil
+		}
+	}
+	return "", errors.New("apparmor_parser not found (install the apparmor package)")
+}
+
+// New removes profiles a previous agent left loaded (after a crash) and
+// opens the kernel's audit records. Nothing is loaded until Apply.
+func New(opts Options) (*Enforcer, error) {
+	if opts.Dir == "" {
+		opts.Dir = DefaultDir
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	var err error
+	if opts.Parser, err = findParser(opts.Parser); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("apparmor: %w", err)
+	}
+	e := &Enforcer{opts: opts, loaded: map[string]string{}}
+	e.state.Store(&state{rs: &hostpolicy.RuleSet{}, table: decide.New(nil, nil), sources: map[string]string{}})
+	if stale, _ := ourProfiles(); len(stale) > 0 {
+		opts.Log.Info("apparmor: removing profiles a previous agent left loaded", "profiles", strings.Join(stale, ","))
+		for _, name := range stale {
+			if err := removeProfile(name); err != nil {
+				opts.Log.Warn("apparmor: cannot remove a stale profile", "profile", name, "err", err)
+			}
+		}
+	}
+	e.audit, err = openAudit()
+	if err != nil {
+		opts.Log.Warn("apparmor: no kernel audit records, so no alerts for AppArmor's verdicts", "err", err)
+	}
+	return e, nil
+}
+
+// Name is the tier's Enforcer string.
+func (e *Enforcer) Name() string { return Name }
+
+// Apply validates every profile of rs with apparmor_parser, then loads the
+// changed ones (replacing a profile is atomic in the kernel), then removes
+// profiles rs no longer has. The host profile is loaded last so that the
+// fromSource profiles it hands programs to exist first.
+func (e *Enforcer) Apply(rs *hostpolicy.RuleSet) (map[uint32]string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, errors.New("apparmor: enforcer is closed")
+	}
+	if rs == nil {
+		rs = &hostpolicy.RuleSet{Postures: hostpolicy.DefaultPostures}
+	}
+	unenforced := map[uint32]string{}
+	for i := range rs.Rules {
+		if why := Unenforced(&rs.Rules[i]); why != "" {
+			unenforced[rs.Rules[i].ID] = why
+		}
+	}
+	profiles, sources := render(rs)
+	var changed []string
+	for name, text := range profiles {
+		if e.loaded[name] != text {
+			changed = append(changed, name)
+		}
+	}
+	sort.Slice(changed, func(i, j int) bool { // host last
+		if (changed[i] == HostProfile) != (changed[j] == HostProfile) {
+			return changed[j] == HostProfile
+		}
+		return changed[i] < changed[j]
+	})
+	if len(changed) > 0 {
+		staging, err := os.MkdirTemp(e.opts.Dir, ".staging-")
+		if err != nil {
+			return nil, fmt.Errorf("apparmor: %w", err)
+		}
+		defer os.RemoveAll(staging)
+		var files []string
+		for _, name := range changed {
+			f := filepath.Join(staging, name)
+			if err := os.WriteFile(f, []byte(profiles[name]), 0o600); err != nil {
+				return nil, fmt.Errorf("apparmor: %w", err)
+			}
+			files = append(files, f)
+		}
+		if err := e.parse(append([]string{"-Q", "-K"}, files...)); err != nil {
+			return nil, fmt.Errorf("apparmor: profiles do not validate, previous rules stay: %w", err)
+		}
+		if err := e.parse(append([]string{"-r", "-K"}, files...)); err != nil {
+			// Profiles that did load stay replaced: the kernel has no
+			// transaction across profiles. Say which state we are in.
+			return nil, fmt.Errorf("apparmor: load failed, some profiles may hold the new rules: %w", err)
+		}
+		for i, name := range changed {
+			if err := os.Rename(files[i], filepath.Join(e.opts.Dir, name)); err != nil {
+				e.opts.Log.Warn("apparmor: cannot keep the loaded profile's text", "profile", name, "err", err)
+			}
+			e.loaded[name] = profiles[name]
+		}
+	}
+	for name := range e.loaded {
+		if _, keep := profiles[name]; keep {
+			continue
+		}
+		if err := removeProfile(name); err != nil {
+			e.opts.Log.Warn("apparmor: cannot remove a profile", "profile", name, "err", err)
+			continue
+		}
+		_ = os.Remove(filepath.Join(e.opts.Dir, name))
+		delete(e.loaded, name)
+	}
+	skip := func(r *hostpolicy.Rule) bool { return Unenforced(r) != "" }
+	e.state.Store(&state{rs: rs, table: decide.New(rs, skip), sources: sources})
+	return unenforced, nil
+}
+
+func (e *Enforcer) parse(args []string) error {
+	out, err := exec.Command(e.opts.Parser, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", filepath.Base(e.opts.Parser), args[0], err, parserMessages(out))
+	}
+	return nil
+}
+
+// parserMessages drops the parser's cache notice, which it prints even
+// when nothing is wrong.
+func parserMessages(out []byte) string {
+	var keep []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if l != "" && !strings.HasPrefix(l, "Cache read/write disabled") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "; ")
+}
+
+// ourProfiles lists the loaded profiles whose names are ours.
+func ourProfiles() ([]string, error) {
+	b, err := os.ReadFile(securityfs + "/profiles")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		name, _, _ := strings.Cut(l, " (")
+		if name == HostProfile || strings.HasPrefix(name, sourcePrefix+"-") {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+// removeProfile unloads a profile; tasks confined by it become unconfined.
+func removeProfile(name string) error {
+	return os.WriteFile(securityfs+"/.remove", []byte(name), 0)
+}
+
+// Run reads AppArmor's audit records until ctx ends.
+func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
+	if e.audit == nil {
+		<-ctx.Done()
+		return nil
+	}
+	go func() {
+		<-ctx.Done()
+		e.audit.Close()
+	}()
+	for {
+		line, err := e.audit.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("apparmor: audit records: %w", err)
+		}
+		if ev, ok := e.verdict(line); ok {
+			emit(ev)
+		}
+	}
+}
+
+// Close unloads every profile of ours and removes their files.
+func (e *Enforcer) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil
+	}
+	e.closed = true
+	var errs []error
+	// sources first: the host profile hands programs to them
+	names := make([]string, 0, len(e.loaded))
+	for name := range e.loaded {
+		names = append(names, name)
+	}
+	sort.Slice(names, func(i, j int) bool { return names[j] == HostProfile })
+	for _, name := range names {
+		if err := removeProfile(name); err != nil {
+			errs = append(errs, fmt.Errorf("remove profile %s: %w", name, err))
+		}
+		_ = os.Remove(filepath.Join(e.opts.Dir, name))
+	}
+	e.loaded = map[string]string{}
+	if e.audit != nil {
+		e.audit.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// Loaded lists the profiles this enforcer has in the kernel.
+func (e *Enforcer) Loaded() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for name := range e.loaded {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,70 @@
+package apparmor
+
+import (
+	"testing"
+
+	"github.com/armorhost/kubearmor/enforce/fanotify/decide"
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/hostpolicy"
+)
+
+func TestVerdictFromAuditRecord(t *testing.T) {
+	rs := compile(t, hostpolicy.Postures{}, testPolicies...)
+	_, sources := render(rs)
+	e := &Enforcer{}
+	e.state.Store(&state{rs: rs, table: decide.New(rs, func(r *hostpolicy.Rule) bool { return Unenforced(r) != "" }), sources: sources})
+	id := func(value string) uint32 {
+		for _, r := range rs.Rules {
+			if r.Value == value {
+				return r.ID
+			}
+		}
+		t.Fatalf("no rule %s", value)
+		return 0
+	}
+	const pre = `audit: type=1400 audit(1700000000.123:45): `
+	for _, c := range []struct {
+		line     string
+		ok       bool
+		op       string
+		resource string
+		verdict  event.Verdict
+		rule     uint32
+	}{
+		{pre + `apparmor="DENIED" operation="exec" profile="kubearmor-host" name="/usr/bin/wget" pid=1 comm="sh" requested_mask="x" denied_mask="x" fsuid=0 ouid=0`,
+			true, event.OpProcess, "/usr/bin/wget", event.VerdictBlock, id("/usr/bin/wget")},
+		{pre + `apparmor="DENIED" operation="open" profile="kubearmor-host" name="/etc/shadow" pid=1 comm="tee" requested_mask="wc" denied_mask="wc" fsuid=0 ouid=0`,
+			true, event.OpFile, "/etc/shadow", event.VerdictBlock, id("/etc/shadow")},
+		// hex-encoded name (it has a space)
+		{pre + `apparmor="DENIED" operation="exec" profile="kubearmor-host" name=2F6F70742F6F6464206E616D652F5B785D2A pid=1 comm="sh" requested_mask="x" denied_mask="x"`,
+			true, event.OpProcess, "/opt/odd name/[x]*", event.VerdictBlock, id("/opt/odd name/[x]*")},
+		{pre + `apparmor="DENIED" operation="create" profile="kubearmor-host" pid=1 comm="nc" family="inet" sock_type="dgram" protocol=17 requested_mask="create" denied_mask="create"`,
+			true, event.OpNetwork, "protocol=UDP type=SOCK_DGRAM", event.VerdictBlock, id("udp")},
+		{pre + `apparmor="DENIED" operation="capable" profile="kubearmor-host" pid=1 comm="ping" capability=13  capname="net_raw"`,
+			true, event.OpCapabilities, "CAP_NET_RAW", event.VerdictBlock, id("net_raw")},
+		{pre + `apparmor="AUDIT" operation="open" profile="kubearmor-host" name="/etc/passwd" pid=1 comm="cat" requested_mask="r" fsuid=0 ouid=0`,
+			true, event.OpFile, "/etc/passwd", event.VerdictAudit, id("/etc/passwd")},
+		// a fromSource profile: the rule for that program
+		{pre + `apparmor="DENIED" operation="exec" profile="kubearmor-src-usr-bin-bash" name="/srv/bin/x" pid=1 comm="bash" requested_mask="x" denied_mask="x"`,
+			true, event.OpProcess, "/srv/bin/x", event.VerdictBlock, id("/srv/bin/")},
+		// allow-list miss in appd's profile
+		{pre + `apparmor="DENIED" operation="open" profile="kubearmor-src-usr-sbin-appd" name="/etc/passwd2" pid=1 comm="appd" requested_mask="r" denied_mask="r"`,
+			true, event.OpFile, "/etc/passwd2", event.VerdictPostureBlock, 0},
+		// not ours
+		{pre + `apparmor="DENIED" operation="open" profile="/usr/sbin/cupsd" name="/etc/shadow" pid=1 comm="cupsd" requested_mask="r"`, false, "", "", 0, 0},
+		{pre + `apparmor="STATUS" operation="profile_replace" profile="unconfined" name="kubearmor-host" pid=1 comm="apparmor_parser"`, false, "", "", 0, 0},
+	} {
+		ev, ok := e.verdict(c.line)
+		if ok != c.ok {
+			t.Errorf("%s: ok=%v", c.line, ok)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if ev.Operation != c.op || ev.Resource != c.resource || ev.Verdict != c.verdict || ev.RuleID != c.rule ||
+			ev.Enforcer != Name || (c.verdict != event.VerdictAudit) != (ev.Retval < 0) {
+			t.Errorf("%s:\n got %+v\nwant op=%s resource=%s verdict=%d rule=%d", c.line, ev, c.op, c.resource, c.verdict, c.rule)
+		}
+	}
+}
