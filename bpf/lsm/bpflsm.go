@@ -55,19 +55,23 @@ type Enforcer struct {
 	loadTime, attachTime time.Duration
 	bootOffset           time.Duration // wall clock minus CLOCK_BOOTTIME
 
-	mu      sync.Mutex
-	gen     uint32 // active generation
-	applied bool
-	written *written // keys of the active generation
+	mu         sync.Mutex
+	gen        uint32 // active generation
+	applied    bool
+	written    *written // keys of the active generation
+	rules      *hostpolicy.RuleSet
+	containers []Container
 }
 
 // written lists the keys Apply wrote for one generation, so the next Apply
 // can delete them.
 type written struct {
-	paths    []enforcerPathKey
-	nets     []enforcerNetKey
-	sources  []enforcerSrcKey
-	patterns []enforcerPatternKey
+	paths     []enforcerPathKey
+	nets      []enforcerNetKey
+	sources   []enforcerSrcKey
+	patterns  []enforcerPatternKey
+	scopeKeys []enforcerScopeKey
+	configs   []uint32 // container scopes' config indexes
 }
 
 // New loads and attaches the enforcer. With no rules applied yet it
@@ -90,7 +94,7 @@ func New(opts Options) (*Enforcer, error) {
 			return nil, fmt.Errorf("bpflsm: pin dir: %w", err)
 		}
 		collOpts.Maps.PinPath = opts.PinDir
-		for _, name := range []string{"path_rules", "net_rules", "sources", "patterns", "configs", "active"} {
+		for _, name := range []string{"path_rules", "net_rules", "sources", "patterns", "configs", "active", "scopes"} {
 			spec.Maps[name].Pinning = ebpf.PinByName
 			e.pinned = append(e.pinned, filepath.Join(opts.PinDir, name))
 		}
@@ -140,16 +144,30 @@ func (e *Enforcer) Name() string { return "BPFLSM" }
 // active one with a single map write, then deletes the previous
 // generation. Hooks see either the old rules or the new ones, never a mix
 // and never none. On error the previous rules stay in force.
+//
+// The host rules of rs apply to every task outside the containers last
+// given to SetContainers; container policies' rules apply inside the
+// containers they select (containers.go).
 func (e *Enforcer) Apply(rs *hostpolicy.RuleSet) (map[uint32]string, error) {
-	ent := translate(rs)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	un, err := e.commit(rs, e.containers)
+	if err != nil {
+		return nil, err
+	}
+	e.rules = rs
+	return un, nil
+}
 
+// commit writes the rules and containers as the next generation and makes
+// it the active one. The caller holds e.mu.
+func (e *Enforcer) commit(rs *hostpolicy.RuleSet, cs []Container) (map[uint32]string, error) {
+	g := build(rs, cs)
 	next := uint32(0)
 	if e.applied {
 		next = 1 - e.gen
 	}
-	w, err := e.write(ent, next)
+	w, err := e.write(g, next)
 	if err != nil {
 		e.remove(w)
 		return nil, err
@@ -164,42 +182,63 @@ func (e *Enforcer) Apply(rs *hostpolicy.RuleSet) (map[uint32]string, error) {
 	if old != nil {
 		e.remove(old)
 	}
-	return ent.unenforced, nil
+	return g.unenforced, nil
 }
 
-func (e *Enforcer) write(ent *entries, gen uint32) (*written, error) {
+// write puts a whole generation into the maps: the host scope, each
+// container scope, then which containers are in which scope.
+func (e *Enforcer) write(g *generation, gen uint32) (*written, error) {
 	w := &written{}
-	g := gen << genShift
+	if err := e.writeScope(w, g.host, gen, 0, g.scoped); err != nil {
+		return w, err
+	}
+	for i, ent := range g.scopes {
+		if err := e.writeScope(w, ent, gen, uint32(i+1), 0); err != nil {
+			return w, err
+		}
+	}
+	for k, scope := range g.keys {
+		key := enforcerScopeKey{Gen: gen, By: k.by, Id: k.id}
+		if err := e.objs.Scopes.Put(&key, scope); err != nil {
+			return w, fmt.Errorf("bpflsm: write container scope: %w", err)
+		}
+		w.scopeKeys = append(w.scopeKeys, key)
+	}
+	return w, nil
+}
+
+func (e *Enforcer) writeScope(w *written, ent *entries, gen, scope, scoped uint32) error {
+	g := gen<<genShift | scope<<scopeShift
 	for k, v := range ent.paths {
 		key := enforcerPathKey{Kind: g | k.kind, Src: k.src}
 		putString(key.Path[:], k.path)
 		if err := e.objs.PathRules.Put(&key, ruleVal(v)); err != nil {
-			return w, fmt.Errorf("bpflsm: write path rule %q: %w", k.path, err)
+			return fmt.Errorf("bpflsm: write path rule %q: %w", k.path, err)
 		}
 		w.paths = append(w.paths, key)
 	}
 	for k, v := range ent.nets {
 		key := enforcerNetKey{Kind: g | k.kind, Src: k.src, Value: k.value}
 		if err := e.objs.NetRules.Put(&key, ruleVal(v)); err != nil {
-			return w, fmt.Errorf("bpflsm: write network rule: %w", err)
+			return fmt.Errorf("bpflsm: write network rule: %w", err)
 		}
 		w.nets = append(w.nets, key)
 	}
 	for path, v := range ent.sources {
-		key := enforcerSrcKey{Gen: gen}
+		key := enforcerSrcKey{Gen: g}
 		putString(key.Path[:], path)
 		if err := e.objs.Sources.Put(&key, enforcerSrcVal{Id: v.id, Allowlist: v.allowlist}); err != nil {
-			return w, fmt.Errorf("bpflsm: write source %q: %w", path, err)
+			return fmt.Errorf("bpflsm: write source %q: %w", path, err)
 		}
 		w.sources = append(w.sources, key)
 	}
 	for i, p := range ent.patterns {
-		key := enforcerPatternKey{Gen: gen, Idx: uint32(i)}
+		key := enforcerPatternKey{Gen: g, Idx: uint32(i)}
 		val := enforcerPattern{Id: p.id, Category: p.category, Slot: p.slot, Flags: p.flags, Ntok: uint8(len(p.glob.toks))}
 		copy(val.Tok[:], p.glob.toks)
 		copy(val.Classes[:], p.glob.classes)
 		if err := e.objs.Patterns.Put(&key, &val); err != nil {
-			return w, fmt.Errorf("bpflsm: write pattern: %w", err)
+			return fmt.Errorf("bpflsm: write pattern: %w", err)
 		}
 		w.patterns = append(w.patterns, key)
 	}
@@ -216,11 +255,16 @@ func (e *Enforcer) write(ent *entries, gen uint32) (*written, error) {
 		PatternCats:  ent.cfg.patternCats,
 		Caps:         ent.cfg.caps,
 		RateBurst:    burst,
+		Scoped:       scoped,
 	}
-	if err := e.objs.Configs.Put(gen, &cfg); err != nil {
-		return w, fmt.Errorf("bpflsm: write config: %w", err)
+	idx := gen*maxScopes + scope
+	if err := e.objs.Configs.Put(idx, &cfg); err != nil {
+		return fmt.Errorf("bpflsm: write config: %w", err)
 	}
-	return w, nil
+	if scope != 0 {
+		w.configs = append(w.configs, idx)
+	}
+	return nil
 }
 
 // remove deletes the keys of one generation; a key that is already gone is
@@ -237,6 +281,14 @@ func (e *Enforcer) remove(w *written) {
 	}
 	for i := range w.patterns {
 		_ = e.objs.Patterns.Delete(&w.patterns[i])
+	}
+	for i := range w.scopeKeys {
+		_ = e.objs.Scopes.Delete(&w.scopeKeys[i])
+	}
+	// Array entries cannot be deleted: an unused scope gets an empty config,
+	// which decides nothing.
+	for _, idx := range w.configs {
+		_ = e.objs.Configs.Put(idx, &enforcerConfig{})
 	}
 }
 

@@ -23,7 +23,7 @@ type enforcerConfig struct {
 	PatternCats  uint32
 	Caps         uint64
 	RateBurst    uint32
-	Pad          uint32
+	Scoped       uint32
 }
 
 type enforcerEvent struct {
@@ -118,6 +118,13 @@ type enforcerRuleVal struct {
 	Slot [3]enforcerRuleSlot
 }
 
+type enforcerScopeKey struct {
+	_   structs.HostLayout
+	Gen uint32
+	By  uint32
+	Id  uint64
+}
+
 type enforcerScratch struct {
 	_    structs.HostLayout
 	Key  enforcerPathKey
@@ -152,6 +159,7 @@ const (
 	enforcerMapPathRules             = "path_rules"
 	enforcerMapPatterns              = "patterns"
 	enforcerMapRate                  = "rate"
+	enforcerMapScopes                = "scopes"
 	enforcerMapScratchArea           = "scratch_area"
 	enforcerMapSources               = "sources"
 	enforcerProgEnforceCapable       = "enforce_capable"
@@ -234,6 +242,7 @@ type enforcerMapSpecs struct {
 	PathRules   *ebpf.MapSpec `ebpf:"path_rules"`
 	Patterns    *ebpf.MapSpec `ebpf:"patterns"`
 	Rate        *ebpf.MapSpec `ebpf:"rate"`
+	Scopes      *ebpf.MapSpec `ebpf:"scopes"`
 	ScratchArea *ebpf.MapSpec `ebpf:"scratch_area"`
 	Sources     *ebpf.MapSpec `ebpf:"sources"`
 }
@@ -274,6 +283,7 @@ type enforcerMaps struct {
 	PathRules   *ebpf.Map `ebpf:"path_rules"`
 	Patterns    *ebpf.Map `ebpf:"patterns"`
 	Rate        *ebpf.Map `ebpf:"rate"`
+	Scopes      *ebpf.Map `ebpf:"scopes"`
 	ScratchArea *ebpf.Map `ebpf:"scratch_area"`
 	Sources     *ebpf.Map `ebpf:"sources"`
 }
@@ -289,6 +299,7 @@ func (m *enforcerMaps) Close() error {
 		m.PathRules,
 		m.Patterns,
 		m.Rate,
+		m.Scopes,
 		m.ScratchArea,
 		m.Sources,
 	)

@@ -13,6 +13,15 @@ const (
 	maxPatterns = 256
 	genShift    = 24
 	globSteps   = 1 << 16
+	scopeShift  = 8
+	maxScopes   = 1024
+	scopeNone   = maxScopes - 1
+)
+
+// Ways a task is found to be in a container (enum scope_by).
+const (
+	scopeByCgroup = 1
+	scopeByNS     = 2
 )
 
 // Key kinds.
@@ -130,17 +139,23 @@ type entries struct {
 // puts only that program in allow-list mode, one without puts everyone.
 // The posture of process and file is the file posture.
 func translate(rs *hostpolicy.RuleSet) *entries {
+	if rs == nil {
+		return translateRules(nil, hostpolicy.Postures{})
+	}
+	return translateRules(rs.Rules, rs.Postures)
+}
+
+// translateRules is translate for one scope: the host's rules, or the
+// rules of the container policies that apply to a set of containers.
+func translateRules(rules []hostpolicy.Rule, postures hostpolicy.Postures) *entries {
 	e := &entries{
 		paths:      map[pathEntry]ruleValue{},
 		nets:       map[netEntry]ruleValue{},
 		sources:    map[string]sourceValue{},
 		unenforced: map[uint32]string{},
 	}
-	if rs == nil {
-		return e
-	}
-	for i := range rs.Rules {
-		r := &rs.Rules[i]
+	for i := range rules {
+		r := &rules[i]
 		if r.Category == hostpolicy.CategorySyscall {
 			continue
 		}
@@ -153,7 +168,7 @@ func translate(rs *hostpolicy.RuleSet) *entries {
 		from hostpolicy.Category
 	}{{catProcess, hostpolicy.CategoryProcess}, {catFile, hostpolicy.CategoryFile},
 		{catNetwork, hostpolicy.CategoryNetwork}, {catCaps, hostpolicy.CategoryCapabilities}} {
-		if rs.Posture(c.from) == "block" {
+		if postures.Of(c.from) == "block" {
 			e.cfg.postureBlock |= 1 << c.cat
 		}
 	}

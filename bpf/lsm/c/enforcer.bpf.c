@@ -71,13 +71,22 @@ struct {
 	__type(value, struct pattern);
 } patterns SEC(".maps");
 
-/* Index 0 and 1: config of each generation. */
+/* Index gen * MAX_SCOPES + scope: config of each scope of each generation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 2 * MAX_SCOPES);
 	__type(key, __u32);
 	__type(value, struct config);
 } configs SEC(".maps");
+
+/* Containers with a scope: cgroup id (or namespaces) -> scope. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 15);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct scope_key);
+	__type(value, __u32);
+} scopes SEC(".maps");
 
 /* Index 0: the active generation, plus one (0 means no rules loaded). */
 struct {
@@ -166,17 +175,55 @@ static __always_inline void count(__u32 c)
 		*v += 1;
 }
 
-/* active_config returns the config of the generation in force, or NULL
- * when no rules were loaded. */
-static __always_inline struct config *active_config(__u32 *gen)
+/* task_scope returns the scope of the current task: the container scope
+ * its cgroup (or, failing that, its namespaces) was given, else 0 (host). */
+static __always_inline __u32 task_scope(__u32 g, __u32 scoped)
+{
+	struct scope_key k = {.gen = g, .by = SCOPE_BY_CGROUP};
+	__u32 *v;
+	if (scoped & (1 << SCOPE_BY_CGROUP)) {
+		k.id = bpf_get_current_cgroup_id();
+		v = bpf_map_lookup_elem(&scopes, &k);
+		if (v)
+			return *v;
+	}
+	if (scoped & (1 << SCOPE_BY_NS)) {
+		struct task_struct *t = bpf_get_current_task_btf();
+		__u64 pidns = t->nsproxy->pid_ns_for_children->ns.inum;
+		__u64 mntns = t->nsproxy->mnt_ns->ns.inum;
+		k.by = SCOPE_BY_NS;
+		k.id = pidns << 32 | mntns;
+		v = bpf_map_lookup_elem(&scopes, &k);
+		if (v)
+			return *v;
+	}
+	return 0;
+}
+
+/* active_config returns the config that applies to the current task in
+ * the generation in force (NULL when no rules were loaded), and in *tag
+ * the generation and scope its keys carry. */
+static __always_inline struct config *active_config(__u32 *tag)
 {
 	__u32 zero = 0;
 	__u32 *a = bpf_map_lookup_elem(&active, &zero);
 	if (!a || *a == 0)
 		return NULL;
 	__u32 g = (*a - 1) & 1;
-	*gen = g;
-	return bpf_map_lookup_elem(&configs, &g);
+	__u32 idx = g * MAX_SCOPES;
+	struct config *cfg = bpf_map_lookup_elem(&configs, &idx);
+	if (!cfg)
+		return NULL;
+	__u32 scope = 0;
+	if (cfg->scoped) {
+		scope = task_scope(g, cfg->scoped) & (MAX_SCOPES - 1);
+		if (scope) {
+			idx = g * MAX_SCOPES + scope;
+			cfg = bpf_map_lookup_elem(&configs, &idx);
+		}
+	}
+	*tag = g << GEN_SHIFT | scope << SCOPE_SHIFT;
+	return cfg;
 }
 
 /* merge fills the empty slots of m from v. A global function: the verifier
@@ -428,7 +475,7 @@ static __always_inline void match_path(struct scratch *s, struct config *cfg, __
 				       __u32 kind_path, __u32 kind_name, __u32 kind_dir, __u32 src, __u32 len,
 				       int is_dir, struct match *m)
 {
-	__u32 g = gen << GEN_SHIFT;
+	__u32 g = gen; /* the tag: generation and scope */
 	struct walk_ctx w = {.len = len, .last_slash = -1, .src = src};
 	if (cfg->kinds & (1 << kind_dir))
 		w.dir_kind = g | kind_dir;
@@ -828,7 +875,7 @@ static __always_inline int enforce_socket(__u32 hook, int family, int type, int 
 		sv = lookup_source(s, gen, exe);
 	}
 	__u32 src = sv.id;
-	__u32 g = gen << GEN_SHIFT;
+	__u32 g = gen; /* the tag */
 	struct match m = {};
 	if (src) {
 		net_lookup(&m, g | K_NET_TYPE, src, type);
@@ -920,7 +967,7 @@ static __always_inline int enforce_cap(__u32 hook, int cap, int report, __u32 ar
 	struct src_val sv = {};
 	if (needs_source(cfg, CAT_CAPS))
 		sv = lookup_source(s, gen, exe);
-	__u32 g = gen << GEN_SHIFT;
+	__u32 g = gen; /* the tag */
 	struct match m = {};
 	if (sv.id)
 		net_lookup(&m, g | K_CAP, sv.id, cap);

@@ -18,6 +18,27 @@
  * Apply writes the inactive generation, flips, then deletes the old one. */
 #define GEN_SHIFT 24
 
+/* Rule scopes: 0 is the host, 1..MAX_SCOPES-2 are sets of container
+ * policies, SCOPE_NONE is a known container no policy selects (no rules,
+ * not even the host's). A key's kind and a source or pattern key's gen hold
+ * the tag gen << GEN_SHIFT | scope << SCOPE_SHIFT. */
+#define SCOPE_SHIFT 8
+#define MAX_SCOPES 1024
+#define SCOPE_NONE (MAX_SCOPES - 1)
+
+/* How a task is found to be in a container: by its cgroup id, or (for a
+ * container whose cgroup is unknown) by its pid and mount namespaces. */
+enum scope_by {
+	SCOPE_BY_CGROUP = 1,
+	SCOPE_BY_NS = 2,
+};
+
+struct scope_key {
+	__u32 gen;
+	__u32 by; /* enum scope_by */
+	__u64 id; /* cgroup id, or pid_ns << 32 | mnt_ns */
+};
+
 /* Key kinds (low bits of key.kind). */
 enum key_kind {
 	K_EXEC_PATH = 1,
@@ -102,7 +123,7 @@ struct rule_val {
 };
 
 struct src_key {
-	__u32 gen;
+	__u32 gen; /* the tag: gen << GEN_SHIFT | scope << SCOPE_SHIFT */
 	char path[PATH_LEN];
 };
 
@@ -131,11 +152,11 @@ struct pattern {
 };
 
 struct pattern_key {
-	__u32 gen;
+	__u32 gen; /* the tag, as in src_key */
 	__u32 idx;
 };
 
-/* Per-generation settings. */
+/* Settings of one scope of one generation. */
 struct config {
 	__u32 allowlist;   /* categories in allow-list mode for every source */
 	__u32 posture_block; /* categories whose default posture is block */
@@ -145,7 +166,7 @@ struct config {
 	__u32 pattern_cats; /* bit per category with patterns */
 	__u64 caps;        /* capabilities with rules, bit per CAP_* */
 	__u32 rate_burst;  /* events per (rule, task, hook) and second; 0 = no limit */
-	__u32 pad;
+	__u32 scoped;      /* host config only: bit per scope_by with container keys */
 };
 
 struct rate_key {
