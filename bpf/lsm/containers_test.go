@@ -53,10 +53,10 @@ func TestBuildScopes(t *testing.T) {
 		{ID: "6", Info: info("web-unknown")}, // no key at all: cannot be scoped
 	})
 	want := map[scopeKey]uint32{
-		{scopeByCgroup, 101}: 1, // web
-		{scopeByCgroup, 102}: 1,
-		{scopeByCgroup, 103}: 2, // front + web
-		{scopeByCgroup, 104}: scopeNone,
+		{scopeByCgroup, 101}:   1, // web
+		{scopeByCgroup, 102}:   1,
+		{scopeByCgroup, 103}:   2, // front + web
+		{scopeByCgroup, 104}:   scopeNone,
 		{scopeByNS, 7<<32 | 8}: 3, // front
 	}
 	if len(g.keys) != len(want) {
