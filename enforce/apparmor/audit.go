@@ -2,6 +2,7 @@ package apparmor
 
 import (
 	"bufio"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -10,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -83,19 +83,34 @@ func (n *netlinkAudit) Next() (string, error) {
 			}
 			return "", err
 		}
-		msgs, err := syscall.ParseNetlinkMessage(n.buf[:m])
-		if err != nil {
-			continue
-		}
-		for _, msg := range msgs {
-			if msg.Header.Type == auditAVC {
-				n.pending = append(n.pending, strings.TrimRight(string(msg.Data), "\x00\n"))
-			}
-		}
+		n.pending = append(n.pending, avcRecords(n.buf[:m])...)
 	}
 	line := n.pending[0]
 	n.pending = n.pending[1:]
 	return line, nil
+}
+
+// avcRecords splits a netlink datagram into the text of its AppArmor
+// records. The kernel does not pad audit messages to the netlink alignment,
+// which syscall.ParseNetlinkMessage insists on, so this parses by hand.
+func avcRecords(b []byte) []string {
+	var out []string
+	for len(b) >= unix.NLMSG_HDRLEN {
+		l := int(binary.NativeEndian.Uint32(b[0:]))
+		typ := binary.NativeEndian.Uint16(b[4:])
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			break
+		}
+		if typ == auditAVC {
+			out = append(out, strings.TrimRight(string(b[unix.NLMSG_HDRLEN:l]), "\x00\n"))
+		}
+		next := (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1)
+		if next > len(b) {
+			break
+		}
+		b = b[next:]
+	}
+	return out
 }
 
 func (n *netlinkAudit) Close() {

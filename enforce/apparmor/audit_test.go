@@ -1,6 +1,7 @@
 package apparmor
 
 import (
+	"encoding/binary"
 	"testing"
 
 	"github.com/armorhost/kubearmor/enforce/fanotify/decide"
@@ -66,5 +67,31 @@ func TestVerdictFromAuditRecord(t *testing.T) {
 			ev.Enforcer != Name || (c.verdict != event.VerdictAudit) != (ev.Retval < 0) {
 			t.Errorf("%s:\n got %+v\nwant op=%s resource=%s verdict=%d rule=%d", c.line, ev, c.op, c.resource, c.verdict, c.rule)
 		}
+	}
+}
+
+// The kernel sends audit records without padding them to the netlink
+// alignment; every record must still come out, whatever its length.
+func TestAVCRecordsUnpadded(t *testing.T) {
+	msg := func(typ uint16, text string, pad bool) []byte {
+		b := make([]byte, 16, 16+len(text)+4)
+		binary.NativeEndian.PutUint32(b[0:], uint32(16+len(text)))
+		binary.NativeEndian.PutUint16(b[4:], typ)
+		b = append(b, text...)
+		for pad && len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	var dgram []byte
+	dgram = append(dgram, msg(auditAVC, `apparmor="DENIED" a`, true)...)
+	dgram = append(dgram, msg(1300, `syscall`, true)...)
+	dgram = append(dgram, msg(auditAVC, `apparmor="DENIED" b1`, false)...)
+	got := avcRecords(dgram)
+	if len(got) != 2 || got[0] != `apparmor="DENIED" a` || got[1] != `apparmor="DENIED" b1` {
+		t.Errorf("records: %q", got)
+	}
+	if got := avcRecords(msg(auditAVC, `apparmor="DENIED" odd`, false)); len(got) != 1 {
+		t.Errorf("one unpadded record: %q", got)
 	}
 }

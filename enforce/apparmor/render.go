@@ -282,7 +282,9 @@ func ruleLines(r *hostpolicy.Rule) []string {
 func prefix(action string) string {
 	switch action {
 	case hostpolicy.ActionBlock:
-		return "deny "
+		// explicit deny rules are quiet unless audited: the audit record is
+		// where the alert comes from
+		return "audit deny "
 	case hostpolicy.ActionAudit:
 		return "audit "
 	}
