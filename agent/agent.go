@@ -40,6 +40,8 @@ type Agent struct {
 	store    *policystore.Store
 	pipe     *pipeline
 	sinks    []reopener
+
+	containers containerChanges // runtimes -> enforcer (containers.go)
 }
 
 // Status is what `kubearmor status` and the systemd STATUS= line report.
@@ -162,6 +164,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.pipe.ctrs = ctrs
 		defer ctrs.Close()
 		goRun("container runtimes", ctrs.Run)
+		goRun("container policies", a.followContainers(ctrs))
 	}
 
 	store, err := policystore.Open(cfg.PolicyDir, compileOptions(cfg), a.log, a.onPolicies)
@@ -302,6 +305,7 @@ func (a *Agent) onPolicies(snap policystore.Snapshot) {
 			}
 		}
 	}
+	a.unscopedContainerRules(rs, unenforced)
 	bad := 0
 	for _, f := range snap.Files {
 		if len(f.Errors) > 0 {

@@ -323,7 +323,8 @@ func (a *Agent) openRuntimes(cfg *config.Config) *runtimes.Resolver {
 	if cfg.DockerSocket == "none" && cfg.ContainerdSocket == "none" {
 		return nil
 	}
-	r, err := runtimes.New(runtimes.Options{DockerSocket: cfg.DockerSocket, ContainerdSocket: cfg.ContainerdSocket, Logger: a.log})
+	r, err := runtimes.New(runtimes.Options{DockerSocket: cfg.DockerSocket, ContainerdSocket: cfg.ContainerdSocket, Logger: a.log,
+		OnChange: a.containers.notify})
 	if err != nil {
 		a.log.Warn("container runtimes: not followed; container events are reported as host events", "err", err)
 		return nil
