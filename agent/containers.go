@@ -23,6 +23,9 @@ type containerScoper interface {
 	SetContainers([]bpflsm.Container) (unenforced map[uint32]string, err error)
 }
 
+// The BPF-LSM enforcer is the one that scopes rules to containers.
+var _ containerScoper = (*bpflsm.Enforcer)(nil)
+
 // containerLister is where the container list comes from (runtimes.Resolver).
 type containerLister interface {
 	Containers() []runtimes.Container

@@ -39,10 +39,10 @@ func (s *scopingEnforcer) SetContainers(cs []bpflsm.Container) (map[uint32]strin
 
 type hostOnlyEnforcer struct{ scopingEnforcer }
 
-func (hostOnlyEnforcer) Name() string { return "AppArmor" }
+func (*hostOnlyEnforcer) Name() string { return "AppArmor" }
 
 // SetContainers is hidden: this enforcer cannot scope rules.
-func (hostOnlyEnforcer) SetContainers() {}
+func (*hostOnlyEnforcer) SetContainers() {}
 
 type listFunc func() []runtimes.Container
 
