@@ -1,0 +1,61 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestNopELFRunsAndExitsZero(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "nop")
+	if err := os.WriteFile(bin, nopELF(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := execOnce(bin); err != nil {
+		t.Skipf("cannot exec from the temp dir here: %v", err)
+	}
+	for range 3 {
+		if err := execOnce(bin); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestConnectLoop(t *testing.T) {
+	l, closeLn, err := connectLoop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeLn()
+	// More iterations than a listen backlog: each accept must drain its connection.
+	d, err := perOp(l, 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d <= 0 {
+		t.Errorf("per-op time %v", d)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []time.Duration
+		want time.Duration
+	}{
+		{nil, 0},
+		{[]time.Duration{3}, 3},
+		{[]time.Duration{5, 1, 3}, 3},
+		{[]time.Duration{4, 1, 3, 2}, 2}, // (2+3)/2 in integer nanoseconds
+	} {
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
+
+func TestOverhead(t *testing.T) {
+	if got := overhead(100, 103); got < 2.99 || got > 3.01 {
+		t.Errorf("overhead(100, 103) = %v, want 3", got)
+	}
+}
