@@ -95,6 +95,10 @@ func compileOptions(cfg *config.Config) hostpolicy.Options {
 		File:         cfg.HostDefaultFilePosture,
 		Network:      cfg.HostDefaultNetworkPosture,
 		Capabilities: cfg.HostDefaultCapabilitiesPosture,
+	}, ContainerPostures: hostpolicy.Postures{
+		File:         cfg.DefaultFilePosture,
+		Network:      cfg.DefaultNetworkPosture,
+		Capabilities: cfg.DefaultCapabilitiesPosture,
 	}}
 }
 
@@ -316,7 +320,7 @@ func (a *Agent) onPolicies(snap policystore.Snapshot) {
 		a.pipe.setRules(rs)
 	}
 	a.status.Policies = len(rs.Policies)
-	a.status.Rules = len(rs.Rules)
+	a.status.Rules = len(rs.Rules) + len(rs.ContainerRules)
 	a.status.Unenforced = unenforced
 	a.status.BadFiles = bad
 	a.status.Generation = snap.Generation

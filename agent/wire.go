@@ -137,6 +137,15 @@ func (a *Agent) reopenSinks() {
 
 // statusProto is the agent's part of `kubearmor status`.
 func (a *Agent) statusProto() *statuspb.Status {
+	// The store publishes snapshots to onPolicies (which takes a.mu) with its
+	// own lock held, so take the snapshot before a.mu, never inside it.
+	a.mu.Lock()
+	store := a.store
+	a.mu.Unlock()
+	var snap policystore.Snapshot
+	if store != nil {
+		snap = store.Snapshot()
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := &statuspb.Status{
@@ -152,13 +161,12 @@ func (a *Agent) statusProto() *statuspb.Status {
 		skipped = append(skipped, name+": "+why)
 	}
 	st.EnforcerReason = strings.Join(skipped, "; ")
-	if a.store == nil {
+	if snap.RuleSet == nil {
 		return st
 	}
-	snap := a.store.Snapshot()
 	rules := map[string]int32{}
 	actions := map[string]string{}
-	for _, r := range snap.RuleSet.Rules {
+	for _, r := range append(append([]hostpolicy.Rule(nil), snap.RuleSet.Rules...), snap.RuleSet.ContainerRules...) {
 		rules[r.Policy]++
 		if !strings.Contains(actions[r.Policy], r.Action) {
 			actions[r.Policy] = strings.TrimPrefix(actions[r.Policy]+","+r.Action, ",")

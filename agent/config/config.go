@@ -39,6 +39,11 @@ type Config struct {
 	HostDefaultNetworkPosture      string
 	HostDefaultCapabilitiesPosture string
 
+	// Default postures of container policies (KubeArmorPolicy) allow-lists.
+	DefaultFilePosture         string
+	DefaultNetworkPosture      string
+	DefaultCapabilitiesPosture string
+
 	AlertThrottling bool
 	MaxAlertPerSec  int
 	ThrottleSec     int
@@ -102,6 +107,9 @@ var keys = []key{
 	{name: "hostDefaultFilePosture", def: "audit", help: "what process/file allow-lists do with everything else: audit or block", str: func(c *Config) *string { return &c.HostDefaultFilePosture }},
 	{name: "hostDefaultNetworkPosture", def: "audit", help: "what network allow-lists do with everything else: audit or block", str: func(c *Config) *string { return &c.HostDefaultNetworkPosture }},
 	{name: "hostDefaultCapabilitiesPosture", def: "audit", help: "what capability allow-lists do with everything else: audit or block", str: func(c *Config) *string { return &c.HostDefaultCapabilitiesPosture }},
+	{name: "defaultFilePosture", def: "audit", help: "like hostDefaultFilePosture, for container policies (KubeArmorPolicy)", str: func(c *Config) *string { return &c.DefaultFilePosture }},
+	{name: "defaultNetworkPosture", def: "audit", help: "like hostDefaultNetworkPosture, for container policies", str: func(c *Config) *string { return &c.DefaultNetworkPosture }},
+	{name: "defaultCapabilitiesPosture", def: "audit", help: "like hostDefaultCapabilitiesPosture, for container policies", str: func(c *Config) *string { return &c.DefaultCapabilitiesPosture }},
 	{name: "alertThrottling", kind: kBool, def: "true", help: "limit alerts per policy to maxAlertPerSec, pausing for throttleSec when exceeded", bool: func(c *Config) *bool { return &c.AlertThrottling }},
 	{name: "maxAlertPerSec", kind: kInt, def: "10", help: "alerts per second per policy before throttling starts", int: func(c *Config) *int { return &c.MaxAlertPerSec }},
 	{name: "throttleSec", kind: kInt, def: "30", help: "seconds a throttled policy's alerts are dropped (and counted)", int: func(c *Config) *int { return &c.ThrottleSec }},
@@ -121,8 +129,7 @@ var keys = []key{
 // accepted with a warning so upstream config files load unchanged.
 var upstreamOnly = []string{
 	"k8s", "enableKubeArmorPolicy", "enableKubeArmorHostPolicy", "enableKubeArmorVm",
-	"enableKubeArmorStateAgent", "visibility", "defaultFilePosture", "defaultNetworkPosture",
-	"defaultCapabilitiesPosture", "hostDefaultDevicePosture", "gRPCHealthPort", "tlsCertProvider",
+	"enableKubeArmorStateAgent", "visibility", "hostDefaultDevicePosture", "gRPCHealthPort", "tlsCertProvider",
 	"seLinuxProfileDir", "criSocket", "nriSocket", "nriIndex", "enableNRI", "coverageTest",
 	"untrackedNs", "enforcerAlerts", "defaultPostureLogs", "initTimeout", "annotateResources",
 	"procfsMount", "dropResourceFromProcessLogs", "machineIDPath", "useOCIHooks", "enableIMA",
@@ -334,6 +341,9 @@ func (c *Config) Validate() error {
 		"hostDefaultFilePosture":         c.HostDefaultFilePosture,
 		"hostDefaultNetworkPosture":      c.HostDefaultNetworkPosture,
 		"hostDefaultCapabilitiesPosture": c.HostDefaultCapabilitiesPosture,
+		"defaultFilePosture":             c.DefaultFilePosture,
+		"defaultNetworkPosture":          c.DefaultNetworkPosture,
+		"defaultCapabilitiesPosture":     c.DefaultCapabilitiesPosture,
 	} {
 		if v != "audit" && v != "block" {
 			bad(name, "must be audit or block, not %q", v)
