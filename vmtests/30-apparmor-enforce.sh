@@ -3,6 +3,8 @@
 # AppArmor, blocks a process, a file and network protocols, raises alerts with
 # Enforcer "AppArmor", and leaves no profile behind when it stops.
 # vmtest: --lsm lockdown,capability,landlock,yama,apparmor
+# shellcheck disable=SC2317 # functions run through check look unreachable
+# shellcheck disable=SC2016 # sh -c scripts expand in the child
 set -u
 failed=0
 check() { # check DESCRIPTION COMMAND...
@@ -18,7 +20,6 @@ alert() { # alert POLICY RESOURCE-SUBSTRING: an AppArmor Block alert of POLICY i
   grep '"Type":"MatchedHostPolicy"' /tmp/alerts.json | grep "\"PolicyName\":\"$1\"" |
     grep '"Enforcer":"AppArmor"' | grep '"Action":"Block"' | grep -q "$2"
 }
-ours() { grep -q '^kubearmor-' /sys/kernel/security/apparmor/profiles; }
 
 mkdir -p /tmp/pol /opt/blk
 cp /bin/busybox /opt/blk/busybox

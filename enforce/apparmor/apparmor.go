@@ -40,8 +40,10 @@ type Enforcer struct {
 	audit  auditSource
 	mu     sync.Mutex
 	loaded map[string]string // profile name -> text in the kernel
-	closed bool
-	state  atomic.Pointer[state]
+	// helpers are the programs kept unconfined: profile name -> path
+	helpers map[string]string
+	closed  bool
+	state   atomic.Pointer[state]
 }
 
 // state is what verdicts are attributed with: the rules and which program
@@ -97,9 +99,22 @@ func New(opts Options) (*Enforcer, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("apparmor: %w", err)
 	}
-	e := &Enforcer{opts: opts, loaded: map[string]string{}}
+	e := &Enforcer{opts: opts, loaded: map[string]string{}, helpers: map[string]string{ParserProfile: resolved(opts.Parser)}}
+	if exe, err := os.Executable(); err == nil {
+		e.helpers[AgentProfile] = resolved(exe)
+	}
 	e.state.Store(&state{rs: &hostpolicy.RuleSet{}, table: decide.New(nil, nil), sources: map[string]string{}})
-	if stale, _ := ourProfiles(); len(stale) > 0 {
+	// Stale helper profiles are replaced by Apply, not removed: this agent
+	// may be confined by one, and a task whose profile was removed cannot
+	// manage policy any more.
+	var stale []string
+	all, _ := ourProfiles()
+	for _, name := range all {
+		if _, helper := e.helpers[name]; !helper {
+			stale = append(stale, name)
+		}
+	}
+	if len(stale) > 0 {
 		opts.Log.Info("apparmor: removing profiles a previous agent left loaded", "profiles", strings.Join(stale, ","))
 		for _, name := range stale {
 			if err := removeProfile(name); err != nil {
@@ -137,18 +152,16 @@ func (e *Enforcer) Apply(rs *hostpolicy.RuleSet) (map[uint32]string, error) {
 		}
 	}
 	profiles, sources := render(rs)
+	for name, program := range e.helpers {
+		profiles[name] = unconfinedProfile(name, program)
+	}
 	var changed []string
 	for name, text := range profiles {
 		if e.loaded[name] != text {
 			changed = append(changed, name)
 		}
 	}
-	sort.Slice(changed, func(i, j int) bool { // host last
-		if (changed[i] == HostProfile) != (changed[j] == HostProfile) {
-			return changed[j] == HostProfile
-		}
-		return changed[i] < changed[j]
-	})
+	sort.Slice(changed, func(i, j int) bool { return loadOrder(changed[i]) < loadOrder(changed[j]) })
 	if len(changed) > 0 {
 		staging, err := os.MkdirTemp(e.opts.Dir, ".staging-")
 		if err != nil {
@@ -194,6 +207,27 @@ func (e *Enforcer) Apply(rs *hostpolicy.RuleSet) (map[uint32]string, error) {
 	return unenforced, nil
 }
 
+// loadOrder: the helpers first (so that the parser loading the rest is
+// already kept out of them), then fromSource profiles, then the host
+// profile that hands programs to them.
+func loadOrder(name string) int {
+	switch name {
+	case AgentProfile, ParserProfile:
+		return 0
+	case HostProfile:
+		return 2
+	}
+	return 1
+}
+
+// resolved is a program's path with symlinks resolved, as AppArmor sees it.
+func resolved(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return p
+}
+
 func (e *Enforcer) parse(args []string) error {
 	out, err := exec.Command(e.opts.Parser, args...).CombinedOutput()
 	if err != nil {
@@ -223,7 +257,7 @@ func ourProfiles() ([]string, error) {
 	var out []string
 	for _, l := range strings.Split(string(b), "\n") {
 		name, _, _ := strings.Cut(l, " (")
-		if name == HostProfile || strings.HasPrefix(name, sourcePrefix+"-") {
+		if name == HostProfile || name == AgentProfile || name == ParserProfile || strings.HasPrefix(name, sourcePrefix+"-") {
 			out = append(out, name)
 		}
 	}
@@ -268,12 +302,13 @@ func (e *Enforcer) Close() error {
 	}
 	e.closed = true
 	var errs []error
-	// sources first: the host profile hands programs to them
 	names := make([]string, 0, len(e.loaded))
 	for name := range e.loaded {
 		names = append(names, name)
 	}
-	sort.Slice(names, func(i, j int) bool { return names[j] == HostProfile })
+	// the reverse of the load order: the profile keeping this agent
+	// unconfined goes last
+	sort.Slice(names, func(i, j int) bool { return loadOrder(names[i]) > loadOrder(names[j]) })
 	for _, name := range names {
 		if err := removeProfile(name); err != nil {
 			errs = append(errs, fmt.Errorf("remove profile %s: %w", name, err))

@@ -163,6 +163,7 @@ func TestProfilesParse(t *testing.T) {
 		}
 		checkProfiles(t, profiles)
 	}
+	checkProfiles(t, map[string]string{AgentProfile: unconfinedProfile(AgentProfile, "/usr/bin/kube armor")})
 	// An empty RuleSet still gives the permissive host profile.
 	empty, _ := Render(compile(t, hostpolicy.Postures{}))
 	if len(empty) != 1 || empty[HostProfile] == "" {
