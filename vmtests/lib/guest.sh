@@ -59,11 +59,24 @@ no_alert() {
   if [ -n "$(grep_all "$ALERTS" "$@")" ]; then fail "$desc"; else pass "$desc"; fi
 }
 
-# policy NAME: install /opt/vmtest/... text from stdin as a policy file and
-# wait until the agent reports it in force.
+# changed COMMAND...: run COMMAND (a change to the policy directory), then wait
+# until the agent has published a new rule set.
+changed() {
+  n=$(grep -c "policies in force" "$AGENT_LOG")
+  "$@"
+  end=$(($(date +%s) + ${WAIT_SECS:-60}))
+  while [ "$(grep -c "policies in force" "$AGENT_LOG")" -le "$n" ]; do
+    if [ "$(date +%s)" -ge "$end" ]; then fail "no new rule set after: $*"; return 1; fi
+    sleep 0.2
+  done
+}
+
+# policy NAME: install the policy text on stdin as NAME.yaml and wait until
+# the agent has it in force.
 policy() {
-  cat > "/etc/kubearmor/policies/$1.yaml"
-  wait_for "$AGENT_LOG" "policies in force" "$1" >/dev/null || fail "policy $1 not loaded"
+  cat > "/tmp/$1.yaml.new"
+  changed mv "/tmp/$1.yaml.new" "/etc/kubearmor/policies/$1.yaml"
+  grep "policies in force" "$AGENT_LOG" | tail -n 1 | grep -q "$1" || fail "policy $1 not in force"
 }
 
 # start_agent ARGS...: start kubearmor in the background, wait until ready.
