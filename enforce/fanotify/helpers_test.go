@@ -323,6 +323,19 @@ spec:
 %s`, name, spec)
 }
 
+func compileDocs(t testing.TB, docs ...string) *hostpolicy.RuleSet {
+	t.Helper()
+	var all []*hostpolicy.Policy
+	for _, d := range docs {
+		ps, diags := hostpolicy.Parse("t.yaml", []byte(d))
+		if diags.HasErrors() {
+			t.Fatalf("%v", diags)
+		}
+		all = append(all, ps...)
+	}
+	return hostpolicy.Compile(all, hostpolicy.Options{Host: "h"})
+}
+
 func compile(t *testing.T, postures hostpolicy.Postures, docs ...string) *hostpolicy.RuleSet {
 	t.Helper()
 	var all []*hostpolicy.Policy
