@@ -79,13 +79,30 @@ spec:
 	}
 }
 
+func TestPolicyRenderAppArmor(t *testing.T) {
+	examples, _ := filepath.Glob("../../examples/policies/*.yaml")
+	out, err := exec.Command(binary, append([]string{"policy", "render", "--apparmor"}, examples...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{"# ---- profile kubearmor-host", `audit "/etc/shadow"`, "audit-sensitive-files.yaml:15"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("rendered profiles lack %q:\n%s", want, out)
+		}
+	}
+	if code := exitCode(exec.Command(binary, "policy", "render", examples[0])); code != 2 {
+		t.Errorf("render without --apparmor: exit %d, want 2", code)
+	}
+}
+
 func exitCode(cmd *exec.Cmd) int {
 	cmd.Run()
 	return cmd.ProcessState.ExitCode()
 }
 
 func TestHelpEverywhere(t *testing.T) {
-	for _, args := range [][]string{{"--help"}, {"help"}, {"policy", "--help"}, {"policy", "check", "--help"}} {
+	for _, args := range [][]string{{"--help"}, {"help"}, {"policy", "--help"}, {"policy", "check", "--help"},
+		{"logs", "--help"}, {"status", "--help"}} {
 		cmd := exec.Command(binary, args...)
 		out, err := cmd.CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "Usage: kubearmor") {

@@ -5,16 +5,24 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 
+	"github.com/armorhost/kubearmor/enforce/apparmor"
 	"github.com/armorhost/kubearmor/hostpolicy"
 )
 
 const policyUsage = `Usage: kubearmor policy check [--quiet] [--host NAME] FILE...
+       kubearmor policy render --apparmor [--host NAME] [--posture audit|block] FILE...
 
-Checks KubeArmorHostPolicy files exactly as the daemon would, without a running
-agent: decoding, validation and normalization. Prints one line per problem as
-FILE:LINE: FIELD: MESSAGE (warnings say "warning:"), then a summary per file
-with the rules each policy compiles to on this host (or on --host NAME).
+check: checks KubeArmorHostPolicy (and KubeArmorPolicy) files exactly as the
+daemon would, without a running agent: decoding, validation and normalization.
+Prints one line per problem as FILE:LINE: FIELD: MESSAGE (warnings say
+"warning:"), then a summary per file with the rules each policy compiles to on
+this host (or on --host NAME).
+
+render --apparmor: prints the AppArmor profiles the AppArmor enforcement tier
+would load for these policies, for review. Nothing is loaded. --posture is the
+default posture of allow-lists (hostDefault*Posture).
 
 Exit status: 0 when every file is accepted (warnings allowed), 1 when any file
 is rejected, 2 on a usage error.
@@ -27,6 +35,9 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return 0
+	}
+	if args[0] == "render" {
+		return runRender(args[1:], stdout, stderr)
 	}
 	if args[0] != "check" {
 		fmt.Fprintf(stderr, "kubearmor policy: unknown subcommand %q\n\n%s", args[0], policyUsage)
@@ -86,4 +97,61 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return status
+}
+
+func runRender(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("kubearmor policy render", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), policyUsage) }
+	asAppArmor := fs.Bool("apparmor", false, "render AppArmor profiles")
+	posture := fs.String("posture", "audit", "default posture of allow-lists: audit or block")
+	host, _ := os.Hostname()
+	fs.StringVar(&host, "host", host, "host name to evaluate nodeSelector against")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	if !*asAppArmor || fs.NArg() == 0 || (*posture != "audit" && *posture != "block") {
+		fmt.Fprint(stderr, policyUsage)
+		return 2
+	}
+	var all []*hostpolicy.Policy
+	status := 0
+	for _, file := range fs.Args() {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", file, err)
+			status = 1
+			continue
+		}
+		policies, diags := hostpolicy.Parse(file, data)
+		for _, d := range diags {
+			fmt.Fprintln(stderr, d.String())
+		}
+		if diags.HasErrors() {
+			status = 1
+			continue
+		}
+		all = append(all, policies...)
+	}
+	if status != 0 {
+		return status
+	}
+	p := hostpolicy.Postures{File: *posture, Network: *posture, Capabilities: *posture}
+	profiles, err := apparmor.Render(hostpolicy.Compile(all, hostpolicy.Options{Host: host, Postures: p}))
+	if err != nil {
+		fmt.Fprintf(stderr, "kubearmor policy render: %v\n", err)
+		return 1
+	}
+	names := make([]string, 0, len(profiles))
+	for n := range profiles {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(stdout, "# ---- profile %s\n%s\n", n, profiles[n])
+	}
+	return 0
 }
