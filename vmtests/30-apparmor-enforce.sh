@@ -64,7 +64,35 @@ spec:
     - protocol: tcp
     - protocol: udp
   action: Block
+---
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorHostPolicy
+metadata:
+  name: aa-capability
+spec:
+  nodeSelector:
+    matchLabels:
+      kubearmor.io/hostname: "*"
+  capabilities:
+    matchCapabilities:
+    - capability: chown
+  action: Block
+---
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorHostPolicy
+metadata:
+  name: aa-audit
+spec:
+  nodeSelector:
+    matchLabels:
+      kubearmor.io/hostname: "*"
+  file:
+    matchPaths:
+    - path: /tmp/audited
+  action: Audit
 YAML
+echo a >/tmp/audited
+touch /tmp/owned
 
 kubearmor --lsm apparmor --policyDir /tmp/pol --logPath /tmp/alerts.json >/tmp/agent.log 2>&1 &
 agent=$!
@@ -86,6 +114,8 @@ check "file Block: open denied" denied sh -c 'cat /tmp/secret'
 check "other files open" sh -c 'cat /etc/hostname'
 check "network Block tcp: socket denied" denied sh -c 'nc 127.0.0.1 1 </dev/null'
 check "network Block udp: socket denied" denied sh -c 'nslookup localhost 127.0.0.1'
+check "capability Block chown: chown denied" sh -c '! chown 65534 /tmp/owned 2>/dev/null'
+check "file Audit: open allowed" sh -c 'cat /tmp/audited'
 # Limit (documented): a process that was running before the profiles were
 # loaded (this script's shell) keeps its confinement, so its own exec is not
 # mediated; the program it starts is confined from then on.
@@ -96,6 +126,8 @@ check "alert for the process rule" alert aa-process '"Resource":"/opt/blk/busybo
 check "alert for the file rule" alert aa-file '"Resource":"/tmp/secret"'
 check "alert for the tcp rule" alert aa-network 'protocol=TCP'
 check "alert for the udp rule" alert aa-network 'protocol=UDP'
+check "alert for the capability rule" alert aa-capability '"Resource":"CAP_CHOWN"'
+check "audit alert for the Audit rule" sh -c 'grep "\"PolicyName\":\"aa-audit\"" /tmp/alerts.json | grep "\"Enforcer\":\"AppArmor\"" | grep -q "\"Action\":\"Audit\""'
 
 sh -c 'exec sleep 300' &
 confined=$!
