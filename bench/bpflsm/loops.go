@@ -71,23 +71,47 @@ func prepareFiles() error {
 	return nil
 }
 
-// loop is one measured operation, repeated.
+// loop is one measured operation, repeated; batch operations run between
+// two looks at the clock.
 type loop struct {
-	name string
-	run  func(n int) error
+	name  string
+	batch int
+	run   func(n int) error
 }
 
-// perOp runs warm-up operations, then n timed ones, and returns time per op.
-func perOp(l loop, n int) (time.Duration, error) {
-	if err := l.run(max(n/10, 1)); err != nil {
-		return 0, fmt.Errorf("%s warm-up: %w", l.name, err)
-	}
+// chunk runs l in batches for at least dur and returns the time per op.
+// Bounding chunks by time, not count, bounds the whole run on a host whose
+// speed varies several-fold with other people's load.
+func chunk(l loop, dur time.Duration) (time.Duration, error) {
 	start := time.Now()
-	if err := l.run(n); err != nil {
-		return 0, fmt.Errorf("%s: %w", l.name, err)
+	ops := 0
+	for {
+		if err := l.run(l.batch); err != nil {
+			return 0, fmt.Errorf("%s: %w", l.name, err)
+		}
+		ops += l.batch
+		if took := time.Since(start); took >= dur {
+			return took / time.Duration(ops), nil
+		}
 	}
-	return time.Since(start) / time.Duration(n), nil
 }
+
+// sink keeps the reference loop's result alive.
+var sink uint64
+
+// referenceLoop is pure user-space work that no LSM hook sees, as a loop of
+// its own. Timed next to each chunk, it tells how fast the emulated CPU ran
+// at that moment, so that a chunk can be expressed in reference units.
+var referenceLoop = loop{name: "reference", batch: 1, run: func(n int) error {
+	x := sink | 1
+	for i := 0; i < n*4096; i++ {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+	}
+	sink = x
+	return nil
+}}
 
 // execOnce forks and execs path and waits for it; the status must be 0.
 func execOnce(path string) error {
@@ -176,5 +200,5 @@ func connectLoop() (loop, func(), error) {
 		}
 		return nil
 	}
-	return loop{name: "connect", run: run}, closeLn, nil
+	return loop{name: "connect", batch: 4, run: run}, closeLn, nil
 }

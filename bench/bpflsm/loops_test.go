@@ -28,8 +28,11 @@ func TestConnectLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer closeLn()
-	// More iterations than a listen backlog: each accept must drain its connection.
-	d, err := perOp(l, 500)
+	// More iterations than the listen backlog: each accept must drain its connection.
+	if err := l.run(500); err != nil {
+		t.Fatal(err)
+	}
+	d, err := chunk(l, 20*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,18 +28,30 @@ import (
 type options struct {
 	agent    string
 	rounds   int
-	target   time.Duration
-	counts   map[string]int
+	reps     int
+	chunk    time.Duration
+	ref      time.Duration
 	platform string
+	only     string // letters of the configurations to run, for diagnosis
 }
 
-// config is one of the compared set-ups; rules == 0 means no agent.
+// config is one of the compared set-ups.
 type config struct {
-	label string
-	rules int
+	letter string
+	label  string
+	agent  bool
+	rules  int
 }
 
-var configs = []config{{"(a) no agent", 0}, {"(b) 10 rules", 10}, {"(c) 1,000 rules", 1000}}
+// configs in the order each round runs them. "0" is not part of the default
+// set: it separates what the running agent costs (its monitor keeps a process
+// table from exec/exit events) from what the enforcer's rules cost.
+var configs = []config{
+	{"a", "(a) no agent", false, 0},
+	{"0", "(0) agent, 0 rules", true, 0},
+	{"b", "(b) 10 rules", true, 10},
+	{"c", "(c) 1,000 rules", true, 1000},
+}
 
 // budgets are issue 3's: overhead with 10 rules, per loop.
 var budgets = map[string]float64{"exec": 3, "open": 5, "connect": 5}
@@ -47,36 +59,50 @@ var budgets = map[string]float64{"exec": 3, "open": 5, "connect": 5}
 const extraPointsFor1000 = 1.0
 
 func main() {
-	o := options{counts: map[string]int{}}
+	var o options
 	flag.StringVar(&o.agent, "agent", "/usr/bin/kubearmor", "agent binary")
-	flag.IntVar(&o.rounds, "rounds", 5, "rounds of a,b,c")
-	flag.DurationVar(&o.target, "target", 2*time.Second, "length of one loop run when its count is calibrated")
+	flag.IntVar(&o.rounds, "rounds", 5, "rounds of a,b,c (agent started anew for b and c in each)")
+	flag.IntVar(&o.reps, "reps", 6, "chunks of each loop per configuration and round")
+	flag.DurationVar(&o.chunk, "chunk", 250*time.Millisecond, "length of one chunk of a loop")
+	flag.DurationVar(&o.ref, "ref", 80*time.Millisecond, "length of one reference chunk")
 	flag.StringVar(&o.platform, "platform", "", "where this runs, for the report header")
-	execN := flag.Int("exec", 0, "exec operations per run (0: calibrate to -target)")
-	openN := flag.Int("open", 0, "open/close operations per run (0: calibrate)")
-	connN := flag.Int("connect", 0, "connect operations per run (0: calibrate)")
+	flag.StringVar(&o.only, "configs", "abc", "configurations to run in each round: a (no agent), 0 (agent, no rules), b (10 rules), c (1,000 rules)")
 	flag.Parse()
-	o.counts["exec"], o.counts["open"], o.counts["connect"] = *execN, *openN, *connN
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bpflsm-bench:", err)
 		os.Exit(1)
 	}
 }
 
-// samples holds per-op times: samples[config][loop] has one entry per round.
-type samples map[string]map[string][]time.Duration
+// sample is one chunk: time per op, and the same in reference units (per-op
+// time over the reference loop's time per iteration around it).
+type sample struct {
+	perOp time.Duration
+	norm  float64
+}
 
-// agentFigures are one agent run's start-up and memory measurements.
+// results holds the chunks of every round: results[config][loop].
+type results map[string]map[string][]sample
+
+func (r results) add(cfg, loop string, s sample) {
+	if r[cfg] == nil {
+		r[cfg] = map[string][]sample{}
+	}
+	r[cfg][loop] = append(r[cfg][loop], s)
+}
+
+// agentFigures are one agent run's start-up, memory and CPU measurements.
 type agentFigures struct {
 	ready, enforcing time.Duration
 	rssKiB, hwmKiB   int
+	cpuPercent       float64 // agent CPU time over wall time while the loops ran
 }
 
 func run(o options, out io.Writer) error {
 	if err := prepareFiles(); err != nil {
 		return err
 	}
-	for _, size := range []int{10, 1000} {
+	for _, size := range []int{0, 10, 1000} {
 		n, err := writePolicies(policyDir(size), size)
 		if err != nil {
 			return err
@@ -93,81 +119,89 @@ func run(o options, out io.Writer) error {
 		return err
 	}
 	defer closeConn()
-	loops := []loop{{"exec", execLoop}, {"open", openLoop}, conn}
+	loops := []loop{{"exec", 1, execLoop}, {"open", 64, openLoop}, conn}
+	fmt.Fprintf(out, "%d rounds of a,b,c; per configuration and round %d chunks of %v per loop, each beside a %v reference chunk\n",
+		o.rounds, o.reps, o.chunk, o.ref)
 
-	for _, l := range loops {
-		if o.counts[l.name] == 0 {
-			n, err := calibrate(l, o.target)
-			if err != nil {
-				return err
-			}
-			o.counts[l.name] = n
-		}
-	}
-	fmt.Fprintf(out, "ops per run: exec %d, open %d, connect %d; %d rounds of a,b,c\n",
-		o.counts["exec"], o.counts["open"], o.counts["connect"], o.rounds)
-
-	s := samples{}
-	figs := map[int][]agentFigures{}
+	res := results{}
+	figs := map[string][]agentFigures{}
 	for round := 1; round <= o.rounds; round++ {
 		var line strings.Builder
 		fmt.Fprintf(&line, "round %d/%d:", round, o.rounds)
 		for _, c := range configs {
+			if !strings.Contains(o.only, c.letter) {
+				continue
+			}
 			var ag *agent
-			if c.rules > 0 {
+			var cpuBefore time.Duration
+			loopsStart := time.Now()
+			if c.agent {
 				ag, err = startAgent(o.agent, c.rules)
 				if err != nil {
 					return err
 				}
+				cpuBefore = cpuTime(ag.cmd.Process.Pid)
+				loopsStart = time.Now()
 			}
 			fmt.Fprintf(&line, " %s", c.label[:3])
+			if err := measure(o, c, loops, res); err != nil {
+				if ag != nil {
+					_ = ag.stop()
+					err = fmt.Errorf("%w (with %d rules; agent log:\n%s)", err, c.rules, ag.logTail())
+				}
+				return err
+			}
 			for _, l := range loops {
-				d, err := perOp(l, o.counts[l.name])
-				if err != nil {
-					if ag != nil {
-						ag.stop()
-						err = fmt.Errorf("%w (with %d rules; agent log:\n%s)", err, c.rules, ag.logTail())
-					}
-					return err
-				}
-				if s[c.label] == nil {
-					s[c.label] = map[string][]time.Duration{}
-				}
-				s[c.label][l.name] = append(s[c.label][l.name], d)
-				fmt.Fprintf(&line, " %s %s", l.name, us(d))
+				last := res[c.label][l.name]
+				fmt.Fprintf(&line, " %s %s", l.name, us(medianPerOp(last[len(last)-o.reps:])))
 			}
 			if ag != nil {
 				f := ag.figures
 				f.rssKiB, f.hwmKiB = memory(ag.cmd.Process.Pid)
+				f.cpuPercent = 100 * float64(cpuTime(ag.cmd.Process.Pid)-cpuBefore) / float64(time.Since(loopsStart))
 				if err := ag.stop(); err != nil {
 					return err
 				}
-				figs[c.rules] = append(figs[c.rules], f)
+				figs[c.letter] = append(figs[c.letter], f)
+				fmt.Fprintf(&line, " (ready %s)", secs(f.ready))
 			}
 		}
 		fmt.Fprintln(out, line.String())
 	}
-	report(out, o, loops, s, figs)
+	report(out, o, loops, res, figs)
+	return nil
+}
+
+// measure runs o.reps chunks of every loop, interleaved, each normalised by
+// the mean of the reference chunks just before and just after it.
+func measure(o options, c config, loops []loop, res results) error {
+	for _, l := range loops { // warm caches and the emulator's translations
+		if _, err := chunk(l, o.chunk/5); err != nil {
+			return err
+		}
+	}
+	ref, err := chunk(referenceLoop, o.ref)
+	if err != nil {
+		return err
+	}
+	for rep := 0; rep < o.reps; rep++ {
+		for _, l := range loops {
+			d, err := chunk(l, o.chunk)
+			if err != nil {
+				return err
+			}
+			after, err := chunk(referenceLoop, o.ref)
+			if err != nil {
+				return err
+			}
+			res.add(c.label, l.name, sample{perOp: d, norm: float64(d) / (float64(ref+after) / 2)})
+			ref = after
+		}
+	}
 	return nil
 }
 
 func policyDir(size int) string { return fmt.Sprintf("%s/policies-%d", benchRoot, size) }
-
-// calibrate finds a count that makes one run of l last about target.
-func calibrate(l loop, target time.Duration) (int, error) {
-	n := 1
-	for {
-		start := time.Now()
-		if err := l.run(n); err != nil {
-			return 0, fmt.Errorf("calibrate %s: %w", l.name, err)
-		}
-		took := time.Since(start)
-		if took >= target/8 {
-			return max(int(float64(n)*float64(target)/float64(took)), 1), nil
-		}
-		n *= 2
-	}
-}
 
 // ---- the agent ---------------------------------------------------------------
 
@@ -202,7 +236,8 @@ func startAgent(bin string, rules int) (*agent, error) {
 
 	deadline := time.After(3 * time.Minute)
 	readyLine := ""
-	for a.figures.ready == 0 || a.figures.enforcing == 0 {
+	// With no rules there is nothing to enforce: ready is the last sign.
+	for a.figures.ready == 0 || (rules > 0 && a.figures.enforcing == 0) {
 		select {
 		case err := <-a.exited:
 			return nil, fmt.Errorf("agent exited during start-up (%v):\n%s", err, a.logTail())
@@ -217,7 +252,7 @@ func startAgent(bin string, rules int) (*agent, error) {
 				readyLine = line
 			}
 		}
-		if a.figures.enforcing == 0 {
+		if rules > 0 && a.figures.enforcing == 0 {
 			err := execOnce(probePath)
 			if errors.Is(err, syscall.EACCES) {
 				a.figures.enforcing = time.Since(start)
@@ -291,6 +326,27 @@ func memory(pid int) (rss, hwm int) {
 	return rss, hwm
 }
 
+// cpuTime is a process's user+system CPU time from /proc/PID/stat.
+func cpuTime(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which may hold spaces: state is [0],
+	// utime [11] and stime [12], in clock ticks (USER_HZ, 100 on Linux).
+	rest := string(data)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.Atoi(f[11])
+	st, _ := strconv.Atoi(f[12])
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
 // ---- the report ----------------------------------------------------------------
 
 func median(ds []time.Duration) time.Duration {
@@ -305,29 +361,42 @@ func median(ds []time.Duration) time.Duration {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+func medianFloat(fs []float64) float64 {
+	if len(fs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), fs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func medianPerOp(ss []sample) time.Duration {
+	var ds []time.Duration
+	for _, s := range ss {
+		ds = append(ds, s.perOp)
+	}
+	return median(ds)
+}
+
+func medianNorm(ss []sample) float64 {
+	var fs []float64
+	for _, s := range ss {
+		fs = append(fs, s.norm)
+	}
+	return medianFloat(fs)
+}
+
 func us(d time.Duration) string { return fmt.Sprintf("%.1fus", float64(d)/1e3) }
 
 // overhead is b/a - 1 in percent.
-func overhead(a, b time.Duration) float64 {
+func overhead(a, b float64) float64 {
 	if a == 0 {
 		return 0
 	}
-	return (float64(b)/float64(a) - 1) * 100
-}
-
-// roundRange is the range of per-round overheads, a hint of the noise.
-func roundRange(a, b []time.Duration) string {
-	lo, hi := 0.0, 0.0
-	for i := range min(len(a), len(b)) {
-		r := overhead(a[i], b[i])
-		if i == 0 || r < lo {
-			lo = r
-		}
-		if i == 0 || r > hi {
-			hi = r
-		}
-	}
-	return fmt.Sprintf("[%+.0f..%+.0f]", lo, hi)
+	return (b/a - 1) * 100
 }
 
 func verdict(ok bool) string {
@@ -337,31 +406,79 @@ func verdict(ok bool) string {
 	return "OVER"
 }
 
-func report(out io.Writer, o options, loops []loop, s samples, figs map[int][]agentFigures) {
-	a, b, c := configs[0].label, configs[1].label, configs[2].label
+func report(out io.Writer, o options, loops []loop, res results, figs map[string][]agentFigures) {
+	var ran []config
+	for _, c := range configs {
+		if strings.Contains(o.only, c.letter) {
+			ran = append(ran, c)
+		}
+	}
+	base := configs[0].label
 	fmt.Fprintln(out)
-	fmt.Fprintf(out, "BPF-LSM overhead, medians of %d rounds (a,b,c alternating); %s\n", o.rounds, o.platform)
-	fmt.Fprintln(out, "Absolute times are emulated; the ratios, measured side by side in one boot, are what count.")
-	fmt.Fprintln(out, "Overhead = median(config)/median(a) - 1; [..] = range of per-round overheads.")
+	fmt.Fprintf(out, "BPF-LSM overhead; %s\n", o.platform)
+	fmt.Fprintln(out, "Absolute times are emulated and swing with the host's load; the overheads compare configurations")
+	fmt.Fprintln(out, "measured side by side in one boot. Overhead = median(config)/median(a) - 1 over every chunk of every")
+	fmt.Fprintln(out, "round, in reference units (per-op time / user-space reference loop time beside it), which cancels")
+	fmt.Fprintln(out, "the emulated CPU's changing speed; (raw ...) is the same from wall-clock per-op times alone.")
 	fmt.Fprintln(out)
-	fmt.Fprintf(out, "%-8s %-12s %-27s %-27s %s\n", "loop", "(a) no agent", "(b) 10 rules", "(c) 1,000 rules", "budget: b / c-b")
+	fmt.Fprintf(out, "%-8s", "loop")
+	for _, c := range ran {
+		w := 30
+		if c.letter == "a" {
+			w = 13
+		}
+		fmt.Fprintf(out, " %-*s", w, c.label)
+	}
+	fmt.Fprintln(out, " budget: b | c - b")
 	for _, l := range loops {
-		ma, mb, mc := median(s[a][l.name]), median(s[b][l.name]), median(s[c][l.name])
-		ob, oc := overhead(ma, mb), overhead(ma, mc)
-		fmt.Fprintf(out, "%-8s %-12s %-27s %-27s <=%.0f%% %s / <=%.0fpp %s (%+.1fpp)\n", l.name, us(ma),
-			fmt.Sprintf("%s %+.1f%% %s", us(mb), ob, roundRange(s[a][l.name], s[b][l.name])),
-			fmt.Sprintf("%s %+.1f%% %s", us(mc), oc, roundRange(s[a][l.name], s[c][l.name])),
-			budgets[l.name], verdict(ob <= budgets[l.name]), extraPointsFor1000, verdict(oc-ob <= extraPointsFor1000), oc-ob)
+		sa := res[base][l.name]
+		fmt.Fprintf(out, "%-8s", l.name)
+		over := map[string]float64{}
+		for _, c := range ran {
+			sc := res[c.label][l.name]
+			if c.letter == "a" {
+				fmt.Fprintf(out, " %-13s", us(medianPerOp(sc)))
+				continue
+			}
+			over[c.letter] = overhead(medianNorm(sa), medianNorm(sc))
+			raw := overhead(float64(medianPerOp(sa)), float64(medianPerOp(sc)))
+			fmt.Fprintf(out, " %-30s", fmt.Sprintf("%s %+.1f%% (raw %+.0f%%)", us(medianPerOp(sc)), over[c.letter], raw))
+		}
+		ob, okB := over["b"]
+		oc, okC := over["c"]
+		if okB && okC && len(sa) > 0 {
+			fmt.Fprintf(out, " <=%.0f%% %s | <=%.0fpp %s (%+.1fpp)", budgets[l.name], verdict(ob <= budgets[l.name]),
+				extraPointsFor1000, verdict(oc-ob <= extraPointsFor1000), oc-ob)
+		}
+		fmt.Fprintln(out)
 	}
 	fmt.Fprintln(out)
-	fmt.Fprintf(out, "%-40s %-14s %s\n", "agent (medians of "+strconv.Itoa(o.rounds)+" starts)", "10 rules", "1,000 rules")
+	fmt.Fprintf(out, "%-44s", "agent (medians over rounds)")
+	for _, c := range ran {
+		if c.agent {
+			fmt.Fprintf(out, " %-20s", c.label[4:])
+		}
+	}
+	fmt.Fprintln(out)
 	row := func(name string, f func(agentFigures) string) {
-		fmt.Fprintf(out, "%-40s %-14s %s\n", name, f(medianFigures(figs[10])), f(medianFigures(figs[1000])))
+		fmt.Fprintf(out, "%-44s", name)
+		for _, c := range ran {
+			if c.agent {
+				fmt.Fprintf(out, " %-20s", f(medianFigures(figs[c.letter])))
+			}
+		}
+		fmt.Fprintln(out)
 	}
 	row(`start -> "kubearmor ready" logged`, func(f agentFigures) string { return secs(f.ready) })
-	row("start -> probe exec denied", func(f agentFigures) string { return secs(f.enforcing) })
+	row("start -> probe exec denied", func(f agentFigures) string {
+		if f.enforcing == 0 {
+			return "-"
+		}
+		return secs(f.enforcing)
+	})
 	row("VmRSS after the loops", func(f agentFigures) string { return mib(f.rssKiB) })
 	row("VmHWM (peak RSS)", func(f agentFigures) string { return mib(f.hwmKiB) })
+	row("agent CPU while the loops ran", func(f agentFigures) string { return fmt.Sprintf("%.1f%%", f.cpuPercent) })
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
@@ -370,9 +487,12 @@ func mib(k int) string            { return fmt.Sprintf("%.1f MiB", float64(k)/10
 // medianFigures takes the median of each figure on its own.
 func medianFigures(fs []agentFigures) agentFigures {
 	var ready, enf, rss, hwm []time.Duration
+	var cpu []float64
 	for _, f := range fs {
 		ready, enf = append(ready, f.ready), append(enf, f.enforcing)
 		rss, hwm = append(rss, time.Duration(f.rssKiB)), append(hwm, time.Duration(f.hwmKiB))
+		cpu = append(cpu, f.cpuPercent)
 	}
-	return agentFigures{ready: median(ready), enforcing: median(enf), rssKiB: int(median(rss)), hwmKiB: int(median(hwm))}
+	return agentFigures{ready: median(ready), enforcing: median(enf), rssKiB: int(median(rss)), hwmKiB: int(median(hwm)),
+		cpuPercent: medianFloat(cpu)}
 }

@@ -80,7 +80,7 @@ func patterns(i int, tag string) string {
 
 const perPolicy = 100
 
-// writePolicies writes the rule set of the given size (10 or 1000) into dir
+// writePolicies writes the rule set of the given size (0, 10 or 1000) into dir
 // as KubeArmorHostPolicy files of at most perPolicy rules each, every one
 // with action Block, and returns the number of rules written.
 func writePolicies(dir string, size int) (int, error) {
@@ -101,8 +101,11 @@ func renderPolicies(size int) (map[string]string, int) {
 	files := map[string]string{}
 	total := 0
 	for _, k := range ruleKinds {
-		n := k.count10
-		if size != 10 {
+		n := 0
+		switch size {
+		case 10:
+			n = k.count10
+		case 1000:
 			n = k.count1k
 		}
 		for start := 0; start < n; start += perPolicy {

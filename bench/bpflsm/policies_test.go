@@ -84,6 +84,12 @@ func matchesLoop(r hostpolicy.Rule) (string, bool) {
 	return target, true
 }
 
+func TestNoRules(t *testing.T) {
+	if files, n := renderPolicies(0); len(files) != 0 || n != 0 {
+		t.Errorf("size 0 rendered %d files, %d rules", len(files), n)
+	}
+}
+
 func TestWritePolicies(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "policies")
 	n, err := writePolicies(dir, 1000)
