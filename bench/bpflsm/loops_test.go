@@ -62,3 +62,23 @@ func TestOverhead(t *testing.T) {
 		t.Errorf("overhead(100, 103) = %v, want 3", got)
 	}
 }
+
+func TestPairedOverhead(t *testing.T) {
+	mk := func(ds ...time.Duration) []sample {
+		var ss []sample
+		for _, d := range ds {
+			ss = append(ss, sample{perOp: d})
+		}
+		return ss
+	}
+	// Two rounds of two chunks: the host got 3x slower in round 2, the
+	// configuration costs +10% in both; pooling would blur that, pairing not.
+	base := mk(100, 100, 300, 300)
+	other := mk(110, 110, 330, 330)
+	med, lo, hi := pairedOverhead(base, other, 2)
+	for _, v := range []float64{med, lo, hi} {
+		if v < 9.99 || v > 10.01 {
+			t.Errorf("pairedOverhead = %v [%v..%v], want 10 throughout", med, lo, hi)
+		}
+	}
+}

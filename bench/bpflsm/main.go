@@ -61,8 +61,8 @@ const extraPointsFor1000 = 1.0
 func main() {
 	var o options
 	flag.StringVar(&o.agent, "agent", "/usr/bin/kubearmor", "agent binary")
-	flag.IntVar(&o.rounds, "rounds", 5, "rounds of a,b,c (agent started anew for b and c in each)")
-	flag.IntVar(&o.reps, "reps", 6, "chunks of each loop per configuration and round")
+	flag.IntVar(&o.rounds, "rounds", 8, "rounds of a,b,c (agent started anew for b and c in each)")
+	flag.IntVar(&o.reps, "reps", 4, "chunks of each loop per configuration and round")
 	flag.DurationVar(&o.chunk, "chunk", 250*time.Millisecond, "length of one chunk of a loop")
 	flag.DurationVar(&o.ref, "ref", 80*time.Millisecond, "length of one reference chunk")
 	flag.StringVar(&o.platform, "platform", "", "where this runs, for the report header")
@@ -120,8 +120,8 @@ func run(o options, out io.Writer) error {
 	}
 	defer closeConn()
 	loops := []loop{{"exec", 1, execLoop}, {"open", 64, openLoop}, conn}
-	fmt.Fprintf(out, "%d rounds of a,b,c; per configuration and round %d chunks of %v per loop, each beside a %v reference chunk\n",
-		o.rounds, o.reps, o.chunk, o.ref)
+	fmt.Fprintf(out, "%d rounds of %s; per configuration and round %d chunks of %v per loop, each beside a %v reference chunk\n",
+		o.rounds, strings.Join(strings.Split(o.only, ""), ","), o.reps, o.chunk, o.ref)
 
 	res := results{}
 	figs := map[string][]agentFigures{}
@@ -399,6 +399,27 @@ func overhead(a, b float64) float64 {
 	return (b/a - 1) * 100
 }
 
+// pairedOverhead compares each round's median with (a)'s in the same round,
+// which cancels load changes slower than a round, and returns the median
+// and range of those per-round overheads. Chunks are stored round by round,
+// reps to a round.
+func pairedOverhead(base, other []sample, reps int) (med, lo, hi float64) {
+	var per []float64
+	for i := 0; (i+1)*reps <= min(len(base), len(other)); i++ {
+		a := medianPerOp(base[i*reps : (i+1)*reps])
+		b := medianPerOp(other[i*reps : (i+1)*reps])
+		per = append(per, overhead(float64(a), float64(b)))
+	}
+	if len(per) == 0 {
+		return 0, 0, 0
+	}
+	lo, hi = per[0], per[0]
+	for _, v := range per {
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	return medianFloat(per), lo, hi
+}
+
 func verdict(ok bool) string {
 	if ok {
 		return "within"
@@ -416,14 +437,15 @@ func report(out io.Writer, o options, loops []loop, res results, figs map[string
 	base := configs[0].label
 	fmt.Fprintln(out)
 	fmt.Fprintf(out, "BPF-LSM overhead; %s\n", o.platform)
-	fmt.Fprintln(out, "Absolute times are emulated and swing with the host's load; the overheads compare configurations")
-	fmt.Fprintln(out, "measured side by side in one boot. Overhead = median(config)/median(a) - 1 over every chunk of every")
-	fmt.Fprintln(out, "round, in reference units (per-op time / user-space reference loop time beside it), which cancels")
-	fmt.Fprintln(out, "the emulated CPU's changing speed; (raw ...) is the same from wall-clock per-op times alone.")
+	fmt.Fprintln(out, "Absolute times are emulated and swing with the host's load; only ratios measured side by side count.")
+	fmt.Fprintln(out, "Per loop: median per-op time over all chunks; overhead = median over rounds of (this config's median")
+	fmt.Fprintln(out, "per-op time in the round / (a)'s in the same round) - 1; [..] the range of those per-round overheads.")
+	fmt.Fprintln(out, "ref: the same in reference units (per-op time / a user-space loop's time beside it), which cancels")
+	fmt.Fprintln(out, "host-load swings but also the agent's own CPU use, so it reads low wherever the agent is busy.")
 	fmt.Fprintln(out)
 	fmt.Fprintf(out, "%-8s", "loop")
 	for _, c := range ran {
-		w := 30
+		w := 36
 		if c.letter == "a" {
 			w = 13
 		}
@@ -440,9 +462,10 @@ func report(out io.Writer, o options, loops []loop, res results, figs map[string
 				fmt.Fprintf(out, " %-13s", us(medianPerOp(sc)))
 				continue
 			}
-			over[c.letter] = overhead(medianNorm(sa), medianNorm(sc))
-			raw := overhead(float64(medianPerOp(sa)), float64(medianPerOp(sc)))
-			fmt.Fprintf(out, " %-30s", fmt.Sprintf("%s %+.1f%% (raw %+.0f%%)", us(medianPerOp(sc)), over[c.letter], raw))
+			paired, lo, hi := pairedOverhead(sa, sc, o.reps)
+			over[c.letter] = paired
+			ref := overhead(medianNorm(sa), medianNorm(sc))
+			fmt.Fprintf(out, " %-36s", fmt.Sprintf("%s %+.1f%% [%+.0f..%+.0f] ref %+.0f%%", us(medianPerOp(sc)), paired, lo, hi, ref))
 		}
 		ob, okB := over["b"]
 		oc, okC := over["c"]
