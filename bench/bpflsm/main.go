@@ -126,9 +126,10 @@ func run(o options, out io.Writer) error {
 	res := results{}
 	figs := map[string][]agentFigures{}
 	for round := 1; round <= o.rounds; round++ {
-		var line strings.Builder
-		fmt.Fprintf(&line, "round %d/%d:", round, o.rounds)
 		for _, c := range configs {
+			// One line per configuration as it ends, so a stalled run shows where.
+			var line strings.Builder
+			fmt.Fprintf(&line, "round %d/%d:", round, o.rounds)
 			if !strings.Contains(o.only, c.letter) {
 				continue
 			}
@@ -165,8 +166,8 @@ func run(o options, out io.Writer) error {
 				figs[c.letter] = append(figs[c.letter], f)
 				fmt.Fprintf(&line, " (ready %s)", secs(f.ready))
 			}
+			fmt.Fprintln(out, line.String())
 		}
-		fmt.Fprintln(out, line.String())
 	}
 	report(out, o, loops, res, figs)
 	return nil
