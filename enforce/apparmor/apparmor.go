@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -161,7 +162,7 @@ func (e *Enforcer) Apply(rs *hostpolicy.RuleSet) (map[uint32]string, error) {
 			changed = append(changed, name)
 		}
 	}
-	sort.Slice(changed, func(i, j int) bool { return loadOrder(changed[i]) < loadOrder(changed[j]) })
+	sortByLoadOrder(changed)
 	if len(changed) > 0 {
 		staging, err := os.MkdirTemp(e.opts.Dir, ".staging-")
 		if err != nil {
@@ -209,15 +210,31 @@ func (e *Enforcer) Apply(rs *hostpolicy.RuleSet) (map[uint32]string, error) {
 
 // loadOrder: the helpers first (so that the parser loading the rest is
 // already kept out of them), then fromSource profiles, then the host
-// profile that hands programs to them.
+// profile that hands programs to them. Close removes in the reverse order,
+// and the agent's own profile must go last: an agent started while a
+// previous agent's profiles were loaded runs under it, and once it is gone
+// the kernel can refuse this agent further removals (seen as EACCES on
+// .remove for the parser profile).
 func loadOrder(name string) int {
 	switch name {
-	case AgentProfile, ParserProfile:
+	case AgentProfile:
 		return 0
+	case ParserProfile:
+		return 1
 	case HostProfile:
-		return 2
+		return 3
 	}
-	return 1
+	return 2
+}
+
+// sortByLoadOrder sorts profile names by loadOrder, then by name.
+func sortByLoadOrder(names []string) {
+	sort.Slice(names, func(i, j int) bool {
+		if oi, oj := loadOrder(names[i]), loadOrder(names[j]); oi != oj {
+			return oi < oj
+		}
+		return names[i] < names[j]
+	})
 }
 
 // resolved is a program's path with symlinks resolved, as AppArmor sees it.
@@ -308,8 +325,10 @@ func (e *Enforcer) Close() error {
 	}
 	// the reverse of the load order: the profile keeping this agent
 	// unconfined goes last
-	sort.Slice(names, func(i, j int) bool { return loadOrder(names[i]) > loadOrder(names[j]) })
+	sortByLoadOrder(names)
+	slices.Reverse(names)
 	for _, name := range names {
+		e.opts.Log.Debug("apparmor: removing profile", "profile", name)
 		if err := removeProfile(name); err != nil {
 			errs = append(errs, fmt.Errorf("remove profile %s: %w", name, err))
 		}

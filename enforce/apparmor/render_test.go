@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -267,5 +268,14 @@ func TestUnenforced(t *testing.T) {
 	profiles, _ := Render(rs)
 	if strings.Contains(profiles[HostProfile], "/usr/bin/su") || !strings.Contains(profiles[HostProfile], "deny network udp,") {
 		t.Errorf("profile:\n%s", profiles[HostProfile])
+	}
+}
+
+func TestLoadOrder(t *testing.T) {
+	names := []string{HostProfile, SourceProfile("/usr/bin/cat"), AgentProfile, ParserProfile, SourceProfile("/usr/bin/bash")}
+	sortByLoadOrder(names)
+	want := []string{AgentProfile, ParserProfile, SourceProfile("/usr/bin/bash"), SourceProfile("/usr/bin/cat"), HostProfile}
+	if !slices.Equal(names, want) {
+		t.Errorf("load order %v, want %v", names, want)
 	}
 }
