@@ -235,6 +235,7 @@ func (e *Enforcer) writeScope(w *written, ent *entries, gen, scope, scoped uint3
 	for i, p := range ent.patterns {
 		key := enforcerPatternKey{Gen: g, Idx: uint32(i)}
 		val := enforcerPattern{Id: p.id, Category: p.category, Slot: p.slot, Flags: p.flags, Ntok: uint8(len(p.glob.toks))}
+		val.Pre, val.PreLen, val.Suf, val.SufLen = p.glob.literalEnds()
 		copy(val.Tok[:], p.glob.toks)
 		copy(val.Classes[:], p.glob.classes)
 		if err := e.objs.Patterns.Put(&key, &val); err != nil {

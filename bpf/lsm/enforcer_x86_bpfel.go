@@ -82,6 +82,11 @@ type enforcerPattern struct {
 	Slot     uint8
 	Flags    uint8
 	Ntok     uint8
+	PreLen   uint8
+	SufLen   uint8
+	Pad      [6]uint8
+	Pre      uint64
+	Suf      uint64
 	Tok      [128][2]uint8
 	Classes  [8][32]uint8
 }
@@ -131,6 +136,7 @@ type enforcerScratch struct {
 	Skey enforcerSrcKey
 	Path [256]int8
 	Tmp  [256]int8
+	_    [4]byte
 	Pat  enforcerPattern
 }
 

@@ -1,6 +1,7 @@
 package bpflsm
 
 import (
+	"encoding/binary"
 	"fmt"
 )
 
@@ -110,11 +111,50 @@ func parseClass(pattern string, open int) (set [32]uint8, negated bool, end int,
 	return set, false, 0, fmt.Errorf("unterminated [ in %q", pattern)
 }
 
-// match runs the same step machine as glob_step in enforcer.bpf.c, so the
-// kernel's algorithm can be tested on the host.
+// match runs the same prefilter as pattern_step and the same step machine
+// as glob_step in enforcer.bpf.c, so the kernel's algorithm can be tested on
+// the host.
 func (g glob) match(text string, maxSteps int) bool {
+	if !g.mayMatch(text) {
+		return false
+	}
 	matched, _ := g.run(text, maxSteps)
 	return matched
+}
+
+// literalEnds returns the literal bytes every match starts and ends with,
+// up to 8 each, packed little-endian as struct pattern's pre and suf hold
+// them.
+func (g glob) literalEnds() (pre uint64, preLen uint8, suf uint64, sufLen uint8) {
+	for _, tok := range g.toks {
+		if tok[0] != tokLit || preLen == 8 {
+			break
+		}
+		pre |= uint64(tok[1]) << (8 * preLen)
+		preLen++
+	}
+	first := len(g.toks)
+	for first > 0 && g.toks[first-1][0] == tokLit && len(g.toks)-first < 8 {
+		first--
+	}
+	for i, tok := range g.toks[first:] {
+		suf |= uint64(tok[1]) << (8 * i)
+	}
+	return pre, preLen, suf, uint8(len(g.toks) - first)
+}
+
+// mayMatch is pattern_step's cheap test: false when text cannot match.
+func (g glob) mayMatch(text string) bool {
+	pre, preLen, suf, sufLen := g.literalEnds()
+	var head [8]byte // the kernel's path buffer: text, then NUL
+	copy(head[:], text)
+	if preLen > 0 && (binary.LittleEndian.Uint64(head[:])^pre)&(^uint64(0)>>(64-8*preLen)) != 0 {
+		return false
+	}
+	if sufLen > 0 && len(text) >= 8 && binary.LittleEndian.Uint64([]byte(text[len(text)-8:]))>>(64-8*sufLen) != suf {
+		return false
+	}
+	return true
 }
 
 // run is match that also says how many steps it took to decide (maxSteps

@@ -292,14 +292,16 @@ func TestGlobMatchesLikePathMatch(t *testing.T) {
 	patterns := []string{
 		"/tmp/*", "/tmp/*/x", "/usr/bin/apt*", "/a/*b*c", "*", "/x?z", "/[a-c]*", "/[!a-c]*",
 		"/home/*/.ssh/id_[a-z]*", "/a/b", "/a*", "/*/*", "/tmp/x[0-9]/busybox-*-t?ol", "/a/\\*",
-		"/**/x", "/a/*/*/b*",
+		"/**/x", "/a/*/*/b*", "/etc/shadow*", "/*/secret.key", "/var/lib/*.db", "/home/*/.bashrc",
 	}
 	texts := []string{
 		"/tmp/x", "/tmp/a/b", "/tmp/", "/tmp/a/x", "/usr/bin/apt", "/usr/bin/apt-get", "/usr/bin/apt/x",
 		"/a/bxc", "/a/bc", "/a/xbyyc", "/a/bcx", "/xyz", "/x/z", "/abc", "/dog", "/home/u/.ssh/id_rsa",
 		"/home/u/v/.ssh/id_rsa", "/home/u/.ssh/id_", "/a/b", "/a", "/ab/cd", "/a/*", "/a/x", "/q/x",
 		"/a/b/c/bd", "/a/b/c/d/bd", "/]x", "/-x", "/tmp/x1/busybox-ab-tool", "/tmp/x1/busybox-ab-tools",
-		"/tmp/x1/d/busybox-ab-tool", "",
+		"/tmp/x1/d/busybox-ab-tool", "", "/etc/shadow", "/etc/shadow-", "/etc/shado", "/etc/shadoW",
+		"/srv/secret.key", "/srv/secret.kez", "/secret.key", "/var/lib/x.db", "/var/lib/.db", "/var/lib/x.dbx",
+		"/home/ann/.bashrc", "/home/.bashrc", "/home/ann/x.bashrc",
 	}
 	for _, p := range patterns {
 		g, err := compileGlob(p)
@@ -317,6 +319,41 @@ func TestGlobMatchesLikePathMatch(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestGlobLiteralEnds(t *testing.T) {
+	for _, tc := range []struct {
+		pattern  string
+		pre, suf string
+	}{
+		{"/tmp/*", "/tmp/", ""},
+		{"*.key", "", ".key"},
+		{"/etc/shadow", "/etc/sha", "c/shadow"},
+		{"/a?b", "/a", "b"},
+		{"/[ab]x", "/", "x"},
+		{"/a/\\*", "/a/*", "/a/*"},
+		{"/var/lib/*/data.sqlite3", "/var/lib", ".sqlite3"},
+	} {
+		g, err := compileGlob(tc.pattern)
+		if err != nil {
+			t.Fatalf("compile %q: %v", tc.pattern, err)
+		}
+		pre, preLen, suf, sufLen := g.literalEnds()
+		if got := unpack(pre, preLen); got != tc.pre {
+			t.Errorf("%q: prefix %q, want %q", tc.pattern, got, tc.pre)
+		}
+		if got := unpack(suf, sufLen); got != tc.suf {
+			t.Errorf("%q: suffix %q, want %q", tc.pattern, got, tc.suf)
+		}
+	}
+}
+
+func unpack(v uint64, n uint8) string {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(v >> (8 * i))
+	}
+	return string(b)
 }
 
 func TestGlobErrors(t *testing.T) {

@@ -434,6 +434,9 @@ struct pat_ctx {
 	__u32 gen;
 	__u32 n;
 	__u32 category;
+	__u32 len;  /* of s->path */
+	__u64 head; /* s->path's first 8 bytes */
+	__u64 tail; /* its last 8 bytes, when len >= 8 */
 	struct rule_slot found[NSLOTS];
 };
 
@@ -447,6 +450,13 @@ static long pattern_step(__u32 i, struct pat_ctx *pc)
 		return 0;
 	__u8 slot = p->slot;
 	if (slot >= NSLOTS || pc->found[slot].id)
+		return 0;
+	/* Cheap rejections first: a match starts with the pattern's literal
+	 * prefix and ends with its literal suffix. */
+	__u8 pl = p->pre_len, sl = p->suf_len;
+	if (pl && pl <= 8 && ((pc->head ^ p->pre) & (~0ULL >> (64 - 8 * pl))))
+		return 0;
+	if (sl && sl <= 8 && pc->len >= 8 && (pc->tail >> (64 - 8 * sl)) != p->suf)
 		return 0;
 	struct scratch *s = get_scratch();
 	if (!s)
@@ -528,7 +538,12 @@ static __always_inline void match_path(struct scratch *s, struct config *cfg, __
 	merge(m, (struct rule_val *)&dm);
 
 	if (cfg->npatterns && (cfg->pattern_cats & (1 << category))) {
-		struct pat_ctx pc = {.gen = gen, .n = cfg->npatterns, .category = category};
+		struct pat_ctx pc = {.gen = gen, .n = cfg->npatterns, .category = category, .len = len};
+		/* path is followed by tmp in struct scratch: 8-byte reads from
+		 * any offset below PATH_LEN stay inside the map value */
+		pc.head = *(__u64 *)s->path;
+		if (len >= 8)
+			pc.tail = *(__u64 *)(s->path + masked(len - 8, PATH_MASK));
 		bpf_loop(MAX_PATTERNS, pattern_step, &pc, 0);
 		merge(m, (struct rule_val *)&pc.found);
 	}

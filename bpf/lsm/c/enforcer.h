@@ -147,6 +147,14 @@ struct pattern {
 	__u8 slot;     /* enum slot */
 	__u8 flags;
 	__u8 ntok;
+	/* The literal bytes every match starts and ends with (up to 8 each,
+	 * little-endian, pre_len/suf_len of them): a cheap test that skips
+	 * most patterns before the glob walk. */
+	__u8 pre_len;
+	__u8 suf_len;
+	__u8 pad[6];
+	__u64 pre;
+	__u64 suf;
 	__u8 tok[PAT_TOKENS][2];
 	__u8 classes[PAT_CLASSES][32];
 };
