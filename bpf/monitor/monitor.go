@@ -332,20 +332,28 @@ func (m *Monitor) read(ctx context.Context, queue chan<- *batch, pool *sync.Pool
 			b.reset()
 		}
 	}
-	// Poll on a Go timer rather than block in epoll_wait: a goroutine
-	// parked in a blocking syscall makes the runtime hand its P to another
-	// thread and keeps sysmon polling every 20us, which cost the agent more
-	// CPU than decoding the events (docs/benchmarks.md). The kernel wakes
-	// readers only when an eighth of the buffer is full, so blocking gained
-	// no latency anyway; at the default sizes the buffer holds 800 ms of a
-	// 10 MB/s stream.
+	// While events flow, poll on a Go timer rather than block in
+	// epoll_wait: a goroutine parked in a blocking syscall makes the
+	// runtime hand its P to another thread and keeps sysmon polling every
+	// 20us, which cost the agent more CPU than decoding the events
+	// (docs/benchmarks.md). After idlePolls empty polls the reader blocks
+	// instead, so an idle agent does not wake 100 times a second; the
+	// kernel wakes it with the first record into the empty buffer.
+	stop := context.AfterFunc(ctx, func() { _ = m.reader.Flush() }) // ends a blocked read
+	defer stop()
 	tick := time.NewTicker(m.opts.PollInterval)
 	defer tick.Stop()
+	idle := 0
 	for {
-		m.reader.SetDeadline(time.Now()) // drain what is there, never block
+		deadline := time.Now() // drain what is there, never block
+		if idle >= idlePolls {
+			deadline = time.Time{}
+		}
+		m.reader.SetDeadline(deadline)
+		n := 0
 		for {
 			err := m.reader.ReadInto(&rec)
-			if errors.Is(err, os.ErrDeadlineExceeded) {
+			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
 				break
 			}
 			if err != nil {
@@ -356,13 +364,28 @@ func (m *Monitor) read(ctx context.Context, queue chan<- *batch, pool *sync.Pool
 				return fmt.Errorf("monitor: read ring buffer: %w", err)
 			}
 			m.received.Add(1)
+			n++
 			b.buf = append(b.buf, rec.RawSample...)
 			b.ends = append(b.ends, len(b.buf))
 			if len(b.ends) >= batchRecords || len(b.buf) >= batchBytes {
 				flush()
 			}
+			if idle >= idlePolls {
+				break // awake again: back to polling
+			}
 		}
 		flush()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if n > 0 {
+			idle = 0
+		} else {
+			idle++
+		}
+		if idle >= idlePolls {
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -370,6 +393,10 @@ func (m *Monitor) read(ctx context.Context, queue chan<- *batch, pool *sync.Pool
 		}
 	}
 }
+
+// idlePolls empty polls in a row send the reader to sleep until the kernel
+// wakes it (100 ms at the default PollInterval).
+const idlePolls = 10
 
 // Stats returns the counters; Lost and StashFull are summed over CPUs.
 func (m *Monitor) Stats() Stats {

@@ -545,3 +545,29 @@ func TestVisibilityScopes(t *testing.T) {
 		t.Errorf("stats %+v", s)
 	}
 }
+
+// After idlePolls empty polls the reader sleeps in the kernel; the first
+// record into the empty buffer must wake it, and cancelling must end a
+// sleeping Run. (On a busy host other processes' events may keep it awake;
+// then this covers the polling path only.)
+func TestIdleReaderWakes(t *testing.T) {
+	requireKernel(t)
+	m, err := Open(Options{Visibility: ScopeProcess, PollInterval: time.Millisecond, Table: proctable.New(proctable.Options{ReadProcOnMiss: true})})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	defer m.Close()
+	c := newCollector()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx, c.add) }()
+	for range 3 {
+		time.Sleep(100 * idlePolls * time.Millisecond) // long enough to fall asleep
+		settle(t, c)
+	}
+	time.Sleep(100 * idlePolls * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}

@@ -90,7 +90,9 @@ volatile const u32 self_tgid = 0;      // the agent's own host tgid: never repor
 volatile const u32 report_success = 0; // scopes whose successful syscalls are reported (others: failures only)
 // Waking the reader for every record costs an interrupt per event (in a VM,
 // an exit to the hypervisor). Records are written without a wakeup and the
-// reader polls; only a filling buffer wakes it early.
+// reader polls while events flow; the first record into an empty buffer
+// wakes a reader that went to sleep for lack of events, and a filling
+// buffer wakes it early.
 volatile const u64 wakeup_bytes = 1 << 20;
 // Reading the precise clock costs ~300 ns per event under kvm-clock (the
 // paravirtual clock of VMs). There user space selects jiffies instead (the
@@ -339,7 +341,8 @@ static __always_inline void submit(struct record *r, u32 off)
 		off = DATA_MAX;
 	r->data_len = off;
 	u64 size = offsetof(struct record, data) + off;
-	u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	u64 flags = avail == 0 || avail >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_output(&events, r, size, flags) < 0)
 		count(CNT_RINGBUF_FULL);
 }
