@@ -508,26 +508,14 @@ func TestForkExecExitInTable(t *testing.T) {
 // With only process visibility and capabilities failures, a successful
 // setuid is not reported and a failed one is; file events are not.
 func TestVisibilityScopes(t *testing.T) {
-	requireKernel(t)
-	m, err := Open(Options{Visibility: ScopeProcess, FailuresOf: ScopeCapabilities, Table: proctable.New(proctable.Options{ReadProcOnMiss: true})})
-	if err != nil {
-		t.Fatalf("open: %v", err)
-	}
-	defer m.Close()
-	c := newCollector()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx, c.add) }()
+	m, c, stop := startMonitor(t, Options{Visibility: ScopeProcess, FailuresOf: ScopeCapabilities})
 
 	okPid := helper(t, "setgid-setuid")
 	bin := unprivilegedCopy(t)
 	denyPid := run(t, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}, bin, "setuid-root")
 	openPid := helper(t, "open-rw", filepath.Join(t.TempDir(), "f"))
 	settle(t, c)
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run: %v", err)
-	}
+	stop()
 
 	if evs := c.all(func(e *event.Event) bool { return e.HostPID == okPid && e.Operation == event.OpSyscall }); len(evs) != 0 {
 		t.Errorf("successful setuid/setgid reported with capabilities invisible: %+v", evs)
@@ -551,23 +539,35 @@ func TestVisibilityScopes(t *testing.T) {
 // sleeping Run. (On a busy host other processes' events may keep it awake;
 // then this covers the polling path only.)
 func TestIdleReaderWakes(t *testing.T) {
-	requireKernel(t)
-	m, err := Open(Options{Visibility: ScopeProcess, PollInterval: time.Millisecond, Table: proctable.New(proctable.Options{ReadProcOnMiss: true})})
-	if err != nil {
-		t.Fatalf("open: %v", err)
-	}
-	defer m.Close()
-	c := newCollector()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx, c.add) }()
+	_, c, stop := startMonitor(t, Options{Visibility: ScopeProcess, PollInterval: time.Millisecond})
 	for range 3 {
 		time.Sleep(100 * idlePolls * time.Millisecond) // long enough to fall asleep
 		settle(t, c)
 	}
 	time.Sleep(100 * idlePolls * time.Millisecond)
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run: %v", err)
+	stop()
+}
+
+// startMonitor opens a monitor of its own and runs it; stop cancels Run and
+// reports its error. The monitor is closed when the test ends.
+func startMonitor(t *testing.T, opts Options) (*Monitor, *collector, func()) {
+	t.Helper()
+	requireKernel(t)
+	opts.Table = proctable.New(proctable.Options{ReadProcOnMiss: true})
+	m, err := Open(opts)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	c := newCollector()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx, c.add) }()
+	return m, c, func() {
+		t.Helper()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
 	}
 }
