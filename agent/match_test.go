@@ -5,24 +5,12 @@ import (
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/hostpolicy/hostpolicytest"
 )
 
 func ruleSet(t *testing.T, spec string, postures hostpolicy.Postures) *hostpolicy.RuleSet {
 	t.Helper()
-	doc := `apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: p
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-` + spec
-	ps, diags := hostpolicy.Parse("p.yaml", []byte(doc))
-	if diags.HasErrors() {
-		t.Fatalf("%v", diags.Err())
-	}
-	return hostpolicy.Compile(ps, hostpolicy.Options{Host: "h", Postures: postures})
+	return hostpolicytest.Compile(t, hostpolicy.Options{Host: "h", Postures: postures}, hostpolicytest.HostPolicy("p", spec))
 }
 
 func TestMatcher(t *testing.T) {

@@ -13,22 +13,11 @@ import (
 	"time"
 
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/hostpolicy/hostpolicytest"
 )
 
 func policyYAML(name, path, action string) string {
-	return fmt.Sprintf(`apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: %s
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-  file:
-    matchPaths:
-    - path: %s
-  action: %s
-`, name, path, action)
+	return hostpolicytest.HostPolicy(name, fmt.Sprintf("  file:\n    matchPaths:\n    - path: %s\n  action: %s\n", path, action))
 }
 
 // recorder collects published snapshots for a test to wait on.

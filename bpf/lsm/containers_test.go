@@ -1,23 +1,15 @@
 package bpflsm
 
 import (
-	"fmt"
 	"testing"
 
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/hostpolicy/hostpolicytest"
 )
 
 func compileDocs(t *testing.T, docs ...string) *hostpolicy.RuleSet {
 	t.Helper()
-	var all []*hostpolicy.Policy
-	for i, d := range docs {
-		ps, diags := hostpolicy.Parse(fmt.Sprintf("doc-%d.yaml", i), []byte(d))
-		if diags.HasErrors() {
-			t.Fatalf("doc %d: %v", i, diags)
-		}
-		all = append(all, ps...)
-	}
-	return hostpolicy.Compile(all, hostpolicy.Options{Host: "h", ContainerPostures: hostpolicy.Postures{File: "block"}})
+	return hostpolicytest.Compile(t, hostpolicy.Options{Host: "h", ContainerPostures: hostpolicy.Postures{File: "block"}}, docs...)
 }
 
 // build runs without a kernel: which containers share a scope, which key

@@ -13,6 +13,7 @@ import (
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/hostpolicy/hostpolicytest"
 )
 
 // The kernel tests share one Enforcer: loading takes seconds in the TCG
@@ -184,16 +185,8 @@ func isSentinel(ev event.Event) bool {
 // is always added).
 func compile(t *testing.T, postures hostpolicy.Postures, docs ...string) *hostpolicy.RuleSet {
 	t.Helper()
-	var all []*hostpolicy.Policy
-	for i, d := range append(docs, sentinelPolicy) {
-		ps, diags := hostpolicy.Parse(fmt.Sprintf("test-%d.yaml", i), []byte(d))
-		if diags.HasErrors() {
-			t.Fatalf("policy %d: %v", i, diags)
-		}
-		all = append(all, ps...)
-	}
 	host, _ := os.Hostname()
-	return hostpolicy.Compile(all, hostpolicy.Options{Host: host, Postures: postures})
+	return hostpolicytest.Compile(t, hostpolicy.Options{Host: host, Postures: postures}, append(docs, sentinelPolicy)...)
 }
 
 // apply compiles and applies policies; it fails the test on any rule the
@@ -231,19 +224,7 @@ func ruleID(t *testing.T, rs *hostpolicy.RuleSet, policy string) uint32 {
 	return ids[0]
 }
 
-// policy is a KubeArmorHostPolicy for every host with the given spec body
-// (indented by two spaces under spec:).
-func policy(name, spec string) string {
-	return fmt.Sprintf(`apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: %s
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-%s`, name, spec)
-}
+var policy = hostpolicytest.HostPolicy
 
 // copyBusybox copies busybox to path (creating directories) and returns
 // path. The name must start with "busybox", so that busybox takes its

@@ -13,6 +13,7 @@ import (
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/hostpolicy/hostpolicytest"
 )
 
 // fakeContainer is the guest's stand-in for a container: a busybox shell
@@ -288,15 +289,7 @@ func TestContainerAllowList(t *testing.T) {
     - path: `+busybox+`
   action: Allow
 `), sentinelPolicy}
-	var all []*hostpolicy.Policy
-	for i, d := range docs {
-		ps, diags := hostpolicy.Parse(fmt.Sprintf("allow-%d.yaml", i), []byte(d))
-		if diags.HasErrors() {
-			t.Fatal(diags)
-		}
-		all = append(all, ps...)
-	}
-	rs := hostpolicy.Compile(all, hostpolicy.Options{Host: "*", ContainerPostures: hostpolicy.Postures{File: "block"}})
+	rs := hostpolicytest.Compile(t, hostpolicy.Options{Host: "*", ContainerPostures: hostpolicy.Postures{File: "block"}}, docs...)
 	if un, err := e.Apply(rs); err != nil || len(un) != 0 {
 		t.Fatalf("Apply: %v %v", un, err)
 	}

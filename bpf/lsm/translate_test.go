@@ -6,16 +6,13 @@ import (
 	"testing"
 
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/hostpolicy/hostpolicytest"
 )
 
 // parse compiles one policy for this host (host tests, no kernel needed).
 func parse(t *testing.T, postures hostpolicy.Postures, doc string) *hostpolicy.RuleSet {
 	t.Helper()
-	ps, diags := hostpolicy.Parse("t.yaml", []byte(doc))
-	if diags.HasErrors() {
-		t.Fatalf("%v", diags)
-	}
-	return hostpolicy.Compile(ps, hostpolicy.Options{Host: "h", Postures: postures})
+	return hostpolicytest.Compile(t, hostpolicy.Options{Host: "h", Postures: postures}, doc)
 }
 
 func TestTranslate(t *testing.T) {

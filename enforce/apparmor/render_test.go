@@ -1,7 +1,6 @@
 package apparmor
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,31 +9,14 @@ import (
 	"testing"
 
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/hostpolicy/hostpolicytest"
 )
 
-func policy(name, spec string) string {
-	return fmt.Sprintf(`apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: %s
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-%s`, name, spec)
-}
+var policy = hostpolicytest.HostPolicy
 
 func compile(t *testing.T, postures hostpolicy.Postures, docs ...string) *hostpolicy.RuleSet {
 	t.Helper()
-	var all []*hostpolicy.Policy
-	for _, d := range docs {
-		ps, diags := hostpolicy.Parse("t.yaml", []byte(d))
-		if diags.HasErrors() {
-			t.Fatalf("%v", diags)
-		}
-		all = append(all, ps...)
-	}
-	return hostpolicy.Compile(all, hostpolicy.Options{Host: "h", Postures: postures})
+	return hostpolicytest.Compile(t, hostpolicy.Options{Host: "h", Postures: postures}, docs...)
 }
 
 // testPolicies cover every rule shape the renderer has.

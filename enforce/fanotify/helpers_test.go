@@ -21,6 +21,7 @@ import (
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/hostpolicy/hostpolicytest"
 )
 
 // Child modes of the test binary, chosen by environment variable:
@@ -311,42 +312,11 @@ func writeFile(t *testing.T, p, content string) string {
 	return p
 }
 
-func policy(name, spec string) string {
-	return fmt.Sprintf(`apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: %s
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-%s`, name, spec)
-}
+var policy = hostpolicytest.HostPolicy
 
-func compileDocs(t testing.TB, docs ...string) *hostpolicy.RuleSet {
+func compile(t testing.TB, postures hostpolicy.Postures, docs ...string) *hostpolicy.RuleSet {
 	t.Helper()
-	var all []*hostpolicy.Policy
-	for _, d := range docs {
-		ps, diags := hostpolicy.Parse("t.yaml", []byte(d))
-		if diags.HasErrors() {
-			t.Fatalf("%v", diags)
-		}
-		all = append(all, ps...)
-	}
-	return hostpolicy.Compile(all, hostpolicy.Options{Host: "h"})
-}
-
-func compile(t *testing.T, postures hostpolicy.Postures, docs ...string) *hostpolicy.RuleSet {
-	t.Helper()
-	var all []*hostpolicy.Policy
-	for _, d := range docs {
-		ps, diags := hostpolicy.Parse("t.yaml", []byte(d))
-		if diags.HasErrors() {
-			t.Fatalf("%v", diags)
-		}
-		all = append(all, ps...)
-	}
-	return hostpolicy.Compile(all, hostpolicy.Options{Host: "h", Postures: postures})
+	return hostpolicytest.Compile(t, hostpolicy.Options{Host: "h", Postures: postures}, docs...)
 }
 
 // ruleID finds the ID of the rule with this value.

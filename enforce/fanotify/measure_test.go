@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/armorhost/kubearmor/enforce/fanotify/decide"
+	"github.com/armorhost/kubearmor/hostpolicy"
 )
 
 // TestMeasureOverhead reports the latency the tier adds to an exec and to
@@ -89,7 +90,7 @@ func median(v []float64) float64 {
 // kernel's round trip to the agent and back.
 func BenchmarkReaderCheck(b *testing.B) {
 	e := &Enforcer{}
-	rs := compileDocs(b, policy("b", `  file:
+	rs := compile(b, hostpolicy.Postures{}, policy("b", `  file:
     matchDirectories:
     - dir: /nonexistent/
       recursive: true

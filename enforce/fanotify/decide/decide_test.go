@@ -6,28 +6,17 @@ import (
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/hostpolicy/hostpolicytest"
 )
 
+// compile builds a RuleSet from spec bodies, one policy (p0, p1, ...) each.
 func compile(t *testing.T, postures hostpolicy.Postures, specs ...string) *hostpolicy.RuleSet {
 	t.Helper()
-	var all []*hostpolicy.Policy
+	docs := make([]string, len(specs))
 	for i, spec := range specs {
-		doc := fmt.Sprintf(`apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: p%d
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-%s`, i, spec)
-		ps, diags := hostpolicy.Parse("t.yaml", []byte(doc))
-		if diags.HasErrors() {
-			t.Fatalf("%v", diags)
-		}
-		all = append(all, ps...)
+		docs[i] = hostpolicytest.HostPolicy(fmt.Sprintf("p%d", i), spec)
 	}
-	return hostpolicy.Compile(all, hostpolicy.Options{Host: "h", Postures: postures})
+	return hostpolicytest.Compile(t, hostpolicy.Options{Host: "h", Postures: postures}, docs...)
 }
 
 type facts struct{ write, owner, tty bool }
