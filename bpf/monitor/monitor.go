@@ -345,9 +345,10 @@ func (m *Monitor) read(ctx context.Context, queue chan<- *batch, pool *sync.Pool
 	defer tick.Stop()
 	idle := 0
 	for {
+		asleep := idle >= idlePolls
 		deadline := time.Now() // drain what is there, never block
-		if idle >= idlePolls {
-			deadline = time.Time{}
+		if asleep {
+			deadline = time.Time{} // until the kernel wakes us
 		}
 		m.reader.SetDeadline(deadline)
 		n := 0
@@ -370,7 +371,7 @@ func (m *Monitor) read(ctx context.Context, queue chan<- *batch, pool *sync.Pool
 			if len(b.ends) >= batchRecords || len(b.buf) >= batchBytes {
 				flush()
 			}
-			if idle >= idlePolls {
+			if asleep {
 				break // awake again: back to polling
 			}
 		}
@@ -380,11 +381,8 @@ func (m *Monitor) read(ctx context.Context, queue chan<- *batch, pool *sync.Pool
 		}
 		if n > 0 {
 			idle = 0
-		} else {
-			idle++
-		}
-		if idle >= idlePolls {
-			continue
+		} else if idle++; idle >= idlePolls {
+			continue // to sleep, not to the next tick
 		}
 		select {
 		case <-ctx.Done():
