@@ -387,6 +387,20 @@ static __always_inline bool is_self(void)
 	return (u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid;
 }
 
+// exit_record starts the report of a syscall exit: failures always,
+// successes when scope is visible, never the agent's own. It fills *s with
+// the syscall's arguments and returns the scratch record, or NULL when
+// there is nothing to report.
+static __always_inline struct record *exit_record(struct sys_exit_ctx *ctx, u32 scope, struct stash *s)
+{
+	if (ctx->ret >= 0 && !(report_success & scope))
+		return NULL;
+	if (is_self())
+		return NULL;
+	regs_args(s, ctx->nr);
+	return scratch_record();
+}
+
 // Entry of execve (3 arguments) and execveat (5): a program may read no
 // further into its context than its tracepoint's format allows.
 static __always_inline int stash_args(struct sys_enter_ctx *ctx, int n)
@@ -440,13 +454,8 @@ SEC("tracepoint/syscalls/sys_exit_openat")
 int sys_exit_file(struct sys_exit_ctx *ctx)
 {
 	s64 ret = ctx->ret;
-	if (ret >= 0 && !(report_success & SCOPE_FILE))
-		return 0;
-	if (is_self())
-		return 0;
 	struct stash s;
-	regs_args(&s, ctx->nr);
-	struct record *r = scratch_record();
+	struct record *r = exit_record(ctx, SCOPE_FILE, &s);
 	if (!r)
 		return 0;
 	r->flags = 0;
@@ -486,13 +495,8 @@ SEC("tracepoint/syscalls/sys_exit_connect")
 int sys_exit_net(struct sys_exit_ctx *ctx)
 {
 	s64 ret = ctx->ret;
-	if (ret >= 0 && !(report_success & SCOPE_NETWORK))
-		return 0;
-	if (is_self())
-		return 0;
 	struct stash s;
-	regs_args(&s, ctx->nr);
-	struct record *r = scratch_record();
+	struct record *r = exit_record(ctx, SCOPE_NETWORK, &s);
 	if (!r)
 		return 0;
 	begin_syscall(r, &s, ret);
@@ -520,13 +524,8 @@ SEC("tracepoint/syscalls/sys_exit_setuid")
 int sys_exit_cred(struct sys_exit_ctx *ctx)
 {
 	s64 ret = ctx->ret;
-	if (ret >= 0 && !(report_success & SCOPE_CAPABILITIES))
-		return 0;
-	if (is_self())
-		return 0;
 	struct stash s;
-	regs_args(&s, ctx->nr);
-	struct record *r = scratch_record();
+	struct record *r = exit_record(ctx, SCOPE_CAPABILITIES, &s);
 	if (!r)
 		return 0;
 	begin_syscall(r, &s, ret);
@@ -552,11 +551,8 @@ int sys_exit_exec(struct sys_exit_ctx *ctx)
 	u64 id = bpf_get_current_pid_tgid();
 	bpf_map_delete_elem(&stashes, &id);
 	s64 ret = ctx->ret;
-	if (ret >= 0 || is_self())
-		return 0;
 	struct stash s;
-	regs_args(&s, ctx->nr);
-	struct record *r = scratch_record();
+	struct record *r = exit_record(ctx, 0, &s); // failures only
 	if (!r)
 		return 0;
 	begin_syscall(r, &s, ret);
