@@ -151,7 +151,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer a.closeEnforcer()
 
 	vis, _ := cfg.Visibility()
-	mon, procs := a.openMonitor(vis)
+	mon, procs := a.openMonitor(vis, a.enforcer != nil)
 	if mon != nil {
 		defer func() {
 			if err := mon.Close(); err != nil {
@@ -163,7 +163,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.enforcer != nil {
 		enfName = a.enforcer.Name()
 	}
-	a.pipe = newPipeline(procs, srv, enfName, visibility{vis.Process, vis.File, vis.Network, vis.Capabilities})
+	a.pipe = newPipeline(ctx, procs, srv, enfName, visibility{vis.Process, vis.File, vis.Network, vis.Capabilities})
 	if ctrs := a.openRuntimes(cfg); ctrs != nil {
 		a.pipe.ctrs = ctrs
 		defer ctrs.Close()
@@ -185,7 +185,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		goRun("enforcer", func(ctx context.Context) error { return a.enforcer.Run(ctx, a.pipe.enqueue) })
 	}
 	if mon != nil {
-		goRun("monitor", func(ctx context.Context) error { return mon.Run(ctx, a.pipe.enqueue) })
+		goRun("monitor", func(ctx context.Context) error { return mon.Run(ctx, a.pipe.handleInline) })
 	}
 	a.startSinks(ctx, cfg, srv, goRun)
 	if cfg.Metrics != "" {

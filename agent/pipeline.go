@@ -41,7 +41,9 @@ const (
 // pipeline turns events into alerts and logs. Producers hand events to
 // enqueue from their own goroutines; one worker does the rest, so a slow
 // subscriber or a burst never blocks a kernel reader: a full queue drops the
-// event and counts it.
+// event and counts it. The monitor calls handleInline instead: its reader
+// already hands records over through a bounded queue of batches, and a
+// second hand-off per event cost a thread wake-up per event.
 type pipeline struct {
 	queue    chan event.Event
 	dropped  atomic.Uint64
@@ -74,9 +76,10 @@ func (v visibility) shows(op string) bool {
 
 const queueLen = 65536
 
-func newPipeline(procs *proctable.Table, out Publisher, enforcer string, vis visibility) *pipeline {
+// newPipeline: ctx bounds the waits for container attribution.
+func newPipeline(ctx context.Context, procs *proctable.Table, out Publisher, enforcer string, vis visibility) *pipeline {
 	p := &pipeline{queue: make(chan event.Event, queueLen), procs: procs, out: out, enforcer: enforcer, vis: vis,
-		beat: func() {}, ctx: context.Background()}
+		beat: func() {}, ctx: ctx}
 	p.setRules(&hostpolicy.RuleSet{})
 	return p
 }
@@ -95,21 +98,26 @@ func (p *pipeline) enqueue(ev event.Event) {
 	}
 }
 
-// run handles events until ctx ends.
+// run handles queued events until ctx ends.
 func (p *pipeline) run(ctx context.Context, idle <-chan struct{}) {
-	p.ctx = ctx
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case ev := <-p.queue:
-			p.handle(&ev)
-			p.handled.Add(1)
-			p.beat()
+			p.handleInline(ev)
 		case <-idle:
 			p.beat()
 		}
 	}
+}
+
+// handleInline handles ev on the caller's goroutine; handle is safe for
+// concurrent use.
+func (p *pipeline) handleInline(ev event.Event) {
+	p.handle(&ev)
+	p.handled.Add(1)
+	p.beat()
 }
 
 // handle is the whole per-event path: attribute, decide, publish.

@@ -92,7 +92,11 @@ func (a *Agent) Policies() []*hostpolicy.Policy {
 	return store.Policies()
 }
 
-func (a *Agent) openMonitor(vis config.Visibility) (*monitor.Monitor, *proctable.Table) {
+// openMonitor starts the monitor on the visible scopes. With no kernel
+// enforcer, the process, file and network rules are matched against
+// telemetry (matcher), so those scopes are watched whatever is visible; the
+// pipeline still publishes only the visible ones.
+func (a *Agent) openMonitor(vis config.Visibility, kernelEnforcer bool) (*monitor.Monitor, *proctable.Table) {
 	var scopes monitor.Scope
 	for _, s := range []struct {
 		on bool
@@ -102,10 +106,14 @@ func (a *Agent) openMonitor(vis config.Visibility) (*monitor.Monitor, *proctable
 			scopes |= s.sc
 		}
 	}
+	watched := scopes
+	if !kernelEnforcer {
+		watched |= monitor.ScopeProcess | monitor.ScopeFile | monitor.ScopeNetwork
+	}
 	// Failed setuid/setgid raise DefaultPosture alerts even when the
-	// capabilities scope is not visible; process events keep the process
-	// table current even when process telemetry is off.
-	mon, err := monitor.Open(monitor.Options{Visibility: scopes | monitor.ScopeProcess, FailuresOf: monitor.ScopeCapabilities})
+	// capabilities scope is not visible. The process table follows exec,
+	// fork and exit whatever the scopes.
+	mon, err := monitor.Open(monitor.Options{Visibility: watched, FailuresOf: monitor.ScopeCapabilities})
 	if err != nil {
 		a.log.Warn("monitor unavailable: no telemetry, and only kernel enforcer verdicts raise alerts", "err", err)
 		procs := proctable.New(proctable.Options{ReadProcOnMiss: true})

@@ -239,7 +239,7 @@ func runMonitored(t *testing.T, c overheadCase, full bool, samples *map[string][
 
 // settleQueue waits until the monitor has read what the ring buffer holds.
 func settleQueue(m *Monitor) {
-	for m.reader.AvailableBytes() > 0 {
+	for m.ring.available() > 0 {
 		time.Sleep(time.Millisecond)
 	}
 }

@@ -23,7 +23,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/armorhost/kubearmor/agent/proctable"
@@ -76,7 +75,7 @@ type Monitor struct {
 	opts      Options
 	objs      monitorBPFObjects
 	links     []link.Link
-	reader    *ringbuf.Reader
+	ring      *ring
 	table     *proctable.Table
 	dec       decoder
 	unwatched []string // tracepoints this kernel lacks
@@ -85,6 +84,8 @@ type Monitor struct {
 
 	closeOnce sync.Once
 	running   atomic.Bool
+	closing   chan struct{}         // closed by Close: the reader stops
+	readDone  chan struct{}         // closed when the reader has stopped touching the ring
 	final     atomic.Pointer[Stats] // counters as they were at Close
 }
 
@@ -103,7 +104,7 @@ func Open(opts Options) (*Monitor, error) {
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = 10 * time.Millisecond
 	}
-	m := &Monitor{opts: opts, table: opts.Table}
+	m := &Monitor{opts: opts, table: opts.Table, closing: make(chan struct{}), readDone: make(chan struct{})}
 	if m.table == nil {
 		m.table = proctable.New(proctable.Options{ProcRoot: opts.ProcRoot, ReadProcOnMiss: true})
 	}
@@ -137,7 +138,7 @@ func Open(opts Options) (*Monitor, error) {
 		}
 		return nil, fmt.Errorf("monitor: load BPF programs: %w", err)
 	}
-	m.reader, err = ringbuf.NewReader(m.objs.Events)
+	m.ring, err = newRing(m.objs.Events)
 	if err != nil {
 		m.objs.Close()
 		return nil, fmt.Errorf("monitor: ring buffer reader: %w", err)
@@ -263,6 +264,11 @@ func (m *Monitor) Run(ctx context.Context, emit func(event.Event)) error {
 	if !m.running.CompareAndSwap(false, true) {
 		return errors.New("monitor: Run called twice")
 	}
+	select {
+	case <-m.closing:
+		return errors.New("monitor: Run after Close")
+	default:
+	}
 	// Records travel in batches: one channel operation (and at most one
 	// goroutine wakeup, which in a VM may cost an interrupt on another CPU)
 	// per batch instead of per record.
@@ -313,12 +319,12 @@ func newBatch() any {
 
 func (b *batch) reset() { b.buf, b.ends = b.buf[:0], b.ends[:0] }
 
-// read copies records from the ring buffer into batches until the reader
-// is closed or ctx ends. A batch is handed over when full or when the ring
-// buffer has nothing more to give; if the queue is full it is dropped and
-// its records counted.
+// read copies records from the ring buffer into batches until Close or
+// the end of ctx. A batch is handed over when full or when the ring buffer
+// has nothing more to give; if the queue is full it is dropped and its
+// records counted.
 func (m *Monitor) read(ctx context.Context, queue chan<- *batch, pool *sync.Pool) error {
-	var rec ringbuf.Record
+	defer close(m.readDone)
 	b := pool.Get().(*batch)
 	flush := func() {
 		if len(b.ends) == 0 {
@@ -332,64 +338,58 @@ func (m *Monitor) read(ctx context.Context, queue chan<- *batch, pool *sync.Pool
 			b.reset()
 		}
 	}
-	// While events flow, poll on a Go timer rather than block in
-	// epoll_wait: a goroutine parked in a blocking syscall makes the
+	add := func(rec []byte) {
+		m.received.Add(1)
+		b.buf = append(b.buf, rec...)
+		b.ends = append(b.ends, len(b.buf))
+		if len(b.ends) >= batchRecords || len(b.buf) >= batchBytes {
+			flush()
+		}
+	}
+	// While events flow, poll on a Go timer rather than sleep in the
+	// kernel: a goroutine parked in a blocking system call makes the
 	// runtime hand its P to another thread and keeps sysmon polling every
-	// 20us, which cost the agent more CPU than decoding the events
-	// (docs/benchmarks.md). After idlePolls empty polls the reader blocks
-	// instead, so an idle agent does not wake 100 times a second; the
-	// kernel wakes it with the first record into the empty buffer.
-	stop := context.AfterFunc(ctx, func() { _ = m.reader.Flush() }) // ends a blocked read
+	// 20 µs, which cost the agent more CPU than decoding the events
+	// (docs/benchmarks.md). After idlePolls empty polls the reader sleeps
+	// in the kernel instead, so an idle agent does not wake 100 times a
+	// second; the first record into the empty buffer wakes it.
+	stop := context.AfterFunc(ctx, m.ring.wake)
 	defer stop()
 	tick := time.NewTicker(m.opts.PollInterval)
 	defer tick.Stop()
 	idle := 0
 	for {
-		asleep := idle >= idlePolls
-		deadline := time.Now() // drain what is there, never block
-		if asleep {
-			deadline = time.Time{} // until the kernel wakes us
-		}
-		m.reader.SetDeadline(deadline)
-		n := 0
-		for {
-			err := m.reader.ReadInto(&rec)
-			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
-				break
-			}
-			if err != nil {
-				flush()
-				if errors.Is(err, ringbuf.ErrClosed) {
-					return nil
-				}
-				return fmt.Errorf("monitor: read ring buffer: %w", err)
-			}
-			m.received.Add(1)
-			n++
-			b.buf = append(b.buf, rec.RawSample...)
-			b.ends = append(b.ends, len(b.buf))
-			if len(b.ends) >= batchRecords || len(b.buf) >= batchBytes {
-				flush()
-			}
-			if asleep {
-				break // awake again: back to polling
-			}
-		}
+		n, err := m.ring.drain(add)
 		flush()
-		if ctx.Err() != nil {
-			return nil
+		if err != nil {
+			return fmt.Errorf("monitor: read ring buffer: %w", err)
 		}
 		if n > 0 {
 			idle = 0
 		} else if idle++; idle >= idlePolls {
-			continue // to sleep, not to the next tick
+			if err := m.ring.wait(); err != nil && !errors.Is(err, errRingWoken) {
+				return fmt.Errorf("monitor: wait for ring buffer: %w", err)
+			}
+			idle = 0
 		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-m.closing:
+			m.drainFinal(add, flush)
+			return nil
 		case <-tick.C:
 		}
 	}
+}
+
+// drainFinal reads what is left once Close has detached the programs, so
+// the records already written are processed.
+func (m *Monitor) drainFinal(add func([]byte), flush func()) {
+	if _, err := m.ring.drain(add); err != nil {
+		m.decodeErrors.Add(1)
+	}
+	flush()
 }
 
 // idlePolls empty polls in a row send the reader to sleep until the kernel
@@ -438,8 +438,14 @@ func (m *Monitor) Close() error {
 			}
 		}
 		m.links = nil
-		if m.reader != nil {
-			if err := m.reader.Close(); err != nil {
+		if m.ring != nil {
+			// The reader must be off the mapping before it goes away.
+			close(m.closing)
+			m.ring.wake()
+			if m.running.Load() {
+				<-m.readDone
+			}
+			if err := m.ring.close(); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -571,3 +571,29 @@ func startMonitor(t *testing.T, opts Options) (*Monitor, *collector, func()) {
 		}
 	}
 }
+
+// Close must end a Run whose reader sleeps in the kernel, and only then
+// unmap the ring buffer; a Run after Close is refused. A regression hangs
+// here or crashes on the unmapped ring.
+func TestCloseEndsSleepingRun(t *testing.T) {
+	requireKernel(t)
+	m, err := Open(Options{Visibility: ScopeProcess, PollInterval: time.Millisecond,
+		Table: proctable.New(proctable.Options{ReadProcOnMiss: true})})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	c := newCollector()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(context.Background(), c.add) }()
+	settle(t, c)
+	time.Sleep(100 * idlePolls * time.Millisecond) // long enough to fall asleep
+	if err := m.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if err := m.Run(context.Background(), c.add); err == nil {
+		t.Error("a second Run after Close was accepted")
+	}
+}
