@@ -75,7 +75,7 @@ func TestPairedOverhead(t *testing.T) {
 	// configuration costs +10% in both; pooling would blur that, pairing not.
 	base := mk(100, 100, 300, 300)
 	other := mk(110, 110, 330, 330)
-	med, lo, hi := pairedOverhead(base, other, 2)
+	med, lo, hi := pairedOverhead(base, other, 2, wallTime)
 	for _, v := range []float64{med, lo, hi} {
 		if v < 9.99 || v > 10.01 {
 			t.Errorf("pairedOverhead = %v [%v..%v], want 10 throughout", med, lo, hi)

@@ -41,16 +41,28 @@ type config struct {
 	label  string
 	agent  bool
 	rules  int
+	floor  floorKind
 }
 
-// configs in the order each round runs them. "0" is not part of the default
-// set: it separates what the running agent costs (its monitor keeps a process
-// table from exec/exit events) from what the enforcer's rules cost.
+type floorKind int
+
+const (
+	noFloor floorKind = iota
+	emptyFloor
+	dpathFloor
+)
+
+// configs in the order each round runs them. The floors (f, d) and the
+// agent with no rules (0) tell apart what merely hooking costs, what
+// resolving paths costs, what the running agent costs and what its rules
+// cost.
 var configs = []config{
-	{"a", "(a) no agent", false, 0},
-	{"0", "(0) agent, 0 rules", true, 0},
-	{"b", "(b) 10 rules", true, 10},
-	{"c", "(c) 1,000 rules", true, 1000},
+	{"a", "(a) no agent", false, 0, noFloor},
+	{"f", "(f) empty programs", false, 0, emptyFloor},
+	{"d", "(d) d_path only", false, 0, dpathFloor},
+	{"0", "(0) agent, 0 rules", true, 0, noFloor},
+	{"b", "(b) 10 rules", true, 10, noFloor},
+	{"c", "(c) 1,000 rules", true, 1000, noFloor},
 }
 
 // budgets are issue 3's: overhead with 10 rules, per loop.
@@ -66,7 +78,7 @@ func main() {
 	flag.DurationVar(&o.chunk, "chunk", 250*time.Millisecond, "length of one chunk of a loop")
 	flag.DurationVar(&o.ref, "ref", 80*time.Millisecond, "length of one reference chunk")
 	flag.StringVar(&o.platform, "platform", "", "where this runs, for the report header")
-	flag.StringVar(&o.only, "configs", "abc", "configurations to run in each round: a (no agent), 0 (agent, no rules), b (10 rules), c (1,000 rules)")
+	flag.StringVar(&o.only, "configs", "afdbc", "configurations to run in each round: a (no agent), f (empty programs on the enforcer's hooks), d (the same, resolving paths on exec and open), 0 (agent, no rules), b (10 rules), c (1,000 rules)")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bpflsm-bench:", err)
@@ -135,8 +147,14 @@ func run(o options, out io.Writer) error {
 			}
 			var ag *agent
 			var cpuBefore time.Duration
+			detach := func() error { return nil }
 			loopsStart := time.Now()
-			if c.agent {
+			switch {
+			case c.floor != noFloor:
+				if detach, err = attachFloor(c.floor == dpathFloor); err != nil {
+					return err
+				}
+			case c.agent:
 				ag, err = startAgent(o.agent, c.rules)
 				if err != nil {
 					return err
@@ -145,7 +163,11 @@ func run(o options, out io.Writer) error {
 				loopsStart = time.Now()
 			}
 			fmt.Fprintf(&line, " %s", c.label[:3])
-			if err := measure(o, c, loops, res); err != nil {
+			err := measure(o, c, loops, res)
+			if derr := detach(); err == nil {
+				err = derr
+			}
+			if err != nil {
 				if ag != nil {
 					_ = ag.stop()
 					err = fmt.Errorf("%w (with %d rules; agent log:\n%s)", err, c.rules, ag.logTail())
@@ -374,18 +396,18 @@ func medianFloat(fs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func medianPerOp(ss []sample) time.Duration {
-	var ds []time.Duration
-	for _, s := range ss {
-		ds = append(ds, s.perOp)
-	}
-	return median(ds)
-}
+func medianPerOp(ss []sample) time.Duration { return time.Duration(medianOf(ss, wallTime)) }
 
-func medianNorm(ss []sample) float64 {
+// A measureOf picks one figure of a sample.
+type measureOf func(sample) float64
+
+func wallTime(s sample) float64 { return float64(s.perOp) }
+func refUnits(s sample) float64 { return s.norm }
+
+func medianOf(ss []sample, m measureOf) float64 {
 	var fs []float64
 	for _, s := range ss {
-		fs = append(fs, s.norm)
+		fs = append(fs, m(s))
 	}
 	return medianFloat(fs)
 }
@@ -404,12 +426,12 @@ func overhead(a, b float64) float64 {
 // which cancels load changes slower than a round, and returns the median
 // and range of those per-round overheads. Chunks are stored round by round,
 // reps to a round.
-func pairedOverhead(base, other []sample, reps int) (med, lo, hi float64) {
+func pairedOverhead(base, other []sample, reps int, m measureOf) (med, lo, hi float64) {
 	var per []float64
 	for i := 0; (i+1)*reps <= min(len(base), len(other)); i++ {
-		a := medianPerOp(base[i*reps : (i+1)*reps])
-		b := medianPerOp(other[i*reps : (i+1)*reps])
-		per = append(per, overhead(float64(a), float64(b)))
+		a := medianOf(base[i*reps:(i+1)*reps], m)
+		b := medianOf(other[i*reps:(i+1)*reps], m)
+		per = append(per, overhead(a, b))
 	}
 	if len(per) == 0 {
 		return 0, 0, 0
@@ -441,40 +463,51 @@ func report(out io.Writer, o options, loops []loop, res results, figs map[string
 	fmt.Fprintln(out, "Absolute times are emulated and swing with the host's load; only ratios measured side by side count.")
 	fmt.Fprintln(out, "Per loop: median per-op time over all chunks; overhead = median over rounds of (this config's median")
 	fmt.Fprintln(out, "per-op time in the round / (a)'s in the same round) - 1; [..] the range of those per-round overheads.")
-	fmt.Fprintln(out, "ref: the same in reference units (per-op time / a user-space loop's time beside it), which cancels")
-	fmt.Fprintln(out, "host-load swings but also the agent's own CPU use, so it reads low wherever the agent is busy.")
 	fmt.Fprintln(out)
-	fmt.Fprintf(out, "%-8s", "loop")
+	fmt.Fprintln(out, "wall: per-op time. ref: per-op time in reference units (over a user-space loop's time per")
+	fmt.Fprintln(out, "iteration just before and after the chunk), which cancels the host's speed swings within a round")
+	fmt.Fprintln(out, "and, as the loop shares the CPU with it, the agent's own CPU use (reported below): what the hooks")
+	fmt.Fprintln(out, "add to the operation itself.")
+	fmt.Fprintln(out)
+	fmt.Fprintf(out, "%-13s", "loop")
 	for _, c := range ran {
-		w := 36
+		w := 30
 		if c.letter == "a" {
-			w = 13
+			w = 12
 		}
 		fmt.Fprintf(out, " %-*s", w, c.label)
 	}
 	fmt.Fprintln(out, " budget: b | c - b")
 	for _, l := range loops {
-		sa := res[base][l.name]
-		fmt.Fprintf(out, "%-8s", l.name)
-		over := map[string]float64{}
-		for _, c := range ran {
-			sc := res[c.label][l.name]
-			if c.letter == "a" {
-				fmt.Fprintf(out, " %-13s", us(medianPerOp(sc)))
-				continue
+		for _, m := range []struct {
+			name string
+			of   measureOf
+			unit func(float64) string
+		}{
+			{"wall", wallTime, func(v float64) string { return us(time.Duration(v)) }},
+			{"ref", refUnits, func(v float64) string { return fmt.Sprintf("%.1f", v) }},
+		} {
+			sa := res[base][l.name]
+			fmt.Fprintf(out, "%-13s", l.name+" "+m.name)
+			over := map[string]float64{}
+			for _, c := range ran {
+				sc := res[c.label][l.name]
+				if c.letter == "a" {
+					fmt.Fprintf(out, " %-12s", m.unit(medianOf(sc, m.of)))
+					continue
+				}
+				paired, lo, hi := pairedOverhead(sa, sc, o.reps, m.of)
+				over[c.letter] = paired
+				fmt.Fprintf(out, " %-30s", fmt.Sprintf("%s %+.1f%% [%+.0f..%+.0f]", m.unit(medianOf(sc, m.of)), paired, lo, hi))
 			}
-			paired, lo, hi := pairedOverhead(sa, sc, o.reps)
-			over[c.letter] = paired
-			ref := overhead(medianNorm(sa), medianNorm(sc))
-			fmt.Fprintf(out, " %-36s", fmt.Sprintf("%s %+.1f%% [%+.0f..%+.0f] ref %+.0f%%", us(medianPerOp(sc)), paired, lo, hi, ref))
+			ob, okB := over["b"]
+			oc, okC := over["c"]
+			if okB && okC && len(sa) > 0 {
+				fmt.Fprintf(out, " <=%.0f%% %s | <=%.0fpp %s (%+.1fpp)", budgets[l.name], verdict(ob <= budgets[l.name]),
+					extraPointsFor1000, verdict(oc-ob <= extraPointsFor1000), oc-ob)
+			}
+			fmt.Fprintln(out)
 		}
-		ob, okB := over["b"]
-		oc, okC := over["c"]
-		if okB && okC && len(sa) > 0 {
-			fmt.Fprintf(out, " <=%.0f%% %s | <=%.0fpp %s (%+.1fpp)", budgets[l.name], verdict(ob <= budgets[l.name]),
-				extraPointsFor1000, verdict(oc-ob <= extraPointsFor1000), oc-ob)
-		}
-		fmt.Fprintln(out)
 	}
 	fmt.Fprintln(out)
 	fmt.Fprintf(out, "%-44s", "agent (medians over rounds)")
