@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"sync"
@@ -209,10 +210,18 @@ func (e *Enforcer) write(g *generation, gen uint32) (*written, error) {
 
 func (e *Enforcer) writeScope(w *written, ent *entries, gen, scope, scoped uint32) error {
 	g := gen<<genShift | scope<<scopeShift
+	// Keys hold a path's hash (enforcer.h); two paths of one kind whose
+	// hashes collide could not both have rules, so that is refused.
+	seen, seenSources := map[enforcerPathKey]string{}, map[uint64]string{}
 	for k, v := range ent.paths {
-		key := enforcerPathKey{Kind: g | k.kind, Src: k.src}
-		putString(key.Path[:], k.path)
-		if err := e.objs.PathRules.Put(&key, ruleVal(v)); err != nil {
+		key := enforcerPathKey{Kind: g | k.kind, Src: k.src, Hash: pathHash(k.path)}
+		if other, ok := seen[key]; ok {
+			return fmt.Errorf("bpflsm: paths %q and %q have the same hash: one of them cannot have a rule", other, k.path)
+		}
+		seen[key] = k.path
+		val := enforcerPathVal{Rules: *ruleVal(v), Len: uint32(len(k.path))}
+		putString(val.Path[:], k.path)
+		if err := e.objs.PathRules.Put(&key, &val); err != nil {
 			return fmt.Errorf("bpflsm: write path rule %q: %w", k.path, err)
 		}
 		w.paths = append(w.paths, key)
@@ -225,9 +234,14 @@ func (e *Enforcer) writeScope(w *written, ent *entries, gen, scope, scoped uint3
 		w.nets = append(w.nets, key)
 	}
 	for path, v := range ent.sources {
-		key := enforcerSrcKey{Gen: g}
-		putString(key.Path[:], path)
-		if err := e.objs.Sources.Put(&key, enforcerSrcVal{Id: v.id, Allowlist: v.allowlist}); err != nil {
+		key := enforcerSrcKey{Gen: g, Hash: pathHash(path)}
+		if other, ok := seenSources[key.Hash]; ok {
+			return fmt.Errorf("bpflsm: sources %q and %q have the same hash: one of them cannot have a rule", other, path)
+		}
+		seenSources[key.Hash] = path
+		val := enforcerSrcVal{Id: v.id, Allowlist: v.allowlist, Len: uint32(len(path))}
+		putString(val.Path[:], path)
+		if err := e.objs.Sources.Put(&key, &val); err != nil {
 			return fmt.Errorf("bpflsm: write source %q: %w", path, err)
 		}
 		w.sources = append(w.sources, key)
@@ -299,6 +313,13 @@ func ruleVal(v ruleValue) *enforcerRuleVal {
 		out.Slot[i] = enforcerRuleSlot{Id: s.id, Flags: s.flags}
 	}
 	return &out
+}
+
+// pathHash is the 64-bit FNV-1a hash the kernel side computes (enforcer.h).
+func pathHash(p string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(p))
+	return h.Sum64()
 }
 
 func putString(dst []int8, s string) {

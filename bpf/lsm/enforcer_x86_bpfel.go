@@ -58,6 +58,8 @@ type enforcerEvent struct {
 type enforcerExePath struct {
 	_    structs.HostLayout
 	Len  uint32
+	Pad  uint32
+	Hash uint64
 	Path [256]int8
 }
 
@@ -72,7 +74,15 @@ type enforcerPathKey struct {
 	_    structs.HostLayout
 	Kind uint32
 	Src  uint32
-	Path [256]int8
+	Hash uint64
+}
+
+type enforcerPathVal struct {
+	_     structs.HostLayout
+	Rules enforcerRuleVal
+	Len   uint32
+	Pad   uint32
+	Path  [256]int8
 }
 
 type enforcerPattern struct {
@@ -136,20 +146,23 @@ type enforcerScratch struct {
 	Skey enforcerSrcKey
 	Path [256]int8
 	Tmp  [256]int8
-	_    [4]byte
 	Pat  enforcerPattern
 }
 
 type enforcerSrcKey struct {
 	_    structs.HostLayout
 	Gen  uint32
-	Path [256]int8
+	Pad  uint32
+	Hash uint64
 }
 
 type enforcerSrcVal struct {
 	_         structs.HostLayout
 	Id        uint32
 	Allowlist uint32
+	Len       uint32
+	Pad       uint32
+	Path      [256]int8
 }
 
 // Names of all BPF objects in the ELF.

@@ -44,7 +44,7 @@ struct {
 	__uint(max_entries, 1 << 16);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct path_key);
-	__type(value, struct rule_val);
+	__type(value, struct path_val);
 } path_rules SEC(".maps");
 
 struct {
@@ -120,6 +120,8 @@ struct {
  * task_fix_setuid) still know the source. */
 struct exe_path {
 	__u32 len;
+	__u32 pad;
+	__u64 hash; /* FNV-1a of path, the sources key */
 	char path[PATH_LEN];
 };
 
@@ -242,6 +244,55 @@ __noinline int merge(struct match *m, struct rule_val *v)
 	return 0;
 }
 
+/* same_bytes compares the first n bytes of a and b, eight at a time; both
+ * must have PATH_LEN readable bytes. Used only on a hash hit. */
+static __always_inline int same_bytes(const char *a, const char *b, __u32 n)
+{
+	for (int i = 0; i < PATH_LEN / 8; i++) {
+		__u32 off = i * 8;
+		if (off >= n)
+			return 1;
+		__u64 x = *(__u64 *)(a + off) ^ *(__u64 *)(b + off);
+		__u32 left = n - off;
+		if (left < 8)
+			x &= (1ULL << (left * 8)) - 1;
+		if (x)
+			return 0;
+	}
+	return 1;
+}
+
+/* path_rule returns the rules a hash hit holds when its path is the n
+ * bytes of p, NULL otherwise. */
+static __always_inline struct rule_val *path_rule(struct path_val *v, const char *p, __u32 n)
+{
+	if (!v || v->len != n || !same_bytes(v->path, p, n))
+		return NULL;
+	return &v->rules;
+}
+
+struct hash_ctx {
+	__u32 n;
+	__u64 h;
+};
+
+static long hash_tmp_step(__u32 i, struct hash_ctx *c)
+{
+	struct scratch *s = get_scratch();
+	if (!s || i >= c->n)
+		return 1;
+	c->h = (c->h ^ (__u8)s->tmp[masked(i, PATH_MASK)]) * FNV_PRIME;
+	return 0;
+}
+
+/* hash_tmp is the FNV-1a hash of the first n bytes of the scratch tmp. */
+static __always_inline __u64 hash_tmp(__u32 n)
+{
+	struct hash_ctx c = {.n = n, .h = FNV_OFFSET};
+	bpf_loop(PATH_LEN, hash_tmp_step, &c, 0);
+	return c.h;
+}
+
 /* ---- executable paths ------------------------------------------------- */
 
 /* fill_exe_cache stores task's executable path; only hooks that may call
@@ -264,6 +315,7 @@ static __always_inline struct exe_path *fill_exe_cache(struct task_struct *task,
 		return NULL;
 	__builtin_memset(e->path, 0, PATH_LEN);
 	bpf_probe_read_kernel_str(e->path, PATH_LEN, s->tmp);
+	e->hash = hash_tmp(n - 1);
 	e->len = n - 1;
 	return e;
 }
@@ -276,19 +328,25 @@ static __always_inline struct exe_path *cached_exe(struct task_struct *task)
 	return NULL;
 }
 
+struct src_ref {
+	__u32 id;
+	__u32 allowlist;
+};
+
 /* lookup_source returns the source id of an executable path (0 when it
  * is no rule's source) and the categories it is allow-listed in. Scalars,
  * not the map pointer: clang may otherwise merge the NULL check away from
  * the dereference in ways the verifier cannot follow. */
-static __always_inline struct src_val lookup_source(struct scratch *s, __u32 gen, struct exe_path *e)
+static __always_inline struct src_ref lookup_source(struct scratch *s, __u32 gen, struct exe_path *e)
 {
-	struct src_val out = {};
+	struct src_ref out = {};
 	if (!e)
 		return out;
 	s->skey.gen = gen;
-	bpf_probe_read_kernel(s->skey.path, PATH_LEN, e->path);
+	s->skey.pad = 0;
+	s->skey.hash = e->hash;
 	struct src_val *v = bpf_map_lookup_elem(&sources, &s->skey);
-	if (v) {
+	if (v && v->len == e->len && same_bytes(v->path, e->path, e->len)) {
 		out.id = v->id;
 		out.allowlist = v->allowlist;
 	}
@@ -302,6 +360,8 @@ struct walk_ctx {
 	__s32 last_slash;
 	__u32 dir_kind;
 	__u32 src;
+	__u64 h;  /* FNV-1a of the path up to here */
+	__u64 hn; /* of the bytes since the last '/' */
 	__s32 pos[NSLOTS];
 	struct rule_slot nonrec[NSLOTS];
 	struct rule_slot rec[NSLOTS];
@@ -327,33 +387,44 @@ __noinline int dir_hit(struct walk_ctx *w, struct rule_val *v, __s32 pos)
 	return 0;
 }
 
-static __always_inline void dir_lookup(struct scratch *s, struct walk_ctx *w, __s32 pos)
+/* path_lookup finds the rules of kind (and source) for the n bytes of p,
+ * whose hash is h. */
+static __always_inline struct rule_val *path_lookup(struct scratch *s, __u32 kind, __u32 src, __u64 h,
+						    const char *p, __u32 n)
 {
-	s->key.kind = w->dir_kind;
-	s->key.src = 0;
-	dir_hit(w, bpf_map_lookup_elem(&path_rules, &s->key), pos);
-	if (w->src) {
-		/* after the any-source entry, so it wins at the same depth */
-		s->key.src = w->src;
-		dir_hit(w, bpf_map_lookup_elem(&path_rules, &s->key), pos);
-	}
+	s->key.kind = kind;
+	s->key.src = src;
+	s->key.hash = h;
+	return path_rule(bpf_map_lookup_elem(&path_rules, &s->key), p, n);
 }
 
-/* walk_step copies one byte of the path into the key and, at each '/',
- * looks up the directory the prefix names. */
+/* dir_lookup looks up the directory that the path up to and including the
+ * '/' at pos names; h is that prefix's hash. */
+static __always_inline void dir_lookup(struct scratch *s, struct walk_ctx *w, __s32 pos, __u64 h)
+{
+	__u32 n = masked(pos + 1, 2 * PATH_LEN - 1);
+	dir_hit(w, path_lookup(s, w->dir_kind, 0, h, s->path, n), pos);
+	if (w->src) /* after the any-source entry, so it wins at the same depth */
+		dir_hit(w, path_lookup(s, w->dir_kind, w->src, h, s->path, n), pos);
+}
+
+/* walk_step hashes one byte of the path and, at each '/', looks up the
+ * directory the prefix names. */
 static long walk_step(__u32 i, struct walk_ctx *w)
 {
 	struct scratch *s = get_scratch();
 	if (!s || i >= w->len)
 		return 1;
-	__u32 at = masked(i, PATH_MASK);
-	char c = s->path[at];
-	s->key.path[at] = c;
-	if (c != '/')
+	__u8 c = s->path[masked(i, PATH_MASK)];
+	w->h = (w->h ^ c) * FNV_PRIME;
+	if (c != '/') {
+		w->hn = (w->hn ^ c) * FNV_PRIME;
 		return 0;
+	}
+	w->hn = FNV_OFFSET;
 	w->last_slash = i;
 	if (w->dir_kind)
-		dir_lookup(s, w, i);
+		dir_lookup(s, w, i, w->h);
 	return 0;
 }
 
@@ -486,45 +557,38 @@ static __always_inline void match_path(struct scratch *s, struct config *cfg, __
 				       int is_dir, struct match *m)
 {
 	__u32 g = gen; /* the tag: generation and scope */
-	struct walk_ctx w = {.len = len, .last_slash = -1, .src = src};
+	struct walk_ctx w = {.len = len, .last_slash = -1, .src = src, .h = FNV_OFFSET, .hn = FNV_OFFSET};
 	if (cfg->kinds & (1 << kind_dir))
 		w.dir_kind = g | kind_dir;
 #pragma unroll
 	for (int i = 0; i < NSLOTS; i++)
 		w.pos[i] = -2;
 
-	__builtin_memset(s->key.path, 0, PATH_LEN);
 	bpf_loop(PATH_LEN, walk_step, &w, 0);
 
 	if (cfg->kinds & (1 << kind_path)) {
-		s->key.kind = g | kind_path;
-		if (src) {
-			s->key.src = src;
-			merge(m, bpf_map_lookup_elem(&path_rules, &s->key));
-		}
-		s->key.src = 0;
-		merge(m, bpf_map_lookup_elem(&path_rules, &s->key));
+		if (src)
+			merge(m, path_lookup(s, g | kind_path, src, w.h, s->path, len));
+		merge(m, path_lookup(s, g | kind_path, 0, w.h, s->path, len));
 	}
 
-	/* a directory opened by itself matches its own directory rules */
+	/* a directory opened by itself matches its own directory rules: its
+	 * path and a '/' (written into the path's NUL, restored after) */
 	if (is_dir && w.dir_kind && len < PATH_LEN - 1 && len > 1) {
-		s->key.path[masked(len, PATH_MASK)] = '/';
-		dir_lookup(s, &w, len);
+		s->path[masked(len, PATH_MASK)] = '/';
+		dir_lookup(s, &w, len, (w.h ^ '/') * FNV_PRIME);
+		s->path[masked(len, PATH_MASK)] = 0;
 		w.last_slash = len;
-		s->key.path[masked(len, PATH_MASK)] = 0;
 	}
 
 	if (kind_name && (cfg->kinds & (1 << kind_name)) && w.last_slash >= 0) {
-		__builtin_memset(s->key.path, 0, PATH_LEN);
+		/* the name, copied to the start of tmp for the comparison */
 		__u32 off = masked(w.last_slash + 1, PATH_MASK);
-		bpf_probe_read_kernel_str(s->key.path, PATH_LEN, s->path + off);
-		s->key.kind = g | kind_name;
-		if (src) {
-			s->key.src = src;
-			merge(m, bpf_map_lookup_elem(&path_rules, &s->key));
-		}
-		s->key.src = 0;
-		merge(m, bpf_map_lookup_elem(&path_rules, &s->key));
+		__u32 n = len - (w.last_slash + 1);
+		bpf_probe_read_kernel_str(s->tmp, PATH_LEN, s->path + off);
+		if (src)
+			merge(m, path_lookup(s, g | kind_name, src, w.hn, s->tmp, n));
+		merge(m, path_lookup(s, g | kind_name, 0, w.hn, s->tmp, n));
 	}
 
 	struct match dm = {};
@@ -747,7 +811,7 @@ int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct task_struct *parent = t->real_parent;
 	struct exe_path *pexe = NULL;
-	struct src_val sv = {};
+	struct src_ref sv = {};
 	if (needs_source(cfg, CAT_PROCESS)) {
 		pexe = fill_exe_cache(parent, s);
 		sv = lookup_source(s, gen, pexe);
@@ -795,6 +859,7 @@ int BPF_PROG(track_exec, struct linux_binprm *bprm)
 	}
 	__builtin_memset(e->path, 0, PATH_LEN);
 	bpf_probe_read_kernel_str(e->path, PATH_LEN, s->tmp);
+	e->hash = hash_tmp(n - 1);
 	e->len = n - 1;
 	return 0;
 }
@@ -825,7 +890,7 @@ int BPF_PROG(enforce_file_open, struct file *file, int ret)
 
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct exe_path *exe = NULL;
-	struct src_val sv = {};
+	struct src_ref sv = {};
 	if (needs_source(cfg, CAT_FILE)) {
 		exe = fill_exe_cache(t, s);
 		sv = lookup_source(s, gen, exe);
@@ -884,7 +949,7 @@ static __always_inline int enforce_socket(__u32 hook, int family, int type, int 
 
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct exe_path *exe = NULL;
-	struct src_val sv = {};
+	struct src_ref sv = {};
 	if (needs_source(cfg, CAT_NETWORK)) {
 		exe = fill_exe_cache(t, s);
 		sv = lookup_source(s, gen, exe);
@@ -979,7 +1044,7 @@ static __always_inline int enforce_cap(__u32 hook, int cap, int report, __u32 ar
 		return 0;
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct exe_path *exe = cached_exe(t);
-	struct src_val sv = {};
+	struct src_ref sv = {};
 	if (needs_source(cfg, CAT_CAPS))
 		sv = lookup_source(s, gen, exe);
 	__u32 g = gen; /* the tag */

@@ -101,16 +101,18 @@ enum hook {
 /* Special network values: SOCK_* types are small integers, protocols use
  * IPPROTO_* numbers, K_NET_ANY keys use value 0. */
 
+/* Path keys hold the path's 64-bit FNV-1a hash, not the path: the kernel
+ * hashes a map key whole on every lookup, and hashing 264-byte keys at each
+ * directory of every opened path cost more than the open itself. The hook
+ * computes the hash of each prefix as it walks the path; the value keeps
+ * the path, compared on a hit, so a collision never decides. */
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
 struct path_key {
 	__u32 kind; /* gen << GEN_SHIFT | key_kind */
 	__u32 src;  /* source id, 0 for rules without fromSource */
-	char path[PATH_LEN];
-};
-
-struct net_key {
-	__u32 kind; /* gen << GEN_SHIFT | key_kind */
-	__u32 src;
-	__u32 value;
+	__u64 hash; /* FNV-1a of the path */
 };
 
 struct rule_slot {
@@ -122,14 +124,31 @@ struct rule_val {
 	struct rule_slot slot[NSLOTS];
 };
 
+struct path_val {
+	struct rule_val rules;
+	__u32 len; /* of path, without the NUL */
+	__u32 pad;
+	char path[PATH_LEN];
+};
+
+struct net_key {
+	__u32 kind; /* gen << GEN_SHIFT | key_kind */
+	__u32 src;
+	__u32 value;
+};
+
 struct src_key {
 	__u32 gen; /* the tag: gen << GEN_SHIFT | scope << SCOPE_SHIFT */
-	char path[PATH_LEN];
+	__u32 pad;
+	__u64 hash; /* FNV-1a of the executable's path */
 };
 
 struct src_val {
 	__u32 id;
 	__u32 allowlist; /* categories in allow-list mode for this source */
+	__u32 len;       /* of path */
+	__u32 pad;
+	char path[PATH_LEN];
 };
 
 /* Token types of a compiled glob. */
