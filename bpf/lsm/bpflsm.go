@@ -71,6 +71,7 @@ type written struct {
 	nets      []enforcerNetKey
 	sources   []enforcerSrcKey
 	patterns  []enforcerPatternKey
+	patIndex  []enforcerPatternIndexKey
 	scopeKeys []enforcerScopeKey
 	configs   []uint32 // container scopes' config indexes
 }
@@ -95,7 +96,7 @@ func New(opts Options) (*Enforcer, error) {
 			return nil, fmt.Errorf("bpflsm: pin dir: %w", err)
 		}
 		collOpts.Maps.PinPath = opts.PinDir
-		for _, name := range []string{"path_rules", "net_rules", "sources", "patterns", "configs", "active", "scopes"} {
+		for _, name := range []string{"path_rules", "net_rules", "sources", "patterns", "pattern_index", "configs", "active", "scopes"} {
 			spec.Maps[name].Pinning = ebpf.PinByName
 			e.pinned = append(e.pinned, filepath.Join(opts.PinDir, name))
 		}
@@ -257,6 +258,12 @@ func (e *Enforcer) writeScope(w *written, ent *entries, gen, scope, scoped uint3
 		}
 		w.patterns = append(w.patterns, key)
 	}
+	for key, val := range patternIndex(g, ent.patterns) {
+		if err := e.objs.PatternIndex.Put(&key, val); err != nil {
+			return fmt.Errorf("bpflsm: write pattern index: %w", err)
+		}
+		w.patIndex = append(w.patIndex, key)
+	}
 	burst := uint32(0)
 	if e.opts.RateBurst > 0 {
 		burst = uint32(e.opts.RateBurst)
@@ -296,6 +303,9 @@ func (e *Enforcer) remove(w *written) {
 	}
 	for i := range w.patterns {
 		_ = e.objs.Patterns.Delete(&w.patterns[i])
+	}
+	for i := range w.patIndex {
+		_ = e.objs.PatternIndex.Delete(&w.patIndex[i])
 	}
 	for i := range w.scopeKeys {
 		_ = e.objs.Scopes.Delete(&w.scopeKeys[i])
@@ -396,4 +406,21 @@ func (e *Enforcer) Close() error {
 	}
 	e.pinned = nil
 	return errors.Join(errs...)
+}
+
+// patternIndex builds the candidate lists of one scope's patterns.
+func patternIndex(tag uint32, patterns []patternEntry) map[enforcerPatternIndexKey]*enforcerPatternIndexVal {
+	index := map[enforcerPatternIndexKey]*enforcerPatternIndexVal{}
+	for i, p := range patterns {
+		sel, b := p.glob.indexSlot()
+		key := enforcerPatternIndexKey{Gen: tag, Category: p.category, Sel: sel, Byte: b}
+		val := index[key]
+		if val == nil {
+			val = &enforcerPatternIndexVal{}
+			index[key] = val
+		}
+		val.Idx[val.N] = uint8(i) // i < maxPatterns = len(Idx)
+		val.N++
+	}
+	return index
 }

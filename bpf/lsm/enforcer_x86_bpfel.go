@@ -101,6 +101,21 @@ type enforcerPattern struct {
 	Classes  [8][32]uint8
 }
 
+type enforcerPatternIndexKey struct {
+	_        structs.HostLayout
+	Gen      uint32
+	Category uint8
+	Sel      uint8
+	Byte     uint8
+	Pad      uint8
+}
+
+type enforcerPatternIndexVal struct {
+	_   structs.HostLayout
+	N   uint32
+	Idx [256]uint8
+}
+
 type enforcerPatternKey struct {
 	_   structs.HostLayout
 	Gen uint32
@@ -147,6 +162,7 @@ type enforcerScratch struct {
 	Path [256]int8
 	Tmp  [256]int8
 	Pat  enforcerPattern
+	Cand [256]uint8
 }
 
 type enforcerSrcKey struct {
@@ -176,6 +192,7 @@ const (
 	enforcerMapExeCache              = "exe_cache"
 	enforcerMapNetRules              = "net_rules"
 	enforcerMapPathRules             = "path_rules"
+	enforcerMapPatternIndex          = "pattern_index"
 	enforcerMapPatterns              = "patterns"
 	enforcerMapRate                  = "rate"
 	enforcerMapScopes                = "scopes"
@@ -252,18 +269,19 @@ type enforcerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type enforcerMapSpecs struct {
-	Active      *ebpf.MapSpec `ebpf:"active"`
-	Configs     *ebpf.MapSpec `ebpf:"configs"`
-	Counters    *ebpf.MapSpec `ebpf:"counters"`
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	ExeCache    *ebpf.MapSpec `ebpf:"exe_cache"`
-	NetRules    *ebpf.MapSpec `ebpf:"net_rules"`
-	PathRules   *ebpf.MapSpec `ebpf:"path_rules"`
-	Patterns    *ebpf.MapSpec `ebpf:"patterns"`
-	Rate        *ebpf.MapSpec `ebpf:"rate"`
-	Scopes      *ebpf.MapSpec `ebpf:"scopes"`
-	ScratchArea *ebpf.MapSpec `ebpf:"scratch_area"`
-	Sources     *ebpf.MapSpec `ebpf:"sources"`
+	Active       *ebpf.MapSpec `ebpf:"active"`
+	Configs      *ebpf.MapSpec `ebpf:"configs"`
+	Counters     *ebpf.MapSpec `ebpf:"counters"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	ExeCache     *ebpf.MapSpec `ebpf:"exe_cache"`
+	NetRules     *ebpf.MapSpec `ebpf:"net_rules"`
+	PathRules    *ebpf.MapSpec `ebpf:"path_rules"`
+	PatternIndex *ebpf.MapSpec `ebpf:"pattern_index"`
+	Patterns     *ebpf.MapSpec `ebpf:"patterns"`
+	Rate         *ebpf.MapSpec `ebpf:"rate"`
+	Scopes       *ebpf.MapSpec `ebpf:"scopes"`
+	ScratchArea  *ebpf.MapSpec `ebpf:"scratch_area"`
+	Sources      *ebpf.MapSpec `ebpf:"sources"`
 }
 
 // enforcerVariableSpecs contains global variables before they are loaded into the kernel.
@@ -293,18 +311,19 @@ func (o *enforcerObjects) Close() error {
 //
 // It can be passed to loadEnforcerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type enforcerMaps struct {
-	Active      *ebpf.Map `ebpf:"active"`
-	Configs     *ebpf.Map `ebpf:"configs"`
-	Counters    *ebpf.Map `ebpf:"counters"`
-	Events      *ebpf.Map `ebpf:"events"`
-	ExeCache    *ebpf.Map `ebpf:"exe_cache"`
-	NetRules    *ebpf.Map `ebpf:"net_rules"`
-	PathRules   *ebpf.Map `ebpf:"path_rules"`
-	Patterns    *ebpf.Map `ebpf:"patterns"`
-	Rate        *ebpf.Map `ebpf:"rate"`
-	Scopes      *ebpf.Map `ebpf:"scopes"`
-	ScratchArea *ebpf.Map `ebpf:"scratch_area"`
-	Sources     *ebpf.Map `ebpf:"sources"`
+	Active       *ebpf.Map `ebpf:"active"`
+	Configs      *ebpf.Map `ebpf:"configs"`
+	Counters     *ebpf.Map `ebpf:"counters"`
+	Events       *ebpf.Map `ebpf:"events"`
+	ExeCache     *ebpf.Map `ebpf:"exe_cache"`
+	NetRules     *ebpf.Map `ebpf:"net_rules"`
+	PathRules    *ebpf.Map `ebpf:"path_rules"`
+	PatternIndex *ebpf.Map `ebpf:"pattern_index"`
+	Patterns     *ebpf.Map `ebpf:"patterns"`
+	Rate         *ebpf.Map `ebpf:"rate"`
+	Scopes       *ebpf.Map `ebpf:"scopes"`
+	ScratchArea  *ebpf.Map `ebpf:"scratch_area"`
+	Sources      *ebpf.Map `ebpf:"sources"`
 }
 
 func (m *enforcerMaps) Close() error {
@@ -316,6 +335,7 @@ func (m *enforcerMaps) Close() error {
 		m.ExeCache,
 		m.NetRules,
 		m.PathRules,
+		m.PatternIndex,
 		m.Patterns,
 		m.Rate,
 		m.Scopes,

@@ -213,3 +213,36 @@ func (g glob) run(text string, maxSteps int) (bool, int) {
 	}
 	return false, step
 }
+
+// Candidate lists of the pattern index (enforcer.h).
+const (
+	patternSelAny    = 0
+	patternSelLast   = 1
+	patternSelSecond = 2
+)
+
+// indexSlot is the candidate list a pattern belongs in: by the last byte
+// every match ends with, else the second byte every match starts with,
+// else the list every path checks.
+func (g glob) indexSlot() (sel, b uint8) {
+	pre, preLen, suf, sufLen := g.literalEnds()
+	switch {
+	case sufLen > 0:
+		return patternSelLast, uint8(suf >> (8 * (sufLen - 1)))
+	case preLen >= 2:
+		return patternSelSecond, uint8(pre >> 8)
+	}
+	return patternSelAny, 0
+}
+
+// pathSlots are the candidate lists a path checks, as the kernel picks them.
+func pathSlots(path string) [3][2]uint8 {
+	var last, second uint8
+	if len(path) > 0 {
+		last = path[len(path)-1]
+	}
+	if len(path) > 1 {
+		second = path[1]
+	}
+	return [3][2]uint8{{patternSelLast, last}, {patternSelSecond, second}, {patternSelAny, 0}}
+}

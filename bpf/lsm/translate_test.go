@@ -2,6 +2,7 @@ package bpflsm
 
 import (
 	"path"
+	"slices"
 	"strings"
 	"testing"
 
@@ -313,6 +314,12 @@ func TestGlobMatchesLikePathMatch(t *testing.T) {
 			}
 			if got := g.match(s, globSteps); got != want {
 				t.Errorf("glob %q on %q = %v, want %v", p, s, got, want)
+			}
+			// The kernel never looks at a pattern the index files under
+			// a list this path does not check.
+			sel, b := g.indexSlot()
+			if slots := pathSlots(s); want && !slices.Contains(slots[:], [2]uint8{sel, b}) {
+				t.Errorf("pattern %q matches %q but is indexed under (%d, %q), which the path does not check", p, s, sel, b)
 			}
 		}
 	}

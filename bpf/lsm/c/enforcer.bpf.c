@@ -71,6 +71,14 @@ struct {
 	__type(value, struct pattern);
 } patterns SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 14);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pattern_index_key);
+	__type(value, struct pattern_index_val);
+} pattern_index SEC(".maps");
+
 /* Index gen * MAX_SCOPES + scope: config of each scope of each generation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -144,6 +152,7 @@ struct scratch {
 	char path[PATH_LEN];
 	char tmp[PATH_LEN];
 	struct pattern pat;
+	__u8 cand[MAX_PATTERNS]; /* the candidate list pattern_step walks */
 };
 
 struct {
@@ -513,9 +522,10 @@ struct pat_ctx {
 
 static long pattern_step(__u32 i, struct pat_ctx *pc)
 {
-	if (i >= pc->n)
+	struct scratch *cs = get_scratch();
+	if (!cs || i >= pc->n)
 		return 1;
-	struct pattern_key k = {.gen = pc->gen, .idx = i};
+	struct pattern_key k = {.gen = pc->gen, .idx = cs->cand[masked(i, MAX_PATTERNS - 1)]};
 	struct pattern *p = bpf_map_lookup_elem(&patterns, &k);
 	if (!p || p->category != pc->category)
 		return 0;
@@ -529,10 +539,7 @@ static long pattern_step(__u32 i, struct pat_ctx *pc)
 		return 0;
 	if (sl && sl <= 8 && pc->len >= 8 && (pc->tail >> (64 - 8 * sl)) != p->suf)
 		return 0;
-	struct scratch *s = get_scratch();
-	if (!s)
-		return 1;
-	__builtin_memcpy(&s->pat, p, sizeof(*p));
+	__builtin_memcpy(&cs->pat, p, sizeof(*p));
 	struct glob_ctx g = {.sp = -1, .ntok = p->ntok};
 	bpf_loop(GLOB_STEPS, glob_step, &g, 0);
 	if (!g.result)
@@ -548,6 +555,18 @@ static long pattern_step(__u32 i, struct pat_ctx *pc)
 		pc->found[SLOT_ALLOW].flags = p->flags;
 	}
 	return 0;
+}
+
+/* match_patterns runs the patterns of one candidate list against s->path. */
+static __always_inline void match_patterns(struct scratch *s, struct pat_ctx *pc, __u8 sel, __u8 byte)
+{
+	struct pattern_index_key k = {.gen = pc->gen, .category = pc->category, .sel = sel, .byte = byte};
+	struct pattern_index_val *v = bpf_map_lookup_elem(&pattern_index, &k);
+	if (!v)
+		return;
+	pc->n = v->n;
+	__builtin_memcpy(s->cand, v->idx, MAX_PATTERNS);
+	bpf_loop(MAX_PATTERNS, pattern_step, pc, 0);
 }
 
 /* match_path finds the rules for s->path (length len) in one category.
@@ -602,13 +621,15 @@ static __always_inline void match_path(struct scratch *s, struct config *cfg, __
 	merge(m, (struct rule_val *)&dm);
 
 	if (cfg->npatterns && (cfg->pattern_cats & (1 << category))) {
-		struct pat_ctx pc = {.gen = gen, .n = cfg->npatterns, .category = category, .len = len};
+		struct pat_ctx pc = {.gen = gen, .category = category, .len = len};
 		/* path is followed by tmp in struct scratch: 8-byte reads from
 		 * any offset below PATH_LEN stay inside the map value */
 		pc.head = *(__u64 *)s->path;
 		if (len >= 8)
 			pc.tail = *(__u64 *)(s->path + masked(len - 8, PATH_MASK));
-		bpf_loop(MAX_PATTERNS, pattern_step, &pc, 0);
+		match_patterns(s, &pc, PSEL_LAST, len ? s->path[masked(len - 1, PATH_MASK)] : 0);
+		match_patterns(s, &pc, PSEL_SECOND, s->path[1]);
+		match_patterns(s, &pc, PSEL_ANY, 0);
 		merge(m, (struct rule_val *)&pc.found);
 	}
 }

@@ -183,6 +183,30 @@ struct pattern_key {
 	__u32 idx;
 };
 
+/* The pattern index puts every pattern in one candidate list, chosen by
+ * literal bytes all its matches share: its last byte when it ends with a
+ * literal, else its second byte when it starts with two literals, else the
+ * list every path checks. A path checks only the lists its own last and
+ * second bytes select, so patterns that cannot match cost nothing. */
+enum pattern_sel {
+	PSEL_ANY = 0,
+	PSEL_LAST = 1,
+	PSEL_SECOND = 2,
+};
+
+struct pattern_index_key {
+	__u32 gen; /* the tag, as in src_key */
+	__u8 category;
+	__u8 sel; /* enum pattern_sel */
+	__u8 byte;
+	__u8 pad;
+};
+
+struct pattern_index_val {
+	__u32 n;
+	__u8 idx[MAX_PATTERNS]; /* pattern_key.idx of each candidate */
+};
+
 /* Settings of one scope of one generation. */
 struct config {
 	__u32 allowlist;   /* categories in allow-list mode for every source */
