@@ -16,9 +16,11 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	floorBPFProgFloorExit = "floor_exit"
-	floorBPFProgFloorFork = "floor_fork"
-	floorBPFProgFloorTp   = "floor_tp"
+	floorBPFMapFloorEvents  = "floor_events"
+	floorBPFProgFloorExit   = "floor_exit"
+	floorBPFProgFloorFork   = "floor_fork"
+	floorBPFProgFloorRecord = "floor_record"
+	floorBPFProgFloorTp     = "floor_tp"
 )
 
 // loadFloorBPF returns the embedded CollectionSpec for floorBPF.
@@ -63,15 +65,17 @@ type floorBPFSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorBPFProgramSpecs struct {
-	FloorExit *ebpf.ProgramSpec `ebpf:"floor_exit"`
-	FloorFork *ebpf.ProgramSpec `ebpf:"floor_fork"`
-	FloorTp   *ebpf.ProgramSpec `ebpf:"floor_tp"`
+	FloorExit   *ebpf.ProgramSpec `ebpf:"floor_exit"`
+	FloorFork   *ebpf.ProgramSpec `ebpf:"floor_fork"`
+	FloorRecord *ebpf.ProgramSpec `ebpf:"floor_record"`
+	FloorTp     *ebpf.ProgramSpec `ebpf:"floor_tp"`
 }
 
 // floorBPFMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorBPFMapSpecs struct {
+	FloorEvents *ebpf.MapSpec `ebpf:"floor_events"`
 }
 
 // floorBPFVariableSpecs contains global variables before they are loaded into the kernel.
@@ -100,10 +104,13 @@ func (o *floorBPFObjects) Close() error {
 //
 // It can be passed to loadFloorBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorBPFMaps struct {
+	FloorEvents *ebpf.Map `ebpf:"floor_events"`
 }
 
 func (m *floorBPFMaps) Close() error {
-	return _FloorBPFClose()
+	return _FloorBPFClose(
+		m.FloorEvents,
+	)
 }
 
 // floorBPFVariables contains all global variables after they have been loaded into the kernel.
@@ -116,15 +123,17 @@ type floorBPFVariables struct {
 //
 // It can be passed to loadFloorBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorBPFPrograms struct {
-	FloorExit *ebpf.Program `ebpf:"floor_exit"`
-	FloorFork *ebpf.Program `ebpf:"floor_fork"`
-	FloorTp   *ebpf.Program `ebpf:"floor_tp"`
+	FloorExit   *ebpf.Program `ebpf:"floor_exit"`
+	FloorFork   *ebpf.Program `ebpf:"floor_fork"`
+	FloorRecord *ebpf.Program `ebpf:"floor_record"`
+	FloorTp     *ebpf.Program `ebpf:"floor_tp"`
 }
 
 func (p *floorBPFPrograms) Close() error {
 	return _FloorBPFClose(
 		p.FloorExit,
 		p.FloorFork,
+		p.FloorRecord,
 		p.FloorTp,
 	)
 }
