@@ -280,24 +280,28 @@ static __always_inline struct rule_val *path_rule(struct path_val *v, const char
 	return &v->rules;
 }
 
+/* Loop contexts carry the caller's scratch pointer: looking it up in every
+ * step cost more than the step's own work (the kernels this runs on do not
+ * inline per-CPU array lookups). */
 struct hash_ctx {
+	struct scratch *s;
 	__u32 n;
 	__u64 h;
 };
 
 static long hash_tmp_step(__u32 i, struct hash_ctx *c)
 {
-	struct scratch *s = get_scratch();
+	struct scratch *s = c->s;
 	if (!s || i >= c->n)
 		return 1;
 	c->h = (c->h ^ (__u8)s->tmp[masked(i, PATH_MASK)]) * FNV_PRIME;
 	return 0;
 }
 
-/* hash_tmp is the FNV-1a hash of the first n bytes of the scratch tmp. */
-static __always_inline __u64 hash_tmp(__u32 n)
+/* hash_tmp is the FNV-1a hash of the first n bytes of s->tmp. */
+static __always_inline __u64 hash_tmp(struct scratch *s, __u32 n)
 {
-	struct hash_ctx c = {.n = n, .h = FNV_OFFSET};
+	struct hash_ctx c = {.s = s, .n = n, .h = FNV_OFFSET};
 	bpf_loop(PATH_LEN, hash_tmp_step, &c, 0);
 	return c.h;
 }
@@ -324,7 +328,7 @@ static __always_inline struct exe_path *fill_exe_cache(struct task_struct *task,
 		return NULL;
 	__builtin_memset(e->path, 0, PATH_LEN);
 	bpf_probe_read_kernel_str(e->path, PATH_LEN, s->tmp);
-	e->hash = hash_tmp(n - 1);
+	e->hash = hash_tmp(s, n - 1);
 	e->len = n - 1;
 	return e;
 }
@@ -365,6 +369,7 @@ static __always_inline struct src_ref lookup_source(struct scratch *s, __u32 gen
 /* ---- path matching ----------------------------------------------------- */
 
 struct walk_ctx {
+	struct scratch *s;
 	__u32 len;
 	__s32 last_slash;
 	__u32 dir_kind;
@@ -421,7 +426,7 @@ static __always_inline void dir_lookup(struct scratch *s, struct walk_ctx *w, __
  * directory the prefix names. */
 static long walk_step(__u32 i, struct walk_ctx *w)
 {
-	struct scratch *s = get_scratch();
+	struct scratch *s = w->s;
 	if (!s || i >= w->len)
 		return 1;
 	__u8 c = s->path[masked(i, PATH_MASK)];
@@ -438,6 +443,7 @@ static long walk_step(__u32 i, struct walk_ctx *w)
 }
 
 struct glob_ctx {
+	struct scratch *s;
 	__s32 p, t, sp, st;
 	__u32 ntok;
 	__u32 result;
@@ -453,7 +459,7 @@ static __always_inline int class_has(struct scratch *s, __u8 cls, __u8 c)
  * with '*' backtracking that never crosses '/'. */
 static long glob_step(__u32 i, struct glob_ctx *g)
 {
-	struct scratch *s = get_scratch();
+	struct scratch *s = g->s;
 	if (!s)
 		return 1;
 	__u8 c = s->path[masked(g->t, PATH_MASK)];
@@ -511,6 +517,7 @@ static long glob_step(__u32 i, struct glob_ctx *g)
 }
 
 struct pat_ctx {
+	struct scratch *s;
 	__u32 gen;
 	__u32 n;
 	__u32 category;
@@ -522,7 +529,7 @@ struct pat_ctx {
 
 static long pattern_step(__u32 i, struct pat_ctx *pc)
 {
-	struct scratch *cs = get_scratch();
+	struct scratch *cs = pc->s;
 	if (!cs || i >= pc->n)
 		return 1;
 	struct pattern_key k = {.gen = pc->gen, .idx = cs->cand[masked(i, MAX_PATTERNS - 1)]};
@@ -540,7 +547,7 @@ static long pattern_step(__u32 i, struct pat_ctx *pc)
 	if (sl && sl <= 8 && pc->len >= 8 && (pc->tail >> (64 - 8 * sl)) != p->suf)
 		return 0;
 	__builtin_memcpy(&cs->pat, p, sizeof(*p));
-	struct glob_ctx g = {.sp = -1, .ntok = p->ntok};
+	struct glob_ctx g = {.s = cs, .sp = -1, .ntok = p->ntok};
 	bpf_loop(GLOB_STEPS, glob_step, &g, 0);
 	if (!g.result)
 		return 0;
@@ -576,7 +583,7 @@ static __always_inline void match_path(struct scratch *s, struct config *cfg, __
 				       int is_dir, struct match *m)
 {
 	__u32 g = gen; /* the tag: generation and scope */
-	struct walk_ctx w = {.len = len, .last_slash = -1, .src = src, .h = FNV_OFFSET, .hn = FNV_OFFSET};
+	struct walk_ctx w = {.s = s, .len = len, .last_slash = -1, .src = src, .h = FNV_OFFSET, .hn = FNV_OFFSET};
 	if (cfg->kinds & (1 << kind_dir))
 		w.dir_kind = g | kind_dir;
 #pragma unroll
@@ -621,7 +628,7 @@ static __always_inline void match_path(struct scratch *s, struct config *cfg, __
 	merge(m, (struct rule_val *)&dm);
 
 	if (cfg->npatterns && (cfg->pattern_cats & (1 << category))) {
-		struct pat_ctx pc = {.gen = gen, .category = category, .len = len};
+		struct pat_ctx pc = {.s = s, .gen = gen, .category = category, .len = len};
 		/* path is followed by tmp in struct scratch: 8-byte reads from
 		 * any offset below PATH_LEN stay inside the map value */
 		pc.head = *(__u64 *)s->path;
@@ -880,7 +887,7 @@ int BPF_PROG(track_exec, struct linux_binprm *bprm)
 	}
 	__builtin_memset(e->path, 0, PATH_LEN);
 	bpf_probe_read_kernel_str(e->path, PATH_LEN, s->tmp);
-	e->hash = hash_tmp(n - 1);
+	e->hash = hash_tmp(s, n - 1);
 	e->len = n - 1;
 	return 0;
 }
