@@ -199,16 +199,6 @@ func (e *Enforcer) write(g *generation, gen uint32) (*written, error) {
 			return w, err
 		}
 	}
-	// The generation's Bloom filter, before it becomes active: a key whose
-	// bit is clear is never looked up.
-	var bloom enforcerPathBloom
-	for _, k := range w.paths {
-		bit := bloomBit(k.Kind, k.Src, k.Hash)
-		bloom.Bits[bit/64] |= 1 << (bit % 64)
-	}
-	if err := e.objs.PathBlooms.Put(gen, &bloom); err != nil {
-		return w, fmt.Errorf("bpflsm: write path filter: %w", err)
-	}
 	for k, scope := range g.keys {
 		key := enforcerScopeKey{Gen: gen, By: k.by, Id: k.id}
 		if err := e.objs.Scopes.Put(&key, scope); err != nil {
@@ -334,17 +324,6 @@ func ruleVal(v ruleValue) *enforcerRuleVal {
 	}
 	return &out
 }
-
-// bloomBit is enforcer.h's bloom_bit: the filter bit of a path_rules key.
-func bloomBit(kind, src uint32, hash uint64) uint32 {
-	x := hash ^ (uint64(kind)<<32|uint64(src))*0x9e3779b97f4a7c15
-	x ^= x >> 29
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 32
-	return uint32(x & (bloomBits - 1))
-}
-
-const bloomBits = 1 << 16
 
 // pathHash is the 64-bit FNV-1a hash the kernel side computes (enforcer.h).
 func pathHash(p string) uint64 {

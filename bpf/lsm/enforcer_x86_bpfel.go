@@ -70,11 +70,6 @@ type enforcerNetKey struct {
 	Value uint32
 }
 
-type enforcerPathBloom struct {
-	_    structs.HostLayout
-	Bits [1024]uint64
-}
-
 type enforcerPathKey struct {
 	_    structs.HostLayout
 	Kind uint32
@@ -196,7 +191,6 @@ const (
 	enforcerMapEvents                = "events"
 	enforcerMapExeCache              = "exe_cache"
 	enforcerMapNetRules              = "net_rules"
-	enforcerMapPathBlooms            = "path_blooms"
 	enforcerMapPathRules             = "path_rules"
 	enforcerMapPatternIndex          = "pattern_index"
 	enforcerMapPatterns              = "patterns"
@@ -281,7 +275,6 @@ type enforcerMapSpecs struct {
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	ExeCache     *ebpf.MapSpec `ebpf:"exe_cache"`
 	NetRules     *ebpf.MapSpec `ebpf:"net_rules"`
-	PathBlooms   *ebpf.MapSpec `ebpf:"path_blooms"`
 	PathRules    *ebpf.MapSpec `ebpf:"path_rules"`
 	PatternIndex *ebpf.MapSpec `ebpf:"pattern_index"`
 	Patterns     *ebpf.MapSpec `ebpf:"patterns"`
@@ -324,7 +317,6 @@ type enforcerMaps struct {
 	Events       *ebpf.Map `ebpf:"events"`
 	ExeCache     *ebpf.Map `ebpf:"exe_cache"`
 	NetRules     *ebpf.Map `ebpf:"net_rules"`
-	PathBlooms   *ebpf.Map `ebpf:"path_blooms"`
 	PathRules    *ebpf.Map `ebpf:"path_rules"`
 	PatternIndex *ebpf.Map `ebpf:"pattern_index"`
 	Patterns     *ebpf.Map `ebpf:"patterns"`
@@ -342,7 +334,6 @@ func (m *enforcerMaps) Close() error {
 		m.Events,
 		m.ExeCache,
 		m.NetRules,
-		m.PathBlooms,
 		m.PathRules,
 		m.PatternIndex,
 		m.Patterns,

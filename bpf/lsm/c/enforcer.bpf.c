@@ -47,14 +47,6 @@ struct {
 	__type(value, struct path_val);
 } path_rules SEC(".maps");
 
-/* Index gen: the Bloom filter of that generation's path_rules keys. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2);
-	__type(key, __u32);
-	__type(value, struct path_bloom);
-} path_blooms SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1 << 12);
@@ -414,14 +406,6 @@ __noinline int dir_hit(struct walk_ctx *w, struct rule_val *v, __s32 pos)
 static __always_inline struct rule_val *path_lookup(struct scratch *s, __u32 kind, __u32 src, __u64 h,
 						    const char *p, __u32 n)
 {
-	/* an array lookup, which the verifier inlines */
-	__u32 gen = kind >> GEN_SHIFT;
-	struct path_bloom *b = bpf_map_lookup_elem(&path_blooms, &gen);
-	if (b) {
-		__u32 bit = bloom_bit(kind, src, h);
-		if (!((b->bits[(bit >> 6) & (BLOOM_BITS / 64 - 1)] >> (bit & 63)) & 1))
-			return NULL;
-	}
 	s->key.kind = kind;
 	s->key.src = src;
 	s->key.hash = h;

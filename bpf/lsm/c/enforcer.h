@@ -124,24 +124,6 @@ struct rule_val {
 	struct rule_slot slot[NSLOTS];
 };
 
-/* A Bloom filter (one bit per key) over each generation's path_rules keys:
- * most opened paths and their directories have no rule, and testing a bit
- * costs a fraction of a hash map lookup. bloom_bit is mirrored in Go. */
-#define BLOOM_BITS (1 << 16)
-
-struct path_bloom {
-	__u64 bits[BLOOM_BITS / 64];
-};
-
-static inline __u32 bloom_bit(__u32 kind, __u32 src, __u64 hash)
-{
-	__u64 x = hash ^ ((((__u64)kind << 32) | src) * 0x9e3779b97f4a7c15ULL);
-	x ^= x >> 29;
-	x *= 0xbf58476d1ce4e5b9ULL;
-	x ^= x >> 32;
-	return x & (BLOOM_BITS - 1);
-}
-
 struct path_val {
 	struct rule_val rules;
 	__u32 len; /* of path, without the NUL */
