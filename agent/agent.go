@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -209,6 +210,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	goRun("pipeline", func(ctx context.Context) error { a.pipe.run(ctx, idle); return nil })
 
 	a.writeProbeData(cfg)
+	// Loading the BPF programs parsed the kernel's BTF: tens of MiB that
+	// are garbage now, and that the runtime would otherwise keep until the
+	// heap grew back to that size.
+	debug.FreeOSMemory()
 	line := a.Status().Line()
 	a.log.Info("kubearmor ready", "status", line)
 	notify(a.log, sdnotify.Status(line), sdnotify.Ready())

@@ -74,7 +74,11 @@ func (v visibility) shows(op string) bool {
 	return false
 }
 
-const queueLen = 65536
+// queueLen bounds the kernel enforcer's verdicts waiting for the worker.
+// The monitor's events do not queue here (handleInline), and the kernel
+// rate-limits identical verdicts; the buffer is allocated whole, at ~270
+// bytes an event, so it is kept small.
+const queueLen = 4096
 
 // newPipeline: ctx bounds the waits for container attribution.
 func newPipeline(ctx context.Context, procs *proctable.Table, out Publisher, enforcer string, vis visibility) *pipeline {

@@ -460,7 +460,7 @@ func report(out io.Writer, o options, loops []loop, res results, figs map[string
 	base := configs[0].label
 	fmt.Fprintln(out)
 	fmt.Fprintf(out, "BPF-LSM overhead; %s\n", o.platform)
-	fmt.Fprintln(out, "Absolute times are emulated and swing with the host's load; only ratios measured side by side count.")
+	fmt.Fprintln(out, "Absolute times are emulated (with instruction counting, 1 ns per instruction); only ratios measured side by side count.")
 	fmt.Fprintln(out, "Per loop: median per-op time over all chunks; overhead = median over rounds of (this config's median")
 	fmt.Fprintln(out, "per-op time in the round / (a)'s in the same round) - 1; [..] the range of those per-round overheads.")
 	fmt.Fprintln(out)
