@@ -1,11 +1,13 @@
 // Command bpflsm-bench measures what the BPF-LSM enforcer costs the
 // operations it hooks. It runs inside the scripts/vmtest guest (started by
-// scripts/bench-bpflsm) and, in one boot, alternates three configurations
-// round by round: (a) no agent, (b) the agent with 10 rules, (c) the agent
-// with 1,000 rules. Each configuration runs an exec loop, an open/close loop
-// and a TCP connect loop; the medians over rounds are compared as ratios to
-// (a). It also reports the time from agent start to enforcing and the
-// agent's memory. Budgets are printed beside the figures, never enforced.
+// scripts/bench-bpflsm) and, in one boot, alternates configurations round by
+// round: (a) nothing attached, the floors (f) empty programs on the
+// enforcer's hooks and (d) the same resolving paths, (0) the agent with no
+// rules, (b) with 10 rules, (c) with 1,000 rules. Each configuration runs an
+// exec loop, an open/close loop and a TCP connect loop; the medians over
+// rounds are compared as ratios to (a). It also reports the time from agent
+// start to enforcing and the agent's memory. Budgets are printed beside the
+// figures, never enforced.
 package main
 
 import (
