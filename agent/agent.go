@@ -180,6 +180,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.store = store
 	a.mu.Unlock()
 
+	// The watchdog's beat is set before any goroutine can handle an event:
+	// the monitor calls it from its own goroutine.
+	dog, err := sdnotify.NewWatchdog()
+	if err != nil {
+		a.log.Warn("systemd watchdog disabled", "err", err)
+	}
+	idle := make(chan struct{})
+	if dog != nil && dog.BeatEvery() > 0 {
+		a.pipe.beat = dog.Beat
+		goRun("watchdog", func(ctx context.Context) error {
+			dog.Run(ctx, func(err error) { a.log.Warn("watchdog ping failed", "err", err) })
+			return nil
+		})
+		goRun("idle beat", func(ctx context.Context) error { return tick(ctx, dog.BeatEvery(), idle) })
+	}
 	goRun("policy watcher", store.Run)
 	goRun("feeder", srv.Serve)
 	if a.enforcer != nil {
@@ -194,19 +209,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("serving Prometheus metrics", "address", "http://"+cfg.Metrics+"/metrics")
 	}
 
-	dog, err := sdnotify.NewWatchdog()
-	if err != nil {
-		a.log.Warn("systemd watchdog disabled", "err", err)
-	}
-	idle := make(chan struct{})
-	if dog != nil && dog.BeatEvery() > 0 {
-		a.pipe.beat = dog.Beat
-		goRun("watchdog", func(ctx context.Context) error {
-			dog.Run(ctx, func(err error) { a.log.Warn("watchdog ping failed", "err", err) })
-			return nil
-		})
-		goRun("idle beat", func(ctx context.Context) error { return tick(ctx, dog.BeatEvery(), idle) })
-	}
 	goRun("pipeline", func(ctx context.Context) error { a.pipe.run(ctx, idle); return nil })
 
 	a.writeProbeData(cfg)
