@@ -165,7 +165,7 @@ func run(o options, out io.Writer) error {
 				loopsStart = time.Now()
 			}
 			fmt.Fprintf(&line, " %s", c.label[:3])
-			err := measure(o, c, loops, res)
+			err = measure(o, c, loops, res)
 			if derr := detach(); err == nil {
 				err = derr
 			}

@@ -234,15 +234,3 @@ func (g glob) indexSlot() (sel, b uint8) {
 	}
 	return patternSelAny, 0
 }
-
-// pathSlots are the candidate lists a path checks, as the kernel picks them.
-func pathSlots(path string) [3][2]uint8 {
-	var last, second uint8
-	if len(path) > 0 {
-		last = path[len(path)-1]
-	}
-	if len(path) > 1 {
-		second = path[1]
-	}
-	return [3][2]uint8{{patternSelLast, last}, {patternSelSecond, second}, {patternSelAny, 0}}
-}

@@ -383,3 +383,15 @@ func TestGlobStepsBound(t *testing.T) {
 		}
 	}
 }
+
+// pathSlots are the candidate lists a path checks, as the kernel picks them.
+func pathSlots(path string) [3][2]uint8 {
+	var last, second uint8
+	if len(path) > 0 {
+		last = path[len(path)-1]
+	}
+	if len(path) > 1 {
+		second = path[1]
+	}
+	return [3][2]uint8{{patternSelLast, last}, {patternSelSecond, second}, {patternSelAny, 0}}
+}

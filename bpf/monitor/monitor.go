@@ -378,20 +378,16 @@ func (m *Monitor) read(ctx context.Context, queue chan<- *batch, pool *sync.Pool
 		case <-ctx.Done():
 			return nil
 		case <-m.closing:
-			m.drainFinal(add, flush)
+			// Close has detached the programs: what they wrote still counts.
+			_, err := m.ring.drain(add)
+			flush()
+			if err != nil {
+				return fmt.Errorf("monitor: read ring buffer: %w", err)
+			}
 			return nil
 		case <-tick.C:
 		}
 	}
-}
-
-// drainFinal reads what is left once Close has detached the programs, so
-// the records already written are processed.
-func (m *Monitor) drainFinal(add func([]byte), flush func()) {
-	if _, err := m.ring.drain(add); err != nil {
-		m.decodeErrors.Add(1)
-	}
-	flush()
 }
 
 // idlePolls empty polls in a row send the reader to sleep until the kernel
