@@ -39,9 +39,13 @@ type Status struct {
 	Policies       []*LoadedPolicy `protobuf:"bytes,7,rep,name=policies,proto3" json:"policies,omitempty"`
 	Files          []*PolicyFile   `protobuf:"bytes,8,rep,name=files,proto3" json:"files,omitempty"`
 	// Rules that are loaded but that the chosen enforcer cannot enforce.
-	Unenforced    []*UnenforcedRule `protobuf:"bytes,9,rep,name=unenforced,proto3" json:"unenforced,omitempty"`
-	Warnings      []string          `protobuf:"bytes,10,rep,name=warnings,proto3" json:"warnings,omitempty"`
-	Feeder        *FeederStatus     `protobuf:"bytes,11,opt,name=feeder,proto3" json:"feeder,omitempty"`
+	Unenforced []*UnenforcedRule `protobuf:"bytes,9,rep,name=unenforced,proto3" json:"unenforced,omitempty"`
+	Warnings   []string          `protobuf:"bytes,10,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	Feeder     *FeederStatus     `protobuf:"bytes,11,opt,name=feeder,proto3" json:"feeder,omitempty"`
+	// Every step an event passes through, from the kernel to each subscriber
+	// and exporter, with what it received, passed on and lost: the one
+	// accounting of loss.
+	Stages        []*Stage `protobuf:"bytes,12,rep,name=stages,proto3" json:"stages,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -153,6 +157,117 @@ func (x *Status) GetFeeder() *FeederStatus {
 	return nil
 }
 
+func (x *Status) GetStages() []*Stage {
+	if x != nil {
+		return x.Stages
+	}
+	return nil
+}
+
+// Stage is one step of the event path. Once it is quiet,
+// received = passed + dropped + filtered + pending.
+type Stage struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Received uint64                 `protobuf:"varint,2,opt,name=received,proto3" json:"received,omitempty"` // items that reached this stage
+	Passed   uint64                 `protobuf:"varint,3,opt,name=passed,proto3" json:"passed,omitempty"`     // items handed on
+	Dropped  uint64                 `protobuf:"varint,4,opt,name=dropped,proto3" json:"dropped,omitempty"`   // items lost here, each one counted
+	Filtered uint64                 `protobuf:"varint,5,opt,name=filtered,proto3" json:"filtered,omitempty"` // items deliberately not handed on (not a loss)
+	Pending  uint64                 `protobuf:"varint,6,opt,name=pending,proto3" json:"pending,omitempty"`   // items waiting here (queued, buffered)
+	// Empty when healthy, else why the stage loses items.
+	State string `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`
+	// When the stage started failing (exporters); 0 when healthy.
+	FailingSinceUnix int64 `protobuf:"varint,8,opt,name=failing_since_unix,json=failingSinceUnix,proto3" json:"failing_since_unix,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Stage) Reset() {
+	*x = Stage{}
+	mi := &file_status_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Stage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Stage) ProtoMessage() {}
+
+func (x *Stage) ProtoReflect() protoreflect.Message {
+	mi := &file_status_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Stage.ProtoReflect.Descriptor instead.
+func (*Stage) Descriptor() ([]byte, []int) {
+	return file_status_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Stage) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Stage) GetReceived() uint64 {
+	if x != nil {
+		return x.Received
+	}
+	return 0
+}
+
+func (x *Stage) GetPassed() uint64 {
+	if x != nil {
+		return x.Passed
+	}
+	return 0
+}
+
+func (x *Stage) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *Stage) GetFiltered() uint64 {
+	if x != nil {
+		return x.Filtered
+	}
+	return 0
+}
+
+func (x *Stage) GetPending() uint64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *Stage) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Stage) GetFailingSinceUnix() int64 {
+	if x != nil {
+		return x.FailingSinceUnix
+	}
+	return 0
+}
+
 type LoadedPolicy struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -165,7 +280,7 @@ type LoadedPolicy struct {
 
 func (x *LoadedPolicy) Reset() {
 	*x = LoadedPolicy{}
-	mi := &file_status_proto_msgTypes[1]
+	mi := &file_status_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -177,7 +292,7 @@ func (x *LoadedPolicy) String() string {
 func (*LoadedPolicy) ProtoMessage() {}
 
 func (x *LoadedPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_status_proto_msgTypes[1]
+	mi := &file_status_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -190,7 +305,7 @@ func (x *LoadedPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadedPolicy.ProtoReflect.Descriptor instead.
 func (*LoadedPolicy) Descriptor() ([]byte, []int) {
-	return file_status_proto_rawDescGZIP(), []int{1}
+	return file_status_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *LoadedPolicy) GetName() string {
@@ -233,7 +348,7 @@ type PolicyFile struct {
 
 func (x *PolicyFile) Reset() {
 	*x = PolicyFile{}
-	mi := &file_status_proto_msgTypes[2]
+	mi := &file_status_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -245,7 +360,7 @@ func (x *PolicyFile) String() string {
 func (*PolicyFile) ProtoMessage() {}
 
 func (x *PolicyFile) ProtoReflect() protoreflect.Message {
-	mi := &file_status_proto_msgTypes[2]
+	mi := &file_status_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -258,7 +373,7 @@ func (x *PolicyFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyFile.ProtoReflect.Descriptor instead.
 func (*PolicyFile) Descriptor() ([]byte, []int) {
-	return file_status_proto_rawDescGZIP(), []int{2}
+	return file_status_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PolicyFile) GetName() string {
@@ -301,7 +416,7 @@ type UnenforcedRule struct {
 
 func (x *UnenforcedRule) Reset() {
 	*x = UnenforcedRule{}
-	mi := &file_status_proto_msgTypes[3]
+	mi := &file_status_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -313,7 +428,7 @@ func (x *UnenforcedRule) String() string {
 func (*UnenforcedRule) ProtoMessage() {}
 
 func (x *UnenforcedRule) ProtoReflect() protoreflect.Message {
-	mi := &file_status_proto_msgTypes[3]
+	mi := &file_status_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -326,7 +441,7 @@ func (x *UnenforcedRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnenforcedRule.ProtoReflect.Descriptor instead.
 func (*UnenforcedRule) Descriptor() ([]byte, []int) {
-	return file_status_proto_rawDescGZIP(), []int{3}
+	return file_status_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *UnenforcedRule) GetPolicy() string {
@@ -378,7 +493,7 @@ type FeederStatus struct {
 
 func (x *FeederStatus) Reset() {
 	*x = FeederStatus{}
-	mi := &file_status_proto_msgTypes[4]
+	mi := &file_status_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -390,7 +505,7 @@ func (x *FeederStatus) String() string {
 func (*FeederStatus) ProtoMessage() {}
 
 func (x *FeederStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_status_proto_msgTypes[4]
+	mi := &file_status_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -403,7 +518,7 @@ func (x *FeederStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeederStatus.ProtoReflect.Descriptor instead.
 func (*FeederStatus) Descriptor() ([]byte, []int) {
-	return file_status_proto_rawDescGZIP(), []int{4}
+	return file_status_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FeederStatus) GetSubscribers() []*Subscriber {
@@ -492,7 +607,7 @@ type Subscriber struct {
 
 func (x *Subscriber) Reset() {
 	*x = Subscriber{}
-	mi := &file_status_proto_msgTypes[5]
+	mi := &file_status_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +619,7 @@ func (x *Subscriber) String() string {
 func (*Subscriber) ProtoMessage() {}
 
 func (x *Subscriber) ProtoReflect() protoreflect.Message {
-	mi := &file_status_proto_msgTypes[5]
+	mi := &file_status_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +632,7 @@ func (x *Subscriber) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscriber.ProtoReflect.Descriptor instead.
 func (*Subscriber) Descriptor() ([]byte, []int) {
-	return file_status_proto_rawDescGZIP(), []int{5}
+	return file_status_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Subscriber) GetId() uint64 {
@@ -580,7 +695,7 @@ var File_status_proto protoreflect.FileDescriptor
 
 const file_status_proto_rawDesc = "" +
 	"\n" +
-	"\fstatus.proto\x12\vagentstatus\x1a\x1bgoogle/protobuf/empty.proto\"\xaa\x03\n" +
+	"\fstatus.proto\x12\vagentstatus\x1a\x1bgoogle/protobuf/empty.proto\"\xd6\x03\n" +
 	"\x06Status\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -595,7 +710,17 @@ const file_status_proto_rawDesc = "" +
 	"unenforced\x12\x1a\n" +
 	"\bwarnings\x18\n" +
 	" \x03(\tR\bwarnings\x121\n" +
-	"\x06feeder\x18\v \x01(\v2\x19.agentstatus.FeederStatusR\x06feeder\"d\n" +
+	"\x06feeder\x18\v \x01(\v2\x19.agentstatus.FeederStatusR\x06feeder\x12*\n" +
+	"\x06stages\x18\f \x03(\v2\x12.agentstatus.StageR\x06stages\"\xe3\x01\n" +
+	"\x05Stage\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\breceived\x18\x02 \x01(\x04R\breceived\x12\x16\n" +
+	"\x06passed\x18\x03 \x01(\x04R\x06passed\x12\x18\n" +
+	"\adropped\x18\x04 \x01(\x04R\adropped\x12\x1a\n" +
+	"\bfiltered\x18\x05 \x01(\x04R\bfiltered\x12\x18\n" +
+	"\apending\x18\x06 \x01(\x04R\apending\x12\x14\n" +
+	"\x05state\x18\a \x01(\tR\x05state\x12,\n" +
+	"\x12failing_since_unix\x18\b \x01(\x03R\x10failingSinceUnix\"d\n" +
 	"\fLoadedPolicy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04file\x18\x02 \x01(\tR\x04file\x12\x14\n" +
@@ -653,31 +778,33 @@ func file_status_proto_rawDescGZIP() []byte {
 	return file_status_proto_rawDescData
 }
 
-var file_status_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_status_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_status_proto_goTypes = []any{
 	(*Status)(nil),         // 0: agentstatus.Status
-	(*LoadedPolicy)(nil),   // 1: agentstatus.LoadedPolicy
-	(*PolicyFile)(nil),     // 2: agentstatus.PolicyFile
-	(*UnenforcedRule)(nil), // 3: agentstatus.UnenforcedRule
-	(*FeederStatus)(nil),   // 4: agentstatus.FeederStatus
-	(*Subscriber)(nil),     // 5: agentstatus.Subscriber
-	nil,                    // 6: agentstatus.FeederStatus.ThrottledByPolicyEntry
-	(*emptypb.Empty)(nil),  // 7: google.protobuf.Empty
+	(*Stage)(nil),          // 1: agentstatus.Stage
+	(*LoadedPolicy)(nil),   // 2: agentstatus.LoadedPolicy
+	(*PolicyFile)(nil),     // 3: agentstatus.PolicyFile
+	(*UnenforcedRule)(nil), // 4: agentstatus.UnenforcedRule
+	(*FeederStatus)(nil),   // 5: agentstatus.FeederStatus
+	(*Subscriber)(nil),     // 6: agentstatus.Subscriber
+	nil,                    // 7: agentstatus.FeederStatus.ThrottledByPolicyEntry
+	(*emptypb.Empty)(nil),  // 8: google.protobuf.Empty
 }
 var file_status_proto_depIdxs = []int32{
-	1, // 0: agentstatus.Status.policies:type_name -> agentstatus.LoadedPolicy
-	2, // 1: agentstatus.Status.files:type_name -> agentstatus.PolicyFile
-	3, // 2: agentstatus.Status.unenforced:type_name -> agentstatus.UnenforcedRule
-	4, // 3: agentstatus.Status.feeder:type_name -> agentstatus.FeederStatus
-	5, // 4: agentstatus.FeederStatus.subscribers:type_name -> agentstatus.Subscriber
-	6, // 5: agentstatus.FeederStatus.throttled_by_policy:type_name -> agentstatus.FeederStatus.ThrottledByPolicyEntry
-	7, // 6: agentstatus.AgentStatus.GetStatus:input_type -> google.protobuf.Empty
-	0, // 7: agentstatus.AgentStatus.GetStatus:output_type -> agentstatus.Status
-	7, // [7:8] is the sub-list for method output_type
-	6, // [6:7] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	2, // 0: agentstatus.Status.policies:type_name -> agentstatus.LoadedPolicy
+	3, // 1: agentstatus.Status.files:type_name -> agentstatus.PolicyFile
+	4, // 2: agentstatus.Status.unenforced:type_name -> agentstatus.UnenforcedRule
+	5, // 3: agentstatus.Status.feeder:type_name -> agentstatus.FeederStatus
+	1, // 4: agentstatus.Status.stages:type_name -> agentstatus.Stage
+	6, // 5: agentstatus.FeederStatus.subscribers:type_name -> agentstatus.Subscriber
+	7, // 6: agentstatus.FeederStatus.throttled_by_policy:type_name -> agentstatus.FeederStatus.ThrottledByPolicyEntry
+	8, // 7: agentstatus.AgentStatus.GetStatus:input_type -> google.protobuf.Empty
+	0, // 8: agentstatus.AgentStatus.GetStatus:output_type -> agentstatus.Status
+	8, // [8:9] is the sub-list for method output_type
+	7, // [7:8] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_status_proto_init() }
@@ -691,7 +818,7 @@ func file_status_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_status_proto_rawDesc), len(file_status_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
