@@ -180,6 +180,7 @@ func (a *Agent) statusProto() *statuspb.Status {
 			actions[r.Policy] = strings.TrimPrefix(actions[r.Policy]+","+r.Action, ",")
 		}
 	}
+	st.Warnings = append(st.Warnings, snap.Warnings...) // the policy directory's: missing, writable by others
 	for _, f := range snap.Files {
 		st.Files = append(st.Files, &statuspb.PolicyFile{Name: f.Name, Policies: f.Policies, Errors: f.Errors, Warnings: f.Warnings})
 		for _, p := range f.Policies {

@@ -6,8 +6,6 @@
 package policystore
 
 import (
-	"bytes"
-	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -15,29 +13,47 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
-	"github.com/fsnotify/fsnotify"
-
+	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
 )
 
-// settle is how long the watcher waits after a change before reading, so an
-// editor's write-then-rename or a burst of writes is read once.
-const settle = 50 * time.Millisecond
+const (
+	// settle is how long the watcher gathers events before reading, so a
+	// burst of closes and renames is read once.
+	settle = 50 * time.Millisecond
+	// emptySettle is how long a file that held policies must stay empty
+	// before it counts as "no policies": a truncate followed by a write
+	// (an editor, `cat >`) must not drop enforcement in between.
+	emptySettle = 2 * time.Second
+	// maxReported bounds the errors and the warnings reported per file, in
+	// the log, on WatchMessages and in status; the rest are counted.
+	maxReported = 20
+	// maxMessageBytes bounds one reported message (an unknown field's name
+	// is user input of any length).
+	maxMessageBytes = 1024
+)
 
 // Snapshot is what the store publishes after every change.
 type Snapshot struct {
 	Generation uint64
 	RuleSet    *hostpolicy.RuleSet
 	Files      []FileStatus // sorted by name
+	Warnings   []string     // the directory's: missing, writable by others
 	Change     string       // what caused this snapshot, for the log
+
+	policies []*hostpolicy.Policy // in force, sorted by name
 }
 
-// FileStatus is the state of one policy file.
+// FileStatus is the state of one policy file. Every string is valid UTF-8
+// (event.ValidText) and the lists are bounded, so a status always encodes.
 type FileStatus struct {
 	Name     string   // base name in the policy directory
 	Policies []string // names of the policies in force from this file
@@ -46,24 +62,35 @@ type FileStatus struct {
 }
 
 type fileState struct {
-	good     []*hostpolicy.Policy // last good version, in force
-	sum      [32]byte             // hash of the content last read, good or bad
-	errors   []string
-	warnings []string
-	dup      bool // rejected only for a name another file holds: retried when files change
+	good       []*hostpolicy.Policy // last good version, in force
+	sum        [32]byte             // hash of the content last read, good or bad
+	errors     []string             // bounded, valid UTF-8
+	warnings   []string             // the parser's, bounded, valid UTF-8
+	perm       []string             // who besides root can change the file
+	dup        bool                 // rejected only for a name another file holds: retried when files change
+	emptySince time.Time            // found empty while it held policies; not yet taken as "no policies"
 }
 
 // Store owns the policy directory.
+//
+// Locking: mu serializes every change (reads of the directory, PolicyService
+// writes, compile, publish). Readers (Snapshot, Policies, hence `kubearmor
+// status`) never take it: they load the last published snapshot atomically,
+// so a slow compile, a slow enforcer or a slow disk never delays status.
 type Store struct {
 	dir     string
 	log     *slog.Logger
 	publish func(Snapshot)
+	kick    chan struct{} // wakes Run when a file starts its empty settle
 
-	mu    sync.Mutex
-	opts  hostpolicy.Options
-	files map[string]*fileState
-	gen   uint64
-	last  Snapshot
+	mu         sync.Mutex
+	opts       hostpolicy.Options
+	files      map[string]*fileState
+	gen        uint64
+	dirMissing bool
+	dirPerm    []string
+
+	last atomic.Pointer[Snapshot]
 }
 
 // Open creates the directory if needed (mode 0700), loads every policy file
@@ -72,15 +99,18 @@ func Open(dir string, opts hostpolicy.Options, log *slog.Logger, publish func(Sn
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("policy directory: %w", err)
 	}
-	s := &Store{dir: dir, log: log, publish: publish, opts: opts, files: map[string]*fileState{}}
+	s := &Store{dir: filepath.Clean(dir), log: log, publish: publish, opts: opts,
+		files: map[string]*fileState{}, kick: make(chan struct{}, 1)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	names, err := s.listFiles()
 	if err != nil {
 		return nil, err
 	}
+	s.checkDir()
+	now := time.Now()
 	for _, name := range names {
-		s.load(name)
+		s.load(name, now)
 	}
 	s.commit("initial load")
 	return s, nil
@@ -89,18 +119,18 @@ func Open(dir string, opts hostpolicy.Options, log *slog.Logger, publish func(Sn
 // Dir is the watched directory.
 func (s *Store) Dir() string { return s.dir }
 
-// Snapshot returns the last published snapshot.
+// Snapshot returns the last published snapshot. It never waits for the
+// store's work in progress.
 func (s *Store) Snapshot() Snapshot {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.last
+	if p := s.last.Load(); p != nil {
+		return *p
+	}
+	return Snapshot{}
 }
 
 // Policies returns the policies in force, sorted by name.
 func (s *Store) Policies() []*hostpolicy.Policy {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.inForce()
+	return s.Snapshot().policies
 }
 
 // SetOptions recompiles with new options (a config reload changed postures).
@@ -112,12 +142,32 @@ func (s *Store) SetOptions(opts hostpolicy.Options) {
 }
 
 // Rescan re-reads every file (SIGHUP), in case the watcher missed something.
+// A directory that no longer exists is not an error: its policies are
+// removed, with a warning in the log and in status.
 func (s *Store) Rescan() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.rescan() {
+		s.commit("rescan")
+	}
+	return nil
+}
+
+// rescan reads the whole directory; the caller holds mu.
+func (s *Store) rescan() bool {
 	names, err := s.listFiles()
+	if errors.Is(err, fs.ErrNotExist) {
+		return s.dirGone()
+	}
+	changed := s.checkDir()
 	if err != nil {
-		return err
+		s.log.Error("policy directory unreadable; the policies in force stay", "dir", event.ValidText(s.dir), "err", event.ValidText(err.Error()))
+		return changed
+	}
+	if s.dirMissing {
+		s.dirMissing = false
+		changed = true
+		s.log.Warn("policy directory is back; loading its files", "dir", event.ValidText(s.dir))
 	}
 	present := map[string]bool{}
 	for _, n := range names {
@@ -128,68 +178,50 @@ func (s *Store) Rescan() error {
 			names = append(names, n)
 		}
 	}
-	if s.reload(names) {
-		s.commit("rescan")
-	}
-	return nil
+	sort.Strings(names)
+	return s.reload(names, time.Now()) || changed
 }
 
-// Run watches the directory until ctx ends.
-func (s *Store) Run(ctx context.Context) error {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("watch %s: %w", s.dir, err)
+// dirGone removes the policies of a directory that no longer exists, as if
+// each of its files had been deleted: the directory is the one source of
+// truth, and `rm -r` of it deletes every file first anyway. The caller
+// holds mu.
+func (s *Store) dirGone() bool {
+	if s.dirMissing {
+		return false
 	}
-	defer w.Close()
-	if err := w.Add(s.dir); err != nil {
-		return fmt.Errorf("watch %s: %w", s.dir, err)
+	s.dirMissing = true
+	var removed []string
+	for _, st := range s.files {
+		removed = append(removed, policyNames(st.good)...)
 	}
-	// A change between Open's read and the watch start would be missed.
-	if err := s.Rescan(); err != nil {
-		s.log.Error("policy rescan failed", "dir", s.dir, "err", err)
+	sort.Strings(removed)
+	s.files = map[string]*fileState{}
+	s.dirPerm = nil
+	s.log.Warn("policy directory removed: its policies are no longer enforced; it is watched and will be loaded again when it is re-created",
+		"dir", event.ValidText(s.dir), "removed", strings.Join(removed, ","))
+	return true
+}
+
+// checkDir warns when someone other than root can change the directory,
+// and reports whether that changed. The caller holds mu.
+func (s *Store) checkDir() bool {
+	var perm []string
+	if fi, err := os.Stat(s.dir); err == nil {
+		perm = writableBy("policy directory", s.dir, fi)
 	}
-	pending := map[string]bool{}
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-w.Events:
-			if !ok {
-				return errors.New("policy watcher closed")
-			}
-			name := filepath.Base(ev.Name)
-			if filepath.Dir(ev.Name) != filepath.Clean(s.dir) || !isPolicyFile(name) {
-				continue
-			}
-			if len(pending) == 0 {
-				timer.Reset(settle)
-			}
-			pending[name] = true
-		case err, ok := <-w.Errors:
-			if !ok {
-				return errors.New("policy watcher closed")
-			}
-			// An overflow means lost events: read everything again.
-			s.log.Warn("policy watcher error; rescanning", "dir", s.dir, "err", err)
-			if err := s.Rescan(); err != nil {
-				s.log.Error("policy rescan failed", "dir", s.dir, "err", err)
-			}
-		case <-timer.C:
-			names := make([]string, 0, len(pending))
-			for n := range pending {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			pending = map[string]bool{}
-			s.mu.Lock()
-			if s.reload(names) {
-				s.commit("changed: " + strings.Join(names, ", "))
-			}
-			s.mu.Unlock()
-		}
+	perm = bounded(perm, "warnings")
+	if slices.Equal(perm, s.dirPerm) {
+		return false
 	}
+	s.dirPerm = perm
+	for _, w := range perm {
+		s.log.Warn("policy directory permissions", "detail", w)
+	}
+	if perm == nil {
+		s.log.Info("policy directory is writable by root only", "dir", event.ValidText(s.dir))
+	}
+	return true
 }
 
 // isPolicyFile: *.yaml and *.yml, not hidden (editor swap files, our own temp files).
@@ -201,6 +233,9 @@ func isPolicyFile(name string) bool {
 	return ext == ".yaml" || ext == ".yml"
 }
 
+// listFiles names every policy entry, whatever its type: readPolicyFile
+// decides what is read, so that a symlink is treated the same at start as
+// live, and a FIFO is reported rather than skipped in silence.
 func (s *Store) listFiles() ([]string, error) {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
@@ -208,7 +243,7 @@ func (s *Store) listFiles() ([]string, error) {
 	}
 	var names []string
 	for _, e := range entries {
-		if e.Type().IsRegular() && isPolicyFile(e.Name()) {
+		if isPolicyFile(e.Name()) {
 			names = append(names, e.Name())
 		}
 	}
@@ -216,29 +251,39 @@ func (s *Store) listFiles() ([]string, error) {
 }
 
 // reload re-reads the named files and reports whether anything changed.
-func (s *Store) reload(names []string) bool {
+func (s *Store) reload(names []string, now time.Time) bool {
 	changed := false
 	for _, n := range names {
-		if s.load(n) {
+		if s.load(n, now) {
 			changed = true
 		}
 	}
 	if changed {
 		for n, st := range s.files {
-			if st.dup && s.load(n) && len(st.errors) == 0 {
-				s.log.Info("policy file accepted after a conflicting file changed", "file", n)
+			if st.dup && s.load(n, now) && len(st.errors) == 0 {
+				s.log.Info("policy file accepted after a conflicting file changed", "file", s.shown(n))
 			}
 		}
 	}
 	return changed
 }
 
+// shown is a file's path as it may appear in the log and in status.
+func (s *Store) shown(name string) string {
+	return event.ValidText(filepath.Join(s.dir, name))
+}
+
 // load reads one file into its state and reports whether the state changed.
-func (s *Store) load(name string) bool {
-	path := filepath.Join(s.dir, name)
-	data, err := os.ReadFile(path)
+func (s *Store) load(name string, now time.Time) bool {
+	return s.apply(name, readPolicyFile(filepath.Join(s.dir, name)), now)
+}
+
+// apply takes what reading a file found and reports whether its state
+// changed. The caller holds mu.
+func (s *Store) apply(name string, r readResult, now time.Time) bool {
+	path := s.shown(name)
 	st := s.files[name]
-	if errors.Is(err, fs.ErrNotExist) {
+	if r.missing {
 		if st == nil {
 			return false
 		}
@@ -250,30 +295,55 @@ func (s *Store) load(name string) bool {
 		st = &fileState{}
 		s.files[name] = st
 	}
-	if err != nil {
-		st.errors = []string{fmt.Sprintf("%s: %v", path, err)}
+	changed := s.setPerm(name, st, bounded(r.perm, "warnings"))
+	if r.err != nil {
+		errs := bounded([]string{r.err.Error()}, "errors")
+		if st.sum == [32]byte{} && slices.Equal(errs, st.errors) {
+			return changed // the same refusal: reported already
+		}
+		st.errors, st.warnings, st.dup = errs, nil, false
+		st.sum, st.emptySince = [32]byte{}, time.Time{}
 		s.logRejected(path, st)
 		return true
 	}
-	sum := sha256.Sum256(data)
+	empty := len(r.data) == 0
+	if empty && len(st.good) > 0 {
+		if st.emptySince.IsZero() {
+			st.emptySince = now
+			s.log.Warn("policy file is empty; its last good version stays in force unless it stays empty",
+				"file", path, "settle", emptySettle.String(), "kept", strings.Join(policyNames(st.good), ","))
+			select {
+			case s.kick <- struct{}{}:
+			default:
+			}
+			return true
+		}
+		if now.Sub(st.emptySince) < emptySettle {
+			return changed
+		}
+	}
+	wasPending := !st.emptySince.IsZero()
+	st.emptySince = time.Time{}
+	sum := sha256.Sum256(r.data)
 	if sum == st.sum && (st.good != nil || st.errors != nil) {
-		return false
+		return changed || wasPending
 	}
 	st.sum = sum
-	policies, diags := hostpolicy.Parse(path, data)
-	st.warnings = nil
-	for _, d := range diags.Warnings() {
-		st.warnings = append(st.warnings, d.String())
-	}
-	st.errors, st.dup = nil, false
-	if diags.HasErrors() {
-		for _, d := range diags {
-			if !d.Warning {
-				st.errors = append(st.errors, d.String())
-			}
+	policies, diags := hostpolicy.Parse(path, r.data)
+	var warns, errs []string
+	for _, d := range diags {
+		if d.Warning {
+			warns = append(warns, d.String())
+		} else {
+			errs = append(errs, d.String())
 		}
+	}
+	st.warnings = bounded(warns, "warnings")
+	st.errors, st.dup = nil, false
+	if len(errs) > 0 {
+		st.errors = bounded(errs, "errors")
 	} else if dup := s.duplicates(name, policies); dup != nil {
-		st.errors = dup
+		st.errors = bounded(dup, "errors")
 		st.dup = true
 		st.sum = [32]byte{} // read again on the next change: the other file may go away
 	}
@@ -288,8 +358,72 @@ func (s *Store) load(name string) bool {
 	for _, w := range st.warnings {
 		s.log.Warn("policy warning", "detail", w)
 	}
-	s.log.Info("policy file loaded", "file", path, "policies", policyNames(policies))
+	if empty {
+		s.log.Warn("policy file is empty: no policies from it", "file", path)
+	} else {
+		s.log.Info("policy file loaded", "file", path, "policies", policyNames(policies))
+	}
 	return true
+}
+
+// setPerm records who besides root can change a file, warning when that
+// changes for the worse.
+func (s *Store) setPerm(name string, st *fileState, perm []string) bool {
+	if slices.Equal(perm, st.perm) {
+		return false
+	}
+	st.perm = perm
+	for _, w := range perm {
+		s.log.Warn("policy file permissions", "detail", w)
+	}
+	if perm == nil {
+		s.log.Info("policy file is writable by root only", "file", s.shown(name))
+	}
+	return true
+}
+
+// refreshPerm re-checks a file's owner and mode after a chmod or chown,
+// without reading it (it may be half-written).
+func (s *Store) refreshPerm(name string) bool {
+	st := s.files[name]
+	if st == nil {
+		return false
+	}
+	return s.setPerm(name, st, bounded(filePerm(filepath.Join(s.dir, name)), "warnings"))
+}
+
+// checkEmpty settles a file found empty while it held policies: still
+// empty after emptySettle, it now holds no policies. Found with content,
+// a write is under way (or just ended, and its close is queued): the close
+// loads it, never this half-written read. The caller holds mu.
+func (s *Store) checkEmpty(name string, now time.Time) bool {
+	st := s.files[name]
+	if st == nil || st.emptySince.IsZero() || now.Sub(st.emptySince) < emptySettle {
+		return false
+	}
+	r := readPolicyFile(filepath.Join(s.dir, name))
+	if r.missing || r.err != nil || len(r.data) == 0 {
+		return s.apply(name, r, now)
+	}
+	st.emptySince = time.Time{}
+	return true
+}
+
+// nextEmptyCheck is when the earliest empty settle ends (zero: none).
+func (s *Store) nextEmptyCheck() (time.Time, []string) {
+	var first time.Time
+	var names []string
+	for n, st := range s.files {
+		if st.emptySince.IsZero() {
+			continue
+		}
+		names = append(names, n)
+		if at := st.emptySince.Add(emptySettle); first.IsZero() || at.Before(first) {
+			first = at
+		}
+	}
+	sort.Strings(names)
+	return first, names
 }
 
 func (s *Store) logRejected(path string, st *fileState) {
@@ -300,7 +434,38 @@ func (s *Store) logRejected(path string, st *fileState) {
 	for _, e := range st.errors {
 		s.log.Error("policy rejected", "detail", e)
 	}
-	s.log.Error("policy file rejected; its last good version stays in force", "file", path, "errors", len(st.errors), "kept", kept)
+	s.log.Error("policy file rejected; its last good version stays in force", "file", path, "kept", kept)
+}
+
+// bounded makes messages fit for the log, WatchMessages and status: valid
+// UTF-8, each at most maxMessageBytes, at most maxReported of them and then
+// one line counting the rest.
+func bounded(msgs []string, what string) []string {
+	if len(msgs) == 0 {
+		return nil
+	}
+	out := make([]string, 0, min(len(msgs), maxReported+1))
+	for i, m := range msgs {
+		if i == maxReported {
+			out = append(out, fmt.Sprintf("... and %d more %s", len(msgs)-maxReported, what))
+			break
+		}
+		out = append(out, clip(event.ValidText(m)))
+	}
+	return out
+}
+
+// clip cuts a valid UTF-8 string to about maxMessageBytes, at a character
+// boundary.
+func clip(s string) string {
+	if len(s) <= maxMessageBytes {
+		return s
+	}
+	n := maxMessageBytes
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return fmt.Sprintf("%s... (%d more bytes)", s[:n], len(s)-n)
 }
 
 // duplicates reports policy names of name's new content that another file
@@ -315,7 +480,7 @@ func (s *Store) duplicates(name string, policies []*hostpolicy.Policy) []string 
 			for _, q := range st.good {
 				if q.Metadata.Name == p.Metadata.Name {
 					errs = append(errs, fmt.Sprintf("%s:%d: metadata.name: policy %s is already defined in %s",
-						filepath.Join(s.dir, name), p.Origin.LineOf("metadata.name"), p.Metadata.Name, filepath.Join(s.dir, other)))
+						s.shown(name), p.Origin.LineOf("metadata.name"), p.Metadata.Name, s.shown(other)))
 				}
 			}
 		}
@@ -340,14 +505,21 @@ func (s *Store) inForce() []*hostpolicy.Policy {
 	return all
 }
 
-// commit compiles the policies in force and publishes the result.
+// commit compiles the policies in force and publishes the result. The
+// caller holds mu.
 func (s *Store) commit(change string) {
 	s.gen++
+	inForce := s.inForce()
 	snap := Snapshot{
 		Generation: s.gen,
-		RuleSet:    hostpolicy.Compile(s.inForce(), s.opts),
-		Change:     change,
+		RuleSet:    hostpolicy.Compile(inForce, s.opts),
+		Change:     event.ValidText(change),
+		policies:   inForce,
 	}
+	if s.dirMissing {
+		snap.Warnings = append(snap.Warnings, fmt.Sprintf("policy directory %s does not exist: no policies are loaded from it until it is re-created", event.ValidText(s.dir)))
+	}
+	snap.Warnings = append(snap.Warnings, s.dirPerm...)
 	names := make([]string, 0, len(s.files))
 	for n := range s.files {
 		names = append(names, n)
@@ -355,115 +527,15 @@ func (s *Store) commit(change string) {
 	sort.Strings(names)
 	for _, n := range names {
 		st := s.files[n]
-		snap.Files = append(snap.Files, FileStatus{Name: n, Policies: policyNames(st.good), Errors: st.errors, Warnings: st.warnings})
+		fs := FileStatus{Name: event.ValidText(n), Policies: policyNames(st.good), Errors: st.errors}
+		fs.Warnings = append(fs.Warnings, st.perm...)
+		fs.Warnings = append(fs.Warnings, st.warnings...)
+		if !st.emptySince.IsZero() {
+			fs.Warnings = append(fs.Warnings, fmt.Sprintf("empty since %s: its last good version stays in force unless it is still empty after %s",
+				st.emptySince.UTC().Format(time.RFC3339), emptySettle))
+		}
+		snap.Files = append(snap.Files, fs)
 	}
-	s.last = snap
+	s.last.Store(&snap)
 	s.publish(snap)
-}
-
-// ErrRejected: the policy was written but its file was rejected (for example
-// its name is already defined in another file); the last good version stays.
-var ErrRejected = errors.New("policy rejected")
-
-// Result is the outcome of a PolicyService request.
-type Result int
-
-const (
-	Applied  Result = iota + 1 // a new policy, or identical to the one in force
-	Modified                   // replaced a policy in force
-	Deleted
-	NotExist // delete of a policy that is not in force
-)
-
-func (r Result) String() string {
-	return [...]string{"", "Applied", "Modified", "Deleted", "NotExist"}[r]
-}
-
-// Apply carries out a PolicyService request through the directory, so files
-// stay the one source of truth: the policy is written to <name>.yaml (or to
-// the file that already holds it alone) and loaded at once; a delete removes
-// that file. A policy that shares its file with others is not touched.
-func (s *Store) Apply(ev *hostpolicy.Event) (Result, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	name := ev.Policy.Metadata.Name
-	owner, alone := s.owner(name)
-	if owner != "" && !alone {
-		return 0, fmt.Errorf("policy %s shares %s with other policies; edit that file instead", name, filepath.Join(s.dir, owner))
-	}
-	if ev.Type == "DELETED" {
-		if owner == "" {
-			return NotExist, nil
-		}
-		if err := os.Remove(filepath.Join(s.dir, owner)); err != nil {
-			return 0, fmt.Errorf("delete policy %s: %w", name, err)
-		}
-		s.load(owner)
-		s.commit("deleted by PolicyService: " + name)
-		return Deleted, nil
-	}
-	file := owner
-	if file == "" {
-		file = name + ".yaml"
-		if st, taken := s.files[file]; taken && len(st.good) > 0 {
-			return 0, fmt.Errorf("%s already holds other policies", filepath.Join(s.dir, file))
-		}
-	}
-	result := Applied
-	if owner != "" {
-		old, _ := hostpolicy.Render(s.files[owner].good[0])
-		newText, _ := hostpolicy.Render(ev.Policy)
-		if bytes.Equal(old, newText) {
-			return Applied, nil // identical re-add: nothing to do, as upstream
-		}
-		result = Modified
-	}
-	header := fmt.Sprintf("# Written by kubearmor from a PolicyService request at %s.\n# Edit freely: this file is the policy.\n", time.Now().UTC().Format(time.RFC3339))
-	if err := writeAtomic(filepath.Join(s.dir, file), append([]byte(header), ev.YAML...)); err != nil {
-		return 0, fmt.Errorf("write policy %s: %w", name, err)
-	}
-	s.load(file)
-	if st := s.files[file]; len(st.errors) > 0 {
-		return 0, fmt.Errorf("%w: policy %s was written to %s: %s", ErrRejected, name, file, strings.Join(st.errors, "; "))
-	}
-	s.commit(strings.ToLower(result.String()) + " by PolicyService: " + name)
-	return result, nil
-}
-
-// owner finds the file holding a policy and whether it holds only that one.
-func (s *Store) owner(name string) (file string, alone bool) {
-	for n, st := range s.files {
-		for _, p := range st.good {
-			if p.Metadata.Name == name {
-				return n, len(st.good) == 1
-			}
-		}
-	}
-	return "", false
-}
-
-// writeAtomic writes data to path with mode 0600 through a hidden temporary
-// file and a rename, so the watcher never reads half a policy.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
