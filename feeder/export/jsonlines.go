@@ -6,7 +6,7 @@
 package export
 
 import (
-	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,17 +21,28 @@ import (
 // field names, Timestamp as a number, empty fields omitted except PPID and
 // UID (karmor-client.md §4.5). The generated structs carry those json tags,
 // so encoding/json produces exactly karmor's bytes.
+//
+// A failed write (ENOSPC, EIO, ...) loses the lines it was writing, counted,
+// and puts the exporter in a failing state that Stage reports; the next
+// attempt is made after a backoff, on a freshly opened file, so the exporter
+// recovers on its own once space is freed. A short write is cut back to the
+// last whole line, so a recovered file holds no broken line.
 type JSONLines struct {
 	path string
+	health
 
-	mu  sync.Mutex
-	out io.Writer
-	f   *os.File // nil for stdout
-	w   *bufio.Writer
+	mu       sync.Mutex
+	out      io.Writer
+	f        *os.File // nil for stdout and caller-owned writers
+	buf      []byte   // whole lines not yet written
+	bufLines uint64
 }
 
 // Stdout is the logPath value that means standard output.
 const Stdout = "stdout"
+
+// bufferBytes of lines are gathered before a write.
+const bufferBytes = 64 << 10
 
 // OpenJSONLines opens path for appending (created with mode 0640), or
 // standard output when path is "stdout".
@@ -46,20 +57,19 @@ func OpenJSONLines(path string) (*JSONLines, error) {
 // NewJSONLines writes to w (tests, or a caller-owned writer); Reopen is a
 // no-op for it.
 func NewJSONLines(w io.Writer) *JSONLines {
-	return &JSONLines{out: w, w: bufio.NewWriterSize(w, 64<<10)}
+	return &JSONLines{out: w}
 }
 
 func (j *JSONLines) open() error {
 	if j.path == Stdout {
 		j.out, j.f = os.Stdout, nil
-	} else {
-		f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-		if err != nil {
-			return fmt.Errorf("export: open %s: %w", j.path, err)
-		}
-		j.out, j.f = f, f
+		return nil
 	}
-	j.w = bufio.NewWriterSize(j.out, 64<<10)
+	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return fmt.Errorf("export: open %s: %w", j.path, err)
+	}
+	j.out, j.f = f, f
 	return nil
 }
 
@@ -72,13 +82,20 @@ func (j *JSONLines) WriteLog(l *kubearmorpb.Log) error { return j.write(l) }
 func (j *JSONLines) write(v any) error {
 	line, err := json.Marshal(v)
 	if err != nil {
+		j.receiveLost(1)
 		return fmt.Errorf("export: encode: %w", err)
 	}
-	line = append(line, '\n')
+	if !j.receive(1) {
+		return nil // failing, next attempt not yet due: counted as lost
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if _, err := j.w.Write(line); err != nil {
-		return fmt.Errorf("export: write %s: %w", j.name(), err)
+	j.buf = append(j.buf, line...)
+	j.buf = append(j.buf, '\n')
+	j.bufLines++
+	j.setPending(j.bufLines)
+	if len(j.buf) >= bufferBytes {
+		return j.flushLocked()
 	}
 	return nil
 }
@@ -87,10 +104,63 @@ func (j *JSONLines) write(v any) error {
 func (j *JSONLines) Flush() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if err := j.w.Flush(); err != nil {
-		return fmt.Errorf("export: write %s: %w", j.name(), err)
+	return j.flushLocked()
+}
+
+func (j *JSONLines) flushLocked() error {
+	if len(j.buf) == 0 {
+		return nil
 	}
-	return nil
+	lines := j.bufLines
+	defer func() {
+		j.buf, j.bufLines = j.buf[:0], 0
+		j.setPending(0)
+	}()
+	if !j.due() {
+		j.drop(lines)
+		return nil
+	}
+	if j.failing() && j.path != Stdout && j.path != "" {
+		// Retrying after a failure: a new file descriptor, and a new file
+		// if the old one was removed.
+		if j.f != nil {
+			j.f.Close()
+			j.f, j.out = nil, nil
+		}
+		if err := j.open(); err != nil {
+			j.failed(lines, err)
+			return err
+		}
+	}
+	if j.out == nil {
+		err := fmt.Errorf("export: %s is not open", j.name())
+		j.failed(lines, err)
+		return err
+	}
+	var before int64 = -1
+	if j.f != nil {
+		if fi, err := j.f.Stat(); err == nil && fi.Mode().IsRegular() {
+			before = fi.Size()
+		}
+	}
+	n, err := j.out.Write(j.buf)
+	if err == nil {
+		j.wrote(lines)
+		return nil
+	}
+	// Keep the whole lines that made it; cut a partial one off so that the
+	// file holds no broken JSON once writes succeed again.
+	whole := bytes.LastIndexByte(j.buf[:n], '\n') + 1
+	if whole < n && before >= 0 {
+		j.f.Truncate(before + int64(whole))
+	}
+	done := uint64(bytes.Count(j.buf[:whole], []byte{'\n'}))
+	if done > 0 {
+		j.wrote(done)
+	}
+	err = fmt.Errorf("export: write %s: %w", j.name(), err)
+	j.failed(lines-done, err)
+	return err
 }
 
 // Reopen flushes and reopens the file, for logrotate (SIGHUP): lines
@@ -99,19 +169,20 @@ func (j *JSONLines) Flush() error {
 func (j *JSONLines) Reopen() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	flushErr := j.flushLocked()
 	if j.f == nil {
-		return j.w.Flush()
+		if j.path == "" || j.path == Stdout {
+			return flushErr
+		}
+	} else if err := j.f.Close(); err != nil && flushErr == nil {
+		flushErr = fmt.Errorf("export: close before reopen: %w", err)
 	}
-	flushErr := j.w.Flush()
-	closeErr := j.f.Close()
+	j.f, j.out = nil, nil
 	if err := j.open(); err != nil {
 		return err
 	}
 	if flushErr != nil {
 		return fmt.Errorf("export: flush before reopen: %w", flushErr)
-	}
-	if closeErr != nil {
-		return fmt.Errorf("export: close before reopen: %w", closeErr)
 	}
 	return nil
 }
@@ -120,12 +191,12 @@ func (j *JSONLines) Reopen() error {
 func (j *JSONLines) Close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	err := j.w.Flush()
+	err := j.flushLocked()
 	if j.f != nil {
 		if cerr := j.f.Close(); err == nil {
 			err = cerr
 		}
-		j.f = nil
+		j.f, j.out = nil, nil
 	}
 	return err
 }

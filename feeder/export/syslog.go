@@ -36,8 +36,12 @@ type SyslogOptions struct {
 // Syslog sends alerts (and optionally logs) to a syslog server, one message
 // per event: RFC 5424 framing, over a unix datagram or stream socket, UDP,
 // or TCP with octet-counting framing (RFC 6587). It reconnects on a write
-// error and gives up on a message after one retry.
+// error and gives up on a message after one retry; the message is counted
+// as lost and the exporter is failing (Stage) until a send succeeds again.
+// While failing, it tries again only after a backoff, so an unreachable
+// server does not cost a connect timeout per message.
 type Syslog struct {
+	health
 	opts    SyslogOptions
 	network string // unixgram, unix, udp, tcp
 	addr    string
@@ -99,6 +103,7 @@ func (s *Syslog) WriteAlert(a *kubearmorpb.Alert) error {
 	if s.opts.Format == FormatCEF {
 		body = []byte(CEFAlert(a, s.opts.Version))
 	} else if body, err = json.Marshal(a); err != nil {
+		s.receiveLost(1)
 		return fmt.Errorf("export: encode: %w", err)
 	}
 	return s.send(sev, a.Type, a.HostName, a.Timestamp, a.UpdatedTime, body)
@@ -114,6 +119,7 @@ func (s *Syslog) WriteLog(l *kubearmorpb.Log) error {
 	if s.opts.Format == FormatCEF {
 		body = []byte(CEFLog(l, s.opts.Version))
 	} else if body, err = json.Marshal(l); err != nil {
+		s.receiveLost(1)
 		return fmt.Errorf("export: encode: %w", err)
 	}
 	return s.send(6, l.Type, l.HostName, l.Timestamp, l.UpdatedTime, body)
@@ -169,6 +175,9 @@ func header(v string, max int) string {
 }
 
 func (s *Syslog) send(severity int, msgID, host string, ts int64, updated string, body []byte) error {
+	if !s.receive(1) {
+		return nil // failing, next attempt not yet due: counted as lost
+	}
 	msg := s.Message(severity, msgID, host, ts, updated, body)
 	switch s.network {
 	case "tcp":
@@ -185,12 +194,15 @@ func (s *Syslog) send(severity int, msgID, host string, ts int64, updated string
 		}
 		s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 		if _, err = s.conn.Write(msg); err == nil {
+			s.wrote(1)
 			return nil
 		}
 		s.conn.Close()
 		s.conn = nil
 	}
-	return fmt.Errorf("export: syslog %s://%s: %w", s.network, s.addr, err)
+	err = fmt.Errorf("export: syslog %s://%s: %w", s.network, s.addr, err)
+	s.failed(1, err)
+	return err
 }
 
 func (s *Syslog) dial() error {
