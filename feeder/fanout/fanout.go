@@ -17,12 +17,18 @@ import (
 // ErrTooManySubscribers is returned by Subscribe when the topic is full.
 var ErrTooManySubscribers = errors.New("too many subscribers")
 
+// ErrEvicted is returned by Next once the subscriber was evicted for
+// stalling (EvictStalled).
+var ErrEvicted = errors.New("evicted: stalled with a full queue")
+
 // Topic is one stream of values (alerts, logs or messages).
 type Topic[T any] struct {
 	name      string
 	max       int // 0: unlimited
+	reserved  int // of max, only for privileged subscribers
 	published atomic.Uint64
 	dropped   atomic.Uint64
+	evicted   atomic.Uint64
 
 	mu     sync.Mutex
 	nextID uint64
@@ -57,16 +63,41 @@ func (t *Topic[T]) Publish(v T) (delivered, dropped int) {
 	return delivered, dropped
 }
 
-// Subscribe adds a subscriber with a queue of depth values. name says who
-// it is (a peer address, an exporter) in status output.
+// Reserve keeps n of the topic's subscriber slots for privileged
+// subscribers, so that others holding every ordinary slot cannot lock them
+// out.
+func (t *Topic[T]) Reserve(n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.reserved = n
+}
+
+// SubscribeOptions say how a subscriber is treated.
+type SubscribeOptions struct {
+	Privileged bool // may take a reserved slot
+	Evictable  bool // EvictStalled may remove it
+}
+
+// Subscribe adds an ordinary subscriber that is never evicted (an
+// exporter) with a queue of depth values. name says who it is (a peer
+// address, an exporter) in status output.
 func (t *Topic[T]) Subscribe(name string, depth int) (*Subscription[T], error) {
+	return t.SubscribeWith(name, depth, SubscribeOptions{})
+}
+
+// SubscribeWith adds a subscriber with the given options.
+func (t *Topic[T]) SubscribeWith(name string, depth int, o SubscribeOptions) (*Subscription[T], error) {
 	if depth < 1 {
 		depth = 1
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old := *t.subs.Load()
-	if t.max > 0 && len(old) >= t.max {
+	limit := t.max
+	if !o.Privileged {
+		limit -= t.reserved
+	}
+	if t.max > 0 && len(old) >= limit {
 		return nil, ErrTooManySubscribers
 	}
 	t.nextID++
@@ -77,7 +108,11 @@ func (t *Topic[T]) Subscribe(name string, depth int) (*Subscription[T], error) {
 		since: time.Now(),
 		ch:    make(chan T, depth),
 		wake:  make(chan struct{}, 1),
+
+		evictable: o.Evictable,
+		evicted:   make(chan struct{}),
 	}
+	s.lastTake.Store(s.since.UnixNano())
 	subs := make([]*Subscription[T], len(old), len(old)+1)
 	copy(subs, old)
 	subs = append(subs, s)
@@ -98,11 +133,31 @@ func (t *Topic[T]) remove(s *Subscription[T]) {
 	t.subs.Store(&subs)
 }
 
+// EvictStalled removes every evictable subscriber whose queue is full and
+// that has taken nothing for longer than bound, and returns them. Their
+// Next returns ErrEvicted; their drops stay counted in the topic's Dropped.
+func (t *Topic[T]) EvictStalled(now time.Time, bound time.Duration) []SubscriberStats {
+	var out []SubscriberStats
+	for _, s := range *t.subs.Load() {
+		if !s.evictable || len(s.ch) < cap(s.ch) || now.Sub(time.Unix(0, s.lastTake.Load())) <= bound {
+			continue
+		}
+		s.evictOnce.Do(func() {
+			close(s.evicted)
+			t.evicted.Add(1)
+			t.remove(s)
+			out = append(out, s.Stats())
+		})
+	}
+	return out
+}
+
 // Stats is a snapshot of a topic's counters.
 type Stats struct {
 	Name        string
 	Published   uint64 // values offered to subscribers
 	Dropped     uint64 // subscriber deliveries lost to full queues, over all subscribers ever
+	Evicted     uint64 // subscribers removed by EvictStalled
 	Subscribers []SubscriberStats
 }
 
@@ -119,7 +174,7 @@ type SubscriberStats struct {
 
 // Stats returns the topic's counters and its current subscribers.
 func (t *Topic[T]) Stats() Stats {
-	st := Stats{Name: t.name, Published: t.published.Load(), Dropped: t.dropped.Load()}
+	st := Stats{Name: t.name, Published: t.published.Load(), Dropped: t.dropped.Load(), Evicted: t.evicted.Load()}
 	for _, s := range *t.subs.Load() {
 		st.Subscribers = append(st.Subscribers, s.Stats())
 	}
@@ -141,6 +196,11 @@ type Subscription[T any] struct {
 	delivered atomic.Uint64
 	dropped   atomic.Uint64 // total, for stats
 	pending   atomic.Uint64 // dropped but not yet reported to the reader
+	lastTake  atomic.Int64  // unix nanoseconds of the reader's last take (or of Subscribe)
+
+	evictable bool
+	evicted   chan struct{} // closed by EvictStalled
+	evictOnce sync.Once
 
 	// reader-side only
 	sinceNotice int
@@ -164,29 +224,44 @@ func (s *Subscription[T]) drop() {
 // something to return or ctx ends. Only one goroutine may call Next.
 func (s *Subscription[T]) Next(ctx context.Context) (v T, dropped uint64, err error) {
 	for {
+		select {
+		case <-s.evicted:
+			return v, 0, ErrEvicted
+		default:
+		}
 		if s.pending.Load() > 0 && (len(s.ch) <= cap(s.ch)/2 || s.sinceNotice >= cap(s.ch)) {
 			s.sinceNotice = 0
+			s.lastTake.Store(time.Now().UnixNano())
 			return v, s.pending.Swap(0), nil
 		}
 		select {
 		case v = <-s.ch:
-			s.delivered.Add(1)
-			s.sinceNotice++
+			s.took()
 			return v, 0, nil
 		default:
 		}
 		select {
 		case v = <-s.ch:
-			s.delivered.Add(1)
-			s.sinceNotice++
+			s.took()
 			return v, 0, nil
 		case <-s.wake:
 			// loop: report the drop if the queue allows it
+		case <-s.evicted:
+			return v, 0, ErrEvicted
 		case <-ctx.Done():
 			return v, 0, ctx.Err()
 		}
 	}
 }
+
+func (s *Subscription[T]) took() {
+	s.delivered.Add(1)
+	s.sinceNotice++
+	s.lastTake.Store(time.Now().UnixNano())
+}
+
+// Evicted is closed when EvictStalled removed the subscriber.
+func (s *Subscription[T]) Evicted() <-chan struct{} { return s.evicted }
 
 // C is the subscriber's queue, for readers that select over several
 // subscriptions; they must call TakeDropped to learn about losses.
@@ -196,7 +271,10 @@ func (s *Subscription[T]) C() <-chan T { return s.ch }
 func (s *Subscription[T]) Wake() <-chan struct{} { return s.wake }
 
 // Took records that the reader took one value from C.
-func (s *Subscription[T]) Took() { s.delivered.Add(1) }
+func (s *Subscription[T]) Took() {
+	s.delivered.Add(1)
+	s.lastTake.Store(time.Now().UnixNano())
+}
 
 // TakeDropped returns the number of values dropped since the last call.
 func (s *Subscription[T]) TakeDropped() uint64 { return s.pending.Swap(0) }

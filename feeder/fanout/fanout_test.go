@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestStalledSubscriberLosesOnlyItsOwn(t *testing.T) {
@@ -227,4 +228,61 @@ func TestConcurrentAccounting(t *testing.T) {
 			t.Errorf("reader %d accounted for %d values, want %d", i, counts[i], publishers*perPublisher)
 		}
 	}
+}
+
+// Reserved slots are kept for privileged subscribers: ordinary ones are
+// refused once only the reserve is left, privileged ones are not.
+func TestReservedSlots(t *testing.T) {
+	tp := NewTopic[int]("t", 4)
+	tp.Reserve(1)
+	for i := range 3 {
+		if _, err := tp.Subscribe("user", 1); err != nil {
+			t.Fatalf("ordinary subscriber %d: %v", i, err)
+		}
+	}
+	if _, err := tp.Subscribe("user", 1); !errors.Is(err, ErrTooManySubscribers) {
+		t.Fatalf("ordinary subscriber took the reserved slot: %v", err)
+	}
+	if _, err := tp.SubscribeWith("root", 1, SubscribeOptions{Privileged: true}); err != nil {
+		t.Fatalf("privileged subscriber refused: %v", err)
+	}
+	if _, err := tp.SubscribeWith("root", 1, SubscribeOptions{Privileged: true}); !errors.Is(err, ErrTooManySubscribers) {
+		t.Fatalf("the topic's maximum did not hold: %v", err)
+	}
+}
+
+// Only an evictable subscriber whose queue is full and that has taken
+// nothing for longer than the bound is evicted; its drops stay counted and
+// its reader learns it from Next.
+func TestEvictStalled(t *testing.T) {
+	tp := NewTopic[int]("t", 0)
+	stalled, _ := tp.SubscribeWith("stalled", 2, SubscribeOptions{Evictable: true})
+	reading, _ := tp.SubscribeWith("reading", 2, SubscribeOptions{Evictable: true})
+	exporter, _ := tp.Subscribe("exporter", 2)
+	for i := range 5 {
+		tp.Publish(i)
+	}
+	reading.Next(context.Background())
+	now := time.Now()
+	if got := tp.EvictStalled(now, time.Minute); len(got) != 0 {
+		t.Fatalf("evicted before the bound: %v", got)
+	}
+	time.Sleep(20 * time.Millisecond)
+	got := tp.EvictStalled(time.Now(), 10*time.Millisecond)
+	if len(got) != 1 || got[0].Name != "stalled" || got[0].Dropped != 3 {
+		t.Fatalf("evicted %+v, want only the stalled subscriber with its 3 drops", got)
+	}
+	if _, _, err := stalled.Next(context.Background()); !errors.Is(err, ErrEvicted) {
+		t.Fatalf("Next after eviction: %v", err)
+	}
+	select {
+	case <-stalled.Evicted():
+	default:
+		t.Fatal("Evicted not closed")
+	}
+	st := tp.Stats()
+	if st.Evicted != 1 || st.Dropped != 3*2+3 || len(st.Subscribers) != 2 {
+		t.Fatalf("stats after eviction: %+v", st)
+	}
+	_ = exporter
 }
