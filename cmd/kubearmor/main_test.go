@@ -23,6 +23,9 @@ func TestMain(m *testing.M) {
 		privilegeChanges()
 		return
 	}
+	if os.Getenv(attackEnv) != "" { // selfdefence_test.go's attacker (attack_test.go)
+		os.Exit(attackMain(os.Args[1:]))
+	}
 	dir, err := os.MkdirTemp("", "kubearmor-bin")
 	if err != nil {
 		panic(err)
