@@ -12,11 +12,20 @@
 //   - Nothing outlives the process: fanotify marks and pending events go away
 //     when its fd closes (the kernel allows what is pending), and the cgroup
 //     programs are attached with links that are never pinned.
+//   - The permission reader survives every transient read error (reader.go):
+//     out of descriptors, out of memory, a file that cannot be opened. If it
+//     stops for good it closes the fanotify group, which releases every
+//     pending event with FAN_ALLOW and removes every mark, and Run returns
+//     the error so that the agent exits non-zero and is restarted.
 //
 // Limits: a stopped (SIGSTOP) or frozen agent stalls the opens on marked
 // filesystems until it runs again or dies; the kernel has no response
 // timeout for permission events. Paths are those of the agent's mount
 // namespace. Network rules cannot be restricted to a program (fromSource).
+// A permission event the kernel cannot open a descriptor for (the agent at
+// its RLIMIT_NOFILE, say) is denied by the kernel itself before the agent
+// sees it: the reader keeps descriptors in reserve so that this stays rare,
+// and counts each one.
 package fanotify
 
 import (
@@ -59,6 +68,9 @@ type Options struct {
 
 	// stall, when set (tests), runs before each decision.
 	stall func()
+	// legacyFDErrors (tests) leaves FAN_REPORT_FD_ERROR off, as on
+	// kernels before 6.13.
+	legacyFDErrors bool
 	// cgroup, when set (tests), is where the socket programs attach
 	// instead of the cgroup2 root.
 	cgroup string
@@ -77,10 +89,15 @@ type Enforcer struct {
 	events  chan event.Event
 	dropped atomic.Uint64
 
-	mu     sync.Mutex // Apply, Close
-	marks  map[uint64]fsMark
-	closed bool
-	done   chan struct{} // the permission reader has stopped
+	mu      sync.Mutex // Apply, Close, the reader's death
+	marks   map[uint64]fsMark
+	closed  bool
+	done    chan struct{} // the permission reader has stopped
+	fanOnce sync.Once     // the fanotify fd is closed once, by Close or the reader's death
+	fanErr  error
+
+	health  health // the reader's survived errors and its death (reader.go)
+	reserve []int  // descriptors held for events at the fd limit; the reader's own
 }
 
 // fsMark is one filesystem mark: a path on the filesystem and the events.
@@ -111,8 +128,19 @@ func New(opts Options) (*Enforcer, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	fd, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_REPORT_TID,
-		unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC)
+	flags := uint(unix.FAN_CLASS_CONTENT | unix.FAN_CLOEXEC | unix.FAN_NONBLOCK | unix.FAN_REPORT_TID)
+	evFlags := uint(unix.O_RDONLY | unix.O_LARGEFILE | unix.O_CLOEXEC)
+	// FAN_REPORT_FD_ERROR (Linux 6.13) hands over an event whose descriptor
+	// could not be opened, with the error in place of the fd, instead of
+	// failing the read: each such event (which the kernel denies) is then
+	// seen and counted. Older kernels refuse the flag with EINVAL.
+	fd, err := -1, error(unix.EINVAL)
+	if !opts.legacyFDErrors {
+		fd, err = unix.FanotifyInit(flags|unix.FAN_REPORT_FD_ERROR, evFlags)
+	}
+	if errors.Is(err, unix.EINVAL) {
+		fd, err = unix.FanotifyInit(flags, evFlags)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("fanotify_init: %w", err)
 	}
@@ -126,6 +154,8 @@ func New(opts Options) (*Enforcer, error) {
 		done:   make(chan struct{}),
 	}
 	e.table.Store(decide.New(nil, nil))
+	e.health.init(opts.Log)
+	e.fillReserve()
 	if !opts.NoNetwork {
 		e.sock, e.sockEr = openSockTier(opts.cgroup)
 		if e.sockEr != nil {
@@ -180,6 +210,9 @@ func (e *Enforcer) Apply(rs *hostpolicy.RuleSet) (map[uint32]string, error) {
 	defer e.mu.Unlock()
 	if e.closed {
 		return nil, errors.New("fanotify: enforcer is closed")
+	}
+	if err := e.health.deadErr(); err != nil {
+		return nil, fmt.Errorf("fanotify: the permission reader has stopped, nothing is enforced: %w", err)
 	}
 	mounts, err := readMounts()
 	if err != nil {
@@ -316,7 +349,8 @@ func (e *Enforcer) wantedMarks(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rul
 	return want, failed
 }
 
-// Run hands verdicts to emit until ctx ends.
+// Run hands verdicts to emit until ctx ends. If the permission reader stops
+// for good, Run returns why: the tier then enforces nothing (see die).
 func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
@@ -335,7 +369,7 @@ func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
 		case <-ctx.Done():
 			return nil
 		case <-e.done:
-			return nil
+			return e.health.deadErr()
 		case err := <-errc:
 			return err
 		case ev := <-e.events:
@@ -368,8 +402,8 @@ func (e *Enforcer) Close() error {
 	e.mu.Unlock()
 	var errs []error
 	// Closing the fanotify fd wakes the reader and releases every pending
-	// permission event with FAN_ALLOW.
-	errs = append(errs, e.fan.Close())
+	// permission event with FAN_ALLOW. A reader that died closed it already.
+	errs = append(errs, e.closeFan())
 	<-e.done
 	if e.sock != nil {
 		errs = append(errs, e.sock.close())
@@ -380,44 +414,6 @@ func (e *Enforcer) Close() error {
 // ---- permission events ------------------------------------------------------
 
 const metadataLen = 24 // sizeof(struct fanotify_event_metadata)
-
-func (e *Enforcer) readPermissions() {
-	defer close(e.done)
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := e.fan.Read(buf)
-		if err != nil {
-			if errors.Is(err, os.ErrClosed) {
-				return
-			}
-			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
-				continue
-			}
-			e.opts.Log.Error("fanotify: read", "err", err)
-			return
-		}
-		for off := 0; off+metadataLen <= n; {
-			b := buf[off:n]
-			evLen := binary.NativeEndian.Uint32(b[0:])
-			if evLen < metadataLen || off+int(evLen) > n {
-				break
-			}
-			off += int(evLen)
-			vers, mask := b[4], binary.NativeEndian.Uint64(b[8:])
-			fd, pid := int32(binary.NativeEndian.Uint32(b[16:])), int32(binary.NativeEndian.Uint32(b[20:]))
-			if vers != unix.FANOTIFY_METADATA_VERSION || fd < 0 {
-				continue
-			}
-			if e.opts.stall == nil && e.unconcerned(fd, mask) {
-				// The common case, answered at once: no rule is about this file.
-				e.respond(fd, true)
-				unix.Close(int(fd))
-				continue
-			}
-			go e.answer(fd, pid, mask)
-		}
-	}
-}
 
 // answer decides one permission event and responds exactly once: with the
 // decision, or with FAN_ALLOW when the deadline passes first.
@@ -433,6 +429,7 @@ func (e *Enforcer) answer(fd int32, tid int32, mask uint64) {
 	}
 	timer := time.AfterFunc(e.opts.Deadline, func() {
 		if respond(true) {
+			e.health.failedOpen(fmt.Sprintf("no decision within %s", e.opts.Deadline))
 			e.emit(e.failOpen(fd, tid, mask))
 		}
 	})
