@@ -1,9 +1,10 @@
 package hostpolicy
 
 import (
+	"encoding/binary"
 	"fmt"
-	"hash/fnv"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -183,22 +184,44 @@ type Options struct {
 // nodeSelector does not pick opts.Host, and policies carrying native AppArmor
 // rules (ignored on hosts, as upstream does), contribute no rules. IDs are a
 // hash of the policy name and the rule's content, so a rule keeps its ID
-// across recompiles while it is unchanged; collisions are resolved in order.
+// across recompiles while it is unchanged; collisions are resolved in order
+// (idAllocator). Compile takes time and memory linear in the number of rules;
+// it enforces no cap itself: Validate and Parse cap the rules of a policy and
+// of a file, and the store checks the host's total with FitHost.
 func Compile(policies []*Policy, opts Options) *RuleSet {
+	return compileWith(policies, opts, newIDAllocator())
+}
+
+func compileWith(policies []*Policy, opts Options, ids *idAllocator) *RuleSet {
+	// Sized from an exact count: growing a slice of Rules by appending
+	// copied each rule about twice and was most of a compile's time.
+	hostN, ctrN := 0, 0
+	for _, p := range policies {
+		switch {
+		case !compiles(p, opts.Host):
+		case p.Kind == KindContainerPolicy:
+			ctrN += RulesOf(p)
+		default:
+			hostN += RulesOf(p)
+		}
+	}
 	rs := &RuleSet{Postures: withDefaults(opts.Postures), ContainerPostures: withDefaults(opts.ContainerPostures),
-		byID: map[uint32]int{}, ctrByID: map[uint32]int{}}
+		Rules: make([]Rule, 0, hostN), byID: make(map[uint32]int, hostN), ctrByID: make(map[uint32]int, ctrN)}
+	if ctrN > 0 {
+		rs.ContainerRules = make([]Rule, 0, ctrN)
+	}
 	sorted := append([]*Policy(nil), policies...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Metadata.Name < sorted[j].Metadata.Name })
 	for _, p := range sorted {
 		if p.Kind == KindContainerPolicy {
-			compileContainerPolicy(rs, p)
+			compileContainerPolicy(rs, ids, p)
 			continue
 		}
 		if !Selects(p, opts.Host) || p.Spec.AppArmor != "" {
 			continue
 		}
 		rs.Policies = append(rs.Policies, p.Metadata.Name)
-		c := compiler{rs: rs, p: p}
+		c := compiler{rs: rs, ids: ids, p: p}
 		c.policy()
 	}
 	return rs
@@ -219,6 +242,7 @@ func withDefaults(p Postures) Postures {
 
 type compiler struct {
 	rs        *RuleSet
+	ids       *idAllocator // shared by every policy of one compile
 	p         *Policy
 	container bool // the rules go to ContainerRules
 }
@@ -313,7 +337,7 @@ func (c *compiler) add(base Rule, m Meta, sources []Source, fieldPath string) {
 	base.Severity = m.Severity
 	base.Tags = m.Tags
 	base.Message = m.Message
-	base.Origin = fmt.Sprintf("%s:%d", c.p.Origin.File, c.p.Origin.LineOf(fieldPath))
+	base.Origin = c.p.Origin.File + ":" + strconv.Itoa(c.p.Origin.LineOf(fieldPath))
 	if len(sources) == 0 {
 		c.insert(base)
 		return
@@ -330,31 +354,133 @@ func (c *compiler) add(base Rule, m Meta, sources []Source, fieldPath string) {
 }
 
 func (c *compiler) insert(r Rule) {
-	id := ruleHash(r)
-	for {
-		_, taken := c.rs.byID[id]
-		_, ctrTaken := c.rs.ctrByID[id]
-		if !taken && !ctrTaken && id != 0 {
-			break
-		}
-		id++
-	}
-	r.ID = id
+	r.ID = c.ids.next(ruleHash(r), c.rs)
 	if c.container {
-		c.rs.ctrByID[id] = len(c.rs.ContainerRules)
+		c.rs.ctrByID[r.ID] = len(c.rs.ContainerRules)
 		c.rs.ContainerRules = append(c.rs.ContainerRules, r)
 		return
 	}
-	c.rs.byID[id] = len(c.rs.Rules)
+	c.rs.byID[r.ID] = len(c.rs.Rules)
 	c.rs.Rules = append(c.rs.Rules, r)
 }
 
-// ruleHash is the stable part of a rule's identity: which policy, what it matches, what it does.
+// maxIDAttempts bounds the rehashes of one rule ID before the fallback.
+const maxIDAttempts = 16
+
+// idAllocator hands out rule IDs in constant time per rule, whatever the
+// input. A rule's ID is the hash of its content when that is free. When it
+// is taken, by an identical rule (a file that repeats one entry through YAML
+// aliases) or by a true collision, the k-th such rule gets the hash of
+// (hash, k, attempt), rehashed with the next attempt while taken; after
+// maxIDAttempts (reached only by crafted hashes) it takes the highest free
+// ID, scanning down from a cursor that never moves back up. The linear
+// probing this replaces (hash, hash+1, ...) cost O(n) per identical rule:
+// 90,000 aliased rules held the store lock for about a minute.
+type idAllocator struct {
+	occurrences map[uint32]uint32 // rules that found their hash taken, per hash
+	fallback    uint32            // every ID above it is taken
+	probes      int               // IDs tried, for the linearity test
+}
+
+func newIDAllocator() *idAllocator {
+	return &idAllocator{occurrences: map[uint32]uint32{}, fallback: ^uint32(0)}
+}
+
+// next returns a free, nonzero ID for a rule whose content hashes to h. The
+// ID depends only on the rule's content and on the rules compiled before it
+// (policies in name order, rules in policy order), so an unchanged rule keeps
+// its ID across recompiles unless a rule before it changes to or from an
+// identical or colliding one.
+func (a *idAllocator) next(h uint32, rs *RuleSet) uint32 {
+	a.probes++
+	if h != 0 && !rs.taken(h) {
+		return h
+	}
+	k := a.occurrences[h] + 1
+	a.occurrences[h] = k
+	for attempt := uint32(0); attempt < maxIDAttempts; attempt++ {
+		a.probes++
+		if id := mixID(h, k, attempt); id != 0 && !rs.taken(id) {
+			return id
+		}
+	}
+	for ; ; a.fallback-- {
+		a.probes++
+		if a.fallback != 0 && !rs.taken(a.fallback) {
+			id := a.fallback
+			a.fallback--
+			return id
+		}
+	}
+}
+
+func (rs *RuleSet) taken(id uint32) bool {
+	if _, ok := rs.byID[id]; ok {
+		return true
+	}
+	_, ok := rs.ctrByID[id]
+	return ok
+}
+
+// mixID is FNV-1a over the 12 little-endian bytes of (h, k, attempt).
+func mixID(h, k, attempt uint32) uint32 {
+	var b [12]byte
+	binary.LittleEndian.PutUint32(b[0:], h)
+	binary.LittleEndian.PutUint32(b[4:], k)
+	binary.LittleEndian.PutUint32(b[8:], attempt)
+	return fnv32a(b[:])
+}
+
+// ruleHash is the stable part of a rule's identity: which policy, what it
+// matches, what it does. The bytes hashed are those of the format
+// "%s\x00%d\x00%d\x00%s\x00%t%t%t%t\x00%s\x00%t%t\x00%s\x00%t\x00%s\x00%s" over
+// (Policy, Category, Match, Value, Recursive, ReadOnly, OwnerOnly, TTYOnly,
+// Source, SourceIsDir, SourceRecursive, SyscallPath, SyscallRecursive,
+// Action, AllowedArgs joined by NUL), built without fmt so a compile
+// allocates nothing per rule for its ID.
 func ruleHash(r Rule) uint32 {
-	h := fnv.New32a()
-	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%s\x00%t%t%t%t\x00%s\x00%t%t\x00%s\x00%t\x00%s\x00%s",
-		r.Policy, r.Category, r.Match, r.Value, r.Recursive, r.ReadOnly, r.OwnerOnly, r.TTYOnly,
-		r.Source, r.SourceIsDir, r.SourceRecursive, r.SyscallPath, r.SyscallRecursive, r.Action,
-		strings.Join(r.AllowedArgs, "\x00"))
-	return h.Sum32()
+	var buf [512]byte
+	b := buf[:0]
+	b = append(b, r.Policy...)
+	b = append(b, 0)
+	b = strconv.AppendUint(b, uint64(r.Category), 10)
+	b = append(b, 0)
+	b = strconv.AppendUint(b, uint64(r.Match), 10)
+	b = append(b, 0)
+	b = append(b, r.Value...)
+	b = append(b, 0)
+	b = strconv.AppendBool(b, r.Recursive)
+	b = strconv.AppendBool(b, r.ReadOnly)
+	b = strconv.AppendBool(b, r.OwnerOnly)
+	b = strconv.AppendBool(b, r.TTYOnly)
+	b = append(b, 0)
+	b = append(b, r.Source...)
+	b = append(b, 0)
+	b = strconv.AppendBool(b, r.SourceIsDir)
+	b = strconv.AppendBool(b, r.SourceRecursive)
+	b = append(b, 0)
+	b = append(b, r.SyscallPath...)
+	b = append(b, 0)
+	b = strconv.AppendBool(b, r.SyscallRecursive)
+	b = append(b, 0)
+	b = append(b, r.Action...)
+	b = append(b, 0)
+	for i, a := range r.AllowedArgs {
+		if i > 0 {
+			b = append(b, 0)
+		}
+		b = append(b, a...)
+	}
+	return fnv32a(b)
+}
+
+// fnv32a is hash/fnv's FNV-1a, inline so the buffer stays on the stack.
+func fnv32a(b []byte) uint32 {
+	const prime = 16777619
+	sum := uint32(2166136261)
+	for _, c := range b {
+		sum ^= uint32(c)
+		sum *= prime
+	}
+	return sum
 }

@@ -142,7 +142,7 @@ func ParseContainerEvent(data []byte) (*Event, Diagnostics) {
 	return parseEvent(data, KindContainerPolicy)
 }
 
-func compileContainerPolicy(rs *RuleSet, p *Policy) {
+func compileContainerPolicy(rs *RuleSet, ids *idAllocator, p *Policy) {
 	if p.Spec.AppArmor != "" {
 		return // native AppArmor rules: skipped whole, as for host policies
 	}
@@ -152,7 +152,7 @@ func compileContainerPolicy(rs *RuleSet, p *Policy) {
 	}
 	rs.Policies = append(rs.Policies, p.Metadata.Name)
 	rs.ContainerPolicies = append(rs.ContainerPolicies, ContainerPolicy{Name: p.Metadata.Name, Selector: sel})
-	c := compiler{rs: rs, p: p, container: true}
+	c := compiler{rs: rs, ids: ids, p: p, container: true}
 	c.policy()
 }
 

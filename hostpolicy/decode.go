@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"gopkg.in/yaml.v3"
 )
@@ -17,7 +18,10 @@ import (
 // before parsing so a hostile PolicyService client cannot exhaust memory.
 const MaxDocumentBytes = 1 << 20
 
-// maxNodes bounds the work of walking one document, alias expansion included.
+// maxNodes bounds the work of walking one file or request, every document
+// of it and every node reached through an alias counted: anchors do not
+// cross documents, so a bound per document would let a file of many small
+// alias bombs cost maxNodes each.
 const maxNodes = 200000
 
 // Decode parses every YAML document in data (a policy file may hold several,
@@ -30,6 +34,7 @@ func Decode(file string, data []byte) ([]*Policy, Diagnostics) {
 	var (
 		policies []*Policy
 		diags    Diagnostics
+		budget   int
 	)
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
@@ -49,10 +54,13 @@ func Decode(file string, data []byte) ([]*Policy, Diagnostics) {
 		if root.Kind == yaml.DocumentNode || isNull(root) {
 			continue
 		}
-		p, ds := decodePolicy(file, root, false)
+		p, ds := decodePolicy(file, root, false, &budget)
 		diags = append(diags, ds...)
 		if p != nil {
 			policies = append(policies, p)
+		}
+		if budget > maxNodes {
+			return policies, diags
 		}
 	}
 	return policies, diags
@@ -106,7 +114,8 @@ func decodeEvent(data []byte, kind string) (*Event, Diagnostics) {
 	if object == nil || isNull(object) {
 		return nil, Diagnostics{{File: file, Path: "object", Msg: "missing"}}
 	}
-	p, diags := decodePolicy(file, object, true)
+	var budget int
+	p, diags := decodePolicy(file, object, true, &budget)
 	if p != nil {
 		if p.APIVersion == "" {
 			p.APIVersion = APIVersion
@@ -137,15 +146,16 @@ func isNull(n *yaml.Node) bool {
 
 // decodePolicy walks one document into a Policy, recording the line of every
 // field. fold makes key matching case-insensitive (karmor's JSON).
-func decodePolicy(file string, root *yaml.Node, fold bool) (*Policy, Diagnostics) {
+// budget counts the nodes walked so far in the file, across its documents.
+func decodePolicy(file string, root *yaml.Node, fold bool, budget *int) (*Policy, Diagnostics) {
 	p := &Policy{Origin: Origin{File: file, Line: root.Line, lines: map[string]int{}}}
-	d := &walker{sink: diagSink{origin: &p.Origin}, fold: fold}
+	d := &walker{sink: diagSink{origin: &p.Origin}, fold: fold, budget: budget}
 	if root.Kind != yaml.MappingNode {
 		d.sink.errorf("", "a policy must be a mapping, found %s", nodeKind(root))
 		return nil, d.sink.out
 	}
 	d.value(root, reflect.ValueOf(p).Elem(), "")
-	if d.budget > maxNodes {
+	if *d.budget > maxNodes {
 		return nil, d.sink.out
 	}
 	return p, d.sink.out
@@ -154,7 +164,22 @@ func decodePolicy(file string, root *yaml.Node, fold bool) (*Policy, Diagnostics
 type walker struct {
 	sink   diagSink
 	fold   bool
-	budget int
+	budget *int
+	// aliasLine is the line of the outermost alias being expanded (0 when
+	// none), the place to point at when expansion goes past maxNodes.
+	aliasLine int
+}
+
+// tooLarge reports the node bound once, at the alias whose expansion
+// crossed it when there is one.
+func (w *walker) tooLarge(n *yaml.Node, path string) {
+	d := Diagnostic{File: w.sink.origin.File, Line: n.Line, Path: path,
+		Msg: fmt.Sprintf("more than %d YAML nodes in this input; refused", maxNodes)}
+	if w.aliasLine != 0 {
+		d.Line = w.aliasLine
+		d.Msg = fmt.Sprintf("aliases expand to more than %d YAML nodes (an alias bomb?); refused", maxNodes)
+	}
+	w.sink.out = append(w.sink.out, d)
 }
 
 // ignoredKeys are Kubernetes bookkeeping fields: accepted and dropped, since
@@ -174,14 +199,18 @@ func join(path, field string) string {
 }
 
 func (w *walker) value(n *yaml.Node, v reflect.Value, path string) {
-	w.budget++
-	if w.budget > maxNodes {
-		if w.budget == maxNodes+1 {
-			w.sink.errorf(path, "document too large or too deeply aliased (more than %d nodes)", maxNodes)
+	*w.budget++
+	if *w.budget > maxNodes {
+		if *w.budget == maxNodes+1 {
+			w.tooLarge(n, path)
 		}
 		return
 	}
 	if n.Kind == yaml.AliasNode {
+		if w.aliasLine == 0 {
+			w.aliasLine = n.Line
+			defer func() { w.aliasLine = 0 }()
+		}
 		n = n.Alias
 	}
 	if path != "" {
@@ -300,8 +329,22 @@ func (w *walker) structValue(n *yaml.Node, v reflect.Value, path string) {
 	}
 }
 
-// fieldsOf maps yaml field names to struct field indexes, flattening inline structs.
+// fieldCache holds fieldsOf per struct type: reflecting over a type for
+// every mapping node was a third of the cost of decoding a large file.
+var fieldCache sync.Map // reflect.Type -> map[string][]int, never modified once stored
+
+// fieldsOf maps yaml field names to struct field indexes, flattening inline
+// structs. The map returned is shared: callers must not modify it.
 func fieldsOf(t reflect.Type) map[string][]int {
+	if m, ok := fieldCache.Load(t); ok {
+		return m.(map[string][]int)
+	}
+	m := reflectFields(t)
+	fieldCache.Store(t, m)
+	return m
+}
+
+func reflectFields(t reflect.Type) map[string][]int {
 	out := map[string][]int{}
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
@@ -311,7 +354,7 @@ func fieldsOf(t reflect.Type) map[string][]int {
 		}
 		name, opts, _ := strings.Cut(tag, ",")
 		if opts == "inline" {
-			for k, idx := range fieldsOf(f.Type) {
+			for k, idx := range reflectFields(f.Type) {
 				out[k] = append([]int{i}, idx...)
 			}
 			continue

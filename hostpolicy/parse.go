@@ -22,6 +22,7 @@ func Parse(file string, data []byte) ([]*Policy, Diagnostics) {
 		}
 		seen[p.Metadata.Name] = p
 	}
+	diags = append(diags, fileRuleCap(file, policies)...)
 	if diags.HasErrors() {
 		return nil, diags
 	}
@@ -29,6 +30,25 @@ func Parse(file string, data []byte) ([]*Policy, Diagnostics) {
 		Normalize(p)
 	}
 	return policies, diags
+}
+
+// fileRuleCap refuses a file whose policies together exceed
+// MaxRulesPerFile, at the policy that goes past it. A policy over the
+// per-policy cap is already refused by Validate.
+func fileRuleCap(file string, policies []*Policy) Diagnostics {
+	total := 0
+	for _, p := range policies {
+		n := RulesOf(p)
+		if n > MaxRulesPerPolicy {
+			continue
+		}
+		total += n
+		if total > MaxRulesPerFile {
+			return Diagnostics{{File: file, Line: p.Origin.LineOf("spec"), Path: "spec",
+				Msg: fmt.Sprintf("policy %s brings the file to %d rules, more than the limit of %d per file", p.Metadata.Name, total, MaxRulesPerFile)}}
+		}
+	}
+	return nil
 }
 
 // ParseEvent is Parse for one PolicyService request. A DELETED event needs
@@ -43,16 +63,10 @@ func parseEvent(data []byte, kind string) (*Event, Diagnostics) {
 		return nil, diags
 	}
 	if ev.Type == "DELETED" {
-		var check diagSink
-		check.origin = &ev.Policy.Origin
-		switch name := ev.Policy.Metadata.Name; {
-		case name == "":
-			check.errorf("metadata.name", "missing")
-		case len(name) > 253 || !policyName.MatchString(name):
-			check.errorf("metadata.name", "%q is not a valid name", name)
-		}
-		if check.out.HasErrors() {
-			return nil, append(diags, check.out...)
+		check := validator{sink: diagSink{origin: &ev.Policy.Origin}}
+		check.name(ev.Policy.Metadata.Name)
+		if check.sink.out.HasErrors() {
+			return nil, append(diags, check.sink.out...)
 		}
 		return ev, diags
 	}
@@ -65,6 +79,13 @@ func parseEvent(data []byte, kind string) (*Event, Diagnostics) {
 	text, err := Render(ev.Policy)
 	if err != nil {
 		return nil, append(diags, Diagnostic{File: ev.Policy.Origin.File, Msg: err.Error()})
+	}
+	// Aliases are expanded by rendering: what is written must be readable
+	// back as a policy file.
+	if len(text) > MaxDocumentBytes {
+		return nil, append(diags, Diagnostic{File: ev.Policy.Origin.File, Line: ev.Policy.Origin.Line,
+			Msg: fmt.Sprintf("policy %s is %d bytes as YAML once its aliases are expanded; the limit of a policy file is %d",
+				ev.Policy.Metadata.Name, len(text), MaxDocumentBytes)})
 	}
 	ev.YAML = text
 	Normalize(ev.Policy)

@@ -58,12 +58,7 @@ func (v *validator) policy(p *Policy) {
 	default:
 		v.sink.errorf("kind", "must be %s or %s, not %q", KindHostPolicy, KindContainerPolicy, p.Kind)
 	}
-	switch name := p.Metadata.Name; {
-	case name == "":
-		v.sink.errorf("metadata.name", "missing")
-	case len(name) > 253 || !policyName.MatchString(name):
-		v.sink.errorf("metadata.name", "%q is not a valid name (lowercase letters, digits, '-' and '.'; at most 253)", name)
-	}
+	v.name(p.Metadata.Name)
 	s := &p.Spec
 	switch p.Kind {
 	case KindContainerPolicy:
@@ -87,6 +82,28 @@ func (v *validator) policy(p *Policy) {
 	if ruleCount(s) == 0 {
 		v.sink.warnf("spec", "policy has no rules")
 	}
+	v.ruleCap(s)
+}
+
+// name checks metadata.name: a Kubernetes object name (RFC 1123 subdomain)
+// short enough that <name>.yaml is a file name.
+func (v *validator) name(name string) {
+	switch {
+	case name == "":
+		v.sink.errorf("metadata.name", "missing")
+	case len(name) > MaxNameLen:
+		v.sink.errorf("metadata.name", "%d bytes long; the limit is %d, so that the file <name>.yaml fits in 255 bytes", len(name), MaxNameLen)
+	case !policyName.MatchString(name):
+		v.sink.errorf("metadata.name", "%q is not a valid name (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit)", truncate(name, 64))
+	}
+}
+
+// truncate shortens s for an error message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 func (v *validator) nodeSelector(ns NodeSelector) {
