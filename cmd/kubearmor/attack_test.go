@@ -11,15 +11,16 @@ package main
 //
 // Modes:
 //
-//	churn   connect, subscribe to WatchAlerts+WatchLogs, read one log, drop the
-//	        connection (half with RST); -cycles times or for -seconds
+//	churn   connect, subscribe to WatchAlerts, WatchLogs and WatchMessages, read
+//	        one message, drop the connection (half of the time with RST);
+//	        -cycles times or for -seconds, whichever ends first
 //	policy  one PolicyService hostPolicy call (-op add|delete), karmor's bytes
 //	stall   open -conns connections with -streams streams each, never read;
 //	        print "ready", hold until SIGTERM, then read what is left
 //	flood   hold -conns TCP connections that never send the HTTP/2 preface,
 //	        reopening those the agent closes; print "ready", hold until SIGTERM
-//	nofile  set RLIMIT_NOFILE to -n, then exec the rest of the command line
-//	        (the agent under a small descriptor limit; stays root)
+//	nofile  set RLIMIT_NOFILE to -n (soft and hard), then exec the rest of the
+//	        command line (the agent under a small descriptor limit; stays root)
 
 import (
 	"context"
@@ -27,6 +28,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"sort"
 	"strings"
@@ -135,7 +137,12 @@ func attackNofile(args []string) int {
 			env = append(env, kv)
 		}
 	}
-	err := syscall.Exec(fs.Arg(0), fs.Args(), env)
+	prog, err := exec.LookPath(fs.Arg(0))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "attack nofile:", err)
+		return 1
+	}
+	err = syscall.Exec(prog, fs.Args(), env)
 	fmt.Fprintln(os.Stderr, "attack nofile: exec:", err)
 	return 1
 }
@@ -224,21 +231,26 @@ func attackChurnOnce(target string, rst bool) string {
 	if err != nil {
 		return "DialError"
 	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+	// The connection goes first, with the streams still open, as a killed
+	// client's would.
+	defer func() { conn.Close(); cancel() }()
 	lc := kubearmorpb.NewLogServiceClient(conn)
 	req := &kubearmorpb.RequestMessage{Filter: "all"}
 	if _, err := lc.WatchAlerts(ctx, req); err != nil {
 		return attackCode(err)
 	}
-	logs, err := lc.WatchLogs(ctx, req)
+	if _, err := lc.WatchLogs(ctx, req); err != nil {
+		return attackCode(err)
+	}
+	msgs, err := lc.WatchMessages(ctx, req)
 	if err != nil {
 		return attackCode(err)
 	}
-	// One log proves the subscription is live and that the agent is
+	// The agent greets every WatchMessages subscriber with its status: one
+	// message proves the subscriptions are live and that the agent is
 	// writing to this connection when it goes away.
-	if _, err := logs.Recv(); err != nil {
+	if _, err := msgs.Recv(); err != nil {
 		return attackCode(err)
 	}
 	return "Received"

@@ -551,28 +551,60 @@ func listDir(t *testing.T, dir string) []string {
 
 // Stalled subscribers of one user (every stream it can get, on both doors,
 // never read) do not keep root from subscribing over the unix socket and
-// receiving an alert.
+// receiving an alert, and are disconnected once stalled past
+// subscriberStallTimeout. Twice: with the default per-user limits, and with
+// them lifted so that the attacker takes every subscriber slot it can and
+// only the slots reserved for root stand in its way.
 func TestSelfDefenceStalledSubscribers(t *testing.T) {
-	d := startDefended(t, defendedOpts{visibility: "process,file", config: []string{`telemetryGroup: "*"`}})
-	d.busy(t)
-	var attackers []*attacker
-	for _, target := range []string{d.tcp, "unix://" + d.socket} {
-		a := attack(t, "stall", "-target", target, "-conns", "48", "-streams", "16")
-		attackers = append(attackers, a)
-	}
-	accepted := 0
-	for _, a := range attackers {
-		a.out.waitFor(t, "ready")
-		r := a.report()
-		t.Logf("stall as uid %s against %s: %v", r["uid"], a.cmd.Args[3], r)
-		accepted += count(r, "opened_Accepted")
-	}
-	if accepted == 0 {
-		t.Fatal("the attacker got no stream at all: nothing was tested")
-	}
-	d.running(t, "with stalled subscribers")
+	for _, tc := range []struct {
+		name   string
+		config []string
+	}{
+		{"per-user limits", nil},
+		{"no per-user limits", []string{"maxConnectionsPerUser: 100000", "maxStreamsPerUser: 100000"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := startDefended(t, defendedOpts{visibility: "process,file",
+				config: append([]string{`telemetryGroup: "*"`, "subscriberStallTimeout: 3s"}, tc.config...)})
+			d.busy(t)
+			var attackers []*attacker
+			for _, target := range []string{d.tcp, "unix://" + d.socket} {
+				attackers = append(attackers, attack(t, "stall", "-target", target, "-conns", "48", "-streams", "16"))
+			}
+			accepted := 0
+			for _, a := range attackers {
+				a.out.waitFor(t, "ready")
+				r := a.report()
+				t.Logf("stall as uid %s against %s: %v", r["uid"], a.cmd.Args[3], r)
+				accepted += count(r, "opened_Accepted")
+			}
+			if accepted == 0 {
+				t.Fatal("the attacker got no stream at all: nothing was tested")
+			}
+			d.running(t, "with stalled subscribers")
+			d.rootGetsAlert(t)
+			d.healthy(t, "with stalled subscribers")
 
-	// Root subscribes over the unix socket and gets the alert of a refused open.
+			// Stalled past the bound, they are disconnected with a reason.
+			d.logs.waitFor(t, "subscriber disconnected: stalled")
+			ended := 0
+			for _, a := range attackers {
+				r := a.terminate(t)
+				t.Logf("stalled streams ended: %v", r)
+				ended += count(r, "ended_ResourceExhausted")
+			}
+			if ended == 0 {
+				t.Errorf("no stalled stream was ended with ResourceExhausted")
+			}
+			d.healthy(t, "after the stalled subscribers left")
+		})
+	}
+}
+
+// rootGetsAlert: root subscribes to alerts over the unix socket and
+// receives the alert of a refused open.
+func (d *defended) rootGetsAlert(t *testing.T) {
+	t.Helper()
 	conn, err := grpc.NewClient(client.Target(d.socket), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -584,22 +616,21 @@ func TestSelfDefenceStalledSubscribers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("root's WatchAlerts over the unix socket: %v", err)
 	}
+	go func() { // refused opens until root has its alert
+		for ctx.Err() == nil {
+			os.ReadFile(filepath.Join(d.fs, "blocked.txt"))
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
 	for {
-		os.ReadFile(filepath.Join(d.fs, "blocked.txt")) // busy does this too; one more does no harm
 		a, err := alerts.Recv()
 		if err != nil {
-			t.Fatalf("root's alert stream with stalled subscribers around: %v", err)
+			t.Fatalf("root's alert stream: %v", err)
 		}
 		if a.GetPolicyName() == "admin-block" && a.GetAction() == "Block" {
-			break
+			return
 		}
 	}
-	d.healthy(t, "with stalled subscribers")
-	for _, a := range attackers {
-		r := a.terminate(t)
-		t.Logf("stalled streams ended: %v", r)
-	}
-	d.healthy(t, "after the stalled subscribers left")
 }
 
 // Holding TCP connections up to the agent's descriptor limit (idle, never
