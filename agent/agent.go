@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,8 +32,9 @@ type Agent struct {
 	configReq  bool
 	overrides  *config.Overrides
 
-	version string
-	started time.Time
+	version   string
+	started   time.Time
+	fileLimit atomic.Uint64 // RLIMIT_NOFILE in force (supervise.go)
 
 	mu       sync.Mutex
 	cfg      *config.Config
@@ -103,7 +105,10 @@ func compileOptions(cfg *config.Config) hostpolicy.Options {
 	}}
 }
 
-// Run starts every part and blocks until ctx ends or SIGTERM/SIGINT arrives.
+// Run starts every part and blocks until ctx ends or SIGTERM/SIGINT arrives,
+// and then returns nil. When a part the daemon depends on stops (see
+// supervisor), Run detaches everything as on SIGTERM and returns that
+// part's failure.
 func (a *Agent) Run(ctx context.Context) error {
 	cfg, err := a.loadConfig()
 	if err != nil {
@@ -112,6 +117,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.cfg = cfg
 	a.started = time.Now()
 	a.log.Info("starting kubearmor", "version", a.version, "config", cfg.Source, "host", cfg.Host, "cluster", cfg.Cluster, "policyDir", cfg.PolicyDir)
+	// Before anything opens descriptors, the feeder above all.
+	if n, err := raiseFileLimit(); err != nil {
+		a.fileLimit.Store(n)
+		a.log.Warn("file descriptor limit", "RLIMIT_NOFILE", n, "err", err)
+	} else {
+		a.fileLimit.Store(n)
+		a.log.Info("file descriptor limit", "RLIMIT_NOFILE", n)
+	}
 	for _, w := range cfg.Warnings {
 		a.log.Warn("config", "detail", w)
 	}
@@ -120,20 +133,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
+	sup := newSupervisor(ctx, func() *slog.Logger { return a.log })
 	defer func() {
 		cancel()
-		wg.Wait()
+		sup.wait()
 	}()
-	goRun := func(name string, f func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(ctx); err != nil && ctx.Err() == nil {
-				a.log.Error(name+" stopped", "err", err)
-			}
-		}()
-	}
+	goRun := sup.optional
 
 	// Output first: the feeder's listeners must be up before we say ready,
 	// and its log handler carries our own log to WatchMessages.
@@ -195,13 +200,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		})
 		goRun("idle beat", func(ctx context.Context) error { return tick(ctx, dog.BeatEvery(), idle) })
 	}
-	goRun("policy watcher", store.Run)
-	goRun("feeder", srv.Serve)
+	sup.essential("policy watcher", store.Run)
+	sup.essential("feeder", srv.Serve)
 	if a.enforcer != nil {
-		goRun("enforcer", func(ctx context.Context) error { return a.enforcer.Run(ctx, a.pipe.enqueue) })
+		sup.essential("enforcer "+a.enforcer.Name(), func(ctx context.Context) error { return a.enforcer.Run(ctx, a.pipe.enqueue) })
 	}
 	if mon != nil {
-		goRun("monitor", func(ctx context.Context) error { return mon.Run(ctx, a.pipe.handleInline) })
+		sup.essential("monitor", func(ctx context.Context) error { return mon.Run(ctx, a.pipe.handleInline) })
 	}
 	a.startSinks(ctx, cfg, srv, goRun)
 	if cfg.Metrics != "" {
@@ -209,7 +214,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("serving Prometheus metrics", "address", "http://"+cfg.Metrics+"/metrics")
 	}
 
-	goRun("pipeline", func(ctx context.Context) error { a.pipe.run(ctx, idle); return nil })
+	sup.essential("pipeline", func(ctx context.Context) error { a.pipe.run(ctx, idle); return nil })
 
 	a.writeProbeData(cfg)
 	// Loading the BPF programs parsed the kernel's BTF: tens of MiB that
@@ -229,6 +234,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Info("stopping kubearmor")
 			notify(a.log, sdnotify.Stopping())
 			return nil
+		case err := <-sup.Failed():
+			// Logged as ERROR by the supervisor; the deferred closes
+			// detach every kernel program before Run returns.
+			notify(a.log, sdnotify.Status("failed: "+err.Error()), sdnotify.Stopping())
+			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				notify(a.log, sdnotify.Reloading())

@@ -68,7 +68,12 @@ rules in the kernel, and streams alerts and logs over KubeArmor's gRPC feeder
 (karmor logs --gRPC=127.0.0.1:32767 works unchanged).
 
 Signals: SIGHUP reloads the configuration and the policy directory and reopens
-log files; SIGTERM or SIGINT stop the daemon and detach every kernel program.
+log files; SIGTERM or SIGINT stop the daemon, detach every kernel program and
+exit 0. SIGPIPE is ignored: a client that closes its connection early costs
+only that connection. Any other stop is a failure: when a part the daemon
+depends on stops (an enforcer's or the monitor's kernel reader, the gRPC
+feeder, the policy directory watcher), it logs an ERROR naming the part,
+detaches every kernel program and exits 1, so that systemd restarts it.
 
 Commands:
 %[2]s
@@ -115,15 +120,41 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	if os.Geteuid() != 0 {
 		log.Warn("not running as root: loading kernel programs will fail")
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGPIPE)
-	defer stop()
+	stopPipe := ignoreSIGPIPE()
+	defer stopPipe()
 	a := agent.New(log, version, *configPath, explicit, overrides)
-	if err := a.Run(ctx); err != nil {
+	if err := a.Run(context.Background()); err != nil {
 		log.Error("kubearmor failed", "err", err)
 		fmt.Fprintf(stderr, "kubearmor: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// ignoreSIGPIPE keeps SIGPIPE from ever stopping the daemon. Go already
+// turns SIGPIPE on a socket into EPIPE on that one write, but one raised by
+// a write to a closed stdout or stderr (a restarted journald, a closed
+// terminal) would kill the process, and systemd counts death by SIGPIPE as
+// a clean exit that Restart=on-failure does not restart. The signal is taken
+// and dropped here rather than set to SIG_IGN, which programs the agent runs
+// (apparmor_parser) would inherit.
+func ignoreSIGPIPE() (stop func()) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGPIPE)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-c:
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(c)
+		close(done)
+	}
 }
 
 // newLogger logs in logfmt. Under journald (JOURNAL_STREAM set) the time is
