@@ -24,6 +24,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -290,6 +291,19 @@ func attackPolicy(target, op, payload string) int {
 	return 0
 }
 
+// headerOrStatus waits for a stream's headers. A stream the agent refused
+// has none (a trailers-only response: Header returns no metadata and no
+// error), and its status is what the next Recv returns.
+func headerOrStatus(st grpc.ClientStream, recv func() error) error {
+	md, err := st.Header()
+	if err == nil && md == nil {
+		if err = recv(); err == nil {
+			err = errors.New("a message after a trailers-only response")
+		}
+	}
+	return err
+}
+
 // attackHold blocks until SIGTERM or SIGINT.
 func attackHold() {
 	sig := make(chan os.Signal, 1)
@@ -332,7 +346,7 @@ func attackStall(target string, conns, perConn int) {
 					continue
 				}
 				recv = func() error { _, err := st.Recv(); return err }
-				header = func() error { _, err := st.Header(); return err }
+				header = func() error { return headerOrStatus(st, recv) }
 			} else {
 				st, err := lc.WatchAlerts(ctx, req)
 				if err != nil {
@@ -340,11 +354,11 @@ func attackStall(target string, conns, perConn int) {
 					continue
 				}
 				recv = func() error { _, err := st.Recv(); return err }
-				header = func() error { _, err := st.Header(); return err }
+				header = func() error { return headerOrStatus(st, recv) }
 			}
 			// A refusal arrives as the stream's status without headers;
 			// an accepted stream sends headers with its first event or
-			// sends nothing yet. Neither case reads a message.
+			// sends nothing yet. An accepted stream's messages stay unread.
 			wg.Go(func() {
 				done := make(chan error, 1)
 				go func() { done <- header() }()
