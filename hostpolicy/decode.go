@@ -24,6 +24,9 @@ const MaxDocumentBytes = 1 << 20
 // alias bombs cost maxNodes each.
 const maxNodes = 200000
 
+// nodeCap is maxNodes, lowered only by FuzzAliasShapes to reach it cheaply.
+var nodeCap = maxNodes
+
 // Decode parses every YAML document in data (a policy file may hold several,
 // separated by ---). Empty documents are skipped. Decoding checks structure and
 // types only; call Validate for the semantic rules.
@@ -59,7 +62,7 @@ func Decode(file string, data []byte) ([]*Policy, Diagnostics) {
 		if p != nil {
 			policies = append(policies, p)
 		}
-		if budget > maxNodes {
+		if budget > nodeCap {
 			return policies, diags
 		}
 	}
@@ -155,7 +158,7 @@ func decodePolicy(file string, root *yaml.Node, fold bool, budget *int) (*Policy
 		return nil, d.sink.out
 	}
 	d.value(root, reflect.ValueOf(p).Elem(), "")
-	if *d.budget > maxNodes {
+	if *d.budget > nodeCap {
 		return nil, d.sink.out
 	}
 	return p, d.sink.out
@@ -174,10 +177,10 @@ type walker struct {
 // crossed it when there is one.
 func (w *walker) tooLarge(n *yaml.Node, path string) {
 	d := Diagnostic{File: w.sink.origin.File, Line: n.Line, Path: path,
-		Msg: fmt.Sprintf("more than %d YAML nodes in this input; refused", maxNodes)}
+		Msg: fmt.Sprintf("more than %d YAML nodes in this input; refused", nodeCap)}
 	if w.aliasLine != 0 {
 		d.Line = w.aliasLine
-		d.Msg = fmt.Sprintf("aliases expand to more than %d YAML nodes (an alias bomb?); refused", maxNodes)
+		d.Msg = fmt.Sprintf("aliases expand to more than %d YAML nodes (an alias bomb?); refused", nodeCap)
 	}
 	w.sink.out = append(w.sink.out, d)
 }
@@ -200,8 +203,8 @@ func join(path, field string) string {
 
 func (w *walker) value(n *yaml.Node, v reflect.Value, path string) {
 	*w.budget++
-	if *w.budget > maxNodes {
-		if *w.budget == maxNodes+1 {
+	if *w.budget > nodeCap {
+		if *w.budget == nodeCap+1 {
 			w.tooLarge(n, path)
 		}
 		return

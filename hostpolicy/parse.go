@@ -22,7 +22,7 @@ func Parse(file string, data []byte) ([]*Policy, Diagnostics) {
 		}
 		seen[p.Metadata.Name] = p
 	}
-	diags = append(diags, fileRuleCap(file, policies)...)
+	diags = append(diags, capFileRules(file, policies)...)
 	if diags.HasErrors() {
 		return nil, diags
 	}
@@ -32,20 +32,20 @@ func Parse(file string, data []byte) ([]*Policy, Diagnostics) {
 	return policies, diags
 }
 
-// fileRuleCap refuses a file whose policies together exceed
+// capFileRules refuses a file whose policies together exceed
 // MaxRulesPerFile, at the policy that goes past it. A policy over the
 // per-policy cap is already refused by Validate.
-func fileRuleCap(file string, policies []*Policy) Diagnostics {
+func capFileRules(file string, policies []*Policy) Diagnostics {
 	total := 0
 	for _, p := range policies {
 		n := RulesOf(p)
-		if n > MaxRulesPerPolicy {
+		if n > policyRuleCap {
 			continue
 		}
 		total += n
-		if total > MaxRulesPerFile {
+		if total > fileRuleCap {
 			return Diagnostics{{File: file, Line: p.Origin.LineOf("spec"), Path: "spec",
-				Msg: fmt.Sprintf("policy %s brings the file to %d rules, more than the limit of %d per file", p.Metadata.Name, total, MaxRulesPerFile)}}
+				Msg: fmt.Sprintf("policy %s brings the file to %d rules, more than the limit of %d per file", p.Metadata.Name, total, fileRuleCap)}}
 		}
 	}
 	return nil
