@@ -118,11 +118,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.started = time.Now()
 	a.log.Info("starting kubearmor", "version", a.version, "config", cfg.Source, "host", cfg.Host, "cluster", cfg.Cluster, "policyDir", cfg.PolicyDir)
 	// Before anything opens descriptors, the feeder above all.
-	if n, err := raiseFileLimit(); err != nil {
-		a.fileLimit.Store(n)
+	n, err := raiseFileLimit()
+	a.fileLimit.Store(n)
+	if err != nil {
 		a.log.Warn("file descriptor limit", "RLIMIT_NOFILE", n, "err", err)
 	} else {
-		a.fileLimit.Store(n)
 		a.log.Info("file descriptor limit", "RLIMIT_NOFILE", n)
 	}
 	for _, w := range cfg.Warnings {
@@ -200,6 +200,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		})
 		goRun("idle beat", func(ctx context.Context) error { return tick(ctx, dog.BeatEvery(), idle) })
 	}
+	// Runs before the deferred closes above: a reader closed on the way
+	// out has not failed.
+	defer sup.stop()
 	sup.essential("policy watcher", store.Run)
 	sup.essential("feeder", srv.Serve)
 	if a.enforcer != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,10 +19,11 @@ import (
 // restarts the agent). Or it is optional (container runtimes, exporters,
 // metrics): its error is logged and the daemon goes on.
 type supervisor struct {
-	ctx    context.Context
-	log    func() *slog.Logger // the agent's logger of the moment
-	wg     sync.WaitGroup
-	failed chan error // the first essential part that stopped
+	ctx      context.Context
+	log      func() *slog.Logger // the agent's logger of the moment
+	wg       sync.WaitGroup
+	failed   chan error  // the first essential part that stopped
+	stopping atomic.Bool // the daemon is stopping: parts end as they are closed
 }
 
 func newSupervisor(ctx context.Context, log func() *slog.Logger) *supervisor {
@@ -39,7 +41,7 @@ func (s *supervisor) essential(name string, f func(context.Context) error) {
 	go func() {
 		defer s.wg.Done()
 		err := f(s.ctx)
-		if s.ctx.Err() != nil {
+		if s.ctx.Err() != nil || s.stopping.Load() {
 			return // the daemon is stopping: every part ends
 		}
 		if err == nil {
@@ -64,6 +66,10 @@ func (s *supervisor) optional(name string, f func(context.Context) error) {
 		}
 	}()
 }
+
+// stop says the daemon is stopping. Run calls it before it closes the
+// enforcer and the monitor, whose readers then return before ctx ends.
+func (s *supervisor) stop() { s.stopping.Store(true) }
 
 // Failed delivers the first essential part's failure.
 func (s *supervisor) Failed() <-chan error { return s.failed }

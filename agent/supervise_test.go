@@ -17,13 +17,15 @@ func TestSupervisor(t *testing.T) {
 		name      string
 		essential bool
 		part      func(ctx context.Context) error
-		cancel    bool   // the daemon stops before the part returns
+		cancel    bool   // the daemon's context ends before the part returns
+		stop      bool   // the daemon says it is stopping before the part returns
 		want      string // "" means no failure
 	}{
-		{"essential part fails", true, func(context.Context) error { return boom }, false, "monitor: read ring buffer: bad file descriptor"},
-		{"essential part ends quietly", true, func(context.Context) error { return nil }, false, "monitor: stopped unexpectedly"},
-		{"essential part ends with the daemon", true, func(ctx context.Context) error { <-ctx.Done(); return boom }, true, ""},
-		{"optional part fails", false, func(context.Context) error { return boom }, false, ""},
+		{"essential part fails", true, func(context.Context) error { return boom }, false, false, "monitor: read ring buffer: bad file descriptor"},
+		{"essential part ends quietly", true, func(context.Context) error { return nil }, false, false, "monitor: stopped unexpectedly"},
+		{"essential part ends with the daemon", true, func(ctx context.Context) error { <-ctx.Done(); return boom }, true, false, ""},
+		{"essential part closed on the way out", true, func(context.Context) error { return nil }, false, true, ""},
+		{"optional part fails", false, func(context.Context) error { return boom }, false, false, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
@@ -31,6 +33,9 @@ func TestSupervisor(t *testing.T) {
 			var logged strings.Builder
 			log := slog.New(slog.NewTextHandler(&logged, nil))
 			s := newSupervisor(ctx, func() *slog.Logger { return log })
+			if c.stop {
+				s.stop()
+			}
 			if c.essential {
 				s.essential("monitor", c.part)
 			} else {

@@ -53,4 +53,11 @@ func TestDaemonIgnoresSIGPIPE(t *testing.T) {
 		t.Fatal("daemon did not stop on SIGTERM")
 	}
 	logs.waitFor(t, "stopping kubearmor", "signal=terminated")
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	for _, l := range logs.lines {
+		if strings.Contains(l, "level=ERROR") {
+			t.Errorf("ERROR logged by a clean stop: %s", l)
+		}
+	}
 }
