@@ -69,3 +69,29 @@ func BenchmarkCompile(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkParse: what the store spends on the largest inputs under its
+// lock. A file at the per-file cap (20,000 rules through aliases) is
+// accepted; the issue's 300 x 300 alias file is refused by the cap; an alias
+// bomb is refused at the node bound.
+func BenchmarkParse(b *testing.B) {
+	for _, tc := range []struct {
+		name   string
+		doc    string
+		accept bool
+	}{
+		{"at-cap-100x200", aliasPolicy("test-policy", 100, 200), true},
+		{"issue-300x300-refused", aliasPolicy("test-policy", 300, 300), false},
+		{"bomb-1000x1000-refused", aliasPolicy("test-policy", 1000, 1000), false},
+	} {
+		data := []byte(tc.doc)
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, diags := Parse("p.yaml", data); diags.HasErrors() == tc.accept {
+					b.Fatalf("accepted: %v", !diags.HasErrors())
+				}
+			}
+		})
+	}
+}

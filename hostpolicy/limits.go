@@ -187,8 +187,8 @@ func FitHost(file string, policies []*Policy, others int, opts Options) (int, Di
 }
 
 // ruleCap refuses a policy whose rules exceed MaxRulesPerPolicy, at the
-// list that holds the most of them.
-func (v *validator) ruleCap(s *Spec) {
+// list that holds the most of them, and reports whether it did.
+func (v *validator) ruleCap(s *Spec) bool {
 	groups := ruleGroups(s)
 	total, big := 0, ruleGroup{}
 	for _, g := range groups {
@@ -198,12 +198,13 @@ func (v *validator) ruleCap(s *Spec) {
 		}
 	}
 	if total <= policyRuleCap {
-		return
+		return false
 	}
 	if big.rules == total {
 		v.sink.errorf(big.path, "%d rules %s, more than the limit of %d per policy", total, big.what, policyRuleCap)
-		return
+		return true
 	}
 	v.sink.errorf(big.path, "%d rules %s (%d in the whole policy), more than the limit of %d per policy",
 		big.rules, big.what, total, policyRuleCap)
+	return true
 }

@@ -73,6 +73,11 @@ func (v *validator) policy(p *Policy) {
 		v.sink.warnf("spec.apparmor", "native AppArmor rules are ignored on hosts; upstream KubeArmor skips the whole policy, and so does this agent")
 	}
 	v.meta("spec", s.Meta, true)
+	// Over the cap, the rules are not checked one by one: that would cost
+	// as much as the expansion the cap refuses, for findings nobody needs.
+	if v.ruleCap(s) {
+		return
+	}
 	v.process("spec.process", &s.Process)
 	v.file("spec.file", &s.File)
 	v.network("spec.network", &s.Network)
@@ -82,7 +87,6 @@ func (v *validator) policy(p *Policy) {
 	if ruleCount(s) == 0 {
 		v.sink.warnf("spec", "policy has no rules")
 	}
-	v.ruleCap(s)
 }
 
 // name checks metadata.name: a Kubernetes object name (RFC 1123 subdomain)
