@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
+	"github.com/armorhost/kubearmor/feeder/peer"
 	"github.com/armorhost/kubearmor/feeder/policypb"
 	"github.com/armorhost/kubearmor/feeder/statuspb"
 	"google.golang.org/grpc"
@@ -91,9 +92,9 @@ func (s *Server) listenTCP() (*listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("feeder: listen on %s: %w", s.opts.TCP, err)
 	}
-	l.ln = ln
+	l.ln = &limitListener{Listener: ln, a: s.access}
 	l.name = ln.Addr().String()
-	s.newGRPC(l, creds)
+	s.newGRPC(l, peer.Credentials(creds, peer.ViaTCP, s.access.admit))
 	return l, nil
 }
 
@@ -141,9 +142,9 @@ func (s *Server) listenUnix() (*listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &listener{name: "unix://" + path, network: "unix", ln: ln, policyOK: true,
+	l := &listener{name: "unix://" + path, network: "unix", ln: &limitListener{Listener: ln, a: s.access, extra: unixReserve}, policyOK: true,
 		cleanup: func() { os.Remove(path) }}
-	s.newGRPC(l, nil)
+	s.newGRPC(l, peer.Credentials(nil, peer.ViaUnix, s.access.admit))
 	return l, nil
 }
 
@@ -210,11 +211,12 @@ func (s *Server) newGRPC(l *listener, creds credentials.TransportCredentials) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
 		grpc.ForceServerCodecV2(newWireCodec()),
-		grpc.ChainUnaryInterceptor(s.recoverUnary, policyGate(l.policyOK)),
-		grpc.ChainStreamInterceptor(s.recoverStream),
-	}
-	if creds != nil {
-		opts = append(opts, grpc.Creds(creds))
+		// Bounds the TLS handshake and the wait for the HTTP/2 preface:
+		// a client that connects and sends nothing is dropped.
+		grpc.ConnectionTimeout(s.opts.ConnectionTimeout),
+		grpc.Creds(creds),
+		grpc.ChainUnaryInterceptor(s.recoverUnary, s.access.unary(l)),
+		grpc.ChainStreamInterceptor(s.recoverStream, s.access.stream(l)),
 	}
 	srv := grpc.NewServer(opts...)
 	kubearmorpb.RegisterLogServiceServer(srv, &logService{s: s})
@@ -229,18 +231,6 @@ func (s *Server) newGRPC(l *listener, creds credentials.TransportCredentials) {
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv) // as upstream; lets grpcurl and SIEM tooling discover the API
 	l.srv, l.health = srv, hs
-}
-
-// policyGate refuses PolicyService on a listener where anyone who can
-// reach the port could change policies: TCP off loopback without mutual TLS.
-func policyGate(allowed bool) grpc.UnaryServerInterceptor {
-	prefix := "/" + policypb.PolicyService_ServiceDesc.ServiceName + "/"
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		if !allowed && strings.HasPrefix(info.FullMethod, prefix) {
-			return nil, status.Error(codes.PermissionDenied, "PolicyService is only served on loopback, the unix socket, or with mutual TLS")
-		}
-		return h(ctx, req)
-	}
 }
 
 // A bug triggered by one request must not take the agent down.

@@ -3,12 +3,13 @@ package feeder
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/armorhost/kubearmor/feeder/fanout"
 	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
+	"github.com/armorhost/kubearmor/feeder/peer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -31,7 +32,7 @@ func (l *logService) WatchAlerts(req *kubearmorpb.RequestMessage, stream grpc.Se
 	if f := req.GetFilter(); f != "all" && f != "policy" {
 		return nil
 	}
-	sub, err := l.s.alerts.Subscribe(peerName(stream.Context()), l.s.opts.QueueDepth)
+	sub, err := l.s.alerts.SubscribeWith(l.s.subscriber(stream.Context()))
 	if err != nil {
 		return subscribeError(err)
 	}
@@ -47,7 +48,7 @@ func (l *logService) WatchLogs(req *kubearmorpb.RequestMessage, stream grpc.Serv
 	if f := req.GetFilter(); f != "all" && f != "system" {
 		return nil
 	}
-	sub, err := l.s.logs.Subscribe(peerName(stream.Context()), l.s.opts.QueueDepth)
+	sub, err := l.s.logs.SubscribeWith(l.s.subscriber(stream.Context()))
 	if err != nil {
 		return subscribeError(err)
 	}
@@ -62,7 +63,7 @@ func (l *logService) WatchLogs(req *kubearmorpb.RequestMessage, stream grpc.Serv
 // current status and warnings, so a watcher learns about unenforceable
 // rules without asking.
 func (l *logService) WatchMessages(_ *kubearmorpb.RequestMessage, stream grpc.ServerStreamingServer[kubearmorpb.Message]) error {
-	sub, err := l.s.messages.Subscribe(peerName(stream.Context()), l.s.opts.QueueDepth)
+	sub, err := l.s.messages.SubscribeWith(l.s.subscriber(stream.Context()))
 	if err != nil {
 		return subscribeError(err)
 	}
@@ -75,14 +76,32 @@ func (l *logService) WatchMessages(_ *kubearmorpb.RequestMessage, stream grpc.Se
 	return pump(l.s, stream.Context(), sub, stream.Send, l.s.droppedMessagesNotice)
 }
 
-// pump sends one subscriber's queue to its stream until the client leaves
-// or the server stops. A stream.Send blocked by a client that does not read
-// only holds up this subscriber: the publisher drops into its full queue.
+// pump sends one subscriber's queue to its stream until the client leaves,
+// the server stops, or the subscriber is evicted for stalling. A
+// stream.Send blocked by a client that does not read only holds up this
+// subscriber: the publisher drops into its full queue. The sends run in
+// their own goroutine so that an eviction ends the RPC even while a send
+// is blocked on flow control: ending the RPC cancels the stream, which
+// releases the send.
 func pump[T any](s *Server, ctx context.Context, sub *fanout.Subscription[T], send func(T) error, notice func(uint64) T) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(s.shutdown, cancel)
 	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- pumpLoop(s, ctx, sub, send, notice) }()
+	select {
+	case err := <-done:
+		return err
+	case <-sub.Evicted():
+		st := sub.Stats()
+		return status.Errorf(codes.ResourceExhausted,
+			"disconnected: this subscriber's queue stayed full with nothing delivered for %s (subscriberStallTimeout); %d messages were dropped for it",
+			s.opts.SubscriberStallTimeout, st.Dropped)
+	}
+}
+
+func pumpLoop[T any](s *Server, ctx context.Context, sub *fanout.Subscription[T], send func(T) error, notice func(uint64) T) error {
 	for {
 		v, dropped, err := sub.Next(ctx)
 		if err != nil {
@@ -95,6 +114,11 @@ func pump[T any](s *Server, ctx context.Context, sub *fanout.Subscription[T], se
 			v = notice(dropped)
 		}
 		if err := send(v); err != nil {
+			if errors.Is(err, errUnencodable) {
+				// One event that cannot be encoded must not end the stream.
+				s.undeliverable(v, sub.Stats().ID, err)
+				continue
+			}
 			return err
 		}
 	}
@@ -105,7 +129,7 @@ func sendEncoded[T proto.Message](stream grpc.ServerStream) func(*outgoing[T]) e
 	return func(o *outgoing[T]) error {
 		wire, err := o.encoded()
 		if err != nil {
-			return status.Error(codes.Internal, err.Error())
+			return fmt.Errorf("%w: %w", errUnencodable, err)
 		}
 		return stream.SendMsg(wire)
 	}
@@ -118,13 +142,10 @@ func subscribeError(err error) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
-func peerName(ctx context.Context) string {
-	p, ok := peer.FromContext(ctx)
-	if !ok || p.Addr == nil {
-		return "unknown"
-	}
-	if p.Addr.Network() == "unix" {
-		return "unix"
-	}
-	return p.Addr.String()
+// subscriber names a gRPC subscriber after its peer. Root on the unix
+// socket may take the slots reserved for it; every gRPC subscriber may be
+// evicted for stalling.
+func (s *Server) subscriber(ctx context.Context) (string, int, fanout.SubscribeOptions) {
+	id := peer.FromContext(ctx)
+	return id.String(), s.opts.QueueDepth, fanout.SubscribeOptions{Privileged: rootOnUnix(id), Evictable: true}
 }

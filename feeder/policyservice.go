@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/armorhost/kubearmor/feeder/peer"
 	"github.com/armorhost/kubearmor/feeder/policypb"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"gopkg.in/yaml.v3"
@@ -65,17 +66,22 @@ type policyService struct {
 // The payload is karmor's JSON envelope {"type": ..., "object": ...}; every
 // problem with it is reported as Invalid, with the reasons in the agent's
 // log and on WatchMessages.
-func (p *policyService) HostPolicy(_ context.Context, req *policypb.Policy) (*policypb.Response, error) {
-	return &policypb.Response{Status: p.s.applyHostPolicy(req.GetPolicy())}, nil
+func (p *policyService) HostPolicy(ctx context.Context, req *policypb.Policy) (*policypb.Response, error) {
+	return &policypb.Response{Status: p.s.applyPolicy(peer.FromContext(ctx), req.GetPolicy(), hostpolicy.KindHostPolicy)}, nil
 }
 
+// applyHostPolicy applies a hostPolicy request from this process (fuzzing).
 func (s *Server) applyHostPolicy(payload []byte) Status {
-	return s.applyPolicy(payload, hostpolicy.KindHostPolicy)
+	return s.applyPolicy(&peer.Identity{Via: "internal", Addr: "internal"}, payload, hostpolicy.KindHostPolicy)
 }
 
 // applyPolicy serves hostPolicy and containerPolicy alike: the kind is the
 // RPC's, and the applier (the policy store) keeps both kinds as files.
-func (s *Server) applyPolicy(payload []byte, kind string) Status {
+// Every outcome is logged with who asked (the interceptor let only root or
+// a verified TLS client through).
+func (s *Server) applyPolicy(who *peer.Identity, payload []byte, kind string) Status {
+	who.ResolvePID() // costly, but policy changes are rare and must name the process
+	by := who.LogAttrs()
 	what := "host policy"
 	parse := hostpolicy.ParseEvent
 	if kind == hostpolicy.KindContainerPolicy {
@@ -90,7 +96,7 @@ func (s *Server) applyPolicy(payload []byte, kind string) Status {
 		if err == nil {
 			err = fmt.Errorf("unreadable request")
 		}
-		s.log.Warn("PolicyService: invalid "+what, "error", err)
+		s.log.Warn("PolicyService: invalid "+what, append([]any{"kind", kind, "error", err}, by...)...)
 		s.PublishMessage(LevelWarn, "PolicyService: invalid "+what+": "+err.Error())
 		return StatusInvalid
 	}
@@ -99,7 +105,7 @@ func (s *Server) applyPolicy(payload []byte, kind string) Status {
 		// applier may build a file name from it, so refuse anything that
 		// is not a Kubernetes object name (no '/', no "..").
 		msg := fmt.Sprintf("PolicyService: invalid %s: metadata.name %q is not a valid name", what, ev.Policy.Metadata.Name)
-		s.log.Warn(msg)
+		s.log.Warn(msg, append([]any{"kind", kind}, by...)...)
 		s.PublishMessage(LevelWarn, msg)
 		return StatusInvalid
 	}
@@ -107,7 +113,7 @@ func (s *Server) applyPolicy(payload []byte, kind string) Status {
 		// A kind in the object that is not the RPC's: karmor never sends
 		// one, and a policy must not change kind on its way to a file.
 		msg := fmt.Sprintf("PolicyService: invalid %s: kind %s sent to the %s RPC", what, ev.Policy.Kind, kind)
-		s.log.Warn(msg)
+		s.log.Warn(msg, append([]any{"kind", kind}, by...)...)
 		s.PublishMessage(LevelWarn, msg)
 		return StatusInvalid
 	}
@@ -117,19 +123,19 @@ func (s *Server) applyPolicy(payload []byte, kind string) Status {
 	st, err := s.opts.Policies.ApplyHostPolicy(ev)
 	name := ev.Policy.Metadata.Name
 	if err != nil {
-		s.log.Error("PolicyService: "+what+" not applied", "policy", name, "type", ev.Type, "status", st.String(), "error", err)
-		s.PublishMessage(LevelError, fmt.Sprintf("PolicyService: %s of %s %s: %s: %v", ev.Type, what, name, st, err))
+		s.log.Error("PolicyService: "+what+" not applied", append([]any{"policy", name, "kind", kind, "type", ev.Type, "status", st.String(), "error", err}, by...)...)
+		s.PublishMessage(LevelError, fmt.Sprintf("PolicyService: %s of %s %s: %s: %v (by %s)", ev.Type, what, name, st, err, who))
 		return st
 	}
-	s.log.Info("PolicyService: "+what, "policy", name, "type", ev.Type, "status", st.String())
-	s.PublishMessage(LevelInfo, fmt.Sprintf("PolicyService: %s %s %s", what, name, st))
+	s.log.Info("PolicyService: "+what, append([]any{"policy", name, "kind", kind, "type", ev.Type, "status", st.String()}, by...)...)
+	s.PublishMessage(LevelInfo, fmt.Sprintf("PolicyService: %s %s %s (by %s)", what, name, st, who))
 	return st
 }
 
 // ContainerPolicy handles `karmor vm policy add|delete` for KubeArmorPolicy,
 // with the same envelope, statuses and store as HostPolicy.
-func (p *policyService) ContainerPolicy(_ context.Context, req *policypb.Policy) (*policypb.Response, error) {
-	return &policypb.Response{Status: p.s.applyPolicy(req.GetPolicy(), hostpolicy.KindContainerPolicy)}, nil
+func (p *policyService) ContainerPolicy(ctx context.Context, req *policypb.Policy) (*policypb.Response, error) {
+	return &policypb.Response{Status: p.s.applyPolicy(peer.FromContext(ctx), req.GetPolicy(), hostpolicy.KindContainerPolicy)}, nil
 }
 
 // NetworkPolicy (KubeArmorNetworkPolicy) is not supported.

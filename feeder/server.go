@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/feeder/fanout"
 	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
 	"github.com/armorhost/kubearmor/feeder/statuspb"
@@ -45,12 +46,27 @@ type Options struct {
 	QueueDepth     int // per subscriber; default DefaultQueueDepth
 	MaxSubscribers int // per topic; default DefaultMaxSubscribers
 
+	// Who may read alerts, logs, messages, status and probe data besides
+	// root and verified TLS clients: members of this group, everyone
+	// (TelemetryEveryone), or nobody else (""). PolicyService is root's
+	// (or a verified TLS client's) whatever this says.
+	TelemetryGroup string
+	// Fair share. Zero values mean the defaults.
+	MaxConnections         int           // global; default DefaultMaxConnections()
+	MaxConnectionsPerUser  int           // default DefaultMaxConnectionsPerUser
+	MaxStreamsPerUser      int           // default DefaultMaxStreamsPerUser
+	SubscriberStallTimeout time.Duration // default DefaultSubscriberStallTimeout
+	ConnectionTimeout      time.Duration // handshake and preface; default DefaultConnectionTimeout
+
 	Throttle throttle.Config
 
 	Policies PolicyApplier // nil: hostPolicy answers NotEnabled
 	Probe    PolicySource  // nil: getProbeData reports no host policies
 	// Status fills the agent's part of `kubearmor status`; the feeder adds its own counters.
 	Status func() *statuspb.Status
+	// Stages are the agent's stages of the event path (kernel, readers,
+	// pipeline), listed before the feeder's in status and metrics.
+	Stages func() []event.Stage
 
 	Now func() time.Time // clock for timestamps and throttling; time.Now when nil
 	Log *slog.Logger
@@ -65,6 +81,7 @@ type Server struct {
 	logs     *fanout.Topic[*outgoing[*kubearmorpb.Log]]
 	messages *fanout.Topic[*kubearmorpb.Message]
 	throttle *throttle.Throttle
+	access   *access
 
 	// shutdown ends every stream, so a graceful stop does not wait for
 	// clients that would otherwise watch forever.
@@ -75,6 +92,8 @@ type Server struct {
 	mu             sync.Mutex
 	alertsByPolicy map[string]uint64
 	sinkErrors     uint64
+
+	acct accounting // stages.go
 }
 
 // New checks the options and returns a server that is not yet listening.
@@ -84,6 +103,21 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.MaxSubscribers <= 0 {
 		opts.MaxSubscribers = DefaultMaxSubscribers
+	}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = DefaultMaxConnections()
+	}
+	if opts.MaxConnectionsPerUser <= 0 {
+		opts.MaxConnectionsPerUser = DefaultMaxConnectionsPerUser
+	}
+	if opts.MaxStreamsPerUser <= 0 {
+		opts.MaxStreamsPerUser = DefaultMaxStreamsPerUser
+	}
+	if opts.SubscriberStallTimeout <= 0 {
+		opts.SubscriberStallTimeout = DefaultSubscriberStallTimeout
+	}
+	if opts.ConnectionTimeout <= 0 {
+		opts.ConnectionTimeout = DefaultConnectionTimeout
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -97,7 +131,7 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		opts:           opts,
 		now:            opts.Now,
 		log:            opts.Log,
@@ -108,7 +142,13 @@ func New(opts Options) (*Server, error) {
 		shutdown:       ctx,
 		stopStreams:    cancel,
 		alertsByPolicy: map[string]uint64{},
-	}, nil
+	}
+	reserve := reservedSlots(opts.MaxSubscribers)
+	s.alerts.Reserve(reserve)
+	s.logs.Reserve(reserve)
+	s.messages.Reserve(reserve)
+	s.access = newAccess(s)
+	return s, nil
 }
 
 // Listen opens the TCP listener and the unix socket, so that an address in
@@ -170,6 +210,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}()
 		s.log.Info("gRPC listening", "address", l.name, "tls", l.tls, "policyService", l.policyOK)
 	}
+	go s.evictStalled(ctx)
 	var first error
 	select {
 	case <-ctx.Done():
@@ -178,6 +219,36 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.stop()
 	return first
 }
+
+// evictStalled disconnects gRPC subscribers whose queue stayed full with
+// nothing delivered for SubscriberStallTimeout, so stalled streams cannot
+// hold subscriber slots for ever.
+func (s *Server) evictStalled(ctx context.Context) {
+	bound := s.opts.SubscriberStallTimeout
+	t := time.NewTicker(min(time.Second, max(10*time.Millisecond, bound/4)))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.shutdown.Done():
+			return
+		case now := <-t.C:
+			for _, ev := range [][]fanout.SubscriberStats{
+				s.alerts.EvictStalled(now, bound), s.logs.EvictStalled(now, bound), s.messages.EvictStalled(now, bound),
+			} {
+				for _, sub := range ev {
+					s.log.Warn("gRPC subscriber disconnected: stalled with a full queue", "subscriber", sub.Name,
+						"subscriberStallTimeout", bound, "delivered", sub.Delivered, "dropped", sub.Dropped)
+				}
+			}
+		}
+	}
+}
+
+// AccessStats returns the counters of refused and closed connections,
+// streams and calls, and the limits in force.
+func (s *Server) AccessStats() AccessStats { return s.access.stats() }
 
 func (s *Server) stop() {
 	s.stopStreams()
@@ -220,8 +291,10 @@ func (s *Server) stamp() (int64, string) {
 // share it.
 func (s *Server) PublishAlert(a *kubearmorpb.Alert) {
 	s.fill(&a.ClusterName, &a.HostName, &a.Timestamp, &a.UpdatedTime)
+	s.acct.alertsIn.Add(1)
 	out, ok := s.throttle.Admit(a)
 	if !ok {
+		s.acct.throttled.Add(1)
 		return
 	}
 	if out.Type != throttle.TypeSystemEvent {
@@ -258,7 +331,7 @@ func (s *Server) message(level, text string) *kubearmorpb.Message {
 	return &kubearmorpb.Message{
 		Timestamp: ts, UpdatedTime: ut,
 		ClusterName: s.opts.Cluster, HostName: s.opts.Host, HostIP: s.opts.HostIP,
-		Type: "Message", Level: level, Message: text,
+		Type: "Message", Level: level, Message: event.ValidText(text),
 	}
 }
 
