@@ -198,6 +198,11 @@ func (a *Agent) statusProto() *statuspb.Status {
 			st.Warnings = append(st.Warnings, fmt.Sprintf("%d events dropped: the pipeline queue was full", n))
 		}
 	}
+	// An enforcer's own troubles (the fanotify reader's survived errors,
+	// kernel denials at the descriptor limit, or its death).
+	if w, ok := a.enforcer.(interface{ Warnings() []string }); ok {
+		st.Warnings = append(st.Warnings, w.Warnings()...)
+	}
 	return st
 }
 
