@@ -78,7 +78,7 @@ type access struct {
 	streams map[string]int
 
 	refused, refusedUser, noPreface, streamsRefused, policyDenied, telemetryDenied, unidentified atomic.Uint64
-	lastCapLog                                                                                  atomic.Int64
+	lastCapLog                                                                                   atomic.Int64
 }
 
 func newAccess(s *Server) *access {
