@@ -107,6 +107,7 @@ func (a *access) stats() AccessStats {
 		MaxConnectionsPerUser: a.maxConnsUser, MaxStreamsPerUser: a.maxStreamsUser, SubscriberStallTimeout: a.s.opts.SubscriberStallTimeout,
 		TelemetryGroup: a.s.opts.TelemetryGroup, TelemetryGroupResolved: a.hasGroup || a.telemetryAll || a.s.opts.TelemetryGroup == "",
 		ReservedSubscriberSlots: reservedSlots(a.s.opts.MaxSubscribers),
+		SubscribersEvicted:      a.s.alerts.Stats().Evicted + a.s.logs.Stats().Evicted + a.s.messages.Stats().Evicted,
 	}
 }
 
