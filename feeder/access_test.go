@@ -386,7 +386,11 @@ func TestNoPrefaceDropped(t *testing.T) {
 // closed at once (nothing written), counted, and root's unix socket still
 // works; per user, maxConnectionsPerUser closes the extra one too.
 func TestConnectionCaps(t *testing.T) {
-	a := startAgent(t, func(o *Options) { o.MaxConnections = 3; o.MaxConnectionsPerUser = 100; o.ConnectionTimeout = 20 * time.Second })
+	a := startAgent(t, func(o *Options) {
+		o.MaxConnections = 3
+		o.MaxConnectionsPerUser = 100
+		o.ConnectionTimeout = 20 * time.Second
+	})
 	var held []net.Conn
 	defer func() {
 		for _, c := range held {
