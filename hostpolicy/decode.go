@@ -24,8 +24,24 @@ const MaxDocumentBytes = 1 << 20
 // alias bombs cost maxNodes each.
 const maxNodes = 200000
 
-// nodeCap is maxNodes, lowered only by FuzzAliasShapes to reach it cheaply.
-var nodeCap = maxNodes
+// maxExpandedBytes bounds the text of the scalars walked in one file or
+// request, aliases expanded: a long string aliased many times stays under
+// maxNodes, and PolicyService renders what it accepts with its aliases
+// expanded (a 400 KB request could render to a gigabyte).
+const maxExpandedBytes = 4 << 20
+
+// nodeCap and byteCap are maxNodes and maxExpandedBytes, lowered only by
+// FuzzAliasShapes to reach them cheaply.
+var nodeCap, byteCap = maxNodes, maxExpandedBytes
+
+// walkBudget is what walking one file or request has cost so far, across
+// its documents.
+type walkBudget struct {
+	nodes, bytes int
+	reported     bool
+}
+
+func (b *walkBudget) exceeded() bool { return b.nodes > nodeCap || b.bytes > byteCap }
 
 // Decode parses every YAML document in data (a policy file may hold several,
 // separated by ---). Empty documents are skipped. Decoding checks structure and
@@ -37,7 +53,7 @@ func Decode(file string, data []byte) ([]*Policy, Diagnostics) {
 	var (
 		policies []*Policy
 		diags    Diagnostics
-		budget   int
+		budget   walkBudget
 	)
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
@@ -62,7 +78,7 @@ func Decode(file string, data []byte) ([]*Policy, Diagnostics) {
 		if p != nil {
 			policies = append(policies, p)
 		}
-		if budget > nodeCap {
+		if budget.exceeded() {
 			return policies, diags
 		}
 	}
@@ -117,7 +133,7 @@ func decodeEvent(data []byte, kind string) (*Event, Diagnostics) {
 	if object == nil || isNull(object) {
 		return nil, Diagnostics{{File: file, Path: "object", Msg: "missing"}}
 	}
-	var budget int
+	var budget walkBudget
 	p, diags := decodePolicy(file, object, true, &budget)
 	if p != nil {
 		if p.APIVersion == "" {
@@ -150,7 +166,7 @@ func isNull(n *yaml.Node) bool {
 // decodePolicy walks one document into a Policy, recording the line of every
 // field. fold makes key matching case-insensitive (karmor's JSON).
 // budget counts the nodes walked so far in the file, across its documents.
-func decodePolicy(file string, root *yaml.Node, fold bool, budget *int) (*Policy, Diagnostics) {
+func decodePolicy(file string, root *yaml.Node, fold bool, budget *walkBudget) (*Policy, Diagnostics) {
 	p := &Policy{Origin: Origin{File: file, Line: root.Line, lines: map[string]int{}}}
 	d := &walker{sink: diagSink{origin: &p.Origin}, fold: fold, budget: budget}
 	if root.Kind != yaml.MappingNode {
@@ -158,7 +174,7 @@ func decodePolicy(file string, root *yaml.Node, fold bool, budget *int) (*Policy
 		return nil, d.sink.out
 	}
 	d.value(root, reflect.ValueOf(p).Elem(), "")
-	if *d.budget > nodeCap {
+	if d.budget.exceeded() {
 		return nil, d.sink.out
 	}
 	return p, d.sink.out
@@ -167,22 +183,35 @@ func decodePolicy(file string, root *yaml.Node, fold bool, budget *int) (*Policy
 type walker struct {
 	sink   diagSink
 	fold   bool
-	budget *int
+	budget *walkBudget
 	// aliasLine is the line of the outermost alias being expanded (0 when
 	// none), the place to point at when expansion goes past maxNodes.
 	aliasLine int
 }
 
-// tooLarge reports the node bound once, at the alias whose expansion
-// crossed it when there is one.
-func (w *walker) tooLarge(n *yaml.Node, path string) {
+// overBudget reports whether the walk has gone past its budget, and says so
+// once, at the alias whose expansion crossed it when there is one.
+func (w *walker) overBudget(n *yaml.Node, path string) bool {
+	b := w.budget
+	if !b.exceeded() {
+		return false
+	}
+	if b.reported {
+		return true
+	}
+	b.reported = true
+	what := fmt.Sprintf("%d YAML nodes", nodeCap)
+	if b.bytes > byteCap {
+		what = fmt.Sprintf("%d bytes of text", byteCap)
+	}
 	d := Diagnostic{File: w.sink.origin.File, Line: n.Line, Path: path,
-		Msg: fmt.Sprintf("more than %d YAML nodes in this input; refused", nodeCap)}
+		Msg: fmt.Sprintf("more than %s in this input; refused", what)}
 	if w.aliasLine != 0 {
 		d.Line = w.aliasLine
-		d.Msg = fmt.Sprintf("aliases expand to more than %d YAML nodes (an alias bomb?); refused", nodeCap)
+		d.Msg = fmt.Sprintf("aliases expand to more than %s (an alias bomb?); refused", what)
 	}
 	w.sink.out = append(w.sink.out, d)
+	return true
 }
 
 // ignoredKeys are Kubernetes bookkeeping fields: accepted and dropped, since
@@ -202,11 +231,8 @@ func join(path, field string) string {
 }
 
 func (w *walker) value(n *yaml.Node, v reflect.Value, path string) {
-	*w.budget++
-	if *w.budget > nodeCap {
-		if *w.budget == nodeCap+1 {
-			w.tooLarge(n, path)
-		}
+	w.budget.nodes++
+	if w.overBudget(n, path) {
 		return
 	}
 	if n.Kind == yaml.AliasNode {
@@ -215,6 +241,12 @@ func (w *walker) value(n *yaml.Node, v reflect.Value, path string) {
 			defer func() { w.aliasLine = 0 }()
 		}
 		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode {
+		w.budget.bytes += len(n.Value)
+		if w.overBudget(n, path) {
+			return
+		}
 	}
 	if path != "" {
 		w.sink.origin.lines[path] = n.Line
@@ -237,6 +269,9 @@ func (w *walker) value(n *yaml.Node, v reflect.Value, path string) {
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, item := range n.Content {
+			if w.budget.exceeded() {
+				break
+			}
 			w.value(item, s.Index(i), fmt.Sprintf("%s[%d]", path, i))
 		}
 		v.Set(s)
@@ -250,6 +285,11 @@ func (w *walker) value(n *yaml.Node, v reflect.Value, path string) {
 			k, val := n.Content[i], n.Content[i+1]
 			if val.Kind == yaml.AliasNode {
 				val = val.Alias
+			}
+			w.budget.nodes++
+			w.budget.bytes += len(k.Value) + len(val.Value)
+			if w.overBudget(val, join(path, k.Value)) {
+				return
 			}
 			if val.Kind != yaml.ScalarNode {
 				w.sink.errorf(join(path, k.Value), "expected a string, found %s", nodeKind(val))

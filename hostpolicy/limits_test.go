@@ -102,8 +102,13 @@ func TestAliasedRequests(t *testing.T) {
 		t.Fatalf("the issue's request is 2.9 KB; this one is %d bytes", len(bomb))
 	}
 	big := `"tags": [&t "` + strings.Repeat("x", 10_000) + `"` + strings.Repeat(", *t", 199) + `], "file": {"matchPaths": [{"path": "/a"}]}`
+	huge := `"tags": [&t "` + strings.Repeat("x", 10_000) + `"` + strings.Repeat(", *t", 99_999) + `], "file": {"matchPaths": [{"path": "/a"}]}`
+	if len(req(huge)) > MaxDocumentBytes {
+		t.Fatalf("request of %d bytes", len(req(huge)))
+	}
 	for _, tc := range []struct{ name, spec, want string }{
 		{"90,000 rules", bomb, "request:1: spec.file.matchPaths: 90000 rules after expanding fromSource, more than the limit of 20000 per policy"},
+		{"1 GB once rendered, refused before rendering", huge, "request:1: spec.tags[419]: aliases expand to more than 4194304 bytes of text (an alias bomb?); refused"},
 		{"2 MB once rendered", big, "request:1: policy aliased is 2001611 bytes as YAML once its aliases are expanded; the limit of a policy file is 1048576"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
