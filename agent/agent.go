@@ -387,7 +387,7 @@ func (a *Agent) chooseEnforcer(cfg *config.Config) Enforcer {
 		}
 		e, err := open(cfg, a.log)
 		if err != nil {
-			skipped[name] = err.Error()
+			skipped[name] = boundedReason(err.Error())
 			a.log.Info("enforcer not usable", "enforcer", name, "reason", err)
 			continue
 		}
@@ -424,3 +424,15 @@ type openEnforcer func(cfg *config.Config, log *slog.Logger) (Enforcer, error)
 
 // enforcers are the enforcers built into this agent, by lsm config name.
 var enforcers = map[string]openEnforcer{}
+
+// maxReasonBytes bounds why a tier was skipped: the reason goes into every
+// status reply, the systemd STATUS= line and the log, and a verifier's
+// refusal can be megabytes long.
+const maxReasonBytes = 2048
+
+func boundedReason(s string) string {
+	if len(s) <= maxReasonBytes {
+		return s
+	}
+	return s[:maxReasonBytes/2] + fmt.Sprintf(" [... %d bytes left out ...] ", len(s)-maxReasonBytes) + s[len(s)-maxReasonBytes/2:]
+}
