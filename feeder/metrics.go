@@ -87,6 +87,8 @@ func (s *Server) writeMetrics(m *MetricsWriter) {
 
 	m.Family("kubearmor_exporter_errors_total", "counter", "Failed writes of exporters (logPath, syslog).")
 	m.Sample("kubearmor_exporter_errors_total", float64(s.SinkErrors()))
+
+	writeStageMetrics(m, s.Stages())
 }
 
 func sortedKeys(m map[string]uint64) []string {

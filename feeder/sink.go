@@ -9,7 +9,11 @@ import (
 )
 
 // Sink is an exporter: a JSON-lines file, syslog, ... RunSink calls it from
-// one goroutine, so it needs no locking of its own against RunSink.
+// one goroutine, so it needs no locking of its own against RunSink. A sink
+// that also has `Stage() event.Stage` accounts for its own lines (received,
+// written, lost, failing since) and is shown with them in status and
+// metrics; for any other sink, every write that returns an error counts as
+// one lost line.
 type Sink interface {
 	WriteAlert(*kubearmorpb.Alert) error
 	WriteLog(*kubearmorpb.Log) error
@@ -27,8 +31,9 @@ type SinkOptions struct {
 // RunSink feeds a sink from its own queues until ctx ends. It is just
 // another subscriber: a slow disk or syslog server loses its own messages
 // (counted, and written to the sink as drop notices) and never blocks the
-// pipeline. Write errors are counted and logged at most once a minute;
-// RunSink keeps going.
+// pipeline. Write errors are counted and logged at most once a minute, and
+// a sink's changes of state (failing, recovered) once each; RunSink keeps
+// going.
 func (s *Server) RunSink(ctx context.Context, name string, sink Sink, o SinkOptions) error {
 	depth := o.QueueDepth
 	if depth <= 0 {
@@ -55,11 +60,17 @@ func (s *Server) RunSink(ctx context.Context, name string, sink Sink, o SinkOpti
 		defer logs.Close()
 		logC, logWake = logs.C(), logs.Wake()
 	}
+	acct := &sinkAccount{}
+	acct.reporter, _ = sink.(stageReporter)
+	s.acct.addSink(name, acct)
+	defer s.acct.removeSink(name)
+	var watch sinkWatch
 	var lastReport time.Time
 	check := func(err error) {
 		if err == nil {
 			return
 		}
+		acct.fails.Add(1)
 		s.mu.Lock()
 		s.sinkErrors++
 		n := s.sinkErrors
@@ -69,15 +80,32 @@ func (s *Server) RunSink(ctx context.Context, name string, sink Sink, o SinkOpti
 			s.log.Error("exporter write failed", "exporter", name, "error", err, "errorsSoFar", n)
 		}
 	}
+	writeAlert := func(a *kubearmorpb.Alert) {
+		acct.writes.Add(1)
+		check(sink.WriteAlert(a))
+	}
+	writeLog := func(l *kubearmorpb.Log) {
+		acct.writes.Add(1)
+		check(sink.WriteLog(l))
+	}
+	flush := func() {
+		if err := sink.Flush(); err != nil {
+			// A failed flush loses lines the sink accounts for itself;
+			// a sink without accounting loses what it buffered, uncounted
+			// beyond this one error.
+			check(err)
+		}
+		s.watchSink(name, acct, &watch)
+	}
 	notices := func() {
 		if alerts != nil {
 			if n := alerts.TakeDropped(); n > 0 {
-				check(sink.WriteAlert(s.DroppedAlertsNotice(n)))
+				writeAlert(s.DroppedAlertsNotice(n))
 			}
 		}
 		if logs != nil {
 			if n := logs.TakeDropped(); n > 0 {
-				check(sink.WriteLog(s.DroppedLogsNotice(n)))
+				writeLog(s.DroppedLogsNotice(n))
 			}
 		}
 	}
@@ -85,28 +113,28 @@ func (s *Server) RunSink(ctx context.Context, name string, sink Sink, o SinkOpti
 		select {
 		case a := <-alertC:
 			alerts.Took()
-			check(sink.WriteAlert(a.msg))
+			writeAlert(a.msg)
 			continue
 		case l := <-logC:
 			logs.Took()
-			check(sink.WriteLog(l.msg))
+			writeLog(l.msg)
 			continue
 		default:
 		}
 		// Caught up: report losses, flush, then wait.
 		notices()
-		check(sink.Flush())
+		flush()
 		select {
 		case a := <-alertC:
 			alerts.Took()
-			check(sink.WriteAlert(a.msg))
+			writeAlert(a.msg)
 		case l := <-logC:
 			logs.Took()
-			check(sink.WriteLog(l.msg))
+			writeLog(l.msg)
 		case <-alertWake:
 		case <-logWake:
 		case <-ctx.Done():
-			check(sink.Flush())
+			flush()
 			return nil
 		}
 	}

@@ -158,7 +158,11 @@ func (j *JSONLines) flushLocked() error {
 	if done > 0 {
 		j.wrote(done)
 	}
-	err = fmt.Errorf("export: write %s: %w", j.name(), err)
+	if j.f != nil {
+		err = fmt.Errorf("export: %w", err) // an *os.PathError names the file
+	} else {
+		err = fmt.Errorf("export: write %s: %w", j.name(), err)
+	}
 	j.failed(lines-done, err)
 	return err
 }
