@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/armorhost/kubearmor/agent/config"
+	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/feeder"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/policystore"
@@ -434,5 +435,6 @@ func boundedReason(s string) string {
 	if len(s) <= maxReasonBytes {
 		return s
 	}
-	return s[:maxReasonBytes/2] + fmt.Sprintf(" [... %d bytes left out ...] ", len(s)-maxReasonBytes) + s[len(s)-maxReasonBytes/2:]
+	// A cut may split a character: status strings must stay valid UTF-8.
+	return event.ValidText(s[:maxReasonBytes/2] + fmt.Sprintf(" [... %d bytes left out ...] ", len(s)-maxReasonBytes) + s[len(s)-maxReasonBytes/2:])
 }
