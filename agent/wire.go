@@ -42,7 +42,8 @@ func throttleConfig(cfg *config.Config) throttle.Config {
 }
 
 func (a *Agent) newFeeder(cfg *config.Config) (*feeder.Server, error) {
-	addr, _ := cfg.GRPCAddress() // validated already
+	addr, _ := cfg.GRPCAddress()   // validated already
+	stall, _ := cfg.StallTimeout() // validated already
 	var tls *feeder.TLSFiles
 	if cfg.TLSEnabled {
 		tls = feeder.TLSFilesIn(cfg.TLSCertPath)
@@ -55,6 +56,13 @@ func (a *Agent) newFeeder(cfg *config.Config) (*feeder.Server, error) {
 		Socket:   cfg.Socket,
 		TLS:      tls,
 		Throttle: throttleConfig(cfg),
+
+		TelemetryGroup:         cfg.TelemetryGroup,
+		MaxConnections:         cfg.MaxConnections,
+		MaxConnectionsPerUser:  cfg.MaxConnectionsPerUser,
+		MaxStreamsPerUser:      cfg.MaxStreamsPerUser,
+		SubscriberStallTimeout: stall,
+
 		Policies: feeder.PolicyApplierFunc(a.applyHostPolicy),
 		Probe:    a,
 		Status:   a.statusProto,

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -33,6 +34,13 @@ type Config struct {
 	TLSCertPath string // directory with ca.crt, server.crt, server.key
 
 	PolicyDir string // watched directory of KubeArmorHostPolicy YAML files
+
+	// Who may read telemetry, and the gRPC server's fair share.
+	TelemetryGroup         string // root and this group read alerts/logs; "*" everyone; "" root only
+	MaxConnections         int    // 0 = derived from RLIMIT_NOFILE
+	MaxConnectionsPerUser  int
+	MaxStreamsPerUser      int
+	SubscriberStallTimeout string // Go duration
 
 	HostVisibility                 string // comma list of process,file,network,capabilities; "none"; "default"
 	HostDefaultFilePosture         string // audit|block
@@ -102,6 +110,11 @@ var keys = []key{
 	{name: "socket", def: "/run/kubearmor/kubearmor.sock", help: "unix socket for kubearmor logs/status and karmor (--gRPC=unix://PATH); empty disables it", str: func(c *Config) *string { return &c.Socket }},
 	{name: "tlsEnabled", kind: kBool, def: "false", help: "serve gRPC with mutual TLS (required for non-loopback addresses)", bool: func(c *Config) *bool { return &c.TLSEnabled }},
 	{name: "tlsCertPath", def: "/etc/kubearmor/tls", help: "directory holding ca.crt, server.crt and server.key", str: func(c *Config) *string { return &c.TLSCertPath }},
+	{name: "telemetryGroup", def: "kubearmor", help: "besides root, members of this group may read alerts, logs and status over gRPC; * = every local user; empty = root only (PolicyService is always root's or a verified TLS client's)", str: func(c *Config) *string { return &c.TelemetryGroup }},
+	{name: "maxConnections", kind: kInt, def: "0", help: "gRPC connections open at once, over every user; connections over it are closed at accept (0 = min(1024, open-file limit / 4))", int: func(c *Config) *int { return &c.MaxConnections }},
+	{name: "maxConnectionsPerUser", kind: kInt, def: "32", help: "gRPC connections open at once per peer uid (root on the unix socket is not limited)", int: func(c *Config) *int { return &c.MaxConnectionsPerUser }},
+	{name: "maxStreamsPerUser", kind: kInt, def: "8", help: "WatchAlerts/WatchLogs/WatchMessages streams open at once per peer uid, across topics (root on the unix socket is not limited)", int: func(c *Config) *int { return &c.MaxStreamsPerUser }},
+	{name: "subscriberStallTimeout", def: "30s", help: "a gRPC subscriber whose queue stays full with nothing delivered this long is disconnected (ResourceExhausted)", str: func(c *Config) *string { return &c.SubscriberStallTimeout }},
 	{name: "policyDir", def: "/etc/kubearmor/policies", help: "directory of KubeArmorHostPolicy files (*.yaml, *.yml), watched live", str: func(c *Config) *string { return &c.PolicyDir }},
 	{name: "hostVisibility", def: "default", help: "telemetry scopes: comma list of process,file,network,capabilities; none; or default (all four)", str: func(c *Config) *string { return &c.HostVisibility }},
 	{name: "hostDefaultFilePosture", def: "audit", help: "what process/file allow-lists do with everything else: audit or block", str: func(c *Config) *string { return &c.HostDefaultFilePosture }},
@@ -373,6 +386,18 @@ func (c *Config) Validate() error {
 	if c.PolicyDir == "" {
 		bad("policyDir", "must not be empty")
 	}
+	if c.MaxConnections < 0 {
+		bad("maxConnections", "must be 0 (derived) or more, not %d", c.MaxConnections)
+	}
+	if c.MaxConnectionsPerUser < 1 {
+		bad("maxConnectionsPerUser", "must be at least 1, not %d", c.MaxConnectionsPerUser)
+	}
+	if c.MaxStreamsPerUser < 1 {
+		bad("maxStreamsPerUser", "must be at least 1, not %d", c.MaxStreamsPerUser)
+	}
+	if _, err := c.StallTimeout(); err != nil {
+		bad("subscriberStallTimeout", "%v", err)
+	}
 	if c.Host == "" {
 		bad("host", "must not be empty")
 	}
@@ -380,6 +405,18 @@ func (c *Config) Validate() error {
 		return errors.New("config: " + strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// StallTimeout parses subscriberStallTimeout (a Go duration: 30s, 2m).
+func (c *Config) StallTimeout() (time.Duration, error) {
+	d, err := time.ParseDuration(c.SubscriberStallTimeout)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration such as 30s", c.SubscriberStallTimeout)
+	}
+	if d < time.Second {
+		return 0, fmt.Errorf("%s is below the minimum of 1s", d)
+	}
+	return d, nil
 }
 
 // Visibility is the parsed hostVisibility.
