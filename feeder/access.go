@@ -111,6 +111,30 @@ func (a *access) stats() AccessStats {
 	}
 }
 
+// warnings are the access counters as `kubearmor status` warnings, when
+// something was refused or closed (the status proto has no fields for
+// them yet), and the telemetryGroup that does not exist.
+func (a *access) warnings() []string {
+	st := a.stats()
+	var out []string
+	if !st.TelemetryGroupResolved {
+		out = append(out, fmt.Sprintf("gRPC: telemetryGroup %s does not exist: alerts, logs and status are readable by root only", st.TelemetryGroup))
+	}
+	if st.ConnectionsRefused+st.ConnectionsRefusedUser+st.ConnectionsNoPreface > 0 {
+		out = append(out, fmt.Sprintf("gRPC: connections closed: %d over maxConnections (%d), %d over maxConnectionsPerUser (%d), %d sent no HTTP/2 preface in time",
+			st.ConnectionsRefused, st.MaxConns, st.ConnectionsRefusedUser, st.MaxConnectionsPerUser, st.ConnectionsNoPreface))
+	}
+	if st.StreamsRefusedUser+st.SubscribersEvicted > 0 {
+		out = append(out, fmt.Sprintf("gRPC: streams: %d refused over maxStreamsPerUser (%d), %d subscribers disconnected for stalling past subscriberStallTimeout (%s)",
+			st.StreamsRefusedUser, st.MaxStreamsPerUser, st.SubscribersEvicted, st.SubscriberStallTimeout))
+	}
+	if st.PolicyDenied+st.TelemetryDenied+st.Unidentified > 0 {
+		out = append(out, fmt.Sprintf("gRPC: refused calls: %d PolicyService, %d telemetry; %d peers the kernel could not identify (treated as unprivileged)",
+			st.PolicyDenied, st.TelemetryDenied, st.Unidentified))
+	}
+	return out
+}
+
 // reservedSlots of a topic are for root on the unix socket: one in eight,
 // at most 8 (none below 8 slots).
 func reservedSlots(maxSubscribers int) int { return min(8, maxSubscribers/8) }

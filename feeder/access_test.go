@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -217,6 +218,9 @@ func TestPolicyServiceOnlyForRoot(t *testing.T) {
 	if st := a.srv.AccessStats(); st.PolicyDenied != 2 {
 		t.Errorf("PolicyDenied = %d, want 2", st.PolicyDenied)
 	}
+	if w := strings.Join(a.srv.Status().Warnings, "\n"); !strings.Contains(w, "refused calls: 2 PolicyService, 0 telemetry") {
+		t.Errorf("status warnings do not count the refusals: %q", w)
+	}
 }
 
 // Telemetry is root's and telemetryGroup's: over TCP group membership
@@ -239,6 +243,12 @@ func TestTelemetryGroup(t *testing.T) {
 	for _, tc := range tests {
 		t.Run("group="+tc.group, func(t *testing.T) {
 			a, logs := openAgent(t, func(o *Options) { o.TelemetryGroup = tc.group })
+			if tc.group == "nogroup" {
+				var st syscall.Stat_t
+				if err := syscall.Stat(a.socket, &st); err != nil || st.Gid != 65534 {
+					t.Errorf("socket group %d (%v), want telemetryGroup's 65534", st.Gid, err)
+				}
+			}
 			for via, target := range a.targets() {
 				want := map[string]string{"tcp": tc.tcp, "unix": tc.unix}[via]
 				if got := asNobody(t, tc.groups, "status", target); got != want {

@@ -119,7 +119,8 @@ func loadTLS(f *TLSFiles) (*tls.Config, error) {
 	return conf, nil
 }
 
-// listenUnix creates the socket with mode 0660. A missing parent directory
+// listenUnix creates the socket with mode 0660, in telemetryGroup when
+// that group exists. A missing parent directory
 // is created with mode 0750; an existing one is left as it is. The socket is
 // bound in a private (0700) directory, given its mode, and only then renamed
 // into place, so no other user can connect in between, whatever the
@@ -138,7 +139,13 @@ func (s *Server) listenUnix() (*listener, error) {
 	if err := removeStaleSocket(path); err != nil {
 		return nil, err
 	}
-	ln, err := bindPrivately(path)
+	gid := -1
+	if s.access.hasGroup {
+		// Members of telemetryGroup reach the socket; its mode stays 0660
+		// and PolicyService still checks the peer's uid.
+		gid = int(s.access.telemetryGID)
+	}
+	ln, err := bindPrivately(path, gid)
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +155,7 @@ func (s *Server) listenUnix() (*listener, error) {
 	return l, nil
 }
 
-func bindPrivately(path string) (net.Listener, error) {
+func bindPrivately(path string, gid int) (net.Listener, error) {
 	private, err := os.MkdirTemp(filepath.Dir(path), ".kubearmor-sock-")
 	if err != nil {
 		return nil, fmt.Errorf("feeder: socket: %w", err)
@@ -163,6 +170,12 @@ func bindPrivately(path string) (net.Listener, error) {
 	if err := os.Chmod(tmp, 0o660); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("feeder: socket mode: %w", err)
+	}
+	if gid >= 0 {
+		if err := os.Chown(tmp, -1, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("feeder: socket group: %w", err)
+		}
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		ln.Close()

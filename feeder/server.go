@@ -210,6 +210,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		}()
 		s.log.Info("gRPC listening", "address", l.name, "tls", l.tls, "policyService", l.policyOK)
 	}
+	st := s.access.stats()
+	s.log.Info("gRPC access", "policyService", "root or a verified TLS client", "telemetryGroup", st.TelemetryGroup,
+		"maxConnections", st.MaxConns, "maxConnectionsPerUser", st.MaxConnectionsPerUser, "maxStreamsPerUser", st.MaxStreamsPerUser,
+		"subscriberStallTimeout", st.SubscriberStallTimeout, "reservedSubscriberSlots", st.ReservedSubscriberSlots)
 	go s.evictStalled(ctx)
 	var first error
 	select {

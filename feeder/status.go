@@ -37,6 +37,7 @@ func (s *Server) Status() *statuspb.Status {
 		out.Host = s.opts.Host
 	}
 	out.Feeder = s.FeederStatus()
+	out.Warnings = append(out.Warnings, s.access.warnings()...)
 	out.Stages = stagesProto(s.Stages())
 	return out
 }
