@@ -124,6 +124,26 @@ func TestAliasedRequests(t *testing.T) {
 	}
 }
 
+// However many findings an input makes, at most MaxDiagnostics are
+// reported, and then how many more there were.
+func TestDiagnosticsAreLimited(t *testing.T) {
+	aliased := wrap("  file:\n    matchPaths: [&p {path: /a, bogus: 1}" + strings.Repeat(", *p", 99_999) + "]\n")
+	plain := wrap("  file:\n    matchPaths:\n" + strings.Repeat("    - path: /a\n      bogus: 1\n", 5_000))
+	for name, doc := range map[string]string{"aliased": aliased, "plain": plain} {
+		_, diags := Parse("p.yaml", []byte(doc))
+		if len(diags) != MaxDiagnostics+1 || !diags.HasErrors() {
+			t.Fatalf("%s: %d diagnostics", name, len(diags))
+		}
+		if last := diags[len(diags)-1].String(); !strings.HasPrefix(last, "p.yaml: and ") || !strings.HasSuffix(last, " more errors and 0 more warnings, not shown") {
+			t.Fatalf("%s: last finding %q", name, last)
+		}
+	}
+	_, diags := ParseEvent([]byte(`{"type": "ADDED", "object": {"metadata": {"name": "x"}, "spec": {"file": {"matchPaths": [&p {"path": "/a", "bogus": 1}` + strings.Repeat(", *p", 999) + `]}}}}`))
+	if len(diags) != MaxDiagnostics+1 || diags[len(diags)-1].String() != "request: and 900 more errors and 0 more warnings, not shown" {
+		t.Fatalf("request: %d diagnostics, last %v", len(diags), diags[len(diags)-1])
+	}
+}
+
 func TestNameFitsAFileName(t *testing.T) {
 	name := func(n int) string { return strings.Repeat("a", n) }
 	for _, tc := range []struct {

@@ -12,6 +12,11 @@ import (
 // A file is accepted or rejected as a unit, so a half-valid file never
 // replaces the last good version of that file.
 func Parse(file string, data []byte) ([]*Policy, Diagnostics) {
+	policies, diags := parse(file, data)
+	return policies, limitDiagnostics(file, diags)
+}
+
+func parse(file string, data []byte) ([]*Policy, Diagnostics) {
 	policies, diags := Decode(file, data)
 	seen := map[string]*Policy{}
 	for _, p := range policies {
@@ -30,6 +35,29 @@ func Parse(file string, data []byte) ([]*Policy, Diagnostics) {
 		Normalize(p)
 	}
 	return policies, diags
+}
+
+// MaxDiagnostics is the most findings Parse and ParseEvent report for one
+// input; the rest are counted in one last finding. A file of 84,000 unknown
+// fields (or one unknown field in an entry aliased 100,000 times) made as
+// many log lines and status entries.
+const MaxDiagnostics = 100
+
+func limitDiagnostics(file string, ds Diagnostics) Diagnostics {
+	if len(ds) <= MaxDiagnostics {
+		return ds
+	}
+	errs, warns := 0, 0
+	for _, d := range ds[MaxDiagnostics:] {
+		if d.Warning {
+			warns++
+		} else {
+			errs++
+		}
+	}
+	out := append(ds[:MaxDiagnostics:MaxDiagnostics], Diagnostic{File: file, Warning: errs == 0,
+		Msg: fmt.Sprintf("and %d more errors and %d more warnings, not shown", errs, warns)})
+	return out
 }
 
 // capFileRules refuses a file whose policies together exceed
@@ -58,6 +86,11 @@ func ParseEvent(data []byte) (*Event, Diagnostics) {
 }
 
 func parseEvent(data []byte, kind string) (*Event, Diagnostics) {
+	ev, diags := parseEventAll(data, kind)
+	return ev, limitDiagnostics("request", diags)
+}
+
+func parseEventAll(data []byte, kind string) (*Event, Diagnostics) {
 	ev, diags := decodeEvent(data, kind)
 	if ev == nil || ev.Policy == nil || diags.HasErrors() {
 		return nil, diags
