@@ -200,18 +200,26 @@ func TestPolicyServiceOnlyForRoot(t *testing.T) {
 			t.Errorf("%s: refusal not logged with the peer:\n%s", name, logs.b.String())
 		}
 	}
-	for name, target := range a.targets() {
+	// Root, with karmor's defaults: localhost:PORT (karmor's
+	// localhost:32767), 127.0.0.1:PORT and --gRPC unix://PATH.
+	_, port, _ := net.SplitHostPort(a.tcp)
+	for _, target := range []string{"localhost:" + port, a.tcp, "unix://" + a.socket} {
+		via := "tcp"
+		if strings.HasPrefix(target, "unix://") {
+			via = "unix"
+		}
 		c := policypb.NewPolicyServiceClient(dial(t, target))
 		for _, payload := range []string{karmorAddSleep, karmorDelete(karmorAddSleep)} {
 			resp, err := c.HostPolicy(context.Background(), &policypb.Policy{Policy: []byte(payload)})
 			if err != nil || (resp.Status != StatusApplied && resp.Status != StatusDeleted) {
-				t.Fatalf("%s: root: %v %v", name, resp, err)
+				t.Fatalf("%s: root: %v %v", target, resp, err)
 			}
 		}
 		for _, typ := range []string{"ADDED", "DELETED"} {
-			rec := logs.find("PolicyService: host policy", map[string]any{"policy": "hsp-block-sleep", "type": typ, "uid": 0, "via": name, "pid": os.Getpid(), "kind": "KubeArmorHostPolicy"})
+			rec := logs.find("PolicyService: host policy", map[string]any{"policy": "hsp-block-sleep", "type": typ, "status": map[string]string{"ADDED": "Applied", "DELETED": "Deleted"}[typ],
+				"uid": 0, "via": via, "pid": os.Getpid(), "kind": "KubeArmorHostPolicy"})
 			if rec == nil {
-				t.Errorf("%s: root's %s not logged with uid and pid:\n%s", name, typ, logs.b.String())
+				t.Errorf("%s: root's %s not logged with uid and pid:\n%s", target, typ, logs.b.String())
 			}
 		}
 	}

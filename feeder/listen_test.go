@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -123,7 +124,13 @@ func TestTLSListener(t *testing.T) {
 	policy := &policypb.Policy{Policy: []byte(karmorAddSleep)}
 
 	t.Run("mutual TLS", func(t *testing.T) {
-		a := startAgent(t, func(o *Options) { o.TCP = "0.0.0.0:0"; o.TLS = files; o.Policies = &dirApplier{dir: t.TempDir()} })
+		logs := &logBuffer{}
+		a := startAgent(t, func(o *Options) {
+			o.TCP = "0.0.0.0:0"
+			o.TLS = files
+			o.Policies = &dirApplier{dir: t.TempDir()}
+			o.Log = slog.New(slog.NewJSONHandler(logs, nil))
+		})
 		_, port, _ := net.SplitHostPort(a.tcp)
 		addr := "127.0.0.1:" + port
 		conn := dialTLS(t, addr, clientConf)
@@ -132,6 +139,10 @@ func TestTLSListener(t *testing.T) {
 		}
 		if r, err := policypb.NewPolicyServiceClient(conn).HostPolicy(ctx, policy); err != nil || r.Status != StatusApplied {
 			t.Fatalf("hostPolicy over mTLS: %v %v", r, err)
+		}
+		// The change names the verified certificate (and, on loopback, the uid).
+		if logs.find("PolicyService: host policy", map[string]any{"via": "tls", "tlsSubject": "CN=client", "uid": 0, "status": "Applied"}) == nil {
+			t.Errorf("policy change over mTLS not logged with the TLS subject:\n%s", logs.b.String())
 		}
 		noCert := clientConf.Clone()
 		noCert.Certificates = nil
