@@ -14,9 +14,9 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/armorhost/kubearmor/enforce/fanotify/decide"
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/hostpolicy/decide"
 )
 
 // Name is the Enforcer string of the tier and its verdicts.

@@ -4,9 +4,9 @@ import (
 	"encoding/binary"
 	"testing"
 
-	"github.com/armorhost/kubearmor/enforce/fanotify/decide"
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/hostpolicy/decide"
 )
 
 func TestVerdictFromAuditRecord(t *testing.T) {

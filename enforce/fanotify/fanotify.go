@@ -43,9 +43,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/armorhost/kubearmor/enforce/fanotify/decide"
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/hostpolicy/decide"
 )
 
 // Enforcer strings: the agent's tier, and the mechanisms that decided.

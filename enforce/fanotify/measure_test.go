@@ -9,8 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/armorhost/kubearmor/enforce/fanotify/decide"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/hostpolicy/decide"
 )
 
 // TestMeasureOverhead reports the latency the tier adds to an exec and to
