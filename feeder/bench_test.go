@@ -35,7 +35,8 @@ func BenchmarkLoopback(b *testing.B) {
 }
 
 func benchLoopback(b *testing.B, subscribers, rate int) {
-	srv, err := New(Options{Cluster: "default", Host: "bench", TCP: "127.0.0.1:0"})
+	// Every subscriber is this process's uid: lift the per-user limits.
+	srv, err := New(Options{Cluster: "default", Host: "bench", TCP: "127.0.0.1:0", MaxStreamsPerUser: subscribers, MaxConnectionsPerUser: subscribers + 1})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -154,3 +154,28 @@ func TestUnixPeer(t *testing.T) {
 		t.Errorf("key %q", id.Key())
 	}
 }
+
+// BenchmarkOfTCP is the cost of identifying one loopback TCP client (one
+// sock_diag exact lookup; root needs no group lookup).
+func BenchmarkOfTCP(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sc.Close()
+	for b.Loop() {
+		if id := OfTCP(sc.LocalAddr(), sc.RemoteAddr()); id.Err != nil {
+			b.Fatal(id.Err)
+		}
+	}
+}
