@@ -44,6 +44,7 @@ type Agent struct {
 	store    *policystore.Store
 	pipe     *pipeline
 	sinks    []reopener
+	mon      Monitor // nil when the monitor could not load
 
 	containers containerChanges // runtimes -> enforcer (containers.go)
 }

@@ -46,6 +46,7 @@ const (
 // second hand-off per event cost a thread wake-up per event.
 type pipeline struct {
 	queue    chan event.Event
+	received atomic.Uint64 // events enqueued or handed inline
 	dropped  atomic.Uint64
 	handled  atomic.Uint64
 	procs    *proctable.Table
@@ -95,6 +96,7 @@ func (p *pipeline) setRules(rs *hostpolicy.RuleSet) {
 
 // enqueue never blocks.
 func (p *pipeline) enqueue(ev event.Event) {
+	p.received.Add(1)
 	select {
 	case p.queue <- ev:
 	default:
@@ -116,9 +118,21 @@ func (p *pipeline) run(ctx context.Context, idle <-chan struct{}) {
 	}
 }
 
+// stage is the pipeline's accounting: events received (queued or inline),
+// handled, dropped because the queue was full, and still queued.
+func (p *pipeline) stage() event.Stage {
+	st := event.Stage{Name: "pipeline", Received: p.received.Load(), Passed: p.handled.Load(),
+		Dropped: p.dropped.Load(), Pending: uint64(len(p.queue))}
+	if st.Dropped > 0 {
+		st.State = "queue was full"
+	}
+	return st
+}
+
 // handleInline handles ev on the caller's goroutine; handle is safe for
 // concurrent use.
 func (p *pipeline) handleInline(ev event.Event) {
+	p.received.Add(1)
 	p.handle(&ev)
 	p.handled.Add(1)
 	p.beat()
@@ -163,8 +177,8 @@ func inContainer(a *kubearmorpb.Alert, c *runtimes.Container) *kubearmorpb.Alert
 	if c == nil {
 		return a
 	}
-	a.NamespaceName, a.PodName, a.Labels = c.NamespaceName, c.PodName, c.Labels
-	a.ContainerID, a.ContainerName, a.ContainerImage = c.ID, c.Name, c.Image
+	a.NamespaceName, a.PodName, a.Labels = event.ValidText(c.NamespaceName), event.ValidText(c.PodName), event.ValidText(c.Labels)
+	a.ContainerID, a.ContainerName, a.ContainerImage = event.ValidText(c.ID), event.ValidText(c.Name), event.ValidText(c.Image)
 	if a.Type == typeMatchedHostPolicy {
 		a.Type = typeMatchedPolicy
 	}
@@ -175,8 +189,8 @@ func logInContainer(l *kubearmorpb.Log, c *runtimes.Container) *kubearmorpb.Log 
 	if c == nil {
 		return l
 	}
-	l.NamespaceName, l.PodName, l.Labels = c.NamespaceName, c.PodName, c.Labels
-	l.ContainerID, l.ContainerName, l.ContainerImage = c.ID, c.Name, c.Image
+	l.NamespaceName, l.PodName, l.Labels = event.ValidText(c.NamespaceName), event.ValidText(c.PodName), event.ValidText(c.Labels)
+	l.ContainerID, l.ContainerName, l.ContainerImage = event.ValidText(c.ID), event.ValidText(c.Name), event.ValidText(c.Image)
 	l.Type = typeContainerLog
 	return l
 }
@@ -208,6 +222,10 @@ func result(retval int64) string {
 	return monitor.ResultText(retval)
 }
 
+// base builds the alert every output starts from. Paths, arguments and
+// process names are bytes on Linux; event.ValidText escapes what is not
+// UTF-8 (\xNN) here, where events become alerts and logs, so that gRPC,
+// the JSON file and syslog show the same text and protobuf can encode it.
 func (p *pipeline) base(ev *event.Event, at *proctable.Attribution) *kubearmorpb.Alert {
 	return &kubearmorpb.Alert{
 		Timestamp:         ev.Time.Unix(),
@@ -217,27 +235,36 @@ func (p *pipeline) base(ev *event.Event, at *proctable.Attribution) *kubearmorpb
 		PPID:              int32(at.PPID),
 		PID:               int32(at.PID),
 		UID:               int32(at.UID),
-		ParentProcessName: at.ParentProcessName,
-		ProcessName:       at.ProcessName,
+		ParentProcessName: event.ValidText(at.ParentProcessName),
+		ProcessName:       event.ValidText(at.ProcessName),
 		Type:              typeMatchedHostPolicy,
-		Source:            at.Source,
+		Source:            event.ValidText(at.Source),
 		Operation:         ev.Operation,
-		Resource:          ev.Resource,
-		Data:              ev.Data,
+		Resource:          event.ValidText(ev.Resource),
+		Data:              event.ValidText(ev.Data),
 		Result:            result(ev.Retval),
-		Cwd:               at.Cwd,
-		TTY:               at.TTY,
+		Cwd:               event.ValidText(at.Cwd),
+		TTY:               event.ValidText(at.TTY),
 	}
 }
 
+// setRule copies a rule's metadata. Policies are validated UTF-8 YAML, but
+// the escape costs nothing on valid text and keeps every string of an
+// alert encodable.
 func setRule(a *kubearmorpb.Alert, r *hostpolicy.Rule) {
-	a.PolicyName = r.Policy
+	a.PolicyName = event.ValidText(r.Policy)
 	if r.Severity > 0 {
 		a.Severity = strconv.Itoa(r.Severity)
 	}
-	a.Tags = strings.Join(r.Tags, ",")
+	a.Tags = event.ValidText(strings.Join(r.Tags, ","))
 	a.ATags = r.Tags
-	a.Message = r.Message
+	for i, t := range r.Tags {
+		if v := event.ValidText(t); v != t {
+			a.ATags = append([]string(nil), a.ATags...)
+			a.ATags[i] = v
+		}
+	}
+	a.Message = event.ValidText(r.Message)
 }
 
 // kernelAlert: the kernel decided; the rule ID says which rule.

@@ -66,6 +66,7 @@ func (a *Agent) newFeeder(cfg *config.Config) (*feeder.Server, error) {
 		Policies: feeder.PolicyApplierFunc(a.applyHostPolicy),
 		Probe:    a,
 		Status:   a.statusProto,
+		Stages:   a.stages,
 		Log:      a.log,
 	})
 }
@@ -134,6 +135,9 @@ func (a *Agent) openMonitor(vis config.Visibility, kernelEnforcer bool) (*monito
 		a.log.Info("monitor: syscalls this kernel has no tracepoint for", "syscalls", strings.Join(missing, ","))
 	}
 	a.log.Info("monitor started", "visibility", scopes.String())
+	a.mu.Lock()
+	a.mon = mon
+	a.mu.Unlock()
 	return mon, mon.Table()
 }
 

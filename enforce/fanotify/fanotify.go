@@ -88,6 +88,8 @@ type Enforcer struct {
 	table   atomic.Pointer[decide.Table]
 	events  chan event.Event
 	dropped atomic.Uint64
+	queued  atomic.Uint64 // verdicts offered to Run's queue (stages.go)
+	late    atomic.Uint64 // decisions past the deadline, allowed (fail open)
 
 	mu      sync.Mutex // Apply, Close, the reader's death
 	marks   map[uint64]fsMark
@@ -380,6 +382,7 @@ func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
 
 // emit queues a verdict for Run; it never blocks a decision.
 func (e *Enforcer) emit(ev event.Event) {
+	e.queued.Add(1)
 	select {
 	case e.events <- ev:
 	default:
@@ -552,6 +555,7 @@ func (e *Enforcer) decide(fd int32, tid int32, mask uint64) (*event.Event, bool)
 
 // failOpen is the report of an event allowed because its decision was late.
 func (e *Enforcer) failOpen(fd int32, tid int32, mask uint64) event.Event {
+	e.late.Add(1)
 	st := readStatus(tid)
 	subject, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(fd)))
 	ev := event.Event{
