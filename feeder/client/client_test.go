@@ -162,7 +162,8 @@ func TestStatus(t *testing.T) {
 	var b bytes.Buffer
 	WriteStatus(&b, st)
 	for _, want := range []string{"Host:       vm1 (cluster default)", "Enforcer:   BPFLSM", "Policies:   1 loaded, 1 rules, 0 rules not enforced",
-		"hsp-block-sleep", "Events:     1 alerts, 0 logs, 0 messages published", "Subscribers: 0"} {
+		"hsp-block-sleep", "Events:     1 alerts, 0 logs, 0 messages published", "Subscribers: 0",
+		"Stages:     received, passed on, dropped", "  throttle (alerts)                        1, 1, 0  ok"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, b.String())
 		}

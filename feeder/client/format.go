@@ -149,4 +149,29 @@ func WriteStatus(w io.Writer, st *statuspb.Status) {
 	for _, s := range f.Subscribers {
 		fmt.Fprintf(w, "  %-8s %-24s delivered %d, dropped %d, queued %d/%d\n", s.Kind, s.Name, s.Delivered, s.Dropped, s.Queued, s.Capacity)
 	}
+	writeStages(w, st.Stages)
+}
+
+// writeStages prints the one accounting of loss: every stage of the event
+// path with what it received, passed on and lost, and why.
+func writeStages(w io.Writer, stages []*statuspb.Stage) {
+	if len(stages) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "Stages:     received, passed on, dropped (filtered, pending)\n")
+	for _, s := range stages {
+		fmt.Fprintf(w, "  %-40s %d, %d, %d", s.Name, s.Received, s.Passed, s.Dropped)
+		if s.Filtered > 0 || s.Pending > 0 {
+			fmt.Fprintf(w, " (%d, %d)", s.Filtered, s.Pending)
+		}
+		switch {
+		case s.FailingSinceUnix > 0:
+			fmt.Fprintf(w, "  %s (since %s)", s.State, time.Unix(s.FailingSinceUnix, 0).Local().Format("2006-01-02 15:04:05"))
+		case s.State != "":
+			fmt.Fprintf(w, "  %s", s.State)
+		default:
+			fmt.Fprintf(w, "  ok")
+		}
+		fmt.Fprintln(w)
+	}
 }
