@@ -2,39 +2,25 @@ package agent
 
 import (
 	"os"
-	"path"
 	"strings"
 	"syscall"
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/hostpolicy/decide"
 )
 
 // matcher decides telemetry events against the rules no kernel enforcer
-// decides: syscall rules always, and Audit rules (and, with no kernel
-// enforcer at all, Block and Allow rules as "Audit (Block)" and default
-// posture) of the process, file and network categories. Kernel verdicts are
-// never re-matched here.
+// decides: syscall rules always, and with no kernel enforcer at all the
+// process, file and network rules (Block rules alert as "Audit (Block)",
+// allow-list misses as DefaultPosture). Kernel verdicts are never
+// re-matched here. The decision itself is hostpolicy/decide's, the one
+// every user-space tier shares; this file only turns a telemetry event into
+// the engine's question and its answer into the alert's action.
 type matcher struct {
 	rs     *hostpolicy.RuleSet
-	byCat  map[hostpolicy.Category]*ruleIndex
+	table  *decide.Table
 	kernel bool // a kernel enforcer decides process/file/network/capability rules
-}
-
-// ruleIndex finds candidate rules of one category: exact values by map, the
-// rest (directories, patterns, exec names) by a short scan.
-type ruleIndex struct {
-	exact  map[string][]*hostpolicy.Rule
-	others []*hostpolicy.Rule
-	// Allow-list mode, as the BPF-LSM enforcer has it: an Allow rule without
-	// fromSource puts every program in allow-list mode for the category, one
-	// with fromSource only that program.
-	allowAll     bool
-	allowSources map[string]bool
-}
-
-func (idx *ruleIndex) allowListed(source string) bool {
-	return idx.allowAll || idx.allowSources[source]
 }
 
 // verdict is the matcher's decision for one event.
@@ -45,34 +31,13 @@ type verdict struct {
 	posture bool
 }
 
+// actionUnenforced is the Action of a Block rule (or block posture) that
+// nothing enforces: it is reported, and says it was not enforced.
+const actionUnenforced = "Audit (Block)"
+
 func newMatcher(rs *hostpolicy.RuleSet, kernel bool) *matcher {
-	m := &matcher{rs: rs, byCat: map[hostpolicy.Category]*ruleIndex{}, kernel: kernel}
-	for i := range rs.Rules {
-		r := &rs.Rules[i]
-		if !m.userSpace(r) {
-			continue
-		}
-		idx := m.byCat[r.Category]
-		if idx == nil {
-			idx = &ruleIndex{exact: map[string][]*hostpolicy.Rule{}, allowSources: map[string]bool{}}
-			m.byCat[r.Category] = idx
-		}
-		if r.Action == hostpolicy.ActionAllow {
-			if r.Source == "" {
-				idx.allowAll = true
-			} else {
-				idx.allowSources[r.Source] = true
-			}
-		}
-		switch {
-		case r.Match == hostpolicy.MatchProtocol && r.Value == "all":
-			idx.others = append(idx.others, r)
-		case r.Match == hostpolicy.MatchPath, r.Match == hostpolicy.MatchProtocol, r.Match == hostpolicy.MatchSyscall:
-			idx.exact[r.Value] = append(idx.exact[r.Value], r)
-		default:
-			idx.others = append(idx.others, r)
-		}
-	}
+	m := &matcher{rs: rs, kernel: kernel}
+	m.table = decide.New(rs, func(r *hostpolicy.Rule) bool { return !m.userSpace(r) })
 	return m
 }
 
@@ -87,145 +52,68 @@ func (m *matcher) userSpace(r *hostpolicy.Rule) bool {
 	return false // capabilities have no telemetry here; DNS and devices are not enforced
 }
 
-// match decides one telemetry event. ok is false when no rule applies and no
-// default posture is due.
+// match decides one telemetry event; proc is the program the event is
+// about (for an exec, the program started) and parent its parent. ok is
+// false when no rule applies and no default posture is due.
 func (m *matcher) match(ev *event.Event, proc, parent string) (verdict, bool) {
-	var cat hostpolicy.Category
-	var subject, source string
+	var d decide.Decision
 	switch ev.Operation {
 	case event.OpProcess:
 		if ev.Retval < 0 {
 			return verdict{}, false // a failed exec ran nothing
 		}
-		cat, subject, source = hostpolicy.CategoryProcess, proc, parent
+		d = m.table.Path(hostpolicy.CategoryProcess, proc, parent, false, eventFacts{ev: ev, path: proc})
 	case event.OpFile:
 		if !isOpen(ev.Syscall) {
 			return verdict{}, false
 		}
-		cat, subject, source = hostpolicy.CategoryFile, firstField(ev.Resource), proc
+		p := firstField(ev.Resource)
+		d = m.table.Path(hostpolicy.CategoryFile, p, proc, false, eventFacts{ev: ev, path: p})
 	case event.OpNetwork:
-		p := protocolOf(ev.Resource)
-		if p == "" {
+		typ, proto, ok := socketOf(ev.Resource)
+		if !ok {
 			return verdict{}, false
 		}
-		cat, subject, source = hostpolicy.CategoryNetwork, p, proc
+		d = m.table.Network(typ, proto, proc, eventFacts{ev: ev})
 	case event.OpSyscall:
-		return m.matchSyscall(ev, proc)
+		if r := m.table.Syscall(ev.Syscall, proc, firstField(ev.Resource)); r != nil {
+			return verdict{rule: r, action: hostpolicy.ActionAudit}, true
+		}
+		return verdict{}, false
 	default:
 		return verdict{}, false
 	}
-	idx := m.byCat[cat]
-	if idx == nil {
-		return verdict{}, false
-	}
-	allowed := false
-	check := func(r *hostpolicy.Rule) (verdict, bool) {
-		if r.Source != "" && r.Source != source {
-			return verdict{}, false
-		}
-		if !matchesSubject(r, subject) || !m.flagsMatch(r, ev, subject) {
-			return verdict{}, false
-		}
-		switch r.Action {
-		case hostpolicy.ActionAllow:
-			allowed = true
-			return verdict{}, false
-		case hostpolicy.ActionAudit:
-			return verdict{rule: r, action: hostpolicy.ActionAudit}, true
-		default: // Block that no kernel enforcer enforces
-			return verdict{rule: r, action: "Audit (Block)"}, true
-		}
-	}
-	for _, r := range idx.exact[subject] {
-		if v, ok := check(r); ok {
-			return v, true
-		}
-	}
-	for _, r := range idx.others {
-		if v, ok := check(r); ok {
-			return v, true
-		}
-	}
-	if !allowed && idx.allowListed(source) {
-		action := hostpolicy.ActionAudit
-		if m.rs.Posture(cat) == "block" {
-			action = "Audit (Block)" // block posture that nothing enforces
-		}
-		return verdict{action: action, posture: true}, true
+	switch d.Verdict {
+	case event.VerdictAudit:
+		return verdict{rule: d.Rule, action: hostpolicy.ActionAudit}, true
+	case event.VerdictBlock:
+		return verdict{rule: d.Rule, action: actionUnenforced}, true
+	case event.VerdictPostureAudit:
+		return verdict{action: hostpolicy.ActionAudit, posture: true}, true
+	case event.VerdictPostureBlock:
+		return verdict{action: actionUnenforced, posture: true}, true
 	}
 	return verdict{}, false
 }
 
-func matchesSubject(r *hostpolicy.Rule, subject string) bool {
-	switch r.Match {
-	case hostpolicy.MatchPath, hostpolicy.MatchProtocol:
-		return r.Value == subject || r.Value == "all"
-	case hostpolicy.MatchExecName:
-		return path.Base(subject) == r.Value
-	case hostpolicy.MatchDirectory:
-		return inDir(subject, r.Value, r.Recursive)
-	case hostpolicy.MatchPattern:
-		ok, _ := path.Match(r.Value, subject)
-		return ok
-	}
-	return false
+// eventFacts answers the engine's questions from a telemetry event. The
+// access asked for is read back from the Data string the monitor formatted
+// (event.Event has no structured open flags yet); the owner is the file's
+// owner now, compared with the event's uid.
+type eventFacts struct {
+	ev   *event.Event
+	path string
 }
 
-// inDir: dir ends in "/"; non-recursive rules match files directly in it.
-func inDir(p, dir string, recursive bool) bool {
-	if !strings.HasPrefix(p, dir) || len(p) == len(dir) {
+func (f eventFacts) Write() bool { return isWrite(f.ev.Data) }
+func (f eventFacts) TTY() bool   { return f.ev.TTY != "" }
+func (f eventFacts) Owner() bool {
+	info, err := os.Stat(f.path)
+	if err != nil {
 		return false
 	}
-	return recursive || !strings.Contains(p[len(dir):], "/")
-}
-
-// flagsMatch applies readOnly (only writes match) and ownerOnly (only other
-// users than the file's owner match) to file and process rules.
-func (m *matcher) flagsMatch(r *hostpolicy.Rule, ev *event.Event, subject string) bool {
-	if r.ReadOnly && !isWrite(ev.Data) {
-		return false
-	}
-	if r.OwnerOnly {
-		info, err := os.Stat(subject)
-		if err != nil {
-			return false
-		}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Uid == ev.UID {
-			return false
-		}
-	}
-	return true
-}
-
-func (m *matcher) matchSyscall(ev *event.Event, proc string) (verdict, bool) {
-	idx := m.byCat[hostpolicy.CategorySyscall]
-	if idx == nil || ev.Syscall == "" {
-		return verdict{}, false
-	}
-	name := strings.ToLower(strings.TrimPrefix(ev.Syscall, "SYS_"))
-	for _, r := range idx.exact[name] {
-		if r.Source != "" {
-			if r.SourceIsDir {
-				if !inDir(proc, r.Source, r.SourceRecursive) {
-					continue
-				}
-			} else if r.Source != proc {
-				continue
-			}
-		}
-		if r.SyscallPath != "" {
-			res := firstField(ev.Resource)
-			if strings.HasSuffix(r.SyscallPath, "/") {
-				if !inDir(res, r.SyscallPath, r.SyscallRecursive) && res+"/" != r.SyscallPath {
-					continue
-				}
-			} else if res != r.SyscallPath {
-				continue
-			}
-		}
-		return verdict{rule: r, action: hostpolicy.ActionAudit}, true
-	}
-	return verdict{}, false
+	st, ok := info.Sys().(*syscall.Stat_t)
+	return ok && st.Uid == f.ev.UID
 }
 
 func isOpen(sys string) bool {
@@ -244,27 +132,41 @@ func firstField(s string) string {
 	return s
 }
 
-// protocolOf reads the protocol of a socket() Resource the way upstream does
-// (reference §2.5): protocol=TCP/UDP/ICMP/... first, else the socket type.
-func protocolOf(resource string) string {
+// socketOf reads the socket type and IP protocol of a socket() Resource
+// ("domain=AF_INET type=SOCK_STREAM protocol=TCP", reference §2.5), as the
+// engine's Network wants them. As the kernel enforcer, only AF_INET and
+// AF_INET6 sockets are decided, and protocol 0 of a stream or datagram
+// socket is TCP or UDP. The monitor's event carries these as display text
+// only, so they are parsed back here (structured fields are a later step).
+func socketOf(resource string) (sockType, proto string, ok bool) {
+	if !strings.Contains(resource, "domain=AF_INET ") && !strings.Contains(resource, "domain=AF_INET6 ") {
+		return "", "", false
+	}
+	for _, t := range []struct{ key, typ string }{
+		{"SOCK_STREAM", "stream"}, {"SOCK_DGRAM", "dgram"}, {"SOCK_RAW", "raw"}, {"SOCK_RDM", "rdm"},
+		{"SOCK_SEQPACKET", "seqpacket"}, {"SOCK_DCCP", "dccp"}, {"SOCK_PACKET", "packet"},
+	} {
+		if strings.Contains(resource, "type="+t.key) {
+			sockType = t.typ
+			break
+		}
+	}
 	for _, p := range []struct{ key, proto string }{
 		{"protocol=TCP", "tcp"}, {"protocol=UDP", "udp"}, {"protocol=IPv6-ICMP", "icmpv6"},
 		{"protocol=ICMPv6", "icmpv6"}, {"protocol=ICMP", "icmp"}, {"protocol=SCTP", "sctp"},
 	} {
 		if strings.Contains(resource, p.key) {
-			return p.proto
+			proto = p.proto
+			break
 		}
 	}
-	for _, t := range []struct{ key, proto string }{
-		{"SOCK_STREAM", "tcp"}, {"SOCK_DGRAM", "udp"}, {"SOCK_RAW", "raw"}, {"SOCK_RDM", "rdm"},
-		{"SOCK_SEQPACKET", "seqpacket"}, {"SOCK_DCCP", "dccp"}, {"SOCK_PACKET", "packet"},
-	} {
-		if strings.Contains(resource, t.key) {
-			if strings.Contains(resource, "AF_INET") || t.proto == "raw" || t.proto == "packet" {
-				return t.proto
-			}
-			return ""
+	if proto == "" && strings.Contains(resource, "protocol=0") {
+		switch sockType {
+		case "stream":
+			proto = "tcp"
+		case "dgram":
+			proto = "udp"
 		}
 	}
-	return ""
+	return sockType, proto, sockType != "" || proto != ""
 }

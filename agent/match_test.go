@@ -72,6 +72,12 @@ func TestMatcher(t *testing.T) {
 			ev: sock("domain=AF_INET type=SOCK_DGRAM protocol=0"), proc: "/bin/nc", want: "Audit p"},
 		{name: "network tcp vs udp", spec: "  action: Audit\n  network:\n    matchProtocols:\n    - protocol: udp\n",
 			ev: sock("domain=AF_INET type=SOCK_STREAM protocol=TCP"), proc: "/bin/nc"},
+		{name: "network raw type with a protocol", spec: "  action: Audit\n  network:\n    matchProtocols:\n    - protocol: raw\n",
+			ev: sock("domain=AF_INET type=SOCK_RAW protocol=ICMP"), proc: "/bin/ping", want: "Audit p"},
+		{name: "block on the directory beats audit on the file", spec: "  file:\n    matchPaths:\n    - path: /etc/hosts\n      action: Audit\n    matchDirectories:\n    - dir: /etc/\n      action: Block\n",
+			ev: open("/etc/hosts", "O_RDONLY"), proc: "/bin/cat", want: "Audit (Block) p"},
+		{name: "terminal condition unmet", spec: "  action: Audit\n  file:\n    matchPaths:\n    - path: /etc/hosts\n      pts: false\n",
+			ev: open("/etc/hosts", "O_RDONLY"), proc: "/bin/cat"},
 		{name: "network all", spec: "  action: Audit\n  network:\n    matchProtocols:\n    - protocol: all\n",
 			ev: sock("domain=AF_INET6 type=SOCK_STREAM protocol=TCP"), proc: "/bin/nc", want: "Audit p"},
 		{name: "unix sockets have no protocol", spec: "  action: Audit\n  network:\n    matchProtocols:\n    - protocol: all\n",
@@ -123,19 +129,26 @@ func TestMatcher(t *testing.T) {
 	}
 }
 
-func TestProtocolOf(t *testing.T) {
-	for res, want := range map[string]string{
-		"domain=AF_INET type=SOCK_STREAM protocol=TCP":   "tcp",
-		"domain=AF_INET type=SOCK_DGRAM protocol=UDP":    "udp",
-		"domain=AF_INET type=SOCK_DGRAM protocol=0":      "udp",
-		"domain=AF_INET type=SOCK_RAW protocol=ICMP":     "icmp",
-		"domain=AF_INET6 type=SOCK_RAW protocol=ICMPv6":  "icmpv6",
-		"domain=AF_INET6 type=SOCK_RAW protocol=255":     "raw",
-		"domain=AF_UNIX type=SOCK_DGRAM protocol=0":      "",
-		"sa_family=AF_INET sin_port=53 sin_addr=1.1.1.1": "",
+func TestSocketOf(t *testing.T) {
+	type st struct {
+		typ, proto string
+		ok         bool
+	}
+	for res, want := range map[string]st{
+		"domain=AF_INET type=SOCK_STREAM protocol=TCP":             {"stream", "tcp", true},
+		"domain=AF_INET type=SOCK_STREAM|SOCK_NONBLOCK protocol=0": {"stream", "tcp", true},
+		"domain=AF_INET type=SOCK_DGRAM protocol=UDP":              {"dgram", "udp", true},
+		"domain=AF_INET type=SOCK_DGRAM protocol=0":                {"dgram", "udp", true},
+		"domain=AF_INET type=SOCK_RAW protocol=ICMP":               {"raw", "icmp", true},
+		"domain=AF_INET6 type=SOCK_RAW protocol=ICMPv6":            {"raw", "icmpv6", true},
+		"domain=AF_INET6 type=SOCK_RAW protocol=255":               {"raw", "", true},
+		"domain=AF_UNIX type=SOCK_DGRAM protocol=0":                {},
+		"domain=AF_PACKET type=SOCK_RAW protocol=0":                {},
+		"sa_family=AF_INET sin_port=53 sin_addr=1.1.1.1":           {},
 	} {
-		if got := protocolOf(res); got != want {
-			t.Errorf("%q: got %q, want %q", res, got, want)
+		typ, proto, ok := socketOf(res)
+		if got := (st{typ, proto, ok}); got != want {
+			t.Errorf("%q: got %+v, want %+v", res, got, want)
 		}
 	}
 }

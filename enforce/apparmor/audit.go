@@ -237,7 +237,7 @@ func (e *Enforcer) verdict(line string) (event.Event, bool) {
 	case f["operation"] == "capable":
 		ev.Operation = event.OpCapabilities
 		ev.Resource = "CAP_" + strings.ToUpper(f["capname"])
-		d = capability(st.rs, f["capname"], source)
+		d = st.table.Capability(f["capname"], source, decide.NoFacts{})
 	case f["family"] != "" || f["sock_type"] != "":
 		typ, proto := f["sock_type"], ipProtos[f["protocol"]]
 		if proto == "" && typ == "stream" {
@@ -302,30 +302,6 @@ type facts struct{ write, owner bool }
 func (f facts) Write() bool { return f.write }
 func (f facts) Owner() bool { return f.owner }
 func (f facts) TTY() bool   { return false }
-
-// capability finds the capability rule a record is about.
-func capability(rs *hostpolicy.RuleSet, name, source string) decide.Decision {
-	var audit *hostpolicy.Rule
-	for i := range rs.Rules {
-		r := &rs.Rules[i]
-		if r.Category != hostpolicy.CategoryCapabilities || strings.TrimPrefix(strings.ToLower(r.Value), "cap_") != name ||
-			(r.Source != "" && r.Source != source) {
-			continue
-		}
-		switch r.Action {
-		case hostpolicy.ActionBlock:
-			return decide.Decision{Verdict: event.VerdictBlock, Rule: r, Deny: true}
-		case hostpolicy.ActionAudit:
-			if audit == nil {
-				audit = r
-			}
-		}
-	}
-	if audit != nil {
-		return decide.Decision{Verdict: event.VerdictAudit, Rule: audit}
-	}
-	return decide.Decision{}
-}
 
 // fillProc completes the process fields from /proc while the process lives.
 func fillProc(ev *event.Event) {

@@ -1,14 +1,22 @@
-// Package decide answers "what does the RuleSet say about this exec, open or
-// socket" in user space, with the same semantics as the BPF-LSM enforcer's
-// kernel code, for enforcers whose kernel mechanism carries no rule IDs: the
-// fanotify tier decides with it, and the AppArmor tier attributes a kernel
-// denial to the rule that caused it.
+// Package decide is the one user-space answer to "what does the RuleSet say
+// about this exec, open, socket, capability use or syscall". Every user-space
+// consumer asks it: the fanotify tier decides with it, the AppArmor tier
+// attributes a kernel denial to the rule that caused it, and the
+// monitor-only tier's matcher (agent/match.go) alerts with it. Its
+// semantics are the BPF-LSM enforcer's decide() in bpf/lsm/c/enforcer.bpf.c,
+// which is the reference where they could differ; hostpolicy/conformance
+// holds the cases both must pass.
 //
-// Matching order for a path, first rule per action wins:
-// exact path (for the source, then for any source) > exec name > deepest
-// directory > first pattern. Then an applicable Block rule denies, else an
-// applicable Audit rule reports, else in allow-list mode an operation no
-// Allow rule covers gets the category's default posture.
+// Matching order for a path, first rule per action (Block, Audit, Allow)
+// wins: exact path (for the source, then for any source) > exec name >
+// deepest directory (for the source before any source at the same depth) >
+// first pattern. The action decides, not how specific the match was: an
+// applicable Block rule denies, else an applicable Audit rule reports
+// (an Audit rule on a file does not lift a Block rule on its directory),
+// else in allow-list mode an operation no Allow rule covers gets the
+// category's default posture. A rule applies unless its terminal condition
+// (pts: false) is unmet or the operation is its flags' exception (readOnly:
+// reads; ownerOnly: the owner).
 package decide
 
 import (
@@ -111,17 +119,18 @@ type category struct {
 // Table is a RuleSet indexed for decisions. It is immutable once built, so
 // one can be swapped in atomically while others decide with the old one.
 type Table struct {
-	rs   *hostpolicy.RuleSet
-	cats map[hostpolicy.Category]*category
+	rs       *hostpolicy.RuleSet
+	cats     map[hostpolicy.Category]*category
+	syscalls map[string][]*hostpolicy.Rule // syscall rules by syscall name, in rule order
 }
 
 // Categories the table decides.
-var decided = []hostpolicy.Category{hostpolicy.CategoryProcess, hostpolicy.CategoryFile, hostpolicy.CategoryNetwork}
+var decided = []hostpolicy.Category{hostpolicy.CategoryProcess, hostpolicy.CategoryFile, hostpolicy.CategoryNetwork, hostpolicy.CategoryCapabilities}
 
 // New indexes the process, file and network rules of rs. Skip reports the
 // rules the caller cannot enforce; they are left out of every decision.
 func New(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rule) bool) *Table {
-	t := &Table{rs: rs, cats: map[hostpolicy.Category]*category{}}
+	t := &Table{rs: rs, cats: map[hostpolicy.Category]*category{}, syscalls: map[string][]*hostpolicy.Rule{}}
 	for _, c := range decided {
 		t.cats[c] = &category{exact: map[key]slots{}, names: map[key]slots{}, allowSources: map[string]bool{}, values: map[string]bool{}}
 		if rs != nil {
@@ -133,6 +142,10 @@ func New(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rule) bool) *Table {
 	}
 	for i := range rs.Rules {
 		r := &rs.Rules[i]
+		if r.Category == hostpolicy.CategorySyscall && r.Match == hostpolicy.MatchSyscall && (skip == nil || !skip(r)) {
+			t.syscalls[r.Value] = append(t.syscalls[r.Value], r)
+			continue
+		}
 		c := t.cats[r.Category]
 		if c == nil || slotOf(r.Action) < 0 || (skip != nil && skip(r)) {
 			continue
@@ -148,9 +161,12 @@ func New(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rule) bool) *Table {
 		k := key{r.Source, r.Value}
 		c.values[r.Value] = true
 		switch r.Match {
-		case hostpolicy.MatchPath, hostpolicy.MatchProtocol:
+		case hostpolicy.MatchPath, hostpolicy.MatchProtocol, hostpolicy.MatchCapability:
 			if r.Category == hostpolicy.CategoryNetwork {
 				k.value = strings.ToLower(r.Value)
+			}
+			if r.Category == hostpolicy.CategoryCapabilities {
+				k.value = capName(r.Value)
 			}
 			s := c.exact[k]
 			s.put(r)
@@ -166,7 +182,15 @@ func New(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rule) bool) *Table {
 		}
 	}
 	for _, c := range t.cats {
-		sort.SliceStable(c.dirs, func(i, j int) bool { return c.dirs[i].depth > c.dirs[j].depth })
+		// Deepest first; at the same depth a rule for a source before one
+		// for any source, as the kernel's walk has it.
+		sort.SliceStable(c.dirs, func(i, j int) bool {
+			a, b := c.dirs[i], c.dirs[j]
+			if a.depth != b.depth {
+				return a.depth > b.depth
+			}
+			return a.rule.Source != "" && b.rule.Source == ""
+		})
 	}
 	return t
 }
@@ -237,7 +261,7 @@ func (t *Table) Path(c hostpolicy.Category, subject, source string, isDir bool, 
 	}
 	m.merge(dm)
 	for _, r := range cat.patterns {
-		if MatchGlob(r.Value, subject) {
+		if (r.Source == "" || r.Source == source) && MatchGlob(r.Value, subject) {
 			m.put(r)
 		}
 	}
@@ -264,6 +288,52 @@ func (t *Table) Network(sockType, proto, source string, f Facts) Decision {
 		}
 	}
 	return decide(cat, m, source, f)
+}
+
+// Capability decides the use of a capability ("net_raw", "CAP_NET_RAW").
+func (t *Table) Capability(name, source string, f Facts) Decision {
+	cat := t.cats[hostpolicy.CategoryCapabilities]
+	if cat == nil || cat.rules == 0 {
+		return Decision{}
+	}
+	name = capName(name)
+	var m slots
+	if source != "" {
+		m.merge(cat.exact[key{source, name}])
+	}
+	m.merge(cat.exact[key{"", name}])
+	return decide(cat, m, source, f)
+}
+
+func capName(s string) string { return strings.TrimPrefix(strings.ToLower(s), "cap_") }
+
+// Syscall finds the syscall rule (always Audit) for a call of name
+// ("setuid", "SYS_SETUID") by program on resource (the path the call names,
+// "" if none): the first in rule order whose fromSource (a path, or a
+// directory) and path (a file, or a directory) cover the call.
+func (t *Table) Syscall(name, program, resource string) *hostpolicy.Rule {
+	for _, r := range t.syscalls[strings.ToLower(strings.TrimPrefix(name, "SYS_"))] {
+		if r.Source != "" {
+			if r.SourceIsDir {
+				if !InDir(program, r.Source, r.SourceRecursive, false) {
+					continue
+				}
+			} else if r.Source != program {
+				continue
+			}
+		}
+		if p := r.SyscallPath; p != "" {
+			if strings.HasSuffix(p, "/") {
+				if !InDir(resource, p, r.SyscallRecursive, true) {
+					continue
+				}
+			} else if resource != p {
+				continue
+			}
+		}
+		return r
+	}
+	return nil
 }
 
 func decide(cat *category, m slots, source string, f Facts) Decision {
