@@ -94,21 +94,16 @@ func (s *Store) Apply(ev *hostpolicy.Event) (Result, error) {
 
 	// Check first, as the file would be read; write only what is accepted.
 	policies, diags := hostpolicy.Parse(s.shown(file), data)
-	var errs []string
-	for _, d := range diags {
-		if !d.Warning {
-			errs = append(errs, d.String())
-		}
-	}
+	errs, _, moreErrs, _ := split(diags)
 	if len(errs) == 0 {
 		if len(policies) != 1 || policies[0].Metadata.Name != name {
 			errs = []string{fmt.Sprintf("%s: the written YAML does not read back as policy %s", s.shown(file), name)}
 		} else {
-			errs = s.duplicates(file, policies)
+			errs = s.others(file, policies)
 		}
 	}
 	if len(errs) > 0 {
-		return 0, fmt.Errorf("%w: policy %s: %s; not written", ErrRejected, name, strings.Join(bounded(errs, "errors"), "; "))
+		return 0, fmt.Errorf("%w: policy %s: %s; not written", ErrRejected, name, strings.Join(bounded(errs, "errors", moreErrs), "; "))
 	}
 
 	if err := writeAtomic(s.dir, file, data); err != nil {

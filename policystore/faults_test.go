@@ -20,6 +20,7 @@ import (
 
 	"github.com/armorhost/kubearmor/feeder/statuspb"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/hostpolicy/hostpolicytest"
 )
 
 // These tests drive the store on the real file system and real inotify with
@@ -385,7 +386,7 @@ func TestEmptyFileSettles(t *testing.T) {
 		if el := time.Since(start); el < emptySettle {
 			t.Fatalf("dropped after %s, before the settle time %s", el, emptySettle)
 		}
-		if got := logs.matching("WARN policy file is empty: no policies from it"); len(got) != 1 {
+		if got := logs.matching("WARN policy file is empty: no policies from it", "p.yaml"); len(got) != 1 {
 			t.Fatalf("want one WARN for the empty file, got %q", got)
 		}
 		if got := logs.matching("INFO policy file loaded", "p.yaml", "policies=[]"); got != nil {
@@ -517,8 +518,8 @@ func TestErrorsBoundedPerFile(t *testing.T) {
 		fmt.Fprintf(&b, "  u%d: 0\n", i)
 	}
 	text := b.String()
-	if _, diags := hostpolicy.Parse("x", []byte(text)); len(diags) < 80000 {
-		t.Fatalf("the file must produce 80,000 errors for this test, got %d", len(diags))
+	if _, diags := hostpolicy.Parse("x", []byte(text)); len(diags) <= maxReported {
+		t.Fatalf("the file must produce many errors for this test, got %d", len(diags))
 	}
 	dir := t.TempDir()
 	_, rec, logs := runStore(t, dir)
@@ -721,4 +722,54 @@ func TestStatusNeverWaitsForTheStore(t *testing.T) {
 	// The store is now inside publish, its lock held.
 	within(t, time.Second, "Snapshot while the store is busy", s.Snapshot)
 	within(t, time.Second, "Policies while the store is busy", s.Policies)
+}
+
+// A file that would take the host past hostpolicy.MaxRulesPerHost is
+// rejected with the host's count, keeps nothing in force, and is taken as
+// soon as another file makes room.
+func TestHostRuleCap(t *testing.T) {
+	const paths, sources = 200, 100 // 20,000 rules per file
+	big := func(name string) string {
+		var b strings.Builder
+		b.WriteString("  file:\n    matchPaths:\n")
+		for i := range paths {
+			fmt.Fprintf(&b, "    - path: /srv/%s/%d\n", name, i)
+			if i == 0 {
+				b.WriteString("      fromSource: &src\n")
+				for j := range sources {
+					fmt.Fprintf(&b, "      - path: /usr/bin/s%d\n", j)
+				}
+			} else {
+				b.WriteString("      fromSource: *src\n")
+			}
+		}
+		b.WriteString("  action: Block\n")
+		return hostpolicytest.HostPolicy(name, b.String())
+	}
+	dir := t.TempDir()
+	files := hostpolicy.MaxRulesPerHost/(paths*sources) + 1
+	for i := range files {
+		name := fmt.Sprintf("p%d", i)
+		os.WriteFile(filepath.Join(dir, name+".yaml"), []byte(big(name)), 0o600)
+	}
+	s, err := Open(dir, hostpolicy.Options{Host: "h"}, quietLog(), func(Snapshot) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := fmt.Sprintf("p%d.yaml", files-1)
+	snap := s.Snapshot()
+	if n := len(snap.RuleSet.Rules); n != hostpolicy.MaxRulesPerHost {
+		t.Fatalf("%d rules in force, want the cap %d", n, hostpolicy.MaxRulesPerHost)
+	}
+	if e := errorsOf(last)(snap); !strings.Contains(e, "more than the limit of 100000 per host") {
+		t.Fatalf("the file past the cap must say so: %q", e)
+	}
+	os.Remove(filepath.Join(dir, "p0.yaml"))
+	if err := s.Rescan(); err != nil {
+		t.Fatal(err)
+	}
+	snap = s.Snapshot()
+	if e := errorsOf(last)(snap); e != "" || !slices.Contains(snap.RuleSet.Policies, strings.TrimSuffix(last, ".yaml")) {
+		t.Fatalf("once there is room the file is taken: %q, %v", e, snap.RuleSet.Policies)
+	}
 }

@@ -67,7 +67,8 @@ type fileState struct {
 	errors     []string             // bounded, valid UTF-8
 	warnings   []string             // the parser's, bounded, valid UTF-8
 	perm       []string             // who besides root can change the file
-	dup        bool                 // rejected only for a name another file holds: retried when files change
+	rules      int                  // rules good compiles to (hostpolicy.CountRules), for the host's cap
+	retry      bool                 // rejected only because of other files (a name they hold, the host's rule cap): retried when files change
 	emptySince time.Time            // found empty while it held policies; not yet taken as "no policies"
 }
 
@@ -138,6 +139,9 @@ func (s *Store) SetOptions(opts hostpolicy.Options) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.opts = opts
+	for _, st := range s.files {
+		st.rules = hostpolicy.CountRules(st.good, opts) // the host may select other policies
+	}
 	s.commit("configuration changed")
 }
 
@@ -260,7 +264,7 @@ func (s *Store) reload(names []string, now time.Time) bool {
 	}
 	if changed {
 		for n, st := range s.files {
-			if st.dup && s.load(n, now) && len(st.errors) == 0 {
+			if st.retry && s.load(n, now) && len(st.errors) == 0 {
 				s.log.Info("policy file accepted after a conflicting file changed", "file", s.shown(n))
 			}
 		}
@@ -301,7 +305,7 @@ func (s *Store) apply(name string, r readResult, now time.Time) bool {
 		if st.sum == [32]byte{} && slices.Equal(errs, st.errors) {
 			return changed // the same refusal: reported already
 		}
-		st.errors, st.warnings, st.dup = errs, nil, false
+		st.errors, st.warnings, st.retry = errs, nil, false
 		st.sum, st.emptySince = [32]byte{}, time.Time{}
 		s.logRejected(path, st)
 		return true
@@ -330,28 +334,24 @@ func (s *Store) apply(name string, r readResult, now time.Time) bool {
 	}
 	st.sum = sum
 	policies, diags := hostpolicy.Parse(path, r.data)
-	var warns, errs []string
-	for _, d := range diags {
-		if d.Warning {
-			warns = append(warns, d.String())
-		} else {
-			errs = append(errs, d.String())
-		}
-	}
-	st.warnings = bounded(warns, "warnings")
-	st.errors, st.dup = nil, false
+	errs, warns, moreErrs, moreWarns := split(diags)
+	st.warnings = bounded(warns, "warnings", moreWarns)
+	st.errors, st.retry = nil, false
+	rules := 0
 	if len(errs) > 0 {
-		st.errors = bounded(errs, "errors")
-	} else if dup := s.duplicates(name, policies); dup != nil {
-		st.errors = bounded(dup, "errors")
-		st.dup = true
+		st.errors = bounded(errs, "errors", moreErrs)
+	} else if others := s.others(name, policies); others != nil {
+		st.errors = bounded(others, "errors")
+		st.retry = true
 		st.sum = [32]byte{} // read again on the next change: the other file may go away
+	} else {
+		rules = hostpolicy.CountRules(policies, s.opts)
 	}
 	if st.errors != nil {
 		s.logRejected(path, st)
 		return true
 	}
-	st.good = policies
+	st.good, st.rules = policies, rules
 	if st.good == nil {
 		st.good = []*hostpolicy.Policy{}
 	}
@@ -437,20 +437,47 @@ func (s *Store) logRejected(path string, st *fileState) {
 	s.log.Error("policy file rejected; its last good version stays in force", "file", path, "kept", kept)
 }
 
+// split sorts the parser's findings into errors and warnings. The parser
+// reports at most hostpolicy.MaxDiagnostics findings and then one counting
+// the rest; those counts are returned apart, so the store's own, shorter
+// list counts every finding it does not show.
+func split(diags hostpolicy.Diagnostics) (errs, warns []string, moreErrs, moreWarns int) {
+	if n := len(diags); n > hostpolicy.MaxDiagnostics {
+		var e, w int
+		if _, err := fmt.Sscanf(diags[n-1].Msg, "and %d more errors and %d more warnings", &e, &w); err == nil {
+			diags, moreErrs, moreWarns = diags[:n-1], e, w
+		}
+	}
+	for _, d := range diags {
+		if d.Warning {
+			warns = append(warns, d.String())
+		} else {
+			errs = append(errs, d.String())
+		}
+	}
+	return errs, warns, moreErrs, moreWarns
+}
+
 // bounded makes messages fit for the log, WatchMessages and status: valid
 // UTF-8, each at most maxMessageBytes, at most maxReported of them and then
-// one line counting the rest.
-func bounded(msgs []string, what string) []string {
-	if len(msgs) == 0 {
+// one line counting the rest (and the more not listed at all).
+func bounded(msgs []string, what string, more ...int) []string {
+	hidden := 0
+	for _, m := range more {
+		hidden += m
+	}
+	if len(msgs) == 0 && hidden == 0 {
 		return nil
 	}
-	out := make([]string, 0, min(len(msgs), maxReported+1))
+	out := make([]string, 0, min(len(msgs), maxReported)+1)
 	for i, m := range msgs {
 		if i == maxReported {
-			out = append(out, fmt.Sprintf("... and %d more %s", len(msgs)-maxReported, what))
 			break
 		}
 		out = append(out, clip(event.ValidText(m)))
+	}
+	if hidden += len(msgs) - len(out); hidden > 0 {
+		out = append(out, fmt.Sprintf("... and %d more %s", hidden, what))
 	}
 	return out
 }
@@ -466,6 +493,28 @@ func clip(s string) string {
 		n--
 	}
 	return fmt.Sprintf("%s... (%d more bytes)", s[:n], len(s)-n)
+}
+
+// others reports why name's new content cannot join the other files in
+// force: a policy name one of them defines, or the host's rule cap.
+func (s *Store) others(name string, policies []*hostpolicy.Policy) []string {
+	if dup := s.duplicates(name, policies); dup != nil {
+		return dup
+	}
+	n := 0
+	for other, st := range s.files {
+		if other != name {
+			n += st.rules
+		}
+	}
+	if _, diags := hostpolicy.FitHost(s.shown(name), policies, n, s.opts); diags.HasErrors() {
+		var errs []string
+		for _, d := range diags {
+			errs = append(errs, d.String())
+		}
+		return errs
+	}
+	return nil
 }
 
 // duplicates reports policy names of name's new content that another file
