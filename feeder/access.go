@@ -203,7 +203,7 @@ func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
 
 // admit applies the per-user connection limit once the peer is known.
 func (a *access) admit(id *peer.Identity, c net.Conn) (net.Conn, error) {
-	if id.Err != nil && id.TLSSubject == "" {
+	if id.Err != nil && id.TLSSubject == "" && id.Local {
 		a.unidentified.Add(1)
 		a.s.log.Warn("gRPC peer not identified: treated as an unprivileged user", id.LogAttrs()...)
 	}
@@ -302,7 +302,8 @@ func (a *access) authorize(ctx context.Context, l *listener, method string) erro
 		a.s.log.Warn("gRPC request refused", append([]any{"rpc", method, "reason", "policy changes need root or a verified TLS client"}, id.LogAttrs()...)...)
 		return status.Errorf(codes.PermissionDenied, "permission denied: policy changes are accepted only from root (uid 0) on this host or a client with a verified TLS certificate; this peer is %s", id)
 	default:
-		if id.Root() || id.TLSSubject != "" || a.telemetryAll || a.hasGroup && id.InGroup(a.telemetryGID) {
+		// "*" is every local user, not anyone who can reach a TLS port.
+		if id.Root() || id.TLSSubject != "" || a.telemetryAll && id.Local || a.hasGroup && id.InGroup(a.telemetryGID) {
 			return nil
 		}
 		a.telemetryDenied.Add(1)

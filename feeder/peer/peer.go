@@ -35,6 +35,9 @@ type Identity struct {
 	Addr       string   // the peer's address ("unix" for the socket)
 	TLSSubject string   // subject of the verified client certificate, if any
 
+	// Local is true for peers on this host: the unix socket, or a
+	// loopback address (even when the uid could not be found).
+	Local bool
 	// Inode is the client's socket inode (loopback TCP), used to find its
 	// process on demand (ResolvePID).
 	Inode uint32
@@ -134,7 +137,7 @@ func FromContext(ctx context.Context) *Identity {
 // OfUnix reads the credentials of the process at the other end of a unix
 // socket connection (as they were when it connected).
 func OfUnix(c net.Conn) Identity {
-	id := Identity{Via: ViaUnix, Addr: "unix"}
+	id := Identity{Via: ViaUnix, Addr: "unix", Local: true}
 	cred, groups, err := peerCred(c)
 	if err != nil {
 		id.Err = err
@@ -155,7 +158,8 @@ func OfTCP(local, remote net.Addr) Identity {
 		id.Err = fmt.Errorf("not a TCP connection (%s)", remote.Network())
 		return id
 	}
-	if !r.IP.IsLoopback() {
+	id.Local = r.IP.IsLoopback()
+	if !id.Local {
 		id.Err = fmt.Errorf("%s is not on loopback: no local user to identify", r)
 		return id
 	}

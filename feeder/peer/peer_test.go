@@ -115,7 +115,7 @@ func TestTCPOwnerUnknown(t *testing.T) {
 		t.Fatalf("a socket that does not exist was identified: %+v", id)
 	}
 	off := OfTCP(ln.Addr(), &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5})
-	if off.Err == nil || off.Root() {
+	if off.Err == nil || off.Root() || off.Local {
 		t.Fatalf("an off-loopback peer was identified: %+v", off)
 	}
 	if (&Identity{}).Root() {
