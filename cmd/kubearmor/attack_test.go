@@ -27,6 +27,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -440,17 +441,17 @@ func attackFlood(target string, conns int) {
 				}
 				live[c] = true
 				mu.Unlock()
-				buf := make([]byte, 1)
-				_, err = c.Read(buf) // returns when the agent closes it, or at stop
+				// The agent speaks first (its HTTP/2 SETTINGS); read and
+				// discard until it closes (or resets) the connection, or
+				// until stop.
+				io.Copy(io.Discard, c)
 				open.Add(-1)
 				select {
 				case <-stop:
 					return
 				default:
 				}
-				if err != nil {
-					closedByAgent.Add(1)
-				}
+				closedByAgent.Add(1)
 				mu.Lock()
 				delete(live, c)
 				mu.Unlock()
@@ -459,7 +460,7 @@ func attackFlood(target string, conns int) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(250 * time.Millisecond):
 			}
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -282,51 +283,69 @@ func (d *defended) answers(t *testing.T, when string) {
 
 // enforcing: the Block holds (an open and an exec of the blocked files are
 // refused by the kernel) and other opens and execs on the marked filesystem
-// complete. Each operation runs under a hang guard: an agent that stopped
-// answering permission events would leave them waiting.
+// complete.
 func (d *defended) enforcing(t *testing.T, when string) {
+	t.Helper()
+	d.blockHolds(t, when)
+	if data, err := d.open(t, when, "allowed.txt"); err != nil || string(data) != "allowed\n" {
+		t.Errorf("%s: open of another file on the marked filesystem: %q, %v", when, data, err)
+	}
+	if err := d.exec(t, when, "true"); err != nil {
+		t.Errorf("%s: exec of another program on the marked filesystem: %v", when, err)
+	}
+}
+
+// blockHolds: an open and an exec of the blocked files are refused, and an
+// open and an exec of the others complete (they may fail, they may not hang).
+func (d *defended) blockHolds(t *testing.T, when string) {
+	t.Helper()
+	refused := func(err error) bool { return errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) }
+	if data, err := d.open(t, when, "blocked.txt"); !refused(err) {
+		t.Errorf("%s: open of the blocked file: %q, %v; want EPERM or EACCES (the Block must hold)", when, data, err)
+	}
+	if err := d.exec(t, when, "blocked-true"); !refused(err) {
+		t.Errorf("%s: exec of the blocked program: %v; want EPERM or EACCES", when, err)
+	}
+	if _, err := d.open(t, when, "allowed.txt"); err != nil {
+		t.Logf("%s: open of another file: %v", when, err)
+	}
+	if err := d.exec(t, when, "true"); err != nil {
+		t.Logf("%s: exec of another program: %v", when, err)
+	}
+}
+
+// open reads a file of the marked filesystem under a hang guard: an agent
+// that stopped answering permission events would leave it waiting.
+func (d *defended) open(t *testing.T, when, name string) ([]byte, error) {
 	t.Helper()
 	type result struct {
 		data []byte
 		err  error
 	}
-	open := func(name string) result {
-		done := make(chan result, 1)
-		go func() {
-			data, err := os.ReadFile(filepath.Join(d.fs, name))
-			done <- result{data, err}
-		}()
-		select {
-		case r := <-done:
-			return r
-		case <-time.After(hangGuard):
-			t.Fatalf("%s: open of %s hangs: the agent no longer answers permission events", when, name)
-		}
-		return result{}
+	done := make(chan result, 1)
+	go func() {
+		data, err := os.ReadFile(filepath.Join(d.fs, name))
+		done <- result{data, err}
+	}()
+	select {
+	case r := <-done:
+		return r.data, r.err
+	case <-time.After(hangGuard):
+		t.Fatalf("%s: open of %s hangs: the agent no longer answers permission events", when, name)
 	}
-	run := func(name string) error {
-		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
-		defer cancel()
-		err := exec.CommandContext(ctx, filepath.Join(d.fs, name)).Run()
-		if ctx.Err() != nil {
-			t.Fatalf("%s: exec of %s hangs: the agent no longer answers permission events", when, name)
-		}
-		return err
-	}
-	refused := func(err error) bool { return errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) }
+	return nil, nil
+}
 
-	if r := open("blocked.txt"); !refused(r.err) {
-		t.Errorf("%s: open of the blocked file: %q, %v; want EPERM or EACCES (the Block must hold)", when, r.data, r.err)
+// exec runs a program of the marked filesystem under a hang guard.
+func (d *defended) exec(t *testing.T, when, name string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	err := exec.CommandContext(ctx, filepath.Join(d.fs, name)).Run()
+	if ctx.Err() != nil {
+		t.Fatalf("%s: exec of %s hangs: the agent no longer answers permission events", when, name)
 	}
-	if err := run("blocked-true"); !refused(err) {
-		t.Errorf("%s: exec of the blocked program: %v; want EPERM or EACCES", when, err)
-	}
-	if r := open("allowed.txt"); r.err != nil || string(r.data) != "allowed\n" {
-		t.Errorf("%s: open of another file on the marked filesystem: %q, %v", when, r.data, r.err)
-	}
-	if err := run("true"); err != nil {
-		t.Errorf("%s: exec of another program on the marked filesystem: %v", when, err)
-	}
+	return err
 }
 
 // healthy is the check after (and during) every attack.
@@ -634,40 +653,65 @@ func (d *defended) rootGetsAlert(t *testing.T) {
 }
 
 // Holding TCP connections up to the agent's descriptor limit (idle, never
-// sending the HTTP/2 preface) does not stop enforcement, and root still
-// gets status over the unix socket; after the attacker leaves, opens and
-// execs work and the Block holds. The agent runs with a small
-// RLIMIT_NOFILE so the limit is within an attacker's reach in a test, and
-// with no per-user connection limit to speak of, so that only the agent's
-// global bound stands between the attacker and the descriptor limit.
+// sending the HTTP/2 preface) does not stop enforcement; after the attacker
+// leaves, opens and execs work and the Block holds. The agent runs with a
+// small RLIMIT_NOFILE so the limit is within an attacker's reach in a test,
+// and with no per-user connection limit to speak of, so that only the
+// global bound stands between the attacker and the descriptor limit:
+//   - maxConnections derived (the default): the cap keeps the agent well
+//     below its limit, so everything works while the attacker holds on, and
+//     root still gets status over the unix socket;
+//   - maxConnections above the limit (an administrator's mistake): the
+//     agent does reach its descriptor limit, and the fanotify reader must
+//     survive it (issue 12: it returned on EMFILE and every open on marked
+//     filesystems hung). While it is there the Block holds and no open or
+//     exec hangs, whatever else it answers; afterwards everything works.
 func TestSelfDefenceConnectionFlood(t *testing.T) {
 	const nofile = 512
-	d := startDefended(t, defendedOpts{nofile: nofile, config: []string{"maxConnectionsPerUser: 100000"}})
-	if lim := daemonNofile(t, d.pid); lim != nofile {
-		t.Fatalf("the daemon's RLIMIT_NOFILE is %d, want %d", lim, nofile)
-	}
+	for _, tc := range []struct {
+		name    string
+		config  []string
+		atLimit bool // the agent is expected to reach its descriptor limit
+	}{
+		{"maxConnections derived", nil, false},
+		{"maxConnections above the descriptor limit", []string{"maxConnections: 100000"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := startDefended(t, defendedOpts{nofile: nofile, config: append([]string{"maxConnectionsPerUser: 100000"}, tc.config...)})
+			if lim := daemonNofile(t, d.pid); lim != nofile {
+				t.Fatalf("the daemon's RLIMIT_NOFILE is %d, want %d", lim, nofile)
+			}
 
-	// A connection that never sends the preface is dropped.
-	idle, err := net.Dial("tcp", d.tcp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idle.SetReadDeadline(time.Now().Add(hangGuard))
-	if _, err := idle.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Errorf("an idle connection that sent no preface was not dropped: %v", err)
-	}
-	idle.Close()
+			// A connection that never sends the preface is dropped.
+			idle, err := net.Dial("tcp", d.tcp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			idle.SetReadDeadline(time.Now().Add(hangGuard))
+			// The agent sends its SETTINGS, then must close the connection.
+			if _, err := io.Copy(io.Discard, idle); errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("an idle connection that sent no preface was not dropped within %s", hangGuard)
+			}
+			idle.Close()
 
-	a := attack(t, "flood", "-target", d.tcp, "-conns", strconv.Itoa(2*nofile))
-	a.out.waitFor(t, "ready")
-	peak := d.settleFDs(t, nofile)
-	t.Logf("flood as uid %s: %v; the daemon holds %d of %d descriptors", a.report()["uid"], a.report(), peak, nofile)
-	d.healthy(t, "while the attacker holds connections")
-	r := a.terminate(t)
-	t.Logf("flood ended: %v", r)
-	d.healthy(t, "after the attacker left")
-	if d.logs.has("too many open files") {
-		t.Errorf("the daemon ran out of descriptors:\n%s", d.logs.text())
+			a := attack(t, "flood", "-target", d.tcp, "-conns", strconv.Itoa(nofile))
+			a.out.waitFor(t, "ready")
+			peak := d.settleFDs(t, nofile)
+			t.Logf("flood as uid %s: %v; the daemon holds %d of %d descriptors", a.report()["uid"], a.report(), peak, nofile)
+			if tc.atLimit {
+				d.running(t, "at the descriptor limit")
+				d.blockHolds(t, "at the descriptor limit")
+				d.running(t, "at the descriptor limit")
+			} else {
+				d.healthy(t, "while the attacker holds connections")
+				if d.logs.has("too many open files") {
+					t.Errorf("the daemon ran out of descriptors:\n%s", d.logs.text())
+				}
+			}
+			r := a.terminate(t)
+			t.Logf("flood ended: %v", r)
+			d.healthy(t, "after the attacker left")
+		})
 	}
 }
 
