@@ -127,21 +127,45 @@ type Table struct {
 // Categories the table decides.
 var decided = []hostpolicy.Category{hostpolicy.CategoryProcess, hostpolicy.CategoryFile, hostpolicy.CategoryNetwork, hostpolicy.CategoryCapabilities}
 
-// New indexes the process, file and network rules of rs. Skip reports the
-// rules the caller cannot enforce; they are left out of every decision.
+// New indexes the host rules of rs (process, file, network, capabilities
+// and syscalls). Skip reports the rules the caller cannot enforce; they are
+// left out of every decision.
 func New(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rule) bool) *Table {
+	if rs == nil {
+		return build(nil, nil, hostpolicy.Postures{}, skip)
+	}
+	return build(rs, rs.Rules, rs.Postures, skip)
+}
+
+// ForContainer indexes the rules that decide for the processes of container
+// c, as the BPF-LSM enforcer scopes them: the rules of the container
+// policies that select c, under the container postures; a container no
+// container policy selects is decided by the host rules.
+func ForContainer(rs *hostpolicy.RuleSet, c hostpolicy.ContainerInfo, skip func(*hostpolicy.Rule) bool) *Table {
+	pols := map[string]bool{}
+	for _, p := range rs.PoliciesFor(c) {
+		pols[p] = true
+	}
+	if len(pols) == 0 {
+		return New(rs, skip)
+	}
+	var rules []hostpolicy.Rule
+	for _, r := range rs.ContainerRules {
+		if pols[r.Policy] {
+			rules = append(rules, r)
+		}
+	}
+	return build(rs, rules, rs.ContainerPostures, skip)
+}
+
+func build(rs *hostpolicy.RuleSet, rules []hostpolicy.Rule, postures hostpolicy.Postures, skip func(*hostpolicy.Rule) bool) *Table {
 	t := &Table{rs: rs, cats: map[hostpolicy.Category]*category{}, syscalls: map[string][]*hostpolicy.Rule{}}
 	for _, c := range decided {
 		t.cats[c] = &category{exact: map[key]slots{}, names: map[key]slots{}, allowSources: map[string]bool{}, values: map[string]bool{}}
-		if rs != nil {
-			t.cats[c].postureBlock = rs.Posture(c) == "block"
-		}
+		t.cats[c].postureBlock = postures.Of(c) == "block"
 	}
-	if rs == nil {
-		return t
-	}
-	for i := range rs.Rules {
-		r := &rs.Rules[i]
+	for i := range rules {
+		r := &rules[i]
 		if r.Category == hostpolicy.CategorySyscall && r.Match == hostpolicy.MatchSyscall && (skip == nil || !skip(r)) {
 			t.syscalls[r.Value] = append(t.syscalls[r.Value], r)
 			continue
