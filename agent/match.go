@@ -67,8 +67,10 @@ func (m *matcher) match(ev *event.Event, proc, parent string) (verdict, bool) {
 		if !isOpen(ev.Syscall) {
 			return verdict{}, false
 		}
-		p := firstField(ev.Resource)
-		d = m.table.Path(hostpolicy.CategoryFile, p, proc, false, eventFacts{ev: ev, path: p})
+		// A directory opened by itself matches its own directory rules;
+		// the monitor's Data says O_DIRECTORY (as display text, for now).
+		p, isDir := firstField(ev.Resource), strings.Contains(ev.Data, "O_DIRECTORY")
+		d = m.table.Path(hostpolicy.CategoryFile, p, proc, isDir, eventFacts{ev: ev, path: p})
 	case event.OpNetwork:
 		typ, proto, ok := socketOf(ev.Resource)
 		if !ok {
