@@ -44,6 +44,8 @@ func TestMain(m *testing.M) {
 		fmt.Println(errText(tcpConnect(os.Getenv("FANOTIFY_TEST_ADDR"))))
 	case "tcp-late":
 		tcpLate(os.Getenv("FANOTIFY_TEST_ADDR"))
+	case "conformance":
+		conformanceHelper()
 	}
 	os.Exit(0)
 }
