@@ -128,6 +128,7 @@ func loadTLS(f *TLSFiles) (*tls.Config, error) {
 func (s *Server) listenUnix() (*listener, error) {
 	path := s.opts.Socket
 	dir := filepath.Dir(path)
+	ours := dir == filepath.Dir(DefaultSocket)
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("feeder: socket directory: %w", err)
@@ -135,6 +136,7 @@ func (s *Server) listenUnix() (*listener, error) {
 		if err := os.Chmod(dir, 0o750); err != nil { // MkdirAll's mode is subject to the umask
 			return nil, fmt.Errorf("feeder: socket directory: %w", err)
 		}
+		ours = true
 	}
 	if err := removeStaleSocket(path); err != nil {
 		return nil, err
@@ -144,6 +146,14 @@ func (s *Server) listenUnix() (*listener, error) {
 		// Members of telemetryGroup reach the socket; its mode stays 0660
 		// and PolicyService still checks the peer's uid.
 		gid = int(s.access.telemetryGID)
+		if ours {
+			// They must also pass through the directory, which systemd
+			// creates root:root 0750 (RuntimeDirectoryMode). Only the
+			// agent's own directory is regrouped, never one an admin chose.
+			if err := groupTraversable(dir, gid); err != nil {
+				s.log.Warn("telemetryGroup members cannot reach the unix socket", "dir", dir, "err", err)
+			}
+		}
 	}
 	ln, err := bindPrivately(path, gid)
 	if err != nil {
@@ -153,6 +163,24 @@ func (s *Server) listenUnix() (*listener, error) {
 		cleanup: func() { os.Remove(path) }}
 	s.newGRPC(l, peer.Credentials(nil, peer.ViaUnix, s.access.admit))
 	return l, nil
+}
+
+// groupTraversable gives gid the directory's group, provided that the
+// directory is root's and nobody but root can write to it (a directory
+// others can write to is not one to extend trust to).
+func groupTraversable(dir string, gid int) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || !fi.IsDir() || st.Uid != 0 || fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%s is not a directory owned and writable only by root", dir)
+	}
+	if int(st.Gid) == gid {
+		return nil
+	}
+	return os.Lchown(dir, -1, gid)
 }
 
 func bindPrivately(path string, gid int) (net.Listener, error) {

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -275,5 +276,37 @@ func TestNothingToListenOn(t *testing.T) {
 	}
 	if err := s.Listen(); err == nil {
 		t.Fatal("Listen with no TCP address and no socket succeeded")
+	}
+}
+
+func TestGroupTraversable(t *testing.T) {
+	const nogroup = 65534
+	for _, tc := range []struct {
+		name string
+		mode os.FileMode
+		ok   bool
+	}{
+		{"root 0750", 0o750, true},
+		{"group-writable", 0o770, false},
+		{"world-writable", 0o777, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "run")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			err := groupTraversable(dir, nogroup)
+			fi, _ := os.Stat(dir)
+			gid := fi.Sys().(*syscall.Stat_t).Gid
+			if tc.ok && (err != nil || gid != nogroup) {
+				t.Fatalf("err %v, gid %d; want the directory's group to be %d", err, gid, nogroup)
+			}
+			if !tc.ok && (err == nil || gid == nogroup) {
+				t.Fatalf("err %v, gid %d; want a refusal and the group unchanged", err, gid)
+			}
+		})
 	}
 }

@@ -78,6 +78,12 @@ elif printf '%s' "$out" | grep -q 'unknown command'; then
 else
 	fail "kubearmor status answers" "$out"
 fi
+expect "kubearmor group created" yes sh -c 'getent group kubearmor >/dev/null && echo yes'
+expect "socket is root:kubearmor 0660" "root:kubearmor 660" stat -c '%U:%G %a' /run/kubearmor/kubearmor.sock
+expect "runtime directory lets the group through" "root:kubearmor 750" stat -c '%U:%G %a' /run/kubearmor
+gid=$(getent group kubearmor | cut -d: -f3)
+check "a member of the kubearmor group reads status" setpriv --reuid=65534 --regid=65534 --groups="$gid" kubearmor status
+check "a user outside the group does not" sh -c '! setpriv --reuid=65534 --regid=65534 --clear-groups kubearmor status'
 status_text=$(prop StatusText)
 if [ -n "$status_text" ]; then pass "agent reports STATUS= to systemd ($status_text)"; else note "agent sends no STATUS= text yet"; fi
 
