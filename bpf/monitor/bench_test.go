@@ -315,7 +315,6 @@ func benchPipeline(b *testing.B, encode bool) {
 	d := &decoder{
 		table:      proctable.New(proctable.Options{}),
 		visibility: ScopeAll,
-		procRoot:   "/nonexistent-proc",
 	}
 	for pid := uint32(1000); pid < 1100; pid++ {
 		d.table.Exec(proctable.Process{HostPID: pid, HostPPID: 1, Exe: "/usr/bin/app", Args: []string{"--serve"}, Cwd: "/srv"})

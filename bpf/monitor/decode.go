@@ -5,9 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"path"
-	"strconv"
 	"strings"
 
 	"github.com/armorhost/kubearmor/agent/proctable"
@@ -22,9 +20,10 @@ const (
 	recExit    = 4
 
 	flagTruncated = 1
+	flagPathFile  = 4 // the field after a relative path: the opened file's path
+	flagPathBase  = 8 // the field after a relative path: the directory it is relative to
 
 	argsMax = 1024 // ARGS_MAX in monitor.bpf.c
-	atFDCWD = -100
 )
 
 // Byte offsets of struct record's header (checked against the bpf2go type
@@ -124,7 +123,6 @@ func (r *record) field(i int) []byte {
 type decoder struct {
 	table      *proctable.Table
 	visibility Scope
-	procRoot   string
 	clock      clock
 	rec        record
 }
@@ -220,21 +218,17 @@ func (d *decoder) syscall(r *record, ev *event.Event) (bool, error) {
 		if len(argv) > 0 {
 			argv = argv[1:]
 		}
-		dirfd := int32(atFDCWD)
-		if r.nr == sysExecveat {
-			dirfd = int32(uint32(r.args[0]))
-		}
-		ev.Exe = d.resolve(r.hostPID, dirfd, string(r.field(0)), ev.Cwd)
+		ev.Exe = resolved(r, string(r.field(0)), 2)
 		ev.Args = argv
 		ev.Resource = commandLine(ev.Exe, argv)
 		ev.Data = syscallData(r.nr, &r.args, nil, "")
 	case exitFile:
-		dirfd := int32(atFDCWD)
-		switch r.nr {
-		case sysOpenat, sysOpenat2, sysUnlinkat, sysFchownat:
-			dirfd = int32(uint32(r.args[0]))
+		ev.Resource = resolved(r, string(r.field(0)), 1)
+		if isProcOrSys(ev.Resource) {
+			// A relative path into /proc or /sys, dropped like the
+			// absolute ones the kernel drops.
+			return false, nil
 		}
-		ev.Resource = d.resolve(r.hostPID, dirfd, string(r.field(0)), ev.Cwd)
 		ev.Data = syscallData(r.nr, &r.args, nil, "")
 	case exitNet:
 		switch r.nr {
@@ -264,30 +258,32 @@ func (d *decoder) syscall(r *record, ev *event.Event) (bool, error) {
 	return true, nil
 }
 
-// resolve makes a path from a syscall absolute: relative to dirfd, or to
-// the working directory for AT_FDCWD. The process's current directories are
-// read from procfs (it usually still runs); cwd is the fallback.
-func (d *decoder) resolve(hostPID uint32, dirfd int32, p, cwd string) string {
-	if strings.HasPrefix(p, "/") {
-		return p
-	}
-	var base string
-	pid := strconv.FormatUint(uint64(hostPID), 10)
-	if dirfd == atFDCWD {
-		base, _ = os.Readlink(d.procRoot + "/" + pid + "/cwd")
-		if base == "" {
-			base = cwd
+// resolved is the absolute form of a path a syscall was given, from what
+// the kernel resolved while the syscall ran (field i of r): the opened
+// file's path, or the directory a relative path is relative to. A path the
+// kernel could not resolve (a bad dirfd) stays as it was given.
+func resolved(r *record, p string, i int) string {
+	switch {
+	case r.flags&flagPathFile != 0:
+		if f := joinComponents(r.field(i)); f != "" {
+			return f
 		}
-	} else if dirfd >= 0 {
-		base, _ = os.Readlink(d.procRoot + "/" + pid + "/fd/" + strconv.Itoa(int(dirfd)))
+		return "/"
+	case r.flags&flagPathBase != 0:
+		base := joinComponents(r.field(i))
+		if base == "" {
+			base = "/"
+		}
+		if p == "" {
+			return base
+		}
+		return path.Join(base, p)
 	}
-	if base == "" {
-		return p
-	}
-	if p == "" {
-		return base
-	}
-	return path.Join(base, p)
+	return p
+}
+
+func isProcOrSys(p string) bool {
+	return strings.HasPrefix(p, "/proc/") || strings.HasPrefix(p, "/sys/")
 }
 
 func absolute(cwd, p string) string {

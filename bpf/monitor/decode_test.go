@@ -90,7 +90,6 @@ func newTestDecoder() *decoder {
 	return &decoder{
 		table:      proctable.New(proctable.Options{}),
 		visibility: ScopeAll,
-		procRoot:   "/nonexistent-proc",
 	}
 }
 
@@ -168,8 +167,22 @@ func TestDecodeSyscalls(t *testing.T) {
 		{"listen", rawRecord{nr: sysListen, args: [6]uint64{5, 10}}, event.OpNetwork, "", "syscall=SYS_LISTEN fd=5", "/usr/bin/curl"},
 		{"socket", rawRecord{nr: sysSocket, args: [6]uint64{unix.AF_INET6, unix.SOCK_STREAM, 6}}, event.OpNetwork,
 			"domain=AF_INET6 type=SOCK_STREAM protocol=TCP", "syscall=SYS_SOCKET", "/usr/bin/curl"},
-		{"relative open joins the cwd", rawRecord{nr: sysOpen, args: [6]uint64{0, unix.O_WRONLY}, fields: []string{"out/log.txt"}},
-			event.OpFile, "/srv/out/log.txt", "syscall=SYS_OPEN flags=O_WRONLY", "/usr/bin/curl"},
+		// Relative paths: what the kernel resolved while the syscall ran
+		// wins over the process's cwd (/srv) when the event is decoded.
+		{"relative open: the opened file's path", rawRecord{nr: sysOpen, args: [6]uint64{0, unix.O_WRONLY}, flags: flagPathFile,
+			fields: []string{"out/log.txt", "log.txt\x00out\x00data\x00"}},
+			event.OpFile, "/data/out/log.txt", "syscall=SYS_OPEN flags=O_WRONLY", "/usr/bin/curl"},
+		{"relative failed open: the cwd at the time", rawRecord{nr: sysOpenat, retval: -2, args: [6]uint64{uint64(uint32(0xffffff9c)), 0, 0},
+			flags: flagPathBase, fields: []string{"../a.yaml", "files\x00home\x00"}},
+			event.OpFile, "/home/a.yaml", "syscall=SYS_OPENAT fd=-100 flags=O_RDONLY", "/usr/bin/curl"},
+		{"relative unlinkat: the dirfd", rawRecord{nr: sysUnlinkat, args: [6]uint64{5, 0, 0}, flags: flagPathBase,
+			fields: []string{"x", "d\x00tmp\x00"}},
+			event.OpFile, "/tmp/d/x", "syscall=SYS_UNLINKAT flags=", "/usr/bin/curl"},
+		{"fchownat AT_EMPTY_PATH: the fd itself", rawRecord{nr: sysFchownat, args: [6]uint64{5, 0, 0, 0, 0x1000}, flags: flagPathBase,
+			fields: []string{"", "f\x00tmp\x00"}},
+			event.OpFile, "/tmp/f", "syscall=SYS_FCHOWNAT userid=0 group=0 mode=4096", "/usr/bin/curl"},
+		{"relative path, bad dirfd: left as given", rawRecord{nr: sysOpenat, retval: -9, args: [6]uint64{77, 0, 0}, fields: []string{"x"}},
+			event.OpFile, "x", "syscall=SYS_OPENAT fd=77 flags=O_RDONLY", "/usr/bin/curl"},
 		{"unlinkat", rawRecord{nr: sysUnlinkat, args: [6]uint64{uint64(uint32(0xffffff9c)), 0, unix.AT_REMOVEDIR}, fields: []string{"/srv/d"}},
 			event.OpFile, "/srv/d", "syscall=SYS_UNLINKAT flags=AT_REMOVEDIR", "/usr/bin/curl"},
 		{"setuid", rawRecord{nr: sysSetuid, retval: -1, args: [6]uint64{0}}, event.OpSyscall, "", "syscall=SYS_SETUID userid=0", "/usr/bin/curl"},
@@ -177,8 +190,14 @@ func TestDecodeSyscalls(t *testing.T) {
 			"syscall=SYS_PTRACE request=PTRACE_ATTACH pid=9 process=/usr/bin/sleep", "/usr/bin/curl"},
 		{"mount", rawRecord{nr: sysMount, args: [6]uint64{0, 0, 0, 0}, fields: []string{"tmpfs", "/mnt", "tmpfs", "size=1m"}},
 			event.OpSyscall, "", "syscall=SYS_MOUNT source=tmpfs target=/mnt filesystem=tmpfs mountflag=0 data=size=1m", "/usr/bin/curl"},
-		{"failed execve", rawRecord{nr: sysExecve, retval: -13, fields: []string{"./tool", "./tool\x00--flag\x00"}},
-			event.OpProcess, "/srv/tool --flag", "syscall=SYS_EXECVE", "/srv/tool"},
+		{"failed execve", rawRecord{nr: sysExecve, retval: -13, flags: flagPathBase, fields: []string{"./tool", "./tool\x00--flag\x00", "bin\x00opt\x00"}},
+			event.OpProcess, "/opt/bin/tool --flag", "syscall=SYS_EXECVE", "/opt/bin/tool"},
+	}
+	// A relative path that resolves into /proc is dropped like an absolute one.
+	var ev event.Event
+	rec := rawRecord{kind: recSyscall, nr: sysOpen, hostPID: 7, flags: flagPathFile, fields: []string{"self/status", "status\x00self\x00proc\x00"}}
+	if emit, err := d.decode(rec.bytes(), &ev); err != nil || emit {
+		t.Errorf("relative /proc open: emit %v err %v, want dropped", emit, err)
 	}
 	for _, tt := range tests {
 		tt.rec.kind = recSyscall

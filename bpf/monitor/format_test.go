@@ -3,6 +3,7 @@ package monitor
 import (
 	"encoding/binary"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -205,20 +206,17 @@ func TestJoinComponents(t *testing.T) {
 }
 
 func TestClock(t *testing.T) {
-	for _, tt := range []struct {
-		measured float64
-		want     int64
-	}{{99.2, 100}, {251, 250}, {290, 300}, {997, 1000}, {700, 1000}} {
-		if got := hzFrom(tt.measured); got != tt.want {
-			t.Errorf("hzFrom(%v) = %d, want %d", tt.measured, got, tt.want)
-		}
-	}
-	c := clock{monoToWall: 1_000_000_000_000, jiffies: true, baseJiffies: 5000, baseMono: 20_000_000_000, tickNs: 4_000_000}
-	if got, want := c.wall(5250).UnixNano(), int64(1_000_000_000_000+20_000_000_000+250*4_000_000); got != want {
-		t.Errorf("jiffies wall = %d, want %d", got, want)
-	}
-	c = clock{monoToWall: 7}
+	c := clock{bootToWall: 7}
 	if got := c.wall(100).UnixNano(); got != 107 {
-		t.Errorf("monotonic wall = %d", got)
+		t.Errorf("wall = %d, want 107", got)
+	}
+	// newClock maps CLOCK_BOOTTIME now to the wall clock now.
+	c = newClock()
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(c.wall(uint64(ts.Nano()))); d < -time.Millisecond || d > time.Millisecond {
+		t.Errorf("boot time mapped to wall time is %v off", d)
 	}
 }

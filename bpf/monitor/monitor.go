@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,10 +55,6 @@ type Options struct {
 	// interval; the kernel does not wake it per event, which saves an
 	// interrupt and a thread hand-off per event.
 	PollInterval time.Duration
-	// PreciseTime stamps events with the precise monotonic clock even when
-	// reading it is slow (kvm-clock in VMs: ~300 ns per event). By default
-	// such hosts get the coarse clock, precise to a jiffy (1-4 ms).
-	PreciseTime bool
 }
 
 // Stats are the monitor's counters since Open.
@@ -125,10 +120,6 @@ func Open(opts Options) (*Monitor, error) {
 	if err := spec.Variables["report_success"].Set(uint32(opts.Visibility)); err != nil {
 		return nil, fmt.Errorf("monitor: set report_success: %w", err)
 	}
-	coarse := coarseClock(opts.PreciseTime)
-	if err := spec.Variables["coarse_time"].Set(coarse); err != nil {
-		return nil, fmt.Errorf("monitor: set coarse_time: %w", err)
-	}
 	if err := spec.Variables["wakeup_bytes"].Set(uint64(opts.RingBufferBytes / 8)); err != nil {
 		return nil, fmt.Errorf("monitor: set wakeup_bytes: %w", err)
 	}
@@ -162,20 +153,10 @@ func Open(opts Options) (*Monitor, error) {
 			return nil, fmt.Errorf("monitor: %w", err)
 		}
 	}
-	clk := clock{}
-	if coarse == 1 {
-		clk, err = calibrateJiffies(m.sampleClocks)
-		if err != nil {
-			m.Close()
-			return nil, fmt.Errorf("monitor: calibrate jiffies: %w", err)
-		}
-	}
-	clk.monoToWall = monoToWall()
 	m.dec = decoder{
 		table:      m.table,
 		visibility: opts.Visibility,
-		procRoot:   opts.ProcRoot,
-		clock:      clk,
+		clock:      newClock(),
 	}
 	return m, nil
 }
@@ -492,30 +473,4 @@ func ensureTracefs() error {
 		return fmt.Errorf("mount tracefs on /sys/kernel/tracing: %w", err)
 	}
 	return nil
-}
-
-// sampleClocks reads jiffies and CLOCK_MONOTONIC in the kernel at once.
-func (m *Monitor) sampleClocks() (uint64, int64, error) {
-	if _, err := m.objs.SampleClocks.Run(&ebpf.RunOptions{}); err != nil {
-		return 0, 0, fmt.Errorf("run sample_clocks: %w", err)
-	}
-	var p monitorBPFClockPair
-	if err := m.objs.ClockSample.Lookup(uint32(0), &p); err != nil {
-		return 0, 0, fmt.Errorf("read clock sample: %w", err)
-	}
-	return p.Jiffies, int64(p.MonoNs), nil
-}
-
-// coarseClock is 1 when events should be stamped with the coarse clock:
-// the current clocksource is not the TSC (reading it is then a slow
-// paravirtual or device read) and precise time was not asked for.
-func coarseClock(precise bool) uint32 {
-	if precise {
-		return 0
-	}
-	b, err := os.ReadFile("/sys/devices/system/clocksource/clocksource0/current_clocksource")
-	if err != nil || strings.TrimSpace(string(b)) == "tsc" {
-		return 0
-	}
-	return 1
 }

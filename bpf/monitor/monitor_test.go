@@ -83,6 +83,14 @@ func runHelper(args []string) int {
 		if _, _, e := unix.RawSyscall(unix.SYS_SETUID, 0, 0, 0); e != unix.EPERM {
 			return 1
 		}
+	case "openat-dirfd": // openat(dirfd, args[2]) after a chdir elsewhere, expected to fail
+		dfd, err := unix.Open(args[1], unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil || os.Chdir("/") != nil {
+			return 1
+		}
+		if _, err := unix.Openat(dfd, args[2], unix.O_RDONLY, 0); err != unix.ENOENT {
+			return 1
+		}
 	case "openloop", "forkexec":
 		return benchLoop(args)
 	default:
@@ -595,5 +603,102 @@ func TestCloseEndsSleepingRun(t *testing.T) {
 	}
 	if err := m.Run(context.Background(), c.add); err == nil {
 		t.Error("a second Run after Close was accepted")
+	}
+}
+
+// TestRelativePathsAfterChdir is issue 18's false alert: a relative path
+// must name the file the syscall used, not the one the process's working
+// directory names when the event is decoded. bash opens ./a.yaml, then
+// changes into files/; the event must say <dir>/a.yaml, never
+// <dir>/files/a.yaml (which does not exist).
+func TestRelativePathsAfterChdir(t *testing.T) {
+	_, c := sharedMonitor(t)
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"a.yaml", "gone", "files/.keep"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(bash, "-c", ": < ./a.yaml; : < ./missing.yaml 2>/dev/null; cd files; : < ../a.yaml; rm ../gone; sleep 0.5")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("bash: %v %s", err, out)
+	}
+	bashPID := uint32(cmd.Process.Pid)
+	helperPID := helper(t, "openat-dirfd", filepath.Join(dir, "files"), "nothing-here")
+	settle(t, c)
+
+	file := func(e *event.Event) bool { return e.Operation == event.OpFile && strings.HasPrefix(e.Resource, dir) }
+	var got []string
+	for _, e := range c.all(file) {
+		got = append(got, fmt.Sprintf("%s %s %d", e.Resource, e.Syscall, e.Retval))
+		if strings.HasPrefix(e.Resource, dir+"/files/a.yaml") || strings.HasPrefix(e.Resource, dir+"/files/missing") {
+			t.Errorf("path resolved against the later cwd: %s (%s)", e.Resource, e.Data)
+		}
+	}
+	want := []struct {
+		pid     uint32
+		path    string
+		syscall string
+		retval  int64 // 0: any success
+	}{
+		{bashPID, dir + "/a.yaml", "SYS_OPENAT", 0},                                 // relative open, resolved by the opened file
+		{bashPID, dir + "/missing.yaml", "SYS_OPENAT", -int64(unix.ENOENT)},         // relative failed open: the cwd then
+		{bashPID, dir + "/a.yaml", "SYS_OPENAT", 0},                                 // ../a.yaml from files/
+		{0, dir + "/gone", "SYS_UNLINKAT", 0},                                       // rm ../gone, a child of bash in files/
+		{helperPID, dir + "/files/nothing-here", "SYS_OPENAT", -int64(unix.ENOENT)}, // dirfd, after chdir("/")
+	}
+	for _, w := range want {
+		evs := c.all(func(e *event.Event) bool {
+			return file(e) && e.Resource == w.path && e.Syscall == w.syscall &&
+				(w.pid == 0 || e.HostPID == w.pid) && (w.retval == 0 && e.Retval >= 0 || w.retval != 0 && e.Retval == w.retval)
+		})
+		if len(evs) == 0 {
+			t.Errorf("no %s event for %s (retval %d, pid %d); file events under %s:\n%s", w.syscall, w.path, w.retval, w.pid, dir, strings.Join(got, "\n"))
+		}
+	}
+}
+
+// TestTimestampsResolution: a burst of opens from one process gets
+// timestamps with real resolution (every one a distinct microsecond, the
+// resolution of UpdatedTime), in order, and close to the wall clock.
+func TestTimestampsResolution(t *testing.T) {
+	_, c := sharedMonitor(t)
+	file := filepath.Join(t.TempDir(), "burst")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	pid := helper(t, "openloop", "500", file)
+	after := time.Now()
+	settle(t, c)
+	evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Resource == file })
+	if len(evs) != 500 {
+		t.Fatalf("got %d events, want 500", len(evs))
+	}
+	for i, e := range evs {
+		if e.Time.Before(before.Add(-time.Millisecond)) || e.Time.After(after.Add(time.Millisecond)) {
+			t.Fatalf("event %d at %v, outside the run [%v, %v]", i, e.Time, before, after)
+		}
+		if i == 0 {
+			continue
+		}
+		prev := evs[i-1].Time
+		if !e.Time.After(prev) {
+			t.Fatalf("event %d at %v is not after event %d at %v", i, e.Time, i-1, prev)
+		}
+		if e.Time.Truncate(time.Microsecond).Equal(prev.Truncate(time.Microsecond)) {
+			t.Errorf("events %d and %d share the microsecond %v", i-1, i, e.Time.Format("15:04:05.000000"))
+		}
 	}
 }

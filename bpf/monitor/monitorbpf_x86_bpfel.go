@@ -13,12 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type monitorBPFClockPair struct {
-	_       structs.HostLayout
-	Jiffies uint64
-	MonoNs  uint64
-}
-
 type monitorBPFRecord struct {
 	_        structs.HostLayout
 	Ts       uint64
@@ -53,12 +47,10 @@ type monitorBPFStash struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	monitorBPFMapClockSample       = "clock_sample"
 	monitorBPFMapCounters          = "counters"
 	monitorBPFMapEvents            = "events"
 	monitorBPFMapScratch           = "scratch"
 	monitorBPFMapStashes           = "stashes"
-	monitorBPFProgSampleClocks     = "sample_clocks"
 	monitorBPFProgSchedExec        = "sched_exec"
 	monitorBPFProgSchedExit        = "sched_exit"
 	monitorBPFProgSchedFork        = "sched_fork"
@@ -68,7 +60,6 @@ const (
 	monitorBPFProgSysExitExec      = "sys_exit_exec"
 	monitorBPFProgSysExitFile      = "sys_exit_file"
 	monitorBPFProgSysExitNet       = "sys_exit_net"
-	monitorBPFVarCoarseTime        = "coarse_time"
 	monitorBPFVarReportSuccess     = "report_success"
 	monitorBPFVarSelfTgid          = "self_tgid"
 	monitorBPFVarWakeupBytes       = "wakeup_bytes"
@@ -116,7 +107,6 @@ type monitorBPFSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type monitorBPFProgramSpecs struct {
-	SampleClocks     *ebpf.ProgramSpec `ebpf:"sample_clocks"`
 	SchedExec        *ebpf.ProgramSpec `ebpf:"sched_exec"`
 	SchedExit        *ebpf.ProgramSpec `ebpf:"sched_exit"`
 	SchedFork        *ebpf.ProgramSpec `ebpf:"sched_fork"`
@@ -132,18 +122,16 @@ type monitorBPFProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type monitorBPFMapSpecs struct {
-	ClockSample *ebpf.MapSpec `ebpf:"clock_sample"`
-	Counters    *ebpf.MapSpec `ebpf:"counters"`
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
-	Stashes     *ebpf.MapSpec `ebpf:"stashes"`
+	Counters *ebpf.MapSpec `ebpf:"counters"`
+	Events   *ebpf.MapSpec `ebpf:"events"`
+	Scratch  *ebpf.MapSpec `ebpf:"scratch"`
+	Stashes  *ebpf.MapSpec `ebpf:"stashes"`
 }
 
 // monitorBPFVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type monitorBPFVariableSpecs struct {
-	CoarseTime    *ebpf.VariableSpec `ebpf:"coarse_time"`
 	ReportSuccess *ebpf.VariableSpec `ebpf:"report_success"`
 	SelfTgid      *ebpf.VariableSpec `ebpf:"self_tgid"`
 	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
@@ -169,16 +157,14 @@ func (o *monitorBPFObjects) Close() error {
 //
 // It can be passed to loadMonitorBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type monitorBPFMaps struct {
-	ClockSample *ebpf.Map `ebpf:"clock_sample"`
-	Counters    *ebpf.Map `ebpf:"counters"`
-	Events      *ebpf.Map `ebpf:"events"`
-	Scratch     *ebpf.Map `ebpf:"scratch"`
-	Stashes     *ebpf.Map `ebpf:"stashes"`
+	Counters *ebpf.Map `ebpf:"counters"`
+	Events   *ebpf.Map `ebpf:"events"`
+	Scratch  *ebpf.Map `ebpf:"scratch"`
+	Stashes  *ebpf.Map `ebpf:"stashes"`
 }
 
 func (m *monitorBPFMaps) Close() error {
 	return _MonitorBPFClose(
-		m.ClockSample,
 		m.Counters,
 		m.Events,
 		m.Scratch,
@@ -190,7 +176,6 @@ func (m *monitorBPFMaps) Close() error {
 //
 // It can be passed to loadMonitorBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type monitorBPFVariables struct {
-	CoarseTime    *ebpf.Variable `ebpf:"coarse_time"`
 	ReportSuccess *ebpf.Variable `ebpf:"report_success"`
 	SelfTgid      *ebpf.Variable `ebpf:"self_tgid"`
 	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
@@ -200,7 +185,6 @@ type monitorBPFVariables struct {
 //
 // It can be passed to loadMonitorBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type monitorBPFPrograms struct {
-	SampleClocks     *ebpf.Program `ebpf:"sample_clocks"`
 	SchedExec        *ebpf.Program `ebpf:"sched_exec"`
 	SchedExit        *ebpf.Program `ebpf:"sched_exit"`
 	SchedFork        *ebpf.Program `ebpf:"sched_fork"`
@@ -214,7 +198,6 @@ type monitorBPFPrograms struct {
 
 func (p *monitorBPFPrograms) Close() error {
 	return _MonitorBPFClose(
-		p.SampleClocks,
 		p.SchedExec,
 		p.SchedExit,
 		p.SchedFork,

@@ -34,6 +34,15 @@ enum record_kind {
 // Record flags.
 #define FLAG_TRUNCATED 1 // some variable data did not fit
 #define FLAG_NO_STASH 2  // exec record without the execve arguments
+// A relative path was resolved in the kernel, while the syscall's view of
+// the file system still held (a later chdir cannot change it): the field
+// after the path is either the opened file's own path (PATH_FILE) or the
+// directory the path is relative to, the dfd's or the working directory
+// (PATH_BASE). Both are dentry walks, leaf first, like put_path writes them.
+#define FLAG_PATH_FILE 4
+#define FLAG_PATH_BASE 8
+
+#define AT_FDCWD_ -100
 
 #define DATA_MAX 4096	 // variable bytes a record may carry
 #define DATA_SCRATCH 8192 // room for a DATA_MAX-masked offset plus one field
@@ -65,7 +74,7 @@ enum record_kind {
 #define NR_openat2 437
 
 struct record {
-	u64 ts; // CLOCK_MONOTONIC ns
+	u64 ts; // CLOCK_BOOTTIME ns
 	u64 cgroup_id;
 	s64 retval;
 	u64 args[6];
@@ -94,38 +103,15 @@ volatile const u32 report_success = 0; // scopes whose successful syscalls are r
 // wakes a reader that went to sleep for lack of events, and a filling
 // buffer wakes it early.
 volatile const u64 wakeup_bytes = 1 << 20;
-// Reading the precise clock costs ~300 ns per event under kvm-clock (the
-// paravirtual clock of VMs). There user space selects jiffies instead (the
-// coarse clock helper is not allowed in tracing programs) and converts them
-// with a calibration taken by sample_clocks.
-volatile const u32 coarse_time = 0;
 
+// Events are stamped with CLOCK_BOOTTIME: nanosecond resolution, monotonic
+// on each CPU (so events of one CPU keep their order), and it keeps counting
+// through suspend, so one offset taken in user space maps it to wall time.
+// (Jiffies, used before to spare the clock read under kvm-clock, gave every
+// event of a 4 ms tick the same time.)
 static __always_inline u64 now_ns(void)
 {
-	return coarse_time ? bpf_jiffies64() : bpf_ktime_get_ns();
-}
-
-struct clock_pair {
-	u64 jiffies;
-	u64 mono_ns;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, u32);
-	__type(value, struct clock_pair);
-} clock_sample SEC(".maps");
-
-// Never attached: user space runs it (BPF_PROG_TEST_RUN) to read both
-// clocks at the same instant.
-SEC("raw_tracepoint/sys_enter")
-int sample_clocks(void *ctx)
-{
-	u32 zero = 0;
-	struct clock_pair p = {.jiffies = bpf_jiffies64(), .mono_ns = bpf_ktime_get_ns()};
-	bpf_map_update_elem(&clock_sample, &zero, &p, BPF_ANY);
-	return 0;
+	return bpf_ktime_get_boot_ns();
 }
 
 struct stash {
@@ -335,6 +321,46 @@ static __always_inline u32 put_path(struct record *r, u32 off, const struct path
 	return end;
 }
 
+// fd_file is task t's open file for fd, or NULL.
+static __always_inline struct file *fd_file(struct task_struct *t, s64 fd)
+{
+	if (fd < 0)
+		return NULL;
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	if (!fdt || (u64)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xffffff]);
+	return f;
+}
+
+// put_base writes the directory a relative path of the current task is
+// resolved against: dirfd's file, or the working directory for AT_FDCWD.
+// User space joins the two. Without it the path could only be joined with
+// the directory the process is in when user space reads the event, which
+// after a chdir names another file.
+static __always_inline u32 put_base(struct record *r, u32 off, s32 dirfd, u16 *flags)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	if (dirfd == AT_FDCWD_) {
+		struct fs_struct *fs = BPF_CORE_READ(t, fs);
+		*flags |= FLAG_PATH_BASE;
+		return put_path(r, off, &fs->pwd);
+	}
+	struct file *f = fd_file(t, dirfd);
+	if (!f)
+		return off; // a bad dirfd: the syscall failed with EBADF
+	*flags |= FLAG_PATH_BASE;
+	return put_path(r, off, &f->f_path);
+}
+
+// is_relative: the first field holds a path that does not start with '/'.
+static __always_inline bool is_relative(struct record *r)
+{
+	return *(u16 *)&r->data[0] == 0 || r->data[2] != '/';
+}
+
 static __always_inline void submit(struct record *r, u32 off)
 {
 	if (off > DATA_MAX)
@@ -485,6 +511,22 @@ int sys_exit_file(struct sys_exit_ctx *ctx)
 	if (starts_with_proc_or_sys(r))
 		return 0;
 	u16 flags = r->flags;
+	// A relative path is resolved now: by the file the open returned,
+	// which is exact (symlinks, "..", mount points as the kernel walked
+	// them), or else by the directory it was relative to.
+	if (is_relative(r)) {
+		bool opened = ret >= 0 && (s.nr == NR_open || s.nr == NR_openat || s.nr == NR_openat2);
+		struct file *f = opened ? fd_file(bpf_get_current_task_btf(), ret) : NULL;
+		if (f) {
+			flags |= FLAG_PATH_FILE;
+			off = put_path(r, off, &f->f_path);
+		} else {
+			s32 dirfd = AT_FDCWD_;
+			if (s.nr == NR_openat || s.nr == NR_openat2 || s.nr == NR_unlinkat || s.nr == NR_fchownat)
+				dirfd = (s32)s.args[0];
+			off = put_base(r, off, dirfd, &flags);
+		}
+	}
 	begin_syscall(r, &s, ret);
 	r->flags |= flags;
 	submit(r, off);
@@ -586,6 +628,12 @@ int sys_exit_exec(struct sys_exit_ctx *ctx)
 		off += n;
 	}
 	*(u16 *)&r->data[start & (DATA_MAX - 1)] = (u16)(off - start - 2);
+	// 3: for a relative file name, the directory it was relative to.
+	if (is_relative(r)) {
+		u16 flags = 0;
+		off = put_base(r, off, s.nr == NR_execveat ? (s32)s.args[0] : AT_FDCWD_, &flags);
+		r->flags |= flags;
+	}
 	submit(r, off);
 	return 0;
 }
