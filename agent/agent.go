@@ -96,7 +96,8 @@ func (a *Agent) loadConfig() (*config.Config, error) {
 }
 
 func compileOptions(cfg *config.Config) hostpolicy.Options {
-	return hostpolicy.Options{Host: cfg.Host, Postures: hostpolicy.Postures{
+	extra, _ := cfg.Labels() // Validate refused bad labels
+	return hostpolicy.Options{Host: cfg.Host, Labels: hostpolicy.ReadHostLabels(extra), Postures: hostpolicy.Postures{
 		File:         cfg.HostDefaultFilePosture,
 		Network:      cfg.HostDefaultNetworkPosture,
 		Capabilities: cfg.HostDefaultCapabilitiesPosture,
@@ -118,7 +119,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.cfg = cfg
 	a.started = time.Now()
-	a.log.Info("starting kubearmor", "version", a.version, "config", cfg.Source, "host", cfg.Host, "cluster", cfg.Cluster, "policyDir", cfg.PolicyDir)
+	a.log.Info("starting kubearmor", "version", a.version, "config", cfg.Source, "host", cfg.Host, "cluster", cfg.Cluster, "policyDir", cfg.PolicyDir,
+		"labels", hostpolicy.FormatLabels(compileOptions(cfg).Labels))
 	// Before anything opens descriptors, the feeder above all.
 	n, err := raiseFileLimit()
 	a.fileLimit.Store(n)

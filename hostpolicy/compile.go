@@ -175,13 +175,17 @@ type Options struct {
 	Host     string   // this host's name, for nodeSelector
 	Postures Postures // zero fields default to audit
 
+	// Labels are the host's other labels (HostLabels), matched by
+	// nodeSelector.matchLabels beside the host name.
+	Labels map[string]string
+
 	// ContainerPostures are the default postures of container policies'
 	// allow-lists (upstream's defaultFilePosture, ...); zero fields: audit.
 	ContainerPostures Postures
 }
 
 // Compile turns validated, normalized policies into a RuleSet. Policies whose
-// nodeSelector does not pick opts.Host, and policies carrying native AppArmor
+// nodeSelector does not pick the host of opts, and policies carrying native AppArmor
 // rules (ignored on hosts, as upstream does), contribute no rules. IDs are a
 // hash of the policy name and the rule's content, so a rule keeps its ID
 // across recompiles while it is unchanged; collisions are resolved in order
@@ -198,7 +202,7 @@ func compileWith(policies []*Policy, opts Options, ids *idAllocator) *RuleSet {
 	hostN, ctrN := 0, 0
 	for _, p := range policies {
 		switch {
-		case !compiles(p, opts.Host):
+		case !compiles(p, opts):
 		case p.Kind == KindContainerPolicy:
 			ctrN += RulesOf(p)
 		default:
@@ -217,7 +221,7 @@ func compileWith(policies []*Policy, opts Options, ids *idAllocator) *RuleSet {
 			compileContainerPolicy(rs, ids, p)
 			continue
 		}
-		if !Selects(p, opts.Host) || p.Spec.AppArmor != "" {
+		if !opts.Selects(p) || p.Spec.AppArmor != "" {
 			continue
 		}
 		rs.Policies = append(rs.Policies, p.Metadata.Name)

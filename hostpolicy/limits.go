@@ -142,15 +142,15 @@ func RulesOf(p *Policy) int {
 func CountRules(policies []*Policy, opts Options) int {
 	n := 0
 	for _, p := range policies {
-		if compiles(p, opts.Host) {
+		if compiles(p, opts) {
 			n += RulesOf(p)
 		}
 	}
 	return n
 }
 
-// compiles reports whether Compile makes rules of p on host.
-func compiles(p *Policy, host string) bool {
+// compiles reports whether Compile makes rules of p on the host of opts.
+func compiles(p *Policy, opts Options) bool {
 	if p.Spec.AppArmor != "" {
 		return false
 	}
@@ -158,7 +158,7 @@ func compiles(p *Policy, host string) bool {
 		_, err := NewContainerSelector(p.Spec.Selector.MatchLabels)
 		return err == nil
 	}
-	return Selects(p, host)
+	return opts.Selects(p)
 }
 
 // FitHost checks the new content of one policy file against MaxRulesPerHost:
@@ -172,7 +172,7 @@ func FitHost(file string, policies []*Policy, others int, opts Options) (int, Di
 	n := 0
 	var diags Diagnostics
 	for _, p := range policies {
-		if !compiles(p, opts.Host) {
+		if !compiles(p, opts) {
 			continue
 		}
 		pn := RulesOf(p)

@@ -129,7 +129,11 @@ func (v *validator) nodeSelector(ns NodeSelector) {
 		case "kubernetes.io/hostname", "kubernetes.io/hostnamereg":
 			v.sink.warnf(join(p, k), "only works in Kubernetes; this policy never applies here (use kubearmor.io/hostname)")
 		default:
-			v.sink.warnf(join(p, k), "hosts carry only the %s label; this policy never applies here", LabelHostname)
+			// Any other label matches a host label (hostLabels in the
+			// configuration, or one the agent sets) of the same value.
+			if err := CheckLabel(k, val); err != nil {
+				v.sink.warnf(join(p, k), "%v: no host can carry this label, so this policy never applies", err)
+			}
 		}
 	}
 }

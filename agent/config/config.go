@@ -35,6 +35,22 @@ type Config struct {
 
 	PolicyDir string // watched directory of KubeArmorHostPolicy YAML files
 
+	// HostLabels are this host's labels for nodeSelector.matchLabels, as
+	// key=value,key=value (the YAML file may give a mapping); see Labels.
+	HostLabels string
+
+	// The etcd policy source and host status (off while EtcdEndpoints is
+	// empty); see Etcd.
+	EtcdEndpoints    string // comma list of URLs: https://10.0.0.5:2379,...
+	EtcdPolicyPrefix string
+	EtcdHostPrefix   string // "" = do not publish this host's status
+	EtcdCA           string // CA bundle that signed the etcd servers' certificates
+	EtcdCert         string // client certificate and key for etcd's TLS client auth
+	EtcdKey          string
+	EtcdUser         string // etcd user (auth enabled); the password is read from EtcdPasswordFile
+	EtcdPasswordFile string
+	EtcdCache        string // last good documents from etcd, read at start while etcd is unreachable
+
 	// Who may read telemetry, and the gRPC server's fair share.
 	TelemetryGroup         string // root and this group read alerts/logs; "*" everyone; "" root only
 	MaxConnections         int    // 0 = derived from RLIMIT_NOFILE
@@ -116,6 +132,16 @@ var keys = []key{
 	{name: "maxStreamsPerUser", kind: kInt, def: "8", help: "WatchAlerts/WatchLogs/WatchMessages streams open at once per peer uid, across topics (root on the unix socket is not limited)", int: func(c *Config) *int { return &c.MaxStreamsPerUser }},
 	{name: "subscriberStallTimeout", def: "30s", help: "a gRPC subscriber whose queue stays full with nothing delivered this long is disconnected (ResourceExhausted)", str: func(c *Config) *string { return &c.SubscriberStallTimeout }},
 	{name: "policyDir", def: "/etc/kubearmor/policies", help: "directory of KubeArmorHostPolicy files (*.yaml, *.yml), watched live", str: func(c *Config) *string { return &c.PolicyDir }},
+	{name: "hostLabels", def: "", help: "this host's labels for nodeSelector.matchLabels: key=value,key=value (in the file also a mapping); the agent adds kubernetes.io/os, kubernetes.io/arch, kubearmor.io/os-id and kubearmor.io/os-version-id", str: func(c *Config) *string { return &c.HostLabels }},
+	{name: "etcdEndpoints", def: "", help: "etcd endpoints (comma list of URLs) to read policies from and publish this host's status to; empty = off", str: func(c *Config) *string { return &c.EtcdEndpoints }},
+	{name: "etcdPolicyPrefix", def: "/kubearmor/policies/", help: "etcd key prefix of policy documents, one policy document (YAML or JSON) per key", str: func(c *Config) *string { return &c.EtcdPolicyPrefix }},
+	{name: "etcdHostPrefix", def: "/kubearmor/hosts/", help: "etcd key prefix under which this host keeps its status (a key under a lease, PREFIX/HOST); empty = not published", str: func(c *Config) *string { return &c.EtcdHostPrefix }},
+	{name: "etcdCA", def: "", help: "CA certificate file for the etcd servers (https endpoints)", str: func(c *Config) *string { return &c.EtcdCA }},
+	{name: "etcdCert", def: "", help: "client certificate file for etcd's TLS client authentication (with etcdKey)", str: func(c *Config) *string { return &c.EtcdCert }},
+	{name: "etcdKey", def: "", help: "client key file for etcdCert", str: func(c *Config) *string { return &c.EtcdKey }},
+	{name: "etcdUser", def: "", help: "etcd user name (etcd auth enabled); the password is read from etcdPasswordFile", str: func(c *Config) *string { return &c.EtcdUser }},
+	{name: "etcdPasswordFile", def: "", help: "file holding the etcd user's password (root-owned, 0600)", str: func(c *Config) *string { return &c.EtcdPasswordFile }},
+	{name: "etcdCache", def: "/var/lib/kubearmor/etcd-policies.json", help: "cache of the last good policies from etcd (0600), enforced at start while etcd is unreachable", str: func(c *Config) *string { return &c.EtcdCache }},
 	{name: "hostVisibility", def: "default", help: "telemetry scopes: comma list of process,file,network,capabilities; none; or default (all four)", str: func(c *Config) *string { return &c.HostVisibility }},
 	{name: "hostDefaultFilePosture", def: "audit", help: "what process/file allow-lists do with everything else: audit or block", str: func(c *Config) *string { return &c.HostDefaultFilePosture }},
 	{name: "hostDefaultNetworkPosture", def: "audit", help: "what network allow-lists do with everything else: audit or block", str: func(c *Config) *string { return &c.HostDefaultNetworkPosture }},
@@ -230,6 +256,12 @@ func (c *Config) parse(path string, data []byte) error {
 				continue
 			}
 			errs = append(errs, at+": unknown key"+suggest(name))
+			continue
+		}
+		if vn.Kind == yaml.MappingNode && name == "hostLabels" {
+			if err := c.labelMap(path, at, vn); err != nil {
+				errs = append(errs, err.Error())
+			}
 			continue
 		}
 		if vn.Kind != yaml.ScalarNode {
@@ -400,6 +432,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Host == "" {
 		bad("host", "must not be empty")
+	}
+	if _, err := c.Labels(); err != nil {
+		bad("hostLabels", "%v", err)
+	}
+	if _, err := c.Etcd(); err != nil {
+		bad("etcd", "%v", err)
 	}
 	if len(errs) > 0 {
 		return errors.New("config: " + strings.Join(errs, "; "))

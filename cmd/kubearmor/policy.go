@@ -11,14 +11,17 @@ import (
 	"github.com/armorhost/kubearmor/hostpolicy"
 )
 
-const policyUsage = `Usage: kubearmor policy check [--quiet] [--host NAME] FILE...
+const policyUsage = `Usage: kubearmor policy check [--quiet] [--host NAME] [--label KEY=VALUE]... FILE...
        kubearmor policy render --apparmor [--host NAME] [--posture audit|block] FILE...
 
 check: checks KubeArmorHostPolicy (and KubeArmorPolicy) files exactly as the
 daemon would, without a running agent: decoding, validation and normalization.
 Prints one line per problem as FILE:LINE: FIELD: MESSAGE (warnings say
 "warning:"), then a summary per file with the rules each policy compiles to on
-this host (or on --host NAME).
+this host (or on --host NAME). The host carries the labels the agent sets
+itself (kubernetes.io/os, kubernetes.io/arch, kubearmor.io/os-id and
+kubearmor.io/os-version-id of this machine) and each --label KEY=VALUE (or
+KEY=VALUE,KEY=VALUE), as the configuration's hostLabels would add them.
 
 render --apparmor: prints the AppArmor profiles the AppArmor enforcement tier
 would load for these policies, for review. Nothing is loaded. --posture is the
@@ -49,6 +52,14 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 	quiet := fs.Bool("quiet", false, "print problems only, no summary")
 	host, _ := os.Hostname()
 	fs.StringVar(&host, "host", host, "host name to evaluate nodeSelector against")
+	extra := map[string]string{}
+	fs.Func("label", "a host label KEY=VALUE (repeatable, or a comma list), as hostLabels in the configuration", func(s string) error {
+		l, err := hostpolicy.ParseLabels(s)
+		for k, v := range l {
+			extra[k] = v
+		}
+		return err
+	})
 	if err := fs.Parse(args[1:]); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -81,7 +92,8 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 		if *quiet {
 			continue
 		}
-		rs := hostpolicy.Compile(policies, hostpolicy.Options{Host: host})
+		opts := hostpolicy.Options{Host: host, Labels: hostpolicy.ReadHostLabels(extra)}
+		rs := hostpolicy.Compile(policies, opts)
 		for _, p := range policies {
 			n := 0
 			for _, r := range rs.Rules {
@@ -90,8 +102,8 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 				}
 			}
 			applies := "applies to this host"
-			if !hostpolicy.Selects(p, host) {
-				applies = "does not apply to host " + host
+			if !opts.Selects(p) {
+				applies = "does not apply to host " + host + " (labels " + hostpolicy.FormatLabels(opts.Labels) + ")"
 			}
 			fmt.Fprintf(stdout, "%s: ok: %s (%d rules; %s)\n", file, p.Metadata.Name, n, applies)
 		}
