@@ -27,6 +27,16 @@ const (
 	hookCapable       = 8
 	hookTaskFixSetuid = 9
 	hookTaskFixSetgid = 10
+	hookPathMknod     = 11
+	hookPathUnlink    = 12
+	hookPathMkdir     = 13
+	hookPathRmdir     = 14
+	hookPathSymlink   = 15
+	hookPathLink      = 16
+	hookPathRename    = 17
+	hookPathChmod     = 18
+	hookPathChown     = 19
+	hookPathTruncate  = 20
 )
 
 var hookNames = map[uint32]string{
@@ -40,6 +50,18 @@ var hookNames = map[uint32]string{
 	hookCapable:       "CAPABLE",
 	hookTaskFixSetuid: "TASK_FIX_SETUID",
 	hookTaskFixSetgid: "TASK_FIX_SETGID",
+	// The namespace operations carry upstream's names (FILE_CHOWN is ours:
+	// upstream does not hook chown).
+	hookPathMknod:    "FILE_MKNOD",
+	hookPathUnlink:   "FILE_UNLINK",
+	hookPathMkdir:    "FILE_MKDIR",
+	hookPathRmdir:    "FILE_RMDIR",
+	hookPathSymlink:  "FILE_SYMLINK",
+	hookPathLink:     "FILE_LINK",
+	hookPathRename:   "FILE_RENAME",
+	hookPathChmod:    "FILE_CHMOD",
+	hookPathChown:    "FILE_CHOWN",
+	hookPathTruncate: "FILE_TRUNCATE",
 }
 
 var (
@@ -88,7 +110,8 @@ func decode(raw []byte, bootOffset time.Duration) (event.Event, bool) {
 		ev.Operation = event.OpProcess
 		ev.Resource = cString(k.Resource[:])
 		ev.Data = lsm
-	case hookFileOpen, hookFilePerm:
+	case hookFileOpen, hookFilePerm, hookPathMknod, hookPathUnlink, hookPathMkdir, hookPathRmdir,
+		hookPathSymlink, hookPathLink, hookPathRename, hookPathChmod, hookPathChown, hookPathTruncate:
 		ev.Operation = event.OpFile
 		ev.Resource = cString(k.Resource[:])
 		ev.Data = lsm

@@ -163,6 +163,15 @@ type enforcerScratch struct {
 	Tmp  [256]int8
 	Pat  enforcerPattern
 	Cand [256]uint8
+	Comp [128]uint64
+	Side struct {
+		_   structs.HostLayout
+		Tag uint32
+		Len uint32
+		Op  uint32
+		Pad uint32
+		Src uint64
+	}
 }
 
 type enforcerSrcKey struct {
@@ -201,6 +210,16 @@ const (
 	enforcerProgEnforceCapable       = "enforce_capable"
 	enforcerProgEnforceExec          = "enforce_exec"
 	enforcerProgEnforceFileOpen      = "enforce_file_open"
+	enforcerProgEnforcePathChmod     = "enforce_path_chmod"
+	enforcerProgEnforcePathChown     = "enforce_path_chown"
+	enforcerProgEnforcePathLink      = "enforce_path_link"
+	enforcerProgEnforcePathMkdir     = "enforce_path_mkdir"
+	enforcerProgEnforcePathMknod     = "enforce_path_mknod"
+	enforcerProgEnforcePathRename    = "enforce_path_rename"
+	enforcerProgEnforcePathRmdir     = "enforce_path_rmdir"
+	enforcerProgEnforcePathSymlink   = "enforce_path_symlink"
+	enforcerProgEnforcePathTruncate  = "enforce_path_truncate"
+	enforcerProgEnforcePathUnlink    = "enforce_path_unlink"
 	enforcerProgEnforceSetgid        = "enforce_setgid"
 	enforcerProgEnforceSetuid        = "enforce_setuid"
 	enforcerProgEnforceSocketAccept  = "enforce_socket_accept"
@@ -256,6 +275,16 @@ type enforcerProgramSpecs struct {
 	EnforceCapable       *ebpf.ProgramSpec `ebpf:"enforce_capable"`
 	EnforceExec          *ebpf.ProgramSpec `ebpf:"enforce_exec"`
 	EnforceFileOpen      *ebpf.ProgramSpec `ebpf:"enforce_file_open"`
+	EnforcePathChmod     *ebpf.ProgramSpec `ebpf:"enforce_path_chmod"`
+	EnforcePathChown     *ebpf.ProgramSpec `ebpf:"enforce_path_chown"`
+	EnforcePathLink      *ebpf.ProgramSpec `ebpf:"enforce_path_link"`
+	EnforcePathMkdir     *ebpf.ProgramSpec `ebpf:"enforce_path_mkdir"`
+	EnforcePathMknod     *ebpf.ProgramSpec `ebpf:"enforce_path_mknod"`
+	EnforcePathRename    *ebpf.ProgramSpec `ebpf:"enforce_path_rename"`
+	EnforcePathRmdir     *ebpf.ProgramSpec `ebpf:"enforce_path_rmdir"`
+	EnforcePathSymlink   *ebpf.ProgramSpec `ebpf:"enforce_path_symlink"`
+	EnforcePathTruncate  *ebpf.ProgramSpec `ebpf:"enforce_path_truncate"`
+	EnforcePathUnlink    *ebpf.ProgramSpec `ebpf:"enforce_path_unlink"`
 	EnforceSetgid        *ebpf.ProgramSpec `ebpf:"enforce_setgid"`
 	EnforceSetuid        *ebpf.ProgramSpec `ebpf:"enforce_setuid"`
 	EnforceSocketAccept  *ebpf.ProgramSpec `ebpf:"enforce_socket_accept"`
@@ -358,6 +387,16 @@ type enforcerPrograms struct {
 	EnforceCapable       *ebpf.Program `ebpf:"enforce_capable"`
 	EnforceExec          *ebpf.Program `ebpf:"enforce_exec"`
 	EnforceFileOpen      *ebpf.Program `ebpf:"enforce_file_open"`
+	EnforcePathChmod     *ebpf.Program `ebpf:"enforce_path_chmod"`
+	EnforcePathChown     *ebpf.Program `ebpf:"enforce_path_chown"`
+	EnforcePathLink      *ebpf.Program `ebpf:"enforce_path_link"`
+	EnforcePathMkdir     *ebpf.Program `ebpf:"enforce_path_mkdir"`
+	EnforcePathMknod     *ebpf.Program `ebpf:"enforce_path_mknod"`
+	EnforcePathRename    *ebpf.Program `ebpf:"enforce_path_rename"`
+	EnforcePathRmdir     *ebpf.Program `ebpf:"enforce_path_rmdir"`
+	EnforcePathSymlink   *ebpf.Program `ebpf:"enforce_path_symlink"`
+	EnforcePathTruncate  *ebpf.Program `ebpf:"enforce_path_truncate"`
+	EnforcePathUnlink    *ebpf.Program `ebpf:"enforce_path_unlink"`
 	EnforceSetgid        *ebpf.Program `ebpf:"enforce_setgid"`
 	EnforceSetuid        *ebpf.Program `ebpf:"enforce_setuid"`
 	EnforceSocketAccept  *ebpf.Program `ebpf:"enforce_socket_accept"`
@@ -372,6 +411,16 @@ func (p *enforcerPrograms) Close() error {
 		p.EnforceCapable,
 		p.EnforceExec,
 		p.EnforceFileOpen,
+		p.EnforcePathChmod,
+		p.EnforcePathChown,
+		p.EnforcePathLink,
+		p.EnforcePathMkdir,
+		p.EnforcePathMknod,
+		p.EnforcePathRename,
+		p.EnforcePathRmdir,
+		p.EnforcePathSymlink,
+		p.EnforcePathTruncate,
+		p.EnforcePathUnlink,
 		p.EnforceSetgid,
 		p.EnforceSetuid,
 		p.EnforceSocketAccept,

@@ -1,6 +1,7 @@
 package bpflsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 )
@@ -233,4 +234,22 @@ func (g glob) indexSlot() (sel, b uint8) {
 		return patternSelSecond, uint8(pre >> 8)
 	}
 	return patternSelAny, 0
+}
+
+// literalDir is the deepest directory every match of the glob is in: its
+// literal start up to the last '/' ("/a/keys/*.key" -> "/a/keys"), or, for a
+// glob without wildcards, the directory of the path it names.
+func (g glob) literalDir() string {
+	var lit []byte
+	for _, t := range g.toks {
+		if t[0] != tokLit {
+			break
+		}
+		lit = append(lit, t[1])
+	}
+	i := bytes.LastIndexByte(lit, '/')
+	if i <= 0 {
+		return "/"
+	}
+	return string(lit[:i])
 }

@@ -35,6 +35,7 @@ const (
 	kindNetProto = 7
 	kindNetAny   = 8
 	kindCap      = 9
+	kindAncestor = 10
 )
 
 // Slots: one rule per action on a key.
@@ -123,6 +124,7 @@ type settings struct {
 // entries is a RuleSet as the kernel sees it.
 type entries struct {
 	paths      map[pathEntry]ruleValue
+	ancestors  map[pathEntry]ruleValue // kindAncestor keys, from paths and patterns
 	nets       map[netEntry]ruleValue
 	sources    map[string]sourceValue
 	patterns   []patternEntry
@@ -150,6 +152,7 @@ func translate(rs *hostpolicy.RuleSet) *entries {
 func translateRules(rules []hostpolicy.Rule, postures hostpolicy.Postures) *entries {
 	e := &entries{
 		paths:      map[pathEntry]ruleValue{},
+		ancestors:  map[pathEntry]ruleValue{},
 		nets:       map[netEntry]ruleValue{},
 		sources:    map[string]sourceValue{},
 		unenforced: map[uint32]string{},
@@ -163,6 +166,7 @@ func translateRules(rules []hostpolicy.Rule, postures hostpolicy.Postures) *entr
 			e.unenforced[r.ID] = reason
 		}
 	}
+	e.addAncestors()
 	for _, c := range []struct {
 		cat  uint32
 		from hostpolicy.Category
@@ -344,4 +348,61 @@ func fill(v *ruleValue, slot uint8, r slotRule) string {
 		return fmt.Sprintf("rule %d with other flags already decides this path and action", cur.id)
 	}
 	return ""
+}
+
+// addAncestors puts an ancestor entry on every directory above a protected
+// path: the path of a file rule (Block or Audit) or of a process Block rule,
+// and the literal directory a pattern starts with. The path hooks refuse
+// (or audit) renaming such a directory, which would move the protected path
+// out from under its rule. A pattern's matches below its literal directory
+// are not known here: renaming a directory its wildcards match escapes.
+func (e *entries) addAncestors() {
+	add := func(dir string, src uint32, slot uint8, r slotRule) {
+		// Who may rename the directory is not what ownerOnly or readOnly
+		// talk about (every rename is a change); a tty-only rule still
+		// applies only to tasks with a tty.
+		r.flags &= flagTTY
+		for d := dir; len(d) > 1; d = parentDir(d) {
+			k := pathEntry{kind: kindAncestor, src: src, path: d}
+			v := e.ancestors[k]
+			if cur := v[slot]; cur.id == 0 || cur.flags&^r.flags != 0 {
+				v[slot] = r // the first rule, or one with fewer conditions
+			}
+			e.ancestors[k] = v
+			e.cfg.kinds |= 1 << kindAncestor
+		}
+	}
+	for k, v := range e.paths {
+		var dir string
+		switch k.kind {
+		case kindFilePath, kindExecPath:
+			dir = parentDir(k.path)
+		case kindFileDir, kindExecDir:
+			dir = parentDir(strings.TrimSuffix(k.path, "/"))
+		default:
+			continue
+		}
+		for _, slot := range []uint8{slotBlock, slotAudit} {
+			if v[slot].id == 0 || (slot == slotAudit && (k.kind == kindExecPath || k.kind == kindExecDir)) {
+				continue
+			}
+			add(dir, k.src, slot, v[slot])
+		}
+	}
+	for _, p := range e.patterns {
+		if p.slot == slotAllow || (p.category == catProcess && p.slot != slotBlock) {
+			continue
+		}
+		add(p.glob.literalDir(), 0, p.slot, slotRule{id: p.id, flags: uint32(p.flags)})
+	}
+}
+
+// parentDir is the directory a path is in, without a trailing '/'
+// ("/a/b" -> "/a", "/a" -> "/").
+func parentDir(p string) string {
+	i := strings.LastIndexByte(p, '/')
+	if i <= 0 {
+		return "/"
+	}
+	return p[:i]
 }

@@ -58,7 +58,7 @@ func TestTranslate(t *testing.T) {
 			{kindExecDir, "", "/srv/", slotBlock, 0},
 		},
 		cfg: func(t *testing.T, c settings, _ map[string]sourceValue) {
-			want := uint32(1<<kindExecPath | 1<<kindExecName | 1<<kindExecDir)
+			want := uint32(1<<kindExecPath | 1<<kindExecName | 1<<kindExecDir | 1<<kindAncestor)
 			if c.kinds != want || c.allowlist != 0 || c.hasSources != 0 {
 				t.Errorf("cfg = %+v", c)
 			}
@@ -394,4 +394,129 @@ func pathSlots(path string) [3][2]uint8 {
 		second = path[1]
 	}
 	return [3][2]uint8{{patternSelLast, last}, {patternSelSecond, second}, {patternSelAny, 0}}
+}
+
+// TestAncestors: every directory above a protected path gets an ancestor
+// entry (renaming it would move the path out of its rule), with the Block
+// and Audit rules below it; allow rules and process Audit rules add none.
+func TestAncestors(t *testing.T) {
+	type want struct {
+		dir     string
+		slot    int
+		policy  string
+		flags   uint32
+		fromSrc string
+	}
+	tests := []struct {
+		name string
+		docs []string
+		want []want
+	}{{
+		name: "file path, readOnly and ownerOnly flags dropped",
+		docs: []string{policy("f", `
+  file:
+    matchPaths:
+    - path: /srv/data/secret
+      readOnly: true
+      ownerOnly: true
+  action: Block`)},
+		want: []want{{"/srv", slotBlock, "f", 0, ""}, {"/srv/data", slotBlock, "f", 0, ""}},
+	}, {
+		name: "directory rule: above it, not the directory itself",
+		docs: []string{policy("d", `
+  file:
+    matchDirectories:
+    - dir: /srv/data/
+      recursive: true
+  action: Audit`)},
+		want: []want{{"/srv", slotAudit, "d", 0, ""}},
+	}, {
+		name: "process Block rule; process Audit and file Allow add nothing",
+		docs: []string{policy("pb", `
+  process:
+    matchPaths:
+    - path: /opt/bin/tool
+  action: Block`), policy("pa", `
+  process:
+    matchPaths:
+    - path: /usr/bin/audited
+  action: Audit`), policy("fa", `
+  file:
+    matchPaths:
+    - path: /var/allowed/file
+  action: Allow`)},
+		want: []want{{"/opt", slotBlock, "pb", 0, ""}, {"/opt/bin", slotBlock, "pb", 0, ""}},
+	}, {
+		name: "pattern: its literal directory and above",
+		docs: []string{policy("g", `
+  file:
+    matchPatterns:
+    - pattern: /etc/keys/*.key
+  action: Block`)},
+		want: []want{{"/etc", slotBlock, "g", 0, ""}, {"/etc/keys", slotBlock, "g", 0, ""}},
+	}, {
+		name: "fromSource keeps the source",
+		docs: []string{policy("s", `
+  file:
+    matchPaths:
+    - path: /run/app/sock
+      fromSource:
+      - path: /usr/bin/app
+  action: Block`)},
+		want: []want{{"/run", slotBlock, "s", 0, "/usr/bin/app"}, {"/run/app", slotBlock, "s", 0, "/usr/bin/app"}},
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := hostpolicytest.Compile(t, hostpolicy.Options{Host: "h"}, tc.docs...)
+			e := translate(rs)
+			if len(e.unenforced) != 0 {
+				t.Fatalf("unenforced: %v", e.unenforced)
+			}
+			if len(e.ancestors) != len(tc.want) {
+				t.Errorf("%d ancestor entries, want %d: %v", len(e.ancestors), len(tc.want), e.ancestors)
+			}
+			if e.cfg.kinds&(1<<kindAncestor) == 0 {
+				t.Errorf("kinds %#x lacks the ancestor bit", e.cfg.kinds)
+			}
+			for _, w := range tc.want {
+				var src uint32
+				if w.fromSrc != "" {
+					src = e.sources[w.fromSrc].id
+				}
+				v, ok := e.ancestors[pathEntry{kind: kindAncestor, src: src, path: w.dir}]
+				if !ok {
+					t.Errorf("no ancestor entry for %s (src %d): %v", w.dir, src, e.ancestors)
+					continue
+				}
+				var id uint32
+				for _, r := range rs.Rules {
+					if r.Policy == w.policy {
+						id = r.ID
+					}
+				}
+				if got := v[w.slot]; got.id != id || got.flags != w.flags {
+					t.Errorf("%s slot %d = %+v, want id %d flags %#x", w.dir, w.slot, got, id, w.flags)
+				}
+			}
+		})
+	}
+}
+
+func TestLiteralDir(t *testing.T) {
+	for _, tc := range []struct{ pattern, want string }{
+		{"/etc/keys/*.key", "/etc/keys"},
+		{"/etc/keys/host.key", "/etc/keys"},
+		{"/home/*/secret", "/home"},
+		{"/*", "/"},
+		{"*.key", "/"},
+		{"/a\\*b/c*", "/a*b"},
+	} {
+		g, err := compileGlob(tc.pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := g.literalDir(); got != tc.want {
+			t.Errorf("literalDir(%q) = %q, want %q", tc.pattern, got, tc.want)
+		}
+	}
 }

@@ -153,6 +153,14 @@ struct scratch {
 	char tmp[PATH_LEN];
 	struct pattern pat;
 	__u8 cand[MAX_PATTERNS]; /* the candidate list pattern_step walks */
+	__u64 comp[MAX_DEPTH];   /* dentries of the path build_path walks */
+	struct {                 /* one name of a path hook, for its decisions */
+		__u32 tag;       /* generation and scope */
+		__u32 len;       /* of path */
+		__u32 op;        /* OP_* */
+		__u32 pad;
+		__u64 src;       /* pack_src */
+	} side;
 };
 
 struct {
@@ -576,9 +584,10 @@ static __always_inline void match_patterns(struct scratch *s, struct pat_ctx *pc
 	bpf_loop(MAX_PATTERNS, pattern_step, pc, 0);
 }
 
-/* match_path finds the rules for s->path (length len) in one category.
- * kind_name is 0 for categories without exec names. */
-static __always_inline void match_path(struct scratch *s, struct config *cfg, __u32 gen, __u32 category,
+/* match_path finds the rules for s->path (length len) in one category and
+ * returns the path's hash. kind_name is 0 for categories without exec
+ * names. */
+static __always_inline __u64 match_path(struct scratch *s, struct config *cfg, __u32 gen, __u32 category,
 				       __u32 kind_path, __u32 kind_name, __u32 kind_dir, __u32 src, __u32 len,
 				       int is_dir, struct match *m)
 {
@@ -639,6 +648,7 @@ static __always_inline void match_path(struct scratch *s, struct config *cfg, __
 		match_patterns(s, &pc, PSEL_ANY, 0);
 		merge(m, (struct rule_val *)&pc.found);
 	}
+	return w.h;
 }
 
 /* ---- decisions ----------------------------------------------------------- */
@@ -696,6 +706,29 @@ static __always_inline struct decision decide(struct match *m, __u32 op, int all
 static __always_inline int is_allowlisted(struct config *cfg, __u32 src_allow, __u32 category)
 {
 	return ((cfg->allowlist | src_allow) >> category) & 1;
+}
+
+/* file_match and file_verdict are the one decision of file rules, for
+ * opens and for the path hooks alike: the rules for s->path (length len),
+ * then the verdict for operation op. With ancestors, the rules of protected
+ * paths below the path count too (for renames of a directory, which move
+ * everything below it). Two steps so that callers compute op after the
+ * match: a scalar with several possible values live across the path walk
+ * multiplies the verifier's states through it. */
+static __always_inline void file_match(struct scratch *s, struct config *cfg, __u32 gen, __u32 src, __u32 len,
+				       int is_dir, int ancestors, struct match *m)
+{
+	__u64 h = match_path(s, cfg, gen, CAT_FILE, K_FILE_PATH, 0, K_FILE_DIR, src, len, is_dir, m);
+	if (ancestors && (cfg->kinds & (1 << K_ANCESTOR))) {
+		if (src)
+			merge(m, path_lookup(s, gen | K_ANCESTOR, src, h, s->path, len));
+		merge(m, path_lookup(s, gen | K_ANCESTOR, 0, h, s->path, len));
+	}
+}
+
+static __always_inline struct decision file_verdict(struct config *cfg, struct match *m, __u32 op, struct src_ref sv)
+{
+	return decide(m, op, is_allowlisted(cfg, sv.allowlist, CAT_FILE), cfg->posture_block & (1 << CAT_FILE));
 }
 
 static __always_inline int has_tty(struct task_struct *t)
@@ -926,7 +959,7 @@ int BPF_PROG(enforce_file_open, struct file *file, int ret)
 	struct inode *inode = file->f_inode;
 	int is_dir = (inode->i_mode & S_IFMT) == S_IFDIR;
 	struct match m = {};
-	match_path(s, cfg, gen, CAT_FILE, K_FILE_PATH, 0, K_FILE_DIR, sv.id, len, is_dir, &m);
+	file_match(s, cfg, gen, sv.id, len, is_dir, 0, &m);
 
 	__u32 op = 0;
 	if (fmode & FMODE_WRITE)
@@ -935,7 +968,7 @@ int BPF_PROG(enforce_file_open, struct file *file, int ret)
 		op |= OP_OWNER;
 	if (has_tty(t))
 		op |= OP_TTY;
-	struct decision d = decide(&m, op, is_allowlisted(cfg, sv.allowlist, CAT_FILE), cfg->posture_block & (1 << CAT_FILE));
+	struct decision d = file_verdict(cfg, &m, op, sv);
 	if (!d.verdict)
 		return 0;
 	struct event *e = new_event(cfg, &d, H_FILE_OPEN, EACCES);
@@ -949,6 +982,452 @@ int BPF_PROG(enforce_file_open, struct file *file, int ret)
 		bpf_ringbuf_submit(e, 0);
 	}
 	return d.deny ? -EACCES : 0;
+}
+
+/* ---- namespace operations ------------------------------------------------------ */
+
+/* The path hooks (unlink, rename, link, chmod, ...) may not call
+ * bpf_d_path on the kernels this runs on (it is allowed only in the
+ * sleepable hook set, which holds none of them), and most get a directory
+ * and a dentry rather than a path. build_path therefore walks the dentry
+ * chain up to the task's root as d_path does, crossing mount points, and
+ * writes the path into s->path. */
+struct up_ctx {
+	struct scratch *s;
+	__u64 d;         /* struct dentry * */
+	__u64 mnt;       /* struct mount * */
+	__u64 root_d;    /* the task's root */
+	__u64 root_mnt;  /* its struct vfsmount * */
+	__u32 n;
+	__u32 overflow;
+};
+
+static long up_step(__u32 i, struct up_ctx *c)
+{
+	struct scratch *s = c->s;
+	if (!s)
+		return 1;
+	struct dentry *d = (struct dentry *)c->d;
+	struct mount *m = (struct mount *)c->mnt;
+	__u64 vm = c->mnt + bpf_core_field_offset(struct mount, mnt);
+	if (c->d == c->root_d && vm == c->root_mnt)
+		return 1;
+	struct dentry *mroot = BPF_CORE_READ((struct vfsmount *)vm, mnt_root);
+	if (d == mroot) {
+		struct mount *parent = BPF_CORE_READ(m, mnt_parent);
+		if (!parent || parent == m) /* the namespace's root */
+			return 1;
+		c->d = (__u64)BPF_CORE_READ(m, mnt_mountpoint);
+		c->mnt = (__u64)parent;
+		return 0;
+	}
+	struct dentry *p = BPF_CORE_READ(d, d_parent);
+	if (!p || p == d)
+		return 1;
+	if (c->n >= MAX_DEPTH) {
+		c->overflow = 1;
+		return 1;
+	}
+	s->comp[masked(c->n, MAX_DEPTH - 1)] = c->d;
+	c->n++;
+	c->d = (__u64)p;
+	return 0;
+}
+
+struct down_ctx {
+	struct scratch *s;
+	__u32 n;
+	__u32 len;
+	__u32 overflow;
+};
+
+static long down_step(__u32 i, struct down_ctx *c)
+{
+	struct scratch *s = c->s;
+	if (!s || i >= c->n)
+		return 1;
+	struct dentry *d = (struct dentry *)s->comp[masked(c->n - 1 - i, MAX_DEPTH - 1)];
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	if (c->len >= PATH_LEN - 1) {
+		c->overflow = 1;
+		return 1;
+	}
+	s->path[masked(c->len, PATH_MASK)] = '/';
+	c->len++;
+	/* path is followed by tmp in struct scratch: a read of PATH_LEN bytes
+	 * from any offset below PATH_LEN stays inside the map value */
+	long r = bpf_probe_read_kernel_str(s->path + masked(c->len, PATH_MASK), PATH_LEN, name);
+	if (r <= 1) {
+		c->overflow = 1;
+		return 1;
+	}
+	c->len += r - 1;
+	return 0;
+}
+
+/* build_path writes the path of dentry d on mount mnt (struct vfsmount *),
+ * as the current task sees it, into s->path and returns its length; 0 when
+ * it is longer than PATH_LEN - 1 bytes or cannot be read. A global
+ * function, verified once: the kernel pointers are plain numbers here,
+ * only ever read through bpf_probe_read_kernel. */
+__noinline __u32 build_path(struct scratch *s, __u64 mnt, __u64 d)
+{
+	if (!s || !mnt || !d)
+		return 0;
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct up_ctx u = {
+		.s = s,
+		.d = d,
+		.mnt = mnt - bpf_core_field_offset(struct mount, mnt),
+		.root_d = (__u64)BPF_CORE_READ(t, fs, root.dentry),
+		.root_mnt = (__u64)BPF_CORE_READ(t, fs, root.mnt),
+	};
+	bpf_loop(2 * MAX_DEPTH, up_step, &u, 0);
+	if (u.overflow)
+		return 0;
+	if (u.n == 0) {
+		s->path[0] = '/';
+		s->path[1] = 0;
+		return 1;
+	}
+	struct down_ctx c = {.s = s, .n = u.n};
+	bpf_loop(MAX_DEPTH, down_step, &c, 0);
+	if (c.overflow || c.len >= PATH_LEN)
+		return 0;
+	s->path[masked(c.len, PATH_MASK)] = 0;
+	return c.len;
+}
+
+/* walk_exe_cache is fill_exe_cache for hooks that may not call bpf_d_path:
+ * the executable's path comes from build_path (s->path is overwritten). */
+static __always_inline struct exe_path *walk_exe_cache(struct task_struct *task, struct scratch *s)
+{
+	struct exe_path *e = bpf_task_storage_get(&exe_cache, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!e)
+		return NULL;
+	if (e->len)
+		return e;
+	__u64 mnt = (__u64)BPF_CORE_READ(task, mm, exe_file, f_path.mnt);
+	__u64 d = (__u64)BPF_CORE_READ(task, mm, exe_file, f_path.dentry);
+	__u32 n = build_path(s, mnt, d);
+	if (!n)
+		return NULL;
+	bpf_probe_read_kernel_str(s->tmp, PATH_LEN, s->path);
+	__builtin_memset(e->path, 0, PATH_LEN);
+	bpf_probe_read_kernel_str(e->path, PATH_LEN, s->tmp);
+	e->hash = hash_tmp(s, n);
+	e->len = n;
+	return e;
+}
+
+/* What a path hook checks on one path besides the file rules. */
+#define SIDE_PROCESS 0x1   /* process Block rules: no new name for a blocked program */
+#define SIDE_ANCESTORS 0x2 /* a directory: the rules of protected paths below it */
+
+#define PATH_KINDS (FILE_KINDS | (1 << K_ANCESTOR))
+
+/* config_of is the config of a tag (generation and scope) active_config
+ * returned, so a decision split over global functions uses one
+ * generation throughout. */
+static __always_inline struct config *config_of(__u32 tag)
+{
+	__u32 idx = (tag >> GEN_SHIFT) * MAX_SCOPES + ((tag >> SCOPE_SHIFT) & (MAX_SCOPES - 1));
+	return bpf_map_lookup_elem(&configs, &idx);
+}
+
+/* Decisions cross global functions packed in a __u64: verdict in the low
+ * byte, deny in bit 8, the rule in the high half. */
+static __always_inline __u64 pack_decision(struct decision d)
+{
+	return (__u64)d.rule << 32 | (d.deny ? 1 << 8 : 0) | (d.verdict & 0xff);
+}
+
+static __always_inline struct decision unpack_decision(__u64 v)
+{
+	struct decision d = {.verdict = v & 0xff, .deny = (v >> 8) & 1, .rule = v >> 32};
+	return d;
+}
+
+static __always_inline __u64 pack_src(struct src_ref sv)
+{
+	return (__u64)sv.allowlist << 32 | sv.id;
+}
+
+/* decide_file is file_decision for the path hooks on the name
+ * prepare_side left in the scratch area, with is_dir in bit 0 of how and
+ * ancestors in bit 1. The path hooks' steps are global functions the hook
+ * calls one after the other: each is verified once, its branches do not
+ * multiply the caller's states, and the stacks of two never add up. */
+__noinline __u64 decide_file(__u32 how)
+{
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 0;
+	__u32 tag = s->side.tag, len = s->side.len;
+	struct config *cfg = config_of(tag);
+	if (!cfg || !len || len >= PATH_LEN)
+		return 0;
+	struct match m = {};
+	file_match(s, cfg, tag, (__u32)s->side.src, len, how & 1, how & 2, &m);
+	struct src_ref sv = {.id = (__u32)s->side.src, .allowlist = s->side.src >> 32};
+	return pack_decision(file_verdict(cfg, &m, s->side.op, sv));
+}
+
+/* decide_exec decides, for a link or rename of s->path, whether a process
+ * Block rule covers it as a program: only explicit Block rules, since an
+ * allow-list's posture is about running programs, not about naming them. */
+__noinline __u64 decide_exec(void)
+{
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 0;
+	__u32 tag = s->side.tag, len = s->side.len;
+	struct config *cfg = config_of(tag);
+	if (!cfg || !len || len >= PATH_LEN || !(cfg->kinds & EXEC_KINDS))
+		return 0;
+	struct match pm = {};
+	match_path(s, cfg, tag, CAT_PROCESS, K_EXEC_PATH, K_EXEC_NAME, K_EXEC_DIR, (__u32)s->side.src, len, 0, &pm);
+	struct decision d = decide(&pm, s->side.op, 0, 0);
+	if (d.verdict != V_BLOCK)
+		return 0;
+	return pack_decision(d);
+}
+
+/* report_side sends the alert of a path hook's decision about s->path. A
+ * global function, so its stack is not added to the decision's. */
+__noinline int report_side(__u64 packed, __u32 hook)
+{
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 0;
+	struct config *cfg = config_of(s->side.tag);
+	if (!cfg)
+		return 0;
+	struct decision dec = unpack_decision(packed);
+	struct event *e = new_event(cfg, &dec, hook, EACCES);
+	if (!e)
+		return 0;
+	bpf_probe_read_kernel_str(e->resource, PATH_LEN, s->path);
+	struct task_struct *t = bpf_get_current_task_btf();
+	copy_exe(e->exe, walk_exe_cache(t, s));
+	copy_exe(e->parent_exe, walk_exe_cache(t->real_parent, s));
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+struct side_args {
+	__u64 mnt;    /* struct vfsmount * */
+	__u64 dentry; /* struct dentry *, the object or the new name */
+	__u32 side;   /* SIDE_* */
+	__u32 pad;
+};
+
+/* prepare_side builds the path of one name of a path hook (which may not
+ * exist yet) and the properties its decisions need, into s->side; it
+ * returns the path's length, 0 when there is nothing to decide. Every
+ * such operation changes the file system, so it is decided as a write:
+ * readOnly rules refuse it. */
+__noinline __u32 prepare_side(struct side_args *a)
+{
+	if (!a)
+		return 0;
+	__u32 gen;
+	struct config *cfg = active_config(&gen);
+	if (!cfg)
+		return 0;
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 0;
+	__u32 side = a->side;
+	struct dentry *d = (struct dentry *)a->dentry;
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct exe_path *exe = NULL;
+	struct src_ref sv = {};
+	if (needs_source(cfg, CAT_FILE) || ((side & SIDE_PROCESS) && needs_source(cfg, CAT_PROCESS))) {
+		exe = walk_exe_cache(t, s);
+		sv = lookup_source(s, gen, exe);
+	}
+	__u32 len = build_path(s, a->mnt, a->dentry);
+	if (!len) {
+		count(C_LONG_PATH);
+		return 0;
+	}
+	/* the owner of the object, or of the directory a new name goes in */
+	struct inode *ino = BPF_CORE_READ(d, d_inode);
+	if (!ino)
+		ino = BPF_CORE_READ(d, d_parent, d_inode);
+	__u32 op = OP_WRITE;
+	if (ino && BPF_CORE_READ(ino, i_uid.val) == t->cred->fsuid.val)
+		op |= OP_OWNER;
+	if (has_tty(t))
+		op |= OP_TTY;
+	s->side.tag = gen;
+	s->side.len = len;
+	s->side.op = op;
+	s->side.src = pack_src(sv);
+	return len;
+}
+
+static __always_inline int dentry_is_dir(struct dentry *d)
+{
+	struct inode *ino = BPF_CORE_READ(d, d_inode);
+	return ino && (BPF_CORE_READ(ino, i_mode) & S_IFMT) == S_IFDIR;
+}
+
+/* path_config is the config a path hook decides with, NULL when no rule
+ * could apply; with process, process rules count too. */
+static __always_inline struct config *path_config(__u32 *gen, int process)
+{
+	struct config *cfg = active_config(gen);
+	if (!cfg)
+		return NULL;
+	if (wants(cfg, CAT_FILE, PATH_KINDS) || (process && (cfg->kinds & EXEC_KINDS)))
+		return cfg;
+	return NULL;
+}
+
+/* one_side decides an operation of hook on one name: the object d on
+ * mount mnt, or a new name. */
+static __always_inline int one_side(__u32 hook, struct vfsmount *mnt, struct dentry *d, int is_dir, __u32 side)
+{
+	struct side_args a = {.mnt = (__u64)mnt, .dentry = (__u64)d, .side = side};
+	if (!prepare_side(&a))
+		return 0;
+	__u32 how = (is_dir ? 1 : 0) | ((side & SIDE_ANCESTORS) ? 2 : 0);
+	__u64 packed = decide_file(how);
+	if (!((packed >> 8) & 1) && (side & SIDE_PROCESS)) {
+		__u64 pd = decide_exec();
+		if (pd)
+			packed = pd;
+	}
+	if (!(packed & 0xff))
+		return 0;
+	report_side(packed, hook);
+	return (packed >> 8) & 1 ? -EACCES : 0;
+}
+
+/* dir_side: a name in directory dir. */
+static __always_inline int dir_side(__u32 hook, const struct path *dir, struct dentry *d, int is_dir)
+{
+	__u32 gen;
+	if (!path_config(&gen, 0))
+		return 0;
+	return one_side(hook, dir->mnt, d, is_dir, 0);
+}
+
+/* whole_side: an existing object named by a path. */
+static __always_inline int whole_side(__u32 hook, const struct path *path)
+{
+	__u32 gen;
+	if (!path_config(&gen, 0))
+		return 0;
+	struct dentry *d = path->dentry;
+	return one_side(hook, path->mnt, d, dentry_is_dir(d), 0);
+}
+
+SEC("lsm/path_unlink")
+int BPF_PROG(enforce_path_unlink, const struct path *dir, struct dentry *dentry, int ret)
+{
+	if (ret)
+		return ret;
+	return dir_side(H_PATH_UNLINK, dir, dentry, 0);
+}
+
+SEC("lsm/path_rmdir")
+int BPF_PROG(enforce_path_rmdir, const struct path *dir, struct dentry *dentry, int ret)
+{
+	if (ret)
+		return ret;
+	return dir_side(H_PATH_RMDIR, dir, dentry, 1);
+}
+
+SEC("lsm/path_mkdir")
+int BPF_PROG(enforce_path_mkdir, const struct path *dir, struct dentry *dentry, umode_t mode, int ret)
+{
+	if (ret)
+		return ret;
+	return dir_side(H_PATH_MKDIR, dir, dentry, 1);
+}
+
+/* Also every creation of a regular file (open with O_CREAT). */
+SEC("lsm/path_mknod")
+int BPF_PROG(enforce_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev,
+	     int ret)
+{
+	if (ret)
+		return ret;
+	return dir_side(H_PATH_MKNOD, dir, dentry, 0);
+}
+
+SEC("lsm/path_symlink")
+int BPF_PROG(enforce_path_symlink, const struct path *dir, struct dentry *dentry, const char *old_name, int ret)
+{
+	if (ret)
+		return ret;
+	return dir_side(H_PATH_SYMLINK, dir, dentry, 0);
+}
+
+/* A hard link gives its source a new name, which no rule may cover: a
+ * protected source (a file rule, or a process Block rule on a program) is
+ * refused, as is a new name in a protected place. Both names are on the
+ * same mount. */
+SEC("lsm/path_link")
+int BPF_PROG(enforce_path_link, struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry,
+	     int ret)
+{
+	if (ret)
+		return ret;
+	__u32 gen;
+	if (!path_config(&gen, 1))
+		return 0;
+	struct vfsmount *mnt = new_dir->mnt;
+	int r = one_side(H_PATH_LINK, mnt, old_dentry, 0, SIDE_PROCESS);
+	if (r)
+		return r;
+	return one_side(H_PATH_LINK, mnt, new_dentry, 0, 0);
+}
+
+/* A rename changes both names: the source (and, for a directory, every
+ * protected path below it) and the target (which it may replace, or, with
+ * RENAME_EXCHANGE, move to the source's place). Both are decided alike. */
+SEC("lsm/path_rename")
+int BPF_PROG(enforce_path_rename, const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
+	     struct dentry *new_dentry, unsigned int flags, int ret)
+{
+	if (ret)
+		return ret;
+	__u32 gen;
+	if (!path_config(&gen, 1))
+		return 0;
+	int is_dir = dentry_is_dir(old_dentry);
+	int r = one_side(H_PATH_RENAME, old_dir->mnt, old_dentry, is_dir, SIDE_PROCESS | SIDE_ANCESTORS);
+	if (r)
+		return r;
+	return one_side(H_PATH_RENAME, new_dir->mnt, new_dentry, is_dir, SIDE_PROCESS | SIDE_ANCESTORS);
+}
+
+SEC("lsm/path_chmod")
+int BPF_PROG(enforce_path_chmod, const struct path *path, umode_t mode, int ret)
+{
+	if (ret)
+		return ret;
+	return whole_side(H_PATH_CHMOD, path);
+}
+
+SEC("lsm/path_chown")
+int BPF_PROG(enforce_path_chown, const struct path *path, __u64 uid, __u64 gid, int ret)
+{
+	if (ret)
+		return ret;
+	return whole_side(H_PATH_CHOWN, path);
+}
+
+SEC("lsm/path_truncate")
+int BPF_PROG(enforce_path_truncate, const struct path *path, int ret)
+{
+	if (ret)
+		return ret;
+	return whole_side(H_PATH_TRUNCATE, path);
 }
 
 /* ---- network ---------------------------------------------------------------- */

@@ -50,6 +50,10 @@ enum key_kind {
 	K_NET_PROTO = 7,
 	K_NET_ANY = 8,
 	K_CAP = 9,
+	/* A directory above a protected path (a file or process rule's path):
+	 * renaming it would move the protected path out from under its rule.
+	 * The value holds the Block and Audit rules below it. */
+	K_ANCESTOR = 10,
 };
 
 /* Slots of a rule value: at most one rule per action on one key. */
@@ -96,7 +100,22 @@ enum hook {
 	H_CAPABLE = 8,
 	H_TASK_FIX_SETUID = 9,
 	H_TASK_FIX_SETGID = 10,
+	/* Namespace operations, decided by the path hooks. */
+	H_PATH_MKNOD = 11,
+	H_PATH_UNLINK = 12,
+	H_PATH_MKDIR = 13,
+	H_PATH_RMDIR = 14,
+	H_PATH_SYMLINK = 15,
+	H_PATH_LINK = 16,
+	H_PATH_RENAME = 17,
+	H_PATH_CHMOD = 18,
+	H_PATH_CHOWN = 19,
+	H_PATH_TRUNCATE = 20,
 };
+
+/* The deepest path the path hooks build (components of up to 255 bytes
+ * hold at least one byte and a '/'). */
+#define MAX_DEPTH 128
 
 /* Special network values: SOCK_* types are small integers, protocols use
  * IPPROTO_* numbers, K_NET_ANY keys use value 0. */
