@@ -121,6 +121,9 @@ func New(opts Options) (*Enforcer, error) {
 		e.objs.EnforceExec, e.objs.TrackExec, e.objs.EnforceFileOpen,
 		e.objs.EnforceSocketCreate, e.objs.EnforceSocketConnect, e.objs.EnforceSocketBind, e.objs.EnforceSocketAccept,
 		e.objs.EnforceCapable, e.objs.EnforceSetuid, e.objs.EnforceSetgid,
+		e.objs.EnforcePathUnlink, e.objs.EnforcePathRmdir, e.objs.EnforcePathMkdir, e.objs.EnforcePathMknod,
+		e.objs.EnforcePathSymlink, e.objs.EnforcePathLink, e.objs.EnforcePathRename, e.objs.EnforcePathChmod,
+		e.objs.EnforcePathChown, e.objs.EnforcePathTruncate,
 	} {
 		l, err := link.AttachLSM(link.LSMOptions{Program: p})
 		if err != nil {
@@ -214,18 +217,20 @@ func (e *Enforcer) writeScope(w *written, ent *entries, gen, scope, scoped uint3
 	// Keys hold a path's hash (enforcer.h); two paths of one kind whose
 	// hashes collide could not both have rules, so that is refused.
 	seen, seenSources := map[enforcerPathKey]string{}, map[uint64]string{}
-	for k, v := range ent.paths {
-		key := enforcerPathKey{Kind: g | k.kind, Src: k.src, Hash: pathHash(k.path)}
-		if other, ok := seen[key]; ok {
-			return fmt.Errorf("bpflsm: paths %q and %q have the same hash: one of them cannot have a rule", other, k.path)
+	for _, paths := range []map[pathEntry]ruleValue{ent.paths, ent.ancestors} {
+		for k, v := range paths {
+			key := enforcerPathKey{Kind: g | k.kind, Src: k.src, Hash: pathHash(k.path)}
+			if other, ok := seen[key]; ok {
+				return fmt.Errorf("bpflsm: paths %q and %q have the same hash: one of them cannot have a rule", other, k.path)
+			}
+			seen[key] = k.path
+			val := enforcerPathVal{Rules: *ruleVal(v), Len: uint32(len(k.path))}
+			putString(val.Path[:], k.path)
+			if err := e.objs.PathRules.Put(&key, &val); err != nil {
+				return fmt.Errorf("bpflsm: write path rule %q: %w", k.path, err)
+			}
+			w.paths = append(w.paths, key)
 		}
-		seen[key] = k.path
-		val := enforcerPathVal{Rules: *ruleVal(v), Len: uint32(len(k.path))}
-		putString(val.Path[:], k.path)
-		if err := e.objs.PathRules.Put(&key, &val); err != nil {
-			return fmt.Errorf("bpflsm: write path rule %q: %w", k.path, err)
-		}
-		w.paths = append(w.paths, key)
 	}
 	for k, v := range ent.nets {
 		key := enforcerNetKey{Kind: g | k.kind, Src: k.src, Value: k.value}
