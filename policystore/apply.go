@@ -51,6 +51,9 @@ func (s *Store) Apply(ev *hostpolicy.Event) (Result, error) {
 	defer s.mu.Unlock()
 	name := ev.Policy.Metadata.Name
 	owner, alone := s.owner(name)
+	if isSourceEntry(owner) {
+		return 0, fmt.Errorf("%w: policy %s comes from %s; change or delete it there", ErrRejected, name, s.shown(owner))
+	}
 	if owner != "" && !alone {
 		return 0, fmt.Errorf("policy %s shares %s with other policies; edit that file instead", name, s.shown(owner))
 	}

@@ -23,6 +23,7 @@ type readResult struct {
 	missing bool     // no such entry: the file was removed or renamed away
 	err     error    // refused or unreadable; the message names the file
 	perm    []string // who besides root can change this file
+	whole   bool     // a document given whole (another source): never half-written, no empty settle
 }
 
 // readPolicyFile reads one entry of the policy directory, deciding from

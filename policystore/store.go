@@ -70,6 +70,7 @@ type fileState struct {
 	rules      int                  // rules good compiles to (hostpolicy.CountRules), for the host's cap
 	retry      bool                 // rejected only because of other files (a name they hold, the host's rule cap): retried when files change
 	emptySince time.Time            // found empty while it held policies; not yet taken as "no policies"
+	goodDoc    []byte               // a source document's content that good came from (sources.go)
 }
 
 // Store owns the policy directory.
@@ -90,6 +91,7 @@ type Store struct {
 	gen        uint64
 	dirMissing bool
 	dirPerm    []string
+	docs       map[string][]byte // documents of other sources, by entry name (sources.go)
 
 	last atomic.Pointer[Snapshot]
 }
@@ -101,7 +103,7 @@ func Open(dir string, opts hostpolicy.Options, log *slog.Logger, publish func(Sn
 		return nil, fmt.Errorf("policy directory: %w", err)
 	}
 	s := &Store{dir: filepath.Clean(dir), log: log, publish: publish, opts: opts,
-		files: map[string]*fileState{}, kick: make(chan struct{}, 1)}
+		files: map[string]*fileState{}, docs: map[string][]byte{}, kick: make(chan struct{}, 1)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	names, err := s.listFiles()
@@ -178,7 +180,7 @@ func (s *Store) rescan() bool {
 		present[n] = true
 	}
 	for n := range s.files {
-		if !present[n] {
+		if !present[n] && !isSourceEntry(n) {
 			names = append(names, n)
 		}
 	}
@@ -196,11 +198,13 @@ func (s *Store) dirGone() bool {
 	}
 	s.dirMissing = true
 	var removed []string
-	for _, st := range s.files {
-		removed = append(removed, policyNames(st.good)...)
+	for n, st := range s.files {
+		if !isSourceEntry(n) { // other sources' documents stay
+			removed = append(removed, policyNames(st.good)...)
+			delete(s.files, n)
+		}
 	}
 	sort.Strings(removed)
-	s.files = map[string]*fileState{}
 	s.dirPerm = nil
 	s.log.Warn("policy directory removed: its policies are no longer enforced; it is watched and will be loaded again when it is re-created",
 		"dir", event.ValidText(s.dir), "removed", strings.Join(removed, ","))
@@ -274,11 +278,17 @@ func (s *Store) reload(names []string, now time.Time) bool {
 
 // shown is a file's path as it may appear in the log and in status.
 func (s *Store) shown(name string) string {
+	if isSourceEntry(name) {
+		return event.ValidText(name)
+	}
 	return event.ValidText(filepath.Join(s.dir, name))
 }
 
 // load reads one file into its state and reports whether the state changed.
 func (s *Store) load(name string, now time.Time) bool {
+	if isSourceEntry(name) {
+		return s.apply(name, s.readDoc(name), now)
+	}
 	return s.apply(name, readPolicyFile(filepath.Join(s.dir, name)), now)
 }
 
@@ -311,7 +321,7 @@ func (s *Store) apply(name string, r readResult, now time.Time) bool {
 		return true
 	}
 	empty := len(r.data) == 0
-	if empty && len(st.good) > 0 {
+	if empty && len(st.good) > 0 && !r.whole {
 		if st.emptySince.IsZero() {
 			st.emptySince = now
 			s.log.Warn("policy file is empty; its last good version stays in force unless it stays empty",
@@ -352,6 +362,9 @@ func (s *Store) apply(name string, r readResult, now time.Time) bool {
 		return true
 	}
 	st.good, st.rules = policies, rules
+	if r.whole {
+		st.goodDoc = r.data
+	}
 	if st.good == nil {
 		st.good = []*hostpolicy.Policy{}
 	}
