@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -95,6 +96,93 @@ func TestPolicyRenderAppArmor(t *testing.T) {
 	}
 	if code := exitCode(exec.Command(binary, "policy", "render", examples[0])); code != 2 {
 		t.Errorf("render without --apparmor: exit %d, want 2", code)
+	}
+}
+
+// renderPolicies is one file of several policies: fromSource profiles, an
+// allow-list (which includes the base abstraction and so the tunables), so
+// that the rendered file holds several profiles.
+const renderPolicies = `apiVersion: security.kubearmor.com/v1
+kind: KubeArmorHostPolicy
+metadata:
+  name: render-block
+spec:
+  nodeSelector:
+    matchLabels:
+      kubearmor.io/hostname: "*"
+  process:
+    matchPaths:
+    - path: /usr/bin/wget
+    - path: /usr/bin/curl
+      fromSource:
+      - path: /usr/bin/bash
+  file:
+    matchDirectories:
+    - dir: /root/.ssh/
+      recursive: true
+  action: Block
+---
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorHostPolicy
+metadata:
+  name: render-allow
+spec:
+  nodeSelector:
+    matchLabels:
+      kubearmor.io/hostname: "*"
+  file:
+    matchDirectories:
+    - dir: /var/lib/app/
+      recursive: true
+      fromSource:
+      - path: /usr/sbin/appd
+  network:
+    matchProtocols:
+    - protocol: tcp
+      fromSource:
+      - path: /usr/sbin/appd
+  action: Allow
+`
+
+// TestPolicyRenderLoads: what `policy render --apparmor` prints loads with
+// apparmor_parser as one file (issue 18: one abi line per profile made the
+// parser refuse it), for every example policy, all of them at once, and a
+// file of several policies, under both postures.
+func TestPolicyRenderLoads(t *testing.T) {
+	parser, err := exec.LookPath("apparmor_parser")
+	if err != nil {
+		if parser, err = exec.LookPath("/usr/sbin/apparmor_parser"); err != nil {
+			t.Skip("apparmor_parser is not installed (apt-get install apparmor)")
+		}
+	}
+	dir := t.TempDir()
+	multi := filepath.Join(dir, "multi.yaml")
+	if err := os.WriteFile(multi, []byte(renderPolicies), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	examples, _ := filepath.Glob("../../examples/policies/*.yaml")
+	sets := [][]string{examples, {multi}, append([]string{multi}, examples...)}
+	for _, e := range examples {
+		sets = append(sets, []string{e})
+	}
+	for i, files := range sets {
+		for _, posture := range []string{"audit", "block"} {
+			args := append([]string{"policy", "render", "--apparmor", "--posture", posture}, files...)
+			out, err := exec.Command(binary, args...).Output()
+			if err != nil {
+				t.Fatalf("%v: %v", args, err)
+			}
+			if n := strings.Count(string(out), "\nabi <"); n != 1 {
+				t.Errorf("%v: %d abi lines, want 1", files, n)
+			}
+			f := filepath.Join(dir, fmt.Sprintf("rendered-%d-%s", i, posture))
+			if err := os.WriteFile(f, out, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if msg, err := exec.Command(parser, "-Q", "-K", f).CombinedOutput(); err != nil {
+				t.Errorf("apparmor_parser rejects the rendering of %v (posture %s): %v\n%s\n--- file:\n%s", files, posture, err, msg, out)
+			}
+		}
 	}
 }
 

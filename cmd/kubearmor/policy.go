@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 
 	"github.com/armorhost/kubearmor/enforce/apparmor"
 	"github.com/armorhost/kubearmor/hostpolicy"
@@ -24,8 +23,9 @@ kubearmor.io/os-version-id of this machine) and each --label KEY=VALUE (or
 KEY=VALUE,KEY=VALUE), as the configuration's hostLabels would add them.
 
 render --apparmor: prints the AppArmor profiles the AppArmor enforcement tier
-would load for these policies, for review. Nothing is loaded. --posture is the
-default posture of allow-lists (hostDefault*Posture).
+would load for these policies, for review, as one file apparmor_parser loads
+as it is. Nothing is loaded. --posture is the default posture of allow-lists
+(hostDefault*Posture).
 
 Exit status: 0 when every file is accepted (warnings allowed), 1 when any file
 is rejected, 2 on a usage error.
@@ -152,18 +152,7 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 		return status
 	}
 	p := hostpolicy.Postures{File: *posture, Network: *posture, Capabilities: *posture}
-	profiles, err := apparmor.Render(hostpolicy.Compile(all, hostpolicy.Options{Host: host, Postures: p}))
-	if err != nil {
-		fmt.Fprintf(stderr, "kubearmor policy render: %v\n", err)
-		return 1
-	}
-	names := make([]string, 0, len(profiles))
-	for n := range profiles {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(stdout, "# ---- profile %s\n%s\n", n, profiles[n])
-	}
+	// One file that apparmor_parser loads as it is.
+	fmt.Fprint(stdout, apparmor.RenderFile(hostpolicy.Compile(all, hostpolicy.Options{Host: host, Postures: p})))
 	return 0
 }

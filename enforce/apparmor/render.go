@@ -146,16 +146,55 @@ func SourceProfile(source string) string {
 	return b.String()
 }
 
-// Render returns the profiles rs loads, by profile name. The host profile
-// is always there, so that loading an empty RuleSet leaves a permissive
-// profile rather than none.
+// Render returns the profiles rs loads, by profile name, each a file
+// apparmor_parser loads on its own. The host profile is always there, so
+// that loading an empty RuleSet leaves a permissive profile rather than
+// none.
 func Render(rs *hostpolicy.RuleSet) (map[string]string, error) {
 	out, _ := render(rs)
 	return out, nil
 }
 
+// RenderFile returns the profiles of rs as one file that apparmor_parser
+// loads as it is (what `kubearmor policy render --apparmor` prints): the
+// abi line and the tunables once, then every profile in load order. The
+// files of Render cannot simply be concatenated: the parser refuses a
+// second abi line and a second definition of the tunables' variables.
+func RenderFile(rs *hostpolicy.RuleSet) string {
+	bodies, _, base := renderBodies(rs)
+	names := make([]string, 0, len(bodies))
+	for n := range bodies {
+		names = append(names, n)
+	}
+	sortByLoadOrder(names)
+	var b strings.Builder
+	b.WriteString(header)
+	if base {
+		b.WriteString(tunables)
+	}
+	for _, n := range names {
+		fmt.Fprintf(&b, "# ---- profile %s\n%s\n", n, bodies[n])
+	}
+	return b.String()
+}
+
 // render also returns which program each fromSource profile is for.
 func render(rs *hostpolicy.RuleSet) (map[string]string, map[string]string) {
+	bodies, sources, _ := renderBodies(rs)
+	for name, body := range bodies {
+		pre := header
+		if strings.Contains(body, baseInclude) {
+			pre += tunables
+		}
+		bodies[name] = pre + body
+	}
+	return bodies, sources
+}
+
+// renderBodies renders every profile without the preamble a file needs
+// (abi, tunables); base says whether any profile includes the base
+// abstraction, which needs the tunables.
+func renderBodies(rs *hostpolicy.RuleSet) (bodies, sources map[string]string, base bool) {
 	var global []*hostpolicy.Rule
 	bySource := map[string][]*hostpolicy.Rule{}
 	if rs == nil {
@@ -172,17 +211,28 @@ func render(rs *hostpolicy.RuleSet) (map[string]string, map[string]string) {
 			bySource[r.Source] = append(bySource[r.Source], r)
 		}
 	}
-	profiles := map[string]string{HostProfile: profile(HostProfile, "/**", global, rs.Postures)}
-	sources := map[string]string{}
+	bodies = map[string]string{HostProfile: profile(HostProfile, "/**", global, rs.Postures)}
+	sources = map[string]string{}
 	for src, rules := range bySource {
 		name := SourceProfile(src)
 		sources[name] = src
-		profiles[name] = profile(name, quote(src), append(append([]*hostpolicy.Rule(nil), rules...), global...), rs.Postures)
+		bodies[name] = profile(name, quote(src), append(append([]*hostpolicy.Rule(nil), rules...), global...), rs.Postures)
 	}
-	return profiles, sources
+	for _, body := range bodies {
+		base = base || strings.Contains(body, baseInclude)
+	}
+	return bodies, sources, base
 }
 
-// profile renders one profile from its rules (the program's own first).
+// The base abstraction, which a profile in allow-list mode includes, uses
+// the variables the tunables define.
+const (
+	baseInclude = "  include <abstractions/base>\n"
+	tunables    = "include <tunables/global>\n\n"
+)
+
+// profile renders one profile from its rules (the program's own first),
+// without the preamble of its file.
 func profile(name, attach string, rules []*hostpolicy.Rule, postures hostpolicy.Postures) string {
 	allow := map[hostpolicy.Category]bool{}
 	for _, r := range rules {
@@ -203,15 +253,11 @@ func profile(name, attach string, rules []*hostpolicy.Rule, postures hostpolicy.
 	}
 	base := strict(hostpolicy.CategoryFile) || strict(hostpolicy.CategoryProcess)
 	var b strings.Builder
-	b.WriteString(header)
-	if base {
-		b.WriteString("include <tunables/global>\n\n")
-	}
 	fmt.Fprintf(&b, "profile %s %s %s {\n", name, attach, flags)
 	b.WriteString("  # what the policies do not restrict is allowed\n")
 	b.WriteString("  mount, umount, pivot_root, ptrace, signal, unix, dbus, change_profile,\n")
 	if base {
-		b.WriteString("  include <abstractions/base>\n")
+		b.WriteString(baseInclude)
 	}
 	if !strict(hostpolicy.CategoryFile) {
 		b.WriteString("  /{,**} rwlkm,\n")

@@ -173,6 +173,36 @@ func TestExamplePoliciesParse(t *testing.T) {
 	}
 }
 
+// TestRenderFileParses: RenderFile is one file apparmor_parser loads as it
+// is, with several profiles (fromSource, allow-lists needing the tunables)
+// and every example policy at once.
+func TestRenderFileParses(t *testing.T) {
+	var docs []string
+	files, _ := filepath.Glob("../../examples/policies/*.yaml")
+	for _, f := range files {
+		doc, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, string(doc))
+	}
+	for _, postures := range []hostpolicy.Postures{{}, {File: "block", Network: "block", Capabilities: "block"}} {
+		for name, set := range map[string][]string{"test": testPolicies, "examples": docs, "all": append(slices.Clone(testPolicies), docs...)} {
+			file := RenderFile(compile(t, postures, set...))
+			if n := strings.Count(file, "\nabi <"); n != 1 {
+				t.Errorf("%s: %d abi lines, want 1", name, n)
+			}
+			if strings.Count(file, "profile ") < 2 && name != "examples" {
+				t.Errorf("%s: fewer than two profiles:\n%s", name, file)
+			}
+			checkProfiles(t, map[string]string{name + "-" + postures.File: file})
+		}
+	}
+	if !strings.Contains(RenderFile(compile(t, hostpolicy.Postures{File: "block"}, testPolicies...)), "\ninclude <tunables/global>\n") {
+		t.Error("no tunables for the allow-list profile")
+	}
+}
+
 func TestRuleLines(t *testing.T) {
 	rs := compile(t, hostpolicy.Postures{File: "block", Network: "block"}, testPolicies...)
 	profiles, _ := Render(rs)
