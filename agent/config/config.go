@@ -105,10 +105,13 @@ type key struct {
 	name string
 	kind kind
 	def  string
-	help string
-	str  func(*Config) *string
-	bool func(*Config) *bool
-	int  func(*Config) *int
+	// defText is the default as --help shows it, when def alone would
+	// mislead ("" that means "detect", not "none").
+	defText string
+	help    string
+	str     func(*Config) *string
+	bool    func(*Config) *bool
+	int     func(*Config) *int
 }
 
 func hostname() string {
@@ -156,8 +159,8 @@ var keys = []key{
 	{name: "syslog", def: "", help: "forward alerts to syslog: unix:///dev/log, udp://HOST:PORT or tcp://HOST:PORT", str: func(c *Config) *string { return &c.Syslog }},
 	{name: "syslogFormat", def: "rfc5424", help: "syslog message format: rfc5424 (JSON body) or cef", str: func(c *Config) *string { return &c.SyslogFormat }},
 	{name: "metrics", def: "", help: "serve Prometheus metrics on this loopback HOST:PORT (off when empty)", str: func(c *Config) *string { return &c.Metrics }},
-	{name: "dockerSocket", def: "", help: "Docker socket to attribute events to containers (detected when empty; none disables)", str: func(c *Config) *string { return &c.DockerSocket }},
-	{name: "containerdSocket", def: "", help: "containerd socket, every namespace (detected when empty; none disables)", str: func(c *Config) *string { return &c.ContainerdSocket }},
+	{name: "dockerSocket", def: "", defText: "detect", help: "Docker socket to attribute events to containers (detected when empty; none disables)", str: func(c *Config) *string { return &c.DockerSocket }},
+	{name: "containerdSocket", def: "", defText: "detect", help: "containerd socket, every namespace (detected when empty; none disables)", str: func(c *Config) *string { return &c.ContainerdSocket }},
 	{name: "lsm", def: "bpf,apparmor,fanotify", help: "enforcers in order of preference (bpf, apparmor, fanotify); none = monitor only", str: func(c *Config) *string { return &c.LSM }},
 	{name: "bpfFsPath", def: "/sys/fs/bpf", help: "BPF filesystem mount point", str: func(c *Config) *string { return &c.BPFFsPath }},
 	{name: "debug", kind: kBool, def: "false", help: "verbose agent log", bool: func(c *Config) *bool { return &c.Debug }},
@@ -351,10 +354,12 @@ func RegisterFlags(fs *flag.FlagSet) *Overrides {
 
 func defaultText(k key) string {
 	switch {
+	case k.defText != "":
+		return k.defText
 	case k.name == "host":
 		return "the system host name"
 	case k.def == "":
-		return "none"
+		return "empty"
 	}
 	return k.def
 }

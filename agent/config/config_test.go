@@ -141,3 +141,25 @@ func TestFlagsOverrideFile(t *testing.T) {
 		t.Fatal("a bad flag value must be an error")
 	}
 }
+
+// TestHelpDefaults: --help states each default as it behaves: the runtime
+// sockets are detected, not "none" (which would mean disabled).
+func TestHelpDefaults(t *testing.T) {
+	fs := flag.NewFlagSet("kubearmor", flag.ContinueOnError)
+	RegisterFlags(fs)
+	for name, want := range map[string]string{
+		"dockerSocket":     "(default detect)",
+		"containerdSocket": "(default detect)",
+		"logPath":          "(default none)", // "none" is the value here
+		"syslog":           "(default empty)",
+		"lsm":              "(default bpf,apparmor,fanotify)",
+	} {
+		f := fs.Lookup(name)
+		if f == nil {
+			t.Fatalf("no flag %s", name)
+		}
+		if !strings.HasSuffix(f.Usage, want) {
+			t.Errorf("--%s usage %q, want it to end in %q", name, f.Usage, want)
+		}
+	}
+}

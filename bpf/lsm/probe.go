@@ -45,7 +45,7 @@ func Supported() error {
 	}
 	var objs probeObjects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		return fmt.Errorf("bpflsm: the kernel refuses LSM programs: %w", err)
+		return fmt.Errorf("bpflsm: the kernel refuses LSM programs: %w", refused(err, securityFS+"/lockdown"))
 	}
 	defer objs.Close()
 	l, err := link.AttachLSM(link.LSMOptions{Program: objs.ProbeFileOpen})
@@ -96,4 +96,47 @@ func ensureMounts() error {
 		}
 	}
 	return nil
+}
+
+// memlockHint is what cilium/ebpf appends to an EPERM from a program load.
+const memlockHint = " (MEMLOCK may be too low, consider rlimit.RemoveMemlock)"
+
+// refusal is a program load the kernel refused, with a reason that does
+// not send the reader the wrong way.
+type refusal struct {
+	text string
+	err  error
+}
+
+func (r *refusal) Error() string { return r.text }
+func (r *refusal) Unwrap() error { return r.err }
+
+// refused rewrites cilium/ebpf's EPERM hint: the memlock limit was lifted
+// before the load (and kernels since 5.11 charge BPF memory to the cgroup,
+// not RLIMIT_MEMLOCK), so raising it cannot help. An EPERM to root here
+// means the kernel, or a security policy over it, does not let LSM
+// programs load; the lockdown mode (from lockdownFile) is named when set.
+func refused(err error, lockdownFile string) error {
+	if !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	text := strings.Replace(err.Error(), memlockHint, "", 1) +
+		" (the memlock limit is already lifted: this kernel does not let LSM programs load"
+	if b, rerr := os.ReadFile(lockdownFile); rerr == nil {
+		if mode := lockdownMode(string(b)); mode != "" && mode != "none" {
+			text += "; kernel lockdown: " + mode
+		}
+	}
+	return &refusal{text: text + ")", err: err}
+}
+
+// lockdownMode is the selected mode of /sys/kernel/security/lockdown
+// ("none [integrity] confidentiality" gives "integrity").
+func lockdownMode(s string) string {
+	if i := strings.IndexByte(s, '['); i >= 0 {
+		if j := strings.IndexByte(s[i:], ']'); j > 0 {
+			return s[i+1 : i+j]
+		}
+	}
+	return ""
 }
