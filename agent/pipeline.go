@@ -245,7 +245,19 @@ func (p *pipeline) base(ev *event.Event, at *proctable.Attribution) *kubearmorpb
 		Result:            result(ev.Retval),
 		Cwd:               event.ValidText(at.Cwd),
 		TTY:               event.ValidText(at.TTY),
+		ExecEvent:         execEvent(ev),
 	}
+}
+
+// execEvent is upstream's ExecEvent, which it sets on every alert and log:
+// ExecID is the id upstream gives a process that entered a container by
+// setns (kubectl exec), 0 for every other process and always 0 here (no
+// such tracking); ExecutableName is the task's comm, when known. OID
+// (upstream's stdout-only inode owner) and Owner (the pod's owner) are not
+// in upstream's host events' protos or are Kubernetes-only, so they stay
+// empty.
+func execEvent(ev *event.Event) *kubearmorpb.ExecEvent {
+	return &kubearmorpb.ExecEvent{ExecID: "0", ExecutableName: event.ValidText(ev.Comm)}
 }
 
 // setRule copies a rule's metadata. Policies are validated UTF-8 YAML, but
@@ -338,5 +350,6 @@ func (p *pipeline) log(ev *event.Event, at *proctable.Attribution) *kubearmorpb.
 		Result:            a.Result,
 		Cwd:               a.Cwd,
 		TTY:               a.TTY,
+		ExecEvent:         a.ExecEvent,
 	}
 }
