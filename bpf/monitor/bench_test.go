@@ -35,11 +35,21 @@ func benchLoop(args []string) int {
 	if err != nil {
 		return 2
 	}
+	path := ""
+	if len(args) > 2 {
+		path = args[2]
+	}
+	if args[0] == "openloop-rel" { // the same file by a relative path
+		if err := os.Chdir(filepath.Dir(path)); err != nil {
+			return 1
+		}
+		path = filepath.Base(path)
+	}
 	start := time.Now()
 	switch args[0] {
-	case "openloop":
+	case "openloop", "openloop-rel":
 		for i := 0; i < n; i++ {
-			fd, err := unix.Open(args[2], unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 			if err != nil {
 				return 1
 			}
@@ -365,7 +375,8 @@ func benchPipeline(b *testing.B, encode bool) {
 }
 
 // TestProgramCost reports the kernel's run-time statistics of each monitor
-// program during an open/close loop (MONITOR_BENCH=1).
+// program during an open/close loop, by an absolute and by a relative path
+// (MONITOR_BENCH=1).
 func TestProgramCost(t *testing.T) {
 	if os.Getenv("MONITOR_BENCH") == "" {
 		t.Skip("set MONITOR_BENCH=1 to measure program cost")
@@ -387,19 +398,24 @@ func TestProgramCost(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go m.Run(ctx, func(event.Event) {})
-	s := runLoop(t, "openloop", "100000", file)
-	t.Logf("loop: wall %v cpu %v (%v per open+close)", s.wall, s.cpu, s.cpu/100000)
 	progs := map[string]*ebpf.Program{
 		"sys_enter_execve": m.objs.SysEnterExecve, "sys_exit_file": m.objs.SysExitFile,
 		"sched_exec": m.objs.SchedExec, "sched_fork": m.objs.SchedFork, "sched_exit": m.objs.SchedExit,
 	}
-	for name, p := range progs {
-		st, err := p.Stats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.RunCount > 0 {
-			t.Logf("%-14s runs %8d  avg %v", name, st.RunCount, st.Runtime/time.Duration(st.RunCount))
+	last := map[string]ebpf.ProgramStats{}
+	for _, loop := range []string{"openloop", "openloop-rel"} {
+		s := runLoop(t, loop, "100000", file)
+		t.Logf("%s: wall %v cpu %v (%v per open+close)", loop, s.wall, s.cpu, s.cpu/100000)
+		for name, p := range progs {
+			st, err := p.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			runs, rt := st.RunCount-last[name].RunCount, st.Runtime-last[name].Runtime
+			last[name] = *st
+			if runs > 0 {
+				t.Logf("  %-14s runs %8d  avg %v", name, runs, rt/time.Duration(runs))
+			}
 		}
 	}
 	t.Logf("stats %+v", m.Stats())
