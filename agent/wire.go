@@ -17,6 +17,7 @@ import (
 	"github.com/armorhost/kubearmor/bpf/monitor"
 	"github.com/armorhost/kubearmor/feeder"
 	"github.com/armorhost/kubearmor/feeder/export"
+	"github.com/armorhost/kubearmor/feeder/export/otlp"
 	"github.com/armorhost/kubearmor/feeder/statuspb"
 	"github.com/armorhost/kubearmor/feeder/throttle"
 	"github.com/armorhost/kubearmor/hostpolicy"
@@ -284,6 +285,9 @@ func (a *Agent) startSinks(ctx context.Context, cfg *config.Config, srv *feeder.
 			a.log.Info("writing alerts and logs as JSON lines", "logPath", cfg.LogPath)
 		}
 	}
+	if cfg.OTLPEndpoint != "" {
+		a.startOTLP(cfg, srv, goRun)
+	}
 	if cfg.Syslog != "" {
 		s, err := export.NewSyslog(export.SyslogOptions{Address: cfg.Syslog, Format: cfg.SyslogFormat, Version: a.version, Hostname: cfg.Host})
 		if err != nil {
@@ -295,6 +299,38 @@ func (a *Agent) startSinks(ctx context.Context, cfg *config.Config, srv *feeder.
 			return srv.RunSink(ctx, "syslog "+cfg.Syslog, s, feeder.SinkOptions{Alerts: true})
 		})
 	}
+}
+
+// startOTLP starts the OTLP exporter: a feeder subscriber like the others,
+// sending to an OpenTelemetry Collector. A collector that is down is not an
+// error here: the exporter queues and retries (status shows it failing).
+func (a *Agent) startOTLP(cfg *config.Config, srv *feeder.Server, goRun func(string, func(context.Context) error)) {
+	alerts, logs, _ := cfg.OTLPEventKinds() // validated already
+	headers, _ := cfg.OTLPHeaderMap()       // validated already
+	o, err := otlp.New(otlp.Options{
+		Endpoint: cfg.OTLPEndpoint, Protocol: cfg.OTLPProtocol, Insecure: cfg.OTLPInsecure,
+		CAFile: cfg.OTLPCACert, CertFile: cfg.OTLPClientCert, KeyFile: cfg.OTLPClientKey, Headers: headers,
+		BatchSize: cfg.OTLPBatchSize, QueueLength: cfg.OTLPQueueLength,
+		Version: a.version, HostName: cfg.Host, HostID: machineID(),
+	})
+	if err != nil {
+		a.log.Error("otlpEndpoint: cannot set up the OTLP exporter; events are not sent there", "endpoint", cfg.OTLPEndpoint, "err", err)
+		return
+	}
+	goRun("OTLP exporter", func(ctx context.Context) error {
+		defer o.Close()
+		return srv.RunSink(ctx, "otlp "+o.Target(), o, feeder.SinkOptions{Alerts: alerts, Logs: logs})
+	})
+	a.log.Info("sending events over OTLP", "target", o.Target(), "events", cfg.OTLPEvents)
+}
+
+// machineID is /etc/machine-id (host.id of OTLP records), or "".
+func machineID() string {
+	data, err := os.ReadFile("/etc/machine-id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(data))
 }
 
 // pipelineMetrics adds the agent's own counters to the feeder's metrics.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -76,6 +77,18 @@ type Config struct {
 	Syslog       string // "" or unix:///dev/log, udp://host:514, tcp://host:514
 	SyslogFormat string // rfc5424|cef
 	Metrics      string // "" (off) or a loopback host:port for Prometheus metrics
+
+	// OTLP export to an OpenTelemetry Collector (off when OTLPEndpoint is "").
+	OTLPEndpoint    string // HOST:PORT (or an http(s):// URL for http/protobuf)
+	OTLPProtocol    string // grpc|http/protobuf
+	OTLPInsecure    bool   // plaintext instead of TLS
+	OTLPCACert      string // CA file to verify the collector ("" = system roots)
+	OTLPClientCert  string // client certificate and key for mTLS
+	OTLPClientKey   string
+	OTLPHeaders     string // key=value,... sent with every request
+	OTLPEvents      string // alerts|logs|both
+	OTLPBatchSize   int
+	OTLPQueueLength int
 
 	DockerSocket     string // "" = detect, "none" = do not follow
 	ContainerdSocket string
@@ -158,6 +171,16 @@ var keys = []key{
 	{name: "logPath", def: "none", help: "also write every alert and log as JSON lines: none, stdout, or a file (reopened on SIGHUP)", str: func(c *Config) *string { return &c.LogPath }},
 	{name: "syslog", def: "", help: "forward alerts to syslog: unix:///dev/log, udp://HOST:PORT or tcp://HOST:PORT", str: func(c *Config) *string { return &c.Syslog }},
 	{name: "syslogFormat", def: "rfc5424", help: "syslog message format: rfc5424 (JSON body) or cef", str: func(c *Config) *string { return &c.SyslogFormat }},
+	{name: "otlpEndpoint", def: "", help: "send alerts and logs as OTLP log records to an OpenTelemetry Collector at HOST:PORT (off when empty)", str: func(c *Config) *string { return &c.OTLPEndpoint }},
+	{name: "otlpProtocol", def: "grpc", help: "OTLP protocol: grpc or http/protobuf", str: func(c *Config) *string { return &c.OTLPProtocol }},
+	{name: "otlpInsecure", kind: kBool, def: "false", help: "send OTLP in plaintext (otherwise TLS)", bool: func(c *Config) *bool { return &c.OTLPInsecure }},
+	{name: "otlpCACert", def: "", help: "CA certificate file to verify the collector with (the system's roots when empty)", str: func(c *Config) *string { return &c.OTLPCACert }},
+	{name: "otlpClientCert", def: "", help: "client certificate file for mTLS to the collector (with otlpClientKey)", str: func(c *Config) *string { return &c.OTLPClientCert }},
+	{name: "otlpClientKey", def: "", help: "client key file for mTLS to the collector", str: func(c *Config) *string { return &c.OTLPClientKey }},
+	{name: "otlpHeaders", def: "", help: "headers sent with every OTLP request: key=value,key2=value2 (values URL-encoded); put tokens in the config file, not on the command line", str: func(c *Config) *string { return &c.OTLPHeaders }},
+	{name: "otlpEvents", def: "alerts", help: "what is sent over OTLP: alerts, logs or both", str: func(c *Config) *string { return &c.OTLPEvents }},
+	{name: "otlpBatchSize", kind: kInt, def: "512", help: "OTLP log records per export request", int: func(c *Config) *int { return &c.OTLPBatchSize }},
+	{name: "otlpQueueLength", kind: kInt, def: "8192", help: "OTLP records held while the collector is slow or down; when full, logs are dropped first (counted)", int: func(c *Config) *int { return &c.OTLPQueueLength }},
 	{name: "metrics", def: "", help: "serve Prometheus metrics on this loopback HOST:PORT (off when empty)", str: func(c *Config) *string { return &c.Metrics }},
 	{name: "dockerSocket", def: "", defText: "detect", help: "Docker socket to attribute events to containers (detected when empty; none disables)", str: func(c *Config) *string { return &c.DockerSocket }},
 	{name: "containerdSocket", def: "", defText: "detect", help: "containerd socket, every namespace (detected when empty; none disables)", str: func(c *Config) *string { return &c.ContainerdSocket }},
@@ -423,6 +446,9 @@ func (c *Config) Validate() error {
 	if c.PolicyDir == "" {
 		bad("policyDir", "must not be empty")
 	}
+	if c.OTLPEndpoint != "" {
+		c.validateOTLP(bad)
+	}
 	if c.MaxConnections < 0 {
 		bad("maxConnections", "must be 0 (derived) or more, not %d", c.MaxConnections)
 	}
@@ -448,6 +474,65 @@ func (c *Config) Validate() error {
 		return errors.New("config: " + strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+func (c *Config) validateOTLP(bad func(key, format string, args ...any)) {
+	if c.OTLPProtocol != "grpc" && c.OTLPProtocol != "http/protobuf" {
+		bad("otlpProtocol", "must be grpc or http/protobuf, not %q", c.OTLPProtocol)
+	}
+	if _, _, err := c.OTLPEventKinds(); err != nil {
+		bad("otlpEvents", "%v", err)
+	}
+	if _, err := c.OTLPHeaderMap(); err != nil {
+		bad("otlpHeaders", "%v", err)
+	}
+	if (c.OTLPClientCert == "") != (c.OTLPClientKey == "") {
+		bad("otlpClientCert", "otlpClientCert and otlpClientKey go together")
+	}
+	if c.OTLPInsecure && (c.OTLPCACert != "" || c.OTLPClientCert != "") {
+		bad("otlpInsecure", "plaintext, yet otlpCACert or otlpClientCert is set: drop otlpInsecure to use TLS")
+	}
+	if c.OTLPBatchSize < 1 || c.OTLPBatchSize > 65536 {
+		bad("otlpBatchSize", "must be between 1 and 65536, not %d", c.OTLPBatchSize)
+	}
+	if c.OTLPQueueLength < 1 {
+		bad("otlpQueueLength", "must be at least 1, not %d", c.OTLPQueueLength)
+	}
+}
+
+// OTLPEventKinds parses otlpEvents.
+func (c *Config) OTLPEventKinds() (alerts, logs bool, err error) {
+	switch c.OTLPEvents {
+	case "alerts":
+		return true, false, nil
+	case "logs":
+		return false, true, nil
+	case "both":
+		return true, true, nil
+	}
+	return false, false, fmt.Errorf("must be alerts, logs or both, not %q", c.OTLPEvents)
+}
+
+// OTLPHeaderMap parses otlpHeaders: key=value pairs separated by commas,
+// values URL-encoded (the format of OTEL_EXPORTER_OTLP_HEADERS).
+func (c *Config) OTLPHeaderMap() (map[string]string, error) {
+	if strings.TrimSpace(c.OTLPHeaders) == "" {
+		return nil, nil
+	}
+	h := map[string]string{}
+	for i, pair := range strings.Split(c.OTLPHeaders, ",") {
+		k, v, ok := strings.Cut(pair, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("entry %d is not key=value", i+1)
+		}
+		val, err := url.PathUnescape(strings.TrimSpace(v))
+		if err != nil {
+			return nil, fmt.Errorf("entry %d (%s): bad URL encoding in the value", i+1, k)
+		}
+		h[k] = val
+	}
+	return h, nil
 }
 
 // StallTimeout parses subscriberStallTimeout (a Go duration: 30s, 2m).
