@@ -1,58 +1,130 @@
 package feeder
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// MetricsWriter writes the Prometheus text exposition format (version
-// 0.0.4): one HELP and TYPE line per family, then its samples.
+// MetricsWriter is how the feeder and the agent hand their figures to the
+// Prometheus client library at each scrape: Family names a metric family,
+// Sample adds one sample to it. The figures live in the parts that count
+// them (atomic counters, stage lists), so they are read when scraped rather
+// than mirrored into client_golang's own counters.
 type MetricsWriter struct {
-	w *bufio.Writer
+	ch       chan<- prometheus.Metric
+	families map[string]metricFamily
 }
 
-// Family starts a metric family; kind is "counter" or "gauge".
+type metricFamily struct {
+	help  string
+	kind  prometheus.ValueType
+	descs map[string]*prometheus.Desc // by label names, joined
+}
+
+// Family starts a metric family; kind is "counter" or "gauge" (anything
+// else is untyped).
 func (m *MetricsWriter) Family(name, kind, help string) {
-	fmt.Fprintf(m.w, "# HELP %s %s\n# TYPE %s %s\n", name, strings.ReplaceAll(help, "\n", " "), name, kind)
-}
-
-// Sample writes one sample; labels are name, value pairs.
-func (m *MetricsWriter) Sample(name string, value float64, labels ...string) {
-	m.w.WriteString(name)
-	if len(labels) >= 2 {
-		m.w.WriteByte('{')
-		for i := 0; i+1 < len(labels); i += 2 {
-			if i > 0 {
-				m.w.WriteByte(',')
-			}
-			fmt.Fprintf(m.w, "%s=\"%s\"", labels[i], labelEscaper.Replace(labels[i+1]))
-		}
-		m.w.WriteByte('}')
+	vt := prometheus.UntypedValue
+	switch kind {
+	case "counter":
+		vt = prometheus.CounterValue
+	case "gauge":
+		vt = prometheus.GaugeValue
 	}
-	fmt.Fprintf(m.w, " %v\n", value)
+	m.families[name] = metricFamily{help: strings.ReplaceAll(help, "\n", " "), kind: vt, descs: map[string]*prometheus.Desc{}}
 }
 
-var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+// Sample adds one sample; labels are name, value pairs. A sample the
+// library refuses (a family never started, a bad label) is reported as an
+// invalid metric: the scrape goes on and the error reaches the handler's log.
+func (m *MetricsWriter) Sample(name string, value float64, labels ...string) {
+	names := make([]string, 0, len(labels)/2)
+	values := make([]string, 0, len(labels)/2)
+	for i := 0; i+1 < len(labels); i += 2 {
+		names = append(names, labels[i])
+		values = append(values, labels[i+1])
+	}
+	f, ok := m.families[name]
+	if !ok {
+		desc := prometheus.NewDesc(name, "undeclared", nil, nil)
+		m.ch <- prometheus.NewInvalidMetric(desc, fmt.Errorf("metric %s: sample before its Family", name))
+		return
+	}
+	key := strings.Join(names, ",")
+	desc := f.descs[key]
+	if desc == nil {
+		desc = prometheus.NewDesc(name, f.help, names, nil)
+		f.descs[key] = desc
+	}
+	metric, err := prometheus.NewConstMetric(desc, f.kind, value, values...)
+	if err != nil {
+		metric = prometheus.NewInvalidMetric(desc, fmt.Errorf("metric %s: %w", name, err))
+	}
+	m.ch <- metric
+}
 
-// MetricsHandler serves the feeder's metrics, followed by whatever extra
-// writes (the agent's own counters: events read, ring-buffer losses, ...).
+// scrapeCollector reads the feeder's figures, and the extra writers', at
+// each scrape. It is an unchecked collector (Describe sends nothing): the
+// label values (policies, stages) come and go.
+type scrapeCollector struct {
+	s     *Server
+	extra []func(*MetricsWriter)
+}
+
+func (c scrapeCollector) Describe(chan<- *prometheus.Desc) {}
+
+func (c scrapeCollector) Collect(ch chan<- prometheus.Metric) {
+	m := &MetricsWriter{ch: ch, families: map[string]metricFamily{}}
+	c.s.writeMetrics(m)
+	for _, f := range c.extra {
+		f(m)
+	}
+}
+
+// MetricsRegistry is the registry the metrics endpoint serves: the Go
+// runtime's and the process's collectors, then the feeder's metrics,
+// followed by whatever extra writes (the agent's own counters).
+func (s *Server) MetricsRegistry(extra ...func(*MetricsWriter)) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		scrapeCollector{s: s, extra: extra},
+	)
+	return reg
+}
+
+// MetricsHandler serves the registry of MetricsRegistry, in the Prometheus
+// text format or, when the scraper asks for it, OpenMetrics. A metric that
+// fails is logged and left out; the rest is served.
 func (s *Server) MetricsHandler(extra ...func(*MetricsWriter)) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		m := &MetricsWriter{w: bufio.NewWriter(w)}
-		s.writeMetrics(m)
-		for _, f := range extra {
-			f(m)
-		}
-		m.w.Flush()
-	})
+	reg := s.MetricsRegistry(extra...)
+	return promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		EnableOpenMetrics: true,
+		ErrorHandling:     promhttp.ContinueOnError,
+		ErrorLog:          metricsErrorLog{s.opts.Log},
+		Timeout:           10 * time.Second,
+	}))
+}
+
+// metricsErrorLog hands promhttp's errors to the agent's log.
+type metricsErrorLog struct{ log *slog.Logger }
+
+func (l metricsErrorLog) Println(v ...any) {
+	if l.log != nil {
+		l.log.Warn("metrics: " + strings.TrimSuffix(fmt.Sprintln(v...), "\n"))
+	}
 }
 
 func (s *Server) writeMetrics(m *MetricsWriter) {
