@@ -314,7 +314,7 @@ func attackHold() {
 }
 
 // attackStall takes every stream it can and never reads one. An accepted stream
-// is one the agent has not refused within a second of opening it.
+// is one the agent has not refused within 3 seconds of opening it.
 func attackStall(target string, conns, perConn int) {
 	type held struct {
 		recv func() error
@@ -369,7 +369,7 @@ func attackStall(target string, conns, perConn int) {
 						opened.add(attackCode(err))
 						return
 					}
-				case <-time.After(time.Second):
+				case <-time.After(3 * time.Second): // nothing yet: not refused
 				}
 				opened.add("Accepted")
 				mu.Lock()
