@@ -47,6 +47,7 @@ type Agent struct {
 	mon      Monitor // nil when the monitor could not load
 
 	containers containerChanges // runtimes -> enforcer (containers.go)
+	fleet      *fleet           // etcd policy source and host key (fleet.go); nil when off
 }
 
 // Status is what `kubearmor status` and the systemd STATUS= line report.
@@ -188,6 +189,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.store = store
 	a.mu.Unlock()
+	closeFleet, err := a.startFleet(cfg, store, goRun)
+	if err != nil {
+		return err
+	}
+	defer closeFleet()
 
 	// The watchdog's beat is set before any goroutine can handle an event:
 	// the monitor calls it from its own goroutine.
@@ -349,6 +355,7 @@ func (a *Agent) onPolicies(snap policystore.Snapshot) {
 	a.status.BadFiles = bad
 	a.status.Generation = snap.Generation
 	a.reportUnenforced(rs, unenforced)
+	a.fleet.changed()
 	a.log.Info("policies in force", "change", snap.Change, "generation", snap.Generation, "policies", strings.Join(rs.Policies, ","), "status", a.status.Line())
 	if snap.Generation > 1 {
 		notify(a.log, sdnotify.Status(a.status.Line()))

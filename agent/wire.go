@@ -193,7 +193,8 @@ func (a *Agent) statusProto() *statuspb.Status {
 			actions[r.Policy] = strings.TrimPrefix(actions[r.Policy]+","+r.Action, ",")
 		}
 	}
-	st.Warnings = append(st.Warnings, snap.Warnings...) // the policy directory's: missing, writable by others
+	st.Warnings = append(st.Warnings, snap.Warnings...)      // the policy directory's: missing, writable by others
+	st.Warnings = append(st.Warnings, a.fleet.warnings()...) // the etcd source's, while not connected
 	for _, f := range snap.Files {
 		st.Files = append(st.Files, &statuspb.PolicyFile{Name: f.Name, Policies: f.Policies, Errors: f.Errors, Warnings: f.Warnings})
 		for _, p := range f.Policies {
