@@ -43,6 +43,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/armorhost/kubearmor/bpf/monitor"
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/decide"
@@ -530,18 +531,32 @@ func (e *Enforcer) decide(fd int32, tid int32, mask uint64) (*event.Event, bool)
 		UID:       st.uid,
 		Comm:      st.name,
 		Resource:  subject,
-		Data:      "fanotify=" + opName(mask),
 		Verdict:   d.Verdict,
 		RuleID:    d.RuleID(),
 		Enforcer:  EnforcerFanotify,
 		Operation: event.OpFile,
 	}
+	// The alert reads as the monitor's event of the same syscall (reference
+	// §2.10): the thread still waits in it, so its arguments are known.
+	c := facts.call()
 	if cat == hostpolicy.CategoryProcess {
 		// ProcessName is the program being started, its parent the one
-		// starting it (as for the monitor's exec events).
-		ev.Operation, ev.Syscall, ev.Exe, ev.ParentExe = event.OpProcess, "SYS_EXECVE", subject, source
+		// starting it (as for the monitor's exec events); Resource its
+		// command line.
+		ev.Operation, ev.Exe, ev.ParentExe = event.OpProcess, subject, source
+		ev.Args = c.execArgs()
+		ev.Resource = commandLine(subject, ev.Args)
+		ev.Data = c.execData()
+		ev.Syscall = "SYS_EXECVE"
+		if c.ok && c.nr == sysExecveat {
+			ev.Syscall = "SYS_EXECVEAT"
+		}
 	} else {
 		ev.Exe = source
+		ev.Data = c.openData()
+		if c.ok {
+			ev.Syscall = monitor.SyscallName(uint32(c.nr))
+		}
 	}
 	if d.Deny {
 		ev.Retval = -int64(unix.EPERM)
@@ -566,7 +581,7 @@ func (e *Enforcer) failOpen(fd int32, tid int32, mask uint64) event.Event {
 		Comm:      st.name,
 		Operation: event.OpFile,
 		Resource:  subject,
-		Data:      fmt.Sprintf("fanotify=%s no decision within %s: allowed (fail open)", opName(mask), e.opts.Deadline),
+		Data:      fmt.Sprintf("%s no decision within %s: allowed (fail open)", failOpenData(tid, mask), e.opts.Deadline),
 		Verdict:   event.VerdictPostureAudit,
 		Enforcer:  EnforcerFanotify,
 	}
@@ -575,6 +590,18 @@ func (e *Enforcer) failOpen(fd int32, tid int32, mask uint64) event.Event {
 	}
 	fillProc(&ev)
 	return ev
+}
+
+// failOpenData is the syscall part of a fail-open report's Data.
+func failOpenData(tid int32, mask uint64) string {
+	c := readCall(tid)
+	if mask&unix.FAN_OPEN_EXEC_PERM != 0 {
+		return c.execData()
+	}
+	if d := c.openData(); d != "" {
+		return d
+	}
+	return "fanotify=" + opName(mask)
 }
 
 // isLoader: the dynamic loader, which an exec opens with exec permission

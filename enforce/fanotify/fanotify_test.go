@@ -233,7 +233,7 @@ func TestNetwork(t *testing.T) {
 	if got := readLine(t, r); got != "connect: operation not permitted" {
 		t.Fatalf("TCP connect under a tcp Block rule: %q", got)
 	}
-	ev := events.wait(t, "connect verdict", func(ev event.Event) bool { return strings.Contains(ev.Data, "CONNECT4") })
+	ev := events.wait(t, "connect verdict", func(ev event.Event) bool { return strings.HasPrefix(ev.Data, "syscall=SYS_CONNECT ") })
 	if ev.RuleID != ruleID(t, rs, "tcp") || ev.Verdict != event.VerdictBlock || ev.Enforcer != EnforcerCgroup ||
 		ev.Operation != event.OpNetwork || ev.Resource != "protocol=TCP type=SOCK_STREAM" {
 		t.Errorf("connect event: %+v", ev)
@@ -242,7 +242,7 @@ func TestNetwork(t *testing.T) {
 	if got := inCgroup(t, cgFD, "udp"); got != "operation not permitted" {
 		t.Fatalf("UDP socket under a udp Block rule: %q", got)
 	}
-	ev = events.wait(t, "socket verdict", func(ev event.Event) bool { return strings.Contains(ev.Data, "SOCK_CREATE protocol=UDP") })
+	ev = events.wait(t, "socket verdict", func(ev event.Event) bool { return ev.Data == "syscall=SYS_SOCKET protocol=UDP type=SOCK_DGRAM" })
 	if ev.RuleID != ruleID(t, rs, "udp") || ev.HostPID == 0 {
 		t.Errorf("socket event: %+v", ev)
 	}

@@ -32,6 +32,7 @@ import (
 //	    line per verdict until killed.
 //	FANOTIFY_TEST_CHILD=udp      open a UDP socket, print "ok" or the error.
 //	FANOTIFY_TEST_CHILD=tcp      connect to FANOTIFY_TEST_ADDR, print "ok" or the error.
+//	FANOTIFY_TEST_CHILD=tcp-bind bind to a port of its own, then connect to FANOTIFY_TEST_ADDR.
 func TestMain(m *testing.M) {
 	switch os.Getenv("FANOTIFY_TEST_CHILD") {
 	case "":
@@ -42,6 +43,8 @@ func TestMain(m *testing.M) {
 		fmt.Println(errText(udpSocket()))
 	case "tcp":
 		fmt.Println(errText(tcpConnect(os.Getenv("FANOTIFY_TEST_ADDR"))))
+	case "tcp-bind":
+		fmt.Println(errText(tcpBindConnect(os.Getenv("FANOTIFY_TEST_ADDR"))))
 	case "tcp-late":
 		tcpLate(os.Getenv("FANOTIFY_TEST_ADDR"))
 	case "conformance":
@@ -223,6 +226,27 @@ func tcpConnect(addr string) error {
 	return nil
 }
 
+// tcpBindConnect binds a TCP socket to a port of its own, then connects.
+func tcpBindConnect(addr string) error {
+	var ip [4]byte
+	var port int
+	if _, err := fmt.Sscanf(addr, "%d.%d.%d.%d:%d", &ip[0], &ip[1], &ip[2], &ip[3], &port); err != nil {
+		return err
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: ip, Port: port}); err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	return nil
+}
+
 // needRoot skips a test that needs root and fanotify permission events.
 func needRoot(t *testing.T) {
 	t.Helper()
@@ -338,6 +362,19 @@ type collector struct {
 	mu  sync.Mutex
 	evs []event.Event
 	new chan struct{}
+}
+
+// matching returns the events emitted so far that satisfy ok.
+func (c *collector) matching(ok func(event.Event) bool) []event.Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []event.Event
+	for _, ev := range c.evs {
+		if ok(ev) {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 func newCollector() *collector { return &collector{new: make(chan struct{}, 1)} }

@@ -3,6 +3,7 @@ package fanotify
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"os"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/armorhost/kubearmor/bpf/monitor"
 	"github.com/armorhost/kubearmor/event"
 )
 
@@ -76,60 +78,202 @@ func hasTTY(tid int32) bool {
 	return len(f) > 4 && f[4] != "0"
 }
 
-// Syscall numbers (x86-64) of the opens whose flags we can read.
+// Syscall numbers (x86-64) of the opens and execs whose arguments we read.
 const (
 	sysOpen           = 2
+	sysExecve         = 59
 	sysCreat          = 85
 	sysOpenat         = 257
 	sysOpenByHandleAt = 304
+	sysExecveat       = 322
 	sysOpenat2        = 437
 )
 
-// openForWrite says whether the open a thread is blocked in asks for write
-// access. A fanotify permission event does not carry the open flags, but
-// the thread waits inside the syscall, so /proc/<tid>/syscall shows them.
-// When it cannot be told (io_uring, a kernel-internal open), the open counts
-// as a write: readOnly rules then decide as for a write.
-func openForWrite(tid int32) bool {
+// call is the syscall a thread waits in, from /proc/<tid>/syscall. A
+// fanotify permission event carries neither the open flags nor the exec
+// arguments, but the thread waits inside the syscall until it is answered,
+// so its number and arguments are there. ok is false when the thread is in
+// no syscall the file shows (a kernel-internal open, an io_uring worker).
+type call struct {
+	tid  int32
+	nr   int
+	args [6]uint64
+	ok   bool
+}
+
+func readCall(tid int32) call {
+	c := call{tid: tid}
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(int(tid)) + "/syscall")
 	if err != nil {
-		return true
+		return c
 	}
 	f := strings.Fields(string(b))
-	if len(f) < 5 {
-		return true
+	if len(f) < 7 {
+		return c
 	}
-	nr, err := strconv.Atoi(f[0])
-	if err != nil {
-		return true
+	if c.nr, err = strconv.Atoi(f[0]); err != nil || c.nr < 0 {
+		return c
 	}
-	arg := func(i int) uint64 {
-		v, _ := strconv.ParseUint(strings.TrimPrefix(f[i], "0x"), 16, 64)
-		return v
+	for i := range c.args {
+		c.args[i], _ = strconv.ParseUint(strings.TrimPrefix(f[i+1], "0x"), 16, 64)
 	}
-	var flags uint64
-	switch nr {
+	c.ok = true
+	return c
+}
+
+// openFlags are the flags of the open the thread waits in; ok is false
+// when they cannot be told.
+func (c call) openFlags() (flags uint64, ok bool) {
+	if !c.ok {
+		return 0, false
+	}
+	switch c.nr {
 	case sysOpen:
-		flags = arg(2)
+		return c.args[1], true
 	case sysOpenat, sysOpenByHandleAt:
-		flags = arg(3)
+		return c.args[2], true
 	case sysCreat:
-		return true
+		return unix.O_WRONLY | unix.O_CREAT | unix.O_TRUNC, true
 	case sysOpenat2:
 		// struct open_how starts with the flags
 		var buf [8]byte
-		local := []unix.Iovec{{Base: &buf[0], Len: 8}}
-		remote := []unix.RemoteIovec{{Base: uintptr(arg(3)), Len: 8}}
-		if n, err := unix.ProcessVMReadv(int(tid), local, remote, 0); err != nil || n != 8 {
-			return true
+		if readRemote(c.tid, uintptr(c.args[2]), buf[:]) != 8 {
+			return 0, false
 		}
-		for i := 7; i >= 0; i-- {
-			flags = flags<<8 | uint64(buf[i])
-		}
-	default:
-		return true
+		return binary.NativeEndian.Uint64(buf[:]), true
 	}
-	return flags&(unix.O_WRONLY|unix.O_RDWR|unix.O_TRUNC|unix.O_CREAT) != 0
+	return 0, false
+}
+
+// forWrite says whether the open asks for write access. When it cannot be
+// told, the open counts as a write: readOnly rules then decide as for a
+// write.
+func (c call) forWrite() bool {
+	flags, ok := c.openFlags()
+	return !ok || flags&(unix.O_WRONLY|unix.O_RDWR|unix.O_TRUNC|unix.O_CREAT) != 0
+}
+
+// openData is the Data of a file event in the monitor's form (reference
+// §2.10): "syscall=SYS_OPENAT fd=-100 flags=O_WRONLY|O_CREAT|O_TRUNC".
+func (c call) openData() string {
+	if !c.ok {
+		return ""
+	}
+	s := "syscall=" + monitor.SyscallName(uint32(c.nr))
+	flags, ok := c.openFlags()
+	switch {
+	case !ok:
+	case c.nr == sysOpen || c.nr == sysCreat:
+		s += " flags=" + monitor.OpenFlags(flags)
+	default:
+		s += " fd=" + strconv.Itoa(int(int32(uint32(c.args[0])))) + " flags=" + monitor.OpenFlags(flags)
+	}
+	return s
+}
+
+// execData is the Data of an exec event in the monitor's form:
+// "syscall=SYS_EXECVE", "syscall=SYS_EXECVEAT fd=3 flag=AT_EMPTY_PATH".
+func (c call) execData() string {
+	switch {
+	case c.ok && c.nr == sysExecve:
+		return "syscall=SYS_EXECVE"
+	case c.ok && c.nr == sysExecveat:
+		return "syscall=SYS_EXECVEAT fd=" + strconv.Itoa(int(int32(uint32(c.args[0])))) + " flag=" + monitor.ExecveatFlags(c.args[4])
+	}
+	return "syscall=SYS_EXECVE"
+}
+
+// argsMax bounds the argv bytes read, as the monitor's kernel copy does
+// (ARGS_MAX in monitor.bpf.c); a longer argv ends in "...", as upstream
+// shows it.
+const argsMax = 1024
+
+// execArgs are argv[1:] of the exec the thread waits in, read from its
+// memory: the exec is not past its point of no return, so the old image
+// and its argv are still there.
+func (c call) execArgs() []string {
+	var argv uint64
+	switch {
+	case c.ok && c.nr == sysExecve:
+		argv = c.args[1]
+	case c.ok && c.nr == sysExecveat:
+		argv = c.args[2]
+	default:
+		return nil
+	}
+	if argv == 0 {
+		return nil
+	}
+	var args []string
+	budget := argsMax
+	for i := 0; ; i++ {
+		var ptr [8]byte
+		if readRemote(c.tid, uintptr(argv)+uintptr(8*i), ptr[:]) != 8 {
+			break
+		}
+		p := binary.NativeEndian.Uint64(ptr[:])
+		if p == 0 {
+			break
+		}
+		if budget <= 0 {
+			args = append(args, "...")
+			break
+		}
+		s, whole := readString(c.tid, uintptr(p), budget)
+		budget -= len(s) + 1
+		args = append(args, s)
+		if !whole {
+			args = append(args, "...")
+			break
+		}
+	}
+	if len(args) > 0 {
+		args = args[1:]
+	}
+	return args
+}
+
+// readRemote reads another process's memory; it returns the bytes read.
+func readRemote(tid int32, addr uintptr, buf []byte) int {
+	local := []unix.Iovec{{Base: &buf[0], Len: uint64(len(buf))}}
+	remote := []unix.RemoteIovec{{Base: addr, Len: len(buf)}}
+	n, err := unix.ProcessVMReadv(int(tid), local, remote, 0)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// readString reads a NUL-terminated string of at most max bytes, a page at
+// a time so that a string ending before an unmapped page is read whole.
+// whole is false when it was cut at max or could not be read to its end.
+func readString(tid int32, addr uintptr, max int) (string, bool) {
+	var out []byte
+	var buf [4096]byte
+	for len(out) < max {
+		n := 4096 - int(addr%4096)
+		if n > max-len(out) {
+			n = max - len(out)
+		}
+		got := readRemote(tid, addr, buf[:n])
+		if got == 0 {
+			return string(out), false
+		}
+		if i := bytes.IndexByte(buf[:got], 0); i >= 0 {
+			return string(append(out, buf[:i]...)), true
+		}
+		out = append(out, buf[:got]...)
+		addr += uintptr(got)
+	}
+	return string(out), false
+}
+
+// commandLine is the monitor's exec Resource: the program and its arguments.
+func commandLine(exe string, args []string) string {
+	if len(args) == 0 {
+		return exe
+	}
+	return exe + " " + strings.Join(args, " ")
 }
 
 // mount is one line of /proc/self/mountinfo.
@@ -235,6 +379,7 @@ func fillProc(ev *event.Event) {
 type lazyFacts struct {
 	tid   int32
 	fd    int
+	call  func() call // the syscall the thread waits in
 	write func() bool
 	owner func() bool
 	tty   func() bool
@@ -242,7 +387,8 @@ type lazyFacts struct {
 
 func newFacts(tid int32, fd int) *lazyFacts {
 	f := &lazyFacts{tid: tid, fd: fd}
-	f.write = sync.OnceValue(func() bool { return openForWrite(tid) })
+	f.call = sync.OnceValue(func() call { return readCall(tid) })
+	f.write = sync.OnceValue(func() bool { return f.call().forWrite() })
 	f.owner = sync.OnceValue(func() bool {
 		var st unix.Stat_t
 		if unix.Fstat(fd, &st) != nil {

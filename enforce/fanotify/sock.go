@@ -42,9 +42,12 @@ const (
 	hookBind6      = 5
 )
 
-var hookNames = map[uint32]string{
-	hookSockCreate: "SOCK_CREATE", hookConnect4: "CONNECT4", hookConnect6: "CONNECT6",
-	hookBind4: "BIND4", hookBind6: "BIND6",
+// hookSyscalls name the syscall each program runs in: the alert reads as
+// the BPF-LSM tier's (Resource "protocol=TCP type=SOCK_STREAM", the
+// resource repeated in Data), with the syscall where BPF-LSM names its hook.
+var hookSyscalls = map[uint32]string{
+	hookSockCreate: "SYS_SOCKET", hookConnect4: "SYS_CONNECT", hookConnect6: "SYS_CONNECT",
+	hookBind4: "SYS_BIND", hookBind6: "SYS_BIND",
 }
 
 var (
@@ -275,8 +278,9 @@ func decodeSock(raw []byte, offset time.Duration) (event.Event, bool) {
 		Comm:      cString(k.Comm[:]),
 		CgroupID:  k.CgroupId,
 		Operation: event.OpNetwork,
+		Syscall:   hookSyscalls[k.Hook],
 		Resource:  res,
-		Data:      "cgroup=" + hookNames[k.Hook] + " " + res,
+		Data:      "syscall=" + hookSyscalls[k.Hook] + " " + res,
 		Verdict:   event.Verdict(k.Verdict),
 		RuleID:    k.Rule,
 		Enforcer:  EnforcerCgroup,

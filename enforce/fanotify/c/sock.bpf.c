@@ -104,7 +104,14 @@ static __always_inline void lookup(struct rule_val *m, __u32 gen, __u32 kind, __
 	merge(m, bpf_map_lookup_elem(&net_rules, &k));
 }
 
-static __always_inline int decide(__u32 hook, __u32 family, __u32 type, __u32 protocol)
+/* report says which verdicts a hook reports, so that a TCP connection
+ * raises one alert: a socket a rule allows (Audit, audit posture) is
+ * reported once, when it is made, as the monitor-only tier matches the
+ * socket(2) that made it; connect and bind report only denials (a socket
+ * made before the rule that now refuses it). */
+enum { R_DENY = 1, R_ALLOW = 2 };
+
+static __always_inline int decide(__u32 hook, __u32 family, __u32 type, __u32 protocol, __u32 report)
 {
 	if (family != AF_INET && family != AF_INET6)
 		return 1;
@@ -142,6 +149,8 @@ static __always_inline int decide(__u32 hook, __u32 family, __u32 type, __u32 pr
 	if (verdict == V_NONE)
 		return 1;
 	int deny = verdict == V_BLOCK || verdict == V_POSTURE_BLOCK;
+	if (!(report & (deny ? R_DENY : R_ALLOW)))
+		return deny ? 0 : 1;
 
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (e) {
@@ -166,29 +175,29 @@ static __always_inline int decide(__u32 hook, __u32 family, __u32 type, __u32 pr
 SEC("cgroup/sock_create")
 int sock_create(struct bpf_sock *sk)
 {
-	return decide(H_SOCK_CREATE, sk->family, sk->type, sk->protocol);
+	return decide(H_SOCK_CREATE, sk->family, sk->type, sk->protocol, R_DENY | R_ALLOW);
 }
 
 SEC("cgroup/connect4")
 int connect4(struct bpf_sock_addr *ctx)
 {
-	return decide(H_CONNECT4, ctx->family, ctx->type, ctx->protocol);
+	return decide(H_CONNECT4, ctx->family, ctx->type, ctx->protocol, R_DENY);
 }
 
 SEC("cgroup/connect6")
 int connect6(struct bpf_sock_addr *ctx)
 {
-	return decide(H_CONNECT6, ctx->family, ctx->type, ctx->protocol);
+	return decide(H_CONNECT6, ctx->family, ctx->type, ctx->protocol, R_DENY);
 }
 
 SEC("cgroup/bind4")
 int bind4(struct bpf_sock_addr *ctx)
 {
-	return decide(H_BIND4, ctx->family, ctx->type, ctx->protocol);
+	return decide(H_BIND4, ctx->family, ctx->type, ctx->protocol, R_DENY);
 }
 
 SEC("cgroup/bind6")
 int bind6(struct bpf_sock_addr *ctx)
 {
-	return decide(H_BIND6, ctx->family, ctx->type, ctx->protocol);
+	return decide(H_BIND6, ctx->family, ctx->type, ctx->protocol, R_DENY);
 }
