@@ -262,7 +262,13 @@ func (e *Enforcer) verdict(line string) (event.Event, bool) {
 	case f["name"] != "":
 		ev.Operation = event.OpFile
 		ev.Resource = f["name"]
-		d = st.table.Path(hostpolicy.CategoryFile, f["name"], source, false, recordFacts(f))
+		// AppArmor names a directory with a trailing "/": it is decided as
+		// the directory itself (its own directory rules), as in the kernel.
+		name, dir := f["name"], false
+		if len(name) > 1 && strings.HasSuffix(name, "/") {
+			name, dir = strings.TrimSuffix(name, "/"), true
+		}
+		d = st.table.Path(hostpolicy.CategoryFile, name, source, dir, recordFacts(f))
 	default:
 		return event.Event{}, false
 	}

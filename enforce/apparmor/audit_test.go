@@ -45,6 +45,9 @@ func TestVerdictFromAuditRecord(t *testing.T) {
 			true, event.OpCapabilities, "CAP_NET_RAW", event.VerdictBlock, id("net_raw")},
 		{pre + `apparmor="AUDIT" operation="open" profile="kubearmor-host" name="/etc/passwd" pid=1 comm="cat" requested_mask="r" fsuid=0 ouid=0`,
 			true, event.OpFile, "/etc/passwd", event.VerdictAudit, id("/etc/passwd")},
+		// a directory opened by itself: AppArmor names it with a trailing "/"
+		{pre + `apparmor="DENIED" operation="open" profile="kubearmor-host" name="/root/.ssh/" pid=1 comm="ls" requested_mask="r" denied_mask="r" fsuid=0 ouid=0`,
+			true, event.OpFile, "/root/.ssh/", event.VerdictBlock, id("/root/.ssh/")},
 		// a fromSource profile: the rule for that program
 		{pre + `apparmor="DENIED" operation="exec" profile="kubearmor-src-usr-bin-bash" name="/srv/bin/x" pid=1 comm="bash" requested_mask="x" denied_mask="x"`,
 			true, event.OpProcess, "/srv/bin/x", event.VerdictBlock, id("/srv/bin/")},

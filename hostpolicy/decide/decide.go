@@ -138,16 +138,14 @@ func New(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rule) bool) *Table {
 }
 
 // ForContainer indexes the rules that decide for the processes of container
-// c, as the BPF-LSM enforcer scopes them: the rules of the container
-// policies that select c, under the container postures; a container no
-// container policy selects is decided by the host rules.
+// c, as the BPF-LSM enforcer scopes them (bpf/lsm/containers.go): the rules
+// of the container policies that select c, under the container postures.
+// A container no container policy selects has no rules: host policies are
+// for the host, never for a container's processes.
 func ForContainer(rs *hostpolicy.RuleSet, c hostpolicy.ContainerInfo, skip func(*hostpolicy.Rule) bool) *Table {
 	pols := map[string]bool{}
 	for _, p := range rs.PoliciesFor(c) {
 		pols[p] = true
-	}
-	if len(pols) == 0 {
-		return New(rs, skip)
 	}
 	var rules []hostpolicy.Rule
 	for _, r := range rs.ContainerRules {
