@@ -321,11 +321,16 @@ func (s *Store) apply(name string, r readResult, now time.Time) bool {
 		return true
 	}
 	empty := len(r.data) == 0
-	if empty && len(st.good) > 0 && !r.whole {
+	// Every empty file settles, a new one too: editors and scripts create
+	// a file and write it in a second step, and a file that is gone or
+	// filled again within the settle time was never "empty".
+	if empty && !r.whole {
 		if st.emptySince.IsZero() {
 			st.emptySince = now
-			s.log.Warn("policy file is empty; its last good version stays in force unless it stays empty",
-				"file", path, "settle", emptySettle.String(), "kept", strings.Join(policyNames(st.good), ","))
+			if len(st.good) > 0 {
+				s.log.Warn("policy file is empty; its last good version stays in force unless it stays empty",
+					"file", path, "settle", emptySettle.String(), "kept", strings.Join(policyNames(st.good), ","))
+			}
 			select {
 			case s.kick <- struct{}{}:
 			default:
