@@ -162,7 +162,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer a.closeEnforcer()
 
 	vis, _ := cfg.Visibility()
-	mon, procs := a.openMonitor(vis, a.enforcer != nil)
+	// Beside BPF-LSM the monitor watches only what is visible; beside a
+	// tier that cannot decide every rule (AppArmor, fanotify), it watches
+	// process, file and network, so that the Audit rules the tier leaves
+	// undecided are matched on its telemetry.
+	mon, procs := a.openMonitor(vis, a.enforcer != nil && a.enforcer.Name() == enforcerBPFLSM)
 	if mon != nil {
 		defer func() {
 			if err := mon.Close(); err != nil {
@@ -347,7 +351,7 @@ func (a *Agent) onPolicies(snap policystore.Snapshot) {
 		}
 	}
 	if a.pipe != nil {
-		a.pipe.setRules(rs)
+		a.pipe.setRules(rs, unenforced)
 	}
 	a.status.Policies = len(rs.Policies)
 	a.status.Rules = len(rs.Rules) + len(rs.ContainerRules)

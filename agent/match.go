@@ -21,6 +21,10 @@ type matcher struct {
 	rs     *hostpolicy.RuleSet
 	table  *decide.Table
 	kernel bool // a kernel enforcer decides process/file/network/capability rules
+	// undecided are the Audit rules the kernel enforcer cannot decide (a
+	// fromSource network rule under the cgroup socket programs, say): the
+	// monitor's telemetry decides them, as with no kernel enforcer.
+	undecided map[uint32]bool
 }
 
 // verdict is the matcher's decision for one event.
@@ -36,7 +40,21 @@ type verdict struct {
 const actionUnenforced = "Audit (Block)"
 
 func newMatcher(rs *hostpolicy.RuleSet, kernel bool) *matcher {
-	m := &matcher{rs: rs, kernel: kernel}
+	return newMatcherFor(rs, kernel, nil)
+}
+
+// newMatcherFor is newMatcher with the kernel enforcer's unenforced rules
+// (rule ID -> why): those with action Audit are matched here.
+func newMatcherFor(rs *hostpolicy.RuleSet, kernel bool, unenforced map[uint32]string) *matcher {
+	m := &matcher{rs: rs, kernel: kernel, undecided: map[uint32]bool{}}
+	if kernel && rs != nil {
+		for i := range rs.Rules {
+			r := &rs.Rules[i]
+			if _, ok := unenforced[r.ID]; ok && r.Action == hostpolicy.ActionAudit {
+				m.undecided[r.ID] = true
+			}
+		}
+	}
 	m.table = decide.New(rs, func(r *hostpolicy.Rule) bool { return !m.userSpace(r) })
 	return m
 }
@@ -47,7 +65,7 @@ func (m *matcher) userSpace(r *hostpolicy.Rule) bool {
 	case hostpolicy.CategorySyscall:
 		return true
 	case hostpolicy.CategoryProcess, hostpolicy.CategoryFile, hostpolicy.CategoryNetwork:
-		return !m.kernel
+		return !m.kernel || m.undecided[r.ID]
 	}
 	return false // capabilities have no telemetry here; DNS and devices are not enforced
 }
@@ -57,6 +75,12 @@ func (m *matcher) userSpace(r *hostpolicy.Rule) bool {
 // false when no rule applies and no default posture is due.
 func (m *matcher) match(ev *event.Event, proc, parent string) (verdict, bool) {
 	var d decide.Decision
+	if m.kernel && ev.Retval < 0 && ev.Operation != event.OpSyscall {
+		// Beside a kernel enforcer only Audit rules are matched here, and
+		// an Audit alert is for an operation that passed (upstream's
+		// decision table); a refused one was the kernel's to report.
+		return verdict{}, false
+	}
 	switch ev.Operation {
 	case event.OpProcess:
 		if ev.Retval < 0 {
@@ -162,7 +186,8 @@ func socketOf(resource string) (sockType, proto string, ok bool) {
 			break
 		}
 	}
-	if proto == "" && strings.Contains(resource, "protocol=0") {
+	// Protocol 0 prints as HOPOPT (the monitor's form, as upstream's).
+	if proto == "" && (strings.Contains(resource, "protocol=0") || strings.Contains(resource, "protocol=HOPOPT")) {
 		switch sockType {
 		case "stream":
 			proto = "tcp"

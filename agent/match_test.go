@@ -152,3 +152,44 @@ func TestSocketOf(t *testing.T) {
 		}
 	}
 }
+
+// TestMatcherUndecided: beside a kernel enforcer, the Audit rules it
+// reports it cannot decide are matched on telemetry (through the engine);
+// its other rules, and operations that failed, are not.
+func TestMatcherUndecided(t *testing.T) {
+	rs := ruleSet(t, `  network:
+    matchProtocols:
+    - protocol: tcp
+      fromSource:
+      - path: /usr/bin/curl
+      action: Audit
+    - protocol: udp
+      action: Audit
+`, hostpolicy.Postures{})
+	var tcp uint32
+	for _, r := range rs.Rules {
+		if r.Value == "tcp" {
+			tcp = r.ID
+		}
+	}
+	m := newMatcherFor(rs, true, map[uint32]string{tcp: "fromSource network rules are not enforced"})
+	sock := func(res string, retval int64) *event.Event {
+		return &event.Event{Operation: event.OpNetwork, Syscall: "SYS_SOCKET", Resource: res, Retval: retval}
+	}
+	for _, tc := range []struct {
+		name  string
+		ev    *event.Event
+		proc  string
+		match bool
+	}{
+		{"undecided rule, its source", sock("domain=AF_INET type=SOCK_STREAM|SOCK_CLOEXEC protocol=HOPOPT", 3), "/usr/bin/curl", true},
+		{"undecided rule, another source", sock("domain=AF_INET type=SOCK_STREAM protocol=TCP", 3), "/usr/bin/wget", false},
+		{"undecided rule, the socket failed", sock("domain=AF_INET type=SOCK_STREAM protocol=TCP", -1), "/usr/bin/curl", false},
+		{"a rule the kernel decides", sock("domain=AF_INET type=SOCK_DGRAM protocol=UDP", 3), "/usr/bin/curl", false},
+	} {
+		v, ok := m.match(tc.ev, tc.proc, "")
+		if ok != tc.match || ok && (v.rule == nil || v.rule.ID != tcp || v.action != hostpolicy.ActionAudit) {
+			t.Errorf("%s: got %+v %v, want match=%v", tc.name, v, ok, tc.match)
+		}
+	}
+}

@@ -34,6 +34,8 @@ const (
 	typeContainerLog      = "ContainerLog"
 	policyDefaultPosture  = "DefaultPosture"
 	enforcerMonitor       = "eBPF Monitor"
+	enforcerBPFLSM        = "BPFLSM"
+	enforcerAppArmor      = "AppArmor"
 	resultPassed          = "Passed"
 	timeLayout            = "2006-01-02T15:04:05.000000Z"
 )
@@ -85,13 +87,15 @@ const queueLen = 4096
 func newPipeline(ctx context.Context, procs *proctable.Table, out Publisher, enforcer string, vis visibility) *pipeline {
 	p := &pipeline{queue: make(chan event.Event, queueLen), procs: procs, out: out, enforcer: enforcer, vis: vis,
 		beat: func() {}, ctx: ctx}
-	p.setRules(&hostpolicy.RuleSet{})
+	p.setRules(&hostpolicy.RuleSet{}, nil)
 	return p
 }
 
-// setRules swaps in the rules of a new policy snapshot.
-func (p *pipeline) setRules(rs *hostpolicy.RuleSet) {
-	p.match.Store(newMatcher(rs, p.enforcer != ""))
+// setRules swaps in the rules of a new policy snapshot; unenforced are the
+// rules the kernel enforcer cannot decide (ID -> why), whose Audit rules
+// the monitor's telemetry then decides.
+func (p *pipeline) setRules(rs *hostpolicy.RuleSet, unenforced map[uint32]string) {
+	p.match.Store(newMatcherFor(rs, p.enforcer != "", unenforced))
 }
 
 // enqueue never blocks.
@@ -164,7 +168,7 @@ func (p *pipeline) handle(ev *event.Event) {
 	// also audits it: the rule's alert says who asked, this one that the
 	// kernel said no.
 	if p.deniedPrivilegeChange(ev) {
-		alert(p.postureAlert(ev, &at, hostpolicy.ActionBlock, p.enforcerName()))
+		alert(p.postureAlert(ev, &at, hostpolicy.ActionBlock, p.privilegeEnforcer()))
 	}
 	if p.vis.shows(ev.Operation) {
 		p.out.PublishLog(logInContainer(p.log(ev, &at), ctr))
@@ -195,11 +199,16 @@ func logInContainer(l *kubearmorpb.Log, c *runtimes.Container) *kubearmorpb.Log 
 	return l
 }
 
-func (p *pipeline) enforcerName() string {
-	if p.enforcer == "" {
-		return enforcerMonitor
+// privilegeEnforcer is the Enforcer of a refused privilege change: the
+// LSM tiers, which can refuse one (task_fix_setuid, capability rules), as
+// upstream's alert names its active enforcer; otherwise the monitor that saw
+// the refusal. The fanotify tier plays no part in a setuid.
+func (p *pipeline) privilegeEnforcer() string {
+	switch p.enforcer {
+	case enforcerBPFLSM, enforcerAppArmor:
+		return p.enforcer
 	}
-	return p.enforcer
+	return enforcerMonitor
 }
 
 // deniedPrivilegeChange: a setuid/setgid family call that failed with EPERM
