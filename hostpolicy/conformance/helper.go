@@ -195,7 +195,7 @@ func serve(r io.Reader, w io.Writer) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		err := error(syscall.Errno(0))
+		var err error
 		switch {
 		case len(f) == 3 && f[0] == "open":
 			flags := unix.O_RDONLY
