@@ -1,0 +1,285 @@
+package otlp_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/feeder/export/otlp"
+	"github.com/armorhost/kubearmor/feeder/export/otlp/otlptest"
+	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
+)
+
+func testAlert(i int) *kubearmorpb.Alert {
+	return &kubearmorpb.Alert{
+		Timestamp: 1764860000, UpdatedTime: fmt.Sprintf("2025-12-04T15:00:00.%06dZ", i), ClusterName: "default", HostName: "testhost",
+		ContainerID: "c0ffee", ContainerName: "web", ContainerImage: "docker.io/library/nginx:1.27",
+		HostPPID: 100, HostPID: int32(1000 + i), PPID: 1, PID: 7, UID: 1001, ParentProcessName: "/usr/bin/bash",
+		ProcessName: "/usr/bin/cat", PolicyName: "block-shadow", Severity: "8", Tags: "CIS,PCI", ATags: []string{"CIS", "PCI"},
+		Message: "shadow read", Type: "MatchedHostPolicy", Source: "/usr/bin/cat /etc/shadow", Operation: "File",
+		Resource: "/etc/shadow", Data: "syscall=SYS_OPENAT flags=O_RDONLY", Enforcer: "BPFLSM", Action: "Block",
+		Result: "Permission denied", Cwd: "/root",
+	}
+}
+
+func testLog(i int) *kubearmorpb.Log {
+	return &kubearmorpb.Log{
+		Timestamp: 1764860000, UpdatedTime: fmt.Sprintf("2025-12-04T15:00:01.%06dZ", i), ClusterName: "default", HostName: "testhost",
+		HostPPID: 1, HostPID: int32(2000 + i), UID: 0, ParentProcessName: "/usr/bin/bash", ProcessName: "/usr/bin/bash",
+		Type: "HostLog", Source: "/usr/bin/bash", Operation: "Process", Resource: "/usr/bin/sleep 1", Data: "syscall=SYS_EXECVE", Result: "Passed",
+	}
+}
+
+func quiet(t *testing.T, e *otlp.Exporter, want event.Stage) event.Stage {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := e.Stage()
+		if st.Received == want.Received && st.Passed == want.Passed && st.Dropped == want.Dropped && st.Pending == 0 {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stage %+v, want received %d passed %d dropped %d", st, want.Received, want.Passed, want.Dropped)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Alerts and logs reach a real collector over gRPC and HTTP, plaintext and
+// with mTLS: body = the karmor --json bytes, attributes by the semantic
+// conventions, severity, time and resource.
+func TestDeliversToCollector(t *testing.T) {
+	certs := otlptest.NewCerts(t, t.TempDir())
+	for _, tc := range []struct {
+		name, protocol string
+		mtls           bool
+	}{
+		{"grpc", otlp.GRPC, false},
+		{"http", otlp.HTTPProtobuf, false},
+		{"grpc-mtls", otlp.GRPC, true},
+		{"http-mtls", otlp.HTTPProtobuf, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var tls *otlptest.TLS
+			o := otlp.Options{Protocol: tc.protocol, Insecure: !tc.mtls, Version: "v9.9.9", HostName: "testhost", HostID: "abc123"}
+			if tc.mtls {
+				tls = &otlptest.TLS{CertFile: certs.ServerCert, KeyFile: certs.ServerKey, ClientCA: certs.CA}
+				o.CAFile, o.CertFile, o.KeyFile = certs.CA, certs.ClientCert, certs.ClientKey
+			}
+			col := otlptest.Start(t, tls)
+			o.Endpoint = col.GRPC
+			if tc.protocol == otlp.HTTPProtobuf {
+				o.Endpoint = col.HTTP
+			}
+			e, err := otlp.New(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			a, l := testAlert(1), testLog(1)
+			if err := e.WriteAlert(a); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.WriteLog(l); err != nil {
+				t.Fatal(err)
+			}
+			recs := col.Wait(20*time.Second, func(r []otlptest.Record) bool { return len(r) >= 2 })
+			quiet(t, e, event.Stage{Received: 2, Passed: 2})
+			if len(recs) != 2 {
+				t.Fatalf("%d records, want 2", len(recs))
+			}
+			byEvent := map[string]otlptest.Record{}
+			for _, r := range recs {
+				byEvent[r.EventName] = r
+			}
+			ra, rl := byEvent["kubearmor.alert"], byEvent["kubearmor.log"]
+			wantA, _ := json.Marshal(a)
+			wantL, _ := json.Marshal(l)
+			if ra.Body != string(wantA) {
+				t.Errorf("alert body\n got %s\nwant %s", ra.Body, wantA)
+			}
+			if rl.Body != string(wantL) {
+				t.Errorf("log body\n got %s\nwant %s", rl.Body, wantL)
+			}
+			for k, v := range map[string]any{
+				"host.name": "testhost", "process.pid": int64(1001), "process.parent_pid": int64(100),
+				"process.executable.path": "/usr/bin/cat", "process.command_line": "/usr/bin/cat /etc/shadow",
+				"process.working_directory": "/root", "user.id": "1001",
+				"container.id": "c0ffee", "container.name": "web", "container.image.name": "docker.io/library/nginx",
+				"kubearmor.policy_name": "block-shadow", "kubearmor.severity": int64(8), "kubearmor.action": "Block",
+				"kubearmor.result": "Permission denied", "kubearmor.operation": "File", "kubearmor.resource": "/etc/shadow",
+				"kubearmor.type": "MatchedHostPolicy", "kubearmor.enforcer": "BPFLSM", "kubearmor.message": "shadow read",
+				"kubearmor.cluster": "default", "kubearmor.parent_process_name": "/usr/bin/bash",
+			} {
+				if got := ra.Attributes[k]; fmt.Sprint(got) != fmt.Sprint(v) {
+					t.Errorf("alert attribute %s = %v (%T), want %v", k, got, got, v)
+				}
+			}
+			if got := fmt.Sprint(ra.Attributes["kubearmor.tags"]); got != "[CIS PCI]" {
+				t.Errorf("kubearmor.tags = %s", got)
+			}
+			if got := fmt.Sprint(ra.Attributes["container.image.tags"]); got != "[1.27]" {
+				t.Errorf("container.image.tags = %s", got)
+			}
+			if ra.SeverityNumber != 17 || ra.SeverityText != "ERROR" {
+				t.Errorf("alert severity %d %q, want 17 ERROR (policy severity 8)", ra.SeverityNumber, ra.SeverityText)
+			}
+			if rl.SeverityNumber != 9 {
+				t.Errorf("log severity %d, want 9 (INFO)", rl.SeverityNumber)
+			}
+			if got := rl.Attributes["process.command_line"]; got != "/usr/bin/sleep 1" {
+				t.Errorf("exec log: process.command_line = %v, want the new command line", got)
+			}
+			if want, _ := time.Parse(time.RFC3339Nano, a.UpdatedTime); !ra.Time.Equal(want) {
+				t.Errorf("alert time %v, want %v", ra.Time, want)
+			}
+			for k, v := range map[string]any{"service.name": "kubearmor", "service.version": "v9.9.9", "host.name": "testhost", "host.id": "abc123"} {
+				if ra.Resource[k] != v {
+					t.Errorf("resource %s = %v, want %v", k, ra.Resource[k], v)
+				}
+			}
+		})
+	}
+}
+
+// The collector is down when the exporter starts and for a while after:
+// the queue holds what arrives, the exporter fails (and says since when),
+// and once the collector is up every held record is delivered.
+func TestCollectorDownThenUp(t *testing.T) {
+	col := otlptest.Start(t, nil)
+	col.Stop()
+	e, err := otlp.New(otlp.Options{Endpoint: col.GRPC, Protocol: otlp.GRPC, Insecure: true, BatchSize: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	for i := range 300 {
+		e.WriteAlert(testAlert(i))
+		e.WriteLog(testLog(i))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for e.Stage().FailingSince.IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not failing with the collector down: %+v", e.Stage())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	st := e.Stage()
+	if !strings.Contains(st.State, "failing: grpc://"+col.GRPC) || st.Pending != 600 || st.Dropped != 0 {
+		t.Errorf("while down: %+v", st)
+	}
+	col.Restart()
+	quiet(t, e, event.Stage{Received: 600, Passed: 600})
+	recs := col.Wait(10*time.Second, func(r []otlptest.Record) bool { return len(r) >= 600 })
+	if len(recs) != 600 {
+		t.Errorf("collector holds %d records, want 600", len(recs))
+	}
+	if st := e.Stage(); st.State != "" || !st.FailingSince.IsZero() {
+		t.Errorf("recovered: %+v", st)
+	}
+}
+
+// A full queue gives way to alerts: logs are dropped first, each counted,
+// and the alerts all arrive.
+func TestFullQueuePrefersAlerts(t *testing.T) {
+	col := otlptest.Start(t, nil)
+	col.Stop()
+	e, err := otlp.New(otlp.Options{Endpoint: col.HTTP, Protocol: otlp.HTTPProtobuf, Insecure: true, BatchSize: 10, QueueLength: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	// The first batch is taken from the queue and retried: wait for it,
+	// so that the queue's own bound is what the rest meets.
+	for i := range 10 {
+		e.WriteLog(testLog(i))
+	}
+	for e.Stage().FailingSince.IsZero() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i := range 150 {
+		e.WriteLog(testLog(100 + i))
+	}
+	for i := range 60 {
+		e.WriteAlert(testAlert(i))
+	}
+	// 220 received; 10 in flight; the queue holds 100: 60 alerts and 40 logs.
+	st := e.Stage()
+	if st.Received != 220 || st.Pending != 110 || st.Dropped != 110 {
+		t.Fatalf("full queue: %+v", st)
+	}
+	col.Restart()
+	quiet(t, e, event.Stage{Received: 220, Passed: 110, Dropped: 110})
+	recs := col.Wait(10*time.Second, func(r []otlptest.Record) bool { return len(r) >= 110 })
+	alerts := 0
+	for _, r := range recs {
+		if r.EventName == "kubearmor.alert" {
+			alerts++
+		}
+	}
+	if len(recs) != 110 || alerts != 60 {
+		t.Errorf("collector holds %d records, %d alerts; want 110 and all 60 alerts", len(recs), alerts)
+	}
+}
+
+// A collector that refuses a request for good (HTTP 400) loses that batch,
+// counted; one that is unavailable (503) is retried until it takes it.
+func TestPermanentAndRetryableHTTPErrors(t *testing.T) {
+	fail := 3
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Header.Get("X-Token") != "s3cret":
+			w.WriteHeader(http.StatusBadRequest)
+		case fail > 0:
+			fail--
+			w.WriteHeader(http.StatusServiceUnavailable)
+		default:
+			w.Header().Set("Content-Type", "application/x-protobuf")
+			w.WriteHeader(http.StatusOK)
+		}
+	}))
+	defer srv.Close()
+	endpoint := strings.TrimPrefix(srv.URL, "http://")
+
+	bad, err := otlp.New(otlp.Options{Endpoint: endpoint, Protocol: otlp.HTTPProtobuf, Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	bad.WriteAlert(testAlert(1))
+	st := quiet(t, bad, event.Stage{Received: 1, Dropped: 1})
+	if !strings.Contains(st.State, "400") {
+		t.Errorf("refused: %+v", st)
+	}
+
+	good, err := otlp.New(otlp.Options{Endpoint: srv.URL + "/v1/logs", Protocol: otlp.HTTPProtobuf, Insecure: true,
+		Headers: map[string]string{"X-Token": "s3cret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	good.WriteAlert(testAlert(1))
+	quiet(t, good, event.Stage{Received: 1, Passed: 1})
+}
+
+func TestOptionErrors(t *testing.T) {
+	for _, tc := range []struct {
+		o    otlp.Options
+		want string
+	}{
+		{otlp.Options{Endpoint: "x:1", Protocol: "udp"}, `protocol "udp"`},
+		{otlp.Options{Protocol: otlp.GRPC, Insecure: true}, "no endpoint"},
+		{otlp.Options{Endpoint: "x:1", CAFile: "/nonexistent/ca.crt"}, "/nonexistent/ca.crt"},
+		{otlp.Options{Endpoint: "x:1", CertFile: "/nonexistent/c.crt"}, "both"},
+		{otlp.Options{Endpoint: "http://x:1", Protocol: otlp.HTTPProtobuf}, "http:// URL goes with insecure"},
+	} {
+		if _, err := otlp.New(tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want %q", tc.o, err, tc.want)
+		}
+	}
+}
