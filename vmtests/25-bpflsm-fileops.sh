@@ -2,7 +2,8 @@
 # The BPF-LSM path hooks in the guest kernel (bpf/lsm/fileops_test.go): open,
 # truncate, unlink, rmdir, mkdir, mknod, create, symlink, hard link, rename
 # out (of the file and of the protected directory), rename over, chmod and
-# chown against Block, readOnly and Audit rules, each a real system call
+# chown against Block, readOnly and Audit rules (and, inside a container
+# stand-in, a container policy's Block rule), each a real system call
 # with its outcome and its alert (lsm=FILE_* in Data, the path in Resource);
 # a protected file and a blocked program get no unprotected name, and the
 # protected content is intact at the end.

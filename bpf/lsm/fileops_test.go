@@ -2,8 +2,10 @@ package bpflsm
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -303,4 +305,84 @@ func TestFileOpsProcess(t *testing.T) {
 	}
 	// Reading it (a copy) is a file operation no process rule covers.
 	wantAllowed(t, openRead(prog), "read of a blocked program")
+}
+
+// sh runs a shell command inside the container and returns its exit code.
+func (c *fakeContainer) sh(t *testing.T, cmd string) int {
+	t.Helper()
+	if _, err := fmt.Fprintf(c.in, "%s; echo rc=$?\n", cmd); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		line, err := c.out.ReadString('\n')
+		if err != nil {
+			t.Fatalf("container shell: %v", err)
+		}
+		var rc int
+		if _, err := fmt.Sscanf(strings.TrimSpace(line), "rc=%d", &rc); err == nil {
+			return rc
+		}
+	}
+}
+
+// TestFileOpsContainer: the same operations, run inside a container (the
+// cgroup stand-in) that a container policy's Block directory rule selects:
+// each is refused there, with the container's identity in the alert, and
+// the host, which no rule covers, is not held back.
+func TestFileOpsContainer(t *testing.T) {
+	e := kernel(t)
+	dir := testDir(t)
+	fileOpsFixture(t, dir)
+	web := startContainer(t, "fileops", true)
+	t.Cleanup(func() {
+		if _, err := e.SetContainers(nil); err != nil {
+			t.Errorf("SetContainers(nil): %v", err)
+		}
+	})
+	rs := apply(t, e, hostpolicy.Postures{},
+		containerPolicyDoc("ctr-fileops", "      kubearmor.io/container.name: fileops\n", `  file:
+    matchDirectories:
+    - dir: `+dir+`/prot/
+      recursive: true
+  action: Block
+`))
+	id := containerRuleID(t, rs, "ctr-fileops")
+	if un, err := e.SetContainers([]Container{{ID: "fileops", CgroupID: web.cgroupID, Info: info("fileops")}}); err != nil || len(un) != 0 {
+		t.Fatalf("SetContainers: %v %v", un, err)
+	}
+	bb := busybox
+	p := func(s string) string { return rel(dir, s) }
+	for _, c := range []struct{ name, data, resource, cmd string }{
+		{"open read", "lsm=FILE_OPEN", "prot/secret", bb + " cat " + p("prot/secret")},
+		{"open write", "lsm=FILE_OPEN", "prot/secret", "echo x >>" + p("prot/secret")},
+		// busybox truncate opens the file for writing first, and that
+		// open is what is refused (truncate(2) by path: TestFileOpsDirectory)
+		{"truncate", "lsm=FILE_OPEN", "prot/secret", bb + " truncate -s 0 " + p("prot/secret")},
+		{"unlink", "lsm=FILE_UNLINK", "prot/secret", bb + " rm -f " + p("prot/secret")},
+		{"rmdir", "lsm=FILE_RMDIR", "prot/sub", bb + " rmdir " + p("prot/sub")},
+		{"mkdir", "lsm=FILE_MKDIR", "prot/newdir", bb + " mkdir " + p("prot/newdir")},
+		{"mknod", "lsm=FILE_MKNOD", "prot/newfile", bb + " mknod " + p("prot/newfile") + " p"},
+		{"create", "lsm=FILE_MKNOD", "prot/created", bb + " touch " + p("prot/created")},
+		{"symlink inside", "lsm=FILE_SYMLINK", "prot/symlink", bb + " ln -s /etc/hostname " + p("prot/symlink")},
+		{"hard link out", "lsm=FILE_LINK", "prot/secret", bb + " ln " + p("prot/secret") + " " + p("free/hardlink")},
+		{"rename out", "lsm=FILE_RENAME", "prot/secret", bb + " mv " + p("prot/secret") + " " + p("free/moved")},
+		{"rename the directory out", "lsm=FILE_RENAME", "prot", bb + " mv " + p("prot") + " " + p("free/movedprot")},
+		{"rename over", "lsm=FILE_RENAME", "prot/secret", bb + " mv -f " + p("free/evil") + " " + p("prot/secret")},
+		{"chmod", "lsm=FILE_CHMOD", "prot/secret", bb + " chmod 666 " + p("prot/secret")},
+		{"chown", "lsm=FILE_CHOWN", "prot/secret", bb + " chown 65534 " + p("prot/secret")},
+	} {
+		if rc := web.sh(t, c.cmd+" 2>/dev/null"); rc == 0 {
+			t.Errorf("%s in the container: allowed, want refused", c.name)
+			continue
+		}
+		pred := opAlert(id, event.VerdictBlock, c.data, p(c.resource))
+		ev := waitEvent(t, c.name, pred)
+		if ev.CgroupID != web.cgroupID || ev.PidNS != web.pidNS || ev.Retval != -13 {
+			t.Errorf("%s: alert cgroup %d pidns %d retval %d, want %d %d -13", c.name, ev.CgroupID, ev.PidNS, ev.Retval, web.cgroupID, web.pidNS)
+		}
+	}
+	// The host is outside the container policy's scope.
+	wantAllowed(t, syscall.Chmod(p("prot/secret"), 0o644), "chmod on the host")
+	wantAllowed(t, openRead(p("prot/secret")), "read on the host")
+	wantIntact(t, dir)
 }
