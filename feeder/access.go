@@ -70,6 +70,9 @@ type access struct {
 	telemetryGID uint32
 	hasGroup     bool
 
+	// noSockDiag: why the kernel cannot name TCP peers' owners ("" = it can).
+	noSockDiag string
+
 	maxConns, maxConnsUser, maxStreamsUser int
 	open                                   atomic.Int64
 
@@ -119,6 +122,9 @@ func (a *access) warnings() []string {
 	var out []string
 	if !st.TelemetryGroupResolved {
 		out = append(out, fmt.Sprintf("gRPC: telemetryGroup %s does not exist: alerts, logs and status are readable by root only", st.TelemetryGroup))
+	}
+	if a.noSockDiag != "" {
+		out = append(out, "gRPC: loopback TCP clients cannot be identified, so none is treated as root (PolicyService only on the unix socket): "+a.noSockDiag)
 	}
 	if st.ConnectionsRefused+st.ConnectionsRefusedUser+st.ConnectionsNoPreface > 0 {
 		out = append(out, fmt.Sprintf("gRPC: connections closed: %d over maxConnections (%d), %d over maxConnectionsPerUser (%d), %d sent no HTTP/2 preface in time",

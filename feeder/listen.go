@@ -94,6 +94,15 @@ func (s *Server) listenTCP() (*listener, error) {
 	}
 	l.ln = &limitListener{Listener: ln, a: s.access}
 	l.name = ln.Addr().String()
+	if IsLoopback(s.opts.TCP) {
+		if err := peer.ProbeTCP(); err != nil {
+			// Not fatal: the unix socket still serves root, and TCP peers
+			// are then all unprivileged (fail closed). But say so, since
+			// root's karmor at its default localhost:32767 is refused.
+			s.access.noSockDiag = err.Error()
+			s.log.Warn("loopback TCP clients cannot be identified: every TCP peer is treated as unprivileged; root's karmor must use --gRPC unix://"+s.opts.Socket, "err", err)
+		}
+	}
 	s.newGRPC(l, peer.Credentials(creds, peer.ViaTCP, s.access.admit))
 	return l, nil
 }

@@ -179,3 +179,11 @@ func BenchmarkOfTCP(b *testing.B) {
 		}
 	}
 }
+
+// The kernel here can name socket owners (the TCP tests above rely on it);
+// the probe must agree.
+func TestProbeTCP(t *testing.T) {
+	if err := ProbeTCP(); err != nil {
+		t.Fatal(err)
+	}
+}
