@@ -110,7 +110,9 @@ func New(opts Options) (*Enforcer, error) {
 	if err := spec.LoadAndAssign(&e.objs, collOpts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("bpflsm: load: %+v", ve)
+			// The last lines say why; the whole log (megabytes when the
+			// verifier gives up) would end up in status and every log line.
+			return nil, fmt.Errorf("bpflsm: load: %-20v", ve)
 		}
 		return nil, fmt.Errorf("bpflsm: load: %w", err)
 	}
