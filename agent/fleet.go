@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/armorhost/kubearmor/agent/config"
+	"github.com/armorhost/kubearmor/feeder/statuspb"
 	"github.com/armorhost/kubearmor/policysource/etcd"
 	"github.com/armorhost/kubearmor/policystore"
 )
@@ -84,6 +85,29 @@ func (f *fleet) warnings() []string {
 		w += fmt.Sprintf("; enforcing the cache written %s (%s old)", st.CacheWritten.UTC().Format(time.RFC3339), time.Since(st.CacheWritten).Round(time.Second))
 	}
 	return []string{w}
+}
+
+// statusProto is the etcd source's state for `kubearmor status`; nil
+// without etcd. The caller may hold a.mu.
+func (f *fleet) statusProto() *statuspb.EtcdSource {
+	if f == nil {
+		return nil
+	}
+	st := f.src.Status()
+	e := &statuspb.EtcdSource{Endpoints: st.Endpoints, Prefix: st.Prefix, State: st.State, Revision: st.Revision,
+		Keys: int32(st.Keys), FromCache: st.FromCache, Error: st.Error,
+		LastSyncUnix: unixOrZero(st.LastSync), CacheWrittenUnix: unixOrZero(st.CacheWritten)}
+	if f.pub != nil {
+		e.HostKey = f.pub.Key()
+	}
+	return e
+}
+
+func unixOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
 }
 
 // hostStatus is what this host's key says.

@@ -195,6 +195,7 @@ func (a *Agent) statusProto() *statuspb.Status {
 	}
 	st.Warnings = append(st.Warnings, snap.Warnings...)      // the policy directory's: missing, writable by others
 	st.Warnings = append(st.Warnings, a.fleet.warnings()...) // the etcd source's, while not connected
+	st.Etcd = a.fleet.statusProto()
 	for _, f := range snap.Files {
 		st.Files = append(st.Files, &statuspb.PolicyFile{Name: f.Name, Policies: f.Policies, Errors: f.Errors, Warnings: f.Warnings})
 		for _, p := range f.Policies {

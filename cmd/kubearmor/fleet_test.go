@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -91,6 +92,15 @@ func TestFleetEtcdPolicy(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
+	// `kubearmor status` shows the source following etcd.
+	if out := statusText(t, d.socket); !strings.Contains(out, "Etcd:       connected, "+srv.ClientURL+" /kubearmor/policies/, revision ") ||
+		!strings.Contains(out, "  host key    /kubearmor/hosts/testhost\n") || strings.Contains(out, "  last sync   never") || strings.Contains(out, "  cache       never") {
+		t.Errorf("kubearmor status:\n%s", out)
+	}
+	if e := agentStatus(t, d.socket).GetEtcd(); e.GetState() != "connected" || e.GetRevision() == 0 || e.GetKeys() != 1 || e.GetLastSyncUnix() == 0 || e.GetFromCache() {
+		t.Errorf("kubearmor status --json: etcd %v", e)
+	}
+
 	srv.Put(cli, key, fmt.Sprintf(etcdPolicyTmpl, "dev", d.fs))
 	waitExec("policy now selects env=dev", false)
 	srv.Put(cli, key, "kind: [broken")
@@ -114,4 +124,8 @@ func TestFleetEtcdPolicy(t *testing.T) {
 	d2.logs.waitFor(t, "policies in force", "etcd cache", "policies=admin-block,etcd-block", "3 rules")
 	d2.logs.waitFor(t, "enforcing policies from the etcd cache")
 	d2.blockHolds(t, "restarted with etcd down")
+	if out := statusText(t, d2.socket); !strings.Contains(out, "enforcing the cache (etcd not read since start)") ||
+		!strings.Contains(out, "  last sync   never\n") || strings.Contains(out, "  cache       never") {
+		t.Errorf("kubearmor status with etcd down:\n%s", out)
+	}
 }

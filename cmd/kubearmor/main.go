@@ -33,6 +33,7 @@ func commands() []command {
 		{"policy", "check policy files without a running agent (policy check FILE...)", runPolicy},
 		{"logs", "follow the running agent's alerts and logs (karmor logs, locally)", runLogs},
 		{"status", "show what the running agent enforces, drops and throttles", runStatus},
+		{"fleet", "list every host's status kept in etcd (fleet status)", runFleet},
 		{"version", "print the version", func([]string, io.Writer, io.Writer) int { fmt.Println(version); return 0 }},
 	}
 }

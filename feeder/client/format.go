@@ -123,6 +123,7 @@ func WriteStatus(w io.Writer, st *statuspb.Status) {
 			fmt.Fprintf(w, "  REJECTED  %s: %s\n", f.Name, e)
 		}
 	}
+	writeEtcd(w, st.Etcd, time.Now())
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "Warning:    %s\n", warn)
 	}
@@ -150,6 +151,36 @@ func WriteStatus(w io.Writer, st *statuspb.Status) {
 		fmt.Fprintf(w, "  %-8s %-24s delivered %d, dropped %d, queued %d/%d\n", s.Kind, s.Name, s.Delivered, s.Dropped, s.Queued, s.Capacity)
 	}
 	writeStages(w, st.Stages)
+}
+
+// writeEtcd prints the etcd policy source's state: whether it follows
+// etcd, the revision in force, and how old the last sync and the cache are.
+func writeEtcd(w io.Writer, e *statuspb.EtcdSource, now time.Time) {
+	if e == nil {
+		return
+	}
+	fmt.Fprintf(w, "Etcd:       %s, %s %s, revision %d, %d keys", e.State, e.Endpoints, e.Prefix, e.Revision, e.Keys)
+	if e.FromCache {
+		fmt.Fprintf(w, ", enforcing the cache (etcd not read since start)")
+	}
+	fmt.Fprintln(w)
+	if e.Error != "" {
+		fmt.Fprintf(w, "  error       %s\n", e.Error)
+	}
+	fmt.Fprintf(w, "  last sync   %s\n", sinceWhen(e.LastSyncUnix, now))
+	fmt.Fprintf(w, "  cache       %s\n", sinceWhen(e.CacheWrittenUnix, now))
+	if e.HostKey != "" {
+		fmt.Fprintf(w, "  host key    %s\n", e.HostKey)
+	}
+}
+
+// sinceWhen is a time with its age, or "never".
+func sinceWhen(unix int64, now time.Time) string {
+	if unix == 0 {
+		return "never"
+	}
+	t := time.Unix(unix, 0)
+	return fmt.Sprintf("%s (%s ago)", t.Local().Format("2006-01-02 15:04:05"), max(now.Sub(t), 0).Round(time.Second))
 }
 
 // writeStages prints the one accounting of loss: every stage of the event

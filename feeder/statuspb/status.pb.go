@@ -45,7 +45,9 @@ type Status struct {
 	// Every step an event passes through, from the kernel to each subscriber
 	// and exporter, with what it received, passed on and lost: the one
 	// accounting of loss.
-	Stages        []*Stage `protobuf:"bytes,12,rep,name=stages,proto3" json:"stages,omitempty"`
+	Stages []*Stage `protobuf:"bytes,12,rep,name=stages,proto3" json:"stages,omitempty"`
+	// The etcd policy source; absent when etcdEndpoints is not set.
+	Etcd          *EtcdSource `protobuf:"bytes,13,opt,name=etcd,proto3" json:"etcd,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -164,6 +166,132 @@ func (x *Status) GetStages() []*Stage {
 	return nil
 }
 
+func (x *Status) GetEtcd() *EtcdSource {
+	if x != nil {
+		return x.Etcd
+	}
+	return nil
+}
+
+// EtcdSource is the etcd policy source's state: whether it follows etcd
+// now, the revision of the policy prefix in force, and the on-disk cache
+// that is enforced while etcd cannot be read.
+type EtcdSource struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Endpoints        string                 `protobuf:"bytes,1,opt,name=endpoints,proto3" json:"endpoints,omitempty"`                                          // comma list
+	Prefix           string                 `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`                                                // the policy key prefix read
+	State            string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`                                                  // connected, connecting, disconnected
+	Revision         int64                  `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`                                           // last revision applied; 0 = none yet
+	LastSyncUnix     int64                  `protobuf:"varint,5,opt,name=last_sync_unix,json=lastSyncUnix,proto3" json:"last_sync_unix,omitempty"`             // last read, change or progress notice from etcd; 0 = never
+	Keys             int32                  `protobuf:"varint,6,opt,name=keys,proto3" json:"keys,omitempty"`                                                   // documents held
+	CacheWrittenUnix int64                  `protobuf:"varint,7,opt,name=cache_written_unix,json=cacheWrittenUnix,proto3" json:"cache_written_unix,omitempty"` // when the cache was last written (at start: when it was written before); 0 = never
+	FromCache        bool                   `protobuf:"varint,8,opt,name=from_cache,json=fromCache,proto3" json:"from_cache,omitempty"`                        // enforcing the cache: etcd not read since start
+	Error            string                 `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`                                                  // why not connected
+	HostKey          string                 `protobuf:"bytes,10,opt,name=host_key,json=hostKey,proto3" json:"host_key,omitempty"`                              // where this host's status is kept; "" = not published
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *EtcdSource) Reset() {
+	*x = EtcdSource{}
+	mi := &file_status_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EtcdSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EtcdSource) ProtoMessage() {}
+
+func (x *EtcdSource) ProtoReflect() protoreflect.Message {
+	mi := &file_status_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EtcdSource.ProtoReflect.Descriptor instead.
+func (*EtcdSource) Descriptor() ([]byte, []int) {
+	return file_status_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EtcdSource) GetEndpoints() string {
+	if x != nil {
+		return x.Endpoints
+	}
+	return ""
+}
+
+func (x *EtcdSource) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *EtcdSource) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *EtcdSource) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *EtcdSource) GetLastSyncUnix() int64 {
+	if x != nil {
+		return x.LastSyncUnix
+	}
+	return 0
+}
+
+func (x *EtcdSource) GetKeys() int32 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *EtcdSource) GetCacheWrittenUnix() int64 {
+	if x != nil {
+		return x.CacheWrittenUnix
+	}
+	return 0
+}
+
+func (x *EtcdSource) GetFromCache() bool {
+	if x != nil {
+		return x.FromCache
+	}
+	return false
+}
+
+func (x *EtcdSource) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *EtcdSource) GetHostKey() string {
+	if x != nil {
+		return x.HostKey
+	}
+	return ""
+}
+
 // Stage is one step of the event path. Once it is quiet,
 // received = passed + dropped + filtered + pending.
 type Stage struct {
@@ -184,7 +312,7 @@ type Stage struct {
 
 func (x *Stage) Reset() {
 	*x = Stage{}
-	mi := &file_status_proto_msgTypes[1]
+	mi := &file_status_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -196,7 +324,7 @@ func (x *Stage) String() string {
 func (*Stage) ProtoMessage() {}
 
 func (x *Stage) ProtoReflect() protoreflect.Message {
-	mi := &file_status_proto_msgTypes[1]
+	mi := &file_status_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -209,7 +337,7 @@ func (x *Stage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stage.ProtoReflect.Descriptor instead.
 func (*Stage) Descriptor() ([]byte, []int) {
-	return file_status_proto_rawDescGZIP(), []int{1}
+	return file_status_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Stage) GetName() string {
@@ -280,7 +408,7 @@ type LoadedPolicy struct {
 
 func (x *LoadedPolicy) Reset() {
 	*x = LoadedPolicy{}
-	mi := &file_status_proto_msgTypes[2]
+	mi := &file_status_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -292,7 +420,7 @@ func (x *LoadedPolicy) String() string {
 func (*LoadedPolicy) ProtoMessage() {}
 
 func (x *LoadedPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_status_proto_msgTypes[2]
+	mi := &file_status_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -305,7 +433,7 @@ func (x *LoadedPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadedPolicy.ProtoReflect.Descriptor instead.
 func (*LoadedPolicy) Descriptor() ([]byte, []int) {
-	return file_status_proto_rawDescGZIP(), []int{2}
+	return file_status_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *LoadedPolicy) GetName() string {
@@ -348,7 +476,7 @@ type PolicyFile struct {
 
 func (x *PolicyFile) Reset() {
 	*x = PolicyFile{}
-	mi := &file_status_proto_msgTypes[3]
+	mi := &file_status_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +488,7 @@ func (x *PolicyFile) String() string {
 func (*PolicyFile) ProtoMessage() {}
 
 func (x *PolicyFile) ProtoReflect() protoreflect.Message {
-	mi := &file_status_proto_msgTypes[3]
+	mi := &file_status_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +501,7 @@ func (x *PolicyFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyFile.ProtoReflect.Descriptor instead.
 func (*PolicyFile) Descriptor() ([]byte, []int) {
-	return file_status_proto_rawDescGZIP(), []int{3}
+	return file_status_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PolicyFile) GetName() string {
@@ -416,7 +544,7 @@ type UnenforcedRule struct {
 
 func (x *UnenforcedRule) Reset() {
 	*x = UnenforcedRule{}
-	mi := &file_status_proto_msgTypes[4]
+	mi := &file_status_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +556,7 @@ func (x *UnenforcedRule) String() string {
 func (*UnenforcedRule) ProtoMessage() {}
 
 func (x *UnenforcedRule) ProtoReflect() protoreflect.Message {
-	mi := &file_status_proto_msgTypes[4]
+	mi := &file_status_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +569,7 @@ func (x *UnenforcedRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnenforcedRule.ProtoReflect.Descriptor instead.
 func (*UnenforcedRule) Descriptor() ([]byte, []int) {
-	return file_status_proto_rawDescGZIP(), []int{4}
+	return file_status_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *UnenforcedRule) GetPolicy() string {
@@ -493,7 +621,7 @@ type FeederStatus struct {
 
 func (x *FeederStatus) Reset() {
 	*x = FeederStatus{}
-	mi := &file_status_proto_msgTypes[5]
+	mi := &file_status_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +633,7 @@ func (x *FeederStatus) String() string {
 func (*FeederStatus) ProtoMessage() {}
 
 func (x *FeederStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_status_proto_msgTypes[5]
+	mi := &file_status_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +646,7 @@ func (x *FeederStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeederStatus.ProtoReflect.Descriptor instead.
 func (*FeederStatus) Descriptor() ([]byte, []int) {
-	return file_status_proto_rawDescGZIP(), []int{5}
+	return file_status_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *FeederStatus) GetSubscribers() []*Subscriber {
@@ -607,7 +735,7 @@ type Subscriber struct {
 
 func (x *Subscriber) Reset() {
 	*x = Subscriber{}
-	mi := &file_status_proto_msgTypes[6]
+	mi := &file_status_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +747,7 @@ func (x *Subscriber) String() string {
 func (*Subscriber) ProtoMessage() {}
 
 func (x *Subscriber) ProtoReflect() protoreflect.Message {
-	mi := &file_status_proto_msgTypes[6]
+	mi := &file_status_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +760,7 @@ func (x *Subscriber) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscriber.ProtoReflect.Descriptor instead.
 func (*Subscriber) Descriptor() ([]byte, []int) {
-	return file_status_proto_rawDescGZIP(), []int{6}
+	return file_status_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Subscriber) GetId() uint64 {
@@ -695,7 +823,7 @@ var File_status_proto protoreflect.FileDescriptor
 
 const file_status_proto_rawDesc = "" +
 	"\n" +
-	"\fstatus.proto\x12\vagentstatus\x1a\x1bgoogle/protobuf/empty.proto\"\xd6\x03\n" +
+	"\fstatus.proto\x12\vagentstatus\x1a\x1bgoogle/protobuf/empty.proto\"\x83\x04\n" +
 	"\x06Status\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -711,7 +839,22 @@ const file_status_proto_rawDesc = "" +
 	"\bwarnings\x18\n" +
 	" \x03(\tR\bwarnings\x121\n" +
 	"\x06feeder\x18\v \x01(\v2\x19.agentstatus.FeederStatusR\x06feeder\x12*\n" +
-	"\x06stages\x18\f \x03(\v2\x12.agentstatus.StageR\x06stages\"\xe3\x01\n" +
+	"\x06stages\x18\f \x03(\v2\x12.agentstatus.StageR\x06stages\x12+\n" +
+	"\x04etcd\x18\r \x01(\v2\x17.agentstatus.EtcdSourceR\x04etcd\"\xac\x02\n" +
+	"\n" +
+	"EtcdSource\x12\x1c\n" +
+	"\tendpoints\x18\x01 \x01(\tR\tendpoints\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x03R\brevision\x12$\n" +
+	"\x0elast_sync_unix\x18\x05 \x01(\x03R\flastSyncUnix\x12\x12\n" +
+	"\x04keys\x18\x06 \x01(\x05R\x04keys\x12,\n" +
+	"\x12cache_written_unix\x18\a \x01(\x03R\x10cacheWrittenUnix\x12\x1d\n" +
+	"\n" +
+	"from_cache\x18\b \x01(\bR\tfromCache\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12\x19\n" +
+	"\bhost_key\x18\n" +
+	" \x01(\tR\ahostKey\"\xe3\x01\n" +
 	"\x05Stage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\breceived\x18\x02 \x01(\x04R\breceived\x12\x16\n" +
@@ -778,33 +921,35 @@ func file_status_proto_rawDescGZIP() []byte {
 	return file_status_proto_rawDescData
 }
 
-var file_status_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_status_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_status_proto_goTypes = []any{
 	(*Status)(nil),         // 0: agentstatus.Status
-	(*Stage)(nil),          // 1: agentstatus.Stage
-	(*LoadedPolicy)(nil),   // 2: agentstatus.LoadedPolicy
-	(*PolicyFile)(nil),     // 3: agentstatus.PolicyFile
-	(*UnenforcedRule)(nil), // 4: agentstatus.UnenforcedRule
-	(*FeederStatus)(nil),   // 5: agentstatus.FeederStatus
-	(*Subscriber)(nil),     // 6: agentstatus.Subscriber
-	nil,                    // 7: agentstatus.FeederStatus.ThrottledByPolicyEntry
-	(*emptypb.Empty)(nil),  // 8: google.protobuf.Empty
+	(*EtcdSource)(nil),     // 1: agentstatus.EtcdSource
+	(*Stage)(nil),          // 2: agentstatus.Stage
+	(*LoadedPolicy)(nil),   // 3: agentstatus.LoadedPolicy
+	(*PolicyFile)(nil),     // 4: agentstatus.PolicyFile
+	(*UnenforcedRule)(nil), // 5: agentstatus.UnenforcedRule
+	(*FeederStatus)(nil),   // 6: agentstatus.FeederStatus
+	(*Subscriber)(nil),     // 7: agentstatus.Subscriber
+	nil,                    // 8: agentstatus.FeederStatus.ThrottledByPolicyEntry
+	(*emptypb.Empty)(nil),  // 9: google.protobuf.Empty
 }
 var file_status_proto_depIdxs = []int32{
-	2, // 0: agentstatus.Status.policies:type_name -> agentstatus.LoadedPolicy
-	3, // 1: agentstatus.Status.files:type_name -> agentstatus.PolicyFile
-	4, // 2: agentstatus.Status.unenforced:type_name -> agentstatus.UnenforcedRule
-	5, // 3: agentstatus.Status.feeder:type_name -> agentstatus.FeederStatus
-	1, // 4: agentstatus.Status.stages:type_name -> agentstatus.Stage
-	6, // 5: agentstatus.FeederStatus.subscribers:type_name -> agentstatus.Subscriber
-	7, // 6: agentstatus.FeederStatus.throttled_by_policy:type_name -> agentstatus.FeederStatus.ThrottledByPolicyEntry
-	8, // 7: agentstatus.AgentStatus.GetStatus:input_type -> google.protobuf.Empty
-	0, // 8: agentstatus.AgentStatus.GetStatus:output_type -> agentstatus.Status
-	8, // [8:9] is the sub-list for method output_type
-	7, // [7:8] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	3, // 0: agentstatus.Status.policies:type_name -> agentstatus.LoadedPolicy
+	4, // 1: agentstatus.Status.files:type_name -> agentstatus.PolicyFile
+	5, // 2: agentstatus.Status.unenforced:type_name -> agentstatus.UnenforcedRule
+	6, // 3: agentstatus.Status.feeder:type_name -> agentstatus.FeederStatus
+	2, // 4: agentstatus.Status.stages:type_name -> agentstatus.Stage
+	1, // 5: agentstatus.Status.etcd:type_name -> agentstatus.EtcdSource
+	7, // 6: agentstatus.FeederStatus.subscribers:type_name -> agentstatus.Subscriber
+	8, // 7: agentstatus.FeederStatus.throttled_by_policy:type_name -> agentstatus.FeederStatus.ThrottledByPolicyEntry
+	9, // 8: agentstatus.AgentStatus.GetStatus:input_type -> google.protobuf.Empty
+	0, // 9: agentstatus.AgentStatus.GetStatus:output_type -> agentstatus.Status
+	9, // [9:10] is the sub-list for method output_type
+	8, // [8:9] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_status_proto_init() }
@@ -818,7 +963,7 @@ func file_status_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_status_proto_rawDesc), len(file_status_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

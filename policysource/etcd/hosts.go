@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -147,20 +148,39 @@ func (p *Publisher) put(ctx context.Context, lease clientv3.LeaseID) error {
 	return nil
 }
 
-// ListHosts reads every host's key under prefix, sorted by host.
+// ListHosts reads every host's key under prefix, sorted by host; a key
+// that does not hold a host's status is an error.
 func ListHosts(ctx context.Context, cli *clientv3.Client, prefix string) ([]HostStatus, error) {
-	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
+	hosts, bad, err := ScanHosts(ctx, cli, prefix)
 	if err != nil {
 		return nil, err
 	}
-	var out []HostStatus
+	if len(bad) > 0 {
+		return nil, errors.New(bad[0])
+	}
+	return hosts, nil
+}
+
+// ScanHosts reads every host's key under prefix, sorted by host; keys that
+// do not hold a host's status are returned apart ("KEY: why"), so one stray
+// key does not hide the fleet.
+func ScanHosts(ctx context.Context, cli *clientv3.Client, prefix string) (hosts []HostStatus, unreadable []string, err error) {
+	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, nil, fmt.Errorf("read %s: %w", prefix, err)
+	}
 	for _, kv := range resp.Kvs {
 		var h HostStatus
 		if err := json.Unmarshal(kv.Value, &h); err != nil {
-			return nil, fmt.Errorf("%s: %w", kv.Key, err)
+			unreadable = append(unreadable, fmt.Sprintf("%s: not a host status: %v", kv.Key, err))
+			continue
 		}
-		out = append(out, h)
+		if h.Host == "" {
+			unreadable = append(unreadable, fmt.Sprintf("%s: not a host status: no \"host\"", kv.Key))
+			continue
+		}
+		hosts = append(hosts, h)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
-	return out, nil
+	sort.Slice(hosts, func(i, j int) bool { return hosts[i].Host < hosts[j].Host })
+	return hosts, unreadable, nil
 }
