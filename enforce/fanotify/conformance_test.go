@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -165,7 +164,7 @@ func (f *fanotifyTier) helper(t *testing.T, program string, uid uint32, tty bool
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: f.cgfd,
 		Credential: &syscall.Credential{Uid: uid, Gid: uid}}
 	if tty {
-		pts := openPTS(f.t)
+		pts := conformance.OpenPTS(f.t)
 		cmd.ExtraFiles = []*os.File{pts}
 		cmd.SysProcAttr.Setsid, cmd.SysProcAttr.Setctty, cmd.SysProcAttr.Ctty = true, true, 3
 	}
@@ -193,29 +192,6 @@ func (h *helper) do(t *testing.T, line string) string {
 		t.Fatal(err)
 	}
 	return readLine(t, h.out)
-}
-
-// openPTS opens a new pseudo-terminal and returns its terminal side.
-func openPTS(t *testing.T) *os.File {
-	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals: %v", err)
-	}
-	t.Cleanup(func() { m.Close() })
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
 }
 
 // conformanceHelper is the helper's side: one operation per line.
