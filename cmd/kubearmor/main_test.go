@@ -100,13 +100,12 @@ func TestPolicyRenderAppArmor(t *testing.T) {
 }
 
 // renderPolicies is one file of several policies: fromSource profiles, an
-// allow-list (which includes the base abstraction and so the tunables), so
-// that the rendered file holds several profiles. The allow-list covers
-// processes too: a file-only allow-list under block posture renders
-// "/** px," beside the base abstraction's "owner @{HOME}/.Private/**
-// mrixwlk,", which apparmor_parser refuses (conflicting x modifiers), per
-// profile as in one file; that is a renderer limitation of its own, not
-// the one-file format this test is about.
+// allow-list of files, processes and network for one program, and a
+// host-wide file-only allow-list, so that the rendered file holds several
+// profiles. Under block posture the file-only allow-list keeps "/** px,"
+// without the blanket file rule: the shape the parser refused while the
+// renderer included <abstractions/base> (its "owner @{HOME}/.Private/**
+// mrixwlk," conflicts with px).
 const renderPolicies = `apiVersion: security.kubearmor.com/v1
 kind: KubeArmorHostPolicy
 metadata:
@@ -151,6 +150,21 @@ spec:
     - protocol: tcp
       fromSource:
       - path: /usr/sbin/appd
+  action: Allow
+---
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorHostPolicy
+metadata:
+  name: render-file-allow
+spec:
+  nodeSelector:
+    matchLabels:
+      kubearmor.io/hostname: "*"
+  file:
+    matchPaths:
+    - path: /etc/hosts
+    - path: /etc/resolv.conf
+      readOnly: true
   action: Allow
 `
 

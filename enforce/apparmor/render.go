@@ -21,8 +21,8 @@
 // allowedArgs, ICMPv6, SCTP and DCCP rules cannot be expressed and are
 // reported as not enforced. Allow-list mode with audit posture allows
 // everything without the DefaultPosture alerts (AppArmor cannot audit
-// "everything but"); with block posture the base abstraction (libraries,
-// locale) stays readable so that programs can still start.
+// "everything but"); with block posture what every program needs to start
+// (libraries, locale, /dev/null: startGrants) stays readable.
 package apparmor
 
 import (
@@ -157,11 +157,10 @@ func Render(rs *hostpolicy.RuleSet) (map[string]string, error) {
 
 // RenderFile returns the profiles of rs as one file that apparmor_parser
 // loads as it is (what `kubearmor policy render --apparmor` prints): the
-// abi line and the tunables once, then every profile in load order. The
-// files of Render cannot simply be concatenated: the parser refuses a
-// second abi line and a second definition of the tunables' variables.
+// abi line once, then every profile in load order. The files of Render
+// cannot simply be concatenated: the parser refuses a second abi line.
 func RenderFile(rs *hostpolicy.RuleSet) string {
-	bodies, _, base := renderBodies(rs)
+	bodies, _ := renderBodies(rs)
 	names := make([]string, 0, len(bodies))
 	for n := range bodies {
 		names = append(names, n)
@@ -169,9 +168,6 @@ func RenderFile(rs *hostpolicy.RuleSet) string {
 	sortByLoadOrder(names)
 	var b strings.Builder
 	b.WriteString(header)
-	if base {
-		b.WriteString(tunables)
-	}
 	for _, n := range names {
 		fmt.Fprintf(&b, "# ---- profile %s\n%s\n", n, bodies[n])
 	}
@@ -180,21 +176,16 @@ func RenderFile(rs *hostpolicy.RuleSet) string {
 
 // render also returns which program each fromSource profile is for.
 func render(rs *hostpolicy.RuleSet) (map[string]string, map[string]string) {
-	bodies, sources, _ := renderBodies(rs)
+	bodies, sources := renderBodies(rs)
 	for name, body := range bodies {
-		pre := header
-		if strings.Contains(body, baseInclude) {
-			pre += tunables
-		}
-		bodies[name] = pre + body
+		bodies[name] = header + body
 	}
 	return bodies, sources
 }
 
 // renderBodies renders every profile without the preamble a file needs
-// (abi, tunables); base says whether any profile includes the base
-// abstraction, which needs the tunables.
-func renderBodies(rs *hostpolicy.RuleSet) (bodies, sources map[string]string, base bool) {
+// (the abi line).
+func renderBodies(rs *hostpolicy.RuleSet) (bodies, sources map[string]string) {
 	var global []*hostpolicy.Rule
 	bySource := map[string][]*hostpolicy.Rule{}
 	if rs == nil {
@@ -218,18 +209,92 @@ func renderBodies(rs *hostpolicy.RuleSet) (bodies, sources map[string]string, ba
 		sources[name] = src
 		bodies[name] = profile(name, quote(src), append(append([]*hostpolicy.Rule(nil), rules...), global...), rs.Postures)
 	}
-	for _, body := range bodies {
-		base = base || strings.Contains(body, baseInclude)
-	}
-	return bodies, sources, base
+	return bodies, sources
 }
 
-// The base abstraction, which a profile in allow-list mode includes, uses
-// the variables the tunables define.
-const (
-	baseInclude = "  include <abstractions/base>\n"
-	tunables    = "include <tunables/global>\n\n"
-)
+// startGrants is what a profile with a file allow-list under block posture
+// grants besides the policies' Allow rules, so that programs still start
+// and run (a process allow-list alone keeps every file readable): the file grants of Debian 12's <abstractions/base> (with the
+// <abstractions/crypto> it includes), its variables written out. The
+// abstraction itself is not included: it grants "ix" on the encrypted-home
+// trees (owner @{HOME}/.Private/** mrixwlk), and apparmor_parser refuses a
+// profile that also keeps "/** px" (a file allow-list leaves exec alone):
+// "conflicting x modifiers". So these grants carry no exec permission at all
+// ("m" only maps libraries), whatever the profile's exec rules are; and the
+// profile no longer depends on the distribution's abstractions or tunables,
+// which differ between releases. The abstraction's ptrace, signal and unix
+// rules are not needed: a profile keeps those categories open.
+var startGrants = []string{
+	"/dev/log w,",
+	"/dev/random r,",
+	"/dev/urandom r,",
+	"/{,var/}run/uuidd/request r,",
+	"/{,usr/}etc/locale/** r,",
+	"/{,usr/}etc/locale.alias r,",
+	"/{,usr/}etc/localtime r,",
+	"/etc/writable/localtime r,",
+	"/usr/share/locale-bundle/** r,",
+	"/usr/share/locale-langpack/** r,",
+	"/usr/share/locale/** r,",
+	"/usr/share/**/locale/** r,",
+	"/usr/share/zoneinfo/ r,",
+	"/usr/share/zoneinfo/** r,",
+	"/usr/share/X11/locale/** r,",
+	"/{,var/}run/systemd/journal/dev-log w,",
+	"/{,var/}run/systemd/journal/socket w,",
+	"/{,var/}run/systemd/journal/stdout rw,",
+	"/usr/lib{,32,64}/locale/** mr,",
+	"/usr/lib{,32,64}/gconv/*.so mr,",
+	"/usr/lib{,32,64}/gconv/gconv-modules* mr,",
+	"/usr/lib/*-linux-gnu*/gconv/*.so mr,",
+	"/usr/lib/*-linux-gnu*/gconv/gconv-modules* mr,",
+	"/{,usr/}etc/bindresvport.blacklist r,",
+	"/{,usr/}etc/ld.so.cache mr,",
+	"/{,usr/}etc/ld.so.conf r,",
+	"/{,usr/}etc/ld.so.conf.d/{,*.conf} r,",
+	"/{,usr/}etc/ld.so.preload r,",
+	"/{usr/,}lib{,32,64}/ld{,32,64}-*.so mr,",
+	"/{usr/,}lib/*-linux-gnu*/ld{,32,64}-*.so mr,",
+	"/{usr/,}lib/tls/i686/{cmov,nosegneg}/ld-*.so mr,",
+	"/{usr/,}lib/i386-linux-gnu/tls/i686/{cmov,nosegneg}/ld-*.so mr,",
+	"/opt/*-linux-uclibc/lib/ld-uClibc*so* mr,",
+	"/{usr/,}lib{,32,64}/** r,",
+	"/{usr/,}lib{,32,64}/**.so* mr,",
+	"/{usr/,}lib/*-linux-gnu*/** r,",
+	"/{usr/,}lib/*-linux-gnu*/**.so* mr,",
+	"/{usr/,}lib/tls/i686/{cmov,nosegneg}/*.so* mr,",
+	"/{usr/,}lib/i386-linux-gnu/tls/i686/{cmov,nosegneg}/*.so* mr,",
+	"/{usr/,}lib{,32,64}/.lib*.so*.hmac r,",
+	"/{usr/,}lib/*-linux-gnu*/.lib*.so*.hmac r,",
+	"/dev/null rw,",
+	"/dev/zero rw,",
+	"/dev/full rw,",
+	"/proc/sys/kernel/version r,",
+	"/proc/sys/kernel/ngroups_max r,",
+	"/proc/meminfo r,",
+	"/proc/stat r,",
+	"/proc/cpuinfo r,",
+	"/sys/devices/system/cpu/ r,",
+	"/sys/devices/system/cpu/online r,",
+	"/sys/devices/system/cpu/possible r,",
+	"/proc/[1-9]*/{maps,auxv,status} r,",
+	"/proc/sys/crypto/* r,",
+	"/usr/share/common-licenses/** r,",
+	"/proc/filesystems r,",
+	"/proc/sys/vm/overcommit_memory r,",
+	"/proc/sys/kernel/cap_last_cap r,",
+	// the encrypted-home trees, without the abstraction's "ix"
+	"owner /{home/*,root}/.Private/ r,",
+	"owner /{home/*,root}/.Private/** mrwlk,",
+	"owner /home/.ecryptfs/*/.Private/ r,",
+	"owner /home/.ecryptfs/*/.Private/** mrwlk,",
+	// <abstractions/crypto>
+	"/{,usr/}etc/gcrypt/hwf.deny r,",
+	"/{,usr/}etc/gcrypt/random.conf r,",
+	"/proc/sys/crypto/fips_enabled r,",
+	"/etc/crypto-policies/*/*.txt r,",
+	"/usr/share/crypto-policies/*/*.txt r,",
+}
 
 // profile renders one profile from its rules (the program's own first),
 // without the preamble of its file.
@@ -251,13 +316,15 @@ func profile(name, attach string, rules []*hostpolicy.Rule, postures hostpolicy.
 		}
 		return allow[c] && p == "block"
 	}
-	base := strict(hostpolicy.CategoryFile) || strict(hostpolicy.CategoryProcess)
 	var b strings.Builder
 	fmt.Fprintf(&b, "profile %s %s %s {\n", name, attach, flags)
 	b.WriteString("  # what the policies do not restrict is allowed\n")
 	b.WriteString("  mount, umount, pivot_root, ptrace, signal, unix, dbus, change_profile,\n")
-	if base {
-		b.WriteString(baseInclude)
+	if strict(hostpolicy.CategoryFile) {
+		b.WriteString("  # what every program needs to start (Debian's abstractions/base, no exec)\n")
+		for _, g := range startGrants {
+			b.WriteString("  " + g + "\n")
+		}
 	}
 	if !strict(hostpolicy.CategoryFile) {
 		b.WriteString("  /{,**} rwlkm,\n")

@@ -102,6 +102,26 @@ var testPolicies = []string{
   action: Allow`),
 }
 
+// fileAllowPolicies are file allow-lists that leave processes alone: under
+// block posture the profile keeps "/** px" and drops the blanket file rule,
+// the shape that <abstractions/base>'s "ix" made the parser refuse
+// ("conflicting x modifiers").
+var fileAllowPolicies = []string{
+	policy("file-allow", `  file:
+    matchPaths:
+    - path: /etc/hosts
+    - path: /etc/resolv.conf
+      readOnly: true
+  action: Allow`),
+	policy("file-allow-source", `  file:
+    matchDirectories:
+    - dir: /srv/data/
+      recursive: true
+      fromSource:
+      - path: /usr/bin/cat
+  action: Allow`),
+}
+
 func parser(t *testing.T) string {
 	t.Helper()
 	for _, p := range []string{"apparmor_parser", "/sbin/apparmor_parser", "/usr/sbin/apparmor_parser"} {
@@ -145,6 +165,10 @@ func TestProfilesParse(t *testing.T) {
 			}
 		}
 		checkProfiles(t, profiles)
+		for _, doc := range fileAllowPolicies {
+			checkProfiles(t, mustRender(t, compile(t, postures, doc)))
+		}
+		checkProfiles(t, mustRender(t, compile(t, postures, append(slices.Clone(testPolicies), fileAllowPolicies...)...)))
 	}
 	checkProfiles(t, map[string]string{AgentProfile: unconfinedProfile(AgentProfile, "/usr/bin/kube armor")})
 	// An empty RuleSet still gives the permissive host profile.
@@ -153,6 +177,15 @@ func TestProfilesParse(t *testing.T) {
 		t.Errorf("empty RuleSet: %v", empty)
 	}
 	checkProfiles(t, empty)
+}
+
+func mustRender(t *testing.T, rs *hostpolicy.RuleSet) map[string]string {
+	t.Helper()
+	profiles, err := Render(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return profiles
 }
 
 func TestExamplePoliciesParse(t *testing.T) {
@@ -174,8 +207,8 @@ func TestExamplePoliciesParse(t *testing.T) {
 }
 
 // TestRenderFileParses: RenderFile is one file apparmor_parser loads as it
-// is, with several profiles (fromSource, allow-lists needing the tunables)
-// and every example policy at once.
+// is, with several profiles (fromSource, allow-lists of files and of
+// processes) and every example policy at once.
 func TestRenderFileParses(t *testing.T) {
 	var docs []string
 	files, _ := filepath.Glob("../../examples/policies/*.yaml")
@@ -187,7 +220,8 @@ func TestRenderFileParses(t *testing.T) {
 		docs = append(docs, string(doc))
 	}
 	for _, postures := range []hostpolicy.Postures{{}, {File: "block", Network: "block", Capabilities: "block"}} {
-		for name, set := range map[string][]string{"test": testPolicies, "examples": docs, "all": append(slices.Clone(testPolicies), docs...)} {
+		for name, set := range map[string][]string{"test": testPolicies, "examples": docs, "file-allow": fileAllowPolicies,
+			"all": slices.Concat(testPolicies, fileAllowPolicies, docs)} {
 			file := RenderFile(compile(t, postures, set...))
 			if n := strings.Count(file, "\nabi <"); n != 1 {
 				t.Errorf("%s: %d abi lines, want 1", name, n)
@@ -198,8 +232,11 @@ func TestRenderFileParses(t *testing.T) {
 			checkProfiles(t, map[string]string{name + "-" + postures.File: file})
 		}
 	}
-	if !strings.Contains(RenderFile(compile(t, hostpolicy.Postures{File: "block"}, testPolicies...)), "\ninclude <tunables/global>\n") {
-		t.Error("no tunables for the allow-list profile")
+	// Nothing from the distribution's abstractions or tunables: what a
+	// program needs to start is written out.
+	file := RenderFile(compile(t, hostpolicy.Postures{File: "block"}, slices.Concat(testPolicies, fileAllowPolicies)...))
+	if strings.Contains(file, "include <") || !strings.Contains(file, "  /dev/null rw,\n") {
+		t.Errorf("the allow-list profiles should hold the start grants and include nothing:\n%s", file)
 	}
 }
 
@@ -246,7 +283,9 @@ func TestRuleLines(t *testing.T) {
 		{appd, "  /** px,\n", false},
 		{appd, "  network,\n", false},
 		{appd, "  capability,\n", true},
-		{appd, "  include <abstractions/base>\n", true},
+		{appd, "  /{usr/,}lib/*-linux-gnu*/**.so* mr,\n", true},
+		{appd, "include <", false},
+		{host, "/{usr/,}lib/*-linux-gnu*/**.so* mr,", false},
 		{appd, `  "/var/lib/app/{,**}" rwklm,`, true},
 		{appd, `  owner "/etc/app.conf" rkm,`, true},
 		{appd, `  network tcp,`, true},
@@ -254,6 +293,47 @@ func TestRuleLines(t *testing.T) {
 	} {
 		if got := strings.Contains(c.profile, c.text); got != c.want {
 			t.Errorf("profile has %q: %v, want %v\n%s", c.text, got, c.want, c.profile)
+		}
+	}
+}
+
+// TestFileAllowList: a file allow-list under block posture drops the
+// blanket file rule, keeps exec open ("/** px") and grants what programs
+// need to start, none of it with an exec permission that could conflict
+// with "px" (the parser refuses "conflicting x modifiers").
+func TestFileAllowList(t *testing.T) {
+	for _, c := range []struct {
+		postures  hostpolicy.Postures
+		strict    bool
+		profile   string
+		allowLine string
+	}{
+		{hostpolicy.Postures{File: "block"}, true, HostProfile, `  "/etc/hosts" rwklm,`},
+		{hostpolicy.Postures{File: "audit"}, false, HostProfile, `  "/etc/hosts" rwklm,`},
+		{hostpolicy.Postures{File: "block"}, true, SourceProfile("/usr/bin/cat"), `  "/srv/data/{,**}" rwklm,`},
+	} {
+		p := mustRender(t, compile(t, c.postures, fileAllowPolicies...))[c.profile]
+		for _, l := range []struct {
+			text string
+			want bool
+		}{
+			{c.allowLine, true},
+			{`  "/etc/resolv.conf" rkm,`, true},
+			{"  /** px,\n", true},
+			{"  /{,**} rwlkm,\n", !c.strict},
+			{"  /dev/null rw,\n", c.strict},
+			{"  /{usr/,}lib/*-linux-gnu*/**.so* mr,\n", c.strict},
+			{"  owner /{home/*,root}/.Private/** mrwlk,\n", c.strict},
+		} {
+			if strings.Contains(p, l.text) != l.want {
+				t.Errorf("%s, posture %s: has %q: %v, want %v\n%s", c.profile, c.postures.File, l.text, !l.want, l.want, p)
+			}
+		}
+	}
+	for _, g := range startGrants {
+		perms := strings.Fields(strings.TrimSuffix(g, ","))
+		if strings.ContainsAny(perms[len(perms)-1], "xiupPUC") {
+			t.Errorf("start grant %q has an exec permission", g)
 		}
 	}
 }
