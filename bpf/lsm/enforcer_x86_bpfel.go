@@ -172,6 +172,15 @@ type enforcerScratch struct {
 		Pad uint32
 		Src uint64
 	}
+	Glob struct {
+		_      structs.HostLayout
+		P      int32
+		T      int32
+		Sp     int32
+		St     int32
+		Ntok   uint32
+		Result uint32
+	}
 }
 
 type enforcerSrcKey struct {

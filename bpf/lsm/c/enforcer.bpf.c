@@ -144,6 +144,21 @@ struct match {
 	struct rule_slot slot[NSLOTS];
 };
 
+/* The state of one glob match (glob_step). It lives in the scratch area,
+ * not in the loop's context on the stack: since 6.7 the verifier verifies
+ * a bpf_loop callback again and again until its entry states converge.
+ * On the stack the counters hold exact values, which the callback's own
+ * branches on them make precise, so every step was a new state and
+ * enforce_exec ran out of the verifier's budget on 6.12 ("The sequence of
+ * 8193 jumps is too complex"). Read from a map value they are unknown
+ * numbers (every index is masked), and the callback converges at once. */
+struct glob_state {
+	__s32 p, t;   /* token and path positions */
+	__s32 sp, st; /* the last star's token and path positions; sp < 0: none */
+	__u32 ntok;
+	__u32 result;
+};
+
 /* Per-CPU work area: LSM programs run with migration disabled and never
  * sleep, so one area per CPU is enough and keeps big buffers off the stack. */
 struct scratch {
@@ -161,6 +176,7 @@ struct scratch {
 		__u32 pad;
 		__u64 src;       /* pack_src */
 	} side;
+	struct glob_state glob;  /* the glob match glob_step advances */
 };
 
 struct {
@@ -376,6 +392,17 @@ static __always_inline struct src_ref lookup_source(struct scratch *s, __u32 gen
 
 /* ---- path matching ----------------------------------------------------- */
 
+/* The directory rules a path walk found. A struct of its own, without
+ * pointers: dir_hit, a global function, gets only this part of the walk's
+ * context, because since 6.7 (or so) the verifier forgets every value the
+ * memory a global function is given holds, pointers included, and the
+ * walk's scratch pointer must survive into walk_step's next call. */
+struct dir_found {
+	__s32 pos[NSLOTS];
+	struct rule_slot nonrec[NSLOTS];
+	struct rule_slot rec[NSLOTS];
+};
+
 struct walk_ctx {
 	struct scratch *s;
 	__u32 len;
@@ -384,26 +411,24 @@ struct walk_ctx {
 	__u32 src;
 	__u64 h;  /* FNV-1a of the path up to here */
 	__u64 hn; /* of the bytes since the last '/' */
-	__s32 pos[NSLOTS];
-	struct rule_slot nonrec[NSLOTS];
-	struct rule_slot rec[NSLOTS];
+	struct dir_found d;
 };
 
 /* dir_hit records a directory rule found at pos; global for the same
  * reason as merge. */
-__noinline int dir_hit(struct walk_ctx *w, struct rule_val *v, __s32 pos)
+__noinline int dir_hit(struct dir_found *d, struct rule_val *v, __s32 pos)
 {
-	if (!w || !v)
+	if (!d || !v)
 		return 0;
 #pragma unroll
 	for (int i = 0; i < NSLOTS; i++) {
 		if (!v->slot[i].id)
 			continue;
 		if (v->slot[i].flags & F_RECURSIVE) {
-			w->rec[i] = v->slot[i];
+			d->rec[i] = v->slot[i];
 		} else {
-			w->nonrec[i] = v->slot[i];
-			w->pos[i] = pos;
+			d->nonrec[i] = v->slot[i];
+			d->pos[i] = pos;
 		}
 	}
 	return 0;
@@ -425,9 +450,9 @@ static __always_inline struct rule_val *path_lookup(struct scratch *s, __u32 kin
 static __always_inline void dir_lookup(struct scratch *s, struct walk_ctx *w, __s32 pos, __u64 h)
 {
 	__u32 n = masked(pos + 1, 2 * PATH_LEN - 1);
-	dir_hit(w, path_lookup(s, w->dir_kind, 0, h, s->path, n), pos);
+	dir_hit(&w->d, path_lookup(s, w->dir_kind, 0, h, s->path, n), pos);
 	if (w->src) /* after the any-source entry, so it wins at the same depth */
-		dir_hit(w, path_lookup(s, w->dir_kind, w->src, h, s->path, n), pos);
+		dir_hit(&w->d, path_lookup(s, w->dir_kind, w->src, h, s->path, n), pos);
 }
 
 /* walk_step hashes one byte of the path and, at each '/', looks up the
@@ -452,9 +477,6 @@ static long walk_step(__u32 i, struct walk_ctx *w)
 
 struct glob_ctx {
 	struct scratch *s;
-	__s32 p, t, sp, st;
-	__u32 ntok;
-	__u32 result;
 };
 
 static __always_inline int class_has(struct scratch *s, __u8 cls, __u8 c)
@@ -463,13 +485,14 @@ static __always_inline int class_has(struct scratch *s, __u8 cls, __u8 c)
 	return (byte >> (c & 7)) & 1;
 }
 
-/* glob_step advances a glob match by one step: tokens against s->path,
- * with '*' backtracking that never crosses '/'. */
-static long glob_step(__u32 i, struct glob_ctx *g)
+/* glob_step advances the glob match in s->glob by one step: s->pat's
+ * tokens against s->path, with '*' backtracking that never crosses '/'. */
+static long glob_step(__u32 i, struct glob_ctx *gc)
 {
-	struct scratch *s = g->s;
+	struct scratch *s = gc->s;
 	if (!s)
 		return 1;
+	struct glob_state *g = &s->glob;
 	__u8 c = s->path[masked(g->t, PATH_MASK)];
 	if (g->t >= PATH_LEN)
 		c = 0;
@@ -555,9 +578,15 @@ static long pattern_step(__u32 i, struct pat_ctx *pc)
 	if (sl && sl <= 8 && pc->len >= 8 && (pc->tail >> (64 - 8 * sl)) != p->suf)
 		return 0;
 	__builtin_memcpy(&cs->pat, p, sizeof(*p));
-	struct glob_ctx g = {.s = cs, .sp = -1, .ntok = p->ntok};
+	cs->glob.p = 0;
+	cs->glob.t = 0;
+	cs->glob.sp = -1;
+	cs->glob.st = 0;
+	cs->glob.ntok = p->ntok;
+	cs->glob.result = 0;
+	struct glob_ctx g = {.s = cs};
 	bpf_loop(GLOB_STEPS, glob_step, &g, 0);
-	if (!g.result)
+	if (!cs->glob.result)
 		return 0;
 	if (slot == SLOT_BLOCK) {
 		pc->found[SLOT_BLOCK].id = p->id;
@@ -596,7 +625,7 @@ static __always_inline void match_path(struct scratch *s, struct config *cfg, __
 		w.dir_kind = g | kind_dir;
 #pragma unroll
 	for (int i = 0; i < NSLOTS; i++)
-		w.pos[i] = -2;
+		w.d.pos[i] = -2;
 
 	bpf_loop(PATH_LEN, walk_step, &w, 0);
 
@@ -628,10 +657,10 @@ static __always_inline void match_path(struct scratch *s, struct config *cfg, __
 	struct match dm = {};
 #pragma unroll
 	for (int i = 0; i < NSLOTS; i++) {
-		if (w.pos[i] == w.last_slash)
-			dm.slot[i] = w.nonrec[i];
+		if (w.d.pos[i] == w.last_slash)
+			dm.slot[i] = w.d.nonrec[i];
 		else
-			dm.slot[i] = w.rec[i];
+			dm.slot[i] = w.d.rec[i];
 	}
 	merge(m, (struct rule_val *)&dm);
 
