@@ -41,20 +41,37 @@ func startEtcd(bin, dir string) (*etcdProc, error) {
 		"--listen-client-urls", p.url, "--advertise-client-urls", p.url,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", "bench="+peer, "--log-level", "error", "--logger", "zap")
-	lf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	return p, p.launch()
+}
+
+// startProxy runs etcd's gRPC proxy in front of upstream: it coalesces
+// watchers of the same range into one watch on etcd.
+func startProxy(bin, upstream, dir string) (*etcdProc, error) {
+	port, err := freePort()
 	if err != nil {
 		return nil, err
+	}
+	p := &etcdProc{url: "http://" + port, exited: make(chan struct{}), log: filepath.Join(dir, "grpc-proxy.log")}
+	p.cmd = exec.Command(bin, "grpc-proxy", "start", "--endpoints", strings.TrimPrefix(upstream, "http://"),
+		"--listen-addr", port, "--advertise-client-url", port, "--data-dir", filepath.Join(dir, "proxy"))
+	return p, p.launch()
+}
+
+func (p *etcdProc) launch() error {
+	lf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
 	}
 	p.cmd.Stdout, p.cmd.Stderr = lf, lf
 	if err := p.cmd.Start(); err != nil {
 		lf.Close()
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+		return fmt.Errorf("start %s: %w", p.cmd.Path, err)
 	}
 	go func() { p.cmd.Wait(); lf.Close(); close(p.exited) }()
 	cli, err := dial(p.url)
 	if err != nil {
 		p.stop()
-		return nil, err
+		return err
 	}
 	defer cli.Close()
 	deadline := time.Now().Add(30 * time.Second) // a hang guard
@@ -63,17 +80,17 @@ func startEtcd(bin, dir string) (*etcdProc, error) {
 		_, err := cli.Get(ctx, "/")
 		cancel()
 		if err == nil {
-			return p, nil
+			return nil
 		}
 		select {
 		case <-p.exited:
 			data, _ := os.ReadFile(p.log)
-			return nil, fmt.Errorf("etcd exited: %s", data)
+			return fmt.Errorf("%s exited: %s", p.cmd.Path, data)
 		default:
 		}
 		if time.Now().After(deadline) {
 			p.stop()
-			return nil, fmt.Errorf("etcd at %s never answered: %w", p.url, err)
+			return fmt.Errorf("%s at %s never answered: %w", p.cmd.Path, p.url, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -31,6 +31,7 @@ func main() {
 	flag.IntVar(&o.burst, "burst", 100, "policies changed at once in a burst round (0: none)")
 	flag.IntVar(&o.burstRounds, "burst-rounds", 5, "burst rounds")
 	flag.BoolVar(&o.burstTxn, "burst-txn", true, "a burst is one etcd transaction (one revision); false: separate puts issued at once")
+	flag.BoolVar(&o.proxy, "proxy", false, "the watchers reach etcd through etcd's gRPC proxy (etcd grpc-proxy start)")
 	flag.BoolVar(&o.cache, "cache", true, "each watcher rewrites its on-disk cache after a change, as the agent does")
 	flag.DurationVar(&o.gap, "gap", 200*time.Millisecond, "idle time between rounds")
 	flag.DurationVar(&o.idle, "idle", 5*time.Second, "idle period measured after every watcher has started")
@@ -63,8 +64,12 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) 
 
 func (r *report) printHead(w io.Writer) {
 	o := r.opts
-	fmt.Fprintf(w, "etcd policy source at scale: %d watchers (one client, Source and Store each; cache %v) against one etcd (%s), %d CPUs, GOMAXPROCS %d\n",
-		o.watchers, o.cache, o.etcdBin, runtime.NumCPU(), runtime.GOMAXPROCS(0))
+	via := ""
+	if o.proxy {
+		via = " through one etcd grpc-proxy"
+	}
+	fmt.Fprintf(w, "etcd policy source at scale: %d watchers (one client, Source and Store each; cache %v) against one etcd (%s)%s, %d CPUs, GOMAXPROCS %d\n",
+		o.watchers, o.cache, o.etcdBin, via, runtime.NumCPU(), runtime.GOMAXPROCS(0))
 	fmt.Fprintf(w, "start: all %d watchers read the prefix and compiled in %s\n", o.watchers, r.startWall.Round(time.Millisecond))
 }
 
@@ -73,6 +78,7 @@ func (p *phase) print(w io.Writer, o options) {
 		fmt.Fprintf(w, "idle %s: etcd CPU %s (%.1f%% of one core), watchers CPU %s (%.1f%%); RSS etcd %s, watchers %s; load %s -> %s\n",
 			p.wall, p.idleEtcdCPU, pct(p.idleEtcdCPU, p.wall), p.idleWatchCPU, pct(p.idleWatchCPU, p.wall),
 			mib(p.etcdRSS), mib(p.watchRSS), p.loadBefore, p.loadAfter)
+		p.printProxy(w, o, p.wall)
 		return
 	}
 	worst := append([]time.Duration(nil), p.worst...)
@@ -83,10 +89,25 @@ func (p *phase) print(w io.Writer, o options) {
 		float64(p.watchCPU)/float64(p.rounds)/float64(o.watchers)/1e6,
 		p.wall.Round(time.Millisecond), pct(p.etcdCPU, p.wall), pct(p.watchCPU, p.wall),
 		mib(p.etcdRSS), mib(p.watchRSS), p.loadBefore, p.loadAfter)
+	p.printProxy(w, o, p.wall)
+}
+
+func (p *phase) printProxy(w io.Writer, o options, over time.Duration) {
+	if !o.proxy {
+		return
+	}
+	per := ""
+	if p.rounds > 0 {
+		per = fmt.Sprintf(" (%s per round)", ms(p.proxyCPU/time.Duration(p.rounds)))
+	}
+	fmt.Fprintf(w, "  grpc-proxy: CPU %s%s, %.0f%% of one core; RSS %s\n", p.proxyCPU, per, pct(p.proxyCPU, over), mib(p.proxyRSS))
 }
 
 func (r *report) printTail(w io.Writer) {
 	o := r.opts
+	if o.proxy {
+		fmt.Fprintf(w, "peak RSS of the grpc-proxy: %s\n", mib(r.proxyHWM))
+	}
 	fmt.Fprintf(w, "peak RSS: etcd %s, watchers %s (%s per watcher; Go heap in use %s)\n",
 		mib(r.etcdHWM), mib(r.watchHWM), fmt.Sprintf("%.0f KiB", float64(r.watchHWM)/float64(o.watchers)/1024), mib(int64(r.heap)))
 }

@@ -29,6 +29,7 @@ type options struct {
 	burst       int // policies changed at once
 	burstRounds int
 	burstTxn    bool          // the burst is one transaction (one revision), not separate puts
+	proxy       bool          // the watchers reach etcd through etcd's gRPC proxy
 	cache       bool          // each watcher writes its on-disk cache, as the agent does
 	gap         time.Duration // idle time between rounds
 	idle        time.Duration // idle period measured after start
@@ -71,6 +72,8 @@ type phase struct {
 	loadAfter    string
 	idleEtcdCPU  time.Duration
 	idleWatchCPU time.Duration
+	proxyCPU     time.Duration
+	proxyRSS     int64
 }
 
 type report struct {
@@ -81,6 +84,7 @@ type report struct {
 	etcdHWM   int64
 	watchHWM  int64
 	heap      uint64
+	proxyHWM  int64
 }
 
 type bench struct {
@@ -89,6 +93,8 @@ type bench struct {
 	ws   []*watcher
 	put  *clientv3.Client
 	etcd *etcdProc
+	prox *etcdProc // nil: watchers dial etcd
+	wurl string    // what the watchers dial
 }
 
 // run starts etcd and the watchers, then measures; it returns an error if
@@ -101,6 +107,14 @@ func run(o options) (*report, error) {
 		return nil, err
 	}
 	defer b.etcd.stop()
+	b.wurl = b.etcd.url
+	if o.proxy {
+		if b.prox, err = startProxy(o.etcdBin, b.etcd.url, o.dir); err != nil {
+			return nil, err
+		}
+		defer b.prox.stop()
+		b.wurl = b.prox.url
+	}
 	if b.put, err = dial(b.etcd.url); err != nil {
 		return nil, err
 	}
@@ -139,11 +153,12 @@ func run(o options) (*report, error) {
 	r.printHead(o.out)
 
 	idle := &phase{name: "idle", loadBefore: loadavg()}
-	e0, w0 := b.usage()
+	e0, w0, p0 := b.usage()
 	time.Sleep(o.idle)
-	e1, w1 := b.usage()
+	e1, w1, p1 := b.usage()
 	idle.idleEtcdCPU, idle.idleWatchCPU, idle.wall = e1.cpu-e0.cpu, w1.cpu-w0.cpu, o.idle
 	idle.etcdRSS, idle.watchRSS, idle.loadAfter = e1.rss, w1.rss, loadavg()
+	idle.proxyCPU, idle.proxyRSS = p1.cpu-p0.cpu, p1.rss
 	r.phases = append(r.phases, idle)
 	idle.print(o.out, o)
 
@@ -193,8 +208,8 @@ func run(o options) (*report, error) {
 		r.phases = append(r.phases, burst)
 		burst.print(o.out, o)
 	}
-	e, w := b.usage()
-	r.etcdHWM, r.watchHWM = e.hwm, w.hwm
+	e, w, px := b.usage()
+	r.etcdHWM, r.watchHWM, r.proxyHWM = e.hwm, w.hwm, px.hwm
 	r.heap = heapInuse()
 	return r, nil
 }
@@ -206,7 +221,7 @@ func (b *bench) newWatcher(i int, log *slog.Logger) (*watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	if w.cli, err = dial(b.etcd.url); err != nil {
+	if w.cli, err = dial(b.wurl); err != nil {
 		return nil, err
 	}
 	cache := ""
@@ -267,7 +282,7 @@ func (b *bench) collect(p *phase, rd *round) error {
 
 func (b *bench) measure(p *phase, rounds int, one func(k int) error) error {
 	p.loadBefore = loadavg()
-	e0, w0 := b.usage()
+	e0, w0, p0 := b.usage()
 	t0 := time.Now()
 	for k := range rounds {
 		if err := one(k); err != nil {
@@ -275,17 +290,23 @@ func (b *bench) measure(p *phase, rounds int, one func(k int) error) error {
 		}
 		time.Sleep(b.o.gap)
 	}
-	e1, w1 := b.usage()
+	e1, w1, p1 := b.usage()
+	p.proxyCPU, p.proxyRSS = p1.cpu-p0.cpu, p1.rss
 	p.wall, p.rounds = time.Since(t0), rounds
 	p.etcdCPU, p.watchCPU = e1.cpu-e0.cpu, w1.cpu-w0.cpu
 	p.etcdRSS, p.watchRSS, p.loadAfter = e1.rss, w1.rss, loadavg()
 	return nil
 }
 
-func (b *bench) usage() (e, w usage) {
+// usage of etcd, of this process (the watchers) and of the proxy (zero
+// without one).
+func (b *bench) usage() (e, w, p usage) {
 	e, _ = procUsage(b.etcd.cmd.Process.Pid)
 	w, _ = procUsage(os.Getpid())
-	return e, w
+	if b.prox != nil {
+		p, _ = procUsage(b.prox.cmd.Process.Pid)
+	}
+	return e, w, p
 }
 
 // putDoc writes one policy with one Block rule on path.

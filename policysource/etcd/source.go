@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -201,37 +202,75 @@ func (s *Source) watch(ctx context.Context, rev int64) (int64, error) {
 	defer cancel()
 	wch := s.cli.Watch(wctx, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
 	for resp := range wch {
-		if resp.CompactRevision != 0 {
-			return rev, errCompacted
-		}
-		if err := resp.Err(); err != nil {
-			return rev, err
-		}
-		if len(resp.Events) == 0 { // progress notification: nothing missed up to here
-			s.applied(max(rev, resp.Header.Revision), false)
-			rev = max(rev, resp.Header.Revision)
-			continue
-		}
-		docs := map[string][]byte{}
-		s.mu.Lock()
-		for _, ev := range resp.Events {
-			k := string(ev.Kv.Key)
-			if ev.Type == mvccpb.DELETE {
-				docs[k] = nil
-				delete(s.revs, k)
-			} else {
-				docs[k] = ev.Kv.Value
-				s.revs[k] = ev.Kv.ModRevision
+		// Responses already waiting go into the same Update: a burst of
+		// separate puts is compiled once or a few times, not once per
+		// revision, when this host is behind.
+		batch := []clientv3.WatchResponse{resp}
+	drain:
+		for yielded := false; len(batch) < maxBatch; {
+			select {
+			case r, ok := <-wch:
+				if !ok {
+					break drain // closed: the range above ends after this batch
+				}
+				batch = append(batch, r)
+				yielded = false
+			default:
+				if yielded {
+					break drain
+				}
+				// The client hands buffered responses over one by one:
+				// let it reach its next send before deciding none waits.
+				runtime.Gosched()
+				yielded = true
 			}
 		}
-		s.mu.Unlock()
-		last := resp.Events[len(resp.Events)-1].Kv.ModRevision
-		s.sink.Update(SourceName, docs, false, fmt.Sprintf("etcd revision %d (%d keys)", last, len(docs)))
-		rev = max(rev, last)
-		s.applied(rev, true)
+		docs := map[string][]byte{}
+		last, progress := rev, int64(0)
+		var stop error
+		for _, r := range batch {
+			if r.CompactRevision != 0 {
+				stop = errCompacted
+				break
+			}
+			if err := r.Err(); err != nil {
+				stop = err
+				break
+			}
+			if len(r.Events) == 0 { // progress notification: nothing missed up to here
+				progress = max(progress, r.Header.Revision)
+				continue
+			}
+			s.mu.Lock()
+			for _, ev := range r.Events {
+				k := string(ev.Kv.Key)
+				if ev.Type == mvccpb.DELETE {
+					docs[k] = nil
+					delete(s.revs, k)
+				} else {
+					docs[k] = ev.Kv.Value
+					s.revs[k] = ev.Kv.ModRevision
+				}
+			}
+			s.mu.Unlock()
+			last = max(last, r.Events[len(r.Events)-1].Kv.ModRevision)
+		}
+		if len(docs) > 0 {
+			s.sink.Update(SourceName, docs, false, fmt.Sprintf("etcd revision %d (%d keys)", last, len(docs)))
+		}
+		if len(docs) > 0 || progress > 0 {
+			rev = max(rev, last, progress)
+			s.applied(rev, len(docs) > 0)
+		}
+		if stop != nil {
+			return rev, stop
+		}
 	}
 	return rev, ctx.Err()
 }
+
+// maxBatch bounds the watch responses applied in one Update.
+const maxBatch = 256
 
 // applied records a revision as applied and rewrites the cache when the
 // documents changed.
