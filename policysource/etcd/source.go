@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"runtime"
 	"strings"
 	"sync"
@@ -111,7 +112,7 @@ var errCompacted = errors.New("revision compacted")
 
 // Run reads and watches until ctx ends. Nothing etcd does stops it: while
 // etcd is unreachable the policies in force stay and it retries with
-// backoff (0.5 s doubling to 10 s).
+// backoff (0.5 s doubling to 10 s, each wait up to half again at random).
 func (s *Source) Run(ctx context.Context) error {
 	backoff := 500 * time.Millisecond
 	rev := int64(0) // last revision applied; 0: read everything
@@ -146,7 +147,12 @@ func (s *Source) Run(ctx context.Context) error {
 	return nil
 }
 
+// sleep waits d plus up to half of it again, at random, so that a fleet
+// whose etcd comes back does not retry in step.
 func sleep(ctx context.Context, d time.Duration) bool {
+	if d > 1 {
+		d += rand.N(d / 2)
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
