@@ -181,6 +181,8 @@ type enforcerScratch struct {
 		Ntok   uint32
 		Result uint32
 	}
+	Ncomp uint32
+	Pad2  uint32
 }
 
 type enforcerSrcKey struct {

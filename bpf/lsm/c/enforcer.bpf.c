@@ -177,6 +177,8 @@ struct scratch {
 		__u64 src;       /* pack_src */
 	} side;
 	struct glob_state glob;  /* the glob match glob_step advances */
+	__u32 ncomp;             /* entries of comp (here for the reason glob is) */
+	__u32 pad2;
 };
 
 struct {
@@ -1030,8 +1032,8 @@ struct up_ctx {
 	__u64 mnt;       /* struct mount * */
 	__u64 root_d;    /* the task's root */
 	__u64 root_mnt;  /* its struct vfsmount * */
-	__u32 n;
 	__u32 overflow;
+	__u32 pad;
 };
 
 static long up_step(__u32 i, struct up_ctx *c)
@@ -1056,12 +1058,16 @@ static long up_step(__u32 i, struct up_ctx *c)
 	struct dentry *p = BPF_CORE_READ(d, d_parent);
 	if (!p || p == d)
 		return 1;
-	if (c->n >= MAX_DEPTH) {
+	/* The count is in the scratch area, not in c: an exact count on the
+	 * stack made 6.12's verifier follow the rest of build_path once for
+	 * each of its 129 values (300k of a path hook's 400k instructions). */
+	__u32 n = s->ncomp;
+	if (n >= MAX_DEPTH) {
 		c->overflow = 1;
 		return 1;
 	}
-	s->comp[masked(c->n, MAX_DEPTH - 1)] = c->d;
-	c->n++;
+	s->comp[masked(n, MAX_DEPTH - 1)] = c->d;
+	s->ncomp = n + 1;
 	c->d = (__u64)p;
 	return 0;
 }
@@ -1114,15 +1120,17 @@ __noinline __u32 build_path(struct scratch *s, __u64 mnt, __u64 d)
 		.root_d = (__u64)BPF_CORE_READ(t, fs, root.dentry),
 		.root_mnt = (__u64)BPF_CORE_READ(t, fs, root.mnt),
 	};
+	s->ncomp = 0;
 	bpf_loop(2 * MAX_DEPTH, up_step, &u, 0);
 	if (u.overflow)
 		return 0;
-	if (u.n == 0) {
+	__u32 n = s->ncomp;
+	if (n == 0) {
 		s->path[0] = '/';
 		s->path[1] = 0;
 		return 1;
 	}
-	struct down_ctx c = {.s = s, .n = u.n};
+	struct down_ctx c = {.s = s, .n = n};
 	bpf_loop(MAX_DEPTH, down_step, &c, 0);
 	if (c.overflow || c.len >= PATH_LEN)
 		return 0;
