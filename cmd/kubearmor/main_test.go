@@ -217,7 +217,7 @@ func exitCode(cmd *exec.Cmd) int {
 
 func TestHelpEverywhere(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"help"}, {"policy", "--help"}, {"policy", "check", "--help"},
-		{"logs", "--help"}, {"status", "--help"}} {
+		{"logs", "--help"}, {"status", "--help"}, {"fleet", "--help"}, {"fleet", "status", "--help"}} {
 		cmd := exec.Command(binary, args...)
 		out, err := cmd.CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "Usage: kubearmor") {
