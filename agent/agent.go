@@ -46,6 +46,8 @@ type Agent struct {
 	sinks    []reopener
 	mon      Monitor // nil when the monitor could not load
 
+	life       Lifecycle        // what happens to kernel objects at exit (lifecycle.go)
+	adoption   string           // the enforcer's Adoption last logged
 	containers containerChanges // runtimes -> enforcer (containers.go)
 	fleet      *fleet           // etcd policy source and host key (fleet.go); nil when off
 }
@@ -79,7 +81,8 @@ func (s Status) Line() string {
 
 // New prepares an agent; Run starts it.
 func New(log *slog.Logger, version, configPath string, configRequired bool, overrides *config.Overrides) *Agent {
-	return &Agent{log: log, version: version, configPath: configPath, configReq: configRequired, overrides: overrides}
+	return &Agent{log: log, version: version, configPath: configPath, configReq: configRequired, overrides: overrides,
+		life: DefaultLifecycle()}
 }
 
 func (a *Agent) loadConfig() (*config.Config, error) {
@@ -219,13 +222,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer sup.stop()
 	sup.essential("policy watcher", store.Run)
 	sup.essential("feeder", srv.Serve)
+	// Sinks subscribe before the enforcer reads: a pinned ring buffer
+	// holds the verdicts of while no agent ran (bpf/lsm/pin.go).
+	a.startSinks(ctx, cfg, srv, goRun)
 	if a.enforcer != nil {
 		sup.essential("enforcer "+a.enforcer.Name(), func(ctx context.Context) error { return a.enforcer.Run(ctx, a.pipe.enqueue) })
 	}
 	if mon != nil {
 		sup.essential("monitor", func(ctx context.Context) error { return mon.Run(ctx, a.pipe.handleInline) })
 	}
-	a.startSinks(ctx, cfg, srv, goRun)
 	if cfg.Metrics != "" {
 		goRun("metrics", func(ctx context.Context) error { return srv.ServeMetrics(ctx, cfg.Metrics, a.pipelineMetrics) })
 		a.log.Info("serving Prometheus metrics", "address", "http://"+cfg.Metrics+"/metrics")
@@ -336,6 +341,12 @@ func (a *Agent) onPolicies(snap policystore.Snapshot) {
 			return
 		}
 		unenforced = got
+		// The first Apply is when a new object version takes over from
+		// the one an earlier agent left pinned (bpf/lsm/pin.go).
+		if ad, ok := a.enforcer.(adopter); ok && ad.Adoption() != a.adoption {
+			a.adoption = ad.Adoption()
+			a.log.Info("enforcer kernel state", "enforcer", a.enforcer.Name(), "detail", a.adoption)
+		}
 	} else {
 		for _, r := range rs.Rules {
 			if r.Action != hostpolicy.ActionAudit {
@@ -400,7 +411,7 @@ func (a *Agent) chooseEnforcer(cfg *config.Config) Enforcer {
 			skipped[name] = "not built into this agent"
 			continue
 		}
-		e, err := open(cfg, a.log)
+		e, err := open(cfg, a.life, a.log)
 		if err != nil {
 			skipped[name] = boundedReason(err.Error())
 			a.log.Info("enforcer not usable", "enforcer", name, "reason", err)
@@ -409,6 +420,13 @@ func (a *Agent) chooseEnforcer(cfg *config.Config) Enforcer {
 		a.status.Enforcer = e.Name()
 		a.status.EnforcerSkipped = skipped
 		a.log.Info("enforcer chosen", "enforcer", e.Name())
+		if ad, ok := e.(adopter); ok && ad.Adoption() != "" {
+			a.adoption = ad.Adoption()
+			a.log.Info("enforcer kernel state", "enforcer", e.Name(), "detail", a.adoption)
+		}
+		if e.Name() != enforcerBPFLSM {
+			releaseBPFLSM(a.life, a.log)
+		}
 		return e
 	}
 	a.status.EnforcerSkipped = skipped
@@ -420,6 +438,7 @@ func (a *Agent) chooseEnforcer(cfg *config.Config) Enforcer {
 		why = append(why, "lsm is none")
 	}
 	a.log.Warn("no enforcer: running as a monitor only; Block and Allow rules are reported, not enforced", "why", strings.Join(why, "; "))
+	releaseBPFLSM(a.life, a.log)
 	return nil
 }
 
@@ -427,15 +446,26 @@ func (a *Agent) closeEnforcer() {
 	if a.enforcer == nil {
 		return
 	}
+	u, pinned := a.enforcer.(unpinner)
+	if pinned && a.life.DetachOnExit {
+		if err := u.Unpin(); err != nil {
+			a.log.Error("enforcer: cannot remove its pins", "enforcer", a.enforcer.Name(), "err", err)
+		}
+	}
 	if err := a.enforcer.Close(); err != nil {
 		a.log.Error("enforcer did not detach cleanly", "enforcer", a.enforcer.Name(), "err", err)
+		return
+	}
+	if pinned && !a.life.DetachOnExit {
+		a.log.Info("enforcer left pinned in the kernel: it enforces the last rule set until the next agent adopts it (kubearmor detach removes it)",
+			"enforcer", a.enforcer.Name(), "dir", a.life.PinRoot)
 		return
 	}
 	a.log.Info("enforcer detached", "enforcer", a.enforcer.Name())
 }
 
 // openEnforcer builds one enforcer, or says why this host cannot run it.
-type openEnforcer func(cfg *config.Config, log *slog.Logger) (Enforcer, error)
+type openEnforcer func(cfg *config.Config, life Lifecycle, log *slog.Logger) (Enforcer, error)
 
 // enforcers are the enforcers built into this agent, by lsm config name.
 var enforcers = map[string]openEnforcer{}

@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -30,11 +32,11 @@ import (
 // CLI shows.
 
 func init() {
-	enforcers["bpf"] = func(cfg *config.Config, log *slog.Logger) (Enforcer, error) {
+	enforcers["bpf"] = func(cfg *config.Config, life Lifecycle, log *slog.Logger) (Enforcer, error) {
 		if err := bpflsm.Supported(); err != nil {
 			return nil, err
 		}
-		return bpflsm.New(bpflsm.Options{})
+		return bpflsm.New(bpflsm.Options{PinRoot: life.PinRoot, ObjectVersion: life.ObjectVersion})
 	}
 }
 
@@ -181,6 +183,11 @@ func (a *Agent) statusProto() *statuspb.Status {
 	for name, why := range a.status.EnforcerSkipped {
 		skipped = append(skipped, name+": "+why)
 	}
+	// What the enforcer took over from an earlier agent (pinned BPF-LSM
+	// state), or that it will not outlive this process.
+	if ad, ok := a.enforcer.(adopter); ok && ad.Adoption() != "" {
+		skipped = append(skipped, ad.Adoption())
+	}
 	st.EnforcerReason = strings.Join(skipped, "; ")
 	if snap.RuleSet == nil {
 		return st
@@ -266,7 +273,27 @@ func mountKernelFilesystems(log *slog.Logger) error {
 
 // startSinks starts the exporters the configuration asks for: JSON lines
 // (logPath) and syslog. Each is a feeder subscriber with its own queue.
+// It returns once each has subscribed (at most 5 s), so that the verdicts
+// a pinned ring buffer kept from while no agent ran reach them too.
 func (a *Agent) startSinks(ctx context.Context, cfg *config.Config, srv *feeder.Server, goRun func(string, func(context.Context) error)) {
+	var subscribed sync.WaitGroup
+	defer func() {
+		done := make(chan struct{})
+		go func() { subscribed.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+	}()
+	run := goRun
+	goRun = func(name string, f func(context.Context) error) {
+		subscribed.Add(1)
+		run(name, f)
+	}
+	sinkOpts := func(o feeder.SinkOptions) feeder.SinkOptions {
+		o.Subscribed = subscribed.Done
+		return o
+	}
 	if cfg.LogPath != "" && cfg.LogPath != "none" {
 		var j *export.JSONLines
 		if cfg.LogPath == export.Stdout {
@@ -282,13 +309,13 @@ func (a *Agent) startSinks(ctx context.Context, cfg *config.Config, srv *feeder.
 		if j != nil {
 			goRun("logPath exporter", func(ctx context.Context) error {
 				defer j.Close()
-				return srv.RunSink(ctx, "logPath "+cfg.LogPath, j, feeder.SinkOptions{Alerts: true, Logs: true})
+				return srv.RunSink(ctx, "logPath "+cfg.LogPath, j, sinkOpts(feeder.SinkOptions{Alerts: true, Logs: true}))
 			})
 			a.log.Info("writing alerts and logs as JSON lines", "logPath", cfg.LogPath)
 		}
 	}
 	if cfg.OTLPEndpoint != "" {
-		a.startOTLP(cfg, srv, goRun)
+		a.startOTLP(cfg, srv, goRun, sinkOpts)
 	}
 	if cfg.Syslog != "" {
 		s, err := export.NewSyslog(export.SyslogOptions{Address: cfg.Syslog, Format: cfg.SyslogFormat, Version: a.version, Hostname: cfg.Host})
@@ -298,7 +325,7 @@ func (a *Agent) startSinks(ctx context.Context, cfg *config.Config, srv *feeder.
 		}
 		goRun("syslog exporter", func(ctx context.Context) error {
 			defer s.Close()
-			return srv.RunSink(ctx, "syslog "+cfg.Syslog, s, feeder.SinkOptions{Alerts: true})
+			return srv.RunSink(ctx, "syslog "+cfg.Syslog, s, sinkOpts(feeder.SinkOptions{Alerts: true}))
 		})
 	}
 }
@@ -306,7 +333,7 @@ func (a *Agent) startSinks(ctx context.Context, cfg *config.Config, srv *feeder.
 // startOTLP starts the OTLP exporter: a feeder subscriber like the others,
 // sending to an OpenTelemetry Collector. A collector that is down is not an
 // error here: the exporter queues and retries (status shows it failing).
-func (a *Agent) startOTLP(cfg *config.Config, srv *feeder.Server, goRun func(string, func(context.Context) error)) {
+func (a *Agent) startOTLP(cfg *config.Config, srv *feeder.Server, goRun func(string, func(context.Context) error), sinkOpts func(feeder.SinkOptions) feeder.SinkOptions) {
 	alerts, logs, _ := cfg.OTLPEventKinds() // validated already
 	headers, _ := cfg.OTLPHeaderMap()       // validated already
 	o, err := otlp.New(otlp.Options{
@@ -321,7 +348,7 @@ func (a *Agent) startOTLP(cfg *config.Config, srv *feeder.Server, goRun func(str
 	}
 	goRun("OTLP exporter", func(ctx context.Context) error {
 		defer o.Close()
-		return srv.RunSink(ctx, "otlp "+o.Target(), o, feeder.SinkOptions{Alerts: alerts, Logs: logs})
+		return srv.RunSink(ctx, "otlp "+o.Target(), o, sinkOpts(feeder.SinkOptions{Alerts: alerts, Logs: logs}))
 	})
 	a.log.Info("sending events over OTLP", "target", o.Target(), "events", cfg.OTLPEvents)
 }

@@ -11,7 +11,7 @@ import (
 // The fallback tiers, for kernels without BPF-LSM (see enforce/apparmor and
 // enforce/fanotify): the lsm config names "apparmor" and "fanotify".
 func init() {
-	enforcers["apparmor"] = func(cfg *config.Config, log *slog.Logger) (Enforcer, error) {
+	enforcers["apparmor"] = func(cfg *config.Config, _ Lifecycle, log *slog.Logger) (Enforcer, error) {
 		if err := apparmor.Supported(); err != nil {
 			return nil, err
 		}
@@ -21,7 +21,7 @@ func init() {
 		}
 		return e, nil
 	}
-	enforcers["fanotify"] = func(cfg *config.Config, log *slog.Logger) (Enforcer, error) {
+	enforcers["fanotify"] = func(cfg *config.Config, _ Lifecycle, log *slog.Logger) (Enforcer, error) {
 		if err := fanotify.Supported(); err != nil {
 			return nil, err
 		}

@@ -26,6 +26,12 @@ type Sink interface {
 type SinkOptions struct {
 	Alerts, Logs bool
 	QueueDepth   int // default: the server's QueueDepth
+	// Subscribed, when set, is called once the sink's queues are
+	// subscribed (or RunSink failed to subscribe): nothing published
+	// after it returns is missed. The agent waits for it before reading
+	// the kernel, whose ring buffer may hold verdicts from while no agent
+	// ran.
+	Subscribed func()
 }
 
 // RunSink feeds a sink from its own queues until ctx ends. It is just
@@ -46,6 +52,11 @@ func (s *Server) RunSink(ctx context.Context, name string, sink Sink, o SinkOpti
 	var logC <-chan *outgoing[*kubearmorpb.Log]
 	var alertWake, logWake <-chan struct{}
 	var err error
+	defer func() {
+		if o.Subscribed != nil {
+			o.Subscribed()
+		}
+	}()
 	if o.Alerts {
 		if alerts, err = s.alerts.Subscribe(name, depth); err != nil {
 			return err
@@ -64,6 +75,10 @@ func (s *Server) RunSink(ctx context.Context, name string, sink Sink, o SinkOpti
 	acct.reporter, _ = sink.(stageReporter)
 	s.acct.addSink(name, acct)
 	defer s.acct.removeSink(name)
+	if o.Subscribed != nil {
+		o.Subscribed()
+		o.Subscribed = nil
+	}
 	var watch sinkWatch
 	var lastReport time.Time
 	check := func(err error) {

@@ -24,9 +24,15 @@ import (
 
 // Options configure an Enforcer.
 type Options struct {
-	// PinDir, when set, pins the rule maps there (for bpftool inspection);
-	// Close removes the pins and the directory.
-	PinDir string
+	// PinRoot, when set, keeps the enforcer in the kernel beyond this
+	// process: its maps and links are pinned under PinRoot/<object
+	// version>/, New adopts what an earlier process pinned there, and
+	// Close leaves the pins (Unpin first to detach). See pin.go.
+	PinRoot string
+	// ObjectVersion overrides ObjectVersion() as the name of the pinned
+	// state (kubearmor's documented --bpf-object-version, for testing the
+	// upgrade path with one build). "" means ObjectVersion().
+	ObjectVersion string
 	// RateBurst is how many identical events (same rule, process, hook and
 	// verdict) the kernel reports per second; the rest are counted. 0 means
 	// 10; negative means no limit.
@@ -51,7 +57,13 @@ type Enforcer struct {
 	objs   enforcerObjects
 	links  []link.Link
 	reader *ringbuf.Reader
-	pinned []string
+
+	// Pinned state (PinRoot set): pin.go.
+	version, pinDir string
+	adoption        string     // what New found pinned and took over
+	inherited       bool       // the active generation's keys were written by an earlier process
+	old             []previous // other versions' links, replaced after the first Apply
+	carried         uint64     // events left in their ring buffers: counted
 
 	loadTime, attachTime time.Duration
 	bootOffset           time.Duration // wall clock minus CLOCK_BOOTTIME
@@ -90,51 +102,15 @@ func New(opts Options) (*Enforcer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bpflsm: load spec: %w", err)
 	}
-	collOpts := &ebpf.CollectionOptions{}
-	if opts.PinDir != "" {
-		if err := os.MkdirAll(opts.PinDir, 0o700); err != nil {
-			return nil, fmt.Errorf("bpflsm: pin dir: %w", err)
-		}
-		collOpts.Maps.PinPath = opts.PinDir
-		for _, name := range []string{"path_rules", "net_rules", "sources", "patterns", "pattern_index", "configs", "active", "scopes"} {
-			spec.Maps[name].Pinning = ebpf.PinByName
-			e.pinned = append(e.pinned, filepath.Join(opts.PinDir, name))
-		}
-		// A previous agent that died without Close left its pins; its maps
-		// have the right layout only by luck, so start clean.
-		for _, p := range e.pinned {
-			_ = os.Remove(p)
-		}
+	if opts.PinRoot != "" {
+		err = e.openPinned(spec)
+	} else if err = e.load(spec, &ebpf.CollectionOptions{}); err == nil {
+		err = e.attach()
 	}
-	start := time.Now()
-	if err := spec.LoadAndAssign(&e.objs, collOpts); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			// The last lines say why; the whole log (megabytes when the
-			// verifier gives up) would end up in status and every log line.
-			return nil, fmt.Errorf("bpflsm: load: %-20v", ve)
-		}
-		return nil, fmt.Errorf("bpflsm: load: %w", err)
+	if err != nil {
+		e.Close()
+		return nil, err
 	}
-	e.loadTime = time.Since(start)
-
-	start = time.Now()
-	for _, p := range []*ebpf.Program{
-		e.objs.EnforceExec, e.objs.TrackExec, e.objs.EnforceFileOpen,
-		e.objs.EnforceSocketCreate, e.objs.EnforceSocketConnect, e.objs.EnforceSocketBind, e.objs.EnforceSocketAccept,
-		e.objs.EnforceCapable, e.objs.EnforceSetuid, e.objs.EnforceSetgid,
-		e.objs.EnforcePathUnlink, e.objs.EnforcePathRmdir, e.objs.EnforcePathMkdir, e.objs.EnforcePathMknod,
-		e.objs.EnforcePathSymlink, e.objs.EnforcePathLink, e.objs.EnforcePathRename, e.objs.EnforcePathChmod,
-		e.objs.EnforcePathChown, e.objs.EnforcePathTruncate,
-	} {
-		l, err := link.AttachLSM(link.LSMOptions{Program: p})
-		if err != nil {
-			e.Close()
-			return nil, fmt.Errorf("bpflsm: attach %s: %w", p, err)
-		}
-		e.links = append(e.links, l)
-	}
-	e.attachTime = time.Since(start)
 
 	e.reader, err = ringbuf.NewReader(e.objs.Events)
 	if err != nil {
@@ -142,6 +118,54 @@ func New(opts Options) (*Enforcer, error) {
 		return nil, fmt.Errorf("bpflsm: ring buffer: %w", err)
 	}
 	return e, nil
+}
+
+// load loads the object's maps and programs.
+func (e *Enforcer) load(spec *ebpf.CollectionSpec, collOpts *ebpf.CollectionOptions) error {
+	start := time.Now()
+	if err := spec.LoadAndAssign(&e.objs, collOpts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			// The last lines say why; the whole log (megabytes when the
+			// verifier gives up) would end up in status and every log line.
+			return fmt.Errorf("bpflsm: load: %-20v", ve)
+		}
+		return fmt.Errorf("bpflsm: load: %w", err)
+	}
+	e.loadTime = time.Since(start)
+	return nil
+}
+
+// attach attaches every program; with PinRoot set it pins each link,
+// replacing a link of the same name pinned earlier (new link first, so the
+// hook is never without its program).
+func (e *Enforcer) attach() error {
+	start := time.Now()
+	names, progs := e.programs()
+	for i, p := range progs {
+		l, err := link.AttachLSM(link.LSMOptions{Program: p})
+		if err != nil {
+			return fmt.Errorf("bpflsm: attach %s: %w", names[i], err)
+		}
+		e.links = append(e.links, l)
+		if e.pinDir == "" {
+			continue
+		}
+		pin := filepath.Join(e.pinDir, "links", names[i])
+		stale, _ := link.LoadPinnedLink(pin, nil)
+		if stale != nil {
+			_ = os.Remove(pin)
+		}
+		err = l.Pin(pin)
+		if stale != nil {
+			_ = stale.Close()
+		}
+		if err != nil {
+			return fmt.Errorf("bpflsm: pin link %s: %w", names[i], err)
+		}
+	}
+	e.attachTime = time.Since(start)
+	return nil
 }
 
 // Name is the Enforcer string of alerts.
@@ -163,6 +187,14 @@ func (e *Enforcer) Apply(rs *hostpolicy.RuleSet) (map[uint32]string, error) {
 		return nil, err
 	}
 	e.rules = rs
+	if len(e.old) > 0 {
+		// An older version still enforces: now that this one's maps hold
+		// the rules, attach and only then detach the old links.
+		if err := e.attach(); err != nil {
+			return nil, err
+		}
+		e.replacePrevious()
+	}
 	return un, nil
 }
 
@@ -174,6 +206,10 @@ func (e *Enforcer) commit(rs *hostpolicy.RuleSet, cs []Container) (map[uint32]st
 	if e.applied {
 		next = 1 - e.gen
 	}
+	if e.inherited {
+		// An earlier process may have left a half-written generation.
+		e.purge(next)
+	}
 	w, err := e.write(g, next)
 	if err != nil {
 		e.remove(w)
@@ -184,10 +220,13 @@ func (e *Enforcer) commit(rs *hostpolicy.RuleSet, cs []Container) (map[uint32]st
 		e.remove(w)
 		return nil, fmt.Errorf("bpflsm: activate rules: %w", err)
 	}
-	old := e.written
+	old, prev := e.written, e.gen
 	e.gen, e.applied, e.written = next, true, w
 	if old != nil {
 		e.remove(old)
+	} else if e.inherited {
+		e.purge(prev)
+		e.inherited = false
 	}
 	return g.unenforced, nil
 }
@@ -392,7 +431,8 @@ func (e *Enforcer) Stats() (Stats, error) {
 	return s, nil
 }
 
-// Close detaches every program, closes every map and removes the pins.
+// Close closes every link and map: the programs detach, unless PinRoot
+// keeps them pinned (Unpin first to detach them too).
 func (e *Enforcer) Close() error {
 	var errs []error
 	if e.reader != nil {
@@ -403,15 +443,13 @@ func (e *Enforcer) Close() error {
 	}
 	e.links = nil
 	errs = append(errs, e.objs.Close())
-	for _, p := range e.pinned {
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
+	for _, p := range e.old {
+		closeLinks(p.links)
+		if p.events != nil {
+			_ = p.events.Close()
 		}
 	}
-	if e.opts.PinDir != "" {
-		_ = os.Remove(e.opts.PinDir) // only if empty: it may be shared
-	}
-	e.pinned = nil
+	e.old = nil
 	return errors.Join(errs...)
 }
 

@@ -35,6 +35,13 @@ func (e *Enforcer) SetContainers(cs []Container) (map[uint32]string, error) {
 	cs = slices.Clone(cs)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.rules == nil {
+		// No rule set yet: the first Apply writes the containers with it.
+		// Committing now would replace rules an earlier agent left pinned
+		// (pin.go) with none.
+		e.containers = cs
+		return map[uint32]string{}, nil
+	}
 	un, err := e.commit(e.rules, cs)
 	if err != nil {
 		return nil, err

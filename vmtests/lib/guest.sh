@@ -84,6 +84,9 @@ start_agent() {
   ALERTS=/tmp/alerts.jsonl
   AGENT_LOG=/tmp/agent.log
   : > "$ALERTS"
+  # Emptied here, not only by the redirection below: that runs in the
+  # background job, and wait_for could see a previous agent's "ready".
+  : > "$AGENT_LOG"
   # Telemetry off: the checks below poll files, and logging those polls
   # would bury the alerts (and slow the emulated guest down).
   kubearmor --logPath "$ALERTS" --gRPC 0 --socket "" --alertThrottling=false --hostVisibility none "$@" > "$AGENT_LOG" 2>&1 &
