@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -53,7 +54,16 @@ func TestSupportedReason(t *testing.T) {
 	}
 	err := Supported()
 	if err == nil {
-		t.Skip("BPF-LSM works on this kernel")
+		// Where BPF-LSM works (the test guest) the claim itself is checked:
+		// bpf must be an active LSM.
+		lsms, rerr := os.ReadFile("/sys/kernel/security/lsm")
+		if rerr != nil {
+			t.Fatalf("Supported() says yes, but the active LSMs cannot be read: %v", rerr)
+		}
+		if !slices.Contains(strings.Split(strings.TrimSpace(string(lsms)), ","), "bpf") {
+			t.Fatalf("Supported() says yes, but bpf is not among the active LSMs: %s", lsms)
+		}
+		return
 	}
 	t.Logf("refusal: %v", err)
 	if strings.Contains(err.Error(), "MEMLOCK") {
