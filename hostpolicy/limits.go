@@ -64,55 +64,28 @@ func ruleGroups(s *Spec) []ruleGroup {
 			g = append(g, ruleGroup{path, what, n})
 		}
 	}
-	n := 0
-	for _, r := range s.Process.MatchPaths {
-		n += sources(r.FromSource)
-	}
-	add("spec.process.matchPaths", bySource, n)
-	n = 0
-	for _, r := range s.Process.MatchDirectories {
-		n += sources(r.FromSource)
-	}
-	add("spec.process.matchDirectories", bySource, n)
+	add("spec.process.matchPaths", bySource, total(s.Process.MatchPaths, func(r ProcessPath) int { return sources(r.FromSource) }))
+	add("spec.process.matchDirectories", bySource, total(s.Process.MatchDirectories, func(r ProcessDirectory) int { return sources(r.FromSource) }))
 	add("spec.process.matchPatterns", plain, len(s.Process.MatchPatterns))
-	n = 0
-	for _, r := range s.File.MatchPaths {
-		n += sources(r.FromSource)
-	}
-	add("spec.file.matchPaths", bySource, n)
-	n = 0
-	for _, r := range s.File.MatchDirectories {
-		n += sources(r.FromSource)
-	}
-	add("spec.file.matchDirectories", bySource, n)
+	add("spec.file.matchPaths", bySource, total(s.File.MatchPaths, func(r FilePath) int { return sources(r.FromSource) }))
+	add("spec.file.matchDirectories", bySource, total(s.File.MatchDirectories, func(r FileDirectory) int { return sources(r.FromSource) }))
 	add("spec.file.matchPatterns", plain, len(s.File.MatchPatterns))
-	n = 0
-	for _, r := range s.Network.MatchProtocols {
-		n += commaCount(r.Protocol) * sources(r.FromSource)
-	}
-	add("spec.network.matchProtocols", byComma, n)
-	n = 0
-	for _, r := range s.Network.MatchDNSQueries {
-		n += commaCount(r.Domain) * sources(r.FromSource)
-	}
-	add("spec.network.matchDNSQueries", byComma, n)
-	n = 0
-	for _, r := range s.Capabilities.MatchCapabilities {
-		n += commaCount(r.Capability) * sources(r.FromSource)
-	}
-	add("spec.capabilities.matchCapabilities", byComma, n)
-	n = 0
-	for _, r := range s.Syscalls.MatchSyscalls {
-		n += len(r.Syscall) * sources(r.FromSource)
-	}
-	add("spec.syscalls.matchSyscalls", bySyscalls, n)
-	n = 0
-	for _, r := range s.Syscalls.MatchPaths {
-		n += len(r.Syscall) * sources(r.FromSource)
-	}
-	add("spec.syscalls.matchPaths", bySyscalls, n)
+	add("spec.network.matchProtocols", byComma, total(s.Network.MatchProtocols, func(r NetworkProtocol) int { return commaCount(r.Protocol) * sources(r.FromSource) }))
+	add("spec.network.matchDNSQueries", byComma, total(s.Network.MatchDNSQueries, func(r DNSQuery) int { return commaCount(r.Domain) * sources(r.FromSource) }))
+	add("spec.capabilities.matchCapabilities", byComma, total(s.Capabilities.MatchCapabilities, func(r Capability) int { return commaCount(r.Capability) * sources(r.FromSource) }))
+	add("spec.syscalls.matchSyscalls", bySyscalls, total(s.Syscalls.MatchSyscalls, func(r SyscallMatch) int { return len(r.Syscall) * sources(r.FromSource) }))
+	add("spec.syscalls.matchPaths", bySyscalls, total(s.Syscalls.MatchPaths, func(r SyscallPath) int { return len(r.Syscall) * sources(r.FromSource) }))
 	add("spec.device.matchDevice", plain, len(s.Device.MatchDevice))
 	return g
+}
+
+// total sums what each entry of a list compiles to.
+func total[T any](list []T, rules func(T) int) int {
+	n := 0
+	for _, r := range list {
+		n += rules(r)
+	}
+	return n
 }
 
 // commaCount is len(splitList(s)) without building the list.
