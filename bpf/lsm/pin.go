@@ -30,10 +30,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -86,6 +88,66 @@ func Detach(root string) error {
 		return fmt.Errorf("bpflsm: detach: %w", err)
 	}
 	return nil
+}
+
+// DetachWait is Detach for the `kubearmor detach` command: it returns once
+// the kernel has released every link that was pinned under root, or says
+// which are still attached after wait. Removing a pin drops the kernel's
+// reference, but since Linux 6.4 the link is then freed from a workqueue
+// (bpf_link_put), so enforcement can outlive the command by a moment; an
+// admin who runs it, and a package removal after it, must be able to rely
+// on "detached" meaning detached. A link still attached after wait is held
+// by a process: a running agent.
+func DetachWait(root string, wait time.Duration) error {
+	ids := pinnedLinkIDs(root)
+	if err := Detach(root); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		var left []string
+		for _, id := range ids {
+			l, err := link.NewFromID(id)
+			if err != nil {
+				continue // released
+			}
+			l.Close()
+			left = append(left, fmt.Sprint(id))
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bpflsm: detach: unpinned, but links %s are still attached after %s: a running agent holds them (stop it, or it detaches when it exits): %w", strings.Join(left, ","), wait, errStillAttached)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+var errStillAttached = errors.New("still attached")
+
+// IsStillAttached reports whether DetachWait removed the pins but a process
+// still holds some of the links.
+func IsStillAttached(err error) bool { return errors.Is(err, errStillAttached) }
+
+// pinnedLinkIDs lists the IDs of the links pinned anywhere below root.
+func pinnedLinkIDs(root string) []link.ID {
+	var ids []link.ID
+	_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			return nil // a map, or not a link
+		}
+		if info, err := l.Info(); err == nil {
+			ids = append(ids, info.ID)
+		}
+		l.Close()
+		return nil
+	})
+	return ids
 }
 
 // Unpin removes every pin under PinRoot, so that Close detaches the

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 
 	bpflsm "github.com/armorhost/kubearmor/bpf/lsm"
 )
@@ -58,11 +59,19 @@ func runDetach(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 	}
-	if err := bpflsm.Detach(*root); err != nil {
-		fmt.Fprintf(stderr, "kubearmor detach: %v\n", err)
-		return 1
+	// DetachWait returns once the kernel has let go of every link (it may
+	// free them a moment after the pins go). Links still held after the
+	// wait belong to a running agent: they detach as it exits, which is
+	// not a failure of this command (prerm runs it after the stop).
+	if err := bpflsm.DetachWait(*root, 5*time.Second); err != nil {
+		if !bpflsm.IsStillAttached(err) {
+			fmt.Fprintf(stderr, "kubearmor detach: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "kubearmor detach: %v\n", err)
+		return 0
 	}
-	fmt.Fprintf(stdout, "kubearmor detach: removed %s: kernel enforcement ends as the last agent holding it exits\n", *root)
+	fmt.Fprintf(stdout, "kubearmor detach: removed %s: no BPF-LSM program of the agent is attached any more\n", *root)
 	return 0
 }
 
