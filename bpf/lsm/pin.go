@@ -91,34 +91,36 @@ func Detach(root string) error {
 }
 
 // DetachWait is Detach for the `kubearmor detach` command: it returns once
-// the kernel has released every link that was pinned under root, or says
-// which are still attached after wait. Removing a pin drops the kernel's
-// reference, but since Linux 6.4 the link is then freed from a workqueue
-// (bpf_link_put), so enforcement can outlive the command by a moment; an
-// admin who runs it, and a package removal after it, must be able to rely
-// on "detached" meaning detached. A link still attached after wait is held
-// by a process: a running agent.
+// the kernel has detached every program whose link was pinned under root,
+// or says which are still attached after wait. Removing the last pin of a
+// link does not detach it at once: since Linux 6.4 the link is released
+// from a workqueue (bpf_link_put), and its ID stops resolving before that
+// work runs, so the link ID cannot tell. Its program can: the link holds a
+// reference to it and drops it only after detaching, so a program ID that
+// no longer resolves means detached. An admin who runs the command, and a
+// package removal after it, can then rely on "detached" meaning detached.
+// A program still there after wait is held by a process: a running agent.
 func DetachWait(root string, wait time.Duration) error {
-	ids := pinnedLinkIDs(root)
+	progs := pinnedLinkPrograms(root)
 	if err := Detach(root); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(wait)
 	for {
 		var left []string
-		for _, id := range ids {
-			l, err := link.NewFromID(id)
+		for _, id := range progs {
+			p, err := ebpf.NewProgramFromID(id)
 			if err != nil {
-				continue // released
+				continue // freed: detached
 			}
-			l.Close()
+			p.Close()
 			left = append(left, fmt.Sprint(id))
 		}
 		if len(left) == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("bpflsm: detach: unpinned, but links %s are still attached after %s: a running agent holds them (stop it, or it detaches when it exits): %w", strings.Join(left, ","), wait, errStillAttached)
+			return fmt.Errorf("bpflsm: detach: unpinned, but programs %s are still loaded after %s: a running agent holds them (stop it, or they detach when it exits): %w", strings.Join(left, ","), wait, errStillAttached)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -127,12 +129,13 @@ func DetachWait(root string, wait time.Duration) error {
 var errStillAttached = errors.New("still attached")
 
 // IsStillAttached reports whether DetachWait removed the pins but a process
-// still holds some of the links.
+// still holds some of the programs.
 func IsStillAttached(err error) bool { return errors.Is(err, errStillAttached) }
 
-// pinnedLinkIDs lists the IDs of the links pinned anywhere below root.
-func pinnedLinkIDs(root string) []link.ID {
-	var ids []link.ID
+// pinnedLinkPrograms lists the IDs of the programs of the links pinned
+// anywhere below root.
+func pinnedLinkPrograms(root string) []ebpf.ProgramID {
+	var ids []ebpf.ProgramID
 	_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return nil
@@ -142,7 +145,7 @@ func pinnedLinkIDs(root string) []link.ID {
 			return nil // a map, or not a link
 		}
 		if info, err := l.Info(); err == nil {
-			ids = append(ids, info.ID)
+			ids = append(ids, info.Program)
 		}
 		l.Close()
 		return nil
