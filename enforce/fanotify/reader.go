@@ -231,41 +231,33 @@ func (h *health) note(key string) (bool, uint64) {
 	return true, n
 }
 
-func (h *health) readError(errno unix.Errno, what string) {
-	name := unix.ErrnoName(errno)
+// record counts one occurrence of key in counts and logs msg with attrs,
+// at most once per logEvery for each kind, with what went unlogged since.
+func (h *health) record(counts map[string]uint64, kind, key, msg string, attrs ...any) {
 	h.mu.Lock()
-	h.readErrors[name]++
-	total := h.readErrors[name]
-	log, n := h.note("read " + name)
+	counts[key]++
+	total := counts[key]
+	log, n := h.note(kind + " " + key)
 	h.mu.Unlock()
 	if log {
-		h.log.Warn("fanotify: read failed; retrying", "err", errno.Error(), "errno", name, "meaning", what, "since_last_line", n, "total", total)
+		h.log.Warn(msg, append(attrs, "since_last_line", n, "total", total)...)
 	}
+}
+
+func (h *health) readError(errno unix.Errno, what string) {
+	name := unix.ErrnoName(errno)
+	h.record(h.readErrors, "read", name, "fanotify: read failed; retrying", "err", errno.Error(), "errno", name, "meaning", what)
 }
 
 func (h *health) kernelDenied(errno unix.Errno, pid int32) {
 	name := unix.ErrnoName(errno)
-	h.mu.Lock()
-	h.denied[name]++
-	total := h.denied[name]
-	log, n := h.note("denied " + name)
-	h.mu.Unlock()
-	if log {
-		h.log.Warn("fanotify: the kernel denied a permission event: it could not open the file for the agent", "err", errno.Error(), "errno", name, "pid", pid, "since_last_line", n, "total", total)
-	}
+	h.record(h.denied, "denied", name, "fanotify: the kernel denied a permission event: it could not open the file for the agent", "err", errno.Error(), "errno", name, "pid", pid)
 }
 
 // failedOpen counts an event allowed without a decision; the event itself
 // is reported on the alert stream.
 func (h *health) failedOpen(reason string) {
-	h.mu.Lock()
-	h.failOpen[reason]++
-	total := h.failOpen[reason]
-	log, n := h.note("failopen " + reason)
-	h.mu.Unlock()
-	if log {
-		h.log.Warn("fanotify: permission event allowed without a decision (fail open)", "reason", reason, "since_last_line", n, "total", total)
-	}
+	h.record(h.failOpen, "failopen", reason, "fanotify: permission event allowed without a decision (fail open)", "reason", reason)
 }
 
 func (h *health) setDead(err error) {
