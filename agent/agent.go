@@ -411,7 +411,9 @@ func (a *Agent) chooseEnforcer(cfg *config.Config) Enforcer {
 			skipped[name] = "not built into this agent"
 			continue
 		}
-		e, err := open(cfg, a.life, a.log)
+		life := a.life
+		life.AgentVersion = a.version
+		e, err := open(cfg, life, a.log)
 		if err != nil {
 			skipped[name] = boundedReason(err.Error())
 			a.log.Info("enforcer not usable", "enforcer", name, "reason", err)
@@ -424,9 +426,7 @@ func (a *Agent) chooseEnforcer(cfg *config.Config) Enforcer {
 			a.adoption = ad.Adoption()
 			a.log.Info("enforcer kernel state", "enforcer", e.Name(), "detail", a.adoption)
 		}
-		if e.Name() != enforcerBPFLSM {
-			releaseBPFLSM(a.life, a.log)
-		}
+		releaseOthers(e.Name(), a.life, a.log)
 		return e
 	}
 	a.status.EnforcerSkipped = skipped
@@ -438,7 +438,7 @@ func (a *Agent) chooseEnforcer(cfg *config.Config) Enforcer {
 		why = append(why, "lsm is none")
 	}
 	a.log.Warn("no enforcer: running as a monitor only; Block and Allow rules are reported, not enforced", "why", strings.Join(why, "; "))
-	releaseBPFLSM(a.life, a.log)
+	releaseOthers("", a.life, a.log)
 	return nil
 }
 
@@ -457,8 +457,13 @@ func (a *Agent) closeEnforcer() {
 		return
 	}
 	if pinned && !a.life.DetachOnExit {
-		a.log.Info("enforcer left pinned in the kernel: it enforces the last rule set until the next agent adopts it (kubearmor detach removes it)",
-			"enforcer", a.enforcer.Name(), "dir", a.life.PinRoot)
+		if a.enforcer.Name() == enforcerBPFLSM {
+			a.log.Info("enforcer left pinned in the kernel: it enforces the last rule set until the next agent adopts it (kubearmor detach removes it)",
+				"enforcer", a.enforcer.Name(), "dir", a.life.PinRoot)
+		} else {
+			a.log.Info("enforcer left loaded in the kernel: it enforces the last rule set until the next agent adopts it (kubearmor detach removes it)",
+				"enforcer", a.enforcer.Name())
+		}
 		return
 	}
 	a.log.Info("enforcer detached", "enforcer", a.enforcer.Name())

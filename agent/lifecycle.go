@@ -3,8 +3,10 @@ package agent
 import (
 	"log/slog"
 	"os"
+	"strings"
 
 	bpflsm "github.com/armorhost/kubearmor/bpf/lsm"
+	"github.com/armorhost/kubearmor/enforce/apparmor"
 )
 
 // Lifecycle says what happens to the kernel objects when the agent exits
@@ -20,6 +22,9 @@ type Lifecycle struct {
 	// ObjectVersion overrides the BPF object's version (testing the upgrade
 	// path with one build); "" is the embedded object's hash.
 	ObjectVersion string
+	// AgentVersion is the agent's build, written into the AppArmor profiles
+	// it loads (an upgrade replaces them in place); the agent fills it in.
+	AgentVersion string
 }
 
 // DefaultLifecycle keeps the enforcer across exits only under systemd
@@ -34,11 +39,39 @@ func DefaultLifecycle() Lifecycle {
 // SetLifecycle replaces DefaultLifecycle; call it before Run.
 func (a *Agent) SetLifecycle(l Lifecycle) { a.life = l }
 
-// unpinner is an enforcer whose kernel objects can outlive the agent.
+// unpinner is an enforcer whose kernel objects can outlive the agent (the
+// BPF-LSM tier's pins, the AppArmor tier's loaded profiles): Close leaves
+// them in the kernel, Unpin removes them.
 type unpinner interface{ Unpin() error }
 
-// adopter says what the enforcer took over from an earlier agent.
+// adopter says what becomes of the enforcer's kernel state across agents:
+// what it took over from an earlier agent, or that it cannot outlive this
+// process (fanotify).
 type adopter interface{ Adoption() string }
+
+// releaseOthers removes the kernel state an earlier agent left for a tier
+// this one does not run (lsm changed, or a tier failed to load): its rules
+// would otherwise hold, unseen and stale, until reboot.
+func releaseOthers(chosen string, l Lifecycle, log *slog.Logger) {
+	if chosen != enforcerBPFLSM {
+		releaseBPFLSM(l, log)
+	}
+	if chosen != apparmor.Name {
+		releaseAppArmor(log)
+	}
+}
+
+// releaseAppArmor unloads AppArmor profiles an earlier agent left loaded.
+func releaseAppArmor(log *slog.Logger) {
+	names, err := apparmor.Detach(apparmor.DefaultDir, log)
+	if err != nil {
+		log.Error("cannot remove the AppArmor profiles an earlier agent left loaded", "err", err)
+		return
+	}
+	if len(names) > 0 {
+		log.Warn("removed the AppArmor profiles an earlier agent left loaded: this agent runs another tier", "profiles", strings.Join(names, ","))
+	}
+}
 
 // releaseBPFLSM removes a BPF-LSM enforcer an earlier agent left pinned
 // when this one runs another tier (lsm changed, or the BPF-LSM tier failed

@@ -11,11 +11,11 @@ import (
 // The fallback tiers, for kernels without BPF-LSM (see enforce/apparmor and
 // enforce/fanotify): the lsm config names "apparmor" and "fanotify".
 func init() {
-	enforcers["apparmor"] = func(cfg *config.Config, _ Lifecycle, log *slog.Logger) (Enforcer, error) {
+	enforcers["apparmor"] = func(cfg *config.Config, life Lifecycle, log *slog.Logger) (Enforcer, error) {
 		if err := apparmor.Supported(); err != nil {
 			return nil, err
 		}
-		e, err := apparmor.New(apparmor.Options{Log: log})
+		e, err := apparmor.New(apparmor.Options{Log: log, Version: life.AgentVersion})
 		if err != nil {
 			return nil, err
 		}

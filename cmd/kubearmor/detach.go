@@ -10,10 +10,12 @@ import (
 	"time"
 
 	bpflsm "github.com/armorhost/kubearmor/bpf/lsm"
+	"github.com/armorhost/kubearmor/enforce/apparmor"
 )
 
-// runDetach removes the BPF-LSM enforcer an agent left pinned: once no agent
-// holds it, its programs detach. It is the way out when no agent runs
+// runDetach removes the BPF-LSM enforcer an agent left pinned (once no agent
+// holds it, its programs detach) and unloads the AppArmor profiles an agent
+// left loaded. It is the way out when no agent runs
 // (docs/ARCHITECTURE.md, "Life cycle of kernel objects"), and what the
 // systemd unit's ExecStopPost= and the package's removal scripts run.
 //
@@ -59,6 +61,14 @@ func runDetach(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 	}
+	rc := 0
+	// AppArmor profiles go at once: .remove takes effect before it returns.
+	if names, err := apparmor.Detach(apparmor.DefaultDir, nil); err != nil {
+		fmt.Fprintf(stderr, "kubearmor detach: %v\n", err)
+		rc = 1
+	} else if len(names) > 0 {
+		fmt.Fprintf(stdout, "kubearmor detach: unloaded the AppArmor profiles %s\n", strings.Join(names, ", "))
+	}
 	// DetachWait returns once the kernel has let go of every link (it may
 	// free them a moment after the pins go). Links still held after the
 	// wait belong to a running agent: they detach as it exits, which is
@@ -69,10 +79,10 @@ func runDetach(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		fmt.Fprintf(stdout, "kubearmor detach: %v\n", err)
-		return 0
+		return rc
 	}
 	fmt.Fprintf(stdout, "kubearmor detach: removed %s: no BPF-LSM program of the agent is attached any more\n", *root)
-	return 0
+	return rc
 }
 
 // systemdJob is the type of the job systemd runs for unit ("stop",

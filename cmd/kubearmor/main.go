@@ -34,7 +34,7 @@ func commands() []command {
 		{"logs", "follow the running agent's alerts and logs (karmor logs, locally)", runLogs},
 		{"status", "show what the running agent enforces, drops and throttles", runStatus},
 		{"fleet", "list every host's status kept in etcd (fleet status)", runFleet},
-		{"detach", "remove the enforcer an agent left in the kernel (root; --if-stopping UNIT for ExecStopPost=)", runDetach},
+		{"detach", "remove the enforcer an agent left in the kernel: BPF-LSM pins, AppArmor profiles (root; --if-stopping UNIT for ExecStopPost=)", runDetach},
 		{"version", "print the version", func([]string, io.Writer, io.Writer) int { fmt.Println(version); return 0 }},
 	}
 }
@@ -73,10 +73,12 @@ Signals: SIGHUP reloads the configuration and the policy directory and reopens
 log files; SIGTERM or SIGINT stop the daemon and exit 0. On exit, run from a
 shell, it detaches every kernel program; under systemd (or with
 --detach-on-exit=false) the BPF-LSM enforcer stays pinned in
-/sys/fs/bpf/kubearmor and keeps enforcing the last rule set until the next
-agent adopts it, so a restart, an upgrade or a crash leaves no gap; the unit's
-ExecStopPost= (kubearmor detach --if-stopping) removes it on systemctl stop.
-kubearmor detach, deleting that directory or a reboot remove it too. SIGPIPE is ignored: a client that closes its connection early costs
+/sys/fs/bpf/kubearmor (the AppArmor tier's profiles stay loaded) and keeps
+enforcing the last rule set until the next agent adopts it, so a restart, an
+upgrade or a crash leaves no gap; the unit's ExecStopPost= (kubearmor detach
+--if-stopping) removes it on systemctl stop. kubearmor detach, deleting that
+directory (BPF-LSM) or a reboot remove it too. The fanotify tier cannot
+outlive the process. SIGPIPE is ignored: a client that closes its connection early costs
 only that connection. Any other stop is a failure: when a part the daemon
 depends on stops (an enforcer's or the monitor's kernel reader, the gRPC
 feeder, the policy directory watcher), it logs an ERROR naming the part,
@@ -92,7 +94,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", config.DefaultPath, "configuration file; when given explicitly it must exist (default "+config.DefaultPath+")")
 	life := agent.DefaultLifecycle()
-	detachOnExit := fs.Bool("detach-on-exit", life.DetachOnExit, "detach every kernel program and remove its pins on exit; false keeps the BPF-LSM enforcer pinned and enforcing until the next agent adopts it or kubearmor detach (default true, false under systemd)")
+	detachOnExit := fs.Bool("detach-on-exit", life.DetachOnExit, "detach every kernel program and remove its pins on exit; false keeps the BPF-LSM enforcer pinned (AppArmor: the profiles loaded) and enforcing until the next agent adopts it or kubearmor detach (default true, false under systemd)")
 	fs.StringVar(&life.ObjectVersion, "bpf-object-version", "", "name the pinned BPF-LSM state with this instead of the embedded object's hash: makes one build look like another to the adoption logic (tests of the upgrade path)")
 	overrides := config.RegisterFlags(fs)
 	usage := func() {

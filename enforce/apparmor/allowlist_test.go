@@ -52,6 +52,9 @@ func TestAllowListProgramsStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		if err := e.Unpin(); err != nil {
+			t.Errorf("Unpin: %v", err)
+		}
 		if err := e.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -32,7 +32,11 @@ const securityfs = "/sys/kernel/security/apparmor"
 type Options struct {
 	Dir    string // profile files; DefaultDir when empty
 	Parser string // apparmor_parser; found on PATH, /sbin or /usr/sbin when empty
-	Log    *slog.Logger
+	// Version is the agent's build, written into every profile as a
+	// comment: the text in the kernel (and in Dir) names the build that
+	// loaded it, and an upgrade replaces every profile in place.
+	Version string
+	Log     *slog.Logger
 }
 
 // Enforcer loads profiles and reports AppArmor's verdicts on them.
@@ -44,6 +48,8 @@ type Enforcer struct {
 	// helpers are the programs kept unconfined: profile name -> path
 	helpers map[string]string
 	closed  bool
+	// adopted is what New found loaded (lifecycle.go); nil when nothing.
+	adopted *adoption
 	state   atomic.Pointer[state]
 }
 
@@ -84,8 +90,9 @@ func findParser(p string) (string, error) {
 	return "", errors.New("apparmor_parser not found (install the apparmor package)")
 }
 
-// New removes profiles a previous agent left loaded (after a crash) and
-// opens the kernel's audit records. Nothing is loaded until Apply.
+// New adopts the profiles a previous agent left loaded (lifecycle.go: the
+// first Apply replaces in place those that differ) and opens the kernel's
+// audit records. Nothing is loaded until Apply.
 func New(opts Options) (*Enforcer, error) {
 	if opts.Dir == "" {
 		opts.Dir = DefaultDir
@@ -105,24 +112,7 @@ func New(opts Options) (*Enforcer, error) {
 		e.helpers[AgentProfile] = resolved(exe)
 	}
 	e.state.Store(&state{rs: &hostpolicy.RuleSet{}, table: decide.New(nil, nil), sources: map[string]string{}})
-	// Stale helper profiles are replaced by Apply, not removed: this agent
-	// may be confined by one, and a task whose profile was removed cannot
-	// manage policy any more.
-	var stale []string
-	all, _ := ourProfiles()
-	for _, name := range all {
-		if _, helper := e.helpers[name]; !helper {
-			stale = append(stale, name)
-		}
-	}
-	if len(stale) > 0 {
-		opts.Log.Info("apparmor: removing profiles a previous agent left loaded", "profiles", strings.Join(stale, ","))
-		for _, name := range stale {
-			if err := removeProfile(name); err != nil {
-				opts.Log.Warn("apparmor: cannot remove a stale profile", "profile", name, "err", err)
-			}
-		}
-	}
+	e.adopt()
 	e.audit, err = openAudit()
 	if err != nil {
 		opts.Log.Warn("apparmor: no kernel audit records, so no alerts for AppArmor's verdicts", "err", err)
@@ -156,6 +146,12 @@ func (e *Enforcer) Apply(rs *hostpolicy.RuleSet) (map[uint32]string, error) {
 	for name, program := range e.helpers {
 		profiles[name] = unconfinedProfile(name, program)
 	}
+	if e.opts.Version != "" {
+		for name, text := range profiles {
+			profiles[name] = "# kubearmor " + e.opts.Version + "\n" + text
+		}
+	}
+	e.forgetRemoved()
 	var changed []string
 	for name, text := range profiles {
 		if e.loaded[name] != text {
@@ -182,7 +178,15 @@ func (e *Enforcer) Apply(rs *hostpolicy.RuleSet) (map[uint32]string, error) {
 		}
 		if err := e.parse(append([]string{"-r", "-K"}, files...)); err != nil {
 			// Profiles that did load stay replaced: the kernel has no
-			// transaction across profiles. Say which state we are in.
+			// transaction across profiles. Say which state we are in, and
+			// forget what these hold, so that the next Apply (or the next
+			// agent, which reads Dir) loads them again.
+			for _, name := range changed {
+				_ = os.Remove(filepath.Join(e.opts.Dir, name))
+				if _, ok := e.loaded[name]; ok {
+					e.loaded[name] = ""
+				}
+			}
 			return nil, fmt.Errorf("apparmor: load failed, some profiles may hold the new rules: %w", err)
 		}
 		for i, name := range changed {
@@ -192,11 +196,12 @@ func (e *Enforcer) Apply(rs *hostpolicy.RuleSet) (map[uint32]string, error) {
 			e.loaded[name] = profiles[name]
 		}
 	}
+	e.adopted.applied(profiles, changed)
 	for name := range e.loaded {
 		if _, keep := profiles[name]; keep {
 			continue
 		}
-		if err := removeProfile(name); err != nil {
+		if err := removeProfile(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			e.opts.Log.Warn("apparmor: cannot remove a profile", "profile", name, "err", err)
 			continue
 		}
@@ -265,17 +270,18 @@ func parserMessages(out []byte) string {
 	return strings.Join(keep, "; ")
 }
 
-// ourProfiles lists the loaded profiles whose names are ours.
-func ourProfiles() ([]string, error) {
+// ourProfiles lists the loaded profiles whose names are ours, with their
+// mode ("enforce", "unconfined", ...).
+func ourProfiles() (map[string]string, error) {
 	b, err := os.ReadFile(securityfs + "/profiles")
 	if err != nil {
 		return nil, err
 	}
-	var out []string
+	out := map[string]string{}
 	for _, l := range strings.Split(string(b), "\n") {
-		name, _, _ := strings.Cut(l, " (")
+		name, mode, _ := strings.Cut(l, " (")
 		if name == HostProfile || name == AgentProfile || name == ParserProfile || strings.HasPrefix(name, sourcePrefix+"-") {
-			out = append(out, name)
+			out[name] = strings.TrimSuffix(mode, ")")
 		}
 	}
 	return out, nil
@@ -310,7 +316,9 @@ func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
 	}
 }
 
-// Close unloads every profile of ours and removes their files.
+// Close stops reading verdicts and leaves the profiles loaded: they go on
+// enforcing the last rule set until the next agent adopts them or Unpin,
+// kubearmor detach (Detach) or a reboot removes them.
 func (e *Enforcer) Close() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -318,27 +326,23 @@ func (e *Enforcer) Close() error {
 		return nil
 	}
 	e.closed = true
-	var errs []error
+	if e.audit != nil {
+		e.audit.Close()
+	}
+	return nil
+}
+
+// Unpin unloads every profile of ours and removes their files: the host is
+// left as it was before the agent started (the agent's --detach-on-exit).
+func (e *Enforcer) Unpin() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	names := make([]string, 0, len(e.loaded))
 	for name := range e.loaded {
 		names = append(names, name)
 	}
-	// the reverse of the load order: the profile keeping this agent
-	// unconfined goes last
-	sortByLoadOrder(names)
-	slices.Reverse(names)
-	for _, name := range names {
-		e.opts.Log.Debug("apparmor: removing profile", "profile", name)
-		if err := removeProfile(name); err != nil {
-			errs = append(errs, fmt.Errorf("remove profile %s: %w", name, err))
-		}
-		_ = os.Remove(filepath.Join(e.opts.Dir, name))
-	}
 	e.loaded = map[string]string{}
-	if e.audit != nil {
-		e.audit.Close()
-	}
-	return errors.Join(errs...)
+	return removeAll(names, e.opts.Dir, e.opts.Log)
 }
 
 // Loaded lists the profiles this enforcer has in the kernel.

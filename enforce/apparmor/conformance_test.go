@@ -193,6 +193,9 @@ func TestConformance(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx, a.events.add) }()
 	t.Cleanup(func() {
+		if err := e.Unpin(); err != nil {
+			t.Errorf("Unpin: %v", err)
+		}
 		if err := e.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}

@@ -174,6 +174,14 @@ func New(opts Options) (*Enforcer, error) {
 // Name is the tier's Enforcer string.
 func (e *Enforcer) Name() string { return Name }
 
+// Lifecycle is the tier's answer to what becomes of enforcement when the
+// agent goes: it cannot outlive the process (see the package comment).
+const Lifecycle = "enforcement ends with this process: once the fanotify listener is gone the kernel allows every open and exec (and the cgroup socket programs detach), so a restart, an upgrade or a crash is a gap until the next agent is ready"
+
+// Adoption says, in status and the log, that nothing of this tier can be
+// kept for the next agent.
+func (e *Enforcer) Adoption() string { return Lifecycle }
+
 // unenforced says why this tier cannot enforce r, or "" when it can.
 func (e *Enforcer) unenforced(r *hostpolicy.Rule, mounts []mount) string {
 	switch r.Category {
