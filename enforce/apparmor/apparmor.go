@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
@@ -51,6 +52,13 @@ type Enforcer struct {
 	// adopted is what New found loaded (lifecycle.go); nil when nothing.
 	adopted *adoption
 	state   atomic.Pointer[state]
+	// started bounds the gap's records replayed from the kernel log: later
+	// ones come from the audit socket (gap.go)
+	started time.Time
+	// lastSerial is the serial of the last audit record read; savedSerial
+	// what serialFile holds (written by Run's goroutine only)
+	lastSerial  atomic.Uint64
+	savedSerial uint64
 }
 
 // state is what verdicts are attributed with: the rules and which program
@@ -113,6 +121,7 @@ func New(opts Options) (*Enforcer, error) {
 	}
 	e.state.Store(&state{rs: &hostpolicy.RuleSet{}, table: decide.New(nil, nil), sources: map[string]string{}})
 	e.adopt()
+	e.started = time.Now()
 	e.audit, err = openAudit()
 	if err != nil {
 		opts.Log.Warn("apparmor: no kernel audit records, so no alerts for AppArmor's verdicts", "err", err)
@@ -292,15 +301,32 @@ func removeProfile(name string) error {
 	return os.WriteFile(securityfs+"/.remove", []byte(name), 0)
 }
 
-// Run reads AppArmor's audit records until ctx ends.
+// Run reports the verdicts of the time no agent ran (gap.go), then reads
+// AppArmor's audit records until ctx ends.
 func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
+	e.replayGap(emit)
 	if e.audit == nil {
 		<-ctx.Done()
 		return nil
 	}
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
-		<-ctx.Done()
-		e.audit.Close()
+		// The serial of the last record read, for the next agent; the
+		// last write comes once reading has stopped.
+		t := time.NewTicker(serialEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				e.saveSerial(e.lastSerial.Load())
+			case <-ctx.Done():
+				e.audit.Close()
+				<-done
+				e.saveSerial(e.lastSerial.Load())
+				return
+			}
+		}
 	}()
 	for {
 		line, err := e.audit.Next()
@@ -309,6 +335,9 @@ func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
 				return nil
 			}
 			return fmt.Errorf("apparmor: audit records: %w", err)
+		}
+		if _, serial, ok := stampOf(line); ok && serial > e.lastSerial.Load() {
+			e.lastSerial.Store(serial)
 		}
 		if ev, ok := e.verdict(line); ok {
 			emit(ev)
@@ -342,6 +371,7 @@ func (e *Enforcer) Unpin() error {
 		names = append(names, name)
 	}
 	e.loaded = map[string]string{}
+	_ = os.Remove(filepath.Join(e.opts.Dir, serialFile))
 	return removeAll(names, e.opts.Dir, e.opts.Log)
 }
 

@@ -34,6 +34,9 @@ type adoption struct {
 	found                   []string
 	done                    bool
 	kept, replaced, removed int
+	// the verdicts of the gap replayed from the kernel log, and what its
+	// rate limit suppressed (gap.go)
+	replayed, suppressed int
 }
 
 // adopt takes over the profiles an earlier agent left loaded.
@@ -92,8 +95,12 @@ func (e *Enforcer) Adoption() string {
 	if !a.done {
 		return fmt.Sprintf("adopted %d AppArmor profiles an earlier agent left loaded; the first rule set replaces those that differ in place", len(a.found))
 	}
-	return fmt.Sprintf("adopted %d AppArmor profiles an earlier agent left loaded: %d unchanged, %d replaced in place, %d removed",
+	s := fmt.Sprintf("adopted %d AppArmor profiles an earlier agent left loaded: %d unchanged, %d replaced in place, %d removed",
 		len(a.found), a.kept, a.replaced, a.removed)
+	if a.replayed > 0 || a.suppressed > 0 {
+		s += fmt.Sprintf("; %d verdicts of the time no agent ran replayed from the kernel log, %d kernel log records suppressed by its rate limit", a.replayed, a.suppressed)
+	}
+	return s
 }
 
 // forgetRemoved drops from e.loaded the profiles that are no longer in the
@@ -133,6 +140,7 @@ func Detach(dir string, log *slog.Logger) ([]string, error) {
 	if err := removeAll(names, dir, log); err != nil {
 		return nil, err
 	}
+	_ = os.Remove(filepath.Join(dir, serialFile))
 	sortByLoadOrder(names)
 	_ = os.Remove(dir) // only once empty: nothing else of anyone's goes
 	return names, nil
