@@ -115,7 +115,18 @@ check "systemctl reload" systemctl reload "$unit"
 expect "active after reload" active systemctl is-active "$unit"
 expect "reload kept the process (MainPID)" "$pid" prop MainPID
 
+# --- restart: ExecStopPost keeps the kernel enforcer ---------------------------
+# Under real systemd the unit's ExecStopPost= (kubearmor detach --if-stopping)
+# sees the job it runs under: a restart keeps the enforcer (BPF-LSM pins,
+# AppArmor profiles) for the next agent, a stop removes it (issue 21; the
+# LSM tiers themselves cannot load in this container: vmtests/55-package-upgrade.sh
+# runs the packaged layout in the VM).
+t0=$(date +%s)
+check "systemctl restart" systemctl restart "$unit"
+eventually "restart: ExecStopPost kept the enforcer (a restart job)" journal_has "$t0" "has a restart job: kernel enforcement kept"
+
 # --- upgrade ------------------------------------------------------------------
+t0=$(date +%s)
 check "apt upgrade to $NEW_VERSION" apt-get install -y -q "./$NEW_DEB"
 expect "installed version is $NEW_VERSION" "$NEW_VERSION" dpkg-query -W -f='${Version}' kubearmor
 expect "binary reports $NEW_VERSION" "$NEW_VERSION" kubearmor version
@@ -129,6 +140,8 @@ if [ "$new_pid" != "$pid" ] && [ "$new_pid" != 0 ]; then pass "upgrade restarted
 check "systemctl reload after upgrade" systemctl reload "$unit"
 expect "active after second reload" active systemctl is-active "$unit"
 expect "no crash restarts (NRestarts)" 0 prop NRestarts
+eventually "upgrade: ExecStopPost kept the enforcer (postinst's restart job)" journal_has "$t0" "has a restart job: kernel enforcement kept"
+check "upgrade: ExecStopPost did not detach" sh -c "! journalctl -u $unit -o cat --no-pager --since @$t0 | grep -q 'kubearmor detach: removed'"
 note "systemd-analyze security: $(systemd-analyze security --no-pager "$unit" 2>&1 | tail -1)"
 
 # --- watchdog: an agent that stops pinging is restarted ----------------------
@@ -144,12 +157,15 @@ kill -STOP "$frozen"
 restarted() { [ "$(prop MainPID)" != "$frozen" ] && [ "$(prop NRestarts)" -ge 1 ] && systemctl --quiet is-active "$unit"; }
 TRIES=120 eventually "watchdog restarted the frozen agent" restarted
 eventually "journal shows the watchdog timeout" journal_has "$t0" "Watchdog timeout"
+eventually "watchdog: ExecStopPost kept the enforcer (no job: Restart= brings the agent back)" journal_has "$t0" "has no job (crash or kill"
 rm -rf "/run/systemd/system/$unit.d"
 systemctl daemon-reload
 check "restart with the shipped unit" systemctl restart "$unit"
 
 # --- remove: stopped, disabled, config kept ----------------------------------
+t0=$(date +%s)
 check "apt remove" apt-get remove -y -q kubearmor
+check "remove: ExecStopPost detached (a stop job)" journal_has "$t0" "kubearmor detach: removed /sys/fs/bpf/kubearmor"
 expect "package state after remove" config-files dpkg-query -W -f='${db:Status-Status}' kubearmor
 check "not active after remove" sh -c "! systemctl --quiet is-active $unit"
 check "no kubearmor process after remove" no_process
