@@ -86,3 +86,34 @@ spec:
 		"HostPID": float64(child.Process.Pid), "Data": "syscall=SYS_SETUID userid=0",
 		"Result": "Operation not permitted", "Action": "Block", "Enforcer": "eBPF Monitor"})
 }
+
+// The fanotify tier cannot outlive the agent's process, and `kubearmor
+// status` says so on the enforcer's line (issue 21).
+func TestFanotifyStatusLifecycle(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for the fanotify tier")
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "ka.sock")
+	cmd := exec.Command(binary, "--config", "/dev/null", "--lsm", "fanotify", "--socket", sock,
+		"--gRPC", "0", "--policyDir", filepath.Join(dir, "policies"), "--hostVisibility", "none")
+	logs := watchLog(t, cmd)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	if line := logs.waitFor(t, "enforcer chosen"); !strings.Contains(line, "enforcer=Fanotify") {
+		t.Skipf("the fanotify tier is not available here: %s", line)
+	}
+	logs.waitFor(t, "kubearmor ready")
+	st := statusText(t, sock)
+	for _, l := range strings.Split(st, "\n") {
+		if strings.HasPrefix(l, "Enforcer:") {
+			if !strings.Contains(l, "Fanotify") || !strings.Contains(l, "enforcement ends with this process") {
+				t.Errorf("status does not say the tier ends with the process: %q", l)
+			}
+			return
+		}
+	}
+	t.Errorf("no Enforcer line in status:\n%s", st)
+}
