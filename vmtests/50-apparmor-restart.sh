@@ -25,7 +25,7 @@ ours() { grep -c '^kubearmor-' $PROFILES; }
 # rev: AppArmor's policy revision, which every load, replacement and
 # removal raises (a read blocks until it changes once it has been read by
 # this open file, hence the timeout)
-rev() { timeout 3 cat /sys/kernel/security/apparmor/policy/revision; }
+rev() { timeout 3 head -n 1 /sys/kernel/security/apparmor/policy/revision 2>/dev/null; }
 
 start_agent --lsm apparmor --detach-on-exit=false
 policy gap <<'EOF2'
