@@ -43,10 +43,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/armorhost/kubearmor/bpf/monitor"
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/decide"
+	"github.com/armorhost/kubearmor/monitor"
 )
 
 // Enforcer strings: the agent's tier, and the mechanisms that decided.
