@@ -51,6 +51,10 @@ import (
 //     are evictable where the kernel allows (5.19), so the cache never pins
 //     inodes in memory; elsewhere it is flushed after maxCached insertions.
 //
+// Cost: the name watcher gets an event for every file created or moved on
+// the marked filesystems (asynchronous: nobody waits for it); the agent
+// resolves its directory only to test the name against the rules.
+//
 // Residual window: the name watcher is asynchronous (fanotify has no
 // permission event for rename or link). Between a rename or link of a
 // cached inode to a protected name and the watcher's removal of its mark

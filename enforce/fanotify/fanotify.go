@@ -9,6 +9,9 @@
 //   - Every permission event is answered within Options.Deadline: a decision
 //     that takes longer is answered FAN_ALLOW (fail open) and reported.
 //   - The agent's own process is never denied.
+//   - Files no rule concerns are asked about once: the answer is cached in
+//     the kernel (cache.go), and never where it could depend on the program
+//     or on another name of the file.
 //   - Nothing outlives the process: fanotify marks and pending events go away
 //     when its fd closes (the kernel allows what is pending), and the cgroup
 //     programs are attached with links that are never pinned.
