@@ -5,8 +5,8 @@ import (
 	"os"
 	"strings"
 
-	bpflsm "github.com/armorhost/kubearmor/bpf/lsm"
 	"github.com/armorhost/kubearmor/enforce/apparmor"
+	bpflsm "github.com/armorhost/kubearmor/enforce/bpflsm"
 )
 
 // Lifecycle says what happens to the kernel objects when the agent exits

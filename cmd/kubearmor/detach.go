@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	bpflsm "github.com/armorhost/kubearmor/bpf/lsm"
 	"github.com/armorhost/kubearmor/enforce/apparmor"
+	bpflsm "github.com/armorhost/kubearmor/enforce/bpflsm"
 )
 
 // runDetach removes the BPF-LSM enforcer an agent left pinned (once no agent
