@@ -124,6 +124,9 @@ EOP
     done ) &
   LOOP=$!
 
+  # a few rounds under the old agent first
+  until [ "$(cat /tmp/loop.count 2>/dev/null || echo 0)" -ge 3 ]; do sleep 0.2; done
+
   echo "== upgrade to 1.0.1 (dpkg's order: old prerm, unpack, old postrm, new postinst, then the restart)"
   before=$(cat /tmp/loop.count)
   maint 1.0.0 prerm upgrade 1.0.1
