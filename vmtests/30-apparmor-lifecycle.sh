@@ -1,7 +1,8 @@
 #!/bin/sh
 # AppArmor tier: fromSource and readOnly rules, a live policy change, an agent
 # killed with SIGKILL from a confined shell (KubeArmor #246), and the next
-# agent removing the profiles the killed one left loaded (KubeArmor #409).
+# agent adopting the profiles the killed one left loaded and removing the one
+# its rules no longer need (KubeArmor #409).
 # vmtest: --lsm lockdown,capability,landlock,yama,apparmor
 # shellcheck disable=SC2317 # functions run through check look unreachable
 # shellcheck disable=SC2016 # sh -c scripts expand in the child
@@ -73,7 +74,7 @@ check "profiles of a killed agent stay loaded until the next start" grep -q '^ku
 rm /tmp/pol/source.yaml
 check "a new agent starts" start_agent /tmp/agent2.log
 check "the new agent is not confined by the stale host profile" sh -c "! grep -q '^kubearmor-host' /proc/$agent/attr/current"
-check "it removed the stale profiles" grep -q 'removing profiles a previous agent left loaded' /tmp/agent2.log
+check "it adopted the loaded profiles and removed the stale one" grep -q 'adopted [0-9]* AppArmor profiles an earlier agent left loaded: .* 1 removed' /tmp/agent2.log
 check "no stale fromSource profile" sh -c '! grep -q "^kubearmor-src-" /sys/kernel/security/apparmor/profiles'
 check "the stale rule is gone" sh -c '/opt/src/busybox cat /tmp/by-source'
 kill -TERM "$agent"; wait "$agent"
