@@ -87,8 +87,8 @@ func readKernelLog() (*kernelLog, error) {
 			return nil, fmt.Errorf("read /dev/kmsg: %w", err)
 		}
 		// "PRI,SEQ,TIME,FLAGS;text\n" and continuation lines
-		_, text, ok := strings.Cut(string(buf[:n]), ";")
-		if !ok {
+		prefix, text, ok := strings.Cut(string(buf[:n]), ";")
+		if !ok || !fromKernel(prefix) {
 			continue
 		}
 		text, _, _ = strings.Cut(text, "\n")
@@ -102,11 +102,21 @@ func readKernelLog() (*kernelLog, error) {
 			continue
 		}
 		kl.maxSerial = max(kl.maxSerial, serial)
-		if strings.Contains(text, "apparmor=") {
+		// kauditd's own print of an AVC record, nothing that only quotes one
+		if strings.HasPrefix(text, "audit: type=1400 audit(") && strings.Contains(text, "apparmor=") {
 			kl.records = append(kl.records, text)
 			kl.suppressedBefore = append(kl.suppressedBefore, 0)
 		}
 	}
+}
+
+// fromKernel says whether a /dev/kmsg record's "PRI,SEQ,..." prefix is the
+// kernel's own (facility 0): what user space writes there (root only) gets
+// LOG_USER or the facility it names, and the kernel refuses it facility 0.
+func fromKernel(prefix string) bool {
+	pri, _, _ := strings.Cut(prefix, ",")
+	n, err := strconv.Atoi(pri)
+	return err == nil && n>>3 == 0
 }
 
 // gap returns the AppArmor records after the previous agent's last one

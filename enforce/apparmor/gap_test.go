@@ -54,3 +54,16 @@ func TestKernelLogGap(t *testing.T) {
 		}
 	}
 }
+
+func TestFromKernel(t *testing.T) {
+	for prefix, want := range map[string]bool{
+		"5,1234,99999,-": true,  // kern.notice: kauditd's print
+		"4,1,2,c":        true,  // kern.warning
+		"13,77,100,-":    false, // user.notice: written to /dev/kmsg
+		"x,1,2,-":        false,
+	} {
+		if got := fromKernel(prefix); got != want {
+			t.Errorf("fromKernel(%q) = %v, want %v", prefix, got, want)
+		}
+	}
+}
