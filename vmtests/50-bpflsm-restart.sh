@@ -6,8 +6,9 @@
 # "another build" (--bpf-object-version: the same object under another
 # version name, so the new agent loads its own objects and swaps the links).
 # Not one attempt may succeed, and what was refused while no agent ran
-# arrives as an alert (or, from a replaced version, is counted) after the
-# next start. Then the ways out: kubearmor detach, and an agent run from a
+# arrives as an alert after the next start (from a replaced version too: its
+# ring buffer is decoded when its record layout is this version's). Then
+# the ways out: kubearmor detach, and an agent run from a
 # shell, which detaches on exit: enforcement gone, nothing pinned.
 # vmtest: --add vmtests/lib/guest.sh --timeout 900
 . /opt/vmtest/guest.sh
@@ -90,7 +91,8 @@ old=$(ls $PINS)
 attempts_during denied "gap (upgrade): exec refused with no agent" "Permission denied" /tmp/blocked/gapc true
 start_agent --detach-on-exit=false --bpf-object-version upgrade-test
 check "the new version replaced the old one" grep -q "object version upgrade-test replaced the pinned version \[$old\] with no gap" "$AGENT_LOG"
-check "the old version's ring buffer was counted" sh -c "grep 'replaced the pinned version' $AGENT_LOG | grep -Eq '\\(([1-9][0-9]*) events left in its ring buffer counted'"
+check "the old version's ring buffer was decoded (same record layout)" sh -c "grep 'replaced the pinned version' $AGENT_LOG | grep -Eq 'events left in its ring buffer: [1-9][0-9]* decoded, 0 counted'"
+alert "the alert of the upgrade's gap arrives, from the old version's ring buffer" '"Resource":"/tmp/blocked/gapc' '"Action":"Block"' '"Enforcer":"BPFLSM"'
 check "only the new version is pinned" test "$(ls $PINS)" = upgrade-test
 check "the new version's links are pinned" test "$(pinned_links)" -gt 0
 denied "after the upgrade the exec is refused" "Permission denied" /tmp/blocked/true true

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
@@ -64,6 +65,11 @@ type Enforcer struct {
 	inherited       bool       // the active generation's keys were written by an earlier process
 	old             []previous // other versions' links, replaced after the first Apply
 	carried         uint64     // events left in their ring buffers: counted
+	// records left in their ring buffers with this version's layout:
+	// decoded and handed on by Run before its own (pin.go)
+	inheritedRecords [][]byte
+	decodedOld       uint64
+	eventType        *btf.Struct // this object's record, to compare layouts
 
 	loadTime, attachTime time.Duration
 	bootOffset           time.Duration // wall clock minus CLOCK_BOOTTIME
@@ -386,6 +392,15 @@ func putString(dst []int8, s string) {
 
 // Run reads verdicts until ctx ends and hands each to emit.
 func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
+	e.mu.Lock()
+	old := e.inheritedRecords
+	e.inheritedRecords = nil
+	e.mu.Unlock()
+	for _, raw := range old {
+		if ev, ok := decode(raw, e.bootOffset); ok {
+			emit(ev)
+		}
+	}
 	var rec ringbuf.Record
 	for {
 		if ctx.Err() != nil {

@@ -34,11 +34,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
@@ -235,6 +237,10 @@ func (e *Enforcer) openPinned(spec *ebpf.CollectionSpec) error {
 	if err != nil {
 		return err
 	}
+	var ev *btf.Struct
+	if spec.Types != nil && spec.Types.TypeByName("event", &ev) == nil {
+		e.eventType = ev
+	}
 	e.old, err = openPrevious(root, e.version)
 	if err != nil {
 		return err
@@ -323,12 +329,15 @@ func openPrevious(root, version string) ([]previous, error) {
 }
 
 // replacePrevious detaches the other versions once this one's programs are
-// attached with the rules applied, and counts what their ring buffers still
-// held (their record layout may differ from this version's, so the records
-// are counted, not decoded). The caller holds e.mu.
+// attached with the rules applied, and takes what their ring buffers still
+// held: decoded (by Run, before its own records) when the old version's
+// record has this version's layout, counted otherwise. The caller holds
+// e.mu.
 func (e *Enforcer) replacePrevious() {
 	var dirs []string
+	decoded := uint64(0)
 	for _, p := range e.old {
+		same := e.sameLayout(p.links)
 		// Unpin first, then close: the close detaches.
 		_ = os.RemoveAll(p.dir)
 		closeLinks(p.links)
@@ -337,7 +346,12 @@ func (e *Enforcer) replacePrevious() {
 				var rec ringbuf.Record
 				r.SetDeadline(time.Now())
 				for r.ReadInto(&rec) == nil {
-					e.carried++
+					if same {
+						e.inheritedRecords = append(e.inheritedRecords, slices.Clone(rec.RawSample))
+						decoded++
+					} else {
+						e.carried++
+					}
 				}
 				_ = r.Close()
 			}
@@ -346,7 +360,68 @@ func (e *Enforcer) replacePrevious() {
 		dirs = append(dirs, filepath.Base(p.dir))
 	}
 	e.old = nil
-	e.adoption = fmt.Sprintf("object version %s replaced the pinned version %v with no gap (%d events left in its ring buffer counted, not decoded)", e.version, dirs, e.carried)
+	e.decodedOld += decoded
+	e.adoption = fmt.Sprintf("object version %s replaced the pinned version %v with no gap (events left in its ring buffer: %d decoded, %d counted, not decoded: another record layout)", e.version, dirs, decoded, e.carried)
+}
+
+// sameLayout says whether the programs behind an old version's links write
+// records of this version's layout: the struct event of their BTF, as the
+// kernel holds it, has this object's size and the same members at the same
+// offsets with the same sizes. Anything unreadable counts as different.
+func (e *Enforcer) sameLayout(links []link.Link) bool {
+	if e.eventType == nil || len(links) == 0 {
+		return false
+	}
+	info, err := links[0].Info()
+	if err != nil {
+		return false
+	}
+	prog, err := ebpf.NewProgramFromID(info.Program)
+	if err != nil {
+		return false
+	}
+	defer prog.Close()
+	pinfo, err := prog.Info()
+	if err != nil {
+		return false
+	}
+	id, ok := pinfo.BTFID()
+	if !ok {
+		return false
+	}
+	h, err := btf.NewHandleFromID(id)
+	if err != nil {
+		return false
+	}
+	defer h.Close()
+	spec, err := h.Spec(nil)
+	if err != nil {
+		return false
+	}
+	var old *btf.Struct
+	if err := spec.TypeByName("event", &old); err != nil {
+		return false
+	}
+	return sameStruct(old, e.eventType)
+}
+
+// sameStruct compares two record layouts member by member.
+func sameStruct(a, b *btf.Struct) bool {
+	if a.Size != b.Size || len(a.Members) != len(b.Members) {
+		return false
+	}
+	for i, m := range a.Members {
+		n := b.Members[i]
+		if m.Name != n.Name || m.Offset != n.Offset || m.BitfieldSize != n.BitfieldSize {
+			return false
+		}
+		sm, err1 := btf.Sizeof(m.Type)
+		sn, err2 := btf.Sizeof(n.Type)
+		if err1 != nil || err2 != nil || sm != sn {
+			return false
+		}
+	}
+	return true
 }
 
 // purge deletes every key of generation gen: the keys an earlier process

@@ -30,15 +30,15 @@ func (e *Enforcer) Stages() []event.Stage {
 	}
 	events, suppressed, full := c[0], c[1], c[2]
 	e.mu.Lock()
-	carried := e.carried
+	carried, decodedOld := e.carried, e.decodedOld
 	e.mu.Unlock()
-	st.Received, st.Passed, st.Dropped, st.Filtered = events+suppressed+full+carried, events, full+carried, suppressed
+	st.Received, st.Passed, st.Dropped, st.Filtered = events+suppressed+full+carried+decodedOld, events+decodedOld, full+carried, suppressed
 	var why []string
 	if full > 0 {
 		why = append(why, fmt.Sprintf("ring buffer full: %d", full))
 	}
 	if carried > 0 {
-		why = append(why, fmt.Sprintf("left by the replaced object version in its ring buffer, counted, not decoded: %d", carried))
+		why = append(why, fmt.Sprintf("left by the replaced object version in its ring buffer with another record layout, counted, not decoded: %d", carried))
 	}
 	if suppressed > 0 {
 		why = append(why, fmt.Sprintf("rate-limited duplicates: %d (counted in the next alert)", suppressed))
