@@ -2,6 +2,7 @@ package agent
 
 import (
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -165,35 +166,29 @@ func firstField(s string) string {
 // socket is TCP or UDP. The monitor's event carries these as display text
 // only, so they are parsed back here (structured fields are a later step).
 func socketOf(resource string) (sockType, proto string, ok bool) {
-	if !strings.Contains(resource, "domain=AF_INET ") && !strings.Contains(resource, "domain=AF_INET6 ") {
+	fields := map[string]string{}
+	for _, f := range strings.Fields(resource) {
+		if k, v, ok := strings.Cut(f, "="); ok {
+			fields[k] = v
+		}
+	}
+	if d := fields["domain"]; d != "AF_INET" && d != "AF_INET6" {
 		return "", "", false
 	}
-	for _, t := range []struct{ key, typ string }{
-		{"SOCK_STREAM", "stream"}, {"SOCK_DGRAM", "dgram"}, {"SOCK_RAW", "raw"}, {"SOCK_RDM", "rdm"},
-		{"SOCK_SEQPACKET", "seqpacket"}, {"SOCK_DCCP", "dccp"}, {"SOCK_PACKET", "packet"},
-	} {
-		if strings.Contains(resource, "type="+t.key) {
-			sockType = t.typ
-			break
+	typ, _, _ := strings.Cut(fields["type"], "|") // SOCK_STREAM|SOCK_NONBLOCK
+	for _, t := range hostpolicy.SocketTypes {
+		if t.Const == typ {
+			sockType = t.Name
 		}
 	}
-	for _, p := range []struct{ key, proto string }{
-		{"protocol=TCP", "tcp"}, {"protocol=UDP", "udp"}, {"protocol=IPv6-ICMP", "icmpv6"},
-		{"protocol=ICMPv6", "icmpv6"}, {"protocol=ICMP", "icmp"}, {"protocol=SCTP", "sctp"},
-	} {
-		if strings.Contains(resource, p.key) {
-			proto = p.proto
-			break
+	p := fields["protocol"]
+	for _, ip := range hostpolicy.IPProtocols {
+		if ip.Keyword == p || strconv.FormatUint(uint64(ip.Number), 10) == p {
+			proto = ip.Name
 		}
 	}
-	// Protocol 0 prints as HOPOPT (the monitor's form, as upstream's).
-	if proto == "" && (strings.Contains(resource, "protocol=0") || strings.Contains(resource, "protocol=HOPOPT")) {
-		switch sockType {
-		case "stream":
-			proto = "tcp"
-		case "dgram":
-			proto = "udp"
-		}
+	if proto == "" && (p == "0" || p == "HOPOPT") {
+		proto = hostpolicy.ImpliedProtocol(sockType)
 	}
 	return sockType, proto, sockType != "" || proto != ""
 }

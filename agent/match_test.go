@@ -6,6 +6,8 @@ import (
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/hostpolicytest"
+	"github.com/armorhost/kubearmor/monitor"
+	"golang.org/x/sys/unix"
 )
 
 func ruleSet(t *testing.T, spec string, postures hostpolicy.Postures) *hostpolicy.RuleSet {
@@ -140,7 +142,7 @@ func TestSocketOf(t *testing.T) {
 		"domain=AF_INET type=SOCK_DGRAM protocol=UDP":              {"dgram", "udp", true},
 		"domain=AF_INET type=SOCK_DGRAM protocol=0":                {"dgram", "udp", true},
 		"domain=AF_INET type=SOCK_RAW protocol=ICMP":               {"raw", "icmp", true},
-		"domain=AF_INET6 type=SOCK_RAW protocol=ICMPv6":            {"raw", "icmpv6", true},
+		"domain=AF_INET6 type=SOCK_RAW protocol=IPv6-ICMP":         {"raw", "icmpv6", true},
 		"domain=AF_INET6 type=SOCK_RAW protocol=255":               {"raw", "", true},
 		"domain=AF_UNIX type=SOCK_DGRAM protocol=0":                {},
 		"domain=AF_PACKET type=SOCK_RAW protocol=0":                {},
@@ -190,6 +192,25 @@ func TestMatcherUndecided(t *testing.T) {
 		v, ok := m.match(tc.ev, tc.proc, "")
 		if ok != tc.match || ok && (v.rule == nil || v.rule.ID != tcp || v.action != hostpolicy.ActionAudit) {
 			t.Errorf("%s: got %+v %v, want match=%v", tc.name, v, ok, tc.match)
+		}
+	}
+}
+
+// The matcher reads back what the monitor writes: every socket type and
+// protocol of the one table (hostpolicy.SocketTypes, IPProtocols) survives
+// the monitor's Resource text.
+func TestSocketOfReadsTheMonitor(t *testing.T) {
+	for _, typ := range hostpolicy.SocketTypes {
+		for _, p := range hostpolicy.IPProtocols {
+			res := monitor.SocketResource(unix.AF_INET6, uint64(typ.Number)|unix.SOCK_NONBLOCK, uint64(p.Number))
+			gotType, gotProto, ok := socketOf(res)
+			wantProto := p.Name
+			if p.Number == 0 {
+				wantProto = hostpolicy.ImpliedProtocol(typ.Name)
+			}
+			if !ok || gotType != typ.Name || gotProto != wantProto {
+				t.Errorf("socketOf(%q) = %q, %q, %v; want %q, %q", res, gotType, gotProto, ok, typ.Name, wantProto)
+			}
 		}
 	}
 }

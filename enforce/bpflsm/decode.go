@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/hostpolicy"
 )
 
 // Hooks, as enforcer.h numbers them.
@@ -64,18 +65,6 @@ var hookNames = map[uint32]string{
 	hookPathTruncate: "FILE_TRUNCATE",
 }
 
-var (
-	sockTypeNames = map[uint16]string{1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 4: "SOCK_RDM", 5: "SOCK_SEQPACKET", 6: "SOCK_DCCP", 10: "SOCK_PACKET"}
-	protoNames    = map[uint16]string{0: "HOPOPT", 1: "ICMP", 6: "TCP", 17: "UDP", 58: "IPv6-ICMP", 132: "SCTP", 255: "RAW"}
-	capNames      = func() map[uint32]string {
-		m := map[uint32]string{}
-		for name, n := range capNumbers {
-			m[n] = "CAP_" + strings.ToUpper(name)
-		}
-		return m
-	}()
-)
-
 // decode turns one ring-buffer record into an event. Records of an
 // unexpected size are dropped (false).
 func decode(raw []byte, bootOffset time.Duration) (event.Event, bool) {
@@ -117,14 +106,11 @@ func decode(raw []byte, bootOffset time.Duration) (event.Event, bool) {
 		ev.Data = lsm
 	case hookSocketCreate, hookSocketConnect, hookSocketBind, hookSocketAccept:
 		ev.Operation = event.OpNetwork
-		ev.Resource = socketResource(k.SockType, k.Protocol)
+		ev.Resource = hostpolicy.SocketResource(uint32(k.SockType), uint32(k.Protocol))
 		ev.Data = lsm + " " + ev.Resource
 	case hookCapable:
 		ev.Operation = event.OpCapabilities
-		ev.Resource = capNames[k.Arg]
-		if ev.Resource == "" {
-			ev.Resource = fmt.Sprintf("CAP_%d", k.Arg)
-		}
+		ev.Resource = hostpolicy.CapabilityConst(k.Arg)
 		ev.Data = lsm + " " + ev.Resource
 	case hookTaskFixSetuid, hookTaskFixSetgid:
 		ev.Operation = event.OpSyscall
@@ -133,20 +119,6 @@ func decode(raw []byte, bootOffset time.Duration) (event.Event, bool) {
 		return event.Event{}, false
 	}
 	return ev, true
-}
-
-// socketResource is upstream's BPF-LSM network Resource, e.g.
-// "protocol=TCP type=SOCK_STREAM".
-func socketResource(typ, proto uint16) string {
-	t := sockTypeNames[typ]
-	if t == "" {
-		t = strconv.Itoa(int(typ))
-	}
-	p := protoNames[proto]
-	if p == "" {
-		p = strconv.Itoa(int(proto))
-	}
-	return "protocol=" + p + " type=" + t
 }
 
 func cString(b []int8) string {

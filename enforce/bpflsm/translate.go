@@ -61,24 +61,6 @@ const (
 	catCaps    = 3
 )
 
-// Socket types and protocols of network keys.
-var (
-	sockTypes = map[string]uint32{"stream": 1, "dgram": 2, "raw": 3, "rdm": 4, "seqpacket": 5, "dccp": 6, "packet": 10}
-	ipProtos  = map[string]uint32{"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132}
-)
-
-// capNumbers are the CAP_* numbers of linux/capability.h.
-var capNumbers = map[string]uint32{
-	"chown": 0, "dac_override": 1, "dac_read_search": 2, "fowner": 3, "fsetid": 4, "kill": 5,
-	"setgid": 6, "setuid": 7, "setpcap": 8, "linux_immutable": 9, "net_bind_service": 10,
-	"net_broadcast": 11, "net_admin": 12, "net_raw": 13, "ipc_lock": 14, "ipc_owner": 15,
-	"sys_module": 16, "sys_rawio": 17, "sys_chroot": 18, "sys_ptrace": 19, "sys_pacct": 20,
-	"sys_admin": 21, "sys_boot": 22, "sys_nice": 23, "sys_resource": 24, "sys_time": 25,
-	"sys_tty_config": 26, "mknod": 27, "lease": 28, "audit_write": 29, "audit_control": 30,
-	"setfcap": 31, "mac_override": 32, "mac_admin": 33, "syslog": 34, "wake_alarm": 35,
-	"block_suspend": 36, "audit_read": 37, "perfmon": 38, "bpf": 39, "checkpoint_restore": 40,
-}
-
 // pathEntry and netEntry are map keys without the generation, which Apply adds.
 type pathEntry struct {
 	kind uint32
@@ -276,18 +258,18 @@ func (e *entries) add(r *hostpolicy.Rule) string {
 	case hostpolicy.MatchProtocol:
 		proto := strings.ToLower(r.Value)
 		key := netEntry{src: src}
-		if v, ok := sockTypes[proto]; ok {
-			key.kind, key.value = kindNetType, v
-		} else if v, ok := ipProtos[proto]; ok {
-			key.kind, key.value = kindNetProto, v
-		} else if proto == "all" {
+		if t, ok := hostpolicy.SocketTypeNamed(proto); ok {
+			key.kind, key.value = kindNetType, t.Number
+		} else if p, ok := hostpolicy.IPProtocolNamed(proto); ok {
+			key.kind, key.value = kindNetProto, p.Number
+		} else if proto == hostpolicy.ProtocolAll {
 			key.kind = kindNetAny
 		} else {
 			return fmt.Sprintf("unknown protocol %q", r.Value)
 		}
 		return e.putNet(key, slot, rule)
 	case hostpolicy.MatchCapability:
-		n, ok := capNumbers[strings.TrimPrefix(strings.ToLower(r.Value), "cap_")]
+		n, ok := hostpolicy.CapabilityNumber(r.Value)
 		if !ok {
 			return fmt.Sprintf("unknown capability %q", r.Value)
 		}

@@ -50,14 +50,6 @@ var hookSyscalls = map[uint32]string{
 	hookBind4: "SYS_BIND", hookBind6: "SYS_BIND",
 }
 
-var (
-	sockTypes = map[string]uint32{"stream": 1, "dgram": 2, "raw": 3, "rdm": 4, "seqpacket": 5, "dccp": 6, "packet": 10}
-	ipProtos  = map[string]uint32{"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132}
-
-	sockTypeNames = map[uint32]string{1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 4: "SOCK_RDM", 5: "SOCK_SEQPACKET", 6: "SOCK_DCCP", 10: "SOCK_PACKET"}
-	protoNames    = map[uint32]string{0: "HOPOPT", 1: "ICMP", 6: "TCP", 17: "UDP", 58: "IPv6-ICMP", 132: "SCTP", 255: "RAW"}
-)
-
 // sockTier is the cgroup socket programs, attached at the cgroup2 root with
 // links that are never pinned: they go away with the agent's process.
 type sockTier struct {
@@ -85,8 +77,7 @@ func netUnenforced(r *hostpolicy.Rule) string {
 	case r.Match != hostpolicy.MatchProtocol:
 		return fmt.Sprintf("%s network rules are not enforced by the cgroup socket programs", r.Match)
 	}
-	p := strings.ToLower(r.Value)
-	if _, ok := sockTypes[p]; !ok && ipProtos[p] == 0 && p != "all" {
+	if !hostpolicy.IsProtocol(strings.ToLower(r.Value)) {
 		return fmt.Sprintf("unknown protocol %q", r.Value)
 	}
 	return ""
@@ -107,10 +98,10 @@ func translateNet(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rule) bool) netE
 		}
 		p := strings.ToLower(r.Value)
 		var k sockNetKey
-		if v, ok := sockTypes[p]; ok {
-			k.Kind, k.Value = kindType, v
-		} else if v, ok := ipProtos[p]; ok {
-			k.Kind, k.Value = kindProto, v
+		if t, ok := hostpolicy.SocketTypeNamed(p); ok {
+			k.Kind, k.Value = kindType, t.Number
+		} else if ip, ok := hostpolicy.IPProtocolNamed(p); ok {
+			k.Kind, k.Value = kindProto, ip.Number
 		} else {
 			k.Kind = kindAny
 		}
@@ -269,7 +260,7 @@ func decodeSock(raw []byte, offset time.Duration) (event.Event, bool) {
 		return event.Event{}, false
 	}
 	k = *(*sockEvent)(unsafe.Pointer(&raw[0]))
-	res := "protocol=" + nameOr(protoNames, k.Protocol) + " type=" + nameOr(sockTypeNames, k.Type)
+	res := hostpolicy.SocketResource(k.Type, k.Protocol)
 	ev := event.Event{
 		Time:      time.Unix(0, int64(k.Ts)).Add(offset),
 		HostPID:   k.Tgid,
@@ -290,13 +281,6 @@ func decodeSock(raw []byte, offset time.Duration) (event.Event, bool) {
 	}
 	fillProc(&ev)
 	return ev, true
-}
-
-func nameOr(m map[uint32]string, v uint32) string {
-	if s, ok := m[v]; ok {
-		return s
-	}
-	return fmt.Sprint(v)
 }
 
 func cString(b []int8) string {
