@@ -6,17 +6,18 @@ import (
 	"strings"
 
 	"github.com/armorhost/kubearmor/event"
+	"golang.org/x/sys/unix"
 )
 
 // Scope is a set of visibility scopes, upstream's hostVisibility values.
 type Scope uint32
 
-// Scope bits; they match the SCOPE_* constants of monitor.bpf.c.
+// Scope bits: the SCOPE_* constants of monitor.bpf.c (generated).
 const (
-	ScopeProcess Scope = 1 << iota
-	ScopeFile
-	ScopeNetwork
-	ScopeCapabilities
+	ScopeProcess      = Scope(monitorBPFScopeSCOPE_PROCESS)
+	ScopeFile         = Scope(monitorBPFScopeSCOPE_FILE)
+	ScopeNetwork      = Scope(monitorBPFScopeSCOPE_NETWORK)
+	ScopeCapabilities = Scope(monitorBPFScopeSCOPE_CAPABILITIES)
 
 	ScopeAll = ScopeProcess | ScopeFile | ScopeNetwork | ScopeCapabilities
 )
@@ -67,33 +68,34 @@ func (s Scope) String() string {
 	return strings.Join(parts, ",")
 }
 
-// x86-64 syscall numbers.
+// x86-64 syscall numbers (the kernel's, as golang.org/x/sys/unix has them;
+// the monitor is built for amd64 only, gen.go).
 const (
-	sysOpen      = 2
-	sysSocket    = 41
-	sysConnect   = 42
-	sysAccept    = 43
-	sysBind      = 49
-	sysListen    = 50
-	sysExecve    = 59
-	sysRmdir     = 84
-	sysUnlink    = 87
-	sysChown     = 92
-	sysPtrace    = 101
-	sysSetuid    = 105
-	sysSetgid    = 106
-	sysSetreuid  = 113
-	sysSetregid  = 114
-	sysSetresuid = 117
-	sysSetresgid = 119
-	sysMount     = 165
-	sysUmount2   = 166
-	sysOpenat    = 257
-	sysFchownat  = 260
-	sysUnlinkat  = 263
-	sysAccept4   = 288
-	sysExecveat  = 322
-	sysOpenat2   = 437
+	sysOpen      = unix.SYS_OPEN
+	sysSocket    = unix.SYS_SOCKET
+	sysConnect   = unix.SYS_CONNECT
+	sysAccept    = unix.SYS_ACCEPT
+	sysBind      = unix.SYS_BIND
+	sysListen    = unix.SYS_LISTEN
+	sysExecve    = unix.SYS_EXECVE
+	sysRmdir     = unix.SYS_RMDIR
+	sysUnlink    = unix.SYS_UNLINK
+	sysChown     = unix.SYS_CHOWN
+	sysPtrace    = unix.SYS_PTRACE
+	sysSetuid    = unix.SYS_SETUID
+	sysSetgid    = unix.SYS_SETGID
+	sysSetreuid  = unix.SYS_SETREUID
+	sysSetregid  = unix.SYS_SETREGID
+	sysSetresuid = unix.SYS_SETRESUID
+	sysSetresgid = unix.SYS_SETRESGID
+	sysMount     = unix.SYS_MOUNT
+	sysUmount2   = unix.SYS_UMOUNT2
+	sysOpenat    = unix.SYS_OPENAT
+	sysFchownat  = unix.SYS_FCHOWNAT
+	sysUnlinkat  = unix.SYS_UNLINKAT
+	sysAccept4   = unix.SYS_ACCEPT4
+	sysExecveat  = unix.SYS_EXECVEAT
+	sysOpenat2   = unix.SYS_OPENAT2
 )
 
 type exitKind uint8

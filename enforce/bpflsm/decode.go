@@ -16,28 +16,28 @@ import (
 	"github.com/armorhost/kubearmor/hostpolicy"
 )
 
-// Hooks, as enforcer.h numbers them.
+// Hooks (enum hook of enforcer.h, generated).
 const (
-	hookBprmCheck     = 1
-	hookFileOpen      = 2
-	hookFilePerm      = 3
-	hookSocketCreate  = 4
-	hookSocketConnect = 5
-	hookSocketBind    = 6
-	hookSocketAccept  = 7
-	hookCapable       = 8
-	hookTaskFixSetuid = 9
-	hookTaskFixSetgid = 10
-	hookPathMknod     = 11
-	hookPathUnlink    = 12
-	hookPathMkdir     = 13
-	hookPathRmdir     = 14
-	hookPathSymlink   = 15
-	hookPathLink      = 16
-	hookPathRename    = 17
-	hookPathChmod     = 18
-	hookPathChown     = 19
-	hookPathTruncate  = 20
+	hookBprmCheck     = uint32(enforcerHookH_BPRM_CHECK)
+	hookFileOpen      = uint32(enforcerHookH_FILE_OPEN)
+	hookFilePerm      = uint32(enforcerHookH_FILE_PERMISSION)
+	hookSocketCreate  = uint32(enforcerHookH_SOCKET_CREATE)
+	hookSocketConnect = uint32(enforcerHookH_SOCKET_CONNECT)
+	hookSocketBind    = uint32(enforcerHookH_SOCKET_BIND)
+	hookSocketAccept  = uint32(enforcerHookH_SOCKET_ACCEPT)
+	hookCapable       = uint32(enforcerHookH_CAPABLE)
+	hookTaskFixSetuid = uint32(enforcerHookH_TASK_FIX_SETUID)
+	hookTaskFixSetgid = uint32(enforcerHookH_TASK_FIX_SETGID)
+	hookPathMknod     = uint32(enforcerHookH_PATH_MKNOD)
+	hookPathUnlink    = uint32(enforcerHookH_PATH_UNLINK)
+	hookPathMkdir     = uint32(enforcerHookH_PATH_MKDIR)
+	hookPathRmdir     = uint32(enforcerHookH_PATH_RMDIR)
+	hookPathSymlink   = uint32(enforcerHookH_PATH_SYMLINK)
+	hookPathLink      = uint32(enforcerHookH_PATH_LINK)
+	hookPathRename    = uint32(enforcerHookH_PATH_RENAME)
+	hookPathChmod     = uint32(enforcerHookH_PATH_CHMOD)
+	hookPathChown     = uint32(enforcerHookH_PATH_CHOWN)
+	hookPathTruncate  = uint32(enforcerHookH_PATH_TRUNCATE)
 )
 
 var hookNames = map[uint32]string{

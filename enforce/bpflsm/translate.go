@@ -7,58 +7,61 @@ import (
 	"github.com/armorhost/kubearmor/hostpolicy"
 )
 
-// Layout constants shared with enforcer.h.
+// The numbers of enforcer.h, from the constants bpf2go generates out of its
+// enums (gen.go): written once, in the C.
+
+// Layout (enum layout).
 const (
-	pathLen     = 256
-	maxPatterns = 256
-	genShift    = 24
-	globSteps   = 1 << 16
-	scopeShift  = 8
-	maxScopes   = 1024
-	scopeNone   = maxScopes - 1
+	pathLen     = int(enforcerLayoutPATH_LEN)
+	maxPatterns = int(enforcerLayoutMAX_PATTERNS)
+	genShift    = uint32(enforcerLayoutGEN_SHIFT)
+	globSteps   = int(enforcerLayoutGLOB_STEPS)
+	scopeShift  = uint32(enforcerLayoutSCOPE_SHIFT)
+	maxScopes   = uint32(enforcerLayoutMAX_SCOPES)
+	scopeNone   = uint32(enforcerLayoutSCOPE_NONE)
 )
 
 // Ways a task is found to be in a container (enum scope_by).
 const (
-	scopeByCgroup = 1
-	scopeByNS     = 2
+	scopeByCgroup = uint32(enforcerScopeBySCOPE_BY_CGROUP)
+	scopeByNS     = uint32(enforcerScopeBySCOPE_BY_NS)
 )
 
-// Key kinds.
+// Key kinds (enum key_kind).
 const (
-	kindExecPath = 1
-	kindExecName = 2
-	kindExecDir  = 3
-	kindFilePath = 4
-	kindFileDir  = 5
-	kindNetType  = 6
-	kindNetProto = 7
-	kindNetAny   = 8
-	kindCap      = 9
-	kindAncestor = 10
+	kindExecPath = uint32(enforcerKeyKindK_EXEC_PATH)
+	kindExecName = uint32(enforcerKeyKindK_EXEC_NAME)
+	kindExecDir  = uint32(enforcerKeyKindK_EXEC_DIR)
+	kindFilePath = uint32(enforcerKeyKindK_FILE_PATH)
+	kindFileDir  = uint32(enforcerKeyKindK_FILE_DIR)
+	kindNetType  = uint32(enforcerKeyKindK_NET_TYPE)
+	kindNetProto = uint32(enforcerKeyKindK_NET_PROTO)
+	kindNetAny   = uint32(enforcerKeyKindK_NET_ANY)
+	kindCap      = uint32(enforcerKeyKindK_CAP)
+	kindAncestor = uint32(enforcerKeyKindK_ANCESTOR)
 )
 
-// Slots: one rule per action on a key.
+// Slots: one rule per action on a key (enum slot, bpf/include/kubearmor.h).
 const (
-	slotBlock = 0
-	slotAudit = 1
-	slotAllow = 2
+	slotBlock = uint8(enforcerSlotSLOT_BLOCK)
+	slotAudit = uint8(enforcerSlotSLOT_AUDIT)
+	slotAllow = uint8(enforcerSlotSLOT_ALLOW)
 )
 
-// Rule flags.
+// Rule flags (enum rule_flag).
 const (
-	flagOwner     = 0x1
-	flagReadOnly  = 0x2
-	flagRecursive = 0x4
-	flagTTY       = 0x8
+	flagOwner     = uint32(enforcerRuleFlagF_OWNER)
+	flagReadOnly  = uint32(enforcerRuleFlagF_READONLY)
+	flagRecursive = uint32(enforcerRuleFlagF_RECURSIVE)
+	flagTTY       = uint32(enforcerRuleFlagF_TTY)
 )
 
-// Categories, the bit positions of allow-list masks.
+// Categories, the bit positions of allow-list masks (enum category).
 const (
-	catProcess = 0
-	catFile    = 1
-	catNetwork = 2
-	catCaps    = 3
+	catProcess = uint32(enforcerCategoryCAT_PROCESS)
+	catFile    = uint32(enforcerCategoryCAT_FILE)
+	catNetwork = uint32(enforcerCategoryCAT_NETWORK)
+	catCaps    = uint32(enforcerCategoryCAT_CAPS)
 )
 
 // pathEntry and netEntry are map keys without the generation, which Apply adds.
@@ -372,7 +375,7 @@ func (e *entries) addAncestors() {
 		}
 	}
 	for _, p := range e.patterns {
-		if p.slot == slotAllow || (p.category == catProcess && p.slot != slotBlock) {
+		if p.slot == slotAllow || (p.category == uint8(catProcess) && p.slot != slotBlock) {
 			continue
 		}
 		add(p.glob.literalDir(), 0, p.slot, slotRule{id: p.id, flags: uint32(p.flags)})

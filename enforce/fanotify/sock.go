@@ -23,23 +23,24 @@ import (
 // programs made.
 const EnforcerCgroup = "CgroupBPF"
 
-// Key kinds and slots, as c/sock.bpf.c numbers them.
+// Key kinds, slots and hooks of c/sock.bpf.c, from the constants bpf2go
+// generates out of its enums (gen.go).
 const (
-	kindType  = 1
-	kindProto = 2
-	kindAny   = 3
+	kindType  = uint32(sockKeyKindK_TYPE)
+	kindProto = uint32(sockKeyKindK_PROTO)
+	kindAny   = uint32(sockKeyKindK_ANY)
 
-	slotBlock = 0
-	slotAudit = 1
-	slotAllow = 2
+	slotBlock = sockSlotSLOT_BLOCK
+	slotAudit = sockSlotSLOT_AUDIT
+	slotAllow = sockSlotSLOT_ALLOW
 )
 
 const (
-	hookSockCreate = 1
-	hookConnect4   = 2
-	hookConnect6   = 3
-	hookBind4      = 4
-	hookBind6      = 5
+	hookSockCreate = uint32(sockHookH_SOCK_CREATE)
+	hookConnect4   = uint32(sockHookH_CONNECT4)
+	hookConnect6   = uint32(sockHookH_CONNECT6)
+	hookBind4      = uint32(sockHookH_BIND4)
+	hookBind6      = uint32(sockHookH_BIND6)
 )
 
 // hookSyscalls name the syscall each program runs in: the alert reads as
