@@ -124,7 +124,7 @@ func (r *record) field(i int) []byte {
 type decoder struct {
 	table      *proctable.Table
 	visibility Scope
-	clock      clock
+	clock      event.BootClock
 	rec        record
 }
 
@@ -154,7 +154,7 @@ func (d *decoder) decode(raw []byte, ev *event.Event) (bool, error) {
 
 func (d *decoder) header(r *record, ev *event.Event) {
 	*ev = event.Event{
-		Time:     d.clock.wall(r.ts),
+		Time:     d.clock.Wall(r.ts),
 		HostPID:  r.hostPID,
 		HostPPID: r.hostPPID,
 		PID:      r.pid,

@@ -7,10 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 	"unsafe"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
@@ -67,26 +64,26 @@ var hookNames = map[uint32]string{
 
 // decode turns one ring-buffer record into an event. Records of an
 // unexpected size are dropped (false).
-func decode(raw []byte, bootOffset time.Duration) (event.Event, bool) {
+func decode(raw []byte, clock event.BootClock) (event.Event, bool) {
 	var k enforcerEvent
 	if len(raw) < int(unsafe.Sizeof(k)) {
 		return event.Event{}, false
 	}
 	k = *(*enforcerEvent)(unsafe.Pointer(&raw[0]))
 	ev := event.Event{
-		Time:       time.Unix(0, int64(k.Ts)).Add(bootOffset),
+		Time:       clock.Wall(k.Ts),
 		HostPID:    k.HostPid,
 		HostPPID:   k.HostPpid,
 		PID:        k.Pid,
 		PPID:       k.Ppid,
 		UID:        k.Uid,
-		Comm:       cString(k.Comm[:]),
+		Comm:       event.CString(k.Comm[:]),
 		CgroupID:   k.CgroupId,
 		PidNS:      k.PidNs,
 		MntNS:      k.MntNs,
-		Exe:        cString(k.Exe[:]),
-		ParentExe:  cString(k.ParentExe[:]),
-		TTY:        cString(k.Tty[:]),
+		Exe:        event.CString(k.Exe[:]),
+		ParentExe:  event.CString(k.ParentExe[:]),
+		TTY:        event.CString(k.Tty[:]),
 		Retval:     int64(k.Retval),
 		Verdict:    event.Verdict(k.Verdict),
 		RuleID:     k.RuleId,
@@ -97,12 +94,12 @@ func decode(raw []byte, bootOffset time.Duration) (event.Event, bool) {
 	switch k.Hook {
 	case hookBprmCheck:
 		ev.Operation = event.OpProcess
-		ev.Resource = cString(k.Resource[:])
+		ev.Resource = event.CString(k.Resource[:])
 		ev.Data = lsm
 	case hookFileOpen, hookFilePerm, hookPathMknod, hookPathUnlink, hookPathMkdir, hookPathRmdir,
 		hookPathSymlink, hookPathLink, hookPathRename, hookPathChmod, hookPathChown, hookPathTruncate:
 		ev.Operation = event.OpFile
-		ev.Resource = cString(k.Resource[:])
+		ev.Resource = event.CString(k.Resource[:])
 		ev.Data = lsm
 	case hookSocketCreate, hookSocketConnect, hookSocketBind, hookSocketAccept:
 		ev.Operation = event.OpNetwork
@@ -119,27 +116,6 @@ func decode(raw []byte, bootOffset time.Duration) (event.Event, bool) {
 		return event.Event{}, false
 	}
 	return ev, true
-}
-
-func cString(b []int8) string {
-	n := 0
-	for n < len(b) && b[n] != 0 {
-		n++
-	}
-	out := make([]byte, n)
-	for i := 0; i < n; i++ {
-		out[i] = byte(b[i])
-	}
-	return string(out)
-}
-
-// bootOffset is what to add to a CLOCK_BOOTTIME reading to get wall time.
-func bootOffset() time.Duration {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return 0
-	}
-	return time.Duration(time.Now().UnixNano() - ts.Nano())
 }
 
 // mapMemory is the memlock the kernel reports in fdinfo for each map, by

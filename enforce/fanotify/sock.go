@@ -231,7 +231,7 @@ func (s *sockTier) apply(n netEntries) error {
 
 // run reads verdicts until ctx ends or the reader is closed.
 func (s *sockTier) run(ctx context.Context, emit func(event.Event)) error {
-	offset := bootOffset()
+	clock := event.NewBootClock()
 	for {
 		// A deadline, so that a quiet ring buffer does not keep run from
 		// seeing the end of ctx.
@@ -249,13 +249,13 @@ func (s *sockTier) run(ctx context.Context, emit func(event.Event)) error {
 			}
 			return fmt.Errorf("cgroup socket events: %w", err)
 		}
-		if ev, ok := decodeSock(rec.RawSample, offset); ok {
+		if ev, ok := decodeSock(rec.RawSample, clock); ok {
 			emit(ev)
 		}
 	}
 }
 
-func decodeSock(raw []byte, offset time.Duration) (event.Event, bool) {
+func decodeSock(raw []byte, clock event.BootClock) (event.Event, bool) {
 	var k sockEvent
 	if len(raw) < int(unsafe.Sizeof(k)) {
 		return event.Event{}, false
@@ -263,11 +263,11 @@ func decodeSock(raw []byte, offset time.Duration) (event.Event, bool) {
 	k = *(*sockEvent)(unsafe.Pointer(&raw[0]))
 	res := hostpolicy.SocketResource(k.Type, k.Protocol)
 	ev := event.Event{
-		Time:      time.Unix(0, int64(k.Ts)).Add(offset),
+		Time:      clock.Wall(k.Ts),
 		HostPID:   k.Tgid,
 		PID:       k.Tgid,
 		UID:       k.Uid,
-		Comm:      cString(k.Comm[:]),
+		Comm:      event.CString(k.Comm[:]),
 		CgroupID:  k.CgroupId,
 		Operation: event.OpNetwork,
 		Syscall:   hookSyscalls[k.Hook],
@@ -284,17 +284,6 @@ func decodeSock(raw []byte, offset time.Duration) (event.Event, bool) {
 	return ev, true
 }
 
-func cString(b []int8) string {
-	out := make([]byte, 0, len(b))
-	for _, c := range b {
-		if c == 0 {
-			break
-		}
-		out = append(out, byte(c))
-	}
-	return string(out)
-}
-
 func (s *sockTier) close() error {
 	var errs []error
 	if s.reader != nil {
@@ -305,13 +294,4 @@ func (s *sockTier) close() error {
 	}
 	errs = append(errs, s.objs.Close())
 	return errors.Join(errs...)
-}
-
-// bootOffset is what to add to a CLOCK_BOOTTIME reading to get wall time.
-func bootOffset() time.Duration {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return 0
-	}
-	return time.Duration(time.Now().UnixNano() - ts.Nano())
 }
