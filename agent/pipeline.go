@@ -57,11 +57,11 @@ type pipeline struct {
 	// unrefused are the file operations the enforcer cannot refuse
 	// (opensOnly); set before the first policies, they are decided here.
 	unrefused []string
-	vis      visibility
-	match    atomic.Pointer[matcher]
-	beat     func()     // watchdog: called after every event and on idle ticks
-	ctrs     Containers // nil: every event is a host event
-	ctx      context.Context
+	vis       visibility
+	match     atomic.Pointer[matcher]
+	beat      func()     // watchdog: called after every event and on idle ticks
+	ctrs      Containers // nil: every event is a host event
+	ctx       context.Context
 }
 
 type visibility struct{ process, file, network, capabilities bool }

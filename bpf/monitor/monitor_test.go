@@ -859,7 +859,9 @@ func TestFileNamespaceOps(t *testing.T) {
 	pid := helper(t, "fileops", dir)
 	settle(t, c)
 	var got []string
-	for _, e := range c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Operation == event.OpFile && !isOpenSyscall(e.Syscall) }) {
+	for _, e := range c.all(func(e *event.Event) bool {
+		return e.HostPID == pid && e.Operation == event.OpFile && !isOpenSyscall(e.Syscall)
+	}) {
 		got = append(got, e.Resource+" "+e.Data)
 	}
 	want := []string{ // Go's unix package calls the *at forms
