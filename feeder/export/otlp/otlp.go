@@ -423,12 +423,13 @@ func (e *Exporter) newBatch() *batch {
 	return &batch{recs: make([]sdklog.Record, 0, e.opts.BatchSize), first: time.Now()}
 }
 
-// release empties a batch and keeps it for reuse, as many as the queue
-// and the senders can hold at once (under mu).
+// release empties a batch and keeps a few for reuse (under mu): while
+// events flow, a batch is sent for every one started, so a few suffice,
+// and an idle exporter does not hold a full queue's worth.
 func (e *Exporter) release(b *batch) {
 	clear(b.recs)
 	b.recs, b.off = b.recs[:0], 0
-	if len(e.free) < e.opts.QueueLength/e.opts.BatchSize+senders+1 {
+	if len(e.free) < senders+2 {
 		e.free = append(e.free, b)
 	}
 }
