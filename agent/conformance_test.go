@@ -9,7 +9,9 @@ import (
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/conformance"
+	"github.com/armorhost/kubearmor/monitor"
 	"github.com/armorhost/kubearmor/proctable"
+	"golang.org/x/sys/unix"
 )
 
 // monitorTier runs the conformance table against the monitor-only tier:
@@ -38,9 +40,6 @@ func (mt *monitorTier) Apply(_ *testing.T, rs *hostpolicy.RuleSet) map[uint32]st
 	return unenforced
 }
 
-var socketNames = map[string]string{"stream": "SOCK_STREAM", "dgram": "SOCK_DGRAM", "raw": "SOCK_RAW",
-	"tcp": "TCP", "udp": "UDP", "icmp": "ICMP", "": "0"}
-
 func (mt *monitorTier) Do(t *testing.T, op conformance.Op) conformance.Outcome {
 	ev := &event.Event{UID: op.UID}
 	if op.TTY {
@@ -65,7 +64,10 @@ func (mt *monitorTier) Do(t *testing.T, op conformance.Op) conformance.Outcome {
 		mt.own(t, op)
 	case conformance.Socket:
 		ev.Operation, ev.Syscall = event.OpNetwork, "SYS_SOCKET"
-		ev.Resource = "domain=AF_INET type=" + socketNames[op.SockType] + " protocol=" + socketNames[op.Proto]
+		// The Resource the monitor writes for this socket(2).
+		typ, _ := hostpolicy.SocketTypeNamed(op.SockType)
+		ip, _ := hostpolicy.IPProtocolNamed(op.Proto) // "": protocol 0
+		ev.Resource = monitor.SocketResource(unix.AF_INET, uint64(typ.Number), uint64(ip.Number))
 	default:
 		t.Fatalf("the monitor makes no event of a %v", op.Kind)
 	}

@@ -12,18 +12,19 @@ import (
 	"github.com/armorhost/kubearmor/proctable"
 )
 
-// Record kinds and flags; they match monitor.bpf.c.
+// Record kinds, flags and limits of monitor.bpf.c, from the constants
+// bpf2go generates out of its enums (gen.go).
 const (
-	recSyscall = 1
-	recExec    = 2
-	recFork    = 3
-	recExit    = 4
+	recSyscall = uint32(monitorBPFRecordKindREC_SYSCALL)
+	recExec    = uint32(monitorBPFRecordKindREC_EXEC)
+	recFork    = uint32(monitorBPFRecordKindREC_FORK)
+	recExit    = uint32(monitorBPFRecordKindREC_EXIT)
 
-	flagTruncated = 1
-	flagPathFile  = 4 // the field after a relative path: the opened file's path
-	flagPathBase  = 8 // the field after a relative path: the directory it is relative to
+	flagTruncated = uint16(monitorBPFRecordFlagFLAG_TRUNCATED)
+	flagPathFile  = uint16(monitorBPFRecordFlagFLAG_PATH_FILE) // the field after a relative path: the opened file's path
+	flagPathBase  = uint16(monitorBPFRecordFlagFLAG_PATH_BASE) // the field after a relative path: the directory it is relative to
 
-	argsMax = 1024 // ARGS_MAX in monitor.bpf.c
+	argsMax = int(monitorBPFLimitARGS_MAX)
 )
 
 // Byte offsets of struct record's header (checked against the bpf2go type
@@ -123,7 +124,7 @@ func (r *record) field(i int) []byte {
 type decoder struct {
 	table      *proctable.Table
 	visibility Scope
-	clock      clock
+	clock      event.BootClock
 	rec        record
 }
 
@@ -153,7 +154,7 @@ func (d *decoder) decode(raw []byte, ev *event.Event) (bool, error) {
 
 func (d *decoder) header(r *record, ev *event.Event) {
 	*ev = event.Event{
-		Time:     d.clock.wall(r.ts),
+		Time:     d.clock.Wall(r.ts),
 		HostPID:  r.hostPID,
 		HostPPID: r.hostPPID,
 		PID:      r.pid,
@@ -239,6 +240,12 @@ func (d *decoder) syscall(r *record, ev *event.Event) (bool, error) {
 			ev.Resource = SockaddrResource(r.field(0))
 		}
 		ev.Data = syscallData(r.nr, &r.args, nil, "")
+	case exitSend:
+		q, ok := dnsQuery(r.field(1))
+		if !ok {
+			return false, nil // a datagram to port 53 that is no DNS query
+		}
+		ev.Resource, ev.Data = dnsEvent(r.field(0), q)
 	case exitCred:
 		var target string
 		var strs []string

@@ -156,7 +156,7 @@ func Open(opts Options) (*Monitor, error) {
 	m.dec = decoder{
 		table:      m.table,
 		visibility: opts.Visibility,
-		clock:      newClock(),
+		clock:      event.NewBootClock(),
 	}
 	return m, nil
 }
@@ -191,7 +191,7 @@ func (m *Monitor) attach() error {
 
 	exit := map[exitKind]*ebpf.Program{
 		exitFile: m.objs.SysExitFile, exitNet: m.objs.SysExitNet,
-		exitCred: m.objs.SysExitCred, exitExec: m.objs.SysExitExec,
+		exitCred: m.objs.SysExitCred, exitExec: m.objs.SysExitExec, exitSend: m.objs.SysExitSend,
 	}
 	// Any syscall tracepoint puts every syscall of every task on the
 	// kernel's slower tracing path. With process visibility alone,

@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type monitorBPFLimit uint32
+
+const (
+	monitorBPFLimitARGS_MAX monitorBPFLimit = 1024
+)
+
 type monitorBPFRecord struct {
 	_        structs.HostLayout
 	Ts       uint64
@@ -35,6 +41,33 @@ type monitorBPFRecord struct {
 	Data     [8192]uint8
 	_        [4]byte
 }
+
+type monitorBPFRecordFlag uint32
+
+const (
+	monitorBPFRecordFlagFLAG_TRUNCATED monitorBPFRecordFlag = 1
+	monitorBPFRecordFlagFLAG_NO_STASH  monitorBPFRecordFlag = 2
+	monitorBPFRecordFlagFLAG_PATH_FILE monitorBPFRecordFlag = 4
+	monitorBPFRecordFlagFLAG_PATH_BASE monitorBPFRecordFlag = 8
+)
+
+type monitorBPFRecordKind uint32
+
+const (
+	monitorBPFRecordKindREC_SYSCALL monitorBPFRecordKind = 1
+	monitorBPFRecordKindREC_EXEC    monitorBPFRecordKind = 2
+	monitorBPFRecordKindREC_FORK    monitorBPFRecordKind = 3
+	monitorBPFRecordKindREC_EXIT    monitorBPFRecordKind = 4
+)
+
+type monitorBPFScope uint32
+
+const (
+	monitorBPFScopeSCOPE_PROCESS      monitorBPFScope = 1
+	monitorBPFScopeSCOPE_FILE         monitorBPFScope = 2
+	monitorBPFScopeSCOPE_NETWORK      monitorBPFScope = 4
+	monitorBPFScopeSCOPE_CAPABILITIES monitorBPFScope = 8
+)
 
 type monitorBPFStash struct {
 	_    structs.HostLayout
@@ -60,8 +93,10 @@ const (
 	monitorBPFProgSysExitExec      = "sys_exit_exec"
 	monitorBPFProgSysExitFile      = "sys_exit_file"
 	monitorBPFProgSysExitNet       = "sys_exit_net"
+	monitorBPFProgSysExitSend      = "sys_exit_send"
 	monitorBPFVarReportSuccess     = "report_success"
 	monitorBPFVarSelfTgid          = "self_tgid"
+	monitorBPFVarUnusedEnums       = "unused_enums"
 	monitorBPFVarWakeupBytes       = "wakeup_bytes"
 )
 
@@ -116,6 +151,7 @@ type monitorBPFProgramSpecs struct {
 	SysExitExec      *ebpf.ProgramSpec `ebpf:"sys_exit_exec"`
 	SysExitFile      *ebpf.ProgramSpec `ebpf:"sys_exit_file"`
 	SysExitNet       *ebpf.ProgramSpec `ebpf:"sys_exit_net"`
+	SysExitSend      *ebpf.ProgramSpec `ebpf:"sys_exit_send"`
 }
 
 // monitorBPFMapSpecs contains maps before they are loaded into the kernel.
@@ -134,6 +170,7 @@ type monitorBPFMapSpecs struct {
 type monitorBPFVariableSpecs struct {
 	ReportSuccess *ebpf.VariableSpec `ebpf:"report_success"`
 	SelfTgid      *ebpf.VariableSpec `ebpf:"self_tgid"`
+	UnusedEnums   *ebpf.VariableSpec `ebpf:"unused_enums"`
 	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -178,6 +215,7 @@ func (m *monitorBPFMaps) Close() error {
 type monitorBPFVariables struct {
 	ReportSuccess *ebpf.Variable `ebpf:"report_success"`
 	SelfTgid      *ebpf.Variable `ebpf:"self_tgid"`
+	UnusedEnums   *ebpf.Variable `ebpf:"unused_enums"`
 	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
@@ -194,6 +232,7 @@ type monitorBPFPrograms struct {
 	SysExitExec      *ebpf.Program `ebpf:"sys_exit_exec"`
 	SysExitFile      *ebpf.Program `ebpf:"sys_exit_file"`
 	SysExitNet       *ebpf.Program `ebpf:"sys_exit_net"`
+	SysExitSend      *ebpf.Program `ebpf:"sys_exit_send"`
 }
 
 func (p *monitorBPFPrograms) Close() error {
@@ -207,6 +246,7 @@ func (p *monitorBPFPrograms) Close() error {
 		p.SysExitExec,
 		p.SysExitFile,
 		p.SysExitNet,
+		p.SysExitSend,
 	)
 }
 

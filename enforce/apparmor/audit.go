@@ -197,12 +197,6 @@ func fields(s string) map[string]string {
 	return out
 }
 
-var sockTypes = map[string]string{"stream": "SOCK_STREAM", "dgram": "SOCK_DGRAM", "raw": "SOCK_RAW", "rdm": "SOCK_RDM", "seqpacket": "SOCK_SEQPACKET", "packet": "SOCK_PACKET"}
-
-var ipProtos = map[string]string{"1": "icmp", "6": "tcp", "17": "udp", "58": "icmpv6", "132": "sctp"}
-
-var protoNames = map[string]string{"icmp": "ICMP", "tcp": "TCP", "udp": "UDP", "icmpv6": "IPv6-ICMP", "sctp": "SCTP"}
-
 // verdict turns one AppArmor audit record about our profiles into an event.
 func (e *Enforcer) verdict(line string) (event.Event, bool) {
 	f := fields(line)
@@ -239,19 +233,10 @@ func (e *Enforcer) verdict(line string) (event.Event, bool) {
 		ev.Resource = "CAP_" + strings.ToUpper(f["capname"])
 		d = st.table.Capability(f["capname"], source, decide.NoFacts{})
 	case f["family"] != "" || f["sock_type"] != "":
-		typ, proto := f["sock_type"], ipProtos[f["protocol"]]
-		if proto == "" && typ == "stream" {
-			proto = "tcp"
-		} else if proto == "" && typ == "dgram" {
-			proto = "udp"
-		}
+		typ, proto := auditSocket(f["sock_type"], f["protocol"])
 		ev.Operation = event.OpNetwork
-		p := protoNames[proto]
-		if p == "" {
-			p = f["protocol"]
-		}
-		ev.Resource = "protocol=" + p + " type=" + sockTypes[typ]
-		d = st.table.Network(typ, proto, source, decide.NoFacts{})
+		ev.Resource = hostpolicy.SocketResource(typ.Number, proto.Number)
+		d = st.table.Network(typ.Name, proto.Name, source, decide.NoFacts{})
 	case f["operation"] == "exec":
 		ev.Operation = event.OpProcess
 		ev.Syscall = "SYS_EXECVE"
@@ -326,4 +311,21 @@ func fillProc(ev *event.Event) {
 	if ev.ParentExe == "" && ev.HostPPID > 0 {
 		ev.ParentExe, _ = os.Readlink("/proc/" + strconv.Itoa(int(ev.HostPPID)) + "/exe")
 	}
+}
+
+// auditSocket reads an audit record's sock_type ("stream") and protocol
+// (a number, "0" or absent when the socket was created with protocol 0, for
+// which the kernel picks TCP or UDP by the type).
+func auditSocket(sockType, protocol string) (hostpolicy.SocketType, hostpolicy.IPProtocol) {
+	typ, _ := hostpolicy.SocketTypeNamed(sockType)
+	var proto hostpolicy.IPProtocol
+	if n, err := strconv.ParseUint(protocol, 10, 32); err == nil {
+		proto, _ = hostpolicy.IPProtocolNumbered(uint32(n))
+	}
+	if proto.Name == "" {
+		if implied, ok := hostpolicy.IPProtocolNamed(hostpolicy.ImpliedProtocol(typ.Name)); ok {
+			proto = implied
+		}
+	}
+	return typ, proto
 }

@@ -72,7 +72,7 @@ type Enforcer struct {
 	eventType        *btf.Struct // this object's record, to compare layouts
 
 	loadTime, attachTime time.Duration
-	bootOffset           time.Duration // wall clock minus CLOCK_BOOTTIME
+	clock                event.BootClock
 
 	mu         sync.Mutex
 	gen        uint32 // active generation
@@ -103,7 +103,7 @@ func New(opts Options) (*Enforcer, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("bpflsm: remove memlock limit: %w", err)
 	}
-	e := &Enforcer{opts: opts, bootOffset: bootOffset()}
+	e := &Enforcer{opts: opts, clock: event.NewBootClock()}
 	spec, err := loadEnforcer()
 	if err != nil {
 		return nil, fmt.Errorf("bpflsm: load spec: %w", err)
@@ -397,7 +397,7 @@ func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
 	e.inheritedRecords = nil
 	e.mu.Unlock()
 	for _, raw := range old {
-		if ev, ok := decode(raw, e.bootOffset); ok {
+		if ev, ok := decode(raw, e.clock); ok {
 			emit(ev)
 		}
 	}
@@ -416,7 +416,7 @@ func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
 			}
 			return fmt.Errorf("bpflsm: read ring buffer: %w", err)
 		}
-		ev, ok := decode(rec.RawSample, e.bootOffset)
+		ev, ok := decode(rec.RawSample, e.clock)
 		if ok {
 			emit(ev)
 		}

@@ -38,6 +38,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -192,6 +193,16 @@ const Lifecycle = "enforcement ends with this process: once the fanotify listene
 // Adoption says, in status and the log, that nothing of this tier can be
 // kept for the next agent.
 func (e *Enforcer) Adoption() string { return Lifecycle }
+
+// unrefusedFileOps are the file operations fanotify has no permission event
+// for: only opens (FAN_OPEN_PERM) and execs (FAN_OPEN_EXEC_PERM) are
+// answered, so a Block or readOnly file rule cannot refuse these. An
+// O_CREAT open is refused, but the file it created stays.
+var unrefusedFileOps = []string{"truncate", "unlink", "rmdir", "mkdir", "mknod", "symlink", "link", "rename", "chmod", "chown"}
+
+// UnrefusedFileOps lists the file operations this tier cannot refuse; the
+// agent reports them and has the monitor's telemetry decide them.
+func (e *Enforcer) UnrefusedFileOps() []string { return slices.Clone(unrefusedFileOps) }
 
 // unenforced says why this tier cannot enforce r, or "" when it can.
 func (e *Enforcer) unenforced(r *hostpolicy.Rule, mounts []mount) string {

@@ -14,10 +14,12 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 
 char LICENSE[] SEC("license") = "GPL";
 
-// Record kinds; mirrored in decode.go.
+// Record kinds, scopes, flags and limits: decode.go and syscalls.go use
+// the Go constants bpf2go generates from these enums (gen.go).
 enum record_kind {
 	REC_SYSCALL = 1, // a traced syscall returned
 	REC_EXEC = 2,    // sched_process_exec: a new program image runs
@@ -25,36 +27,62 @@ enum record_kind {
 	REC_EXIT = 4,    // the last thread of a process exited
 };
 
-// Scope bits; mirrored in syscalls.go.
-#define SCOPE_PROCESS 1
-#define SCOPE_FILE 2
-#define SCOPE_NETWORK 4
-#define SCOPE_CAPABILITIES 8
+// Scope bits (monitor.Scope).
+enum scope {
+	SCOPE_PROCESS = 1,
+	SCOPE_FILE = 2,
+	SCOPE_NETWORK = 4,
+	SCOPE_CAPABILITIES = 8,
+};
 
 // Record flags.
-#define FLAG_TRUNCATED 1 // some variable data did not fit
-#define FLAG_NO_STASH 2  // exec record without the execve arguments
-// A relative path was resolved in the kernel, while the syscall's view of
-// the file system still held (a later chdir cannot change it): the field
-// after the path is either the opened file's own path (PATH_FILE) or the
-// directory the path is relative to, the dfd's or the working directory
-// (PATH_BASE). Both are dentry walks, leaf first, like put_path writes them.
-#define FLAG_PATH_FILE 4
-#define FLAG_PATH_BASE 8
+enum record_flag {
+	FLAG_TRUNCATED = 1, // some variable data did not fit
+	FLAG_NO_STASH = 2,  // exec record without the execve arguments
+	// A relative path was resolved in the kernel, while the syscall's view
+	// of the file system still held (a later chdir cannot change it): the
+	// field after the path is either the opened file's own path
+	// (PATH_FILE) or the directory the path is relative to, the dfd's or
+	// the working directory (PATH_BASE). Both are dentry walks, leaf
+	// first, like put_path writes them.
+	FLAG_PATH_FILE = 4,
+	FLAG_PATH_BASE = 8,
+};
 
 #define AT_FDCWD_ -100
+
+enum limit {
+	ARGS_MAX = 1024, // exec argv bytes
+};
 
 #define DATA_MAX 4096	 // variable bytes a record may carry
 #define DATA_SCRATCH 8192 // room for a DATA_MAX-masked offset plus one field
 #define STR_MAX 1024	 // one user string (path, mount source, ...)
 #define NAME_MAX_ 256	 // one path component incl. NUL
-#define ARGS_MAX 1024	 // exec argv bytes
 #define SOCKADDR_MAX 128 // sizeof(struct sockaddr_storage)
 #define PATH_DEPTH 40	 // dentry walk iterations (components + mount crossings)
 #define EXEC_ARGV_MAX 20 // argv entries read for a failed execve
 
 // x86-64 syscall numbers the exit programs dispatch on.
 #define NR_open 2
+#define NR_sendto 44
+#define NR_sendmsg 46
+#define NR_truncate 76
+#define NR_rename 82
+#define NR_mkdir 83
+#define NR_link 86
+#define NR_symlink 88
+#define NR_chmod 90
+#define NR_mknod 133
+#define NR_mkdirat 258
+#define NR_mknodat 259
+#define NR_renameat 264
+#define NR_linkat 265
+#define NR_symlinkat 266
+#define NR_fchmodat 268
+#define NR_renameat2 316
+#define NR_sendmmsg 307
+#define NR_fchmodat2 452
 #define NR_socket 41
 #define NR_connect 42
 #define NR_accept 43
@@ -93,6 +121,15 @@ struct record {
 	char comm[16];
 	u8 data[DATA_SCRATCH];
 };
+
+// Puts the enums into BTF so bpf2go generates their Go constants.
+struct enums {
+	enum record_kind k;
+	enum scope s;
+	enum record_flag f;
+	enum limit l;
+};
+const struct enums *unused_enums __attribute__((unused));
 
 // Set by user space before load.
 volatile const u32 self_tgid = 0;      // the agent's own host tgid: never reported
@@ -486,23 +523,42 @@ int sys_exit_file(struct sys_exit_ctx *ctx)
 		return 0;
 	r->flags = 0;
 
+	// The path a rule would protect, and the directory fd it is relative
+	// to: for link and rename the existing name (the object given a new
+	// name), for symlink the new link.
 	const void *path;
+	s32 dirfd = AT_FDCWD_;
 	switch (s.nr) {
 	case NR_open:
 	case NR_unlink:
 	case NR_rmdir:
 	case NR_chown:
+	case NR_truncate:
+	case NR_rename:
+	case NR_mkdir:
+	case NR_link:
+	case NR_chmod:
+	case NR_mknod:
 		path = (const void *)s.args[0];
+		break;
+	case NR_symlink:
+		path = (const void *)s.args[1];
+		break;
+	case NR_symlinkat:
+		dirfd = (s32)s.args[1];
+		path = (const void *)s.args[2];
 		break;
 	case NR_openat2: {
 		// Replace the open_how pointer by the flags it points to.
 		u64 flags = 0;
 		bpf_probe_read_user(&flags, sizeof(flags), (const void *)s.args[2]);
 		s.args[2] = flags;
+		dirfd = (s32)s.args[0];
 		path = (const void *)s.args[1];
 		break;
 	}
-	default: // openat, unlinkat, fchownat
+	default: // openat, unlinkat, fchownat, mkdirat, mknodat, renameat(2), linkat, fchmodat(2)
+		dirfd = (s32)s.args[0];
 		path = (const void *)s.args[1];
 	}
 	// The path first: /proc and /sys are not reported, and finding that
@@ -521,9 +577,6 @@ int sys_exit_file(struct sys_exit_ctx *ctx)
 			flags |= FLAG_PATH_FILE;
 			off = put_path(r, off, &f->f_path);
 		} else {
-			s32 dirfd = AT_FDCWD_;
-			if (s.nr == NR_openat || s.nr == NR_openat2 || s.nr == NR_unlinkat || s.nr == NR_fchownat)
-				dirfd = (s32)s.args[0];
 			off = put_base(r, off, dirfd, &flags);
 		}
 	}
@@ -559,6 +612,100 @@ int sys_exit_net(struct sys_exit_ctx *ctx)
 		break;
 	}
 	submit(r, off);
+	return 0;
+}
+
+// ---- DNS queries over UDP -------------------------------------------------
+
+#define DNS_PORT 53
+#define DNS_MAX 512 // a DNS message over UDP without EDNS
+#define IPPROTO_UDP_ 17
+#define S_IFMT_ 00170000
+#define S_IFSOCK_ 0140000
+#define AF_INET_ 2
+#define AF_INET6_ 10
+#define SENDMMSG_MAX 2 // glibc's resolver sends the A and AAAA queries in one sendmmsg
+
+// udp_sock is the socket behind the current task's fd when it is a UDP
+// socket, else NULL: the one test every send of every other socket pays.
+static __always_inline struct sock *udp_sock(s64 fd)
+{
+	struct file *f = fd_file(bpf_get_current_task_btf(), fd);
+	if (!f)
+		return NULL;
+	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT_) != S_IFSOCK_)
+		return NULL;
+	struct socket *sock = (struct socket *)BPF_CORE_READ(f, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP_)
+		return NULL;
+	return sk;
+}
+
+// send_dns reports one datagram sent to port 53: the destination (the
+// address given, else the connected socket's peer) as a raw sockaddr, then
+// the first DNS_MAX bytes of the payload. User space decodes the query.
+static __always_inline void send_dns(struct record *r, struct stash *s, s64 ret, struct sock *sk,
+				     const void *addr, u32 addrlen, const void *buf, u64 len)
+{
+	struct sockaddr_in6 sa = {};
+	if (addr && addrlen >= sizeof(struct sockaddr_in)) {
+		// Constant sizes for the verifier: an AF_INET6 address is 28
+		// bytes, an AF_INET one 16.
+		long err = addrlen >= sizeof(sa) ? bpf_probe_read_user(&sa, sizeof(sa), addr)
+						 : bpf_probe_read_user(&sa, sizeof(struct sockaddr_in), addr);
+		if (err < 0)
+			return;
+	} else {
+		sa.sin6_family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		sa.sin6_port = BPF_CORE_READ(sk, __sk_common.skc_dport);
+		if (sa.sin6_family == AF_INET_)
+			((struct sockaddr_in *)&sa)->sin_addr.s_addr = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		else
+			sa.sin6_addr = BPF_CORE_READ(sk, __sk_common.skc_v6_daddr);
+	}
+	if ((sa.sin6_family != AF_INET_ && sa.sin6_family != AF_INET6_) || sa.sin6_port != bpf_htons(DNS_PORT))
+		return;
+	begin_syscall(r, s, ret);
+	*(u16 *)&r->data[0] = sizeof(sa);
+	__builtin_memcpy(&r->data[2], &sa, sizeof(sa));
+	u32 off = put_user_bytes(r, 2 + sizeof(sa), buf, len > DNS_MAX ? DNS_MAX : (u32)len, DNS_MAX);
+	submit(r, off);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int sys_exit_send(struct sys_exit_ctx *ctx)
+{
+	s64 ret = ctx->ret;
+	if (ret < 0)
+		return 0; // nothing was sent
+	struct stash s;
+	struct record *r = exit_record(ctx, SCOPE_NETWORK, &s);
+	if (!r)
+		return 0;
+	struct sock *sk = udp_sock((s64)(s32)s.args[0]);
+	if (!sk)
+		return 0;
+	if (s.nr == NR_sendto) {
+		send_dns(r, &s, ret, sk, (const void *)s.args[4], (u32)s.args[5], (const void *)s.args[1], s.args[2]);
+		return 0;
+	}
+	// sendmsg: one user_msghdr; sendmmsg: an array of mmsghdr, ret of them sent.
+	int n = s.nr == NR_sendmmsg ? (ret < SENDMMSG_MAX ? (int)ret : SENDMMSG_MAX) : 1;
+	for (int i = 0; i < SENDMMSG_MAX; i++) {
+		if (i >= n)
+			break;
+		struct user_msghdr mh = {};
+		const void *p = s.nr == NR_sendmmsg ? (const void *)(s.args[1] + i * sizeof(struct mmsghdr))
+						    : (const void *)s.args[1];
+		if (bpf_probe_read_user(&mh, sizeof(mh), p) < 0)
+			return 0;
+		struct iovec iov = {};
+		if (mh.msg_iovlen > 0 && bpf_probe_read_user(&iov, sizeof(iov), mh.msg_iov) < 0)
+			return 0;
+		send_dns(r, &s, ret, sk, mh.msg_name, (u32)mh.msg_namelen, iov.iov_base, iov.iov_len);
+	}
 	return 0;
 }
 
