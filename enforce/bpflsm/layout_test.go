@@ -8,7 +8,7 @@ import (
 
 // An old version's ring buffer is decoded only when its record has this
 // version's layout.
-func TestSameStruct(t *testing.T) {
+func TestLayoutFingerprint(t *testing.T) {
 	u32 := &btf.Int{Name: "u32", Size: 4}
 	u64 := &btf.Int{Name: "u64", Size: 8}
 	rec := func(members ...btf.Member) *btf.Struct {
@@ -31,8 +31,8 @@ func TestSameStruct(t *testing.T) {
 		{"a member widened", rec(btf.Member{Name: "ts", Type: u64}, btf.Member{Name: "pid", Type: u64, Offset: 64}), false},
 		{"a member added", rec(btf.Member{Name: "ts", Type: u64}, btf.Member{Name: "pid", Type: u32, Offset: 64}, btf.Member{Name: "uid", Type: u32, Offset: 96}), false},
 	} {
-		if got := sameStruct(base, tc.b); got != tc.want {
-			t.Errorf("%s: sameStruct = %v, want %v", tc.name, got, tc.want)
+		if got := string(layoutFingerprint(base)) == string(layoutFingerprint(tc.b)); got != tc.want {
+			t.Errorf("%s: same fingerprint = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

@@ -241,6 +241,7 @@ func (e *Enforcer) openPinned(spec *ebpf.CollectionSpec) error {
 	if spec.Types != nil && spec.Types.TypeByName("event", &ev) == nil {
 		e.eventType = ev
 	}
+	e.pinLayout()
 	e.old, err = openPrevious(root, e.version)
 	if err != nil {
 		return err
@@ -337,7 +338,7 @@ func (e *Enforcer) replacePrevious() {
 	var dirs []string
 	decoded := uint64(0)
 	for _, p := range e.old {
-		same := e.sameLayout(p.links)
+		same := e.sameLayout(p.dir)
 		// Unpin first, then close: the close detaches.
 		_ = os.RemoveAll(p.dir)
 		closeLinks(p.links)
@@ -364,64 +365,60 @@ func (e *Enforcer) replacePrevious() {
 	e.adoption = fmt.Sprintf("object version %s replaced the pinned version %v with no gap (events left in its ring buffer: %d decoded, %d counted, not decoded: another record layout)", e.version, dirs, decoded, e.carried)
 }
 
-// sameLayout says whether the programs behind an old version's links write
-// records of this version's layout: the struct event of their BTF, as the
-// kernel holds it, has this object's size and the same members at the same
-// offsets with the same sizes. Anything unreadable counts as different.
-func (e *Enforcer) sameLayout(links []link.Link) bool {
-	if e.eventType == nil || len(links) == 0 {
-		return false
+// layoutPin is pinned beside the object's maps: a fingerprint of the ring
+// buffer's record layout (struct event), so that the next version can tell
+// whether it can decode what this version's programs left in the ring
+// buffer. The programs' BTF in the kernel cannot tell: it holds only the
+// types their functions name.
+const layoutPin = "event_layout"
+
+// layoutFingerprint hashes a record layout: its size and each member's
+// name, offset, size and bitfield size.
+func layoutFingerprint(s *btf.Struct) []byte {
+	h := sha256.New()
+	fmt.Fprintf(h, "%d", s.Size)
+	for _, m := range s.Members {
+		size, _ := btf.Sizeof(m.Type)
+		fmt.Fprintf(h, ";%s@%d:%d/%d", m.Name, m.Offset, size, m.BitfieldSize)
 	}
-	info, err := links[0].Info()
-	if err != nil {
-		return false
-	}
-	prog, err := ebpf.NewProgramFromID(info.Program)
-	if err != nil {
-		return false
-	}
-	defer prog.Close()
-	pinfo, err := prog.Info()
-	if err != nil {
-		return false
-	}
-	id, ok := pinfo.BTFID()
-	if !ok {
-		return false
-	}
-	h, err := btf.NewHandleFromID(id)
-	if err != nil {
-		return false
-	}
-	defer h.Close()
-	spec, err := h.Spec(nil)
-	if err != nil {
-		return false
-	}
-	var old *btf.Struct
-	if err := spec.TypeByName("event", &old); err != nil {
-		return false
-	}
-	return sameStruct(old, e.eventType)
+	return h.Sum(nil)
 }
 
-// sameStruct compares two record layouts member by member.
-func sameStruct(a, b *btf.Struct) bool {
-	if a.Size != b.Size || len(a.Members) != len(b.Members) {
+// pinLayout pins this version's layout fingerprint, once.
+func (e *Enforcer) pinLayout() {
+	p := filepath.Join(e.pinDir, "maps", layoutPin)
+	if _, err := os.Stat(p); err == nil || e.eventType == nil {
+		return
+	}
+	fp := layoutFingerprint(e.eventType)
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: layoutPin, Type: ebpf.Array, KeySize: 4, ValueSize: uint32(len(fp)), MaxEntries: 1})
+	if err != nil {
+		return // the next version counts the records instead of decoding them
+	}
+	defer m.Close()
+	if m.Put(uint32(0), fp) == nil {
+		_ = m.Pin(p)
+	}
+}
+
+// sameLayout says whether the version pinned in dir wrote records of this
+// version's layout. Anything unreadable (a version from before the
+// fingerprint) counts as different.
+func (e *Enforcer) sameLayout(dir string) bool {
+	if e.eventType == nil {
 		return false
 	}
-	for i, m := range a.Members {
-		n := b.Members[i]
-		if m.Name != n.Name || m.Offset != n.Offset || m.BitfieldSize != n.BitfieldSize {
-			return false
-		}
-		sm, err1 := btf.Sizeof(m.Type)
-		sn, err2 := btf.Sizeof(n.Type)
-		if err1 != nil || err2 != nil || sm != sn {
-			return false
-		}
+	m, err := ebpf.LoadPinnedMap(filepath.Join(dir, "maps", layoutPin), nil)
+	if err != nil {
+		return false
 	}
-	return true
+	defer m.Close()
+	want := layoutFingerprint(e.eventType)
+	got := make([]byte, len(want))
+	if m.ValueSize() != uint32(len(want)) || m.Lookup(uint32(0), got) != nil {
+		return false
+	}
+	return string(got) == string(want)
 }
 
 // purge deletes every key of generation gen: the keys an earlier process
