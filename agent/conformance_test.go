@@ -9,7 +9,6 @@ import (
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/conformance"
-	"github.com/armorhost/kubearmor/monitor"
 	"github.com/armorhost/kubearmor/proctable"
 	"golang.org/x/sys/unix"
 )
@@ -52,22 +51,19 @@ func (mt *monitorTier) Do(t *testing.T, op conformance.Op) conformance.Outcome {
 		proc, parent = op.Object, op.Program
 		mt.own(t, op)
 	case conformance.Open:
-		flags := "O_RDONLY"
+		// The fields the monitor's decoder fills for this openat(2).
+		flags := uint32(unix.O_RDONLY)
 		if op.Write {
-			flags = "O_WRONLY|O_TRUNC"
+			flags = unix.O_WRONLY | unix.O_TRUNC
 		}
-		if op.Dir {
-			flags += "|O_DIRECTORY"
-		}
-		ev.Operation, ev.Syscall, ev.Resource = event.OpFile, "SYS_OPENAT", op.Object
-		ev.Data = "syscall=SYS_OPENAT fd=-100 flags=" + flags
+		ev.Operation, ev.Syscall, ev.Resource, ev.Path = event.OpFile, "SYS_OPENAT", op.Object, op.Object
+		ev.File = event.File{Op: event.FileOpen, Flags: flags, Dir: op.Dir}
 		mt.own(t, op)
 	case conformance.Socket:
 		ev.Operation, ev.Syscall = event.OpNetwork, "SYS_SOCKET"
-		// The Resource the monitor writes for this socket(2).
 		typ, _ := hostpolicy.SocketTypeNamed(op.SockType)
 		ip, _ := hostpolicy.IPProtocolNamed(op.Proto) // "": protocol 0
-		ev.Resource = monitor.SocketResource(unix.AF_INET, uint64(typ.Number), uint64(ip.Number))
+		ev.Socket = event.Socket{Family: unix.AF_INET, Type: typ.Number, Protocol: ip.Number}
 	default:
 		t.Fatalf("the monitor makes no event of a %v", op.Kind)
 	}

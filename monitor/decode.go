@@ -10,6 +10,7 @@ import (
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/proctable"
+	"golang.org/x/sys/unix"
 )
 
 // Record kinds, flags and limits of monitor.bpf.c, from the constants
@@ -224,16 +225,20 @@ func (d *decoder) syscall(r *record, ev *event.Event) (bool, error) {
 		ev.Resource = commandLine(ev.Exe, argv)
 		ev.Data = syscallData(r.nr, &r.args, nil, "")
 	case exitFile:
-		ev.Resource = resolved(r, string(r.field(0)), 1)
-		if isProcOrSys(ev.Resource) {
+		ev.Path = resolved(r, string(r.field(0)), 1)
+		if isProcOrSys(ev.Path) {
 			// A relative path into /proc or /sys, dropped like the
 			// absolute ones the kernel drops.
 			return false, nil
 		}
+		ev.File = fileOf(r.nr, &r.args)
+		ev.Resource = ev.Path
 		ev.Data = syscallData(r.nr, &r.args, nil, "")
 	case exitNet:
 		switch r.nr {
 		case sysSocket:
+			// socket(2) takes int arguments: the kernel reads the low 32 bits.
+			ev.Socket = event.Socket{Family: uint16(r.args[0]), Type: uint32(r.args[1]) & sockTypeMask, Protocol: uint32(r.args[2])}
 			ev.Resource = SocketResource(r.args[0], r.args[1], r.args[2])
 		case sysListen:
 		default:
@@ -263,6 +268,28 @@ func (d *decoder) syscall(r *record, ev *event.Event) (bool, error) {
 		ev.Data = syscallData(r.nr, &r.args, strs, target)
 	}
 	return true, nil
+}
+
+// fileOf is what file syscall nr does, from its raw arguments.
+func fileOf(nr uint32, args *[6]uint64) event.File {
+	switch nr {
+	case sysOpen:
+		return openFile(args[1])
+	case sysOpenat, sysOpenat2: // openat2's open_how was replaced by its flags in the kernel
+		return openFile(args[2])
+	case sysMkdir, sysMkdirat, sysRmdir:
+		return event.File{Op: event.FileChange, Dir: true}
+	case sysUnlinkat:
+		return event.File{Op: event.FileChange, Dir: args[2]&unix.AT_REMOVEDIR != 0}
+	}
+	return event.File{Op: event.FileChange}
+}
+
+// openFile is an open with flags. O_TMPFILE includes the O_DIRECTORY bit,
+// but the file it makes is no directory (and Data shows O_TMPFILE alone).
+func openFile(flags uint64) event.File {
+	dir := flags&unix.O_DIRECTORY != 0 && flags&unix.O_TMPFILE != unix.O_TMPFILE
+	return event.File{Op: event.FileOpen, Flags: uint32(flags), Dir: dir}
 }
 
 // resolved is the absolute form of a path a syscall was given, from what

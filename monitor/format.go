@@ -132,9 +132,13 @@ func FamilyName(family uint64) string {
 	return strconv.FormatUint(family, 10)
 }
 
+// sockTypeMask is the kernel's SOCK_TYPE_MASK: the type without the
+// SOCK_NONBLOCK and SOCK_CLOEXEC flags socket(2) takes beside it.
+const sockTypeMask = 0xf
+
 // SocketType formats socket(2)'s type argument: "SOCK_STREAM|SOCK_NONBLOCK".
 func SocketType(t uint64) string {
-	base := t & 0xf
+	base := t & sockTypeMask
 	name := hostpolicy.SocketTypeConst(uint32(base))
 	if t&unix.SOCK_NONBLOCK != 0 {
 		name += "|SOCK_NONBLOCK"

@@ -231,11 +231,13 @@ func (e *Enforcer) verdict(line string) (event.Event, bool) {
 	case f["operation"] == "capable":
 		ev.Operation = event.OpCapabilities
 		ev.Resource = "CAP_" + strings.ToUpper(f["capname"])
+		ev.Capability, _ = hostpolicy.CapabilityNumber(f["capname"])
 		d = st.table.Capability(f["capname"], source, decide.NoFacts{})
 	case f["family"] != "" || f["sock_type"] != "":
 		typ, proto := auditSocket(f["sock_type"], f["protocol"])
 		ev.Operation = event.OpNetwork
 		ev.Resource = hostpolicy.SocketResource(typ.Number, proto.Number)
+		ev.Socket = auditSocketFields(f["family"], typ, f["protocol"])
 		d = st.table.Network(typ.Name, proto.Name, source, decide.NoFacts{})
 	case f["operation"] == "exec":
 		ev.Operation = event.OpProcess
@@ -253,6 +255,9 @@ func (e *Enforcer) verdict(line string) (event.Event, bool) {
 		if len(name) > 1 && strings.HasSuffix(name, "/") {
 			name, dir = strings.TrimSuffix(name, "/"), true
 		}
+		// The record's operation and requested_mask are AppArmor's, not
+		// open(2)'s: File.Op stays unknown.
+		ev.Path, ev.File.Dir = name, dir
 		d = st.table.Path(hostpolicy.CategoryFile, name, source, dir, recordFacts(f))
 	default:
 		return event.Event{}, false
@@ -316,6 +321,22 @@ func fillProc(ev *event.Event) {
 // auditSocket reads an audit record's sock_type ("stream") and protocol
 // (a number, "0" or absent when the socket was created with protocol 0, for
 // which the kernel picks TCP or UDP by the type).
+// auditSocketFields is the event's Socket: the record's family ("inet",
+// "inet6"), its type, and its protocol as asked.
+func auditSocketFields(family string, typ hostpolicy.SocketType, protocol string) event.Socket {
+	s := event.Socket{Type: typ.Number}
+	switch family {
+	case "inet":
+		s.Family = unix.AF_INET
+	case "inet6":
+		s.Family = unix.AF_INET6
+	}
+	if n, err := strconv.ParseUint(protocol, 10, 32); err == nil {
+		s.Protocol = uint32(n)
+	}
+	return s
+}
+
 func auditSocket(sockType, protocol string) (hostpolicy.SocketType, hostpolicy.IPProtocol) {
 	typ, _ := hostpolicy.SocketTypeNamed(sockType)
 	var proto hostpolicy.IPProtocol

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
 )
@@ -99,14 +101,18 @@ func decode(raw []byte, clock event.BootClock) (event.Event, bool) {
 	case hookFileOpen, hookFilePerm, hookPathMknod, hookPathUnlink, hookPathMkdir, hookPathRmdir,
 		hookPathSymlink, hookPathLink, hookPathRename, hookPathChmod, hookPathChown, hookPathTruncate:
 		ev.Operation = event.OpFile
-		ev.Resource = event.CString(k.Resource[:])
+		ev.Path = event.CString(k.Resource[:])
+		ev.File = fileOf(k.Hook, k.Arg)
+		ev.Resource = ev.Path
 		ev.Data = lsm
 	case hookSocketCreate, hookSocketConnect, hookSocketBind, hookSocketAccept:
 		ev.Operation = event.OpNetwork
+		ev.Socket = event.Socket{Family: k.Family, Type: uint32(k.SockType), Protocol: uint32(k.Protocol)}
 		ev.Resource = hostpolicy.SocketResource(uint32(k.SockType), uint32(k.Protocol))
 		ev.Data = lsm + " " + ev.Resource
 	case hookCapable:
 		ev.Operation = event.OpCapabilities
+		ev.Capability = k.Arg
 		ev.Resource = hostpolicy.CapabilityConst(k.Arg)
 		ev.Data = lsm + " " + ev.Resource
 	case hookTaskFixSetuid, hookTaskFixSetgid:
@@ -116,6 +122,29 @@ func decode(raw []byte, clock event.BootClock) (event.Event, bool) {
 		return event.Event{}, false
 	}
 	return ev, true
+}
+
+// fileOf is what a file hook's operation does. file_open reports the
+// opened file's f_mode (FMODE_READ 1, FMODE_WRITE 2), the access asked
+// for: it becomes the open's access mode. file_permission says nothing
+// more (unknown); the path hooks change the file system.
+func fileOf(hook, arg uint32) event.File {
+	switch hook {
+	case hookFileOpen:
+		flags := uint32(unix.O_RDONLY)
+		switch arg & 3 {
+		case 2:
+			flags = unix.O_WRONLY
+		case 3:
+			flags = unix.O_RDWR
+		}
+		return event.File{Op: event.FileOpen, Flags: flags}
+	case hookFilePerm:
+		return event.File{}
+	case hookPathMkdir, hookPathRmdir:
+		return event.File{Op: event.FileChange, Dir: true}
+	}
+	return event.File{Op: event.FileChange}
 }
 
 // mapMemory is the memlock the kernel reports in fdinfo for each map, by

@@ -273,6 +273,7 @@ func decodeSock(raw []byte, clock event.BootClock) (event.Event, bool) {
 		Syscall:   hookSyscalls[k.Hook],
 		Resource:  res,
 		Data:      "syscall=" + hookSyscalls[k.Hook] + " " + res,
+		Socket:    event.Socket{Family: uint16(k.Family), Type: k.Type, Protocol: k.Protocol},
 		Verdict:   event.Verdict(k.Verdict),
 		RuleID:    k.Rule,
 		Enforcer:  EnforcerCgroup,
