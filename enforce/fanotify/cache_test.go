@@ -72,7 +72,7 @@ func TestCacheNeverLoosens(t *testing.T) {
 		if d, out := run(t, "/bin/cat", path); !d {
 			t.Fatalf("open of %s through the cache: %s", path, out)
 		}
-		ev := events.wait(t, "block of "+path, func(ev event.Event) bool { return ev.Resource == path })
+		ev := events.Wait(t, "block of "+path, eventWait, func(ev event.Event) bool { return ev.Resource == path })
 		if ev.Verdict != event.VerdictBlock || ev.RuleID != id {
 			t.Fatalf("event: %+v, want rule %d", ev, id)
 		}
@@ -144,7 +144,7 @@ func TestCacheNeverLoosens(t *testing.T) {
 		if d, out := run(t, blockedExec); !d {
 			t.Fatalf("exec of %s through the cache: %s", blockedExec, out)
 		}
-		events.wait(t, "exec block", func(ev event.Event) bool {
+		events.Wait(t, "exec block", eventWait, func(ev event.Event) bool {
 			return ev.Resource == blockedExec && ev.Verdict == event.VerdictBlock
 		})
 	})
