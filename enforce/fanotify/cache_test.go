@@ -282,7 +282,7 @@ func TestCacheNameDuringInsert(t *testing.T) {
 			if d, out := run(t, "/bin/cat", secret); !d {
 				t.Fatalf("open of %s answered by the kernel: %s", secret, out)
 			}
-			ev := events.wait(t, "block of "+secret, func(ev event.Event) bool { return ev.Resource == secret })
+			ev := events.Wait(t, "block of "+secret, eventWait, func(ev event.Event) bool { return ev.Resource == secret })
 			if ev.Verdict != event.VerdictBlock || ev.RuleID != ruleID(t, rs, secret) {
 				t.Fatalf("event: %+v", ev)
 			}
