@@ -24,6 +24,8 @@ type enforcerConfig struct {
 	Caps         uint64
 	RateBurst    uint32
 	Scoped       uint32
+	Epoch        uint32
+	Pad          uint32
 }
 
 type enforcerEvent struct {
@@ -61,6 +63,16 @@ type enforcerExePath struct {
 	Pad  uint32
 	Hash uint64
 	Path [256]int8
+}
+
+type enforcerInodeTag struct {
+	_   structs.HostLayout
+	Gen [2]struct {
+		_     structs.HostLayout
+		Epoch uint32
+		Len   uint32
+		Path  [256]int8
+	}
 }
 
 type enforcerNetKey struct {
@@ -183,6 +195,7 @@ type enforcerScratch struct {
 	}
 	Ncomp uint32
 	Pad2  uint32
+	Used  [256]int8
 }
 
 type enforcerSrcKey struct {
@@ -210,6 +223,7 @@ const (
 	enforcerMapCounters              = "counters"
 	enforcerMapEvents                = "events"
 	enforcerMapExeCache              = "exe_cache"
+	enforcerMapInodeTags             = "inode_tags"
 	enforcerMapNetRules              = "net_rules"
 	enforcerMapPathRules             = "path_rules"
 	enforcerMapPatternIndex          = "pattern_index"
@@ -314,6 +328,7 @@ type enforcerMapSpecs struct {
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	ExeCache     *ebpf.MapSpec `ebpf:"exe_cache"`
+	InodeTags    *ebpf.MapSpec `ebpf:"inode_tags"`
 	NetRules     *ebpf.MapSpec `ebpf:"net_rules"`
 	PathRules    *ebpf.MapSpec `ebpf:"path_rules"`
 	PatternIndex *ebpf.MapSpec `ebpf:"pattern_index"`
@@ -356,6 +371,7 @@ type enforcerMaps struct {
 	Counters     *ebpf.Map `ebpf:"counters"`
 	Events       *ebpf.Map `ebpf:"events"`
 	ExeCache     *ebpf.Map `ebpf:"exe_cache"`
+	InodeTags    *ebpf.Map `ebpf:"inode_tags"`
 	NetRules     *ebpf.Map `ebpf:"net_rules"`
 	PathRules    *ebpf.Map `ebpf:"path_rules"`
 	PatternIndex *ebpf.Map `ebpf:"pattern_index"`
@@ -373,6 +389,7 @@ func (m *enforcerMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.ExeCache,
+		m.InodeTags,
 		m.NetRules,
 		m.PathRules,
 		m.PatternIndex,

@@ -140,6 +140,13 @@ struct {
 	__type(value, struct exe_path);
 } exe_cache SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_INODE_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct inode_tag);
+} inode_tags SEC(".maps");
+
 struct match {
 	struct rule_slot slot[NSLOTS];
 };
@@ -179,6 +186,7 @@ struct scratch {
 	struct glob_state glob;  /* the glob match glob_step advances */
 	__u32 ncomp;             /* entries of comp (here for the reason glob is) */
 	__u32 pad2;
+	char used[PATH_LEN];     /* the name used, while decide_tagged decides another */
 };
 
 struct {
@@ -765,6 +773,80 @@ static __always_inline struct decision file_verdict(struct config *cfg, struct m
 	return decide(m, op, is_allowlisted(cfg, sv.allowlist, CAT_FILE), cfg->posture_block & (1 << CAT_FILE));
 }
 
+/* config_of is the config of a tag (generation and scope) active_config
+ * returned, so a decision split over global functions uses one
+ * generation throughout. */
+static __always_inline struct config *config_of(__u32 tag)
+{
+	__u32 idx = (tag >> GEN_SHIFT) * MAX_SCOPES + ((tag >> SCOPE_SHIFT) & (MAX_SCOPES - 1));
+	return bpf_map_lookup_elem(&configs, &idx);
+}
+
+/* Decisions cross global functions packed in a __u64: verdict in the low
+ * byte, deny in bit 8, the rule in the high half. */
+static __always_inline __u64 pack_decision(struct decision d)
+{
+	return (__u64)d.rule << 32 | (d.deny ? 1 << 8 : 0) | (d.verdict & 0xff);
+}
+
+static __always_inline struct decision unpack_decision(__u64 v)
+{
+	struct decision d = {.verdict = v & 0xff, .deny = (v >> 8) & 1, .rule = v >> 32};
+	return d;
+}
+
+/* decide_tagged decides the name Apply tagged an object with (n, from
+ * inode_tags) for a hook that decided the name used, in s->path (length
+ * src_len's high half; fromSource's id is its low half): the explicit Block and Audit rules of category on that name,
+ * as if it had been used. An allow-list's posture stays the name used's
+ * business. s->path holds the name used again on return, for the alert's
+ * Resource. 0 when the tag is stale or names the name used. A global
+ * function: verified once, and the hooks' own verification (file_open's
+ * is close to the limit) is not multiplied by a second match_path. */
+__noinline __u64 decide_tagged(struct inode_name *n, __u32 gtag, __u32 category, __u32 op, __u64 src_len)
+{
+	__u32 src = (__u32)src_len, used_len = src_len >> 32;
+	struct scratch *s = get_scratch();
+	if (!s || !n)
+		return 0;
+	struct config *cfg = config_of(gtag);
+	if (!cfg)
+		return 0;
+	__u32 len = n->len;
+	if (!cfg->epoch || n->epoch != cfg->epoch || !len || len >= PATH_LEN)
+		return 0;
+	if (len == used_len && same_bytes(s->path, n->path, len))
+		return 0;
+	bpf_probe_read_kernel_str(s->used, PATH_LEN, s->path);
+	bpf_probe_read_kernel_str(s->path, PATH_LEN, n->path);
+	struct match m = {};
+	if (category == CAT_PROCESS)
+		match_path(s, cfg, gtag, CAT_PROCESS, K_EXEC_PATH, K_EXEC_NAME, K_EXEC_DIR, src, len, 0, &m);
+	else
+		match_path(s, cfg, gtag, CAT_FILE, K_FILE_PATH, 0, K_FILE_DIR, src, len, 0, &m);
+	bpf_probe_read_kernel_str(s->path, PATH_LEN, s->used);
+	return pack_decision(decide(&m, op, 0, 0));
+}
+
+/* tagged_decision is d, or the decision of the name an object's inode was
+ * tagged with where that one is stronger (it denies, or d decides
+ * nothing). Only host-scope rules tag inodes (Apply resolves their paths
+ * in the agent's mount namespace). */
+static __always_inline struct decision tagged_decision(struct decision d, struct config *cfg, __u32 gtag,
+							struct inode *inode, __u32 category, __u32 op, __u32 src,
+							__u32 used_len)
+{
+	if (d.deny || !cfg->epoch || ((gtag >> SCOPE_SHIFT) & (MAX_SCOPES - 1)))
+		return d;
+	struct inode_tag *it = bpf_inode_storage_get(&inode_tags, inode, 0, 0);
+	if (!it)
+		return d;
+	__u64 p = decide_tagged(&it->gen[(gtag >> GEN_SHIFT) & 1], gtag, category, op, (__u64)used_len << 32 | src);
+	if ((p & 0xff) && (((p >> 8) & 1) || !d.verdict))
+		return unpack_decision(p);
+	return d;
+}
+
 static __always_inline int has_tty(struct task_struct *t)
 {
 	return BPF_CORE_READ(t, signal, tty) != NULL;
@@ -921,6 +1003,8 @@ int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 	if (has_tty(t))
 		op |= OP_TTY;
 	struct decision d = decide(&m, op, is_allowlisted(cfg, sv.allowlist, CAT_PROCESS), cfg->posture_block & (1 << CAT_PROCESS));
+	if (len)
+		d = tagged_decision(d, cfg, gen, f->f_inode, CAT_PROCESS, op, sv.id, len);
 	if (!d.verdict)
 		return 0;
 	struct event *e = new_event(cfg, &d, H_BPRM_CHECK, EACCES);
@@ -1003,6 +1087,7 @@ int BPF_PROG(enforce_file_open, struct file *file, int ret)
 	if (has_tty(t))
 		op |= OP_TTY;
 	struct decision d = decide(&m, op, is_allowlisted(cfg, sv.allowlist, CAT_FILE), cfg->posture_block & (1 << CAT_FILE));
+	d = tagged_decision(d, cfg, gen, inode, CAT_FILE, op, sv.id, len);
 	if (!d.verdict)
 		return 0;
 	struct event *e = new_event(cfg, &d, H_FILE_OPEN, EACCES);
@@ -1165,28 +1250,6 @@ static __always_inline struct exe_path *walk_exe_cache(struct task_struct *task,
 #define SIDE_ANCESTORS 0x2 /* a directory: the rules of protected paths below it */
 
 #define PATH_KINDS (FILE_KINDS | (1 << K_ANCESTOR))
-
-/* config_of is the config of a tag (generation and scope) active_config
- * returned, so a decision split over global functions uses one
- * generation throughout. */
-static __always_inline struct config *config_of(__u32 tag)
-{
-	__u32 idx = (tag >> GEN_SHIFT) * MAX_SCOPES + ((tag >> SCOPE_SHIFT) & (MAX_SCOPES - 1));
-	return bpf_map_lookup_elem(&configs, &idx);
-}
-
-/* Decisions cross global functions packed in a __u64: verdict in the low
- * byte, deny in bit 8, the rule in the high half. */
-static __always_inline __u64 pack_decision(struct decision d)
-{
-	return (__u64)d.rule << 32 | (d.deny ? 1 << 8 : 0) | (d.verdict & 0xff);
-}
-
-static __always_inline struct decision unpack_decision(__u64 v)
-{
-	struct decision d = {.verdict = v & 0xff, .deny = (v >> 8) & 1, .rule = v >> 32};
-	return d;
-}
 
 static __always_inline __u64 pack_src(struct src_ref sv)
 {
