@@ -841,7 +841,7 @@ static __always_inline struct decision tagged_decision(struct decision d, struct
 	struct inode_tag *it = bpf_inode_storage_get(&inode_tags, inode, 0, 0);
 	if (!it)
 		return d;
-	__u64 p = decide_tagged(&it->gen[(gtag >> GEN_SHIFT) & 1], gtag, category, op, (__u64)used_len << 32 | src);
+	__u64 p = decide_tagged(&it->gen[masked(gtag >> GEN_SHIFT, 1)], gtag, category, op, (__u64)used_len << 32 | src);
 	if ((p & 0xff) && (((p >> 8) & 1) || !d.verdict))
 		return unpack_decision(p);
 	return d;
