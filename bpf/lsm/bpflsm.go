@@ -49,6 +49,7 @@ type Stats struct {
 	AttachTime   time.Duration
 	InodeTags    int               // objects the last Apply tagged with a rule's name (inodes.go)
 	InodeTagFail int               // objects it found but could not tag
+	InodeTagErr  error             // why the first of them could not
 	TagWalkCut   bool              // its walk of directory rules stopped at maxTagWalk entries
 	MapMemoryKiB uint64            // memory the kernel accounts to the enforcer's maps
 	MapMemory    map[string]uint64 // the same in bytes, by map
@@ -77,8 +78,9 @@ type Enforcer struct {
 	written    *written // keys of the active generation
 	rules      *hostpolicy.RuleSet
 	containers []Container
-	epoch      uint32    // of the last Apply (inodes.go)
-	tags       tagResult // what it tagged
+	epoch      uint32              // of the last Apply (inodes.go)
+	tags       tagResult           // what it tagged
+	walked     map[string][]string // names directory walks found (tagNames)
 }
 
 // written lists the keys Apply wrote for one generation, so the next Apply
@@ -421,7 +423,7 @@ func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
 // Stats reads the kernel's counters.
 func (e *Enforcer) Stats() (Stats, error) {
 	e.mu.Lock()
-	s := Stats{LoadTime: e.loadTime, AttachTime: e.attachTime, InodeTags: e.tags.tagged, InodeTagFail: e.tags.failed, TagWalkCut: e.tags.walkCut}
+	s := Stats{LoadTime: e.loadTime, AttachTime: e.attachTime, InodeTags: e.tags.tagged, InodeTagFail: e.tags.failed, InodeTagErr: e.tags.err, TagWalkCut: e.tags.walkCut}
 	e.mu.Unlock()
 	for i, dst := range []*uint64{&s.Events, &s.Suppressed, &s.RingbufFull, &s.PathTooLong} {
 		var perCPU []uint64

@@ -70,8 +70,9 @@ type enforcerInodeTag struct {
 	Gen [2]struct {
 		_     structs.HostLayout
 		Epoch uint32
-		Len   uint32
-		Path  [256]int8
+		Src   [2]uint32
+		Pad   uint32
+		Rules [2]enforcerRuleVal
 	}
 }
 
@@ -195,7 +196,6 @@ type enforcerScratch struct {
 	}
 	Ncomp uint32
 	Pad2  uint32
-	Used  [256]int8
 }
 
 type enforcerSrcKey struct {

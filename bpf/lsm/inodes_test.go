@@ -33,41 +33,46 @@ func TestFileOpsPreexistingLinks(t *testing.T) {
 		}
 	}
 	docs := func(withSecret bool) []string {
-		file := ""
-		if withSecret {
-			file = `
-    matchPaths:
-    - path: ` + secret
-		}
-		return []string{policy("old-links", `
-  file:`+file+`
+		d := []string{policy("old-dir", `
+  file:
     matchDirectories:
     - dir: `+dir+`/blk/
       recursive: true
+  action: Block
+`), policy("old-prog", `
   process:
     matchPaths:
     - path: `+prog+`
   action: Block
-`), policy("old-links-audit", `
+`), policy("old-audit", `
   file:
     matchPaths:
     - path: `+audited+`
   action: Audit
 `)}
+		if withSecret {
+			d = append(d, policy("old-secret", `
+  file:
+    matchPaths:
+    - path: `+secret+`
+  action: Block
+`))
+		}
+		return d
 	}
 	rs := apply(t, e, hostpolicy.Postures{}, docs(true)...)
-	block, audit := ruleID(t, rs, "old-links"), ruleID(t, rs, "old-links-audit")
-	if st, err := e.Stats(); err != nil || st.InodeTags != 4 || st.InodeTagFail != 0 || st.TagWalkCut {
-		t.Errorf("Stats: %d tagged, %d failed, cut %v (%v); want 4, 0, false", st.InodeTags, st.InodeTagFail, st.TagWalkCut, err)
+	secretID, dirID, progID, audit := ruleID(t, rs, "old-secret"), ruleID(t, rs, "old-dir"), ruleID(t, rs, "old-prog"), ruleID(t, rs, "old-audit")
+	if st, err := e.Stats(); err != nil || st.InodeTags < 4 || st.InodeTags > 5 || st.InodeTagFail != 0 || st.TagWalkCut {
+		t.Errorf("Stats: %d tagged, %d failed (%v), cut %v (%v); want 4 (5 with the sentinel file), 0, false", st.InodeTags, st.InodeTagFail, st.InodeTagErr, st.TagWalkCut, err)
 	}
 
 	x, y, z := rel(dir, "free/x"), rel(dir, "free/y"), rel(dir, "free/z")
 	wantDenied(t, openRead(x), "read through an old link to a blocked file")
-	wantFileOpEvent(t, 0, block, event.VerdictBlock, "lsm=FILE_OPEN", x)
+	wantFileOpEvent(t, 0, secretID, event.VerdictBlock, "lsm=FILE_OPEN", x)
 	wantDenied(t, openWrite(y), "write through an old link to a file in a blocked directory")
-	wantFileOpEvent(t, 0, block, event.VerdictBlock, "lsm=FILE_OPEN", y)
+	wantFileOpEvent(t, 0, dirID, event.VerdictBlock, "lsm=FILE_OPEN", y)
 	wantDenied(t, run(rel(dir, "free/busybox-link"), "true"), "exec of an old link to a blocked program")
-	wantVerdict(t, block, event.VerdictBlock, event.OpProcess, rel(dir, "free/busybox-link"))
+	wantVerdict(t, progID, event.VerdictBlock, event.OpProcess, rel(dir, "free/busybox-link"))
 	wantAllowed(t, openRead(z), "read through an old link to an audited file")
 	wantFileOpEvent(t, 0, audit, event.VerdictAudit, "lsm=FILE_OPEN", z)
 	// by their own names, as before
@@ -77,15 +82,18 @@ func TestFileOpsPreexistingLinks(t *testing.T) {
 
 	// The rule on secret goes: its tag is stale, the link works.
 	apply(t, e, hostpolicy.Postures{}, docs(false)...)
+	if st, err := e.Stats(); err != nil || st.InodeTags < 3 || st.InodeTagFail != 0 {
+		t.Errorf("Stats after the second Apply: %d tagged, %d failed (%v) (%v); want 3 (4 with the sentinel file), 0", st.InodeTags, st.InodeTagFail, st.InodeTagErr, err)
+	}
 	wantAllowed(t, openRead(x), "read through the old link once the rule is gone")
 	wantAllowed(t, openRead(secret), "read of the file once the rule is gone")
 	wantDenied(t, openRead(y), "the directory rule's link still")
 	// and comes back
 	rs = apply(t, e, hostpolicy.Postures{}, docs(true)...)
-	block = ruleID(t, rs, "old-links")
-	before := collected.count(opAlert(block, event.VerdictBlock, "lsm=FILE_OPEN", x))
+	secretID = ruleID(t, rs, "old-secret")
+	before := collected.count(opAlert(secretID, event.VerdictBlock, "lsm=FILE_OPEN", x))
 	wantDenied(t, openRead(x), "read through the old link once the rule is back")
-	wantFileOpEvent(t, before, block, event.VerdictBlock, "lsm=FILE_OPEN", x)
+	wantFileOpEvent(t, before, secretID, event.VerdictBlock, "lsm=FILE_OPEN", x)
 
 	// A new file under the old name of a deleted one inherits nothing.
 	if err := os.Remove(x); err != nil {

@@ -186,7 +186,6 @@ struct scratch {
 	struct glob_state glob;  /* the glob match glob_step advances */
 	__u32 ncomp;             /* entries of comp (here for the reason glob is) */
 	__u32 pad2;
-	char used[PATH_LEN];     /* the name used, while decide_tagged decides another */
 };
 
 struct {
@@ -795,55 +794,30 @@ static __always_inline struct decision unpack_decision(__u64 v)
 	return d;
 }
 
-/* decide_tagged decides the name Apply tagged an object with (n, from
- * inode_tags) for a hook that decided the name used, in s->path (length
- * src_len's high half; fromSource's id is its low half): the explicit Block and Audit rules of category on that name,
- * as if it had been used. An allow-list's posture stays the name used's
- * business. s->path holds the name used again on return, for the alert's
- * Resource. 0 when the tag is stale or names the name used. A global
- * function: verified once, and the hooks' own verification (file_open's
- * is close to the limit) is not multiplied by a second match_path. */
-__noinline __u64 decide_tagged(struct inode_name *n, __u32 gtag, __u32 category, __u32 op, __u64 src_len)
-{
-	__u32 src = (__u32)src_len, used_len = src_len >> 32;
-	struct scratch *s = get_scratch();
-	if (!s || !n)
-		return 0;
-	struct config *cfg = config_of(gtag);
-	if (!cfg)
-		return 0;
-	__u32 len = n->len;
-	if (!cfg->epoch || n->epoch != cfg->epoch || !len || len >= PATH_LEN)
-		return 0;
-	if (len == used_len && same_bytes(s->path, n->path, len))
-		return 0;
-	bpf_probe_read_kernel_str(s->used, PATH_LEN, s->path);
-	bpf_probe_read_kernel_str(s->path, PATH_LEN, n->path);
-	struct match m = {};
-	if (category == CAT_PROCESS)
-		match_path(s, cfg, gtag, CAT_PROCESS, K_EXEC_PATH, K_EXEC_NAME, K_EXEC_DIR, src, len, 0, &m);
-	else
-		match_path(s, cfg, gtag, CAT_FILE, K_FILE_PATH, 0, K_FILE_DIR, src, len, 0, &m);
-	bpf_probe_read_kernel_str(s->path, PATH_LEN, s->used);
-	return pack_decision(decide(&m, op, 0, 0));
-}
-
-/* tagged_decision is d, or the decision of the name an object's inode was
- * tagged with where that one is stronger (it denies, or d decides
- * nothing). Only host-scope rules tag inodes (Apply resolves their paths
- * in the agent's mount namespace). */
+/* tagged_decision is d, or the decision of the rules Apply tagged the
+ * object's inode with (inodes.go) where that one is stronger: it denies,
+ * or d decides nothing. The tag holds what the rules' name for the object
+ * decides (its exact and directory rules, computed by Apply as match_path
+ * would), per category, so a name no rule covers (a hard link made before
+ * the rules) is decided as that name: explicit Block and Audit rules only,
+ * an allow-list's posture stays the name used's business. Only host-scope
+ * rules tag inodes (Apply resolves their paths in its own mount
+ * namespace). */
 static __always_inline struct decision tagged_decision(struct decision d, struct config *cfg, __u32 gtag,
-							struct inode *inode, __u32 category, __u32 op, __u32 src,
-							__u32 used_len)
+							struct inode *inode, __u32 category, __u32 op, __u32 src)
 {
 	if (d.deny || !cfg->epoch || ((gtag >> SCOPE_SHIFT) & (MAX_SCOPES - 1)))
 		return d;
 	struct inode_tag *it = bpf_inode_storage_get(&inode_tags, inode, 0, 0);
 	if (!it)
 		return d;
-	__u64 p = decide_tagged(&it->gen[masked(gtag >> GEN_SHIFT, 1)], gtag, category, op, (__u64)used_len << 32 | src);
-	if ((p & 0xff) && (((p >> 8) & 1) || !d.verdict))
-		return unpack_decision(p);
+	struct inode_name *n = &it->gen[masked(gtag >> GEN_SHIFT, 1)];
+	__u32 c = masked(category, 1);
+	if (n->epoch != cfg->epoch || (n->src[c] && n->src[c] != src))
+		return d;
+	struct decision td = decide((struct match *)&n->rules[c], op, 0, 0);
+	if (td.verdict && (td.deny || !d.verdict))
+		return td;
 	return d;
 }
 
@@ -1004,7 +978,7 @@ int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 		op |= OP_TTY;
 	struct decision d = decide(&m, op, is_allowlisted(cfg, sv.allowlist, CAT_PROCESS), cfg->posture_block & (1 << CAT_PROCESS));
 	if (len)
-		d = tagged_decision(d, cfg, gen, f->f_inode, CAT_PROCESS, op, sv.id, len);
+		d = tagged_decision(d, cfg, gen, f->f_inode, CAT_PROCESS, op, sv.id);
 	if (!d.verdict)
 		return 0;
 	struct event *e = new_event(cfg, &d, H_BPRM_CHECK, EACCES);
@@ -1087,7 +1061,7 @@ int BPF_PROG(enforce_file_open, struct file *file, int ret)
 	if (has_tty(t))
 		op |= OP_TTY;
 	struct decision d = decide(&m, op, is_allowlisted(cfg, sv.allowlist, CAT_FILE), cfg->posture_block & (1 << CAT_FILE));
-	d = tagged_decision(d, cfg, gen, inode, CAT_FILE, op, sv.id, len);
+	d = tagged_decision(d, cfg, gen, inode, CAT_FILE, op, sv.id);
 	if (!d.verdict)
 		return 0;
 	struct event *e = new_event(cfg, &d, H_FILE_OPEN, EACCES);

@@ -243,17 +243,19 @@ struct config {
 
 /* Inode identity for objects the rules name that exist when they are
  * applied: Apply tags each such inode (from user space, keyed by an fd of
- * it) with the name a rule gave it, so a name the object has that no rule
- * covers (a hard link made before the rules, a rename before them) is
- * decided as that name too. One name per generation, so writing the
- * inactive generation leaves the active one's alone; a name counts only
- * while its epoch is the active config's (a later Apply that did not tag
- * the inode again leaves it stale). The storage dies with the inode: a
- * reused inode number inherits nothing. */
+ * it) with what the rules' name for it decides, per category (index
+ * CAT_PROCESS, CAT_FILE), so any other name the object has (a hard link
+ * made before the rules, a rename before them) is decided alike. One
+ * half per generation, so writing the inactive generation leaves the
+ * active one's alone; a half counts only while its epoch is the active
+ * config's (a later Apply that did not tag the inode again leaves it
+ * stale). The storage dies with the inode: a reused inode number inherits
+ * nothing. */
 struct inode_name {
 	__u32 epoch;
-	__u32 len; /* of path, without the NUL */
-	char path[PATH_LEN];
+	__u32 src[2]; /* the rules' fromSource id, 0 for every source */
+	__u32 pad;
+	struct rule_val rules[2];
 };
 
 struct inode_tag {
