@@ -22,6 +22,7 @@ import (
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/feeder"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/kernelfs"
 	"github.com/armorhost/kubearmor/policystore"
 	"github.com/armorhost/kubearmor/systemd/sdnotify"
 )
@@ -136,7 +137,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, w := range cfg.Warnings {
 		a.log.Warn("config", "detail", w)
 	}
-	if err := mountKernelFilesystems(a.log); err != nil {
+	mounted, err := kernelfs.Ensure(kernelfs.Securityfs, kernelfs.BPF, kernelfs.Tracefs)
+	for _, fs := range mounted {
+		a.log.Info("mounted", "fs", fs.Type, "at", fs.Path)
+	}
+	if err != nil {
 		a.log.Warn("kernel filesystems", "err", err)
 	}
 
@@ -223,7 +228,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	sup.essential("policy watcher", store.Run)
 	sup.essential("feeder", srv.Serve)
 	// Sinks subscribe before the enforcer reads: a pinned ring buffer
-	// holds the verdicts of while no agent ran (bpf/lsm/pin.go).
+	// holds the verdicts of while no agent ran (enforce/bpflsm/pin.go).
 	a.startSinks(ctx, cfg, srv, goRun)
 	if a.enforcer != nil {
 		sup.essential("enforcer "+a.enforcer.Name(), func(ctx context.Context) error { return a.enforcer.Run(ctx, a.pipe.enqueue) })
@@ -342,7 +347,7 @@ func (a *Agent) onPolicies(snap policystore.Snapshot) {
 		}
 		unenforced = got
 		// The first Apply is when a new object version takes over from
-		// the one an earlier agent left pinned (bpf/lsm/pin.go).
+		// the one an earlier agent left pinned (enforce/bpflsm/pin.go).
 		if ad, ok := a.enforcer.(adopter); ok && ad.Adoption() != a.adoption {
 			a.adoption = ad.Adoption()
 			a.log.Info("enforcer kernel state", "enforcer", a.enforcer.Name(), "detail", a.adoption)
@@ -463,12 +468,6 @@ func (a *Agent) closeEnforcer() {
 	}
 	a.log.Info("enforcer detached", "enforcer", a.enforcer.Name())
 }
-
-// openEnforcer builds one enforcer, or says why this host cannot run it.
-type openEnforcer func(cfg *config.Config, life Lifecycle, log *slog.Logger) (Enforcer, error)
-
-// enforcers are the enforcers built into this agent, by lsm config name.
-var enforcers = map[string]openEnforcer{}
 
 // maxReasonBytes bounds why a tier was skipped: the reason goes into every
 // status reply, the systemd STATUS= line and the log, and a verifier's

@@ -6,10 +6,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/armorhost/kubearmor/agent/proctable"
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/conformance"
+	"github.com/armorhost/kubearmor/proctable"
 )
 
 // monitorTier runs the conformance table against the monitor-only tier:

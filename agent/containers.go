@@ -6,7 +6,8 @@ import (
 	"strings"
 	"sync"
 
-	bpflsm "github.com/armorhost/kubearmor/bpf/lsm"
+	"github.com/armorhost/kubearmor/agent/config"
+	bpflsm "github.com/armorhost/kubearmor/enforce/bpflsm"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/runtimes"
 )
@@ -14,13 +15,13 @@ import (
 // Container policies (KubeArmorPolicy) are enforced by an enforcer that can
 // scope rules to containers: the agent hands it the containers the runtimes
 // Resolver knows, again every time one comes or goes, and the enforcer
-// applies each container's policies to it (bpf/lsm: by cgroup id). The
+// applies each container's policies to it (enforce/bpflsm: by cgroup id). The
 // RuleSet itself carries the policies and their selectors, so a policy
 // change reaches running containers through Apply alone.
 
 // containerScoper is an enforcer that can scope rules to containers.
 type containerScoper interface {
-	SetContainers([]bpflsm.Container) (unenforced map[uint32]string, err error)
+	SetContainers([]hostpolicy.Container) (unenforced map[uint32]string, err error)
 }
 
 // The BPF-LSM enforcer is the one that scopes rules to containers.
@@ -98,11 +99,11 @@ func (a *Agent) syncContainers(cs []runtimes.Container, last string) string {
 	return summary
 }
 
-func enforcerContainers(cs []runtimes.Container) []bpflsm.Container {
-	out := make([]bpflsm.Container, 0, len(cs))
+func enforcerContainers(cs []runtimes.Container) []hostpolicy.Container {
+	out := make([]hostpolicy.Container, 0, len(cs))
 	for i := range cs {
 		c := &cs[i]
-		out = append(out, bpflsm.Container{
+		out = append(out, hostpolicy.Container{
 			ID:       c.ID,
 			CgroupID: c.CgroupID,
 			PidNS:    c.PidNS,
@@ -154,4 +155,19 @@ func (a *Agent) unscopedContainerRules(rs *hostpolicy.RuleSet, unenforced map[ui
 			unenforced[r.ID] = why
 		}
 	}
+}
+
+// openRuntimes follows Docker and containerd so events from containers carry
+// their identity. Absent runtimes are retried in the background.
+func (a *Agent) openRuntimes(cfg *config.Config) *runtimes.Resolver {
+	if cfg.DockerSocket == "none" && cfg.ContainerdSocket == "none" {
+		return nil
+	}
+	r, err := runtimes.New(runtimes.Options{DockerSocket: cfg.DockerSocket, ContainerdSocket: cfg.ContainerdSocket, Logger: a.log,
+		OnChange: a.containers.notify})
+	if err != nil {
+		a.log.Warn("container runtimes: not followed; container events are reported as host events", "err", err)
+		return nil
+	}
+	return r
 }

@@ -8,18 +8,17 @@ import (
 	"sync"
 	"testing"
 
-	bpflsm "github.com/armorhost/kubearmor/bpf/lsm"
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/runtimes"
 )
 
 // scopingEnforcer records what the agent hands a container-scoping
-// enforcer. The real one (bpf/lsm) needs BPF-LSM, which this host's kernel
+// enforcer. The real one (enforce/bpflsm) needs BPF-LSM, which this host's kernel
 // refuses; its own guest tests prove the kernel side.
 type scopingEnforcer struct {
 	mu    sync.Mutex
-	lists [][]bpflsm.Container
+	lists [][]hostpolicy.Container
 	seen  chan struct{}
 }
 
@@ -29,7 +28,7 @@ func (s *scopingEnforcer) Apply(*hostpolicy.RuleSet) (map[uint32]string, error) 
 }
 func (s *scopingEnforcer) Run(context.Context, func(event.Event)) error { return nil }
 func (s *scopingEnforcer) Close() error                                 { return nil }
-func (s *scopingEnforcer) SetContainers(cs []bpflsm.Container) (map[uint32]string, error) {
+func (s *scopingEnforcer) SetContainers(cs []hostpolicy.Container) (map[uint32]string, error) {
 	s.mu.Lock()
 	s.lists = append(s.lists, cs)
 	s.mu.Unlock()

@@ -3,8 +3,8 @@ package agent
 import (
 	"testing"
 
-	"github.com/armorhost/kubearmor/agent/proctable"
 	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/proctable"
 )
 
 // TestExecEventFilled: every alert and log carries upstream's ExecEvent,

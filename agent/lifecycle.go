@@ -4,7 +4,7 @@ import (
 	"log/slog"
 	"os"
 
-	bpflsm "github.com/armorhost/kubearmor/bpf/lsm"
+	bpflsm "github.com/armorhost/kubearmor/enforce/bpflsm"
 )
 
 // Lifecycle says what happens to the kernel objects when the agent exits

@@ -6,11 +6,10 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/armorhost/kubearmor/agent/proctable"
-	"github.com/armorhost/kubearmor/bpf/monitor"
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/proctable"
 	"github.com/armorhost/kubearmor/runtimes"
 )
 
@@ -228,7 +227,7 @@ func result(retval int64) string {
 	if retval >= 0 {
 		return resultPassed
 	}
-	return monitor.ResultText(retval)
+	return event.ResultText(retval)
 }
 
 // base builds the alert every output starts from. Paths, arguments and

@@ -67,7 +67,7 @@ func metricsServer(t *testing.T) *Server {
 	return srv
 }
 
-// agentExtra stands for the agent's own families (agent/wire.go).
+// agentExtra stands for the agent's own families (agent/metrics.go).
 func agentExtra(m *MetricsWriter) {
 	m.Family("kubearmor_ringbuf_lost_total", "counter", "Kernel events lost.")
 	m.Sample("kubearmor_ringbuf_lost_total", 7)

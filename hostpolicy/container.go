@@ -40,6 +40,26 @@ type ContainerInfo struct {
 	Identities []string
 }
 
+// Container is a running container as an enforcer scopes rules to it: the
+// agent builds the list from the runtimes, enforce/bpflsm consumes it.
+//
+// Scoping: a task whose cgroup is a known container's (or, for a container
+// whose cgroup id is unknown, whose pid and mount namespaces are) gets the
+// rules of the container policies that select that container, and never
+// the host's: host policies describe the host, as upstream's are. Every
+// other task, including one that unshared its own namespaces, gets the host
+// rules, so leaving the host's pid namespace is no way around them. Rules
+// follow the cgroup a task is in, not its parent cgroups: a container that
+// creates child cgroups takes its processes there out of its scope (and
+// under the host rules).
+type Container struct {
+	ID       string
+	CgroupID uint64 // cgroup2 id; 0 when unknown
+	PidNS    uint32 // used only when CgroupID is 0
+	MntNS    uint32
+	Info     ContainerInfo
+}
+
 // ContainerPolicy is one compiled container policy: its name and which
 // containers it applies to. Its rules are the ContainerRules whose Policy
 // is Name.

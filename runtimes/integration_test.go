@@ -15,15 +15,15 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/armorhost/kubearmor/bpf/monitor"
 	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/monitor"
 	"github.com/armorhost/kubearmor/runtimes"
 	"github.com/armorhost/kubearmor/runtimes/runtimetest"
 )
 
 // These tests run real dockerd and containerd (runtimetest) as root and
 // check attribution with the keys the kernel reports: first computed from
-// /proc as the BPF side reads them, then from real bpf/monitor events.
+// /proc as the BPF side reads them, then from real monitor events.
 
 var shared struct {
 	once sync.Once

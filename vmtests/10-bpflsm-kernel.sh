@@ -1,7 +1,7 @@
 #!/bin/sh
-# The BPF-LSM enforcer's kernel tests (bpf/lsm/*_test.go), run in the guest:
+# The BPF-LSM enforcer's kernel tests (enforce/bpflsm/*_test.go), run in the guest:
 # every rule kind denied or allowed by the real kernel, with its event.
-# vmtest-build: CGO_ENABLED=0 go test -c -o "$VMTEST_ARTIFACTS/bpflsm.test" ./bpf/lsm
+# vmtest-build: CGO_ENABLED=0 go test -c -o "$VMTEST_ARTIFACTS/bpflsm.test" ./enforce/bpflsm
 # vmtest: --add $VMTEST_ARTIFACTS/bpflsm.test --timeout 900
 set -e
 cd /opt/vmtest

@@ -1,9 +1,9 @@
 #!/bin/sh
 # The conformance table (hostpolicy/conformance) against the BPF-LSM tier
-# (bpf/lsm/conformance_test.go): every case's RuleSet through the kernel
+# (enforce/bpflsm/conformance_test.go): every case's RuleSet through the kernel
 # enforcer's Apply, its operation done by a real process, the verdict and
 # rule ID from the enforcer's events. Only the table's declared gaps skip.
-# vmtest-build: CGO_ENABLED=0 go test -c -o "$VMTEST_ARTIFACTS/conformance-bpflsm.test" ./bpf/lsm
+# vmtest-build: CGO_ENABLED=0 go test -c -o "$VMTEST_ARTIFACTS/conformance-bpflsm.test" ./enforce/bpflsm
 # vmtest: --add $VMTEST_ARTIFACTS/conformance-bpflsm.test --timeout 900
 set -e
 cd /opt/vmtest

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The BPF-LSM path hooks in the guest kernel (bpf/lsm/fileops_test.go): open,
+# The BPF-LSM path hooks in the guest kernel (enforce/bpflsm/fileops_test.go): open,
 # truncate, unlink, rmdir, mkdir, mknod, create, symlink, hard link, rename
 # out (of the file and of the protected directory), rename over, chmod and
 # chown against Block, readOnly and Audit rules (and, inside a container
@@ -8,7 +8,7 @@
 # a protected file and a blocked program get no unprotected name, hard
 # links made before the rules are decided by the inode's tag
 # (TestFileOpsPreexistingLinks), and the protected content is intact at the end.
-# vmtest-build: CGO_ENABLED=0 go test -c -o "$VMTEST_ARTIFACTS/bpflsm.test" ./bpf/lsm
+# vmtest-build: CGO_ENABLED=0 go test -c -o "$VMTEST_ARTIFACTS/bpflsm.test" ./enforce/bpflsm
 # vmtest: --add $VMTEST_ARTIFACTS/bpflsm.test --timeout 900
 set -e
 cd /opt/vmtest

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	bpflsm "github.com/armorhost/kubearmor/bpf/lsm"
+	bpflsm "github.com/armorhost/kubearmor/enforce/bpflsm"
 )
 
 // runDetach removes the BPF-LSM enforcer an agent left pinned: once no agent

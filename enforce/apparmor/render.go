@@ -423,7 +423,7 @@ var dirExists = func(p string) bool {
 // ancestor refuses moving it away and moving another tree into its place;
 // it leaves alone everything inside it (creating a file beside the
 // protected one asks for write on the new file's path, not the
-// directory's). As in the BPF-LSM tier (addAncestors in bpf/lsm), the
+// directory's). As in the BPF-LSM tier (addAncestors in enforce/bpflsm), the
 // rule's ownerOnly and readOnly do not carry over: every rename is a change,
 // and who owns the directory is not what they speak of.
 //

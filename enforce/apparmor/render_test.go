@@ -422,7 +422,7 @@ func TestAncestorLines(t *testing.T) {
 		{`audit deny "` + root + `/" w,`, true},
 		{`audit deny "/tmp/" w,`, true},
 		{`"` + root + `/a/b/prot/" w,`, false}, // the rule's own glob covers it
-		{`"` + root + `/missing/" w,`, false}, // does not exist: mkdir stays possible
+		{`"` + root + `/missing/" w,`, false},  // does not exist: mkdir stays possible
 		{`audit deny "` + root + `/p/q/" w,`, true},
 		{`audit deny "` + root + `/x/bin/" w,`, true},
 		{`audit "` + root + `/p/" w,`, true},

@@ -9,6 +9,9 @@
 //   - Every permission event is answered within Options.Deadline: a decision
 //     that takes longer is answered FAN_ALLOW (fail open) and reported.
 //   - The agent's own process is never denied.
+//   - Files no rule concerns are asked about once: the answer is cached in
+//     the kernel (cache.go), and never where it could depend on the program
+//     or on another name of the file.
 //   - Nothing outlives the process: fanotify marks and pending events go away
 //     when its fd closes (the kernel allows what is pending), and the cgroup
 //     programs are attached with links that are never pinned.
@@ -43,10 +46,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/armorhost/kubearmor/bpf/monitor"
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/decide"
+	"github.com/armorhost/kubearmor/monitor"
 )
 
 // Enforcer strings: the agent's tier, and the mechanisms that decided.
@@ -75,6 +78,8 @@ type Options struct {
 	// cgroup, when set (tests), is where the socket programs attach
 	// instead of the cgroup2 root.
 	cgroup string
+	// noCache (tests, the benchmark) leaves the allow cache off.
+	noCache bool
 }
 
 // Enforcer is the fanotify/cgroup-BPF tier.
@@ -99,6 +104,7 @@ type Enforcer struct {
 	fanOnce sync.Once     // the fanotify fd is closed once, by Close or the reader's death
 	fanErr  error
 
+	cache   *cache // the kernel-side cache of "allowed" answers (cache.go)
 	health  health // the reader's survived errors and its death (reader.go)
 	reserve []int  // descriptors held for events at the fd limit; the reader's own
 }
@@ -157,6 +163,11 @@ func New(opts Options) (*Enforcer, error) {
 		done:   make(chan struct{}),
 	}
 	e.table.Store(decide.New(nil, nil))
+	if opts.noCache {
+		e.cache = offCache(errors.New("turned off"))
+	} else if e.cache = openCache(fd); e.cache.err != nil {
+		opts.Log.Warn("fanotify tier: every open and exec on a marked filesystem waits for the agent", "err", e.cache.err)
+	}
 	e.health.init(opts.Log)
 	e.fillReserve()
 	if !opts.NoNetwork {
@@ -253,7 +264,10 @@ func (e *Enforcer) Apply(rs *hostpolicy.RuleSet) (map[uint32]string, error) {
 			return nil, fmt.Errorf("fanotify: %w", err)
 		}
 	}
-	e.table.Store(decide.New(rs, skip))
+	// The cache is flushed before the new table is used, and answers of
+	// the old one are not cached after.
+	t := decide.New(rs, skip)
+	e.cache.apply(func() { e.table.Store(t) }, newProtection(t, rs, skip), want)
 
 	for dev, cur := range e.marks {
 		drop := cur.mask &^ want[dev].mask
@@ -407,6 +421,8 @@ func (e *Enforcer) Close() error {
 	var errs []error
 	// Closing the fanotify fd wakes the reader and releases every pending
 	// permission event with FAN_ALLOW. A reader that died closed it already.
+	e.cache.close()
+	e.cache.disable()
 	errs = append(errs, e.closeFan())
 	<-e.done
 	if e.sock != nil {
@@ -460,19 +476,25 @@ func (e *Enforcer) respond(fd int32, allow bool) {
 }
 
 // unconcerned is the reader's fast check: no rule could decide this event,
-// whatever program made it. It costs one readlink of our own fd (and an
-// fstat for file events).
-func (e *Enforcer) unconcerned(fd int32, mask uint64) bool {
+// whatever program made it. It costs one fstat and one readlink of our own
+// fd. st is the fstat, for the cache (nil when it failed).
+func (e *Enforcer) unconcerned(fd int32, mask uint64) (ok bool, st *unix.Stat_t) {
 	cat := categoryOf(mask)
 	t := e.table.Load()
+	var s unix.Stat_t
+	if unix.Fstat(int(fd), &s) == nil {
+		st = &s
+	}
 	if !t.Has(cat) {
-		return true
+		return true, st
 	}
 	subject, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(fd)))
 	if err != nil || !strings.HasPrefix(subject, "/") {
-		return true
+		// Allowed as before, but never cached: the name is unknown.
+		return true, nil
 	}
-	return !t.Concerns(cat, subject, cat == hostpolicy.CategoryFile && isDirFD(fd))
+	isDir := cat == hostpolicy.CategoryFile && st != nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
+	return !t.Concerns(cat, subject, isDir), st
 }
 
 func categoryOf(mask uint64) hostpolicy.Category {

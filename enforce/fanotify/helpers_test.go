@@ -28,7 +28,8 @@ import (
 //
 //	FANOTIFY_TEST_CHILD=enforce  run the enforcer with the policy in
 //	    FANOTIFY_TEST_POLICY (cgroup programs in FANOTIFY_TEST_CGROUP,
-//	    file posture FANOTIFY_TEST_FILE_POSTURE), print "ready", then one
+//	    file posture FANOTIFY_TEST_FILE_POSTURE, allow cache off when
+//	    FANOTIFY_TEST_CACHE=off), print "ready", then one
 //	    line per verdict until killed.
 //	FANOTIFY_TEST_CHILD=udp      open a UDP socket, print "ok" or the error.
 //	FANOTIFY_TEST_CHILD=tcp      connect to FANOTIFY_TEST_ADDR, print "ok" or the error.
@@ -71,7 +72,7 @@ func childEnforce() {
 		fmt.Println(diags)
 		return
 	}
-	e, err := New(Options{cgroup: os.Getenv("FANOTIFY_TEST_CGROUP")})
+	e, err := New(Options{cgroup: os.Getenv("FANOTIFY_TEST_CGROUP"), noCache: os.Getenv("FANOTIFY_TEST_CACHE") == "off"})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -11,8 +11,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/armorhost/kubearmor/bpf/monitor"
 	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/monitor"
 )
 
 // taskStatus is what /proc/<tid>/status says about a thread.

@@ -132,11 +132,18 @@ func (e *Enforcer) handleEvents(b []byte) (fdTrouble bool) {
 			}
 			continue
 		}
-		if e.opts.stall == nil && e.unconcerned(fd, mask) {
-			// The common case, answered at once: no rule is about this file.
-			e.respond(fd, true)
-			unix.Close(int(fd))
-			continue
+		if e.opts.stall == nil {
+			// The generation before the table is read: an answer of rules
+			// replaced meanwhile is not cached.
+			gen := e.cache.generation()
+			if ok, st := e.unconcerned(fd, mask); ok {
+				// The common case, answered at once: no rule is about this
+				// file. The kernel answers its next opens itself.
+				e.respond(fd, true)
+				e.cache.insert(fd, mask, gen, st)
+				unix.Close(int(fd))
+				continue
+			}
 		}
 		go e.answer(fd, pid, mask)
 	}
@@ -188,7 +195,8 @@ func (e *Enforcer) die(err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	// Under mu: Apply never marks through a descriptor number that was
-	// closed (and maybe reused).
+	// closed (and maybe reused); nor does the cache.
+	e.cache.disable()
 	_ = e.closeFan()
 }
 

@@ -24,5 +24,5 @@ func (e *Enforcer) Stages() []event.Stage {
 	case late > 0:
 		st.State = fmt.Sprintf("decisions late, allowed (fail open): %d", late)
 	}
-	return []event.Stage{st}
+	return append([]event.Stage{st}, e.cache.stages()...)
 }

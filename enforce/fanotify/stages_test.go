@@ -26,7 +26,7 @@ func TestStagesCountLateDecisions(t *testing.T) {
 	}
 	events.wait(t, "fail-open report", func(ev event.Event) bool { return strings.Contains(ev.Data, "fail open") })
 	st := e.Stages()
-	if len(st) != 1 || st[0].Name != "fanotify verdicts" {
+	if len(st) != 3 || st[0].Name != "fanotify verdicts" || st[1].Name != "fanotify cache" || st[2].Name != "fanotify cache flushes" {
 		t.Fatalf("stages: %+v", st)
 	}
 	s := st[0]

@@ -8,7 +8,7 @@
 // binary built with go test -c). A case a tier cannot express names the
 // tier in Gaps, with the reason kubearmor status gives for it.
 //
-// The kernel enforcer's decide() (bpf/lsm/c/enforcer.bpf.c) is the
+// The kernel enforcer's decide() (enforce/bpflsm/c/enforcer.bpf.c) is the
 // reference: where copies disagreed, the table says what it does.
 package conformance
 

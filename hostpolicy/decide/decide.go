@@ -3,7 +3,7 @@
 // consumer asks it: the fanotify tier decides with it, the AppArmor tier
 // attributes a kernel denial to the rule that caused it, and the
 // monitor-only tier's matcher (agent/match.go) alerts with it. Its
-// semantics are the BPF-LSM enforcer's decide() in bpf/lsm/c/enforcer.bpf.c,
+// semantics are the BPF-LSM enforcer's decide() in enforce/bpflsm/c/enforcer.bpf.c,
 // which is the reference where they could differ; hostpolicy/conformance
 // holds the cases both must pass.
 //
@@ -138,7 +138,7 @@ func New(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rule) bool) *Table {
 }
 
 // ForContainer indexes the rules that decide for the processes of container
-// c, as the BPF-LSM enforcer scopes them (bpf/lsm/containers.go): the rules
+// c, as the BPF-LSM enforcer scopes them (enforce/bpflsm/containers.go): the rules
 // of the container policies that select c, under the container postures.
 // A container no container policy selects has no rules: host policies are
 // for the host, never for a container's processes.

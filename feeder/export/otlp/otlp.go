@@ -5,12 +5,17 @@
 // and the bounded queue are its own, and every record lost is counted in
 // its Stage.
 //
-// The SDK's BatchProcessor is not used: it drops silently (a log line, no
-// count per record) and gives up on a batch after its retry budget. Here the
-// queue holds what arrives while the collector is down, the batch at its
-// head is retried with backoff until the collector takes it, and a full
-// queue gives way to alerts: a log is dropped (counted) to make room for an
-// alert.
+// The SDK's Logger and BatchProcessor are not used. The BatchProcessor drops
+// silently (a log line, no count per record) and gives up on a batch after
+// its retry budget; here the queue holds what arrives while the collector
+// is down, each batch in flight is retried with backoff until the collector
+// takes it, and a full queue gives way to alerts: a log is dropped
+// (counted) to make room for an alert. The Logger copies every attribute
+// and the record again on its way to a processor; here records are built
+// with the SDK Record's setters, from a template the Logger made once (for
+// the resource and scope), and handed in batches to the SDK's OTLP
+// exporters, whose transform and transport (gRPC, HTTP) are used as they
+// are.
 package otlp
 
 import (
@@ -27,6 +32,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploggrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploghttp"
 	otellog "go.opentelemetry.io/otel/log"
@@ -89,20 +95,25 @@ type Options struct {
 
 // Exporter sends alerts and logs as OTLP log records.
 type Exporter struct {
-	opts     Options
-	exp      sdklog.Exporter
-	provider *sdklog.LoggerProvider
-	logger   otellog.Logger
-	target   string
+	opts   Options
+	exps   []sdklog.Exporter // one per sender: the SDK's Export must not run concurrently with itself
+	target string
+	// tmpl is an empty record as the SDK's Logger makes it: resource,
+	// instrumentation scope and limits, fields a Record has no setters
+	// for. Every event's record starts as a copy of it.
+	tmpl    sdklog.Record
+	scratch sync.Pool // *attrs, the attribute list being built
 
 	mu      sync.Mutex
-	alerts  []*sdklog.Record // queued, oldest first (pointers: cheap to move)
-	logs    []*sdklog.Record
-	head    int           // records in flight (taken from the queue, not yet sent)
-	wake    chan struct{} // a record arrived (when the queue was empty, or holds a batch)
+	alerts  []*batch // queued, oldest first; the last one may still be filling
+	logs    []*batch
+	free    []*batch // sent batches, kept to be filled again
+	queued  int      // records in alerts and logs
+	flight  int      // records taken by senders, not yet settled
+	wake    chan struct{}
 	stop    chan struct{} // closed by Close
 	closing bool
-	done    chan struct{} // closed when run returns
+	wg      sync.WaitGroup // the senders
 
 	// accounting (under mu)
 	received, sent, dropped uint64
@@ -110,7 +121,19 @@ type Exporter struct {
 	since                   time.Time
 }
 
-// New builds an exporter and starts its sender. It does not connect: a
+// batch is up to BatchSize records of one kind; recs[off:] are queued
+// (the records before off were dropped to make room for alerts).
+type batch struct {
+	recs  []sdklog.Record
+	off   int
+	first time.Time // when its first record was queued
+}
+
+// senders is how many batches are in flight at once: while the collector
+// reads one, the next is built and sent.
+const senders = 2
+
+// New builds an exporter and starts its senders. It does not connect: a
 // collector that is down is retried when records are sent.
 func New(o Options) (*Exporter, error) {
 	if o.BatchSize <= 0 {
@@ -119,27 +142,68 @@ func New(o Options) (*Exporter, error) {
 	if o.QueueLength <= 0 {
 		o.QueueLength = DefaultQueueLength
 	}
-	exp, target, err := newSDKExporter(o)
-	if err != nil {
+	e := &Exporter{opts: o, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	for range senders {
+		exp, target, err := newSDKExporter(o)
+		if err != nil {
+			for _, x := range e.exps {
+				x.Shutdown(context.Background())
+			}
+			return nil, err
+		}
+		e.exps, e.target = append(e.exps, exp), target
+	}
+	var err error
+	if e.tmpl, err = template(o); err != nil {
 		return nil, err
 	}
+	e.scratch.New = func() any { return &attrs{kv: make([]attribute.KeyValue, 0, 40)} }
+	for _, exp := range e.exps {
+		e.wg.Add(1)
+		go e.run(exp)
+	}
+	return e, nil
+}
+
+// template is an empty record from the SDK's Logger, for the resource and
+// scope it carries. Records are then built with the Record's setters and
+// queued here, not emitted through the Logger: its copy of every
+// attribute, one AddAttributes call at a time, then the copy the processor
+// must keep, were half the exporter's CPU.
+func template(o Options) (sdklog.Record, error) {
 	res, err := resource.Merge(resource.Empty(), resource.NewSchemaless(resourceAttrs(o)...))
 	if err != nil {
-		return nil, fmt.Errorf("otlp: resource: %w", err)
+		return sdklog.Record{}, fmt.Errorf("otlp: resource: %w", err)
 	}
-	e := &Exporter{opts: o, exp: exp, target: target, wake: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{})}
-	e.provider = sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor((*processor)(e)),
+	var c capture
+	p := sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(&c),
 		// Every field is kept: the limits apply to attribute counts and
 		// lengths, and an event has a fixed, small set.
 		sdklog.WithAttributeCountLimit(-1), sdklog.WithAttributeValueLengthLimit(-1),
 		// Our keys are unique by construction: the SDK's deduplication
-		// (a map per record) was a third of the exporter's CPU.
+		// (a map per record) is not needed.
 		sdklog.WithAllowKeyDuplication())
-	e.logger = e.provider.Logger("github.com/armorhost/kubearmor", otellog.WithInstrumentationVersion(o.Version))
-	go e.run()
-	return e, nil
+	p.Logger(scopeName, otellog.WithInstrumentationVersion(o.Version)).Emit(context.Background(), otellog.Record{})
+	if err := p.Shutdown(context.Background()); err != nil {
+		return sdklog.Record{}, fmt.Errorf("otlp: logger provider: %w", err)
+	}
+	if c.rec == nil {
+		return sdklog.Record{}, errors.New("otlp: the SDK's logger emitted no record")
+	}
+	return *c.rec, nil
 }
+
+// capture is the processor of template's provider: it keeps the record.
+type capture struct{ rec *sdklog.Record }
+
+func (c *capture) OnEmit(_ context.Context, r *sdklog.Record) error {
+	rec := r.Clone()
+	c.rec = &rec
+	return nil
+}
+func (c *capture) Enabled(context.Context, sdklog.EnabledParameters) bool { return true }
+func (c *capture) Shutdown(context.Context) error                         { return nil }
+func (c *capture) ForceFlush(context.Context) error                       { return nil }
 
 // newSDKExporter builds the SDK's OTLP log exporter for the protocol, with
 // its own retries off: the exporter retries (and keeps the batch) itself.
@@ -255,17 +319,23 @@ func (e *Exporter) Target() string { return e.target }
 
 // WriteAlert queues an alert; never blocks.
 func (e *Exporter) WriteAlert(a *kubearmorpb.Alert) error {
-	rec, err := alertRecord(a)
-	return e.emit(rec, err)
+	b := e.scratch.Get().(*attrs)
+	rec := e.tmpl
+	err := alertRecord(&rec, b, a)
+	e.scratch.Put(b.reset())
+	return e.emit(&rec, true, err)
 }
 
 // WriteLog queues a log; never blocks.
 func (e *Exporter) WriteLog(l *kubearmorpb.Log) error {
-	rec, err := logRecord(l)
-	return e.emit(rec, err)
+	b := e.scratch.Get().(*attrs)
+	rec := e.tmpl
+	err := logRecord(&rec, b, l)
+	e.scratch.Put(b.reset())
+	return e.emit(&rec, false, err)
 }
 
-func (e *Exporter) emit(rec otellog.Record, err error) error {
+func (e *Exporter) emit(rec *sdklog.Record, alert bool, err error) error {
 	if err != nil {
 		e.mu.Lock()
 		e.received++
@@ -273,154 +343,178 @@ func (e *Exporter) emit(rec otellog.Record, err error) error {
 		e.mu.Unlock()
 		return fmt.Errorf("otlp: %w", err)
 	}
-	// The provider calls processor.OnEmit synchronously, which queues it.
-	e.logger.Emit(context.Background(), rec)
+	e.enqueue(rec, alert)
 	return nil
 }
 
-// Flush is a no-op: the sender batches on its own clock (a batch is sent
+// Flush is a no-op: the senders batch on their own clock (a batch is sent
 // when full or batchDelay after its first record).
 func (e *Exporter) Flush() error { return nil }
 
-// processor is the exporter as the SDK sees it: every record the logger
-// emits is queued.
-type processor Exporter
-
-func (p *processor) OnEmit(_ context.Context, r *sdklog.Record) error {
-	c := r.Clone()
-	(*Exporter)(p).enqueue(&c)
-	return nil
-}
-
-func (p *processor) Enabled(context.Context, sdklog.EnabledParameters) bool { return true }
-func (p *processor) Shutdown(context.Context) error                         { return nil }
-func (p *processor) ForceFlush(context.Context) error                       { return nil }
-
-// enqueue adds a record; a full queue gives way to alerts: an incoming log
-// is dropped, an incoming alert replaces the oldest queued log, and an
-// alert is dropped only when the queue holds alerts alone.
-func (e *Exporter) enqueue(r *sdklog.Record) {
-	alert := r.EventName() == alertEvent
+// enqueue copies a record into the queue; a full queue gives way to
+// alerts: an incoming log is dropped, an incoming alert replaces the
+// oldest queued log, and an alert is dropped only when the queue holds
+// alerts alone.
+func (e *Exporter) enqueue(r *sdklog.Record, alert bool) {
 	e.mu.Lock()
 	e.received++
 	switch {
 	case e.closing:
 		e.dropped++
-	case len(e.alerts)+len(e.logs) < e.opts.QueueLength:
-		if alert {
-			e.alerts = append(e.alerts, r)
-		} else {
-			e.logs = append(e.logs, r)
-		}
+		e.mu.Unlock()
+		return
+	case e.queued < e.opts.QueueLength:
 	case alert && len(e.logs) > 0:
-		e.logs[0] = nil
-		e.logs = e.logs[1:]
-		e.dropped++
-		e.alerts = append(e.alerts, r)
+		e.dropOldestLog()
 	default:
 		e.dropped++
+		e.mu.Unlock()
+		return
 	}
-	n := len(e.alerts) + len(e.logs)
+	q := &e.logs
+	if alert {
+		q = &e.alerts
+	}
+	var b *batch
+	if n := len(*q); n > 0 && len((*q)[n-1].recs) < e.opts.BatchSize {
+		b = (*q)[n-1]
+	} else {
+		b = e.newBatch()
+		*q = append(*q, b)
+	}
+	b.recs = append(b.recs, *r)
+	e.queued++
+	// A sender waits for a batch to start (to time it) or to fill.
+	signal := len(b.recs) == 1 || len(b.recs) == e.opts.BatchSize
 	e.mu.Unlock()
-	if n == 1 || n >= e.opts.BatchSize {
-		select {
-		case e.wake <- struct{}{}:
-		default:
-		}
+	if signal {
+		e.signal()
 	}
 }
 
-// take removes up to BatchSize records, alerts first.
-func (e *Exporter) take() []sdklog.Record {
+func (e *Exporter) signal() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// dropOldestLog drops the oldest queued log, counted (under mu).
+func (e *Exporter) dropOldestLog() {
+	b := e.logs[0]
+	b.recs[b.off] = sdklog.Record{}
+	b.off++
+	e.queued--
+	e.dropped++
+	if b.off == len(b.recs) {
+		e.logs = e.logs[1:]
+		e.release(b)
+	}
+}
+
+// newBatch takes a batch from the free list or makes one (under mu).
+func (e *Exporter) newBatch() *batch {
+	if n := len(e.free); n > 0 {
+		b := e.free[n-1]
+		e.free = e.free[:n-1]
+		b.first = time.Now()
+		return b
+	}
+	return &batch{recs: make([]sdklog.Record, 0, e.opts.BatchSize), first: time.Now()}
+}
+
+// release empties a batch and keeps a few for reuse (under mu): while
+// events flow, a batch is sent for every one started, so a few suffice,
+// and an idle exporter does not hold a full queue's worth.
+func (e *Exporter) release(b *batch) {
+	clear(b.recs)
+	b.recs, b.off = b.recs[:0], 0
+	if len(e.free) < senders+2 {
+		e.free = append(e.free, b)
+	}
+}
+
+// take removes the batch to send next, alerts first: a full batch, or one
+// batchDelay after its first record, or any at shutdown. When none is
+// ready it returns how long until one is (0: the queue is empty).
+func (e *Exporter) take(now time.Time) (*batch, time.Duration) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	n := min(e.opts.BatchSize, len(e.alerts)+len(e.logs))
-	if n == 0 {
-		return nil
-	}
-	batch := make([]sdklog.Record, 0, n)
-	k := min(n, len(e.alerts))
-	for _, r := range e.alerts[:k] {
-		batch = append(batch, *r)
-	}
-	clear(e.alerts[:k])
-	e.alerts = e.alerts[k:]
-	if k < n {
-		for _, r := range e.logs[:n-k] {
-			batch = append(batch, *r)
+	var wait time.Duration
+	for _, q := range []*[]*batch{&e.alerts, &e.logs} {
+		if len(*q) == 0 {
+			continue
 		}
-		clear(e.logs[:n-k])
-		e.logs = e.logs[n-k:]
-	}
-	// Let a drained slice start again at its array's beginning.
-	if len(e.alerts) == 0 {
-		e.alerts = e.alerts[:0:0]
-	}
-	if len(e.logs) == 0 {
-		e.logs = e.logs[:0:0]
-	}
-	e.head = n
-	return batch
-}
-
-func (e *Exporter) queued() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.alerts) + len(e.logs)
-}
-
-// run sends batches until Close: a batch is sent once full, or batchDelay
-// after the queue stopped being empty; a failed batch is retried with
-// backoff, new records queueing behind it.
-func (e *Exporter) run() {
-	defer close(e.done)
-	for {
-		if e.queued() == 0 {
-			select {
-			case <-e.wake:
-			case <-e.stop:
-				return
+		b := (*q)[0]
+		left := b.first.Add(batchDelay).Sub(now)
+		if len(b.recs) < e.opts.BatchSize && left > 0 && !e.closing {
+			if wait == 0 || left < wait {
+				wait = left
 			}
 			continue
 		}
-		if e.queued() < e.opts.BatchSize {
-			t := time.NewTimer(batchDelay)
-		fill:
-			for e.queued() < e.opts.BatchSize {
-				select {
-				case <-t.C:
-					break fill
-				case <-e.wake:
-				case <-e.stop:
-					t.Stop()
-					return
-				}
-			}
+		*q = (*q)[1:]
+		n := len(b.recs) - b.off
+		e.queued -= n
+		e.flight += n
+		return b, 0
+	}
+	return nil, wait
+}
+
+// run is one sender: it sends batches until Close; a failed batch is
+// retried with backoff, new records queueing behind it.
+func (e *Exporter) run(exp sdklog.Exporter) {
+	defer e.wg.Done()
+	for {
+		b, wait := e.take(time.Now())
+		if b != nil {
+			// Another batch may be ready for the other sender.
+			e.signal()
+			e.send(exp, b)
+			continue
+		}
+		var t *time.Timer
+		var timer <-chan time.Time // nil, never fires, while the queue is empty
+		if wait > 0 {
+			t = time.NewTimer(wait)
+			timer = t.C
+		}
+		select {
+		case <-e.wake:
+		case <-timer:
+		case <-e.stop:
+		}
+		if t != nil {
 			t.Stop()
 		}
-		if batch := e.take(); len(batch) > 0 {
-			e.send(batch)
+		select {
+		case <-e.stop:
+			return
+		default:
 		}
 	}
 }
 
 // send exports one batch, retrying until it is delivered, refused for good,
 // or the exporter closes.
-func (e *Exporter) send(batch []sdklog.Record) {
+func (e *Exporter) send(exp sdklog.Exporter, b *batch) {
 	wait := minBackoff
+	recs := b.recs[b.off:]
+	n := uint64(len(recs))
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), exportTimeout)
-		err := e.exp.Export(ctx, batch)
+		err := exp.Export(ctx, recs)
 		cancel()
 		rejected, partial := partialSuccess(err)
 		switch {
 		case err == nil || partial:
-			e.settle(uint64(len(batch))-rejected, rejected, nil)
+			e.settle(b, n-rejected, rejected, nil)
 			return
 		case permanent(err):
 			// The collector refused the batch (bad request, auth): retrying
 			// the same bytes cannot succeed. Counted as lost.
-			e.settle(0, uint64(len(batch)), err)
+			e.settle(b, 0, n, err)
 			return
 		}
 		e.failing(err)
@@ -430,21 +524,22 @@ func (e *Exporter) send(batch []sdklog.Record) {
 		case <-e.stop:
 			// Shutting down while the collector fails: the batch is lost.
 			t.Stop()
-			e.settle(0, uint64(len(batch)), err)
+			e.settle(b, 0, n, err)
 			return
 		}
 		wait = min(2*wait, maxBackoff)
 	}
 }
 
-// settle records the outcome of the batch in flight; failure is nil when
-// the collector took it.
-func (e *Exporter) settle(sent, lost uint64, failure error) {
+// settle records the outcome of a batch in flight and frees it; failure
+// is nil when the collector took it.
+func (e *Exporter) settle(b *batch, sent, lost uint64, failure error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.sent += sent
 	e.dropped += lost
-	e.head = 0
+	e.flight -= len(b.recs) - b.off
+	e.release(b)
 	if failure == nil {
 		e.lastErr, e.since = nil, time.Time{}
 		return
@@ -471,7 +566,7 @@ func (e *Exporter) Stage() event.Stage {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := event.Stage{Received: e.received, Passed: e.sent, Dropped: e.dropped,
-		Pending: uint64(len(e.alerts) + len(e.logs) + e.head)}
+		Pending: uint64(e.queued + e.flight)}
 	if e.lastErr != nil {
 		st.State = "failing: " + e.target + ": " + e.lastErr.Error()
 		st.FailingSince = e.since
@@ -480,7 +575,7 @@ func (e *Exporter) Stage() event.Stage {
 }
 
 // Close sends what is queued (for at most closeTimeout, without retries),
-// counts the rest as lost, and shuts the SDK exporter down.
+// counts the rest as lost, and shuts the SDK exporters down.
 func (e *Exporter) Close() error {
 	e.mu.Lock()
 	if e.closing {
@@ -490,28 +585,31 @@ func (e *Exporter) Close() error {
 	e.closing = true
 	e.mu.Unlock()
 	close(e.stop)
-	<-e.done
+	e.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	for {
-		batch := e.take()
-		if len(batch) == 0 {
+		b, _ := e.take(time.Now())
+		if b == nil {
 			break
 		}
+		n := uint64(len(b.recs) - b.off)
 		if ctx.Err() != nil {
-			e.settle(0, uint64(len(batch)), ctx.Err())
+			e.settle(b, 0, n, ctx.Err())
 			continue
 		}
-		err := e.exp.Export(ctx, batch)
+		err := e.exps[0].Export(ctx, b.recs[b.off:])
 		if rejected, partial := partialSuccess(err); err == nil || partial {
-			e.settle(uint64(len(batch))-rejected, rejected, nil)
+			e.settle(b, n-rejected, rejected, nil)
 		} else {
-			e.settle(0, uint64(len(batch)), err)
+			e.settle(b, 0, n, err)
 		}
 	}
-	err := e.provider.Shutdown(ctx)
-	if xerr := e.exp.Shutdown(ctx); err == nil {
-		err = xerr
+	var err error
+	for _, exp := range e.exps {
+		if xerr := exp.Shutdown(ctx); err == nil {
+			err = xerr
+		}
 	}
 	return err
 }

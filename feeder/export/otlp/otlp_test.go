@@ -1,16 +1,21 @@
 package otlp_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploggrpc"
+	sdklog "go.opentelemetry.io/otel/sdk/log"
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/feeder/export/otlp"
@@ -182,6 +187,20 @@ func TestCollectorDownThenUp(t *testing.T) {
 	if len(recs) != 600 {
 		t.Errorf("collector holds %d records, want 600", len(recs))
 	}
+	// Every event arrived once, as itself: batches are reused, and a
+	// record must not carry another's body.
+	want := map[string]bool{}
+	for i := range 300 {
+		a, _ := json.Marshal(testAlert(i))
+		l, _ := json.Marshal(testLog(i))
+		want[string(a)], want[string(l)] = true, true
+	}
+	for _, r := range recs {
+		if !want[r.Body] {
+			t.Fatalf("unexpected or repeated body %s", r.Body)
+		}
+		delete(want, r.Body)
+	}
 	if st := e.Stage(); st.State != "" || !st.FailingSince.IsZero() {
 		t.Errorf("recovered: %+v", st)
 	}
@@ -197,12 +216,14 @@ func TestFullQueuePrefersAlerts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	// The first batch is taken from the queue and retried: wait for it,
-	// so that the queue's own bound is what the rest meets.
-	for i := range 10 {
+	// The first batches are taken from the queue by the senders and
+	// retried: wait for them, so that the queue's own bound is what the
+	// rest meets.
+	flying := 10 * otlp.Senders
+	for i := range flying {
 		e.WriteLog(testLog(i))
 	}
-	for e.Stage().FailingSince.IsZero() {
+	for e.Stage().FailingSince.IsZero() || otlp.InFlight(e) < flying {
 		time.Sleep(20 * time.Millisecond)
 	}
 	for i := range 150 {
@@ -211,22 +232,23 @@ func TestFullQueuePrefersAlerts(t *testing.T) {
 	for i := range 60 {
 		e.WriteAlert(testAlert(i))
 	}
-	// 220 received; 10 in flight; the queue holds 100: 60 alerts and 40 logs.
+	// The queue holds 100 of the 150 logs, then each alert replaces the
+	// oldest log: 60 alerts and 40 logs queued, 110 dropped.
 	st := e.Stage()
-	if st.Received != 220 || st.Pending != 110 || st.Dropped != 110 {
+	if st.Received != uint64(flying+210) || st.Pending != uint64(flying+100) || st.Dropped != 110 {
 		t.Fatalf("full queue: %+v", st)
 	}
 	col.Restart()
-	quiet(t, e, event.Stage{Received: 220, Passed: 110, Dropped: 110})
-	recs := col.Wait(10*time.Second, func(r []otlptest.Record) bool { return len(r) >= 110 })
+	quiet(t, e, event.Stage{Received: uint64(flying + 210), Passed: uint64(flying + 100), Dropped: 110})
+	recs := col.Wait(10*time.Second, func(r []otlptest.Record) bool { return len(r) >= flying+100 })
 	alerts := 0
 	for _, r := range recs {
 		if r.EventName == "kubearmor.alert" {
 			alerts++
 		}
 	}
-	if len(recs) != 110 || alerts != 60 {
-		t.Errorf("collector holds %d records, %d alerts; want 110 and all 60 alerts", len(recs), alerts)
+	if len(recs) != flying+100 || alerts != 60 {
+		t.Errorf("collector holds %d records, %d alerts; want %d and all 60 alerts", len(recs), alerts, flying+100)
 	}
 }
 
@@ -287,51 +309,176 @@ func TestOptionErrors(t *testing.T) {
 	}
 }
 
-// BenchmarkExportGRPC: alerts through the exporter into a local collector
-// over gRPC (run with -cpu 1 for one core). Reports events/s, the
-// exporter's CPU per event and the RSS it added; every event must be
-// delivered (the queue is large enough that none is dropped).
+// BenchmarkExportGRPC: events through the exporter into a local collector
+// over gRPC (run with -cpu 1: the exporter on one core; the collector, its
+// own process, may use another). Reports events/s, the exporter's CPU per
+// event (this process: building records, the SDK's transform and
+// marshalling, gRPC, garbage collection), the collector's CPU per event,
+// and the RSS the exporter added. Every event must reach the collector:
+// its count of received records must equal the events written.
 func BenchmarkExportGRPC(b *testing.B) {
-	col := otlptest.Start(b, nil)
-	e, err := otlp.New(otlp.Options{Endpoint: col.GRPC, Protocol: otlp.GRPC, Insecure: true, QueueLength: 1 << 20})
+	// alerts: a container alert with every field set (27 attributes);
+	// logs: a host process log (15 attributes).
+	for _, kind := range []string{"alerts", "logs"} {
+		b.Run(kind, func(b *testing.B) {
+			alerts, logs := make([]*kubearmorpb.Alert, 1000), make([]*kubearmorpb.Log, 1000)
+			for i := range alerts {
+				alerts[i], logs[i] = testAlert(i), testLog(i)
+			}
+			col := otlptest.StartCounting(b)
+			debug.FreeOSMemory() // the RSS before is this run's own baseline
+			rss0 := rssKB(b)
+			e, err := otlp.New(otlp.Options{Endpoint: col.GRPC, Protocol: otlp.GRPC, Insecure: true,
+				Version: "v1", HostName: "testhost", HostID: "abc123"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer e.Close()
+			cpu0, colCPU0, wait0 := cpuTime(), col.CPU(), runDelay(b)
+			b.ResetTimer()
+			start := time.Now()
+			for i := range b.N {
+				// Sustained rate, as the feeder's own bounded queue would
+				// pace it: the producer waits while the exporter's queue
+				// is more than half full, so that nothing is dropped.
+				if i%256 == 0 {
+					for e.Stage().Pending > otlp.DefaultQueueLength/2 {
+						time.Sleep(100 * time.Microsecond)
+					}
+				}
+				if kind == "alerts" {
+					e.WriteAlert(alerts[i%len(alerts)])
+				} else {
+					e.WriteLog(logs[i%len(logs)])
+				}
+			}
+			for st := e.Stage(); st.Passed+st.Dropped < uint64(b.N); st = e.Stage() {
+				time.Sleep(time.Millisecond)
+			}
+			elapsed := time.Since(start)
+			b.StopTimer()
+			cpu, colCPU, wait := cpuTime()-cpu0, col.CPU()-colCPU0, runDelay(b)-wait0
+			rss := rssKB(b) - rss0
+			st := e.Stage()
+			if st.Dropped != 0 || st.Passed != uint64(b.N) {
+				b.Fatalf("lost events: %+v", st)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for col.Counted() < b.N && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := col.Counted(); n != b.N {
+				b.Fatalf("the collector counted %d records, want %d", n, b.N)
+			}
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+			// On a shared machine the exporter's threads wait for a CPU
+			// while other processes hold both: how much says how far the
+			// wall rate is from what a core of its own would give.
+			b.ReportMetric(100*wait.Seconds()/elapsed.Seconds(), "%runqueue-wait")
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/event")
+			b.ReportMetric(float64(colCPU.Nanoseconds())/float64(b.N), "collector-cpu-ns/event")
+			b.ReportMetric(float64(rss)/1024, "added-RSS-MiB")
+		})
+	}
+}
+
+// BenchmarkRecord: building one event's record (the karmor --json body,
+// the attributes, the SDK Record's setters), the exporter's own share of
+// the work before the SDK exporter's.
+func BenchmarkRecord(b *testing.B) {
+	e, err := otlp.New(otlp.Options{Endpoint: "127.0.0.1:1", Protocol: otlp.GRPC, Insecure: true})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer e.Close()
-	alerts := make([]*kubearmorpb.Alert, 1000)
-	for i := range alerts {
-		alerts[i] = testAlert(i)
-	}
-	rss0 := rssKB(b)
-	var ru0, ru1 syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
-	b.ResetTimer()
-	start := time.Now()
-	for i := range b.N {
-		// Sustained rate: the producer waits while a few batches are
-		// queued, as the feeder's queue would (a burst into a huge queue
-		// measures the garbage collector instead).
-		if i%512 == 0 {
-			for e.Stage().Pending > 4096 {
-				time.Sleep(100 * time.Microsecond)
+	for _, kind := range []string{"alerts", "logs"} {
+		b.Run(kind, func(b *testing.B) {
+			a, l := testAlert(1), testLog(1)
+			b.ReportAllocs()
+			cpu0, n := cpuTime(), 0
+			for b.Loop() {
+				if kind == "alerts" {
+					otlp.Record(e, a)
+				} else {
+					otlp.Record(e, l)
+				}
+				n++
 			}
+			b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(n), "cpu-ns/event")
+		})
+	}
+}
+
+// BenchmarkSDKExport is the floor under any exporter built on the SDK's
+// OTLP gRPC exporter: its Export alone (the transform into OTLP messages,
+// protobuf sizing and marshalling, the gRPC call) on ready-made batches of
+// 512 records, into a local collector. cpu-ns/event is this process's CPU
+// per record; profile it (-cpuprofile) to split the transform from the
+// marshalling.
+func BenchmarkSDKExport(b *testing.B) {
+	for _, kind := range []string{"alerts", "logs"} {
+		b.Run(kind, func(b *testing.B) {
+			col := otlptest.StartCounting(b)
+			e, err := otlp.New(otlp.Options{Endpoint: col.GRPC, Protocol: otlp.GRPC, Insecure: true, Version: "v1", HostName: "testhost"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer e.Close()
+			batch := make([]sdklog.Record, 512)
+			for i := range batch {
+				if kind == "alerts" {
+					batch[i] = otlp.Record(e, testAlert(i))
+				} else {
+					batch[i] = otlp.Record(e, testLog(i))
+				}
+			}
+			exp, err := otlploggrpc.New(context.Background(), otlploggrpc.WithEndpoint(col.GRPC), otlploggrpc.WithInsecure())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer exp.Shutdown(context.Background())
+			cpu0 := cpuTime()
+			b.ResetTimer()
+			n := 0
+			for n < b.N {
+				if err := exp.Export(context.Background(), batch); err != nil {
+					b.Fatal(err)
+				}
+				n += len(batch)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(n), "cpu-ns/event")
+		})
+	}
+}
+
+// cpuTime is the CPU time (user and system) this process has used: on a
+// shared machine wall times mostly measure the wait for a CPU.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// runDelay is how long this process's threads have waited on a run queue
+// for a CPU (the second field of /proc/self/task/*/schedstat).
+func runDelay(b *testing.B) time.Duration {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sum int64
+	for _, t := range tasks {
+		data, err := os.ReadFile("/proc/self/task/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue // the thread exited
 		}
-		e.WriteAlert(alerts[i%len(alerts)])
+		if f := strings.Fields(string(data)); len(f) >= 2 {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			sum += n
+		}
 	}
-	for e.Stage().Passed+e.Stage().Dropped < uint64(b.N) {
-		time.Sleep(time.Millisecond)
-	}
-	elapsed := time.Since(start)
-	b.StopTimer()
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
-	st := e.Stage()
-	if st.Dropped != 0 || st.Passed != uint64(b.N) {
-		b.Fatalf("lost events: %+v", st)
-	}
-	cpu := time.Duration(ru1.Utime.Nano()+ru1.Stime.Nano()-ru0.Utime.Nano()-ru0.Stime.Nano()) * time.Nanosecond
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
-	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/event")
-	b.ReportMetric(float64(rssKB(b)-rss0)/1024, "added-RSS-MiB")
+	return time.Duration(sum)
 }
 
 func rssKB(b *testing.B) int {

@@ -5,12 +5,17 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"go.opentelemetry.io/otel/attribute"
 	otellog "go.opentelemetry.io/otel/log"
+	sdklog "go.opentelemetry.io/otel/sdk/log"
 
 	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
 )
+
+// scopeName is the instrumentation scope of the records.
+const scopeName = "github.com/armorhost/kubearmor"
 
 // Event names of the records: alerts and logs are told apart by them (and
 // by kubearmor.type, the event's own Type).
@@ -37,20 +42,21 @@ func resourceAttrs(o Options) []attribute.KeyValue {
 // alertRecord is an alert as an OTLP log record: the body is the alert
 // exactly as `karmor logs --json` prints it (the same encoding as the JSON
 // lines file), the attributes the fields a pipeline filters on.
-func alertRecord(a *kubearmorpb.Alert) (otellog.Record, error) {
-	var r otellog.Record
+// r starts as the exporter's template; b is scratch space for the
+// attributes, which the record copies.
+func alertRecord(r *sdklog.Record, b *attrs, a *kubearmorpb.Alert) error {
 	body, err := json.Marshal(a)
 	if err != nil {
-		return r, err
+		return err
 	}
 	r.SetEventName(alertEvent)
-	r.SetBody(attribute.StringValue(string(body)))
+	r.SetBody(attribute.StringValue(bytesString(body)))
 	r.SetTimestamp(eventTime(a.Timestamp, a.UpdatedTime))
+	r.SetObservedTimestamp(time.Now())
 	sev := alertSeverity(a.Severity)
 	r.SetSeverity(sev)
 	r.SetSeverityText(sev.String())
 
-	b := attrs{kv: make([]attribute.KeyValue, 0, 32)}
 	b.common(common{a.HostName, a.ClusterName, a.NamespaceName, a.PodName, a.Labels, a.ContainerID, a.ContainerName, a.ContainerImage,
 		a.HostPID, a.HostPPID, a.PID, a.PPID, a.UID, a.UserName, a.ProcessName, a.ParentProcessName, a.Source, a.Cwd, a.TTY,
 		a.Type, a.Operation, a.Resource, a.Data, a.Result})
@@ -74,29 +80,32 @@ func alertRecord(a *kubearmorpb.Alert) (otellog.Record, error) {
 		b.kv = append(b.kv, attribute.Int("kubearmor.max_alerts_per_sec", int(a.MaxAlertsPerSec)),
 			attribute.Int("kubearmor.dropping_alerts_interval", int(a.DroppingAlertsInterval)))
 	}
-	r.AddAttributes(b.kv...)
-	return r, nil
+	r.SetAttributes(b.kv...)
+	return nil
 }
 
 // logRecord is a log (telemetry) as an OTLP log record.
-func logRecord(l *kubearmorpb.Log) (otellog.Record, error) {
-	var r otellog.Record
+func logRecord(r *sdklog.Record, b *attrs, l *kubearmorpb.Log) error {
 	body, err := json.Marshal(l)
 	if err != nil {
-		return r, err
+		return err
 	}
 	r.SetEventName(logEvent)
-	r.SetBody(attribute.StringValue(string(body)))
+	r.SetBody(attribute.StringValue(bytesString(body)))
 	r.SetTimestamp(eventTime(l.Timestamp, l.UpdatedTime))
+	r.SetObservedTimestamp(time.Now())
 	r.SetSeverity(otellog.SeverityInfo)
 	r.SetSeverityText(otellog.SeverityInfo.String())
-	b := attrs{kv: make([]attribute.KeyValue, 0, 24)}
 	b.common(common{l.HostName, l.ClusterName, l.NamespaceName, l.PodName, l.Labels, l.ContainerID, l.ContainerName, l.ContainerImage,
 		l.HostPID, l.HostPPID, l.PID, l.PPID, l.UID, l.UserName, l.ProcessName, l.ParentProcessName, l.Source, l.Cwd, l.TTY,
 		l.Type, l.Operation, l.Resource, l.Data, l.Result})
-	r.AddAttributes(b.kv...)
-	return r, nil
+	r.SetAttributes(b.kv...)
+	return nil
 }
+
+// bytesString is b as a string without copying it: json.Marshal's result
+// is the record's alone and never written again.
+func bytesString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // alertSeverity maps KubeArmor's policy severity (1 lowest .. 10 highest)
 // onto OpenTelemetry's severity numbers: 1-4 INFO..INFO4, 5-7 WARN..WARN3,
@@ -137,7 +146,16 @@ type common struct {
 	typ, operation, resource, data, result                                   string
 }
 
+// attrs is the attribute list of the record being built; the exporter
+// keeps them in a pool, as the record copies what it is given.
 type attrs struct{ kv []attribute.KeyValue }
+
+// reset empties the list, letting go of the event's strings.
+func (b *attrs) reset() *attrs {
+	clear(b.kv)
+	b.kv = b.kv[:0]
+	return b
+}
 
 // str adds a string attribute unless it is empty (as the JSON omits it).
 func (b *attrs) str(k, v string) {

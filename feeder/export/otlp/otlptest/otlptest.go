@@ -17,8 +17,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -138,6 +140,21 @@ func (s *syncBuffer) String() string {
 // when not nil) and the file exporter.
 func Start(t testing.TB, tls *TLS) *Collector {
 	t.Helper()
+	return start(t, tls, false)
+}
+
+// StartCounting runs a collector with the OTLP receiver (plaintext) and the
+// debug exporter at basic verbosity, which logs only how many records each
+// request carried: the cheapest real pipeline, for benchmarks, where the
+// file exporter's JSON encoding would be the collector's bottleneck.
+// Counted reads the count; Records stays empty.
+func StartCounting(t testing.TB) *Collector {
+	t.Helper()
+	return start(t, nil, true)
+}
+
+func start(t testing.TB, tls *TLS, counting bool) *Collector {
+	t.Helper()
 	c := &Collector{t: t, bin: Binary(t), dir: t.TempDir(), GRPC: FreePort(t), HTTP: FreePort(t)}
 	c.Out = filepath.Join(c.dir, "logs.jsonl")
 	tlsConf := ""
@@ -146,6 +163,11 @@ func Start(t testing.TB, tls *TLS) *Collector {
 		if tls.ClientCA != "" {
 			tlsConf += "\n          client_ca_file: " + tls.ClientCA
 		}
+	}
+	exporter, logLevel := "file", "warn"
+	if counting {
+		// The debug exporter's counts are logged at info.
+		exporter, logLevel = "debug", "info"
 	}
 	cfg := `receivers:
   otlp:
@@ -159,16 +181,21 @@ exporters:
     path: ` + c.Out + `
     append: true
     flush_interval: 100ms
+  debug:
+    verbosity: basic
 service:
   telemetry:
     metrics:
       level: none
     logs:
-      level: warn
+      level: ` + logLevel + `
+      # every count line, not a sample of them
+      sampling:
+        enabled: false
   pipelines:
     logs:
       receivers: [otlp]
-      exporters: [file]
+      exporters: [` + exporter + `]
 `
 	c.config = filepath.Join(c.dir, "config.yaml")
 	if err := os.WriteFile(c.config, []byte(cfg), 0o600); err != nil {
@@ -228,6 +255,38 @@ func (c *Collector) Stop() {
 	}
 	c.cmd = nil
 }
+
+// countRE matches the debug exporter's line for one request.
+var countRE = regexp.MustCompile(`"log records": (\d+)`)
+
+// Counted is how many records a StartCounting collector has received.
+func (c *Collector) Counted() int {
+	n := 0
+	for _, m := range countRE.FindAllStringSubmatch(c.Stderr(), -1) {
+		k, _ := strconv.Atoi(m[1])
+		n += k
+	}
+	return n
+}
+
+// CPU is the CPU time (user and system) the running collector has used.
+func (c *Collector) CPU() time.Duration {
+	c.t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.cmd.Process.Pid))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	// utime and stime are fields 14 and 15, counted after the
+	// parenthesized command name (which may hold spaces).
+	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
 
 // Stderr is what the collector printed.
 func (c *Collector) Stderr() string { return c.stderr.String() }

@@ -1,0 +1,54 @@
+package agent
+
+import (
+	"strings"
+
+	"github.com/armorhost/kubearmor/agent/config"
+	"github.com/armorhost/kubearmor/monitor"
+	"github.com/armorhost/kubearmor/proctable"
+)
+
+// The monitor: telemetry and the process table the pipeline reads.
+
+// The agent consumes the monitor through its Monitor interface.
+var _ Monitor = (*monitor.Monitor)(nil)
+
+// openMonitor starts the monitor on the visible scopes. With no kernel
+// enforcer, the process, file and network rules are matched against
+// telemetry (matcher), so those scopes are watched whatever is visible; the
+// pipeline still publishes only the visible ones.
+func (a *Agent) openMonitor(vis config.Visibility, kernelEnforcer bool) (*monitor.Monitor, *proctable.Table) {
+	var scopes monitor.Scope
+	for _, s := range []struct {
+		on bool
+		sc monitor.Scope
+	}{{vis.Process, monitor.ScopeProcess}, {vis.File, monitor.ScopeFile}, {vis.Network, monitor.ScopeNetwork}, {vis.Capabilities, monitor.ScopeCapabilities}} {
+		if s.on {
+			scopes |= s.sc
+		}
+	}
+	watched := scopes
+	if !kernelEnforcer {
+		watched |= monitor.ScopeProcess | monitor.ScopeFile | monitor.ScopeNetwork
+	}
+	// Failed setuid/setgid raise DefaultPosture alerts even when the
+	// capabilities scope is not visible. The process table follows exec,
+	// fork and exit whatever the scopes.
+	mon, err := monitor.Open(monitor.Options{Visibility: watched, FailuresOf: monitor.ScopeCapabilities})
+	if err != nil {
+		a.log.Warn("monitor unavailable: no telemetry, and only kernel enforcer verdicts raise alerts", "err", err)
+		procs := proctable.New(proctable.Options{ReadProcOnMiss: true})
+		if _, err := procs.SeedFromProc(); err != nil {
+			a.log.Warn("process table: cannot read /proc", "err", err)
+		}
+		return nil, procs
+	}
+	if missing := mon.Unwatched(); len(missing) > 0 {
+		a.log.Info("monitor: syscalls this kernel has no tracepoint for", "syscalls", strings.Join(missing, ","))
+	}
+	a.log.Info("monitor started", "visibility", scopes.String())
+	a.mu.Lock()
+	a.mon = mon
+	a.mu.Unlock()
+	return mon, mon.Table()
+}

@@ -1,6 +1,0 @@
-package monitor
-
-// The C sources live in c/ because a Go package directory may not hold .c
-// files when cgo is off.
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target amd64 -type record monitorBPF c/monitor.bpf.c -- -I../include -O2 -g -Wall -Werror
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target amd64 floorBPF c/floor.bpf.c -- -I../include -O2 -g -Wall -Werror

@@ -1,0 +1,270 @@
+package fanotify
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/hostpolicy"
+)
+
+// The allow cache never loosens enforcement: after a file's "allowed" is
+// cached in the kernel, a rename or hard link to a protected name, a
+// directory moved under a protected one, a bind mount over a protected
+// directory and a policy change each make the next open through the
+// protected name a real, refused, reported open; rules that depend on the
+// program or the owner are never cached; a write clears the cached answer.
+func TestCacheNeverLoosens(t *testing.T) {
+	needRoot(t)
+	fs := scratchFS(t)
+	for _, d := range []string{filepath.Dir(fs), fs} { // for the non-owner
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	secret := fs + "/secret"                // exact path rule; not yet a file
+	blocked := fs + "/blocked/"             // directory rule
+	rdir := fs + "/rdir/"                   // recursive directory rule
+	srcFile := writeFile(t, fs+"/src", "s") // fromSource rule: head may not read it
+	owned := writeFile(t, fs+"/owned", "o") // ownerOnly rule: only root (the owner) may
+	blockedExec := fs + "/bin/blocked"
+	writeFile(t, blocked+"keep", "k")
+	writeFile(t, rdir+"keep", "k")
+	head, err := exec.LookPath("head")
+	if err != nil {
+		t.Skip("no head")
+	}
+	if head, err = filepath.EvalSymlinks(head); err != nil {
+		t.Fatal(err)
+	}
+	rs := compile(t, hostpolicy.Postures{}, policy("cache", `  file:
+    matchPaths:
+    - path: `+secret+`
+    - path: `+owned+`
+      ownerOnly: true
+    - path: `+srcFile+`
+      fromSource:
+      - path: `+head+`
+    matchDirectories:
+    - dir: `+blocked+`
+    - dir: `+rdir+`
+      recursive: true
+  action: Block`), policy("exec", `  process:
+    matchPaths:
+    - path: `+blockedExec+`
+  action: Block`))
+	e, events, unenforced := start(t, Options{NoNetwork: true}, rs)
+	if len(unenforced) != 0 {
+		t.Fatalf("unenforced: %v", unenforced)
+	}
+	if off := e.CacheStats().Off; off != "" {
+		t.Fatalf("cache off: %s", off)
+	}
+	denied := func(t *testing.T, path string, id uint32) {
+		t.Helper()
+		if d, out := run(t, "/bin/cat", path); !d {
+			t.Fatalf("open of %s through the cache: %s", path, out)
+		}
+		ev := events.wait(t, "block of "+path, func(ev event.Event) bool { return ev.Resource == path })
+		if ev.Verdict != event.VerdictBlock || ev.RuleID != id {
+			t.Fatalf("event: %+v, want rule %d", ev, id)
+		}
+	}
+
+	t.Run("rename into a blocked directory", func(t *testing.T) {
+		f := writeFile(t, fs+"/a", "a")
+		cacheIt(t, e, f)
+		u := e.CacheStats().Unmarked
+		if err := os.Rename(f, blocked+"a"); err != nil {
+			t.Fatal(err)
+		}
+		waitStats(t, e, "the watcher's removal", func(s CacheStats) bool { return s.Unmarked > u })
+		denied(t, blocked+"a", ruleID(t, rs, blocked))
+	})
+	t.Run("hard link to a blocked name", func(t *testing.T) {
+		f := writeFile(t, fs+"/b", "b")
+		cacheIt(t, e, f)
+		u := e.CacheStats().Unmarked
+		if err := os.Link(f, secret); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(secret) })
+		waitStats(t, e, "the watcher's removal", func(s CacheStats) bool { return s.Unmarked > u })
+		denied(t, secret, ruleID(t, rs, secret))
+		// The old name, now one of two, is allowed but not cached again.
+		s := e.CacheStats()
+		if d, out := run(t, "/bin/cat", f); d {
+			t.Fatalf("old name: %s", out)
+		}
+		if s2 := e.CacheStats(); s2.Misses == s.Misses || s2.Inserted != s.Inserted {
+			t.Errorf("a file with two names was cached: %+v -> %+v", s, s2)
+		}
+	})
+	t.Run("directory moved under a recursive rule", func(t *testing.T) {
+		f := writeFile(t, fs+"/d/sub/c", "c")
+		cacheIt(t, e, f)
+		n := e.CacheStats().Flushes[flushName]
+		if err := os.Rename(fs+"/d", rdir+"d"); err != nil {
+			t.Fatal(err)
+		}
+		waitStats(t, e, "the flush", func(s CacheStats) bool { return s.Flushes[flushName] > n })
+		denied(t, rdir+"d/sub/c", ruleID(t, rs, rdir))
+	})
+	t.Run("bind mount over a blocked directory", func(t *testing.T) {
+		f := writeFile(t, fs+"/m/x", "x")
+		cacheIt(t, e, f)
+		n := e.CacheStats().Flushes[flushMount]
+		if err := unix.Mount(fs+"/m", blocked, "", unix.MS_BIND, ""); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Unmount(blocked, unix.MNT_DETACH) })
+		waitStats(t, e, "the flush", func(s CacheStats) bool { return s.Flushes[flushMount] > n })
+		denied(t, blocked+"x", ruleID(t, rs, blocked))
+	})
+	t.Run("exec renamed to a blocked program", func(t *testing.T) {
+		prog := copyFile(t, "/bin/true", fs+"/bin/ok")
+		for range 2 {
+			if d, out := run(t, prog); d {
+				t.Fatalf("exec: %s", out)
+			}
+		}
+		expectHit(t, e, func() { run(t, prog) })
+		u := e.CacheStats().Unmarked
+		if err := os.Rename(prog, blockedExec); err != nil {
+			t.Fatal(err)
+		}
+		waitStats(t, e, "the watcher's removal", func(s CacheStats) bool { return s.Unmarked > u })
+		if d, out := run(t, blockedExec); !d {
+			t.Fatalf("exec of %s through the cache: %s", blockedExec, out)
+		}
+		events.wait(t, "exec block", func(ev event.Event) bool {
+			return ev.Resource == blockedExec && ev.Verdict == event.VerdictBlock
+		})
+	})
+	t.Run("fromSource and ownerOnly are never cached", func(t *testing.T) {
+		s := e.CacheStats()
+		for range 2 {
+			if d, out := run(t, "/bin/cat", srcFile); d {
+				t.Fatalf("cat of the fromSource file: %s", out)
+			}
+			if d, out := run(t, "/bin/cat", owned); d {
+				t.Fatalf("the owner's read: %s", out)
+			}
+		}
+		if s2 := e.CacheStats(); s2.Inserted != s.Inserted || s2.Misses != s.Misses {
+			t.Errorf("a file a rule concerns went through the cache: %+v -> %+v", s, s2)
+		}
+		if d, out := run(t, head, srcFile); !d {
+			t.Fatalf("head read the file its fromSource rule blocks: %s", out)
+		}
+		if d, out := runAs(t, 65534, "/bin/cat", owned); !d {
+			t.Fatalf("a non-owner read the ownerOnly file: %s", out)
+		}
+	})
+	t.Run("policy change", func(t *testing.T) {
+		f := writeFile(t, fs+"/p", "p")
+		cacheIt(t, e, f)
+		rs2 := compile(t, hostpolicy.Postures{}, policy("cache2", `  file:
+    matchPaths:
+    - path: `+f+`
+  action: Block`))
+		if _, err := e.Apply(rs2); err != nil {
+			t.Fatal(err)
+		}
+		// No wait: Apply flushed before it returned.
+		denied(t, f, ruleID(t, rs2, f))
+		if _, err := e.Apply(rs); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("a write clears", func(t *testing.T) {
+		f := writeFile(t, fs+"/w", "w")
+		cacheIt(t, e, f)
+		if d, out := run(t, "/bin/sh", "-c", "echo more >> "+f); d {
+			t.Fatal(out)
+		}
+		s := e.CacheStats()
+		run(t, "/bin/cat", f)
+		if s2 := e.CacheStats(); s2.Misses == s.Misses {
+			t.Errorf("the open after a write was answered from the cache: %+v -> %+v", s, s2)
+		}
+	})
+
+	st := e.Stages()
+	for _, s := range st[1:] {
+		if s.Received != s.Passed+s.Filtered+s.Dropped+s.Pending {
+			t.Errorf("stage does not balance: %+v", s)
+		}
+	}
+	t.Logf("stages: %+v", st[1:])
+}
+
+// cacheIt opens path (by cat) until its answer is cached, then checks that
+// the next open is answered by the kernel.
+func cacheIt(t *testing.T, e *Enforcer, path string) {
+	t.Helper()
+	n := e.CacheStats().Inserted
+	if d, out := run(t, "/bin/cat", path); d {
+		t.Fatalf("cat %s: %s", path, out)
+	}
+	waitStats(t, e, "insertion of "+path, func(s CacheStats) bool { return s.Inserted > n })
+	expectHit(t, e, func() { run(t, "/bin/cat", path) })
+}
+
+// expectHit runs op and checks that no permission event reached the agent
+// for it. A flush in between (a mount elsewhere on the host) re-caches and
+// tries again.
+func expectHit(t *testing.T, e *Enforcer, op func()) {
+	t.Helper()
+	for range 5 {
+		s := e.CacheStats()
+		op()
+		s2 := e.CacheStats()
+		if s2.Misses == s.Misses {
+			return
+		}
+		if flushes(s2) == flushes(s) {
+			t.Fatalf("not answered from the cache: %+v -> %+v", s, s2)
+		}
+		op()
+	}
+	t.Fatal("the cache kept being flushed")
+}
+
+func flushes(s CacheStats) (n uint64) {
+	for _, v := range s.Flushes {
+		n += v
+	}
+	return n + s.Unmarked
+}
+
+func waitStats(t *testing.T, e *Enforcer, what string, ok func(CacheStats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !ok(e.CacheStats()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s: %+v", what, e.CacheStats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func runAs(t *testing.T, uid uint32, argv ...string) (bool, string) {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	b, err := cmd.CombinedOutput()
+	out := string(b)
+	d := strings.Contains(out, "not permitted")
+	if err != nil && !d {
+		t.Fatalf("%v: %v %q", argv, err, out)
+	}
+	return d, out
+}

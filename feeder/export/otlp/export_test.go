@@ -1,0 +1,35 @@
+package otlp
+
+import (
+	sdklog "go.opentelemetry.io/otel/sdk/log"
+
+	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
+)
+
+// Senders and InFlight let the tests fill every sender before they meet
+// the queue's own bound.
+const Senders = senders
+
+func InFlight(e *Exporter) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.flight
+}
+
+// Record builds the record the exporter would queue for an alert or a log.
+func Record(e *Exporter, v any) sdklog.Record {
+	b := e.scratch.Get().(*attrs)
+	defer e.scratch.Put(b.reset())
+	rec := e.tmpl
+	var err error
+	switch v := v.(type) {
+	case *kubearmorpb.Alert:
+		err = alertRecord(&rec, b, v)
+	case *kubearmorpb.Log:
+		err = logRecord(&rec, b, v)
+	}
+	if err != nil {
+		panic(err)
+	}
+	return rec
+}

@@ -1,0 +1,38 @@
+package kernelfs
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// On a host with the three file systems mounted (systemd mounts them all),
+// Ensure finds them and mounts nothing.
+func TestEnsureMountedNothingToDo(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to see every mount point")
+	}
+	for _, fs := range []FS{Securityfs, BPF, Tracefs} {
+		if !fs.Mounted() {
+			t.Skipf("%s is not mounted at %s on this host", fs.Type, fs.Path)
+		}
+	}
+	mounted, err := Ensure(Securityfs, BPF, Tracefs)
+	if err != nil || len(mounted) != 0 {
+		t.Fatalf("Ensure = %v, %v; want nothing mounted, no error", mounted, err)
+	}
+}
+
+// A path that cannot be a mount point is an error that names it.
+func TestEnsureNamesTheFailure(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "notadir")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	bad := FS{Path: f.Name() + "/sub", Type: "tmpfs", Magic: 0x01021994}
+	_, err = Ensure(bad)
+	if err == nil || !strings.Contains(err.Error(), bad.Path) {
+		t.Fatalf("Ensure(%s) = %v, want an error naming the path", bad.Path, err)
+	}
+}

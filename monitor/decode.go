@@ -1,0 +1,335 @@
+package monitor
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/proctable"
+)
+
+// Record kinds and flags; they match monitor.bpf.c.
+const (
+	recSyscall = 1
+	recExec    = 2
+	recFork    = 3
+	recExit    = 4
+
+	flagTruncated = 1
+	flagPathFile  = 4 // the field after a relative path: the opened file's path
+	flagPathBase  = 8 // the field after a relative path: the directory it is relative to
+
+	argsMax = 1024 // ARGS_MAX in monitor.bpf.c
+)
+
+// Byte offsets of struct record's header (checked against the bpf2go type
+// in a test).
+const (
+	offTS       = 0
+	offCgroupID = 8
+	offRetval   = 16
+	offArgs     = 24
+	offKind     = 72
+	offNr       = 76
+	offHostPID  = 80
+	offHostPPID = 84
+	offPID      = 88
+	offPPID     = 92
+	offUID      = 96
+	offPidNS    = 100
+	offMntNS    = 104
+	offAux      = 108
+	offDataLen  = 112
+	offFlags    = 114
+	offComm     = 116
+	headerSize  = 132
+	maxFields   = 6
+)
+
+// record is a parsed ring-buffer record; fields alias the raw bytes.
+type record struct {
+	ts                uint64
+	cgroupID          uint64
+	retval            int64
+	args              [6]uint64
+	kind, nr          uint32
+	hostPID, hostPPID uint32
+	pid, ppid, uid    uint32
+	pidNS, mntNS      uint32
+	flags             uint16
+	comm              []byte
+	fields            [maxFields][]byte
+	nfields           int
+}
+
+var errShort = errors.New("record shorter than its header")
+
+func parseRecord(raw []byte, r *record) error {
+	if len(raw) < headerSize {
+		return errShort
+	}
+	le := binary.LittleEndian
+	r.ts = le.Uint64(raw[offTS:])
+	r.cgroupID = le.Uint64(raw[offCgroupID:])
+	r.retval = int64(le.Uint64(raw[offRetval:]))
+	for i := range r.args {
+		r.args[i] = le.Uint64(raw[offArgs+8*i:])
+	}
+	r.kind = le.Uint32(raw[offKind:])
+	r.nr = le.Uint32(raw[offNr:])
+	r.hostPID = le.Uint32(raw[offHostPID:])
+	r.hostPPID = le.Uint32(raw[offHostPPID:])
+	r.pid = le.Uint32(raw[offPID:])
+	r.ppid = le.Uint32(raw[offPPID:])
+	r.uid = le.Uint32(raw[offUID:])
+	r.pidNS = le.Uint32(raw[offPidNS:])
+	r.mntNS = le.Uint32(raw[offMntNS:])
+	r.flags = le.Uint16(raw[offFlags:])
+	r.comm = trimNUL(raw[offComm:headerSize])
+
+	dataLen := int(le.Uint16(raw[offDataLen:]))
+	data := raw[headerSize:]
+	if dataLen > len(data) {
+		return fmt.Errorf("record data length %d, only %d bytes", dataLen, len(data))
+	}
+	data = data[:dataLen]
+	r.nfields = 0
+	for len(data) >= 2 && r.nfields < maxFields {
+		n := int(le.Uint16(data))
+		data = data[2:]
+		if n > len(data) {
+			return fmt.Errorf("record field %d length %d, only %d bytes", r.nfields, n, len(data))
+		}
+		r.fields[r.nfields] = data[:n]
+		r.nfields++
+		data = data[n:]
+	}
+	return nil
+}
+
+func (r *record) field(i int) []byte {
+	if i < r.nfields {
+		return r.fields[i]
+	}
+	return nil
+}
+
+// decoder turns records into events and keeps the process table current.
+// It is used by one goroutine.
+type decoder struct {
+	table      *proctable.Table
+	visibility Scope
+	clock      clock
+	rec        record
+}
+
+// decode handles one raw record. It reports whether ev is an event to emit
+// (fork and exit records only update the table).
+func (d *decoder) decode(raw []byte, ev *event.Event) (bool, error) {
+	r := &d.rec
+	if err := parseRecord(raw, r); err != nil {
+		return false, err
+	}
+	switch r.kind {
+	case recFork:
+		d.table.Fork(proctable.Process{
+			HostPID: r.hostPID, HostPPID: r.hostPPID, PID: r.pid, PPID: r.ppid, UID: r.uid,
+		})
+		return false, nil
+	case recExit:
+		d.table.Exit(r.hostPID)
+		return false, nil
+	case recExec:
+		return d.exec(r, ev), nil
+	case recSyscall:
+		return d.syscall(r, ev)
+	}
+	return false, fmt.Errorf("unknown record kind %d", r.kind)
+}
+
+func (d *decoder) header(r *record, ev *event.Event) {
+	*ev = event.Event{
+		Time:     d.clock.wall(r.ts),
+		HostPID:  r.hostPID,
+		HostPPID: r.hostPPID,
+		PID:      r.pid,
+		PPID:     r.ppid,
+		UID:      r.uid,
+		Comm:     string(r.comm),
+		CgroupID: r.cgroupID,
+		PidNS:    r.pidNS,
+		MntNS:    r.mntNS,
+		Retval:   r.retval,
+	}
+}
+
+func (d *decoder) exec(r *record, ev *event.Event) bool {
+	exe := joinComponents(r.field(0))
+	filename := string(r.field(1))
+	cwd := joinComponents(r.field(3))
+	if cwd == "" {
+		cwd = "/"
+	}
+	if exe == "" {
+		exe = absolute(cwd, filename)
+	}
+	args := splitArgs(r.field(2), r.flags&flagTruncated != 0 && len(r.field(2)) >= argsMax)
+	if len(args) > 0 {
+		args = args[1:]
+	}
+	p := proctable.Process{
+		HostPID: r.hostPID, HostPPID: r.hostPPID, PID: r.pid, PPID: r.ppid, UID: r.uid,
+		Exe: exe, Args: args, Cwd: cwd, TTY: string(r.field(4)),
+	}
+	d.table.Exec(p)
+	if d.visibility&ScopeProcess == 0 {
+		return false
+	}
+	d.header(r, ev)
+	ev.Operation = event.OpProcess
+	ev.Syscall = SyscallName(r.nr)
+	ev.Exe = exe
+	ev.Args = args
+	ev.Cwd = cwd
+	ev.TTY = p.TTY
+	ev.Resource = commandLine(exe, args)
+	ev.Data = syscallData(r.nr, &r.args, nil, "")
+	d.table.Enrich(ev)
+	return true
+}
+
+func (d *decoder) syscall(r *record, ev *event.Event) (bool, error) {
+	t, ok := tracedByNr[r.nr]
+	if !ok {
+		return false, fmt.Errorf("record for untraced syscall %d", r.nr)
+	}
+	d.header(r, ev)
+	ev.Operation = t.operation
+	ev.Syscall = SyscallName(r.nr)
+	d.table.Enrich(ev)
+
+	switch t.exit {
+	case exitExec: // a failed execve/execveat
+		argv := splitArgs(r.field(1), false)
+		if len(argv) > 0 {
+			argv = argv[1:]
+		}
+		ev.Exe = resolved(r, string(r.field(0)), 2)
+		ev.Args = argv
+		ev.Resource = commandLine(ev.Exe, argv)
+		ev.Data = syscallData(r.nr, &r.args, nil, "")
+	case exitFile:
+		ev.Resource = resolved(r, string(r.field(0)), 1)
+		if isProcOrSys(ev.Resource) {
+			// A relative path into /proc or /sys, dropped like the
+			// absolute ones the kernel drops.
+			return false, nil
+		}
+		ev.Data = syscallData(r.nr, &r.args, nil, "")
+	case exitNet:
+		switch r.nr {
+		case sysSocket:
+			ev.Resource = SocketResource(r.args[0], r.args[1], r.args[2])
+		case sysListen:
+		default:
+			ev.Resource = SockaddrResource(r.field(0))
+		}
+		ev.Data = syscallData(r.nr, &r.args, nil, "")
+	case exitCred:
+		var target string
+		var strs []string
+		switch r.nr {
+		case sysPtrace:
+			if p, ok := d.table.Lookup(uint32(r.args[1])); ok {
+				target = p.Exe
+			}
+			ev.Resource = target
+		case sysMount, sysUmount2:
+			for i := 0; i < r.nfields; i++ {
+				strs = append(strs, string(r.fields[i]))
+			}
+		}
+		ev.Data = syscallData(r.nr, &r.args, strs, target)
+	}
+	return true, nil
+}
+
+// resolved is the absolute form of a path a syscall was given, from what
+// the kernel resolved while the syscall ran (field i of r): the opened
+// file's path, or the directory a relative path is relative to. A path the
+// kernel could not resolve (a bad dirfd) stays as it was given.
+func resolved(r *record, p string, i int) string {
+	switch {
+	case r.flags&flagPathFile != 0:
+		if f := joinComponents(r.field(i)); f != "" {
+			return f
+		}
+		return "/"
+	case r.flags&flagPathBase != 0:
+		base := joinComponents(r.field(i))
+		if base == "" {
+			base = "/"
+		}
+		if p == "" {
+			return base
+		}
+		return path.Join(base, p)
+	}
+	return p
+}
+
+func isProcOrSys(p string) bool {
+	return strings.HasPrefix(p, "/proc/") || strings.HasPrefix(p, "/sys/")
+}
+
+func absolute(cwd, p string) string {
+	if p == "" || strings.HasPrefix(p, "/") {
+		return p
+	}
+	return path.Join(cwd, p)
+}
+
+// joinComponents turns the kernel's leaf-first, NUL-terminated path
+// components into an absolute path; "" when there are none.
+func joinComponents(b []byte) string {
+	b = bytes.TrimRight(b, "\x00")
+	if len(b) == 0 {
+		return ""
+	}
+	n := bytes.Count(b, []byte{0}) + 1
+	var sb strings.Builder
+	sb.Grow(len(b) + 1)
+	end := len(b)
+	for i := 0; i < n; i++ {
+		start := bytes.LastIndexByte(b[:end], 0) + 1
+		sb.WriteByte('/')
+		sb.Write(b[start:end])
+		end = start - 1
+	}
+	return sb.String()
+}
+
+// splitArgs splits a NUL-separated argv blob; truncated marks a blob cut at
+// the kernel's limit, which upstream shows with a trailing "...".
+func splitArgs(b []byte, truncated bool) []string {
+	b = bytes.TrimRight(b, "\x00")
+	if len(b) == 0 {
+		return nil
+	}
+	args := strings.Split(string(b), "\x00")
+	if truncated {
+		args = append(args, "...")
+	}
+	return args
+}
+
+func commandLine(exe string, args []string) string {
+	if len(args) == 0 {
+		return exe
+	}
+	return exe + " " + strings.Join(args, " ")
+}

@@ -1,0 +1,244 @@
+package monitor
+
+import (
+	"encoding/binary"
+	"reflect"
+	"slices"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/proctable"
+)
+
+// The Go decoder reads the header at fixed offsets; they must match the C
+// struct as bpf2go saw it.
+func TestRecordLayout(t *testing.T) {
+	var r monitorBPFRecord
+	tests := []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"ts", unsafe.Offsetof(r.Ts), offTS},
+		{"cgroup_id", unsafe.Offsetof(r.CgroupId), offCgroupID},
+		{"retval", unsafe.Offsetof(r.Retval), offRetval},
+		{"args", unsafe.Offsetof(r.Args), offArgs},
+		{"kind", unsafe.Offsetof(r.Kind), offKind},
+		{"nr", unsafe.Offsetof(r.Nr), offNr},
+		{"host_pid", unsafe.Offsetof(r.HostPid), offHostPID},
+		{"host_ppid", unsafe.Offsetof(r.HostPpid), offHostPPID},
+		{"pid", unsafe.Offsetof(r.Pid), offPID},
+		{"ppid", unsafe.Offsetof(r.Ppid), offPPID},
+		{"uid", unsafe.Offsetof(r.Uid), offUID},
+		{"pid_ns", unsafe.Offsetof(r.PidNs), offPidNS},
+		{"mnt_ns", unsafe.Offsetof(r.MntNs), offMntNS},
+		{"aux", unsafe.Offsetof(r.Aux), offAux},
+		{"data_len", unsafe.Offsetof(r.DataLen), offDataLen},
+		{"flags", unsafe.Offsetof(r.Flags), offFlags},
+		{"comm", unsafe.Offsetof(r.Comm), offComm},
+		{"data", unsafe.Offsetof(r.Data), headerSize},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("offset of %s: C %d, Go decoder %d", tt.name, tt.got, tt.want)
+		}
+	}
+}
+
+// rawRecord builds a ring-buffer record as the kernel would.
+type rawRecord struct {
+	kind, nr                    uint32
+	retval                      int64
+	args                        [6]uint64
+	hostPID, hostPPID, pid, uid uint32
+	flags                       uint16
+	comm                        string
+	fields                      []string
+}
+
+func (r rawRecord) bytes() []byte {
+	b := make([]byte, headerSize)
+	le := binary.LittleEndian
+	le.PutUint64(b[offTS:], 1_000_000)
+	le.PutUint64(b[offCgroupID:], 1)
+	le.PutUint64(b[offRetval:], uint64(r.retval))
+	for i, a := range r.args {
+		le.PutUint64(b[offArgs+8*i:], a)
+	}
+	le.PutUint32(b[offKind:], r.kind)
+	le.PutUint32(b[offNr:], r.nr)
+	le.PutUint32(b[offHostPID:], r.hostPID)
+	le.PutUint32(b[offHostPPID:], r.hostPPID)
+	le.PutUint32(b[offPID:], r.pid)
+	le.PutUint32(b[offPPID:], r.hostPPID)
+	le.PutUint32(b[offUID:], r.uid)
+	le.PutUint32(b[offPidNS:], 4026531836)
+	le.PutUint32(b[offMntNS:], 4026531840)
+	le.PutUint16(b[offFlags:], r.flags)
+	copy(b[offComm:offComm+15], r.comm)
+	for _, f := range r.fields {
+		b = le.AppendUint16(b, uint16(len(f)))
+		b = append(b, f...)
+	}
+	le.PutUint16(b[offDataLen:], uint16(len(b)-headerSize))
+	return b
+}
+
+func newTestDecoder() *decoder {
+	return &decoder{
+		table:      proctable.New(proctable.Options{}),
+		visibility: ScopeAll,
+	}
+}
+
+func TestDecodeExecForkExit(t *testing.T) {
+	d := newTestDecoder()
+	var ev event.Event
+
+	// bash (100) runs "ls -la /tmp" as 101 after forking it.
+	d.table.Exec(proctable.Process{HostPID: 100, HostPPID: 1, PID: 100, PPID: 1, Exe: "/usr/bin/bash"})
+	emit, err := d.decode(rawRecord{kind: recFork, hostPID: 101, hostPPID: 100, pid: 101}.bytes(), &ev)
+	if err != nil || emit {
+		t.Fatalf("fork: emit %v err %v", emit, err)
+	}
+	exec := rawRecord{
+		kind: recExec, nr: sysExecve, hostPID: 101, hostPPID: 100, pid: 101, uid: 1000, comm: "ls",
+		fields: []string{"ls\x00bin\x00usr\x00", "/bin/ls", "ls\x00-la\x00/tmp\x00", "user\x00home\x00", "pts3"},
+	}
+	emit, err = d.decode(exec.bytes(), &ev)
+	if err != nil || !emit {
+		t.Fatalf("exec: emit %v err %v", emit, err)
+	}
+	want := event.Event{
+		Time: ev.Time, HostPID: 101, HostPPID: 100, PID: 101, PPID: 100, UID: 1000, Comm: "ls",
+		CgroupID: 1, PidNS: 4026531836, MntNS: 4026531840,
+		Exe: "/usr/bin/ls", ParentExe: "/usr/bin/bash", TTY: "pts3", Cwd: "/home/user",
+		Args: []string{"-la", "/tmp"}, Operation: event.OpProcess, Syscall: "SYS_EXECVE",
+		Resource: "/usr/bin/ls -la /tmp", Data: "syscall=SYS_EXECVE",
+	}
+	if !equalEvent(ev, want) {
+		t.Errorf("exec event\n got %+v\nwant %+v", ev, want)
+	}
+
+	// A file event of 101 is attributed to ls, with its command line.
+	openRec := rawRecord{
+		kind: recSyscall, nr: sysOpenat, retval: -int64(unix.EACCES), hostPID: 101, hostPPID: 100, comm: "ls",
+		args:   [6]uint64{uint64(uint32(0xffffff9c)), 0, unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC},
+		fields: []string{"/tmp"},
+	}
+	if _, err := d.decode(openRec.bytes(), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Resource != "/tmp" || ev.Data != "syscall=SYS_OPENAT fd=-100 flags=O_RDONLY|O_DIRECTORY|O_CLOEXEC" ||
+		ev.Exe != "/usr/bin/ls" || ev.ParentExe != "/usr/bin/bash" || ev.Retval != -13 || ev.Cwd != "/home/user" {
+		t.Errorf("open event %+v", ev)
+	}
+	if a := d.table.Describe(&ev); a.Source != "/usr/bin/ls -la /tmp" || a.Cwd != "/home/user/" || a.TTY != "pts3" {
+		t.Errorf("Describe = %+v", a)
+	}
+
+	// After exit the process still resolves.
+	if _, err := d.decode(rawRecord{kind: recExit, hostPID: 101, hostPPID: 100}.bytes(), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := d.table.Lookup(101); !ok || p.Exe != "/usr/bin/ls" {
+		t.Errorf("exited process: %+v %v", p, ok)
+	}
+}
+
+func equalEvent(a, b event.Event) bool {
+	return reflect.DeepEqual(a, b)
+}
+
+func TestDecodeSyscalls(t *testing.T) {
+	d := newTestDecoder()
+	d.table.Exec(proctable.Process{HostPID: 7, HostPPID: 1, Exe: "/usr/bin/curl", Args: []string{"http://x"}, Cwd: "/srv"})
+	d.table.Exec(proctable.Process{HostPID: 9, HostPPID: 1, Exe: "/usr/bin/sleep"})
+	tests := []struct {
+		name               string
+		rec                rawRecord
+		op, resource, data string
+		exe                string
+	}{
+		{"connect", rawRecord{nr: sysConnect, args: [6]uint64{3}, fields: []string{string(sockaddrIn(80, [4]byte{1, 2, 3, 4}))}},
+			event.OpNetwork, "sa_family=AF_INET sin_port=80 sin_addr=1.2.3.4", "syscall=SYS_CONNECT fd=3", "/usr/bin/curl"},
+		{"listen", rawRecord{nr: sysListen, args: [6]uint64{5, 10}}, event.OpNetwork, "", "syscall=SYS_LISTEN fd=5", "/usr/bin/curl"},
+		{"socket", rawRecord{nr: sysSocket, args: [6]uint64{unix.AF_INET6, unix.SOCK_STREAM, 6}}, event.OpNetwork,
+			"domain=AF_INET6 type=SOCK_STREAM protocol=TCP", "syscall=SYS_SOCKET", "/usr/bin/curl"},
+		// Relative paths: what the kernel resolved while the syscall ran
+		// wins over the process's cwd (/srv) when the event is decoded.
+		{"relative open: the opened file's path", rawRecord{nr: sysOpen, args: [6]uint64{0, unix.O_WRONLY}, flags: flagPathFile,
+			fields: []string{"out/log.txt", "log.txt\x00out\x00data\x00"}},
+			event.OpFile, "/data/out/log.txt", "syscall=SYS_OPEN flags=O_WRONLY", "/usr/bin/curl"},
+		{"relative failed open: the cwd at the time", rawRecord{nr: sysOpenat, retval: -2, args: [6]uint64{uint64(uint32(0xffffff9c)), 0, 0},
+			flags: flagPathBase, fields: []string{"../a.yaml", "files\x00home\x00"}},
+			event.OpFile, "/home/a.yaml", "syscall=SYS_OPENAT fd=-100 flags=O_RDONLY", "/usr/bin/curl"},
+		{"relative unlinkat: the dirfd", rawRecord{nr: sysUnlinkat, args: [6]uint64{5, 0, 0}, flags: flagPathBase,
+			fields: []string{"x", "d\x00tmp\x00"}},
+			event.OpFile, "/tmp/d/x", "syscall=SYS_UNLINKAT flags=", "/usr/bin/curl"},
+		{"fchownat AT_EMPTY_PATH: the fd itself", rawRecord{nr: sysFchownat, args: [6]uint64{5, 0, 0, 0, 0x1000}, flags: flagPathBase,
+			fields: []string{"", "f\x00tmp\x00"}},
+			event.OpFile, "/tmp/f", "syscall=SYS_FCHOWNAT userid=0 group=0 mode=4096", "/usr/bin/curl"},
+		{"relative path, bad dirfd: left as given", rawRecord{nr: sysOpenat, retval: -9, args: [6]uint64{77, 0, 0}, fields: []string{"x"}},
+			event.OpFile, "x", "syscall=SYS_OPENAT fd=77 flags=O_RDONLY", "/usr/bin/curl"},
+		{"unlinkat", rawRecord{nr: sysUnlinkat, args: [6]uint64{uint64(uint32(0xffffff9c)), 0, unix.AT_REMOVEDIR}, fields: []string{"/srv/d"}},
+			event.OpFile, "/srv/d", "syscall=SYS_UNLINKAT flags=AT_REMOVEDIR", "/usr/bin/curl"},
+		{"setuid", rawRecord{nr: sysSetuid, retval: -1, args: [6]uint64{0}}, event.OpSyscall, "", "syscall=SYS_SETUID userid=0", "/usr/bin/curl"},
+		{"ptrace", rawRecord{nr: sysPtrace, args: [6]uint64{16, 9}}, event.OpProcess, "/usr/bin/sleep",
+			"syscall=SYS_PTRACE request=PTRACE_ATTACH pid=9 process=/usr/bin/sleep", "/usr/bin/curl"},
+		{"mount", rawRecord{nr: sysMount, args: [6]uint64{0, 0, 0, 0}, fields: []string{"tmpfs", "/mnt", "tmpfs", "size=1m"}},
+			event.OpSyscall, "", "syscall=SYS_MOUNT source=tmpfs target=/mnt filesystem=tmpfs mountflag=0 data=size=1m", "/usr/bin/curl"},
+		{"failed execve", rawRecord{nr: sysExecve, retval: -13, flags: flagPathBase, fields: []string{"./tool", "./tool\x00--flag\x00", "bin\x00opt\x00"}},
+			event.OpProcess, "/opt/bin/tool --flag", "syscall=SYS_EXECVE", "/opt/bin/tool"},
+	}
+	// A relative path that resolves into /proc is dropped like an absolute one.
+	var ev event.Event
+	rec := rawRecord{kind: recSyscall, nr: sysOpen, hostPID: 7, flags: flagPathFile, fields: []string{"self/status", "status\x00self\x00proc\x00"}}
+	if emit, err := d.decode(rec.bytes(), &ev); err != nil || emit {
+		t.Errorf("relative /proc open: emit %v err %v, want dropped", emit, err)
+	}
+	for _, tt := range tests {
+		tt.rec.kind = recSyscall
+		tt.rec.hostPID, tt.rec.hostPPID = 7, 1
+		var ev event.Event
+		emit, err := d.decode(tt.rec.bytes(), &ev)
+		if err != nil || !emit {
+			t.Errorf("%s: emit %v err %v", tt.name, emit, err)
+			continue
+		}
+		if ev.Operation != tt.op || ev.Resource != tt.resource || ev.Data != tt.data || ev.Exe != tt.exe || ev.Retval != tt.rec.retval {
+			t.Errorf("%s: got %s %q %q exe %q retval %d\nwant %s %q %q exe %q", tt.name,
+				ev.Operation, ev.Resource, ev.Data, ev.Exe, ev.Retval, tt.op, tt.resource, tt.data, tt.exe)
+		}
+	}
+}
+
+func TestDecodeRejectsBadRecords(t *testing.T) {
+	d := newTestDecoder()
+	var ev event.Event
+	good := rawRecord{kind: recSyscall, nr: sysOpen, fields: []string{"/etc/passwd"}}.bytes()
+	bad := map[string][]byte{
+		"short header":        good[:headerSize-1],
+		"data past the end":   good[:len(good)-3],
+		"unknown kind":        rawRecord{kind: 99}.bytes(),
+		"untraced syscall":    rawRecord{kind: recSyscall, nr: 1}.bytes(),
+		"field past data_len": func() []byte { b := slices.Clone(good); b[headerSize] = 0xff; return b }(),
+	}
+	for name, raw := range bad {
+		if _, err := d.decode(raw, &ev); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add(rawRecord{kind: recSyscall, nr: sysOpen, fields: []string{"/etc/passwd"}}.bytes())
+	f.Add(rawRecord{kind: recExec, fields: []string{"a\x00b\x00", "x", "x\x00y", "", ""}}.bytes())
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		d := newTestDecoder()
+		var ev event.Event
+		d.decode(raw, &ev) // must not panic
+	})
+}

@@ -1,0 +1,474 @@
+// Package monitor is the system monitor: BPF programs on stable tracepoints
+// (process exec/fork/exit and the syscalls of upstream KubeArmor's monitor)
+// report through one ring buffer; user space decodes each record into an
+// event.Event with upstream's Operation, Resource, Data and return value,
+// and keeps a process table current so events are attributed to a process.
+//
+// The ring buffer reader never waits for processing: a bounded queue sits
+// between the two, and every record lost in the kernel (ring buffer full)
+// or dropped in user space (queue full) is counted (Stats).
+package monitor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/kernelfs"
+	"github.com/armorhost/kubearmor/proctable"
+)
+
+// Options configure Open. Zero values take the defaults.
+type Options struct {
+	// Visibility are the scopes whose events are reported.
+	Visibility Scope
+	// FailuresOf are scopes whose failed syscalls are reported even when
+	// the scope is not visible (a denied setuid must still raise the
+	// DefaultPosture alert). Their programs are attached; successes are
+	// dropped in the kernel.
+	FailuresOf Scope
+	// Table is the process table to keep current. Nil: a new table, seeded
+	// from /proc.
+	Table *proctable.Table
+	// QueueLen bounds the records waiting between the ring buffer reader
+	// and the decoder (default 16384; they queue in batches of up to 256).
+	QueueLen int
+	// RingBufferBytes is the kernel ring buffer's size, a power of two
+	// multiple of the page size (default 4 MiB: at ~150 bytes a record,
+	// 28,000 records between two 10 ms polls; the mapping shows twice in
+	// the agent's RSS because the kernel maps the data pages twice).
+	RingBufferBytes int
+	// ProcRoot is procfs as the agent sees the host's (default "/proc").
+	ProcRoot string
+	// PollInterval is the longest a record waits in the ring buffer before
+	// the reader looks (default 10ms). The reader drains the buffer at this
+	// interval; the kernel does not wake it per event, which saves an
+	// interrupt and a thread hand-off per event.
+	PollInterval time.Duration
+}
+
+// Stats are the monitor's counters since Open.
+type Stats struct {
+	Received     uint64 // records read from the ring buffer
+	Emitted      uint64 // events handed to emit
+	Lost         uint64 // records the kernel could not write: ring buffer full
+	StashFull    uint64 // syscalls not reported: the in-kernel argument stash was full
+	Dropped      uint64 // records dropped in user space: queue full
+	DecodeErrors uint64
+}
+
+// Monitor satisfies agent.Monitor.
+type Monitor struct {
+	opts      Options
+	objs      monitorBPFObjects
+	links     []link.Link
+	ring      *ring
+	table     *proctable.Table
+	dec       decoder
+	unwatched []string // tracepoints this kernel lacks
+
+	received, emitted, dropped, decodeErrors atomic.Uint64
+
+	closeOnce sync.Once
+	running   atomic.Bool
+	closing   chan struct{}         // closed by Close: the reader stops
+	readDone  chan struct{}         // closed when the reader has stopped touching the ring
+	final     atomic.Pointer[Stats] // counters as they were at Close
+}
+
+// Open loads the programs, attaches those of the requested scopes and seeds
+// the process table. Nothing is reported until Run.
+func Open(opts Options) (*Monitor, error) {
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = 16384
+	}
+	if opts.RingBufferBytes <= 0 {
+		opts.RingBufferBytes = 4 << 20
+	}
+	if opts.ProcRoot == "" {
+		opts.ProcRoot = "/proc"
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = 10 * time.Millisecond
+	}
+	m := &Monitor{opts: opts, table: opts.Table, closing: make(chan struct{}), readDone: make(chan struct{})}
+	if m.table == nil {
+		m.table = proctable.New(proctable.Options{ProcRoot: opts.ProcRoot, ReadProcOnMiss: true})
+	}
+
+	spec, err := loadMonitorBPF()
+	if err != nil {
+		return nil, fmt.Errorf("monitor: load BPF spec: %w", err)
+	}
+	self, err := selfHostPID(opts.ProcRoot)
+	if err != nil {
+		return nil, fmt.Errorf("monitor: %w", err)
+	}
+	if err := spec.Variables["self_tgid"].Set(self); err != nil {
+		return nil, fmt.Errorf("monitor: set self_tgid: %w", err)
+	}
+	if err := spec.Variables["report_success"].Set(uint32(opts.Visibility)); err != nil {
+		return nil, fmt.Errorf("monitor: set report_success: %w", err)
+	}
+	if err := spec.Variables["wakeup_bytes"].Set(uint64(opts.RingBufferBytes / 8)); err != nil {
+		return nil, fmt.Errorf("monitor: set wakeup_bytes: %w", err)
+	}
+	spec.Maps["events"].MaxEntries = uint32(opts.RingBufferBytes)
+	if err := spec.LoadAndAssign(&m.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("monitor: load BPF programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("monitor: load BPF programs: %w", err)
+	}
+	m.ring, err = newRing(m.objs.Events)
+	if err != nil {
+		m.objs.Close()
+		return nil, fmt.Errorf("monitor: ring buffer reader: %w", err)
+	}
+
+	if err := ensureTracefs(); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("monitor: %w", err)
+	}
+	// The table is seeded after attaching, so a process started in between
+	// is either seen by its exec record or found in /proc.
+	if err := m.attach(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	if opts.Table == nil {
+		if _, err := m.table.SeedFromProc(); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("monitor: %w", err)
+		}
+	}
+	m.dec = decoder{
+		table:      m.table,
+		visibility: opts.Visibility,
+		clock:      newClock(),
+	}
+	return m, nil
+}
+
+func (m *Monitor) attach() error {
+	watched := m.opts.Visibility | m.opts.FailuresOf
+	if watched == 0 {
+		return nil
+	}
+	// Process lifecycle feeds the process table whatever the scopes.
+	lifecycle := []struct {
+		name string
+		do   func() (link.Link, error)
+	}{
+		{"sched_process_exec", func() (link.Link, error) {
+			return link.Tracepoint("sched", "sched_process_exec", m.objs.SchedExec, nil)
+		}},
+		{"sched_process_fork", func() (link.Link, error) {
+			return link.AttachTracing(link.TracingOptions{Program: m.objs.SchedFork})
+		}},
+		{"sched_process_exit", func() (link.Link, error) {
+			return link.AttachTracing(link.TracingOptions{Program: m.objs.SchedExit})
+		}},
+	}
+	for _, l := range lifecycle {
+		lk, err := l.do()
+		if err != nil {
+			return fmt.Errorf("monitor: attach %s: %w", l.name, err)
+		}
+		m.links = append(m.links, lk)
+	}
+
+	exit := map[exitKind]*ebpf.Program{
+		exitFile: m.objs.SysExitFile, exitNet: m.objs.SysExitNet,
+		exitCred: m.objs.SysExitCred, exitExec: m.objs.SysExitExec,
+	}
+	// Any syscall tracepoint puts every syscall of every task on the
+	// kernel's slower tracing path. With process visibility alone,
+	// sched_process_exec reports successful execs without that cost; the
+	// execve tracepoints (failed execs, execveat's fd and flags) are added
+	// when other syscalls are traced anyway or failures are asked for.
+	traceExec := m.opts.FailuresOf&ScopeProcess != 0 ||
+		m.opts.Visibility&ScopeProcess != 0 && watched&^ScopeProcess != 0
+	for _, t := range tracedSyscalls {
+		if t.scope&watched == 0 || t.exit == exitExec && !traceExec {
+			continue
+		}
+		// Exit first: a stashed execve without its exit program would stay.
+		lx, err := link.Tracepoint("syscalls", "sys_exit_"+t.name, exit[t.exit], nil)
+		if errors.Is(err, os.ErrNotExist) {
+			m.unwatched = append(m.unwatched, t.name)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("monitor: attach sys_exit_%s: %w", t.name, err)
+		}
+		m.links = append(m.links, lx)
+		var enter *ebpf.Program
+		switch t.nr {
+		case sysExecve:
+			enter = m.objs.SysEnterExecve
+		case sysExecveat:
+			enter = m.objs.SysEnterExecveat
+		default:
+			continue // arguments come from the saved registers at exit
+		}
+		le, err := link.Tracepoint("syscalls", "sys_enter_"+t.name, enter, nil)
+		if err != nil {
+			return fmt.Errorf("monitor: attach sys_enter_%s: %w", t.name, err)
+		}
+		m.links = append(m.links, le)
+	}
+	return nil
+}
+
+// Table is the process table the monitor keeps current; the pipeline uses
+// it to attribute events (Describe).
+func (m *Monitor) Table() *proctable.Table { return m.table }
+
+// Unwatched lists the traced syscalls this kernel has no tracepoint for.
+func (m *Monitor) Unwatched() []string { return m.unwatched }
+
+// Run reads records until ctx ends and hands each decoded event to emit.
+// emit is called from one goroutine, in ring-buffer order, and must not
+// block for long: while it runs, records queue up and are counted as
+// dropped once the queue is full.
+func (m *Monitor) Run(ctx context.Context, emit func(event.Event)) error {
+	if !m.running.CompareAndSwap(false, true) {
+		return errors.New("monitor: Run called twice")
+	}
+	select {
+	case <-m.closing:
+		return errors.New("monitor: Run after Close")
+	default:
+	}
+	// Records travel in batches: one channel operation (and at most one
+	// goroutine wakeup, which in a VM may cost an interrupt on another CPU)
+	// per batch instead of per record.
+	queue := make(chan *batch, max(1, m.opts.QueueLen/batchRecords))
+	pool := sync.Pool{New: func() any { return newBatch() }}
+
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(queue)
+		readErr <- m.read(ctx, queue, &pool)
+	}()
+
+	var ev event.Event
+	for b := range queue {
+		start := 0
+		for _, end := range b.ends {
+			ok, err := m.dec.decode(b.buf[start:end], &ev)
+			start = end
+			if err != nil {
+				m.decodeErrors.Add(1)
+				continue
+			}
+			if ok {
+				m.emitted.Add(1)
+				emit(ev)
+			}
+		}
+		b.reset()
+		pool.Put(b)
+	}
+	return <-readErr
+}
+
+const (
+	batchRecords = 256      // records per batch at most
+	batchBytes   = 64 << 10 // and about this many bytes
+)
+
+// batch is a run of raw records copied out of the ring buffer.
+type batch struct {
+	buf  []byte
+	ends []int // end offset of each record in buf
+}
+
+func newBatch() any {
+	return &batch{buf: make([]byte, 0, batchBytes+4096), ends: make([]int, 0, batchRecords)}
+}
+
+func (b *batch) reset() { b.buf, b.ends = b.buf[:0], b.ends[:0] }
+
+// read copies records from the ring buffer into batches until Close or
+// the end of ctx. A batch is handed over when full or when the ring buffer
+// has nothing more to give; if the queue is full it is dropped and its
+// records counted.
+func (m *Monitor) read(ctx context.Context, queue chan<- *batch, pool *sync.Pool) error {
+	defer close(m.readDone)
+	b := pool.Get().(*batch)
+	flush := func() {
+		if len(b.ends) == 0 {
+			return
+		}
+		select {
+		case queue <- b:
+			b = pool.Get().(*batch)
+		default:
+			m.dropped.Add(uint64(len(b.ends)))
+			b.reset()
+		}
+	}
+	add := func(rec []byte) {
+		m.received.Add(1)
+		b.buf = append(b.buf, rec...)
+		b.ends = append(b.ends, len(b.buf))
+		if len(b.ends) >= batchRecords || len(b.buf) >= batchBytes {
+			flush()
+		}
+	}
+	// While events flow, poll on a Go timer rather than sleep in the
+	// kernel: a goroutine parked in a blocking system call makes the
+	// runtime hand its P to another thread and keeps sysmon polling every
+	// 20 µs, which cost the agent more CPU than decoding the events
+	// (docs/benchmarks.md). After idlePolls empty polls the reader sleeps
+	// in the kernel instead, so an idle agent does not wake 100 times a
+	// second; the first record into the empty buffer wakes it.
+	stop := context.AfterFunc(ctx, m.ring.wake)
+	defer stop()
+	tick := time.NewTicker(m.opts.PollInterval)
+	defer tick.Stop()
+	idle := 0
+	for {
+		n, err := m.ring.drain(add)
+		flush()
+		if err != nil {
+			return fmt.Errorf("monitor: read ring buffer: %w", err)
+		}
+		if n > 0 {
+			idle = 0
+		} else if idle++; idle >= idlePolls {
+			if err := m.ring.wait(); err != nil && !errors.Is(err, errRingWoken) {
+				return fmt.Errorf("monitor: wait for ring buffer: %w", err)
+			}
+			idle = 0
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-m.closing:
+			// Close has detached the programs: what they wrote still counts.
+			_, err := m.ring.drain(add)
+			flush()
+			if err != nil {
+				return fmt.Errorf("monitor: read ring buffer: %w", err)
+			}
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// idlePolls empty polls in a row send the reader to sleep until the kernel
+// wakes it (100 ms at the default PollInterval).
+const idlePolls = 10
+
+// Stats returns the counters; Lost and StashFull are summed over CPUs.
+func (m *Monitor) Stats() Stats {
+	s := Stats{
+		Received:     m.received.Load(),
+		Emitted:      m.emitted.Load(),
+		Dropped:      m.dropped.Load(),
+		DecodeErrors: m.decodeErrors.Load(),
+	}
+	if f := m.final.Load(); f != nil {
+		s.Lost, s.StashFull = f.Lost, f.StashFull
+	} else if m.objs.Counters != nil {
+		s.Lost = m.counter(0)
+		s.StashFull = m.counter(1)
+	}
+	return s
+}
+
+func (m *Monitor) counter(idx uint32) uint64 {
+	var perCPU []uint64
+	if err := m.objs.Counters.Lookup(idx, &perCPU); err != nil {
+		return 0
+	}
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	return n
+}
+
+// Close detaches every program and frees the kernel objects. Run returns
+// once the records already read are processed.
+func (m *Monitor) Close() error {
+	var errs []error
+	m.closeOnce.Do(func() {
+		final := m.Stats()
+		m.final.Store(&final)
+		for _, l := range m.links {
+			if err := l.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		m.links = nil
+		if m.ring != nil {
+			// The reader must be off the mapping before it goes away.
+			close(m.closing)
+			m.ring.wake()
+			if m.running.Load() {
+				<-m.readDone
+			}
+			if err := m.ring.close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := m.objs.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("monitor: close: %w", err)
+	}
+	return nil
+}
+
+// selfHostPID is the agent's pid in the outermost pid namespace procfs
+// shows (the host's when procfs is the host's), which is what the kernel
+// compares against.
+func selfHostPID(procRoot string) (uint32, error) {
+	b, err := os.ReadFile(procRoot + "/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("read own status: %w", err)
+	}
+	for _, line := range bytes.Split(b, []byte{'\n'}) {
+		if v, ok := bytes.CutPrefix(line, []byte("NStgid:")); ok {
+			f := bytes.Fields(v)
+			if len(f) > 0 {
+				n, err := strconv.ParseUint(string(f[0]), 10, 32)
+				if err == nil {
+					return uint32(n), nil
+				}
+			}
+		}
+	}
+	return uint32(os.Getpid()), nil
+}
+
+// ensureTracefs mounts tracefs when neither it nor debugfs is: attaching to
+// a tracepoint needs its id from tracefs, and nothing guarantees the mount
+// on a host whose init is not systemd.
+func ensureTracefs() error {
+	for _, dir := range []string{"/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"} {
+		if _, err := os.Stat(dir); err == nil {
+			return nil
+		}
+	}
+	_, err := kernelfs.Ensure(kernelfs.Tracefs)
+	return err
+}

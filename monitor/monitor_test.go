@@ -1,0 +1,706 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/proctable"
+)
+
+// These tests run on the host kernel as root. They start real processes
+// (mostly this test binary re-executed as a helper), then look for those
+// processes' events among everything else the machine does.
+
+const helperEnv = "MONITOR_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) == "1" {
+		os.Exit(runHelper(os.Args[1:]))
+	}
+	code := m.Run()
+	if shared.m != nil {
+		shared.cancel()
+		shared.m.Close()
+	}
+	os.Exit(code)
+}
+
+// runHelper performs one action in a child process; its exit code tells
+// the test whether the action itself behaved as expected.
+func runHelper(args []string) int {
+	if len(args) == 0 {
+		return 2
+	}
+	switch args[0] {
+	case "mark": // an exec the test waits for; nothing to do
+		return 0
+	case "open-rw":
+		f, err := os.OpenFile(args[1], os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return 1
+		}
+		f.Close()
+	case "open-missing":
+		if _, err := os.Open(args[1]); !errors.Is(err, os.ErrNotExist) {
+			return 1
+		}
+	case "connect":
+		c, err := net.Dial("tcp", args[1])
+		if err != nil {
+			return 1
+		}
+		c.Close()
+	case "udp-socket":
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_UDP)
+		if err != nil {
+			return 1
+		}
+		unix.Close(fd)
+	case "setgid-setuid": // raw syscalls: Go's wrappers repeat them on every thread
+		if _, _, e := unix.RawSyscall(unix.SYS_SETGID, 65534, 0, 0); e != 0 {
+			return 1
+		}
+		if _, _, e := unix.RawSyscall(unix.SYS_SETUID, 65534, 0, 0); e != 0 {
+			return 1
+		}
+	case "setuid-root":
+		if _, _, e := unix.RawSyscall(unix.SYS_SETUID, 0, 0, 0); e != unix.EPERM {
+			return 1
+		}
+	case "openat-dirfd": // openat(dirfd, args[2]) after a chdir elsewhere, expected to fail
+		dfd, err := unix.Open(args[1], unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil || os.Chdir("/") != nil {
+			return 1
+		}
+		if _, err := unix.Openat(dfd, args[2], unix.O_RDONLY, 0); err != unix.ENOENT {
+			return 1
+		}
+	case "openloop", "openloop-rel", "forkexec":
+		return benchLoop(args)
+	default:
+		return 2
+	}
+	return 0
+}
+
+// collector keeps the events of this test's descendants.
+type collector struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	events []event.Event
+	ours   map[uint32]bool // host pids descending from this test
+}
+
+func newCollector() *collector {
+	c := &collector{ours: map[uint32]bool{uint32(os.Getpid()): true}}
+	c.cond = sync.NewCond(&c.mu)
+	return c
+}
+
+func (c *collector) add(ev event.Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.ours[ev.HostPID] && !c.ours[ev.HostPPID] {
+		return
+	}
+	c.ours[ev.HostPID] = true
+	c.events = append(c.events, ev)
+	c.cond.Broadcast()
+}
+
+// waitFor blocks until an event matching pred has arrived and returns it.
+// The test binary's -timeout bounds the wait.
+func (c *collector) waitFor(pred func(*event.Event) bool) event.Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		for i := range c.events {
+			if pred(&c.events[i]) {
+				return c.events[i]
+			}
+		}
+		c.cond.Wait()
+	}
+}
+
+func (c *collector) all(pred func(*event.Event) bool) []event.Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []event.Event
+	for i := range c.events {
+		if pred(&c.events[i]) {
+			out = append(out, c.events[i])
+		}
+	}
+	return out
+}
+
+var shared struct {
+	once   sync.Once
+	m      *Monitor
+	c      *collector
+	cancel context.CancelFunc
+	err    error
+}
+
+func requireKernel(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to load BPF programs")
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		t.Skip("needs kernel BTF (/sys/kernel/btf/vmlinux) for CO-RE")
+	}
+}
+
+// sharedMonitor is one monitor with every scope visible, for the tests
+// that only look at events.
+func sharedMonitor(t *testing.T) (*Monitor, *collector) {
+	t.Helper()
+	requireKernel(t)
+	shared.once.Do(func() {
+		shared.m, shared.err = Open(Options{Visibility: ScopeAll})
+		if shared.err != nil {
+			return
+		}
+		shared.c = newCollector()
+		ctx, cancel := context.WithCancel(context.Background())
+		shared.cancel = cancel
+		go shared.m.Run(ctx, shared.c.add)
+	})
+	if shared.err != nil {
+		t.Fatalf("open monitor: %v", shared.err)
+	}
+	return shared.m, shared.c
+}
+
+var markSeq atomic.Int64
+
+// helper runs this test binary as a helper child and returns its pid.
+func helper(t *testing.T, args ...string) uint32 {
+	t.Helper()
+	return helperCmd(t, nil, args...)
+}
+
+func helperCmd(t *testing.T, attr *syscall.SysProcAttr, args ...string) uint32 {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return run(t, attr, self, args...)
+}
+
+func run(t *testing.T, attr *syscall.SysProcAttr, path string, args ...string) uint32 {
+	t.Helper()
+	cmd := exec.Command(path, args...)
+	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	cmd.SysProcAttr = attr
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v %s", path, args, err, out)
+	}
+	return uint32(cmd.Process.Pid)
+}
+
+// settle runs a marker exec and waits for its event. Records are ordered in
+// the ring buffer, so everything the earlier children did is in by then.
+func settle(t *testing.T, c *collector) {
+	t.Helper()
+	token := "mark-" + strconv.FormatInt(markSeq.Add(1), 10)
+	helper(t, "mark", token)
+	c.waitFor(func(e *event.Event) bool {
+		return e.Operation == event.OpProcess && slices.Contains(e.Args, token)
+	})
+}
+
+func TestExecWithArguments(t *testing.T) {
+	m, c := sharedMonitor(t)
+	echo, err := exec.LookPath("echo")
+	if err != nil {
+		t.Skip("no echo binary")
+	}
+	wantExe, err := filepath.EvalSymlinks(echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, _ := os.Executable()
+	selfExe, _ := filepath.EvalSymlinks(self)
+
+	before := time.Now()
+	pid := run(t, nil, echo, "hello", "big world")
+	after := time.Now()
+	settle(t, c)
+	evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Operation == event.OpProcess })
+	if len(evs) != 1 {
+		t.Fatalf("got %d exec events for pid %d, want 1: %+v", len(evs), pid, evs)
+	}
+	ev := evs[0]
+	checks := []struct{ field, got, want string }{
+		{"Exe", ev.Exe, wantExe},
+		{"Resource", ev.Resource, wantExe + " hello big world"},
+		{"Data", ev.Data, "syscall=SYS_EXECVE"},
+		{"Syscall", ev.Syscall, "SYS_EXECVE"},
+		{"ParentExe", ev.ParentExe, selfExe},
+		{"Result", event.ResultText(ev.Retval), "Passed"},
+		{"Comm", ev.Comm, "echo"},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s = %q, want %q", ch.field, ch.got, ch.want)
+		}
+	}
+	if !slices.Equal(ev.Args, []string{"hello", "big world"}) {
+		t.Errorf("Args = %q", ev.Args)
+	}
+	// Jiffy-stamped events are exact to a tick (at most 10 ms).
+	if slack := 20 * time.Millisecond; ev.Time.Before(before.Add(-slack)) || ev.Time.After(after.Add(slack)) {
+		t.Errorf("Time %v outside [%v, %v]", ev.Time, before, after)
+	}
+	if ev.HostPPID != uint32(os.Getpid()) {
+		t.Errorf("HostPPID = %d, want %d", ev.HostPPID, os.Getpid())
+	}
+	wd, _ := os.Getwd()
+	if ev.Cwd != wd {
+		t.Errorf("Cwd = %q, want %q", ev.Cwd, wd)
+	}
+	if ev.CgroupID == 0 || ev.PidNS == 0 || ev.MntNS == 0 {
+		t.Errorf("attribution keys missing: cgroup %d pidns %d mntns %d", ev.CgroupID, ev.PidNS, ev.MntNS)
+	}
+	a := m.Table().Describe(&ev)
+	if a.Source != selfExe || a.ProcessName != wantExe || a.ParentProcessName != selfExe {
+		t.Errorf("Describe = %+v", a)
+	}
+}
+
+func TestOpenReadWrite(t *testing.T) {
+	m, c := sharedMonitor(t)
+	path := filepath.Join(t.TempDir(), "known-file")
+	pid := helper(t, "open-rw", path)
+	settle(t, c)
+	evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Resource == path })
+	if len(evs) != 1 {
+		t.Fatalf("got %d events for %s, want 1: %+v", len(evs), path, evs)
+	}
+	ev := evs[0]
+	if ev.Operation != event.OpFile || ev.Syscall != "SYS_OPENAT" {
+		t.Errorf("Operation/Syscall = %s/%s", ev.Operation, ev.Syscall)
+	}
+	if want := "syscall=SYS_OPENAT fd=-100 flags=O_RDWR|O_CREAT|O_CLOEXEC"; ev.Data != want {
+		t.Errorf("Data = %q, want %q", ev.Data, want)
+	}
+	if ev.Retval < 0 || event.ResultText(ev.Retval) != "Passed" {
+		t.Errorf("Retval = %d", ev.Retval)
+	}
+	a := m.Table().Describe(&ev)
+	self, _ := os.Executable()
+	selfExe, _ := filepath.EvalSymlinks(self)
+	if want := selfExe + " open-rw " + path; a.Source != want {
+		t.Errorf("Source = %q, want %q", a.Source, want)
+	}
+}
+
+func TestOpenMissing(t *testing.T) {
+	_, c := sharedMonitor(t)
+	path := filepath.Join(t.TempDir(), "no", "such", "file")
+	pid := helper(t, "open-missing", path)
+	settle(t, c)
+	evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Resource == path })
+	if len(evs) != 1 {
+		t.Fatalf("got %d events for %s, want 1", len(evs), path)
+	}
+	ev := evs[0]
+	if ev.Retval != -int64(unix.ENOENT) {
+		t.Errorf("Retval = %d, want %d", ev.Retval, -int64(unix.ENOENT))
+	}
+	if got := event.ResultText(ev.Retval); got != "No such file or directory" {
+		t.Errorf("Result = %q", got)
+	}
+	if want := "syscall=SYS_OPENAT fd=-100 flags=O_RDONLY|O_CLOEXEC"; ev.Data != want {
+		t.Errorf("Data = %q, want %q", ev.Data, want)
+	}
+}
+
+func TestTCPConnectLoopback(t *testing.T) {
+	_, c := sharedMonitor(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	pid := helper(t, "connect", ln.Addr().String())
+	settle(t, c)
+
+	want := fmt.Sprintf("sa_family=AF_INET sin_port=%d sin_addr=127.0.0.1", port)
+	evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Syscall == "SYS_CONNECT" })
+	if len(evs) != 1 {
+		t.Fatalf("got %d connect events, want 1: %+v", len(evs), evs)
+	}
+	ev := evs[0]
+	if ev.Operation != event.OpNetwork || ev.Resource != want {
+		t.Errorf("Operation %q Resource %q, want Network %q", ev.Operation, ev.Resource, want)
+	}
+	// Go's dialer connects non-blocking: success or "in progress".
+	if ev.Retval != 0 && ev.Retval != -int64(unix.EINPROGRESS) {
+		t.Errorf("Retval = %d", ev.Retval)
+	}
+	if !strings.HasPrefix(ev.Data, "syscall=SYS_CONNECT fd=") {
+		t.Errorf("Data = %q", ev.Data)
+	}
+	sock := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Syscall == "SYS_SOCKET" })
+	if len(sock) == 0 || !strings.HasPrefix(sock[0].Resource, "domain=AF_INET type=SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC protocol=") {
+		t.Errorf("socket events = %+v", sock)
+	}
+}
+
+func TestUDPSocket(t *testing.T) {
+	_, c := sharedMonitor(t)
+	pid := helper(t, "udp-socket")
+	settle(t, c)
+	evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Syscall == "SYS_SOCKET" })
+	if len(evs) != 1 {
+		t.Fatalf("got %d socket events, want 1: %+v", len(evs), evs)
+	}
+	ev := evs[0]
+	if want := "domain=AF_INET type=SOCK_DGRAM protocol=UDP"; ev.Resource != want || ev.Data != "syscall=SYS_SOCKET" || ev.Operation != event.OpNetwork {
+		t.Errorf("got %s %q %q, want Network %q syscall=SYS_SOCKET", ev.Operation, ev.Resource, ev.Data, want)
+	}
+	if ev.Retval < 0 {
+		t.Errorf("Retval = %d", ev.Retval)
+	}
+}
+
+func TestSetgidSetuid(t *testing.T) {
+	_, c := sharedMonitor(t)
+	pid := helper(t, "setgid-setuid")
+	settle(t, c)
+	for _, want := range []string{"syscall=SYS_SETGID userid=65534", "syscall=SYS_SETUID userid=65534"} {
+		evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Data == want })
+		if len(evs) != 1 {
+			t.Errorf("%q: got %d events, want 1", want, len(evs))
+			continue
+		}
+		ev := evs[0]
+		if ev.Operation != event.OpSyscall || ev.Resource != "" || ev.Retval != 0 || event.ResultText(ev.Retval) != "Passed" {
+			t.Errorf("%q: got %+v", want, ev)
+		}
+	}
+}
+
+// unprivilegedCopy puts the test binary where an unprivileged user can run
+// it (go test's build directory is private to root).
+func unprivilegedCopy(t *testing.T) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp(worldTraversableTempDir(t), "monitor-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, "monitor.test")
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// worldTraversableTempDir picks a temporary directory other users can reach
+// and execute from (a shared machine's /tmp may have lost its o+x bit).
+func worldTraversableTempDir(t *testing.T) string {
+	t.Helper()
+	for _, dir := range []string{os.TempDir(), "/var/tmp", "/dev/shm"} {
+		fi, err := os.Stat(dir)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			continue
+		}
+		var st unix.Statfs_t
+		if unix.Statfs(dir, &st) == nil && st.Flags&unix.ST_NOEXEC != 0 {
+			continue
+		}
+		return dir
+	}
+	t.Skip("no temporary directory an unprivileged user can execute from")
+	return ""
+}
+
+func TestSetuidDeniedUnprivileged(t *testing.T) {
+	_, c := sharedMonitor(t)
+	bin := unprivilegedCopy(t)
+	pid := run(t, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}, bin, "setuid-root")
+	settle(t, c)
+	evs := c.all(func(e *event.Event) bool {
+		return e.HostPID == pid && e.Syscall == "SYS_SETUID" && e.Data == "syscall=SYS_SETUID userid=0"
+	})
+	if len(evs) != 1 {
+		t.Fatalf("got %d setuid(0) events, want 1", len(evs))
+	}
+	ev := evs[0]
+	if ev.Retval != -1 || event.ResultText(ev.Retval) != "Operation not permitted" {
+		t.Errorf("Retval %d Result %q, want -1 Operation not permitted", ev.Retval, event.ResultText(ev.Retval))
+	}
+	if ev.UID != 65534 || ev.Operation != event.OpSyscall {
+		t.Errorf("UID %d Operation %q", ev.UID, ev.Operation)
+	}
+}
+
+// A forked shell that opens a file without exec'ing is attributed to the
+// shell; after exit the process still resolves for a while.
+func TestForkExecExitInTable(t *testing.T) {
+	m, c := sharedMonitor(t)
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	shExe, _ := filepath.EvalSymlinks(sh)
+	path := filepath.Join(t.TempDir(), "from-subshell")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	shPid := run(t, nil, sh, "-c", "( read x < "+path+" ); true")
+	settle(t, c)
+
+	evs := c.all(func(e *event.Event) bool { return e.Resource == path && e.HostPPID == shPid })
+	if len(evs) != 1 {
+		t.Fatalf("got %d opens of %s by a child of %d, want 1", len(evs), path, shPid)
+	}
+	ev := evs[0]
+	if ev.Exe != shExe || ev.ParentExe != shExe {
+		t.Errorf("subshell Exe %q ParentExe %q, want %q for both", ev.Exe, ev.ParentExe, shExe)
+	}
+	sub, ok := m.Table().Lookup(ev.HostPID)
+	if !ok || sub.Exe != shExe || sub.HostPPID != shPid {
+		t.Errorf("table entry for the exited subshell: %+v %v", sub, ok)
+	}
+	top, ok := m.Table().Lookup(shPid)
+	if !ok || top.Exe != shExe || !slices.Equal(top.Args, []string{"-c", "( read x < " + path + " ); true"}) {
+		t.Errorf("table entry for the shell: %+v %v", top, ok)
+	}
+}
+
+// With only process visibility and capabilities failures, a successful
+// setuid is not reported and a failed one is; file events are not.
+func TestVisibilityScopes(t *testing.T) {
+	m, c, stop := startMonitor(t, Options{Visibility: ScopeProcess, FailuresOf: ScopeCapabilities})
+
+	okPid := helper(t, "setgid-setuid")
+	bin := unprivilegedCopy(t)
+	denyPid := run(t, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}, bin, "setuid-root")
+	openPid := helper(t, "open-rw", filepath.Join(t.TempDir(), "f"))
+	settle(t, c)
+	stop()
+
+	if evs := c.all(func(e *event.Event) bool { return e.HostPID == okPid && e.Operation == event.OpSyscall }); len(evs) != 0 {
+		t.Errorf("successful setuid/setgid reported with capabilities invisible: %+v", evs)
+	}
+	if evs := c.all(func(e *event.Event) bool { return e.HostPID == denyPid && e.Data == "syscall=SYS_SETUID userid=0" }); len(evs) != 1 || evs[0].Retval != -1 {
+		t.Errorf("failed setuid: %+v", evs)
+	}
+	if evs := c.all(func(e *event.Event) bool { return e.HostPID == openPid && e.Operation == event.OpFile }); len(evs) != 0 {
+		t.Errorf("file events with file scope off: %+v", evs)
+	}
+	if evs := c.all(func(e *event.Event) bool { return e.HostPID == openPid && e.Operation == event.OpProcess }); len(evs) != 1 {
+		t.Errorf("want the helper's exec event, got %+v", evs)
+	}
+	if s := m.Stats(); s.Lost != 0 || s.Dropped != 0 || s.DecodeErrors != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// After idlePolls empty polls the reader sleeps in the kernel; the first
+// record into the empty buffer must wake it, and cancelling must end a
+// sleeping Run. (On a busy host other processes' events may keep it awake;
+// then this covers the polling path only.)
+func TestIdleReaderWakes(t *testing.T) {
+	_, c, stop := startMonitor(t, Options{Visibility: ScopeProcess, PollInterval: time.Millisecond})
+	for range 3 {
+		time.Sleep(100 * idlePolls * time.Millisecond) // long enough to fall asleep
+		settle(t, c)
+	}
+	time.Sleep(100 * idlePolls * time.Millisecond)
+	stop()
+}
+
+// startMonitor opens a monitor of its own and runs it; stop cancels Run and
+// reports its error. The monitor is closed when the test ends.
+func startMonitor(t *testing.T, opts Options) (*Monitor, *collector, func()) {
+	t.Helper()
+	requireKernel(t)
+	opts.Table = proctable.New(proctable.Options{ReadProcOnMiss: true})
+	m, err := Open(opts)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	c := newCollector()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx, c.add) }()
+	return m, c, func() {
+		t.Helper()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+}
+
+// Close must end a Run whose reader sleeps in the kernel, and only then
+// unmap the ring buffer; a Run after Close is refused. A regression hangs
+// here or crashes on the unmapped ring.
+func TestCloseEndsSleepingRun(t *testing.T) {
+	requireKernel(t)
+	m, err := Open(Options{Visibility: ScopeProcess, PollInterval: time.Millisecond,
+		Table: proctable.New(proctable.Options{ReadProcOnMiss: true})})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	c := newCollector()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(context.Background(), c.add) }()
+	settle(t, c)
+	time.Sleep(100 * idlePolls * time.Millisecond) // long enough to fall asleep
+	if err := m.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if err := m.Run(context.Background(), c.add); err == nil {
+		t.Error("a second Run after Close was accepted")
+	}
+}
+
+// TestRelativePathsAfterChdir is issue 18's false alert: a relative path
+// must name the file the syscall used, not the one the process's working
+// directory names when the event is decoded. The shell (the issue's
+// bash -c, here any POSIX sh) opens ./a.yaml, then changes into files/;
+// the event must say <dir>/a.yaml, never <dir>/files/a.yaml (which does
+// not exist). The shell stays in files/ for a while, so reading its cwd
+// when decoding would find files/.
+func TestRelativePathsAfterChdir(t *testing.T) {
+	_, c := sharedMonitor(t)
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"a.yaml", "gone", "files/.keep"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(sh, "-c", ": < ./a.yaml; true < ./missing.yaml 2>/dev/null; cd files; : < ../a.yaml; rm ../gone; sleep 1")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sh: %v %s", err, out)
+	}
+	shPID := uint32(cmd.Process.Pid)
+	helperPID := helper(t, "openat-dirfd", filepath.Join(dir, "files"), "nothing-here")
+	settle(t, c)
+
+	file := func(e *event.Event) bool { return e.Operation == event.OpFile && strings.HasPrefix(e.Resource, dir) }
+	var got []string
+	for _, e := range c.all(file) {
+		got = append(got, fmt.Sprintf("%s %s %d", e.Resource, e.Syscall, e.Retval))
+		if strings.HasPrefix(e.Resource, dir+"/files/a.yaml") || strings.HasPrefix(e.Resource, dir+"/files/missing") {
+			t.Errorf("path resolved against the later cwd: %s (%s)", e.Resource, e.Data)
+		}
+	}
+	want := []struct {
+		pid     uint32
+		path    string
+		syscall string
+		retval  int64 // 0: any success
+	}{
+		{shPID, dir + "/a.yaml", "SYS_OPENAT", 0},                                   // relative open, resolved by the opened file
+		{0, dir + "/missing.yaml", "SYS_OPENAT", -int64(unix.ENOENT)},               // relative failed open: the cwd then
+		{shPID, dir + "/a.yaml", "SYS_OPENAT", 0},                                   // ../a.yaml from files/
+		{0, dir + "/gone", "SYS_UNLINK", 0},                                         // rm ../gone (unlink or unlinkat), a child of the shell in files/
+		{helperPID, dir + "/files/nothing-here", "SYS_OPENAT", -int64(unix.ENOENT)}, // dirfd, after chdir("/")
+	}
+	for _, w := range want {
+		evs := c.all(func(e *event.Event) bool {
+			return file(e) && e.Resource == w.path && strings.HasPrefix(e.Syscall, w.syscall) &&
+				(w.pid == 0 || e.HostPID == w.pid) && (w.retval == 0 && e.Retval >= 0 || w.retval != 0 && e.Retval == w.retval)
+		})
+		if len(evs) == 0 {
+			t.Errorf("no %s event for %s (retval %d, pid %d); file events under %s:\n%s", w.syscall, w.path, w.retval, w.pid, dir, strings.Join(got, "\n"))
+		}
+	}
+}
+
+// TestTimestampsResolution: a burst of opens from one process gets
+// timestamps with real resolution (every one a distinct microsecond, the
+// resolution of UpdatedTime), in order, and close to the wall clock.
+func TestTimestampsResolution(t *testing.T) {
+	_, c := sharedMonitor(t)
+	file := filepath.Join(t.TempDir(), "burst")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	pid := helper(t, "openloop", "500", file)
+	after := time.Now()
+	settle(t, c)
+	evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Resource == file })
+	if len(evs) != 500 {
+		t.Fatalf("got %d events, want 500", len(evs))
+	}
+	for i, e := range evs {
+		if e.Time.Before(before.Add(-time.Millisecond)) || e.Time.After(after.Add(time.Millisecond)) {
+			t.Fatalf("event %d at %v, outside the run [%v, %v]", i, e.Time, before, after)
+		}
+		if i == 0 {
+			continue
+		}
+		prev := evs[i-1].Time
+		if !e.Time.After(prev) {
+			t.Fatalf("event %d at %v is not after event %d at %v", i, e.Time, i-1, prev)
+		}
+		if e.Time.Truncate(time.Microsecond).Equal(prev.Truncate(time.Microsecond)) {
+			t.Errorf("events %d and %d share the microsecond %v", i-1, i, e.Time.Format("15:04:05.000000"))
+		}
+	}
+}
