@@ -187,6 +187,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		enfName = a.enforcer.Name()
 	}
 	a.pipe = newPipeline(ctx, procs, srv, enfName, visibility{vis.Process, vis.File, vis.Network, vis.Capabilities})
+	if ops := unrefusedFileOps(a.enforcer); len(ops) > 0 {
+		a.pipe.unrefused = ops
+		a.log.Warn(unrefusedText(enfName, ops), "operations", strings.Join(ops, ","))
+	}
 	if ctrs := a.openRuntimes(cfg); ctrs != nil {
 		a.pipe.ctrs = ctrs
 		defer ctrs.Close()

@@ -27,3 +27,19 @@ func TestExecEventFilled(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnerEmptyOnHost: upstream fills Owner (the pod's owner reference)
+// only for Kubernetes pods, as in its DNS visibility example, and OID (the
+// inode owner) only in its stdout JSON, outside the protos; a host event
+// here carries neither, as upstream's host events do not.
+func TestOwnerEmptyOnHost(t *testing.T) {
+	p := &pipeline{}
+	ev := &event.Event{Operation: event.OpFile, Resource: "/etc/hostname", Comm: "cat"}
+	at := &proctable.Attribution{ProcessName: "/usr/bin/cat"}
+	if l := p.log(ev, at); l.GetOwner() != nil {
+		t.Errorf("log Owner = %v, want none", l.GetOwner())
+	}
+	if a := p.base(ev, at); a.GetOwner() != nil {
+		t.Errorf("alert Owner = %v, want none", a.GetOwner())
+	}
+}

@@ -25,6 +25,11 @@ type matcher struct {
 	// fromSource network rule under the cgroup socket programs, say): the
 	// monitor's telemetry decides them, as with no kernel enforcer.
 	undecided map[uint32]bool
+	// fileOps decides the file operations other than open (unlink,
+	// rename, chmod, ...) that the kernel enforcer cannot refuse (the
+	// fanotify tier sees only opens and execs): every file rule, Block
+	// ones alerting as "Audit (Block)". nil when the enforcer decides them.
+	fileOps *decide.Table
 }
 
 // verdict is the matcher's decision for one event.
@@ -40,12 +45,14 @@ type verdict struct {
 const actionUnenforced = "Audit (Block)"
 
 func newMatcher(rs *hostpolicy.RuleSet, kernel bool) *matcher {
-	return newMatcherFor(rs, kernel, nil)
+	return newMatcherFor(rs, kernel, nil, false)
 }
 
 // newMatcherFor is newMatcher with the kernel enforcer's unenforced rules
-// (rule ID -> why): those with action Audit are matched here.
-func newMatcherFor(rs *hostpolicy.RuleSet, kernel bool, unenforced map[uint32]string) *matcher {
+// (rule ID -> why): those with action Audit are matched here; and with
+// opensOnly, an enforcer that cannot refuse the file operations other than
+// open, which are then decided here.
+func newMatcherFor(rs *hostpolicy.RuleSet, kernel bool, unenforced map[uint32]string, opensOnly bool) *matcher {
 	m := &matcher{rs: rs, kernel: kernel, undecided: map[uint32]bool{}}
 	if kernel && rs != nil {
 		for i := range rs.Rules {
@@ -56,6 +63,9 @@ func newMatcherFor(rs *hostpolicy.RuleSet, kernel bool, unenforced map[uint32]st
 		}
 	}
 	m.table = decide.New(rs, func(r *hostpolicy.Rule) bool { return !m.userSpace(r) })
+	if kernel && opensOnly {
+		m.fileOps = decide.New(rs, func(r *hostpolicy.Rule) bool { return r.Category != hostpolicy.CategoryFile })
+	}
 	return m
 }
 
@@ -88,13 +98,23 @@ func (m *matcher) match(ev *event.Event, proc, parent string) (verdict, bool) {
 		}
 		d = m.table.Path(hostpolicy.CategoryProcess, proc, parent, false, eventFacts{ev: ev, path: proc})
 	case event.OpFile:
-		if !isOpen(ev.Syscall) {
-			return verdict{}, false
+		p, tbl := firstField(ev.Resource), m.table
+		if isOpen(ev.Syscall) {
+			// A directory opened by itself matches its own directory
+			// rules; the monitor's Data says O_DIRECTORY (as display
+			// text, for now).
+			d = tbl.Path(hostpolicy.CategoryFile, p, proc, strings.Contains(ev.Data, "O_DIRECTORY"), eventFacts{ev: ev, path: p})
+			break
 		}
-		// A directory opened by itself matches its own directory rules;
-		// the monitor's Data says O_DIRECTORY (as display text, for now).
-		p, isDir := firstField(ev.Resource), strings.Contains(ev.Data, "O_DIRECTORY")
-		d = m.table.Path(hostpolicy.CategoryFile, p, proc, isDir, eventFacts{ev: ev, path: p})
+		// Every other file operation changes the file system: it is
+		// decided as a write, as the BPF-LSM tier's path hooks do.
+		if m.kernel {
+			if m.fileOps == nil {
+				return verdict{}, false // the kernel enforcer decided it
+			}
+			tbl = m.fileOps
+		}
+		d = tbl.Path(hostpolicy.CategoryFile, p, proc, isDirOp(ev), eventFacts{ev: ev, path: p, write: true})
 	case event.OpNetwork:
 		typ, proto, ok := socketOf(ev.Resource)
 		if !ok {
@@ -127,11 +147,12 @@ func (m *matcher) match(ev *event.Event, proc, parent string) (verdict, bool) {
 // (event.Event has no structured open flags yet); the owner is the file's
 // owner now, compared with the event's uid.
 type eventFacts struct {
-	ev   *event.Event
-	path string
+	ev    *event.Event
+	path  string
+	write bool // an operation that changes the file system, whatever its Data
 }
 
-func (f eventFacts) Write() bool { return isWrite(f.ev.Data) }
+func (f eventFacts) Write() bool { return f.write || isWrite(f.ev.Data) }
 func (f eventFacts) TTY() bool   { return f.ev.TTY != "" }
 func (f eventFacts) Owner() bool {
 	info, err := os.Stat(f.path)
@@ -144,6 +165,18 @@ func (f eventFacts) Owner() bool {
 
 func isOpen(sys string) bool {
 	return sys == "SYS_OPEN" || sys == "SYS_OPENAT" || sys == "SYS_OPENAT2"
+}
+
+// isDirOp: the operation's path names a directory (rmdir, mkdir, unlinkat
+// with AT_REMOVEDIR), which matches its own directory rules.
+func isDirOp(ev *event.Event) bool {
+	switch ev.Syscall {
+	case "SYS_RMDIR", "SYS_MKDIR", "SYS_MKDIRAT":
+		return true
+	case "SYS_UNLINKAT":
+		return strings.Contains(ev.Data, "AT_REMOVEDIR")
+	}
+	return false
 }
 
 func isWrite(data string) bool {

@@ -172,7 +172,7 @@ func TestMatcherUndecided(t *testing.T) {
 			tcp = r.ID
 		}
 	}
-	m := newMatcherFor(rs, true, map[uint32]string{tcp: "fromSource network rules are not enforced"})
+	m := newMatcherFor(rs, true, map[uint32]string{tcp: "fromSource network rules are not enforced"}, false)
 	sock := func(res string, retval int64) *event.Event {
 		return &event.Event{Operation: event.OpNetwork, Syscall: "SYS_SOCKET", Resource: res, Retval: retval}
 	}
@@ -190,6 +190,61 @@ func TestMatcherUndecided(t *testing.T) {
 		v, ok := m.match(tc.ev, tc.proc, "")
 		if ok != tc.match || ok && (v.rule == nil || v.rule.ID != tcp || v.action != hostpolicy.ActionAudit) {
 			t.Errorf("%s: got %+v %v, want match=%v", tc.name, v, ok, tc.match)
+		}
+	}
+}
+
+// TestMatcherFileOps: the file operations other than open are decided as
+// writes, on telemetry, wherever the kernel cannot refuse them: with no
+// enforcer and beside one that sees only opens (fanotify), Block rules as
+// "Audit (Block)" and Audit rules as Audit; beside an enforcer that decides
+// them (BPF-LSM, AppArmor), never. A readOnly rule covers them too.
+func TestMatcherFileOps(t *testing.T) {
+	rs := ruleSet(t, `  file:
+    matchPaths:
+    - path: /etc/blocked
+    - path: /etc/audited
+      action: Audit
+    - path: /etc/ro
+      readOnly: true
+    matchDirectories:
+    - dir: /srv/d/
+      recursive: true
+`, hostpolicy.Postures{})
+	op := func(sys, path, data string) *event.Event {
+		return &event.Event{Operation: event.OpFile, Syscall: sys, Resource: path, Data: "syscall=" + sys + data}
+	}
+	type tier struct{ kernel, opensOnly bool }
+	none, fanotify, bpflsm := tier{}, tier{true, true}, tier{true, false}
+	for _, tc := range []struct {
+		name string
+		tier tier
+		ev   *event.Event
+		want string
+	}{
+		{"unlink blocked, fanotify", fanotify, op("SYS_UNLINKAT", "/etc/blocked", " flags="), "Audit (Block) p"},
+		{"unlink audited, fanotify", fanotify, op("SYS_UNLINKAT", "/etc/audited", " flags="), "Audit p"},
+		{"rename readOnly, fanotify", fanotify, op("SYS_RENAMEAT2", "/etc/ro", " fd=-100"), "Audit (Block) p"},
+		{"chmod readOnly, fanotify", fanotify, op("SYS_FCHMODAT", "/etc/ro", " fd=-100 mode=0777"), "Audit (Block) p"},
+		{"read readOnly, fanotify: fanotify's", fanotify, op("SYS_OPENAT", "/etc/ro", " fd=-100 flags=O_RDONLY"), ""},
+		{"open blocked, fanotify: fanotify's", fanotify, op("SYS_OPENAT", "/etc/blocked", " fd=-100 flags=O_RDONLY"), ""},
+		{"rmdir the directory itself, fanotify", fanotify, op("SYS_RMDIR", "/srv/d", ""), "Audit (Block) p"},
+		{"mkdir inside, fanotify", fanotify, op("SYS_MKDIRAT", "/srv/d/x/y", " fd=-100 mode=0755"), "Audit (Block) p"},
+		{"unlink elsewhere, fanotify", fanotify, op("SYS_UNLINKAT", "/etc/other", " flags="), ""},
+		{"unlink failed, fanotify", fanotify, func() *event.Event { e := op("SYS_UNLINKAT", "/etc/blocked", " flags="); e.Retval = -2; return e }(), ""},
+		{"truncate blocked, monitor only", none, op("SYS_TRUNCATE", "/etc/blocked", ""), "Audit (Block) p"},
+		{"chown audited, monitor only", none, op("SYS_FCHOWNAT", "/etc/audited", " userid=0 group=0 mode=0"), "Audit p"},
+		{"unlink blocked, BPF-LSM decides", bpflsm, op("SYS_UNLINKAT", "/etc/blocked", " flags="), ""},
+		{"unlink audited, BPF-LSM decides", bpflsm, op("SYS_UNLINKAT", "/etc/audited", " flags="), ""},
+	} {
+		m := newMatcherFor(rs, tc.tier.kernel, nil, tc.tier.opensOnly)
+		v, ok := m.match(tc.ev, "/bin/rm", "/bin/sh")
+		got := ""
+		if ok && v.rule != nil {
+			got = v.action + " " + v.rule.Policy
+		}
+		if got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"strings"
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
@@ -32,4 +33,27 @@ type Enforcer interface {
 type Monitor interface {
 	Run(ctx context.Context, emit func(event.Event)) error
 	Close() error
+}
+
+// opensOnly is an enforcer that decides file rules only when a file is
+// opened or executed (the fanotify tier). It names the file operations it
+// cannot refuse; the monitor's telemetry decides the file rules for them
+// (Block as "Audit (Block)"), and status and the log list them.
+type opensOnly interface {
+	UnrefusedFileOps() []string
+}
+
+// unrefusedFileOps is what enf cannot refuse of the file operations, nil
+// for an enforcer that decides them all.
+func unrefusedFileOps(enf Enforcer) []string {
+	if o, ok := enf.(opensOnly); ok {
+		return o.UnrefusedFileOps()
+	}
+	return nil
+}
+
+// unrefusedText is the status warning and log message for ops.
+func unrefusedText(enforcer string, ops []string) string {
+	return enforcer + " cannot refuse these file operations: " + strings.Join(ops, ", ") +
+		`; file rules on them are decided on the monitor's telemetry, Block and readOnly rules alerting as "Audit (Block)"`
 }

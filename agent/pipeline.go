@@ -53,11 +53,14 @@ type pipeline struct {
 	procs    *proctable.Table
 	out      Publisher
 	enforcer string // name of the kernel enforcer, "" when none
-	vis      visibility
-	match    atomic.Pointer[matcher]
-	beat     func()     // watchdog: called after every event and on idle ticks
-	ctrs     Containers // nil: every event is a host event
-	ctx      context.Context
+	// unrefused are the file operations the enforcer cannot refuse
+	// (opensOnly); set before the first policies, they are decided here.
+	unrefused []string
+	vis       visibility
+	match     atomic.Pointer[matcher]
+	beat      func()     // watchdog: called after every event and on idle ticks
+	ctrs      Containers // nil: every event is a host event
+	ctx       context.Context
 }
 
 type visibility struct{ process, file, network, capabilities bool }
@@ -94,7 +97,7 @@ func newPipeline(ctx context.Context, procs *proctable.Table, out Publisher, enf
 // rules the kernel enforcer cannot decide (ID -> why), whose Audit rules
 // the monitor's telemetry then decides.
 func (p *pipeline) setRules(rs *hostpolicy.RuleSet, unenforced map[uint32]string) {
-	p.match.Store(newMatcherFor(rs, p.enforcer != "", unenforced))
+	p.match.Store(newMatcherFor(rs, p.enforcer != "", unenforced, len(p.unrefused) > 0))
 }
 
 // enqueue never blocks.

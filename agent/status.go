@@ -76,5 +76,8 @@ func (a *Agent) statusProto() *statuspb.Status {
 	if w, ok := a.enforcer.(interface{ Warnings() []string }); ok {
 		st.Warnings = append(st.Warnings, w.Warnings()...)
 	}
+	if ops := unrefusedFileOps(a.enforcer); len(ops) > 0 {
+		st.Warnings = append(st.Warnings, unrefusedText(a.enforcer.Name(), ops))
+	}
 	return st
 }

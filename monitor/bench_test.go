@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,6 +56,17 @@ func benchLoop(args []string) int {
 				return 1
 			}
 			unix.Close(fd)
+		}
+	case "sendloop-udp", "sendloop-tcp": // sends the DNS program checks and passes over
+		fd, err := sendSocket(args[0] == "sendloop-tcp")
+		if err != nil {
+			return 1
+		}
+		msg := []byte("x")
+		for i := 0; i < n; i++ {
+			if err := unix.Sendto(fd, msg, 0, nil); err != nil {
+				return 1
+			}
 		}
 	case "forkexec":
 		for i := 0; i < n; i++ {
@@ -374,6 +387,56 @@ func benchPipeline(b *testing.B, encode bool) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }
 
+// sendSocket is a connected socket for sendloop: UDP to a port that is
+// not DNS (9, discard; a listener there takes the datagrams), or TCP.
+func sendSocket(tcp bool) (int, error) {
+	network := "udp4"
+	if tcp {
+		network = "tcp4"
+	}
+	var addr string
+	if tcp {
+		ln, err := net.Listen(network, "127.0.0.1:0")
+		if err != nil {
+			return -1, err
+		}
+		go func() {
+			c, err := ln.Accept()
+			if err == nil {
+				io.Copy(io.Discard, c)
+			}
+		}()
+		addr = ln.Addr().String()
+	} else {
+		pc, err := net.ListenPacket(network, "127.0.0.1:0")
+		if err != nil {
+			return -1, err
+		}
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				if _, _, err := pc.ReadFrom(buf); err != nil {
+					return
+				}
+			}
+		}()
+		addr = pc.LocalAddr().String()
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return -1, err
+	}
+	typ := unix.SOCK_DGRAM
+	if tcp {
+		typ = unix.SOCK_STREAM
+	}
+	fd, err := unix.Socket(unix.AF_INET, typ, 0)
+	if err != nil {
+		return -1, err
+	}
+	return fd, unix.Connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()})
+}
+
 // TestProgramCost reports the kernel's run-time statistics of each monitor
 // program during an open/close loop, by an absolute and by a relative path
 // (MONITOR_BENCH=1).
@@ -390,7 +453,7 @@ func TestProgramCost(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "f")
 	os.WriteFile(file, nil, 0o600)
 
-	m, err := Open(Options{Visibility: ScopeFile})
+	m, err := Open(Options{Visibility: ScopeFile | ScopeNetwork})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,11 +464,12 @@ func TestProgramCost(t *testing.T) {
 	progs := map[string]*ebpf.Program{
 		"sys_enter_execve": m.objs.SysEnterExecve, "sys_exit_file": m.objs.SysExitFile,
 		"sched_exec": m.objs.SchedExec, "sched_fork": m.objs.SchedFork, "sched_exit": m.objs.SchedExit,
+		"sys_exit_send": m.objs.SysExitSend,
 	}
 	last := map[string]ebpf.ProgramStats{}
-	for _, loop := range []string{"openloop", "openloop-rel"} {
+	for _, loop := range []string{"openloop", "openloop-rel", "sendloop-udp", "sendloop-tcp"} {
 		s := runLoop(t, loop, "100000", file)
-		t.Logf("%s: wall %v cpu %v (%v per open+close)", loop, s.wall, s.cpu, s.cpu/100000)
+		t.Logf("%s: wall %v cpu %v (%v per operation)", loop, s.wall, s.cpu, s.cpu/100000)
 		for name, p := range progs {
 			st, err := p.Stats()
 			if err != nil {

@@ -239,6 +239,12 @@ func (d *decoder) syscall(r *record, ev *event.Event) (bool, error) {
 			ev.Resource = SockaddrResource(r.field(0))
 		}
 		ev.Data = syscallData(r.nr, &r.args, nil, "")
+	case exitSend:
+		q, ok := dnsQuery(r.field(1))
+		if !ok {
+			return false, nil // a datagram to port 53 that is no DNS query
+		}
+		ev.Resource, ev.Data = dnsEvent(r.field(0), q)
 	case exitCred:
 		var target string
 		var strs []string

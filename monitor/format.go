@@ -233,6 +233,9 @@ func PtraceRequest(req uint64) string {
 	return strconv.FormatUint(req, 10)
 }
 
+// mode prints a file mode argument in octal, as chmod(1) takes it: "0755".
+func mode(v uint64) string { return "0" + strconv.FormatUint(v&0o7777, 8) }
+
 // i32 prints a syscall argument the kernel declares as int (fd, uid_t
 // with -1 meaning "unchanged", ...).
 func i32(v uint64) string { return strconv.Itoa(int(int32(uint32(v)))) }
@@ -251,6 +254,14 @@ func syscallData(nr uint32, args *[6]uint64, strs []string, ptraceTarget string)
 		s += " fd=" + i32(args[0]) + " flags=" + OpenFlags(args[2])
 	case sysUnlinkat:
 		s += " flags=" + UnlinkatFlags(args[2])
+	case sysMkdir, sysChmod, sysMknod:
+		s += " mode=" + mode(args[1])
+	case sysMkdirat, sysFchmodat, sysFchmodat2, sysMknodat:
+		s += " fd=" + i32(args[0]) + " mode=" + mode(args[2])
+	case sysRenameat, sysRenameat2, sysLinkat:
+		s += " fd=" + i32(args[0])
+	case sysSymlinkat:
+		s += " fd=" + i32(args[1])
 	case sysChown:
 		s += " userid=" + i32(args[1]) + " group=" + i32(args[2])
 	case sysFchownat:

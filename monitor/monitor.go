@@ -191,7 +191,7 @@ func (m *Monitor) attach() error {
 
 	exit := map[exitKind]*ebpf.Program{
 		exitFile: m.objs.SysExitFile, exitNet: m.objs.SysExitNet,
-		exitCred: m.objs.SysExitCred, exitExec: m.objs.SysExitExec,
+		exitCred: m.objs.SysExitCred, exitExec: m.objs.SysExitExec, exitSend: m.objs.SysExitSend,
 	}
 	// Any syscall tracepoint puts every syscall of every task on the
 	// kernel's slower tracing path. With process visibility alone,

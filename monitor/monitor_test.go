@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -72,6 +74,16 @@ func runHelper(args []string) int {
 			return 1
 		}
 		unix.Close(fd)
+	case "dns-send": // a DNS query for args[1] to 127.0.0.1:53 by sendto, sendmsg and sendmmsg
+		if err := sendDNS(args[1]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	case "fileops": // the namespace operations fanotify cannot see, under args[1]
+		if err := fileOps(args[1]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	case "setgid-setuid": // raw syscalls: Go's wrappers repeat them on every thread
 		if _, _, e := unix.RawSyscall(unix.SYS_SETGID, 65534, 0, 0); e != 0 {
 			return 1
@@ -91,7 +103,7 @@ func runHelper(args []string) int {
 		if _, err := unix.Openat(dfd, args[2], unix.O_RDONLY, 0); err != unix.ENOENT {
 			return 1
 		}
-	case "openloop", "openloop-rel", "forkexec":
+	case "openloop", "openloop-rel", "forkexec", "sendloop-udp", "sendloop-tcp":
 		return benchLoop(args)
 	default:
 		return 2
@@ -703,4 +715,191 @@ func TestTimestampsResolution(t *testing.T) {
 			t.Errorf("events %d and %d share the microsecond %v", i-1, i, e.Time.Format("15:04:05.000000"))
 		}
 	}
+}
+
+// dnsMessage is a DNS query for name with type qtype, as a stub resolver sends it.
+func dnsMessage(id uint16, name string, qtype uint16) []byte {
+	b := []byte{byte(id >> 8), byte(id), 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}
+	for _, l := range strings.Split(name, ".") {
+		b = append(b, byte(len(l)))
+		b = append(b, l...)
+	}
+	return append(b, 0, byte(qtype>>8), byte(qtype), 0, 1)
+}
+
+// sendDNS sends name's queries as glibc's resolver does: sendto with an
+// address (A), send on a connected socket (AAAA), sendmsg (MX) and one
+// sendmmsg with two (TXT, HTTPS); plus one datagram to port 53 that is no
+// query and one query to another port, neither of which is reported.
+func sendDNS(name string) error {
+	// Something must listen on port 53, or the first datagram's ICMP
+	// error fails the connected socket's next send. If the bind fails,
+	// a resolver listens there already.
+	if l, err := net.ListenPacket("udp4", "127.0.0.1:53"); err == nil {
+		defer l.Close()
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	to := &unix.SockaddrInet4{Port: 53, Addr: [4]byte{127, 0, 0, 1}}
+	if err := unix.Sendto(fd, dnsMessage(1, name, 1), 0, to); err != nil {
+		return fmt.Errorf("sendto: %w", err)
+	}
+	if err := unix.Sendto(fd, []byte("not a dns query"), 0, to); err != nil {
+		return fmt.Errorf("sendto: %w", err)
+	}
+	if err := unix.Sendto(fd, dnsMessage(9, name, 16), 0, &unix.SockaddrInet4{Port: 5353, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return fmt.Errorf("sendto: %w", err)
+	}
+	c, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(c)
+	if err := unix.Connect(c, to); err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	if err := unix.Sendto(c, dnsMessage(2, name, 28), 0, nil); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	if _, err := unix.SendmsgN(c, dnsMessage(3, name, 15), nil, nil, 0); err != nil {
+		return fmt.Errorf("sendmsg: %w", err)
+	}
+	m1, m2 := dnsMessage(4, name, 16), dnsMessage(5, name, 65)
+	iov := []unix.Iovec{{Base: &m1[0]}, {Base: &m2[0]}}
+	iov[0].SetLen(len(m1))
+	iov[1].SetLen(len(m2))
+	type mmsghdr struct {
+		hdr unix.Msghdr
+		n   uint32
+		_   [4]byte
+	}
+	msgs := []mmsghdr{{hdr: unix.Msghdr{Iov: &iov[0], Iovlen: 1}}, {hdr: unix.Msghdr{Iov: &iov[1], Iovlen: 1}}}
+	n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(c), uintptr(unsafe.Pointer(&msgs[0])), 2, 0, 0, 0)
+	runtime.KeepAlive(msgs)
+	runtime.KeepAlive(iov)
+	if e != 0 || n != 2 {
+		return fmt.Errorf("sendmmsg: %d %v", n, e)
+	}
+	return nil
+}
+
+// TestDNSQueries: every DNS query a process sends over UDP is logged in
+// upstream's DNS visibility form, whichever send call and whether the
+// socket is connected or not; nothing else sent over UDP is.
+func TestDNSQueries(t *testing.T) {
+	_, c := sharedMonitor(t)
+	pid := helper(t, "dns-send", "host.example.test")
+	settle(t, c)
+	var got []string
+	for _, e := range c.all(func(e *event.Event) bool { return e.HostPID == pid && strings.HasPrefix(e.Syscall, "SYS_SEND") }) {
+		if e.Operation != event.OpNetwork || e.Resource != "sa_family=AF_INET sin_port=53" || e.Retval < 0 {
+			t.Errorf("%s: Operation %q Resource %q Retval %d", e.Syscall, e.Operation, e.Resource, e.Retval)
+		}
+		got = append(got, e.Syscall+" "+e.Data)
+	}
+	const d = "kfunc=UDP_SENDMSG,domain=host.example.test,daddr=127.0.0.1,qtype="
+	want := []string{"SYS_SENDTO " + d + "A", "SYS_SENDTO " + d + "AAAA", "SYS_SENDMSG " + d + "MX",
+		"SYS_SENDMMSG " + d + "TXT", "SYS_SENDMMSG " + d + "HTTPS"}
+	if !slices.Equal(got, want) {
+		t.Errorf("DNS logs:\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestDNSQueriesNeedNetworkVisibility: without network visibility no send
+// program is attached at all.
+func TestDNSQueriesNeedNetworkVisibility(t *testing.T) {
+	requireKernel(t)
+	_, c, stop := startMonitor(t, Options{Visibility: ScopeProcess | ScopeFile})
+	defer stop()
+	pid := helper(t, "dns-send", "quiet.example.test")
+	settle(t, c)
+	if evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Operation == event.OpNetwork }); len(evs) != 0 {
+		t.Errorf("network events without network visibility: %+v", evs)
+	}
+}
+
+// fileOps does, under dir, each namespace operation the monitor reports
+// beside open, unlink and chown: the ones the fanotify tier cannot see.
+func fileOps(dir string) error {
+	if err := os.Chdir(dir); err != nil {
+		return err
+	}
+	steps := []struct {
+		what string
+		do   func() error
+	}{
+		{"mkdir", func() error { return rawPaths(unix.SYS_MKDIR, 0o750, "d") }},
+		{"mknod", func() error { return unix.Mknod("fifo", unix.S_IFIFO|0o600, 0) }},
+		{"symlink", func() error { return unix.Symlink("f", "sl") }},
+		{"link", func() error { return unix.Link("f", "hl") }},
+		{"rename", func() error { return rawPaths(unix.SYS_RENAME, 0, "hl", "hl2") }},
+		{"renameat2", func() error { return unix.Renameat2(unix.AT_FDCWD, "hl2", unix.AT_FDCWD, "hl3", unix.RENAME_NOREPLACE) }},
+		{"chmod", func() error { return unix.Chmod("f", 0o640) }},
+		{"truncate", func() error { return unix.Truncate("f", 0) }},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			return fmt.Errorf("%s: %w", s.what, err)
+		}
+	}
+	return nil
+}
+
+// TestFileNamespaceOps: the file operations fanotify cannot see are
+// reported with the path a rule would protect, resolved in the kernel.
+func TestFileNamespaceOps(t *testing.T) {
+	_, c := sharedMonitor(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pid := helper(t, "fileops", dir)
+	settle(t, c)
+	var got []string
+	for _, e := range c.all(func(e *event.Event) bool {
+		return e.HostPID == pid && e.Operation == event.OpFile && !isOpenSyscall(e.Syscall)
+	}) {
+		got = append(got, e.Resource+" "+e.Data)
+	}
+	want := []string{ // Go's unix package calls the *at forms
+		dir + "/d syscall=SYS_MKDIR mode=0750",
+		dir + "/fifo syscall=SYS_MKNODAT fd=-100 mode=0600",
+		dir + "/sl syscall=SYS_SYMLINKAT fd=-100",
+		dir + "/f syscall=SYS_LINKAT fd=-100",
+		dir + "/hl syscall=SYS_RENAME",
+		dir + "/hl2 syscall=SYS_RENAMEAT2 fd=-100",
+		dir + "/f syscall=SYS_FCHMODAT fd=-100 mode=0640",
+		dir + "/f syscall=SYS_TRUNCATE",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("file operations:\n got %q\nwant %q", got, want)
+	}
+}
+
+func isOpenSyscall(s string) bool { return s == "SYS_OPEN" || s == "SYS_OPENAT" || s == "SYS_OPENAT2" }
+
+// rawPaths calls a legacy path syscall (mkdir, rename) that Go's unix
+// package replaces by its *at form: the paths, then arg.
+func rawPaths(nr uintptr, arg uintptr, paths ...string) error {
+	var a [2]uintptr
+	var keep [2]*byte
+	for i, p := range paths {
+		b, err := unix.BytePtrFromString(p)
+		if err != nil {
+			return err
+		}
+		keep[i], a[i] = b, uintptr(unsafe.Pointer(b))
+	}
+	if len(paths) == 1 {
+		a[1] = arg
+	}
+	_, _, e := unix.Syscall(nr, a[0], a[1], 0)
+	runtime.KeepAlive(keep)
+	if e != 0 {
+		return e
+	}
+	return nil
 }

@@ -60,6 +60,7 @@ const (
 	monitorBPFProgSysExitExec      = "sys_exit_exec"
 	monitorBPFProgSysExitFile      = "sys_exit_file"
 	monitorBPFProgSysExitNet       = "sys_exit_net"
+	monitorBPFProgSysExitSend      = "sys_exit_send"
 	monitorBPFVarReportSuccess     = "report_success"
 	monitorBPFVarSelfTgid          = "self_tgid"
 	monitorBPFVarWakeupBytes       = "wakeup_bytes"
@@ -116,6 +117,7 @@ type monitorBPFProgramSpecs struct {
 	SysExitExec      *ebpf.ProgramSpec `ebpf:"sys_exit_exec"`
 	SysExitFile      *ebpf.ProgramSpec `ebpf:"sys_exit_file"`
 	SysExitNet       *ebpf.ProgramSpec `ebpf:"sys_exit_net"`
+	SysExitSend      *ebpf.ProgramSpec `ebpf:"sys_exit_send"`
 }
 
 // monitorBPFMapSpecs contains maps before they are loaded into the kernel.
@@ -194,6 +196,7 @@ type monitorBPFPrograms struct {
 	SysExitExec      *ebpf.Program `ebpf:"sys_exit_exec"`
 	SysExitFile      *ebpf.Program `ebpf:"sys_exit_file"`
 	SysExitNet       *ebpf.Program `ebpf:"sys_exit_net"`
+	SysExitSend      *ebpf.Program `ebpf:"sys_exit_send"`
 }
 
 func (p *monitorBPFPrograms) Close() error {
@@ -207,6 +210,7 @@ func (p *monitorBPFPrograms) Close() error {
 		p.SysExitExec,
 		p.SysExitFile,
 		p.SysExitNet,
+		p.SysExitSend,
 	)
 }
 

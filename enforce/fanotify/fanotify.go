@@ -38,6 +38,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,6 +185,16 @@ func New(opts Options) (*Enforcer, error) {
 
 // Name is the tier's Enforcer string.
 func (e *Enforcer) Name() string { return Name }
+
+// unrefusedFileOps are the file operations fanotify has no permission event
+// for: only opens (FAN_OPEN_PERM) and execs (FAN_OPEN_EXEC_PERM) are
+// answered, so a Block or readOnly file rule cannot refuse these. An
+// O_CREAT open is refused, but the file it created stays.
+var unrefusedFileOps = []string{"truncate", "unlink", "rmdir", "mkdir", "mknod", "symlink", "link", "rename", "chmod", "chown"}
+
+// UnrefusedFileOps lists the file operations this tier cannot refuse; the
+// agent reports them and has the monitor's telemetry decide them.
+func (e *Enforcer) UnrefusedFileOps() []string { return slices.Clone(unrefusedFileOps) }
 
 // unenforced says why this tier cannot enforce r, or "" when it can.
 func (e *Enforcer) unenforced(r *hostpolicy.Rule, mounts []mount) string {

@@ -40,6 +40,8 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	case "enforce":
 		childEnforce()
+	case "monitor":
+		childMonitor()
 	case "udp":
 		fmt.Println(errText(udpSocket()))
 	case "tcp":

@@ -1,6 +1,8 @@
 package fanotify
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"sort"
 	"syscall"
@@ -9,8 +11,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/decide"
+	"github.com/armorhost/kubearmor/monitor"
 )
 
 // TestMeasureOverhead reports the latency the tier adds to an open+close
@@ -64,12 +68,24 @@ func TestMeasureOverhead(t *testing.T) {
 		}
 		return float64(time.Since(start).Nanoseconds()) / execs
 	}
-	var open, exe [3][]float64 // no agent, agent, agent without the cache
+	// The last arm adds the monitor as the agent runs it beside this tier
+	// (process, file and network traced whatever the visibility, so that
+	// it decides what fanotify cannot refuse), in its own process.
+	arms := []struct {
+		env     string
+		monitor bool
+	}{{"", false}, {"FANOTIFY_TEST_CACHE=on", false}, {"FANOTIFY_TEST_CACHE=off", false}, {"FANOTIFY_TEST_CACHE=on", true}}
+	var open, exe [4][]float64 // no agent, agent, agent without the cache, agent and monitor
 	for r := 0; r < rounds; r++ {
-		for i, env := range []string{"", "FANOTIFY_TEST_CACHE=on", "FANOTIFY_TEST_CACHE=off"} {
-			var child *childEnforcer
-			if env != "" {
-				child = startChild(t, doc, "", env)
+		for i, arm := range arms {
+			var child, mon *childEnforcer
+			if arm.env != "" {
+				child = startChild(t, doc, "", arm.env)
+			}
+			if arm.monitor {
+				mon = startMonitorChild(t)
+			}
+			if child != nil {
 				// Warm-up: the first open and exec of each file pay the
 				// round trip; the figures are the steady state.
 				perOpen()
@@ -77,18 +93,42 @@ func TestMeasureOverhead(t *testing.T) {
 			}
 			open[i] = append(open[i], perOpen())
 			exe[i] = append(exe[i], perExec())
-			if child != nil {
-				child.kill()
+			for _, c := range []*childEnforcer{mon, child} {
+				if c != nil {
+					c.kill()
+				}
 			}
 		}
 	}
-	report := func(what string, v [3][]float64, unit float64, u string) {
+	report := func(what string, v [4][]float64, unit float64, u string) {
 		base := median(v[0])
-		t.Logf("%s: no agent %.2f %s; fanotify tier %.2f %s (x%.2f); without the allow cache %.2f %s (x%.2f)",
-			what, base/unit, u, median(v[1])/unit, u, median(v[1])/base, median(v[2])/unit, u, median(v[2])/base)
+		t.Logf("%s: no agent %.2f %s; fanotify tier %.2f %s (x%.2f); without the allow cache %.2f %s (x%.2f); tier and monitor %.2f %s (x%.2f)",
+			what, base/unit, u, median(v[1])/unit, u, median(v[1])/base, median(v[2])/unit, u, median(v[2])/base,
+			median(v[3])/unit, u, median(v[3])/base)
 	}
 	report("open+close "+file, open, 1e3, "µs")
 	report("fork+exec+wait "+bin, exe, 1e6, "ms")
+}
+
+// startMonitorChild runs the system monitor in a child process (it ignores
+// its own process, so the workload must run elsewhere), decoding every
+// event as the agent does, until killed.
+func startMonitorChild(t *testing.T) *childEnforcer {
+	t.Helper()
+	return startChild(t, "", "", "FANOTIFY_TEST_CHILD=monitor")
+}
+
+// childMonitor is the monitor child: "ready" once attached.
+func childMonitor() {
+	m, err := monitor.Open(monitor.Options{Visibility: monitor.ScopeProcess | monitor.ScopeFile | monitor.ScopeNetwork,
+		FailuresOf: monitor.ScopeCapabilities})
+	if err != nil {
+		fmt.Println("monitor:", err)
+		return
+	}
+	fmt.Println("ready")
+	var n int
+	_ = m.Run(context.Background(), func(ev event.Event) { n++ })
 }
 
 func median(v []float64) float64 {

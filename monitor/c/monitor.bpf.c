@@ -14,6 +14,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -55,6 +56,24 @@ enum record_kind {
 
 // x86-64 syscall numbers the exit programs dispatch on.
 #define NR_open 2
+#define NR_sendto 44
+#define NR_sendmsg 46
+#define NR_truncate 76
+#define NR_rename 82
+#define NR_mkdir 83
+#define NR_link 86
+#define NR_symlink 88
+#define NR_chmod 90
+#define NR_mknod 133
+#define NR_mkdirat 258
+#define NR_mknodat 259
+#define NR_renameat 264
+#define NR_linkat 265
+#define NR_symlinkat 266
+#define NR_fchmodat 268
+#define NR_renameat2 316
+#define NR_sendmmsg 307
+#define NR_fchmodat2 452
 #define NR_socket 41
 #define NR_connect 42
 #define NR_accept 43
@@ -486,23 +505,42 @@ int sys_exit_file(struct sys_exit_ctx *ctx)
 		return 0;
 	r->flags = 0;
 
+	// The path a rule would protect, and the directory fd it is relative
+	// to: for link and rename the existing name (the object given a new
+	// name), for symlink the new link.
 	const void *path;
+	s32 dirfd = AT_FDCWD_;
 	switch (s.nr) {
 	case NR_open:
 	case NR_unlink:
 	case NR_rmdir:
 	case NR_chown:
+	case NR_truncate:
+	case NR_rename:
+	case NR_mkdir:
+	case NR_link:
+	case NR_chmod:
+	case NR_mknod:
 		path = (const void *)s.args[0];
+		break;
+	case NR_symlink:
+		path = (const void *)s.args[1];
+		break;
+	case NR_symlinkat:
+		dirfd = (s32)s.args[1];
+		path = (const void *)s.args[2];
 		break;
 	case NR_openat2: {
 		// Replace the open_how pointer by the flags it points to.
 		u64 flags = 0;
 		bpf_probe_read_user(&flags, sizeof(flags), (const void *)s.args[2]);
 		s.args[2] = flags;
+		dirfd = (s32)s.args[0];
 		path = (const void *)s.args[1];
 		break;
 	}
-	default: // openat, unlinkat, fchownat
+	default: // openat, unlinkat, fchownat, mkdirat, mknodat, renameat(2), linkat, fchmodat(2)
+		dirfd = (s32)s.args[0];
 		path = (const void *)s.args[1];
 	}
 	// The path first: /proc and /sys are not reported, and finding that
@@ -521,9 +559,6 @@ int sys_exit_file(struct sys_exit_ctx *ctx)
 			flags |= FLAG_PATH_FILE;
 			off = put_path(r, off, &f->f_path);
 		} else {
-			s32 dirfd = AT_FDCWD_;
-			if (s.nr == NR_openat || s.nr == NR_openat2 || s.nr == NR_unlinkat || s.nr == NR_fchownat)
-				dirfd = (s32)s.args[0];
 			off = put_base(r, off, dirfd, &flags);
 		}
 	}
@@ -559,6 +594,100 @@ int sys_exit_net(struct sys_exit_ctx *ctx)
 		break;
 	}
 	submit(r, off);
+	return 0;
+}
+
+// ---- DNS queries over UDP -------------------------------------------------
+
+#define DNS_PORT 53
+#define DNS_MAX 512 // a DNS message over UDP without EDNS
+#define IPPROTO_UDP_ 17
+#define S_IFMT_ 00170000
+#define S_IFSOCK_ 0140000
+#define AF_INET_ 2
+#define AF_INET6_ 10
+#define SENDMMSG_MAX 2 // glibc's resolver sends the A and AAAA queries in one sendmmsg
+
+// udp_sock is the socket behind the current task's fd when it is a UDP
+// socket, else NULL: the one test every send of every other socket pays.
+static __always_inline struct sock *udp_sock(s64 fd)
+{
+	struct file *f = fd_file(bpf_get_current_task_btf(), fd);
+	if (!f)
+		return NULL;
+	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT_) != S_IFSOCK_)
+		return NULL;
+	struct socket *sock = (struct socket *)BPF_CORE_READ(f, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP_)
+		return NULL;
+	return sk;
+}
+
+// send_dns reports one datagram sent to port 53: the destination (the
+// address given, else the connected socket's peer) as a raw sockaddr, then
+// the first DNS_MAX bytes of the payload. User space decodes the query.
+static __always_inline void send_dns(struct record *r, struct stash *s, s64 ret, struct sock *sk,
+				     const void *addr, u32 addrlen, const void *buf, u64 len)
+{
+	struct sockaddr_in6 sa = {};
+	if (addr && addrlen >= sizeof(struct sockaddr_in)) {
+		// Constant sizes for the verifier: an AF_INET6 address is 28
+		// bytes, an AF_INET one 16.
+		long err = addrlen >= sizeof(sa) ? bpf_probe_read_user(&sa, sizeof(sa), addr)
+						 : bpf_probe_read_user(&sa, sizeof(struct sockaddr_in), addr);
+		if (err < 0)
+			return;
+	} else {
+		sa.sin6_family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		sa.sin6_port = BPF_CORE_READ(sk, __sk_common.skc_dport);
+		if (sa.sin6_family == AF_INET_)
+			((struct sockaddr_in *)&sa)->sin_addr.s_addr = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		else
+			sa.sin6_addr = BPF_CORE_READ(sk, __sk_common.skc_v6_daddr);
+	}
+	if ((sa.sin6_family != AF_INET_ && sa.sin6_family != AF_INET6_) || sa.sin6_port != bpf_htons(DNS_PORT))
+		return;
+	begin_syscall(r, s, ret);
+	*(u16 *)&r->data[0] = sizeof(sa);
+	__builtin_memcpy(&r->data[2], &sa, sizeof(sa));
+	u32 off = put_user_bytes(r, 2 + sizeof(sa), buf, len > DNS_MAX ? DNS_MAX : (u32)len, DNS_MAX);
+	submit(r, off);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int sys_exit_send(struct sys_exit_ctx *ctx)
+{
+	s64 ret = ctx->ret;
+	if (ret < 0)
+		return 0; // nothing was sent
+	struct stash s;
+	struct record *r = exit_record(ctx, SCOPE_NETWORK, &s);
+	if (!r)
+		return 0;
+	struct sock *sk = udp_sock((s64)(s32)s.args[0]);
+	if (!sk)
+		return 0;
+	if (s.nr == NR_sendto) {
+		send_dns(r, &s, ret, sk, (const void *)s.args[4], (u32)s.args[5], (const void *)s.args[1], s.args[2]);
+		return 0;
+	}
+	// sendmsg: one user_msghdr; sendmmsg: an array of mmsghdr, ret of them sent.
+	int n = s.nr == NR_sendmmsg ? (ret < SENDMMSG_MAX ? (int)ret : SENDMMSG_MAX) : 1;
+	for (int i = 0; i < SENDMMSG_MAX; i++) {
+		if (i >= n)
+			break;
+		struct user_msghdr mh = {};
+		const void *p = s.nr == NR_sendmmsg ? (const void *)(s.args[1] + i * sizeof(struct mmsghdr))
+						    : (const void *)s.args[1];
+		if (bpf_probe_read_user(&mh, sizeof(mh), p) < 0)
+			return 0;
+		struct iovec iov = {};
+		if (mh.msg_iovlen > 0 && bpf_probe_read_user(&iov, sizeof(iov), mh.msg_iov) < 0)
+			return 0;
+		send_dns(r, &s, ret, sk, mh.msg_name, (u32)mh.msg_namelen, iov.iov_base, iov.iov_len);
+	}
 	return 0;
 }
 

@@ -467,6 +467,12 @@ func (e *Exporter) take(now time.Time) (*batch, time.Duration) {
 func (e *Exporter) run(exp sdklog.Exporter) {
 	defer e.wg.Done()
 	for {
+		// Once closing, Close sends what is left, within closeTimeout.
+		select {
+		case <-e.stop:
+			return
+		default:
+		}
 		b, wait := e.take(time.Now())
 		if b != nil {
 			// Another batch may be ready for the other sender.
@@ -487,11 +493,6 @@ func (e *Exporter) run(exp sdklog.Exporter) {
 		}
 		if t != nil {
 			t.Stop()
-		}
-		select {
-		case <-e.stop:
-			return
-		default:
 		}
 	}
 }

@@ -206,6 +206,37 @@ func TestCollectorDownThenUp(t *testing.T) {
 	}
 }
 
+// Close sends what is queued, part-filled batches included, before it
+// returns.
+func TestCloseSendsQueued(t *testing.T) {
+	col := otlptest.StartCounting(t)
+	e, err := otlp.New(otlp.Options{Endpoint: col.GRPC, Protocol: otlp.GRPC, Insecure: true, BatchSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1050 {
+		e.WriteLog(testLog(i))
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Stage(); st.Received != 1050 || st.Passed != 1050 || st.Dropped != 0 || st.Pending != 0 {
+		t.Errorf("after Close: %+v", st)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for col.Counted() < 1050 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := col.Counted(); n != 1050 {
+		t.Errorf("the collector counted %d records, want 1050", n)
+	}
+	// Written after Close: counted as dropped, never blocking.
+	e.WriteAlert(testAlert(1))
+	if st := e.Stage(); st.Received != 1051 || st.Dropped != 1 {
+		t.Errorf("write after Close: %+v", st)
+	}
+}
+
 // A full queue gives way to alerts: logs are dropped first, each counted,
 // and the alerts all arrive.
 func TestFullQueuePrefersAlerts(t *testing.T) {
