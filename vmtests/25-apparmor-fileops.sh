@@ -108,8 +108,9 @@ done
 
 # A directory above a protected one (/srv/M, /srv): AppArmor decides a
 # rename by the renamed path alone, so the profiles deny write on each
-# existing ancestor (ancestorLines in render.go). Moving it away is refused; creating, writing and removing
-# files beside the protected ones, and making directories there, still work.
+# existing ancestor (ancestorLines in render.go). Moving it away is
+# refused; creating, writing and removing files beside the protected ones,
+# and making directories there, still work.
 for m in block ro; do
   denied "$m: rename of the directory above is refused" "ermission denied" sh -c "mv /srv/$m /srv/$m-moved" </dev/null
   alert "$m: ancestor rename alert" "\"PolicyName\":\"fileops-$m\"" "\"Resource\":\"/srv/$m/" '"Action":"Block"' \
