@@ -10,6 +10,7 @@ import (
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/conformance"
 	"github.com/armorhost/kubearmor/proctable"
+	"golang.org/x/sys/unix"
 )
 
 // monitorTier runs the conformance table against the monitor-only tier:
@@ -38,9 +39,6 @@ func (mt *monitorTier) Apply(_ *testing.T, rs *hostpolicy.RuleSet) map[uint32]st
 	return unenforced
 }
 
-var socketNames = map[string]string{"stream": "SOCK_STREAM", "dgram": "SOCK_DGRAM", "raw": "SOCK_RAW",
-	"tcp": "TCP", "udp": "UDP", "icmp": "ICMP", "": "0"}
-
 func (mt *monitorTier) Do(t *testing.T, op conformance.Op) conformance.Outcome {
 	ev := &event.Event{UID: op.UID}
 	if op.TTY {
@@ -53,19 +51,19 @@ func (mt *monitorTier) Do(t *testing.T, op conformance.Op) conformance.Outcome {
 		proc, parent = op.Object, op.Program
 		mt.own(t, op)
 	case conformance.Open:
-		flags := "O_RDONLY"
+		// The fields the monitor's decoder fills for this openat(2).
+		flags := uint32(unix.O_RDONLY)
 		if op.Write {
-			flags = "O_WRONLY|O_TRUNC"
+			flags = unix.O_WRONLY | unix.O_TRUNC
 		}
-		if op.Dir {
-			flags += "|O_DIRECTORY"
-		}
-		ev.Operation, ev.Syscall, ev.Resource = event.OpFile, "SYS_OPENAT", op.Object
-		ev.Data = "syscall=SYS_OPENAT fd=-100 flags=" + flags
+		ev.Operation, ev.Syscall, ev.Resource, ev.Path = event.OpFile, "SYS_OPENAT", op.Object, op.Object
+		ev.File = event.File{Op: event.FileOpen, Flags: flags, Dir: op.Dir}
 		mt.own(t, op)
 	case conformance.Socket:
 		ev.Operation, ev.Syscall = event.OpNetwork, "SYS_SOCKET"
-		ev.Resource = "domain=AF_INET type=" + socketNames[op.SockType] + " protocol=" + socketNames[op.Proto]
+		typ, _ := hostpolicy.SocketTypeNamed(op.SockType)
+		ip, _ := hostpolicy.IPProtocolNamed(op.Proto) // "": protocol 0
+		ev.Socket = event.Socket{Family: unix.AF_INET, Type: typ.Number, Protocol: ip.Number}
 	default:
 		t.Fatalf("the monitor makes no event of a %v", op.Kind)
 	}

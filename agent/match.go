@@ -2,8 +2,9 @@ package agent
 
 import (
 	"os"
-	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
@@ -98,31 +99,29 @@ func (m *matcher) match(ev *event.Event, proc, parent string) (verdict, bool) {
 		}
 		d = m.table.Path(hostpolicy.CategoryProcess, proc, parent, false, eventFacts{ev: ev, path: proc})
 	case event.OpFile:
-		p, tbl := firstField(ev.Resource), m.table
-		if isOpen(ev.Syscall) {
-			// A directory opened by itself matches its own directory
-			// rules; the monitor's Data says O_DIRECTORY (as display
-			// text, for now).
-			d = tbl.Path(hostpolicy.CategoryFile, p, proc, strings.Contains(ev.Data, "O_DIRECTORY"), eventFacts{ev: ev, path: p})
+		tbl := m.table
+		if ev.File.Op == event.FileOpen {
+			d = tbl.Path(hostpolicy.CategoryFile, ev.Path, proc, ev.File.Dir, eventFacts{ev: ev, path: ev.Path})
 			break
 		}
 		// Every other file operation changes the file system: it is
-		// decided as a write, as the BPF-LSM tier's path hooks do.
+		// decided as a write (File.Write), as the BPF-LSM tier's path
+		// hooks do.
 		if m.kernel {
 			if m.fileOps == nil {
 				return verdict{}, false // the kernel enforcer decided it
 			}
 			tbl = m.fileOps
 		}
-		d = tbl.Path(hostpolicy.CategoryFile, p, proc, isDirOp(ev), eventFacts{ev: ev, path: p, write: true})
+		d = tbl.Path(hostpolicy.CategoryFile, ev.Path, proc, ev.File.Dir, eventFacts{ev: ev, path: ev.Path})
 	case event.OpNetwork:
-		typ, proto, ok := socketOf(ev.Resource)
+		typ, proto, ok := socketOf(ev.Socket)
 		if !ok {
 			return verdict{}, false
 		}
 		d = m.table.Network(typ, proto, proc, eventFacts{ev: ev})
 	case event.OpSyscall:
-		if r := m.table.Syscall(ev.Syscall, proc, firstField(ev.Resource)); r != nil {
+		if r := m.table.Syscall(ev.Syscall, proc, ev.Path); r != nil {
 			return verdict{rule: r, action: hostpolicy.ActionAudit}, true
 		}
 		return verdict{}, false
@@ -142,17 +141,15 @@ func (m *matcher) match(ev *event.Event, proc, parent string) (verdict, bool) {
 	return verdict{}, false
 }
 
-// eventFacts answers the engine's questions from a telemetry event. The
-// access asked for is read back from the Data string the monitor formatted
-// (event.Event has no structured open flags yet); the owner is the file's
+// eventFacts answers the engine's questions from a telemetry event's
+// structured fields (never its display strings); the owner is the file's
 // owner now, compared with the event's uid.
 type eventFacts struct {
-	ev    *event.Event
-	path  string
-	write bool // an operation that changes the file system, whatever its Data
+	ev   *event.Event
+	path string // the file whose owner is asked for: the program of an exec, the file of a file operation
 }
 
-func (f eventFacts) Write() bool { return f.write || isWrite(f.ev.Data) }
+func (f eventFacts) Write() bool { return f.ev.File.Write() }
 func (f eventFacts) TTY() bool   { return f.ev.TTY != "" }
 func (f eventFacts) Owner() bool {
 	info, err := os.Stat(f.path)
@@ -163,70 +160,22 @@ func (f eventFacts) Owner() bool {
 	return ok && st.Uid == f.ev.UID
 }
 
-func isOpen(sys string) bool {
-	return sys == "SYS_OPEN" || sys == "SYS_OPENAT" || sys == "SYS_OPENAT2"
-}
-
-// isDirOp: the operation's path names a directory (rmdir, mkdir, unlinkat
-// with AT_REMOVEDIR), which matches its own directory rules.
-func isDirOp(ev *event.Event) bool {
-	switch ev.Syscall {
-	case "SYS_RMDIR", "SYS_MKDIR", "SYS_MKDIRAT":
-		return true
-	case "SYS_UNLINKAT":
-		return strings.Contains(ev.Data, "AT_REMOVEDIR")
-	}
-	return false
-}
-
-func isWrite(data string) bool {
-	return strings.Contains(data, "O_WRONLY") || strings.Contains(data, "O_RDWR") ||
-		strings.Contains(data, "O_TRUNC") || strings.Contains(data, "O_CREAT")
-}
-
-func firstField(s string) string {
-	if i := strings.IndexByte(s, ' '); i >= 0 {
-		return s[:i]
-	}
-	return s
-}
-
-// socketOf reads the socket type and IP protocol of a socket() Resource
-// ("domain=AF_INET type=SOCK_STREAM protocol=TCP", reference §2.5), as the
-// engine's Network wants them. As the kernel enforcer, only AF_INET and
-// AF_INET6 sockets are decided, and protocol 0 of a stream or datagram
-// socket is TCP or UDP. The monitor's event carries these as display text
-// only, so they are parsed back here (structured fields are a later step).
-func socketOf(resource string) (sockType, proto string, ok bool) {
-	if !strings.Contains(resource, "domain=AF_INET ") && !strings.Contains(resource, "domain=AF_INET6 ") {
+// socketOf is the socket type and IP protocol of a socket, as the engine's
+// Network wants them. As the kernel enforcer, only AF_INET and AF_INET6
+// sockets are decided, and protocol 0 of a stream or datagram socket is
+// TCP or UDP.
+func socketOf(s event.Socket) (sockType, proto string, ok bool) {
+	if s.Family != unix.AF_INET && s.Family != unix.AF_INET6 {
 		return "", "", false
 	}
-	for _, t := range []struct{ key, typ string }{
-		{"SOCK_STREAM", "stream"}, {"SOCK_DGRAM", "dgram"}, {"SOCK_RAW", "raw"}, {"SOCK_RDM", "rdm"},
-		{"SOCK_SEQPACKET", "seqpacket"}, {"SOCK_DCCP", "dccp"}, {"SOCK_PACKET", "packet"},
-	} {
-		if strings.Contains(resource, "type="+t.key) {
-			sockType = t.typ
-			break
-		}
+	if t, ok := hostpolicy.SocketTypeNumbered(s.Type); ok {
+		sockType = t.Name
 	}
-	for _, p := range []struct{ key, proto string }{
-		{"protocol=TCP", "tcp"}, {"protocol=UDP", "udp"}, {"protocol=IPv6-ICMP", "icmpv6"},
-		{"protocol=ICMPv6", "icmpv6"}, {"protocol=ICMP", "icmp"}, {"protocol=SCTP", "sctp"},
-	} {
-		if strings.Contains(resource, p.key) {
-			proto = p.proto
-			break
-		}
+	if p, ok := hostpolicy.IPProtocolNumbered(s.Protocol); ok {
+		proto = p.Name
 	}
-	// Protocol 0 prints as HOPOPT (the monitor's form, as upstream's).
-	if proto == "" && (strings.Contains(resource, "protocol=0") || strings.Contains(resource, "protocol=HOPOPT")) {
-		switch sockType {
-		case "stream":
-			proto = "tcp"
-		case "dgram":
-			proto = "udp"
-		}
+	if s.Protocol == 0 {
+		proto = hostpolicy.ImpliedProtocol(sockType)
 	}
 	return sockType, proto, sockType != "" || proto != ""
 }

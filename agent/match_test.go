@@ -6,6 +6,7 @@ import (
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/hostpolicytest"
+	"golang.org/x/sys/unix"
 )
 
 func ruleSet(t *testing.T, spec string, postures hostpolicy.Postures) *hostpolicy.RuleSet {
@@ -17,17 +18,20 @@ func TestMatcher(t *testing.T) {
 	exec := func(exe string) *event.Event {
 		return &event.Event{Operation: event.OpProcess, Syscall: "SYS_EXECVE", Resource: exe}
 	}
-	open := func(path, flags string) *event.Event {
-		return &event.Event{Operation: event.OpFile, Syscall: "SYS_OPENAT", Resource: path, Data: "syscall=SYS_OPENAT fd=-100 flags=" + flags}
+	// Events carry only their structured fields here: the matcher never
+	// reads Resource or Data (TestMatcherReadsFields).
+	open := func(path string, flags uint32) *event.Event {
+		return &event.Event{Operation: event.OpFile, Syscall: "SYS_OPENAT", Path: path,
+			File: event.File{Op: event.FileOpen, Flags: flags, Dir: flags&unix.O_DIRECTORY != 0}}
 	}
-	sock := func(res string) *event.Event {
-		return &event.Event{Operation: event.OpNetwork, Syscall: "SYS_SOCKET", Resource: res}
+	sock := func(family uint16, typ, proto uint32) *event.Event {
+		return &event.Event{Operation: event.OpNetwork, Syscall: "SYS_SOCKET", Socket: event.Socket{Family: family, Type: typ, Protocol: proto}}
 	}
 	setuid := func() *event.Event {
 		return &event.Event{Operation: event.OpSyscall, Syscall: "SYS_SETUID", Data: "syscall=SYS_SETUID userid=0"}
 	}
 	unlink := func(path string) *event.Event {
-		return &event.Event{Operation: event.OpSyscall, Syscall: "SYS_UNLINKAT", Resource: path}
+		return &event.Event{Operation: event.OpSyscall, Syscall: "SYS_UNLINKAT", Path: path}
 	}
 	for _, tc := range []struct {
 		name           string
@@ -53,35 +57,41 @@ func TestMatcher(t *testing.T) {
 		{name: "fromSource other parent", spec: "  action: Audit\n  process:\n    matchPaths:\n    - path: /bin/ls\n      fromSource:\n      - path: /bin/bash\n",
 			ev: exec("/bin/ls"), proc: "/bin/ls", parent: "/bin/sh"},
 		{name: "dir non-recursive", spec: "  action: Audit\n  file:\n    matchDirectories:\n    - dir: /etc/\n",
-			ev: open("/etc/ssh/sshd_config", "O_RDONLY"), proc: "/bin/cat"},
+			ev: open("/etc/ssh/sshd_config", unix.O_RDONLY), proc: "/bin/cat"},
 		{name: "dir non-recursive direct", spec: "  action: Audit\n  file:\n    matchDirectories:\n    - dir: /etc/\n",
-			ev: open("/etc/hosts", "O_RDONLY"), proc: "/bin/cat", want: "Audit p"},
+			ev: open("/etc/hosts", unix.O_RDONLY), proc: "/bin/cat", want: "Audit p"},
 		{name: "dir recursive", spec: "  action: Audit\n  file:\n    matchDirectories:\n    - dir: /etc/\n      recursive: true\n",
-			ev: open("/etc/ssh/sshd_config", "O_RDONLY"), proc: "/bin/cat", want: "Audit p"},
+			ev: open("/etc/ssh/sshd_config", unix.O_RDONLY), proc: "/bin/cat", want: "Audit p"},
 		{name: "pattern", spec: "  action: Audit\n  file:\n    matchPatterns:\n    - pattern: /tmp/*.key\n",
-			ev: open("/tmp/a.key", "O_RDONLY"), proc: "/bin/cat", want: "Audit p"},
+			ev: open("/tmp/a.key", unix.O_RDONLY), proc: "/bin/cat", want: "Audit p"},
 		{name: "pattern does not cross slash", spec: "  action: Audit\n  file:\n    matchPatterns:\n    - pattern: /tmp/*.key\n",
-			ev: open("/tmp/d/a.key", "O_RDONLY"), proc: "/bin/cat"},
+			ev: open("/tmp/d/a.key", unix.O_RDONLY), proc: "/bin/cat"},
 		{name: "readOnly ignores reads", spec: "  action: Audit\n  file:\n    matchPaths:\n    - path: /etc/hosts\n      readOnly: true\n",
-			ev: open("/etc/hosts", "O_RDONLY"), proc: "/bin/cat"},
+			ev: open("/etc/hosts", unix.O_RDONLY), proc: "/bin/cat"},
 		{name: "readOnly catches writes", spec: "  action: Audit\n  file:\n    matchPaths:\n    - path: /etc/hosts\n      readOnly: true\n",
-			ev: open("/etc/hosts", "O_WRONLY|O_TRUNC"), proc: "/bin/sh", want: "Audit p"},
+			ev: open("/etc/hosts", unix.O_WRONLY|unix.O_TRUNC), proc: "/bin/sh", want: "Audit p"},
 		{name: "file fromSource is the opener", spec: "  action: Audit\n  file:\n    matchPaths:\n    - path: /etc/hosts\n      fromSource:\n      - path: /bin/cat\n",
-			ev: open("/etc/hosts", "O_RDONLY"), proc: "/bin/cat", parent: "/bin/bash", want: "Audit p"},
+			ev: open("/etc/hosts", unix.O_RDONLY), proc: "/bin/cat", parent: "/bin/bash", want: "Audit p"},
+		{name: "readOnly: access mode 3 asks for read and write", spec: "  action: Audit\n  file:\n    matchPaths:\n    - path: /etc/hosts\n      readOnly: true\n",
+			ev: open("/etc/hosts", unix.O_ACCMODE), proc: "/bin/sh", want: "Audit p"},
+		{name: "a path with a space is one path", spec: "  action: Audit\n  file:\n    matchPaths:\n    - path: /srv/my file\n",
+			ev: open("/srv/my file", unix.O_RDONLY), proc: "/bin/cat", want: "Audit p"},
+		{name: "a directory opened as one matches its own rule", spec: "  action: Audit\n  file:\n    matchDirectories:\n    - dir: /srv/d/\n",
+			ev: open("/srv/d", unix.O_RDONLY|unix.O_DIRECTORY), proc: "/bin/ls", want: "Audit p"},
 		{name: "network udp", spec: "  action: Audit\n  network:\n    matchProtocols:\n    - protocol: udp\n",
-			ev: sock("domain=AF_INET type=SOCK_DGRAM protocol=0"), proc: "/bin/nc", want: "Audit p"},
+			ev: sock(unix.AF_INET, unix.SOCK_DGRAM, 0), proc: "/bin/nc", want: "Audit p"},
 		{name: "network tcp vs udp", spec: "  action: Audit\n  network:\n    matchProtocols:\n    - protocol: udp\n",
-			ev: sock("domain=AF_INET type=SOCK_STREAM protocol=TCP"), proc: "/bin/nc"},
+			ev: sock(unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_TCP), proc: "/bin/nc"},
 		{name: "network raw type with a protocol", spec: "  action: Audit\n  network:\n    matchProtocols:\n    - protocol: raw\n",
-			ev: sock("domain=AF_INET type=SOCK_RAW protocol=ICMP"), proc: "/bin/ping", want: "Audit p"},
+			ev: sock(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP), proc: "/bin/ping", want: "Audit p"},
 		{name: "block on the directory beats audit on the file", spec: "  file:\n    matchPaths:\n    - path: /etc/hosts\n      action: Audit\n    matchDirectories:\n    - dir: /etc/\n      action: Block\n",
-			ev: open("/etc/hosts", "O_RDONLY"), proc: "/bin/cat", want: "Audit (Block) p"},
+			ev: open("/etc/hosts", unix.O_RDONLY), proc: "/bin/cat", want: "Audit (Block) p"},
 		{name: "terminal condition unmet", spec: "  action: Audit\n  file:\n    matchPaths:\n    - path: /etc/hosts\n      pts: false\n",
-			ev: open("/etc/hosts", "O_RDONLY"), proc: "/bin/cat"},
+			ev: open("/etc/hosts", unix.O_RDONLY), proc: "/bin/cat"},
 		{name: "network all", spec: "  action: Audit\n  network:\n    matchProtocols:\n    - protocol: all\n",
-			ev: sock("domain=AF_INET6 type=SOCK_STREAM protocol=TCP"), proc: "/bin/nc", want: "Audit p"},
+			ev: sock(unix.AF_INET6, unix.SOCK_STREAM, unix.IPPROTO_TCP), proc: "/bin/nc", want: "Audit p"},
 		{name: "unix sockets have no protocol", spec: "  action: Audit\n  network:\n    matchProtocols:\n    - protocol: all\n",
-			ev: sock("domain=AF_UNIX type=SOCK_STREAM protocol=0"), proc: "/bin/nc"},
+			ev: sock(unix.AF_UNIX, unix.SOCK_STREAM, 0), proc: "/bin/nc"},
 		{name: "allow-list miss, audit posture", spec: "  action: Allow\n  process:\n    matchPaths:\n    - path: /bin/date\n",
 			ev: exec("/bin/ls"), proc: "/bin/ls", want: "Audit DefaultPosture"},
 		{name: "allow-list hit", spec: "  action: Allow\n  process:\n    matchPaths:\n    - path: /bin/date\n",
@@ -91,9 +101,9 @@ func TestMatcher(t *testing.T) {
 		{name: "allow-list of this source", spec: "  action: Allow\n  process:\n    matchPaths:\n    - path: /bin/date\n      fromSource:\n      - path: /bin/bash\n",
 			ev: exec("/bin/ls"), proc: "/bin/ls", parent: "/bin/bash", want: "Audit DefaultPosture"},
 		{name: "allow-list, block posture unenforced", spec: "  action: Allow\n  file:\n    matchPaths:\n    - path: /etc/hosts\n",
-			ev: open("/etc/passwd", "O_RDONLY"), proc: "/bin/cat", want: "Audit (Block) DefaultPosture", postureBlocked: true},
+			ev: open("/etc/passwd", unix.O_RDONLY), proc: "/bin/cat", want: "Audit (Block) DefaultPosture", postureBlocked: true},
 		{name: "process allow-list leaves files alone", spec: "  action: Allow\n  process:\n    matchPaths:\n    - path: /bin/date\n",
-			ev: open("/etc/passwd", "O_RDONLY"), proc: "/bin/cat"},
+			ev: open("/etc/passwd", unix.O_RDONLY), proc: "/bin/cat"},
 		{name: "syscall rule", spec: "  syscalls:\n    matchSyscalls:\n    - syscall: [setuid]\n",
 			ev: setuid(), proc: "/usr/bin/sudo", want: "Audit p"},
 		{name: "syscall rule with kernel enforcer", kernel: true, spec: "  syscalls:\n    matchSyscalls:\n    - syscall: [setuid]\n",
@@ -134,21 +144,72 @@ func TestSocketOf(t *testing.T) {
 		typ, proto string
 		ok         bool
 	}
-	for res, want := range map[string]st{
-		"domain=AF_INET type=SOCK_STREAM protocol=TCP":             {"stream", "tcp", true},
-		"domain=AF_INET type=SOCK_STREAM|SOCK_NONBLOCK protocol=0": {"stream", "tcp", true},
-		"domain=AF_INET type=SOCK_DGRAM protocol=UDP":              {"dgram", "udp", true},
-		"domain=AF_INET type=SOCK_DGRAM protocol=0":                {"dgram", "udp", true},
-		"domain=AF_INET type=SOCK_RAW protocol=ICMP":               {"raw", "icmp", true},
-		"domain=AF_INET6 type=SOCK_RAW protocol=ICMPv6":            {"raw", "icmpv6", true},
-		"domain=AF_INET6 type=SOCK_RAW protocol=255":               {"raw", "", true},
-		"domain=AF_UNIX type=SOCK_DGRAM protocol=0":                {},
-		"domain=AF_PACKET type=SOCK_RAW protocol=0":                {},
-		"sa_family=AF_INET sin_port=53 sin_addr=1.1.1.1":           {},
+	for _, tc := range []struct {
+		s    event.Socket
+		want st
+	}{
+		{event.Socket{Family: unix.AF_INET, Type: unix.SOCK_STREAM, Protocol: unix.IPPROTO_TCP}, st{"stream", "tcp", true}},
+		{event.Socket{Family: unix.AF_INET, Type: unix.SOCK_STREAM}, st{"stream", "tcp", true}},
+		{event.Socket{Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDP}, st{"dgram", "udp", true}},
+		{event.Socket{Family: unix.AF_INET, Type: unix.SOCK_DGRAM}, st{"dgram", "udp", true}},
+		{event.Socket{Family: unix.AF_INET, Type: unix.SOCK_RAW, Protocol: unix.IPPROTO_ICMP}, st{"raw", "icmp", true}},
+		{event.Socket{Family: unix.AF_INET6, Type: unix.SOCK_RAW, Protocol: unix.IPPROTO_ICMPV6}, st{"raw", "icmpv6", true}},
+		{event.Socket{Family: unix.AF_INET6, Type: unix.SOCK_RAW, Protocol: unix.IPPROTO_RAW}, st{"raw", "", true}},
+		{event.Socket{Family: unix.AF_INET, Type: 99, Protocol: unix.IPPROTO_TCP}, st{"", "tcp", true}},
+		{event.Socket{Family: unix.AF_UNIX, Type: unix.SOCK_DGRAM}, st{}},
+		{event.Socket{Family: unix.AF_PACKET, Type: unix.SOCK_RAW}, st{}},
+		{event.Socket{}, st{}}, // connect, bind, ...: no socket told
 	} {
-		typ, proto, ok := socketOf(res)
-		if got := (st{typ, proto, ok}); got != want {
-			t.Errorf("%q: got %+v, want %+v", res, got, want)
+		typ, proto, ok := socketOf(tc.s)
+		if got := (st{typ, proto, ok}); got != tc.want {
+			t.Errorf("%+v: got %+v, want %+v", tc.s, got, tc.want)
+		}
+	}
+}
+
+// TestMatcherReadsFields: the matcher decides from an event's structured
+// fields; its display strings (Resource, Data) say nothing to it, even
+// when they contradict the fields.
+func TestMatcherReadsFields(t *testing.T) {
+	rs := ruleSet(t, `  action: Audit
+  file:
+    matchPaths:
+    - path: /etc/ro
+      readOnly: true
+    matchDirectories:
+    - dir: /srv/d/
+  network:
+    matchProtocols:
+    - protocol: udp
+`, hostpolicy.Postures{})
+	m := newMatcher(rs, false)
+	for _, tc := range []struct {
+		name string
+		ev   event.Event
+		want bool
+	}{
+		{"write in the fields, no Data", event.Event{Operation: event.OpFile, Path: "/etc/ro",
+			File: event.File{Op: event.FileOpen, Flags: unix.O_WRONLY}}, true},
+		{"read in the fields, Data says write", event.Event{Operation: event.OpFile, Path: "/etc/ro", Resource: "/etc/ro",
+			Data: "syscall=SYS_OPENAT fd=-100 flags=O_WRONLY|O_CREAT|O_TRUNC", File: event.File{Op: event.FileOpen}}, false},
+		{"a change in the fields, no Data", event.Event{Operation: event.OpFile, Path: "/etc/ro",
+			File: event.File{Op: event.FileChange}}, true},
+		{"path in the fields, Resource elsewhere", event.Event{Operation: event.OpFile, Path: "/etc/ro", Resource: "/tmp/x",
+			File: event.File{Op: event.FileChange}}, true},
+		{"Resource names the file, no Path", event.Event{Operation: event.OpFile, Resource: "/etc/ro",
+			Data: "syscall=SYS_UNLINKAT flags=", File: event.File{Op: event.FileChange}}, false},
+		{"directory in the fields, no Data", event.Event{Operation: event.OpFile, Path: "/srv/d",
+			File: event.File{Op: event.FileChange, Dir: true}}, true},
+		{"Data says AT_REMOVEDIR, fields say a file", event.Event{Operation: event.OpFile, Path: "/srv/d",
+			Data: "syscall=SYS_UNLINKAT flags=AT_REMOVEDIR", File: event.File{Op: event.FileChange}}, false},
+		{"udp socket in the fields, no Resource", event.Event{Operation: event.OpNetwork,
+			Socket: event.Socket{Family: unix.AF_INET, Type: unix.SOCK_DGRAM}}, true},
+		{"Resource says udp, fields say nothing", event.Event{Operation: event.OpNetwork,
+			Resource: "domain=AF_INET type=SOCK_DGRAM protocol=UDP"}, false},
+	} {
+		_, ok := m.match(&tc.ev, "/bin/sh", "")
+		if ok != tc.want {
+			t.Errorf("%s: alert %v, want %v", tc.name, ok, tc.want)
 		}
 	}
 }
@@ -173,8 +234,13 @@ func TestMatcherUndecided(t *testing.T) {
 		}
 	}
 	m := newMatcherFor(rs, true, map[uint32]string{tcp: "fromSource network rules are not enforced"}, false)
-	sock := func(res string, retval int64) *event.Event {
-		return &event.Event{Operation: event.OpNetwork, Syscall: "SYS_SOCKET", Resource: res, Retval: retval}
+	sock := func(proto uint32, retval int64) *event.Event {
+		typ := uint32(unix.SOCK_STREAM)
+		if proto == unix.IPPROTO_UDP {
+			typ = unix.SOCK_DGRAM
+		}
+		return &event.Event{Operation: event.OpNetwork, Syscall: "SYS_SOCKET", Retval: retval,
+			Socket: event.Socket{Family: unix.AF_INET, Type: typ, Protocol: proto}}
 	}
 	for _, tc := range []struct {
 		name  string
@@ -182,10 +248,10 @@ func TestMatcherUndecided(t *testing.T) {
 		proc  string
 		match bool
 	}{
-		{"undecided rule, its source", sock("domain=AF_INET type=SOCK_STREAM|SOCK_CLOEXEC protocol=HOPOPT", 3), "/usr/bin/curl", true},
-		{"undecided rule, another source", sock("domain=AF_INET type=SOCK_STREAM protocol=TCP", 3), "/usr/bin/wget", false},
-		{"undecided rule, the socket failed", sock("domain=AF_INET type=SOCK_STREAM protocol=TCP", -1), "/usr/bin/curl", false},
-		{"a rule the kernel decides", sock("domain=AF_INET type=SOCK_DGRAM protocol=UDP", 3), "/usr/bin/curl", false},
+		{"undecided rule, its source", sock(0, 3), "/usr/bin/curl", true},
+		{"undecided rule, another source", sock(unix.IPPROTO_TCP, 3), "/usr/bin/wget", false},
+		{"undecided rule, the socket failed", sock(unix.IPPROTO_TCP, -1), "/usr/bin/curl", false},
+		{"a rule the kernel decides", sock(unix.IPPROTO_UDP, 3), "/usr/bin/curl", false},
 	} {
 		v, ok := m.match(tc.ev, tc.proc, "")
 		if ok != tc.match || ok && (v.rule == nil || v.rule.ID != tcp || v.action != hostpolicy.ActionAudit) {
@@ -211,9 +277,11 @@ func TestMatcherFileOps(t *testing.T) {
     - dir: /srv/d/
       recursive: true
 `, hostpolicy.Postures{})
-	op := func(sys, path, data string) *event.Event {
-		return &event.Event{Operation: event.OpFile, Syscall: sys, Resource: path, Data: "syscall=" + sys + data}
+	op := func(sys, path string, f event.File) *event.Event {
+		return &event.Event{Operation: event.OpFile, Syscall: sys, Path: path, File: f}
 	}
+	change, dirChange := event.File{Op: event.FileChange}, event.File{Op: event.FileChange, Dir: true}
+	read := event.File{Op: event.FileOpen, Flags: unix.O_RDONLY}
 	type tier struct{ kernel, opensOnly bool }
 	none, fanotify, bpflsm := tier{}, tier{true, true}, tier{true, false}
 	for _, tc := range []struct {
@@ -222,20 +290,20 @@ func TestMatcherFileOps(t *testing.T) {
 		ev   *event.Event
 		want string
 	}{
-		{"unlink blocked, fanotify", fanotify, op("SYS_UNLINKAT", "/etc/blocked", " flags="), "Audit (Block) p"},
-		{"unlink audited, fanotify", fanotify, op("SYS_UNLINKAT", "/etc/audited", " flags="), "Audit p"},
-		{"rename readOnly, fanotify", fanotify, op("SYS_RENAMEAT2", "/etc/ro", " fd=-100"), "Audit (Block) p"},
-		{"chmod readOnly, fanotify", fanotify, op("SYS_FCHMODAT", "/etc/ro", " fd=-100 mode=0777"), "Audit (Block) p"},
-		{"read readOnly, fanotify: fanotify's", fanotify, op("SYS_OPENAT", "/etc/ro", " fd=-100 flags=O_RDONLY"), ""},
-		{"open blocked, fanotify: fanotify's", fanotify, op("SYS_OPENAT", "/etc/blocked", " fd=-100 flags=O_RDONLY"), ""},
-		{"rmdir the directory itself, fanotify", fanotify, op("SYS_RMDIR", "/srv/d", ""), "Audit (Block) p"},
-		{"mkdir inside, fanotify", fanotify, op("SYS_MKDIRAT", "/srv/d/x/y", " fd=-100 mode=0755"), "Audit (Block) p"},
-		{"unlink elsewhere, fanotify", fanotify, op("SYS_UNLINKAT", "/etc/other", " flags="), ""},
-		{"unlink failed, fanotify", fanotify, func() *event.Event { e := op("SYS_UNLINKAT", "/etc/blocked", " flags="); e.Retval = -2; return e }(), ""},
-		{"truncate blocked, monitor only", none, op("SYS_TRUNCATE", "/etc/blocked", ""), "Audit (Block) p"},
-		{"chown audited, monitor only", none, op("SYS_FCHOWNAT", "/etc/audited", " userid=0 group=0 mode=0"), "Audit p"},
-		{"unlink blocked, BPF-LSM decides", bpflsm, op("SYS_UNLINKAT", "/etc/blocked", " flags="), ""},
-		{"unlink audited, BPF-LSM decides", bpflsm, op("SYS_UNLINKAT", "/etc/audited", " flags="), ""},
+		{"unlink blocked, fanotify", fanotify, op("SYS_UNLINKAT", "/etc/blocked", change), "Audit (Block) p"},
+		{"unlink audited, fanotify", fanotify, op("SYS_UNLINKAT", "/etc/audited", change), "Audit p"},
+		{"rename readOnly, fanotify", fanotify, op("SYS_RENAMEAT2", "/etc/ro", change), "Audit (Block) p"},
+		{"chmod readOnly, fanotify", fanotify, op("SYS_FCHMODAT", "/etc/ro", change), "Audit (Block) p"},
+		{"read readOnly, fanotify: fanotify's", fanotify, op("SYS_OPENAT", "/etc/ro", read), ""},
+		{"open blocked, fanotify: fanotify's", fanotify, op("SYS_OPENAT", "/etc/blocked", read), ""},
+		{"rmdir the directory itself, fanotify", fanotify, op("SYS_RMDIR", "/srv/d", dirChange), "Audit (Block) p"},
+		{"mkdir inside, fanotify", fanotify, op("SYS_MKDIRAT", "/srv/d/x/y", dirChange), "Audit (Block) p"},
+		{"unlink elsewhere, fanotify", fanotify, op("SYS_UNLINKAT", "/etc/other", change), ""},
+		{"unlink failed, fanotify", fanotify, func() *event.Event { e := op("SYS_UNLINKAT", "/etc/blocked", change); e.Retval = -2; return e }(), ""},
+		{"truncate blocked, monitor only", none, op("SYS_TRUNCATE", "/etc/blocked", change), "Audit (Block) p"},
+		{"chown audited, monitor only", none, op("SYS_FCHOWNAT", "/etc/audited", change), "Audit p"},
+		{"unlink blocked, BPF-LSM decides", bpflsm, op("SYS_UNLINKAT", "/etc/blocked", change), ""},
+		{"unlink audited, BPF-LSM decides", bpflsm, op("SYS_UNLINKAT", "/etc/audited", change), ""},
 	} {
 		m := newMatcherFor(rs, tc.tier.kernel, nil, tc.tier.opensOnly)
 		v, ok := m.match(tc.ev, "/bin/rm", "/bin/sh")

@@ -4,7 +4,11 @@
 // (process table, container identity) and turns it into an alert or a log.
 package event
 
-import "time"
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+)
 
 // Verdict is what a kernel enforcer decided, if anything.
 type Verdict uint8
@@ -55,6 +59,15 @@ type Event struct {
 	Data      string // upstream's Data string, e.g. "lsm=SECURITY_BPRM_CHECK" or "syscall=SYS_OPENAT flags=O_RDONLY"
 	Retval    int64  // syscall return value or hook verdict (negative errno on failure)
 
+	// The operation as the kernel's record gave it, filled by every decoder
+	// next to Resource and Data: consumers (the user-space matcher) decide
+	// from these, never by parsing the display strings back. Internal only:
+	// none of it crosses the feeder's wire, whose messages are upstream's.
+	Path       string // OpFile: the file operated on, whole (the exec's program is Exe)
+	File       File   // OpFile: what is done to Path
+	Socket     Socket // OpNetwork: the socket, as far as the source tells
+	Capability uint32 // OpCapabilities: the CAP_* number (hostpolicy.Capabilities)
+
 	// Set by kernel enforcers: which rule decided (0 for default posture) and how.
 	Verdict  Verdict
 	RuleID   uint32
@@ -62,4 +75,42 @@ type Event struct {
 	// Suppressed counts identical events the kernel's rate limit dropped
 	// since the last one it reported (same rule, process, hook and verdict).
 	Suppressed uint32
+}
+
+// FileOp is the kind of a file operation.
+type FileOp uint8
+
+const (
+	FileOpUnknown FileOp = iota // the source does not say: decided as a change
+	FileOpen                    // the open(2) family: File.Flags is the access asked for
+	FileChange                  // unlink, rename, mkdir, chmod, chown, truncate, ...: changes the file system
+)
+
+// File is what a file operation does to its path.
+type File struct {
+	Op    FileOp
+	Flags uint32 // FileOpen: the open(2) flags
+	// Dir: the operation names Path as a directory (an open with
+	// O_DIRECTORY, mkdir, rmdir, unlinkat with AT_REMOVEDIR), which then
+	// matches its own directory rules.
+	Dir bool
+}
+
+// Write reports whether the operation may change the file or the file
+// system, as readOnly rules see it: every change, and an open asking for
+// write access (O_WRONLY, O_RDWR, or the access mode 3 that needs both),
+// creation or truncation.
+func (f File) Write() bool {
+	if f.Op != FileOpen {
+		return true
+	}
+	return f.Flags&(unix.O_WRONLY|unix.O_RDWR|unix.O_TRUNC|unix.O_CREAT) != 0
+}
+
+// Socket is a socket as the call that made it (or an enforcer's hook)
+// gave it; 0 is "not told" for Family and Type.
+type Socket struct {
+	Family   uint16 // AF_*
+	Type     uint32 // SOCK_*, without SOCK_NONBLOCK and SOCK_CLOEXEC
+	Protocol uint32 // IPPROTO_* as asked: 0 is the type's default
 }

@@ -76,7 +76,7 @@ func Normalize(p *Policy) {
 	s.Capabilities.Meta = inherit(s.Capabilities.Meta, s.Meta)
 	s.Capabilities.MatchCapabilities = expand(s.Capabilities.MatchCapabilities,
 		func(r Capability) string { return r.Capability },
-		func(r Capability, v string) Capability { r.Capability = canonicalCapability(v); return r })
+		func(r Capability, v string) Capability { r.Capability = CanonicalCapability(v); return r })
 	for i := range s.Capabilities.MatchCapabilities {
 		r := &s.Capabilities.MatchCapabilities[i]
 		r.Meta = inherit(r.Meta, s.Capabilities.Meta)

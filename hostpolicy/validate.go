@@ -14,29 +14,9 @@ const MaxPathLen = 255
 // maxAllowedArgs is the CRD's limit on process allowedArgs.
 const maxAllowedArgs = 20
 
-var (
-	// Kubernetes object names (RFC 1123 subdomain). Names become file names
-	// under the policy directory, so nothing else is allowed.
-	policyName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
-
-	protocols = map[string]bool{
-		"tcp": true, "udp": true, "raw": true, "icmp": true, "icmpv6": true, "sctp": true,
-		"stream": true, "dgram": true, "rdm": true, "seqpacket": true, "dccp": true,
-		"packet": true, "all": true,
-	}
-
-	capabilities = map[string]bool{
-		"chown": true, "dac_override": true, "dac_read_search": true, "fowner": true,
-		"fsetid": true, "kill": true, "setgid": true, "setuid": true, "setpcap": true,
-		"linux_immutable": true, "net_bind_service": true, "net_broadcast": true,
-		"net_admin": true, "net_raw": true, "ipc_lock": true, "ipc_owner": true,
-		"sys_module": true, "sys_rawio": true, "sys_chroot": true, "sys_ptrace": true,
-		"sys_pacct": true, "sys_admin": true, "sys_boot": true, "sys_nice": true,
-		"sys_resource": true, "sys_time": true, "sys_tty_config": true, "mknod": true,
-		"lease": true, "audit_write": true, "audit_control": true, "setfcap": true,
-		"mac_override": true, "mac_admin": true,
-	}
-)
+// Kubernetes object names (RFC 1123 subdomain). Names become file names
+// under the policy directory, so nothing else is allowed.
+var policyName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
 
 // Validate checks a decoded policy against the schema rules of reference §1.4
 // and reports input that is accepted only after normalization as warnings.
@@ -310,7 +290,7 @@ func (v *validator) network(p string, r *NetworkRules) {
 	for i, m := range r.MatchProtocols {
 		rp := fmt.Sprintf("%s.matchProtocols[%d]", p, i)
 		for _, proto := range splitList(m.Protocol) {
-			if !protocols[strings.ToLower(proto)] {
+			if !IsProtocol(strings.ToLower(proto)) {
 				v.sink.errorf(rp+".protocol", "unknown protocol %q (want tcp, udp, icmp, icmpv6, raw, sctp, stream, dgram, rdm, seqpacket, dccp, packet or all)", proto)
 			}
 		}
@@ -339,18 +319,13 @@ func (v *validator) capabilities(p string, r *CapabilitiesRules) {
 			v.sink.errorf(rp+".capability", "missing")
 		}
 		for _, c := range caps {
-			if !capabilities[canonicalCapability(c)] {
+			if n, ok := CapabilityNumber(c); !ok || n > capMacAdmin {
 				v.sink.errorf(rp+".capability", "unknown capability %q", c)
 			}
 		}
 		v.sources(rp, m.FromSource, false)
 		v.meta(rp, m.Meta, false)
 	}
-}
-
-// canonicalCapability accepts net_raw, NET_RAW and cap_net_raw alike.
-func canonicalCapability(c string) string {
-	return strings.TrimPrefix(strings.ToLower(c), "cap_")
 }
 
 func (v *validator) syscallList(p string, names []string) {

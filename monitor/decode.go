@@ -10,20 +10,22 @@ import (
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/proctable"
+	"golang.org/x/sys/unix"
 )
 
-// Record kinds and flags; they match monitor.bpf.c.
+// Record kinds, flags and limits of monitor.bpf.c, from the constants
+// bpf2go generates out of its enums (gen.go).
 const (
-	recSyscall = 1
-	recExec    = 2
-	recFork    = 3
-	recExit    = 4
+	recSyscall = uint32(monitorBPFRecordKindREC_SYSCALL)
+	recExec    = uint32(monitorBPFRecordKindREC_EXEC)
+	recFork    = uint32(monitorBPFRecordKindREC_FORK)
+	recExit    = uint32(monitorBPFRecordKindREC_EXIT)
 
-	flagTruncated = 1
-	flagPathFile  = 4 // the field after a relative path: the opened file's path
-	flagPathBase  = 8 // the field after a relative path: the directory it is relative to
+	flagTruncated = uint16(monitorBPFRecordFlagFLAG_TRUNCATED)
+	flagPathFile  = uint16(monitorBPFRecordFlagFLAG_PATH_FILE) // the field after a relative path: the opened file's path
+	flagPathBase  = uint16(monitorBPFRecordFlagFLAG_PATH_BASE) // the field after a relative path: the directory it is relative to
 
-	argsMax = 1024 // ARGS_MAX in monitor.bpf.c
+	argsMax = int(monitorBPFLimitARGS_MAX)
 )
 
 // Byte offsets of struct record's header (checked against the bpf2go type
@@ -123,7 +125,7 @@ func (r *record) field(i int) []byte {
 type decoder struct {
 	table      *proctable.Table
 	visibility Scope
-	clock      clock
+	clock      event.BootClock
 	rec        record
 }
 
@@ -153,7 +155,7 @@ func (d *decoder) decode(raw []byte, ev *event.Event) (bool, error) {
 
 func (d *decoder) header(r *record, ev *event.Event) {
 	*ev = event.Event{
-		Time:     d.clock.wall(r.ts),
+		Time:     d.clock.Wall(r.ts),
 		HostPID:  r.hostPID,
 		HostPPID: r.hostPPID,
 		PID:      r.pid,
@@ -223,16 +225,20 @@ func (d *decoder) syscall(r *record, ev *event.Event) (bool, error) {
 		ev.Resource = commandLine(ev.Exe, argv)
 		ev.Data = syscallData(r.nr, &r.args, nil, "")
 	case exitFile:
-		ev.Resource = resolved(r, string(r.field(0)), 1)
-		if isProcOrSys(ev.Resource) {
+		ev.Path = resolved(r, string(r.field(0)), 1)
+		if isProcOrSys(ev.Path) {
 			// A relative path into /proc or /sys, dropped like the
 			// absolute ones the kernel drops.
 			return false, nil
 		}
+		ev.File = fileOf(r.nr, &r.args)
+		ev.Resource = ev.Path
 		ev.Data = syscallData(r.nr, &r.args, nil, "")
 	case exitNet:
 		switch r.nr {
 		case sysSocket:
+			// socket(2) takes int arguments: the kernel reads the low 32 bits.
+			ev.Socket = event.Socket{Family: uint16(r.args[0]), Type: uint32(r.args[1]) & sockTypeMask, Protocol: uint32(r.args[2])}
 			ev.Resource = SocketResource(r.args[0], r.args[1], r.args[2])
 		case sysListen:
 		default:
@@ -262,6 +268,28 @@ func (d *decoder) syscall(r *record, ev *event.Event) (bool, error) {
 		ev.Data = syscallData(r.nr, &r.args, strs, target)
 	}
 	return true, nil
+}
+
+// fileOf is what file syscall nr does, from its raw arguments.
+func fileOf(nr uint32, args *[6]uint64) event.File {
+	switch nr {
+	case sysOpen:
+		return openFile(args[1])
+	case sysOpenat, sysOpenat2: // openat2's open_how was replaced by its flags in the kernel
+		return openFile(args[2])
+	case sysMkdir, sysMkdirat, sysRmdir:
+		return event.File{Op: event.FileChange, Dir: true}
+	case sysUnlinkat:
+		return event.File{Op: event.FileChange, Dir: args[2]&unix.AT_REMOVEDIR != 0}
+	}
+	return event.File{Op: event.FileChange}
+}
+
+// openFile is an open with flags. O_TMPFILE includes the O_DIRECTORY bit,
+// but the file it makes is no directory (and Data shows O_TMPFILE alone).
+func openFile(flags uint64) event.File {
+	dir := flags&unix.O_DIRECTORY != 0 && flags&unix.O_TMPFILE != unix.O_TMPFILE
+	return event.File{Op: event.FileOpen, Flags: uint32(flags), Dir: dir}
 }
 
 // resolved is the absolute form of a path a syscall was given, from what

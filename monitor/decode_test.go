@@ -242,3 +242,51 @@ func FuzzDecode(f *testing.F) {
 		d.decode(raw, &ev) // must not panic
 	})
 }
+
+// TestDecodeFields: the decoder fills the structured fields the matcher
+// decides from, from the raw arguments, beside the display strings.
+func TestDecodeFields(t *testing.T) {
+	d := newTestDecoder()
+	atCWD := uint64(uint32(0xffffff9c))
+	tests := []struct {
+		name   string
+		rec    rawRecord
+		path   string
+		file   event.File
+		socket event.Socket
+	}{
+		{"open read", rawRecord{nr: sysOpen, args: [6]uint64{0, unix.O_RDONLY | unix.O_CLOEXEC}, fields: []string{"/etc/hosts"}},
+			"/etc/hosts", event.File{Op: event.FileOpen, Flags: unix.O_RDONLY | unix.O_CLOEXEC}, event.Socket{}},
+		{"openat write", rawRecord{nr: sysOpenat, args: [6]uint64{atCWD, 0, unix.O_WRONLY | unix.O_CREAT | unix.O_TRUNC}, fields: []string{"/etc/hosts"}},
+			"/etc/hosts", event.File{Op: event.FileOpen, Flags: unix.O_WRONLY | unix.O_CREAT | unix.O_TRUNC}, event.Socket{}},
+		{"openat2 directory", rawRecord{nr: sysOpenat2, args: [6]uint64{atCWD, 0, unix.O_RDONLY | unix.O_DIRECTORY}, fields: []string{"/srv d"}},
+			"/srv d", event.File{Op: event.FileOpen, Flags: unix.O_DIRECTORY, Dir: true}, event.Socket{}},
+		{"O_TMPFILE is no directory", rawRecord{nr: sysOpenat, args: [6]uint64{atCWD, 0, unix.O_RDWR | unix.O_TMPFILE}, fields: []string{"/tmp"}},
+			"/tmp", event.File{Op: event.FileOpen, Flags: unix.O_RDWR | unix.O_TMPFILE}, event.Socket{}},
+		{"unlinkat a file", rawRecord{nr: sysUnlinkat, args: [6]uint64{atCWD, 0, 0}, fields: []string{"/tmp/f"}},
+			"/tmp/f", event.File{Op: event.FileChange}, event.Socket{}},
+		{"unlinkat AT_REMOVEDIR", rawRecord{nr: sysUnlinkat, args: [6]uint64{atCWD, 0, unix.AT_REMOVEDIR}, fields: []string{"/tmp/d"}},
+			"/tmp/d", event.File{Op: event.FileChange, Dir: true}, event.Socket{}},
+		{"rmdir", rawRecord{nr: sysRmdir, fields: []string{"/tmp/d"}}, "/tmp/d", event.File{Op: event.FileChange, Dir: true}, event.Socket{}},
+		{"mkdirat", rawRecord{nr: sysMkdirat, args: [6]uint64{atCWD, 0, 0o755}, fields: []string{"/tmp/d"}},
+			"/tmp/d", event.File{Op: event.FileChange, Dir: true}, event.Socket{}},
+		{"chmod", rawRecord{nr: sysChmod, args: [6]uint64{0, 0o644}, fields: []string{"/tmp/f"}}, "/tmp/f", event.File{Op: event.FileChange}, event.Socket{}},
+		{"socket", rawRecord{nr: sysSocket, args: [6]uint64{unix.AF_INET6, unix.SOCK_DGRAM | unix.SOCK_NONBLOCK | unix.SOCK_CLOEXEC, 0}},
+			"", event.File{}, event.Socket{Family: unix.AF_INET6, Type: unix.SOCK_DGRAM}},
+		{"socket, protocol in the high bits", rawRecord{nr: sysSocket, args: [6]uint64{unix.AF_INET, unix.SOCK_RAW, 1<<32 | unix.IPPROTO_ICMP}},
+			"", event.File{}, event.Socket{Family: unix.AF_INET, Type: unix.SOCK_RAW, Protocol: unix.IPPROTO_ICMP}},
+		{"connect tells no socket", rawRecord{nr: sysConnect, args: [6]uint64{3}, fields: []string{string(sockaddrIn(80, [4]byte{1, 2, 3, 4}))}},
+			"", event.File{}, event.Socket{}},
+	}
+	for _, tt := range tests {
+		tt.rec.kind = recSyscall
+		var ev event.Event
+		if emit, err := d.decode(tt.rec.bytes(), &ev); err != nil || !emit {
+			t.Errorf("%s: emit %v err %v", tt.name, emit, err)
+			continue
+		}
+		if ev.Path != tt.path || ev.File != tt.file || ev.Socket != tt.socket {
+			t.Errorf("%s: got path %q %+v %+v, want %q %+v %+v", tt.name, ev.Path, ev.File, ev.Socket, tt.path, tt.file, tt.socket)
+		}
+	}
+}

@@ -2,10 +2,12 @@ package monitor
 
 import (
 	"encoding/binary"
+	"math"
 	"net/netip"
 	"strconv"
 	"strings"
 
+	"github.com/armorhost/kubearmor/hostpolicy"
 	"golang.org/x/sys/unix"
 )
 
@@ -130,19 +132,14 @@ func FamilyName(family uint64) string {
 	return strconv.FormatUint(family, 10)
 }
 
-var sockTypeNames = map[uint64]string{
-	unix.SOCK_STREAM: "SOCK_STREAM", unix.SOCK_DGRAM: "SOCK_DGRAM", unix.SOCK_RAW: "SOCK_RAW",
-	unix.SOCK_RDM: "SOCK_RDM", unix.SOCK_SEQPACKET: "SOCK_SEQPACKET", unix.SOCK_DCCP: "SOCK_DCCP",
-	unix.SOCK_PACKET: "SOCK_PACKET",
-}
+// sockTypeMask is the kernel's SOCK_TYPE_MASK: the type without the
+// SOCK_NONBLOCK and SOCK_CLOEXEC flags socket(2) takes beside it.
+const sockTypeMask = 0xf
 
 // SocketType formats socket(2)'s type argument: "SOCK_STREAM|SOCK_NONBLOCK".
 func SocketType(t uint64) string {
-	base := t & 0xf
-	name, ok := sockTypeNames[base]
-	if !ok {
-		name = strconv.FormatUint(base, 10)
-	}
+	base := t & sockTypeMask
+	name := hostpolicy.SocketTypeConst(uint32(base))
 	if t&unix.SOCK_NONBLOCK != 0 {
 		name += "|SOCK_NONBLOCK"
 	}
@@ -152,18 +149,12 @@ func SocketType(t uint64) string {
 	return name
 }
 
-// Protocol names as upstream prints them (IANA keywords; 0 is "HOPOPT").
-var protocolNames = map[uint64]string{
-	0: "HOPOPT", 1: "ICMP", 2: "IGMP", 4: "IPv4", 6: "TCP", 17: "UDP", 41: "IPv6",
-	47: "GRE", 50: "ESP", 51: "AH", 58: "IPv6-ICMP", 132: "SCTP", 136: "UDPLite", 255: "RAW",
-}
-
 // ProtocolName is "TCP" for 6; unknown protocols print as their number.
 func ProtocolName(p uint64) string {
-	if n, ok := protocolNames[p]; ok {
-		return n
+	if p > math.MaxUint32 {
+		return strconv.FormatUint(p, 10)
 	}
-	return strconv.FormatUint(p, 10)
+	return hostpolicy.IPProtocolKeyword(uint32(p))
 }
 
 // SocketResource is the Resource of a socket(2) event:

@@ -3,7 +3,6 @@ package monitor
 import (
 	"encoding/binary"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -180,21 +179,5 @@ func TestJoinComponents(t *testing.T) {
 		if got := joinComponents([]byte(tt.in)); got != tt.want {
 			t.Errorf("joinComponents(%q) = %q, want %q", tt.in, got, tt.want)
 		}
-	}
-}
-
-func TestClock(t *testing.T) {
-	c := clock{bootToWall: 7}
-	if got := c.wall(100).UnixNano(); got != 107 {
-		t.Errorf("wall = %d, want 107", got)
-	}
-	// newClock maps CLOCK_BOOTTIME now to the wall clock now.
-	c = newClock()
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(c.wall(uint64(ts.Nano()))); d < -time.Millisecond || d > time.Millisecond {
-		t.Errorf("boot time mapped to wall time is %v off", d)
 	}
 }

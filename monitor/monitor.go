@@ -156,7 +156,7 @@ func Open(opts Options) (*Monitor, error) {
 	m.dec = decoder{
 		table:      m.table,
 		visibility: opts.Visibility,
-		clock:      newClock(),
+		clock:      event.NewBootClock(),
 	}
 	return m, nil
 }

@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type monitorBPFLimit uint32
+
+const (
+	monitorBPFLimitARGS_MAX monitorBPFLimit = 1024
+)
+
 type monitorBPFRecord struct {
 	_        structs.HostLayout
 	Ts       uint64
@@ -35,6 +41,33 @@ type monitorBPFRecord struct {
 	Data     [8192]uint8
 	_        [4]byte
 }
+
+type monitorBPFRecordFlag uint32
+
+const (
+	monitorBPFRecordFlagFLAG_TRUNCATED monitorBPFRecordFlag = 1
+	monitorBPFRecordFlagFLAG_NO_STASH  monitorBPFRecordFlag = 2
+	monitorBPFRecordFlagFLAG_PATH_FILE monitorBPFRecordFlag = 4
+	monitorBPFRecordFlagFLAG_PATH_BASE monitorBPFRecordFlag = 8
+)
+
+type monitorBPFRecordKind uint32
+
+const (
+	monitorBPFRecordKindREC_SYSCALL monitorBPFRecordKind = 1
+	monitorBPFRecordKindREC_EXEC    monitorBPFRecordKind = 2
+	monitorBPFRecordKindREC_FORK    monitorBPFRecordKind = 3
+	monitorBPFRecordKindREC_EXIT    monitorBPFRecordKind = 4
+)
+
+type monitorBPFScope uint32
+
+const (
+	monitorBPFScopeSCOPE_PROCESS      monitorBPFScope = 1
+	monitorBPFScopeSCOPE_FILE         monitorBPFScope = 2
+	monitorBPFScopeSCOPE_NETWORK      monitorBPFScope = 4
+	monitorBPFScopeSCOPE_CAPABILITIES monitorBPFScope = 8
+)
 
 type monitorBPFStash struct {
 	_    structs.HostLayout
@@ -63,6 +96,7 @@ const (
 	monitorBPFProgSysExitSend      = "sys_exit_send"
 	monitorBPFVarReportSuccess     = "report_success"
 	monitorBPFVarSelfTgid          = "self_tgid"
+	monitorBPFVarUnusedEnums       = "unused_enums"
 	monitorBPFVarWakeupBytes       = "wakeup_bytes"
 )
 
@@ -136,6 +170,7 @@ type monitorBPFMapSpecs struct {
 type monitorBPFVariableSpecs struct {
 	ReportSuccess *ebpf.VariableSpec `ebpf:"report_success"`
 	SelfTgid      *ebpf.VariableSpec `ebpf:"self_tgid"`
+	UnusedEnums   *ebpf.VariableSpec `ebpf:"unused_enums"`
 	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -180,6 +215,7 @@ func (m *monitorBPFMaps) Close() error {
 type monitorBPFVariables struct {
 	ReportSuccess *ebpf.Variable `ebpf:"report_success"`
 	SelfTgid      *ebpf.Variable `ebpf:"self_tgid"`
+	UnusedEnums   *ebpf.Variable `ebpf:"unused_enums"`
 	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 

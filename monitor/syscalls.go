@@ -6,17 +6,18 @@ import (
 	"strings"
 
 	"github.com/armorhost/kubearmor/event"
+	"golang.org/x/sys/unix"
 )
 
 // Scope is a set of visibility scopes, upstream's hostVisibility values.
 type Scope uint32
 
-// Scope bits; they match the SCOPE_* constants of monitor.bpf.c.
+// Scope bits: the SCOPE_* constants of monitor.bpf.c (generated).
 const (
-	ScopeProcess Scope = 1 << iota
-	ScopeFile
-	ScopeNetwork
-	ScopeCapabilities
+	ScopeProcess      = Scope(monitorBPFScopeSCOPE_PROCESS)
+	ScopeFile         = Scope(monitorBPFScopeSCOPE_FILE)
+	ScopeNetwork      = Scope(monitorBPFScopeSCOPE_NETWORK)
+	ScopeCapabilities = Scope(monitorBPFScopeSCOPE_CAPABILITIES)
 
 	ScopeAll = ScopeProcess | ScopeFile | ScopeNetwork | ScopeCapabilities
 )
@@ -67,51 +68,52 @@ func (s Scope) String() string {
 	return strings.Join(parts, ",")
 }
 
-// x86-64 syscall numbers.
+// x86-64 syscall numbers (the kernel's, as golang.org/x/sys/unix has them;
+// the monitor is built for amd64 only, gen.go).
 const (
-	sysOpen      = 2
-	sysSendto    = 44
-	sysSendmsg   = 46
-	sysTruncate  = 76
-	sysRename    = 82
-	sysMkdir     = 83
-	sysLink      = 86
-	sysSymlink   = 88
-	sysChmod     = 90
-	sysMknod     = 133
-	sysMkdirat   = 258
-	sysMknodat   = 259
-	sysRenameat  = 264
-	sysLinkat    = 265
-	sysSymlinkat = 266
-	sysFchmodat  = 268
-	sysSendmmsg  = 307
-	sysRenameat2 = 316
-	sysFchmodat2 = 452
-	sysSocket    = 41
-	sysConnect   = 42
-	sysAccept    = 43
-	sysBind      = 49
-	sysListen    = 50
-	sysExecve    = 59
-	sysRmdir     = 84
-	sysUnlink    = 87
-	sysChown     = 92
-	sysPtrace    = 101
-	sysSetuid    = 105
-	sysSetgid    = 106
-	sysSetreuid  = 113
-	sysSetregid  = 114
-	sysSetresuid = 117
-	sysSetresgid = 119
-	sysMount     = 165
-	sysUmount2   = 166
-	sysOpenat    = 257
-	sysFchownat  = 260
-	sysUnlinkat  = 263
-	sysAccept4   = 288
-	sysExecveat  = 322
-	sysOpenat2   = 437
+	sysOpen      = unix.SYS_OPEN
+	sysSendto    = unix.SYS_SENDTO
+	sysSendmsg   = unix.SYS_SENDMSG
+	sysTruncate  = unix.SYS_TRUNCATE
+	sysRename    = unix.SYS_RENAME
+	sysMkdir     = unix.SYS_MKDIR
+	sysLink      = unix.SYS_LINK
+	sysSymlink   = unix.SYS_SYMLINK
+	sysChmod     = unix.SYS_CHMOD
+	sysMknod     = unix.SYS_MKNOD
+	sysMkdirat   = unix.SYS_MKDIRAT
+	sysMknodat   = unix.SYS_MKNODAT
+	sysRenameat  = unix.SYS_RENAMEAT
+	sysLinkat    = unix.SYS_LINKAT
+	sysSymlinkat = unix.SYS_SYMLINKAT
+	sysFchmodat  = unix.SYS_FCHMODAT
+	sysSendmmsg  = unix.SYS_SENDMMSG
+	sysRenameat2 = unix.SYS_RENAMEAT2
+	sysFchmodat2 = unix.SYS_FCHMODAT2
+	sysSocket    = unix.SYS_SOCKET
+	sysConnect   = unix.SYS_CONNECT
+	sysAccept    = unix.SYS_ACCEPT
+	sysBind      = unix.SYS_BIND
+	sysListen    = unix.SYS_LISTEN
+	sysExecve    = unix.SYS_EXECVE
+	sysRmdir     = unix.SYS_RMDIR
+	sysUnlink    = unix.SYS_UNLINK
+	sysChown     = unix.SYS_CHOWN
+	sysPtrace    = unix.SYS_PTRACE
+	sysSetuid    = unix.SYS_SETUID
+	sysSetgid    = unix.SYS_SETGID
+	sysSetreuid  = unix.SYS_SETREUID
+	sysSetregid  = unix.SYS_SETREGID
+	sysSetresuid = unix.SYS_SETRESUID
+	sysSetresgid = unix.SYS_SETRESGID
+	sysMount     = unix.SYS_MOUNT
+	sysUmount2   = unix.SYS_UMOUNT2
+	sysOpenat    = unix.SYS_OPENAT
+	sysFchownat  = unix.SYS_FCHOWNAT
+	sysUnlinkat  = unix.SYS_UNLINKAT
+	sysAccept4   = unix.SYS_ACCEPT4
+	sysExecveat  = unix.SYS_EXECVEAT
+	sysOpenat2   = unix.SYS_OPENAT2
 )
 
 type exitKind uint8

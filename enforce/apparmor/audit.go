@@ -197,12 +197,6 @@ func fields(s string) map[string]string {
 	return out
 }
 
-var sockTypes = map[string]string{"stream": "SOCK_STREAM", "dgram": "SOCK_DGRAM", "raw": "SOCK_RAW", "rdm": "SOCK_RDM", "seqpacket": "SOCK_SEQPACKET", "packet": "SOCK_PACKET"}
-
-var ipProtos = map[string]string{"1": "icmp", "6": "tcp", "17": "udp", "58": "icmpv6", "132": "sctp"}
-
-var protoNames = map[string]string{"icmp": "ICMP", "tcp": "TCP", "udp": "UDP", "icmpv6": "IPv6-ICMP", "sctp": "SCTP"}
-
 // verdict turns one AppArmor audit record about our profiles into an event.
 func (e *Enforcer) verdict(line string) (event.Event, bool) {
 	f := fields(line)
@@ -237,21 +231,14 @@ func (e *Enforcer) verdict(line string) (event.Event, bool) {
 	case f["operation"] == "capable":
 		ev.Operation = event.OpCapabilities
 		ev.Resource = "CAP_" + strings.ToUpper(f["capname"])
+		ev.Capability, _ = hostpolicy.CapabilityNumber(f["capname"])
 		d = st.table.Capability(f["capname"], source, decide.NoFacts{})
 	case f["family"] != "" || f["sock_type"] != "":
-		typ, proto := f["sock_type"], ipProtos[f["protocol"]]
-		if proto == "" && typ == "stream" {
-			proto = "tcp"
-		} else if proto == "" && typ == "dgram" {
-			proto = "udp"
-		}
+		typ, proto := auditSocket(f["sock_type"], f["protocol"])
 		ev.Operation = event.OpNetwork
-		p := protoNames[proto]
-		if p == "" {
-			p = f["protocol"]
-		}
-		ev.Resource = "protocol=" + p + " type=" + sockTypes[typ]
-		d = st.table.Network(typ, proto, source, decide.NoFacts{})
+		ev.Resource = hostpolicy.SocketResource(typ.Number, proto.Number)
+		ev.Socket = auditSocketFields(f["family"], typ, f["protocol"])
+		d = st.table.Network(typ.Name, proto.Name, source, decide.NoFacts{})
 	case f["operation"] == "exec":
 		ev.Operation = event.OpProcess
 		ev.Syscall = "SYS_EXECVE"
@@ -268,6 +255,9 @@ func (e *Enforcer) verdict(line string) (event.Event, bool) {
 		if len(name) > 1 && strings.HasSuffix(name, "/") {
 			name, dir = strings.TrimSuffix(name, "/"), true
 		}
+		// The record's operation and requested_mask are AppArmor's, not
+		// open(2)'s: File.Op stays unknown.
+		ev.Path, ev.File.Dir = name, dir
 		d = st.table.Path(hostpolicy.CategoryFile, name, source, dir, recordFacts(f))
 		want := event.VerdictAudit
 		if denied {
@@ -336,4 +326,37 @@ func fillProc(ev *event.Event) {
 	if ev.ParentExe == "" && ev.HostPPID > 0 {
 		ev.ParentExe, _ = os.Readlink("/proc/" + strconv.Itoa(int(ev.HostPPID)) + "/exe")
 	}
+}
+
+// auditSocket reads an audit record's sock_type ("stream") and protocol
+// (a number, "0" or absent when the socket was created with protocol 0, for
+// which the kernel picks TCP or UDP by the type).
+// auditSocketFields is the event's Socket: the record's family ("inet",
+// "inet6"), its type, and its protocol as asked.
+func auditSocketFields(family string, typ hostpolicy.SocketType, protocol string) event.Socket {
+	s := event.Socket{Type: typ.Number}
+	switch family {
+	case "inet":
+		s.Family = unix.AF_INET
+	case "inet6":
+		s.Family = unix.AF_INET6
+	}
+	if n, err := strconv.ParseUint(protocol, 10, 32); err == nil {
+		s.Protocol = uint32(n)
+	}
+	return s
+}
+
+func auditSocket(sockType, protocol string) (hostpolicy.SocketType, hostpolicy.IPProtocol) {
+	typ, _ := hostpolicy.SocketTypeNamed(sockType)
+	var proto hostpolicy.IPProtocol
+	if n, err := strconv.ParseUint(protocol, 10, 32); err == nil {
+		proto, _ = hostpolicy.IPProtocolNumbered(uint32(n))
+	}
+	if proto.Name == "" {
+		if implied, ok := hostpolicy.IPProtocolNamed(hostpolicy.ImpliedProtocol(typ.Name)); ok {
+			proto = implied
+		}
+	}
+	return typ, proto
 }

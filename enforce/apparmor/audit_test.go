@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/decide"
@@ -69,6 +71,33 @@ func TestVerdictFromAuditRecord(t *testing.T) {
 		if ev.Operation != c.op || ev.Resource != c.resource || ev.Verdict != c.verdict || ev.RuleID != c.rule ||
 			ev.Enforcer != Name || (c.verdict != event.VerdictAudit) != (ev.Retval < 0) {
 			t.Errorf("%s:\n got %+v\nwant op=%s resource=%s verdict=%d rule=%d", c.line, ev, c.op, c.resource, c.verdict, c.rule)
+		}
+	}
+}
+
+// TestAuditRecordFields: the event's structured fields come from the
+// record beside its display strings.
+func TestAuditRecordFields(t *testing.T) {
+	rs := compile(t, hostpolicy.Postures{}, testPolicies...)
+	_, sources := render(rs)
+	e := &Enforcer{}
+	e.state.Store(&state{rs: rs, table: decide.New(rs, func(r *hostpolicy.Rule) bool { return Unenforced(r) != "" }), sources: sources})
+	const pre = `audit: type=1400 audit(1700000000.123:45): apparmor="DENIED" profile="kubearmor-host" pid=1 `
+	for _, c := range []struct {
+		line string
+		want event.Event
+	}{
+		{pre + `operation="create" comm="nc" family="inet" sock_type="dgram" protocol=17 requested_mask="create" denied_mask="create"`,
+			event.Event{Socket: event.Socket{Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDP}}},
+		{pre + `operation="capable" comm="ping" capability=13  capname="net_raw"`, event.Event{Capability: unix.CAP_NET_RAW}},
+		{pre + `operation="open" name="/root/.ssh/" comm="ls" requested_mask="r" denied_mask="r" fsuid=0 ouid=0`,
+			event.Event{Path: "/root/.ssh", File: event.File{Dir: true}}},
+		{pre + `operation="open" name="/etc/shadow" comm="tee" requested_mask="wc" denied_mask="wc" fsuid=0 ouid=0`,
+			event.Event{Path: "/etc/shadow"}},
+	} {
+		ev, ok := e.verdict(c.line)
+		if !ok || ev.Path != c.want.Path || ev.File != c.want.File || ev.Socket != c.want.Socket || ev.Capability != c.want.Capability {
+			t.Errorf("%s: ok=%v path %q %+v %+v cap %d", c.line, ok, ev.Path, ev.File, ev.Socket, ev.Capability)
 		}
 	}
 }

@@ -90,7 +90,7 @@ func Unenforced(r *hostpolicy.Rule) string {
 			return fmt.Sprintf("protocol %q has no AppArmor network rule", r.Value)
 		}
 	case hostpolicy.CategoryCapabilities:
-		if !capabilityName(r.Value) {
+		if _, ok := hostpolicy.CapabilityNumber(r.Value); !ok {
 			return fmt.Sprintf("unknown capability %q", r.Value)
 		}
 	default:
@@ -104,28 +104,14 @@ func Unenforced(r *hostpolicy.Rule) string {
 func networkRule(proto string) (string, bool) {
 	p := strings.ToLower(proto)
 	switch p {
-	case "all":
+	case hostpolicy.ProtocolAll:
 		return "network", true
+	// The protocols and socket types AppArmor's network rules can name (a
+	// subset of hostpolicy's: no icmpv6, sctp or dccp).
 	case "tcp", "udp", "icmp", "raw", "stream", "dgram", "seqpacket", "rdm", "packet":
 		return "network " + p, true
 	}
 	return "", false
-}
-
-var capabilities = strings.Fields(`chown dac_override dac_read_search fowner fsetid kill setgid setuid
-setpcap linux_immutable net_bind_service net_broadcast net_admin net_raw ipc_lock ipc_owner sys_module
-sys_rawio sys_chroot sys_ptrace sys_pacct sys_admin sys_boot sys_nice sys_resource sys_time
-sys_tty_config mknod lease audit_write audit_control setfcap mac_override mac_admin syslog wake_alarm
-block_suspend audit_read perfmon bpf checkpoint_restore`)
-
-func capabilityName(v string) bool {
-	v = strings.TrimPrefix(strings.ToLower(v), "cap_")
-	for _, c := range capabilities {
-		if c == v {
-			return true
-		}
-	}
-	return false
 }
 
 // SourceProfile is the name of the profile of a fromSource program.
@@ -369,7 +355,7 @@ func ruleLines(r *hostpolicy.Rule) []string {
 		n, _ := networkRule(r.Value)
 		return []string{prefix(r.Action) + n + ","}
 	case hostpolicy.CategoryCapabilities:
-		return []string{prefix(r.Action) + "capability " + strings.TrimPrefix(strings.ToLower(r.Value), "cap_") + ","}
+		return []string{prefix(r.Action) + "capability " + hostpolicy.CanonicalCapability(r.Value) + ","}
 	}
 	p := pathGlob(r)
 	if r.Category == hostpolicy.CategoryProcess {

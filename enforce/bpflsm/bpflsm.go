@@ -70,7 +70,7 @@ type Enforcer struct {
 	carried         uint64     // events left in their ring buffers: counted
 
 	loadTime, attachTime time.Duration
-	bootOffset           time.Duration // wall clock minus CLOCK_BOOTTIME
+	clock                event.BootClock
 
 	mu         sync.Mutex
 	gen        uint32 // active generation
@@ -105,7 +105,7 @@ func New(opts Options) (*Enforcer, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("bpflsm: remove memlock limit: %w", err)
 	}
-	e := &Enforcer{opts: opts, bootOffset: bootOffset(), epoch: newEpoch()}
+	e := &Enforcer{opts: opts, clock: event.NewBootClock(), epoch: newEpoch()}
 	spec, err := loadEnforcer()
 	if err != nil {
 		return nil, fmt.Errorf("bpflsm: load spec: %w", err)
@@ -421,7 +421,7 @@ func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
 			}
 			return fmt.Errorf("bpflsm: read ring buffer: %w", err)
 		}
-		ev, ok := decode(rec.RawSample, e.bootOffset)
+		ev, ok := decode(rec.RawSample, e.clock)
 		if ok {
 			emit(ev)
 		}

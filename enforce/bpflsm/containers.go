@@ -77,7 +77,7 @@ func build(rs *hostpolicy.RuleSet, cs []hostpolicy.Container) *generation {
 			id, ok := combos[key]
 			switch {
 			case ok:
-			case len(g.scopes)+1 >= scopeNone:
+			case len(g.scopes)+1 >= int(scopeNone):
 				for _, r := range rulesOf(rs, pols) {
 					g.unenforced[r.ID] = fmt.Sprintf("container %s: more than %d different sets of container policies are in use", c.Info.Name, scopeNone-1)
 				}

@@ -7,36 +7,36 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/hostpolicy"
 )
 
-// Hooks, as enforcer.h numbers them.
+// Hooks (enum hook of enforcer.h, generated).
 const (
-	hookBprmCheck     = 1
-	hookFileOpen      = 2
-	hookFilePerm      = 3
-	hookSocketCreate  = 4
-	hookSocketConnect = 5
-	hookSocketBind    = 6
-	hookSocketAccept  = 7
-	hookCapable       = 8
-	hookTaskFixSetuid = 9
-	hookTaskFixSetgid = 10
-	hookPathMknod     = 11
-	hookPathUnlink    = 12
-	hookPathMkdir     = 13
-	hookPathRmdir     = 14
-	hookPathSymlink   = 15
-	hookPathLink      = 16
-	hookPathRename    = 17
-	hookPathChmod     = 18
-	hookPathChown     = 19
-	hookPathTruncate  = 20
+	hookBprmCheck     = uint32(enforcerHookH_BPRM_CHECK)
+	hookFileOpen      = uint32(enforcerHookH_FILE_OPEN)
+	hookFilePerm      = uint32(enforcerHookH_FILE_PERMISSION)
+	hookSocketCreate  = uint32(enforcerHookH_SOCKET_CREATE)
+	hookSocketConnect = uint32(enforcerHookH_SOCKET_CONNECT)
+	hookSocketBind    = uint32(enforcerHookH_SOCKET_BIND)
+	hookSocketAccept  = uint32(enforcerHookH_SOCKET_ACCEPT)
+	hookCapable       = uint32(enforcerHookH_CAPABLE)
+	hookTaskFixSetuid = uint32(enforcerHookH_TASK_FIX_SETUID)
+	hookTaskFixSetgid = uint32(enforcerHookH_TASK_FIX_SETGID)
+	hookPathMknod     = uint32(enforcerHookH_PATH_MKNOD)
+	hookPathUnlink    = uint32(enforcerHookH_PATH_UNLINK)
+	hookPathMkdir     = uint32(enforcerHookH_PATH_MKDIR)
+	hookPathRmdir     = uint32(enforcerHookH_PATH_RMDIR)
+	hookPathSymlink   = uint32(enforcerHookH_PATH_SYMLINK)
+	hookPathLink      = uint32(enforcerHookH_PATH_LINK)
+	hookPathRename    = uint32(enforcerHookH_PATH_RENAME)
+	hookPathChmod     = uint32(enforcerHookH_PATH_CHMOD)
+	hookPathChown     = uint32(enforcerHookH_PATH_CHOWN)
+	hookPathTruncate  = uint32(enforcerHookH_PATH_TRUNCATE)
 )
 
 var hookNames = map[uint32]string{
@@ -64,40 +64,28 @@ var hookNames = map[uint32]string{
 	hookPathTruncate: "FILE_TRUNCATE",
 }
 
-var (
-	sockTypeNames = map[uint16]string{1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 4: "SOCK_RDM", 5: "SOCK_SEQPACKET", 6: "SOCK_DCCP", 10: "SOCK_PACKET"}
-	protoNames    = map[uint16]string{0: "HOPOPT", 1: "ICMP", 6: "TCP", 17: "UDP", 58: "IPv6-ICMP", 132: "SCTP", 255: "RAW"}
-	capNames      = func() map[uint32]string {
-		m := map[uint32]string{}
-		for name, n := range capNumbers {
-			m[n] = "CAP_" + strings.ToUpper(name)
-		}
-		return m
-	}()
-)
-
 // decode turns one ring-buffer record into an event. Records of an
 // unexpected size are dropped (false).
-func decode(raw []byte, bootOffset time.Duration) (event.Event, bool) {
+func decode(raw []byte, clock event.BootClock) (event.Event, bool) {
 	var k enforcerEvent
 	if len(raw) < int(unsafe.Sizeof(k)) {
 		return event.Event{}, false
 	}
 	k = *(*enforcerEvent)(unsafe.Pointer(&raw[0]))
 	ev := event.Event{
-		Time:       time.Unix(0, int64(k.Ts)).Add(bootOffset),
+		Time:       clock.Wall(k.Ts),
 		HostPID:    k.HostPid,
 		HostPPID:   k.HostPpid,
 		PID:        k.Pid,
 		PPID:       k.Ppid,
 		UID:        k.Uid,
-		Comm:       cString(k.Comm[:]),
+		Comm:       event.CString(k.Comm[:]),
 		CgroupID:   k.CgroupId,
 		PidNS:      k.PidNs,
 		MntNS:      k.MntNs,
-		Exe:        cString(k.Exe[:]),
-		ParentExe:  cString(k.ParentExe[:]),
-		TTY:        cString(k.Tty[:]),
+		Exe:        event.CString(k.Exe[:]),
+		ParentExe:  event.CString(k.ParentExe[:]),
+		TTY:        event.CString(k.Tty[:]),
 		Retval:     int64(k.Retval),
 		Verdict:    event.Verdict(k.Verdict),
 		RuleID:     k.RuleId,
@@ -108,23 +96,24 @@ func decode(raw []byte, bootOffset time.Duration) (event.Event, bool) {
 	switch k.Hook {
 	case hookBprmCheck:
 		ev.Operation = event.OpProcess
-		ev.Resource = cString(k.Resource[:])
+		ev.Resource = event.CString(k.Resource[:])
 		ev.Data = lsm
 	case hookFileOpen, hookFilePerm, hookPathMknod, hookPathUnlink, hookPathMkdir, hookPathRmdir,
 		hookPathSymlink, hookPathLink, hookPathRename, hookPathChmod, hookPathChown, hookPathTruncate:
 		ev.Operation = event.OpFile
-		ev.Resource = cString(k.Resource[:])
+		ev.Path = event.CString(k.Resource[:])
+		ev.File = fileOf(k.Hook, k.Arg)
+		ev.Resource = ev.Path
 		ev.Data = lsm
 	case hookSocketCreate, hookSocketConnect, hookSocketBind, hookSocketAccept:
 		ev.Operation = event.OpNetwork
-		ev.Resource = socketResource(k.SockType, k.Protocol)
+		ev.Socket = event.Socket{Family: k.Family, Type: uint32(k.SockType), Protocol: uint32(k.Protocol)}
+		ev.Resource = hostpolicy.SocketResource(uint32(k.SockType), uint32(k.Protocol))
 		ev.Data = lsm + " " + ev.Resource
 	case hookCapable:
 		ev.Operation = event.OpCapabilities
-		ev.Resource = capNames[k.Arg]
-		if ev.Resource == "" {
-			ev.Resource = fmt.Sprintf("CAP_%d", k.Arg)
-		}
+		ev.Capability = k.Arg
+		ev.Resource = hostpolicy.CapabilityConst(k.Arg)
 		ev.Data = lsm + " " + ev.Resource
 	case hookTaskFixSetuid, hookTaskFixSetgid:
 		ev.Operation = event.OpSyscall
@@ -135,39 +124,27 @@ func decode(raw []byte, bootOffset time.Duration) (event.Event, bool) {
 	return ev, true
 }
 
-// socketResource is upstream's BPF-LSM network Resource, e.g.
-// "protocol=TCP type=SOCK_STREAM".
-func socketResource(typ, proto uint16) string {
-	t := sockTypeNames[typ]
-	if t == "" {
-		t = strconv.Itoa(int(typ))
+// fileOf is what a file hook's operation does. file_open reports the
+// opened file's f_mode (FMODE_READ 1, FMODE_WRITE 2), the access asked
+// for: it becomes the open's access mode. file_permission says nothing
+// more (unknown); the path hooks change the file system.
+func fileOf(hook, arg uint32) event.File {
+	switch hook {
+	case hookFileOpen:
+		flags := uint32(unix.O_RDONLY)
+		switch arg & 3 {
+		case 2:
+			flags = unix.O_WRONLY
+		case 3:
+			flags = unix.O_RDWR
+		}
+		return event.File{Op: event.FileOpen, Flags: flags}
+	case hookFilePerm:
+		return event.File{}
+	case hookPathMkdir, hookPathRmdir:
+		return event.File{Op: event.FileChange, Dir: true}
 	}
-	p := protoNames[proto]
-	if p == "" {
-		p = strconv.Itoa(int(proto))
-	}
-	return "protocol=" + p + " type=" + t
-}
-
-func cString(b []int8) string {
-	n := 0
-	for n < len(b) && b[n] != 0 {
-		n++
-	}
-	out := make([]byte, n)
-	for i := 0; i < n; i++ {
-		out[i] = byte(b[i])
-	}
-	return string(out)
-}
-
-// bootOffset is what to add to a CLOCK_BOOTTIME reading to get wall time.
-func bootOffset() time.Duration {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return 0
-	}
-	return time.Duration(time.Now().UnixNano() - ts.Nano())
+	return event.File{Op: event.FileChange}
 }
 
 // mapMemory is the memlock the kernel reports in fdinfo for each map, by

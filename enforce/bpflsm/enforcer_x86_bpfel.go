@@ -13,6 +13,16 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type enforcerCategory uint32
+
+const (
+	enforcerCategoryCAT_PROCESS enforcerCategory = 0
+	enforcerCategoryCAT_FILE    enforcerCategory = 1
+	enforcerCategoryCAT_NETWORK enforcerCategory = 2
+	enforcerCategoryCAT_CAPS    enforcerCategory = 3
+	enforcerCategoryNCATS       enforcerCategory = 4
+)
+
 type enforcerConfig struct {
 	_            structs.HostLayout
 	Allowlist    uint32
@@ -27,6 +37,16 @@ type enforcerConfig struct {
 	Epoch        uint32
 	Pad          uint32
 }
+
+type enforcerCounter uint32
+
+const (
+	enforcerCounterC_EVENTS       enforcerCounter = 0
+	enforcerCounterC_SUPPRESSED   enforcerCounter = 1
+	enforcerCounterC_RINGBUF_FULL enforcerCounter = 2
+	enforcerCounterC_LONG_PATH    enforcerCounter = 3
+	enforcerCounterNCOUNTERS      enforcerCounter = 4
+)
 
 type enforcerEvent struct {
 	_          structs.HostLayout
@@ -65,6 +85,31 @@ type enforcerExePath struct {
 	Path [256]int8
 }
 
+type enforcerHook uint32
+
+const (
+	enforcerHookH_BPRM_CHECK      enforcerHook = 1
+	enforcerHookH_FILE_OPEN       enforcerHook = 2
+	enforcerHookH_FILE_PERMISSION enforcerHook = 3
+	enforcerHookH_SOCKET_CREATE   enforcerHook = 4
+	enforcerHookH_SOCKET_CONNECT  enforcerHook = 5
+	enforcerHookH_SOCKET_BIND     enforcerHook = 6
+	enforcerHookH_SOCKET_ACCEPT   enforcerHook = 7
+	enforcerHookH_CAPABLE         enforcerHook = 8
+	enforcerHookH_TASK_FIX_SETUID enforcerHook = 9
+	enforcerHookH_TASK_FIX_SETGID enforcerHook = 10
+	enforcerHookH_PATH_MKNOD      enforcerHook = 11
+	enforcerHookH_PATH_UNLINK     enforcerHook = 12
+	enforcerHookH_PATH_MKDIR      enforcerHook = 13
+	enforcerHookH_PATH_RMDIR      enforcerHook = 14
+	enforcerHookH_PATH_SYMLINK    enforcerHook = 15
+	enforcerHookH_PATH_LINK       enforcerHook = 16
+	enforcerHookH_PATH_RENAME     enforcerHook = 17
+	enforcerHookH_PATH_CHMOD      enforcerHook = 18
+	enforcerHookH_PATH_CHOWN      enforcerHook = 19
+	enforcerHookH_PATH_TRUNCATE   enforcerHook = 20
+)
+
 type enforcerInodeTag struct {
 	_   structs.HostLayout
 	Gen [2]struct {
@@ -75,6 +120,35 @@ type enforcerInodeTag struct {
 		Rules [2]enforcerRuleVal
 	}
 }
+
+type enforcerKeyKind uint32
+
+const (
+	enforcerKeyKindK_EXEC_PATH enforcerKeyKind = 1
+	enforcerKeyKindK_EXEC_NAME enforcerKeyKind = 2
+	enforcerKeyKindK_EXEC_DIR  enforcerKeyKind = 3
+	enforcerKeyKindK_FILE_PATH enforcerKeyKind = 4
+	enforcerKeyKindK_FILE_DIR  enforcerKeyKind = 5
+	enforcerKeyKindK_NET_TYPE  enforcerKeyKind = 6
+	enforcerKeyKindK_NET_PROTO enforcerKeyKind = 7
+	enforcerKeyKindK_NET_ANY   enforcerKeyKind = 8
+	enforcerKeyKindK_CAP       enforcerKeyKind = 9
+	enforcerKeyKindK_ANCESTOR  enforcerKeyKind = 10
+)
+
+type enforcerLayout uint32
+
+const (
+	enforcerLayoutPATH_LEN     enforcerLayout = 256
+	enforcerLayoutPAT_TOKENS   enforcerLayout = 128
+	enforcerLayoutPAT_CLASSES  enforcerLayout = 8
+	enforcerLayoutMAX_PATTERNS enforcerLayout = 256
+	enforcerLayoutGLOB_STEPS   enforcerLayout = 65536
+	enforcerLayoutGEN_SHIFT    enforcerLayout = 24
+	enforcerLayoutSCOPE_SHIFT  enforcerLayout = 8
+	enforcerLayoutMAX_SCOPES   enforcerLayout = 1024
+	enforcerLayoutSCOPE_NONE   enforcerLayout = 1023
+)
 
 type enforcerNetKey struct {
 	_     structs.HostLayout
@@ -135,6 +209,14 @@ type enforcerPatternKey struct {
 	Idx uint32
 }
 
+type enforcerPatternSel uint32
+
+const (
+	enforcerPatternSelPSEL_ANY    enforcerPatternSel = 0
+	enforcerPatternSelPSEL_LAST   enforcerPatternSel = 1
+	enforcerPatternSelPSEL_SECOND enforcerPatternSel = 2
+)
+
 type enforcerRateKey struct {
 	_       structs.HostLayout
 	Rule    uint32
@@ -150,6 +232,15 @@ type enforcerRateVal struct {
 	Suppressed uint32
 }
 
+type enforcerRuleFlag uint32
+
+const (
+	enforcerRuleFlagF_OWNER     enforcerRuleFlag = 1
+	enforcerRuleFlagF_READONLY  enforcerRuleFlag = 2
+	enforcerRuleFlagF_RECURSIVE enforcerRuleFlag = 4
+	enforcerRuleFlagF_TTY       enforcerRuleFlag = 8
+)
+
 type enforcerRuleSlot struct {
 	_     structs.HostLayout
 	Id    uint32
@@ -160,6 +251,13 @@ type enforcerRuleVal struct {
 	_    structs.HostLayout
 	Slot [3]enforcerRuleSlot
 }
+
+type enforcerScopeBy uint32
+
+const (
+	enforcerScopeBySCOPE_BY_CGROUP enforcerScopeBy = 1
+	enforcerScopeBySCOPE_BY_NS     enforcerScopeBy = 2
+)
 
 type enforcerScopeKey struct {
 	_   structs.HostLayout
@@ -198,6 +296,15 @@ type enforcerScratch struct {
 	Pad2  uint32
 }
 
+type enforcerSlot uint32
+
+const (
+	enforcerSlotSLOT_BLOCK enforcerSlot = 0
+	enforcerSlotSLOT_AUDIT enforcerSlot = 1
+	enforcerSlotSLOT_ALLOW enforcerSlot = 2
+	enforcerSlotNSLOTS     enforcerSlot = 3
+)
+
 type enforcerSrcKey struct {
 	_    structs.HostLayout
 	Gen  uint32
@@ -213,6 +320,26 @@ type enforcerSrcVal struct {
 	Pad       uint32
 	Path      [256]int8
 }
+
+type enforcerTok uint32
+
+const (
+	enforcerTokT_LIT    enforcerTok = 1
+	enforcerTokT_ANY    enforcerTok = 2
+	enforcerTokT_STAR   enforcerTok = 3
+	enforcerTokT_CLASS  enforcerTok = 4
+	enforcerTokT_NCLASS enforcerTok = 5
+)
+
+type enforcerVerdict uint32
+
+const (
+	enforcerVerdictV_NONE          enforcerVerdict = 0
+	enforcerVerdictV_AUDIT         enforcerVerdict = 1
+	enforcerVerdictV_BLOCK         enforcerVerdict = 2
+	enforcerVerdictV_POSTURE_AUDIT enforcerVerdict = 3
+	enforcerVerdictV_POSTURE_BLOCK enforcerVerdict = 4
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -252,6 +379,7 @@ const (
 	enforcerProgEnforceSocketConnect = "enforce_socket_connect"
 	enforcerProgEnforceSocketCreate  = "enforce_socket_create"
 	enforcerProgTrackExec            = "track_exec"
+	enforcerVarUnusedEnums           = "unused_enums"
 	enforcerVarUnusedEvent           = "unused_event"
 )
 
@@ -343,6 +471,7 @@ type enforcerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type enforcerVariableSpecs struct {
+	UnusedEnums *ebpf.VariableSpec `ebpf:"unused_enums"`
 	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
@@ -405,6 +534,7 @@ func (m *enforcerMaps) Close() error {
 //
 // It can be passed to loadEnforcerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type enforcerVariables struct {
+	UnusedEnums *ebpf.Variable `ebpf:"unused_enums"`
 	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
 }
 

@@ -78,7 +78,10 @@ func TestFileReadOnly(t *testing.T) {
 	id := ruleID(t, rs, "file-readonly")
 	wantAllowed(t, openRead(ro), "read a readOnly file")
 	wantDenied(t, openWrite(ro), "write a readOnly file")
-	wantVerdict(t, id, event.VerdictBlock, event.OpFile, ro)
+	ev := wantVerdict(t, id, event.VerdictBlock, event.OpFile, ro)
+	if ev.Path != ro || ev.File.Op != event.FileOpen || !ev.File.Write() {
+		t.Errorf("write open: Path %q File %+v, want an open for writing", ev.Path, ev.File)
+	}
 }
 
 func TestFileAudit(t *testing.T) {
@@ -92,7 +95,10 @@ func TestFileAudit(t *testing.T) {
   action: Audit
 `))
 	wantAllowed(t, openRead(watched), "read an audited file")
-	wantVerdict(t, ruleID(t, rs, "file-audit"), event.VerdictAudit, event.OpFile, watched)
+	ev := wantVerdict(t, ruleID(t, rs, "file-audit"), event.VerdictAudit, event.OpFile, watched)
+	if ev.Path != watched || ev.File != (event.File{Op: event.FileOpen, Flags: 0}) || ev.File.Write() {
+		t.Errorf("read open: Path %q File %+v, want an open for reading", ev.Path, ev.File)
+	}
 }
 
 func TestFileDirectoryAndPattern(t *testing.T) {

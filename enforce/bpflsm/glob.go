@@ -6,18 +6,18 @@ import (
 	"fmt"
 )
 
-// Token types of a compiled glob, as enforcer.h defines them.
+// Token types of a compiled glob (enum tok of enforcer.h, generated).
 const (
-	tokLit    = 1
-	tokAny    = 2
-	tokStar   = 3
-	tokClass  = 4
-	tokNClass = 5
+	tokLit    = uint8(enforcerTokT_LIT)
+	tokAny    = uint8(enforcerTokT_ANY)
+	tokStar   = uint8(enforcerTokT_STAR)
+	tokClass  = uint8(enforcerTokT_CLASS)
+	tokNClass = uint8(enforcerTokT_NCLASS)
 )
 
 const (
-	patTokens  = 128
-	patClasses = 8
+	patTokens  = int(enforcerLayoutPAT_TOKENS)
+	patClasses = int(enforcerLayoutPAT_CLASSES)
 )
 
 // glob is a pattern compiled for the kernel's matcher: '*' matches a run of
@@ -215,11 +215,11 @@ func (g glob) run(text string, maxSteps int) (bool, int) {
 	return false, step
 }
 
-// Candidate lists of the pattern index (enforcer.h).
+// Candidate lists of the pattern index (enum pattern_sel, generated).
 const (
-	patternSelAny    = 0
-	patternSelLast   = 1
-	patternSelSecond = 2
+	patternSelAny    = uint8(enforcerPatternSelPSEL_ANY)
+	patternSelLast   = uint8(enforcerPatternSelPSEL_LAST)
+	patternSelSecond = uint8(enforcerPatternSelPSEL_SECOND)
 )
 
 // indexSlot is the candidate list a pattern belongs in: by the last byte

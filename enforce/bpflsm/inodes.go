@@ -205,7 +205,7 @@ func (e *Enforcer) tagInodes(ent *entries, gen, epoch uint32) tagResult {
 	for p, src := range names {
 		var half enforcerInodeName
 		half.Epoch = epoch
-		for cat, kinds := range map[int][2]uint32{catProcess: {kindExecPath, kindExecDir}, catFile: {kindFilePath, kindFileDir}} {
+		for cat, kinds := range map[uint32][2]uint32{catProcess: {kindExecPath, kindExecDir}, catFile: {kindFilePath, kindFileDir}} {
 			half.Src[cat] = src
 			half.Rules[cat] = *ruleVal(ent.nameRules(kinds[0], kinds[1], p, src))
 		}

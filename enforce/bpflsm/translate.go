@@ -7,77 +7,62 @@ import (
 	"github.com/armorhost/kubearmor/hostpolicy"
 )
 
-// Layout constants shared with enforcer.h.
+// The numbers of enforcer.h, from the constants bpf2go generates out of its
+// enums (gen.go): written once, in the C.
+
+// Layout (enum layout).
 const (
-	pathLen     = 256
-	maxPatterns = 256
-	genShift    = 24
-	globSteps   = 1 << 16
-	scopeShift  = 8
-	maxScopes   = 1024
-	scopeNone   = maxScopes - 1
+	pathLen     = int(enforcerLayoutPATH_LEN)
+	maxPatterns = int(enforcerLayoutMAX_PATTERNS)
+	genShift    = uint32(enforcerLayoutGEN_SHIFT)
+	globSteps   = int(enforcerLayoutGLOB_STEPS)
+	scopeShift  = uint32(enforcerLayoutSCOPE_SHIFT)
+	maxScopes   = uint32(enforcerLayoutMAX_SCOPES)
+	scopeNone   = uint32(enforcerLayoutSCOPE_NONE)
 )
 
 // Ways a task is found to be in a container (enum scope_by).
 const (
-	scopeByCgroup = 1
-	scopeByNS     = 2
+	scopeByCgroup = uint32(enforcerScopeBySCOPE_BY_CGROUP)
+	scopeByNS     = uint32(enforcerScopeBySCOPE_BY_NS)
 )
 
-// Key kinds.
+// Key kinds (enum key_kind).
 const (
-	kindExecPath = 1
-	kindExecName = 2
-	kindExecDir  = 3
-	kindFilePath = 4
-	kindFileDir  = 5
-	kindNetType  = 6
-	kindNetProto = 7
-	kindNetAny   = 8
-	kindCap      = 9
-	kindAncestor = 10
+	kindExecPath = uint32(enforcerKeyKindK_EXEC_PATH)
+	kindExecName = uint32(enforcerKeyKindK_EXEC_NAME)
+	kindExecDir  = uint32(enforcerKeyKindK_EXEC_DIR)
+	kindFilePath = uint32(enforcerKeyKindK_FILE_PATH)
+	kindFileDir  = uint32(enforcerKeyKindK_FILE_DIR)
+	kindNetType  = uint32(enforcerKeyKindK_NET_TYPE)
+	kindNetProto = uint32(enforcerKeyKindK_NET_PROTO)
+	kindNetAny   = uint32(enforcerKeyKindK_NET_ANY)
+	kindCap      = uint32(enforcerKeyKindK_CAP)
+	kindAncestor = uint32(enforcerKeyKindK_ANCESTOR)
 )
 
-// Slots: one rule per action on a key.
+// Slots: one rule per action on a key (enum slot, bpf/include/kubearmor.h).
 const (
-	slotBlock = 0
-	slotAudit = 1
-	slotAllow = 2
+	slotBlock = uint8(enforcerSlotSLOT_BLOCK)
+	slotAudit = uint8(enforcerSlotSLOT_AUDIT)
+	slotAllow = uint8(enforcerSlotSLOT_ALLOW)
 )
 
-// Rule flags.
+// Rule flags (enum rule_flag).
 const (
-	flagOwner     = 0x1
-	flagReadOnly  = 0x2
-	flagRecursive = 0x4
-	flagTTY       = 0x8
+	flagOwner     = uint32(enforcerRuleFlagF_OWNER)
+	flagReadOnly  = uint32(enforcerRuleFlagF_READONLY)
+	flagRecursive = uint32(enforcerRuleFlagF_RECURSIVE)
+	flagTTY       = uint32(enforcerRuleFlagF_TTY)
 )
 
-// Categories, the bit positions of allow-list masks.
+// Categories, the bit positions of allow-list masks (enum category).
 const (
-	catProcess = 0
-	catFile    = 1
-	catNetwork = 2
-	catCaps    = 3
+	catProcess = uint32(enforcerCategoryCAT_PROCESS)
+	catFile    = uint32(enforcerCategoryCAT_FILE)
+	catNetwork = uint32(enforcerCategoryCAT_NETWORK)
+	catCaps    = uint32(enforcerCategoryCAT_CAPS)
 )
-
-// Socket types and protocols of network keys.
-var (
-	sockTypes = map[string]uint32{"stream": 1, "dgram": 2, "raw": 3, "rdm": 4, "seqpacket": 5, "dccp": 6, "packet": 10}
-	ipProtos  = map[string]uint32{"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132}
-)
-
-// capNumbers are the CAP_* numbers of linux/capability.h.
-var capNumbers = map[string]uint32{
-	"chown": 0, "dac_override": 1, "dac_read_search": 2, "fowner": 3, "fsetid": 4, "kill": 5,
-	"setgid": 6, "setuid": 7, "setpcap": 8, "linux_immutable": 9, "net_bind_service": 10,
-	"net_broadcast": 11, "net_admin": 12, "net_raw": 13, "ipc_lock": 14, "ipc_owner": 15,
-	"sys_module": 16, "sys_rawio": 17, "sys_chroot": 18, "sys_ptrace": 19, "sys_pacct": 20,
-	"sys_admin": 21, "sys_boot": 22, "sys_nice": 23, "sys_resource": 24, "sys_time": 25,
-	"sys_tty_config": 26, "mknod": 27, "lease": 28, "audit_write": 29, "audit_control": 30,
-	"setfcap": 31, "mac_override": 32, "mac_admin": 33, "syslog": 34, "wake_alarm": 35,
-	"block_suspend": 36, "audit_read": 37, "perfmon": 38, "bpf": 39, "checkpoint_restore": 40,
-}
 
 // pathEntry and netEntry are map keys without the generation, which Apply adds.
 type pathEntry struct {
@@ -276,18 +261,18 @@ func (e *entries) add(r *hostpolicy.Rule) string {
 	case hostpolicy.MatchProtocol:
 		proto := strings.ToLower(r.Value)
 		key := netEntry{src: src}
-		if v, ok := sockTypes[proto]; ok {
-			key.kind, key.value = kindNetType, v
-		} else if v, ok := ipProtos[proto]; ok {
-			key.kind, key.value = kindNetProto, v
-		} else if proto == "all" {
+		if t, ok := hostpolicy.SocketTypeNamed(proto); ok {
+			key.kind, key.value = kindNetType, t.Number
+		} else if p, ok := hostpolicy.IPProtocolNamed(proto); ok {
+			key.kind, key.value = kindNetProto, p.Number
+		} else if proto == hostpolicy.ProtocolAll {
 			key.kind = kindNetAny
 		} else {
 			return fmt.Sprintf("unknown protocol %q", r.Value)
 		}
 		return e.putNet(key, slot, rule)
 	case hostpolicy.MatchCapability:
-		n, ok := capNumbers[strings.TrimPrefix(strings.ToLower(r.Value), "cap_")]
+		n, ok := hostpolicy.CapabilityNumber(r.Value)
 		if !ok {
 			return fmt.Sprintf("unknown capability %q", r.Value)
 		}
@@ -390,7 +375,7 @@ func (e *entries) addAncestors() {
 		}
 	}
 	for _, p := range e.patterns {
-		if p.slot == slotAllow || (p.category == catProcess && p.slot != slotBlock) {
+		if p.slot == slotAllow || (p.category == uint8(catProcess) && p.slot != slotBlock) {
 			continue
 		}
 		add(p.glob.literalDir(), 0, p.slot, slotRule{id: p.id, flags: uint32(p.flags)})

@@ -21,13 +21,13 @@ func TestTranslate(t *testing.T) {
 		kind  uint32
 		src   string // fromSource path, "" for any
 		path  string
-		slot  int
+		slot  uint8
 		flags uint32
 	}
 	type netWant struct {
 		kind, value uint32
 		src         string
-		slot        int
+		slot        uint8
 	}
 	tests := []struct {
 		name       string
@@ -402,7 +402,7 @@ func pathSlots(path string) [3][2]uint8 {
 func TestAncestors(t *testing.T) {
 	type want struct {
 		dir     string
-		slot    int
+		slot    uint8
 		policy  string
 		flags   uint32
 		fromSrc string

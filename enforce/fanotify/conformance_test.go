@@ -1,18 +1,13 @@
 package fanotify
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
@@ -32,8 +27,10 @@ type fanotifyTier struct {
 	e       *Enforcer
 	events  *collector
 	rs      *hostpolicy.RuleSet
-	helpers map[string]*helper
+	helpers map[string]*conformance.Helper
 }
+
+func init() { conformance.HelperMain() }
 
 func (*fanotifyTier) Name() string       { return "fanotify" }
 func (*fanotifyTier) Enforces() bool     { return true }
@@ -66,28 +63,14 @@ func (f *fanotifyTier) Do(t *testing.T, op conformance.Op) conformance.Outcome {
 	// op.Container: this tier decides every process alike, so an
 	// operation in a container is the same operation on the host.
 	h := f.helper(t, op.Program, op.UID, op.TTY)
-	var cmd string
-	switch op.Kind {
-	case conformance.Open:
-		f.object(t, op, "")
-		mode := "r"
-		if op.Write {
-			mode = "w"
-		}
-		cmd = "open " + mode + " " + op.Object
-	case conformance.Exec:
-		f.object(t, op, "/bin/true")
-		cmd = "exec " + op.Object
-	case conformance.Socket:
-		cmd = "socket " + op.SockType + " " + op.Proto
-	default:
-		t.Fatalf("no %v operation here", op.Kind)
+	if op.Kind == conformance.Open || op.Kind == conformance.Exec {
+		conformance.MakeObject(t, op)
 	}
 	f.events.reset()
-	res := h.do(t, cmd)
-	out := conformance.Outcome{Denied: res != "ok"}
-	if out.Denied && !strings.Contains(res, "operation not permitted") {
-		t.Fatalf("%s: %s", cmd, res)
+	res := h.Do(t, op)
+	out := conformance.Outcome{Denied: res != 0}
+	if out.Denied && res != syscall.EPERM {
+		t.Fatalf("%v %s: %v", op.Kind, op.Object, res)
 	}
 	// A decision's event is emitted before the operation returns; one
 	// that allowed silently emits none, which a short wait confirms.
@@ -98,50 +81,16 @@ func (f *fanotifyTier) Do(t *testing.T, op conformance.Op) conformance.Outcome {
 	if ev, ok := f.events.first(wait); ok {
 		out.Verdict, out.RuleID = ev.Verdict, ev.RuleID
 		if out.Denied != (ev.Retval < 0) {
-			t.Errorf("event %+v, but the operation said %q", ev, res)
+			t.Errorf("event %+v, but the operation returned %v", ev, res)
 		}
 	}
 	return out
 }
 
-// object makes op's object: a directory, a copy of program, or a file,
-// owned by op's uid or by another as the case says.
-func (f *fanotifyTier) object(t *testing.T, op conformance.Op, program string) {
-	t.Helper()
-	switch {
-	case op.Dir:
-		if err := os.MkdirAll(op.Object, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	case program != "":
-		if _, err := os.Stat(op.Object); err != nil {
-			copyFile(t, program, op.Object)
-		}
-	default:
-		writeFile(t, op.Object, "x")
-		if err := os.Chmod(op.Object, 0o666); err != nil {
-			t.Fatal(err)
-		}
-	}
-	uid := int(op.UID) + 1
-	if op.Owner {
-		uid = int(op.UID)
-	}
-	if err := os.Chown(op.Object, uid, 0); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// helper is a long-lived process at a program path: started before the
-// case's rules are in force (its own exec is not the operation under
-// test), it performs one operation per line of stdin.
-type helper struct {
-	cmd *exec.Cmd
-	in  io.WriteCloser
-	out *bufio.Reader
-}
-
-func (f *fanotifyTier) helper(t *testing.T, program string, uid uint32, tty bool) *helper {
+// helper is a long-lived helper process at a program path, as a uid, with
+// a terminal or not: started before the case's rules are in force (its own
+// exec is not the operation under test), in the test's cgroup.
+func (f *fanotifyTier) helper(t *testing.T, program string, uid uint32, tty bool) *conformance.Helper {
 	t.Helper()
 	k := fmt.Sprintf("%s %d %v", program, uid, tty)
 	if h := f.helpers[k]; h != nil {
@@ -156,85 +105,14 @@ func (f *fanotifyTier) helper(t *testing.T, program string, uid uint32, tty bool
 			t.Fatal(err)
 		}
 	}()
-	if _, err := os.Stat(program); err != nil {
-		copyFile(f.t, os.Args[0], program)
-	}
-	cmd := exec.Command(program, "-test.run=^$")
-	cmd.Env = append(os.Environ(), "FANOTIFY_TEST_CHILD=conformance")
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: f.cgfd,
-		Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	conformance.Install(f.t, program)
+	o := conformance.HelperOptions{UID: uid, CgroupFD: f.cgfd}
 	if tty {
-		pts := conformance.OpenPTS(f.t)
-		cmd.ExtraFiles = []*os.File{pts}
-		cmd.SysProcAttr.Setsid, cmd.SysProcAttr.Setctty, cmd.SysProcAttr.Ctty = true, true, 3
+		o.TTY = conformance.OpenPTS(f.t)
 	}
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("helper %s: %v", program, err)
-	}
-	h := &helper{cmd: cmd, in: in, out: bufio.NewReader(out)}
-	f.t.Cleanup(func() { _ = in.Close(); _ = cmd.Wait() })
+	h := conformance.StartHelper(f.t, program, o)
 	f.helpers[k] = h
 	return h
-}
-
-func (h *helper) do(t *testing.T, line string) string {
-	t.Helper()
-	if _, err := fmt.Fprintln(h.in, line); err != nil {
-		t.Fatal(err)
-	}
-	return readLine(t, h.out)
-}
-
-// conformanceHelper is the helper's side: one operation per line.
-func conformanceHelper() {
-	protos := map[string]int{"": 0, "tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "icmp": unix.IPPROTO_ICMP}
-	types := map[string]int{"stream": unix.SOCK_STREAM, "dgram": unix.SOCK_DGRAM, "raw": unix.SOCK_RAW}
-	sc := bufio.NewScanner(os.Stdin)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		var err error
-		switch {
-		case len(f) == 3 && f[0] == "open":
-			flags := os.O_RDONLY
-			if f[1] == "w" {
-				flags = os.O_WRONLY
-			}
-			var file *os.File
-			if file, err = os.OpenFile(f[2], flags, 0); err == nil {
-				file.Close()
-			}
-		case len(f) == 2 && f[0] == "exec":
-			var out []byte
-			if out, err = exec.Command(f[1]).CombinedOutput(); err != nil {
-				err = fmt.Errorf("%w %s", err, out)
-			}
-		case len(f) >= 2 && f[0] == "socket":
-			proto := ""
-			if len(f) == 3 {
-				proto = f[2]
-			}
-			var fd int
-			if fd, err = unix.Socket(unix.AF_INET, types[f[1]], protos[proto]); err == nil {
-				unix.Close(fd)
-			}
-		default:
-			err = fmt.Errorf("bad command %q", sc.Text())
-		}
-		if err != nil {
-			fmt.Println(strings.ToLower(err.Error()))
-		} else {
-			fmt.Println("ok")
-		}
-	}
 }
 
 func TestConformance(t *testing.T) {
@@ -248,7 +126,7 @@ func TestConformance(t *testing.T) {
 	}
 	cg, cgfd := testCgroup(t)
 	e, events, _ := start(t, Options{cgroup: cg}, &hostpolicy.RuleSet{})
-	conformance.Run(t, fs, &fanotifyTier{t: t, root: fs, cgroup: cg, cgfd: cgfd, e: e, events: events, helpers: map[string]*helper{}})
+	conformance.Run(t, fs, &fanotifyTier{t: t, root: fs, cgroup: cg, cgfd: cgfd, e: e, events: events, helpers: map[string]*conformance.Helper{}})
 }
 
 // reset forgets the events so far.

@@ -585,7 +585,9 @@ func (e *Enforcer) decide(fd int32, tid int32, mask uint64) (*event.Event, bool)
 			ev.Syscall = "SYS_EXECVEAT"
 		}
 	} else {
-		ev.Exe = source
+		ev.Exe, ev.Path = source, subject
+		ev.File = c.file()
+		ev.File.Dir = isDir
 		ev.Data = c.openData()
 		if c.ok {
 			ev.Syscall = monitor.SyscallName(uint32(c.nr))
@@ -605,6 +607,7 @@ func (e *Enforcer) decide(fd int32, tid int32, mask uint64) (*event.Event, bool)
 func (e *Enforcer) failOpen(fd int32, tid int32, mask uint64) event.Event {
 	e.late.Add(1)
 	st := readStatus(tid)
+	c := readCall(tid)
 	subject, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(fd)))
 	ev := event.Event{
 		Time:      time.Now(),
@@ -614,20 +617,21 @@ func (e *Enforcer) failOpen(fd int32, tid int32, mask uint64) event.Event {
 		Comm:      st.name,
 		Operation: event.OpFile,
 		Resource:  subject,
-		Data:      fmt.Sprintf("%s no decision within %s: allowed (fail open)", failOpenData(tid, mask), e.opts.Deadline),
+		Data:      fmt.Sprintf("%s no decision within %s: allowed (fail open)", failOpenData(c, mask), e.opts.Deadline),
 		Verdict:   event.VerdictPostureAudit,
 		Enforcer:  EnforcerFanotify,
 	}
 	if mask&unix.FAN_OPEN_EXEC_PERM != 0 {
 		ev.Operation = event.OpProcess
+	} else {
+		ev.Path, ev.File = subject, c.file()
 	}
 	fillProc(&ev)
 	return ev
 }
 
 // failOpenData is the syscall part of a fail-open report's Data.
-func failOpenData(tid int32, mask uint64) string {
-	c := readCall(tid)
+func failOpenData(c call, mask uint64) string {
 	if mask&unix.FAN_OPEN_EXEC_PERM != 0 {
 		return c.execData()
 	}

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
 )
@@ -243,7 +245,8 @@ func TestNetwork(t *testing.T) {
 		t.Fatalf("UDP socket under a udp Block rule: %q", got)
 	}
 	ev = events.wait(t, "socket verdict", func(ev event.Event) bool { return ev.Data == "syscall=SYS_SOCKET protocol=UDP type=SOCK_DGRAM" })
-	if ev.RuleID != ruleID(t, rs, "udp") || ev.HostPID == 0 {
+	if ev.RuleID != ruleID(t, rs, "udp") || ev.HostPID == 0 ||
+		ev.Socket != (event.Socket{Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDP}) {
 		t.Errorf("socket event: %+v", ev)
 	}
 

@@ -69,6 +69,10 @@ func TestEventFormat(t *testing.T) {
 		ev.Operation != event.OpFile || ev.Exe != sh {
 		t.Errorf("write open event: Data %q Syscall %q Operation %q Exe %q", ev.Data, ev.Syscall, ev.Operation, ev.Exe)
 	}
+	// The structured fields beside the display strings.
+	if ev.Path != ro || ev.File.Op != event.FileOpen || ev.File.Flags != unix.O_WRONLY|unix.O_CREAT|unix.O_APPEND || !ev.File.Write() || ev.File.Dir {
+		t.Errorf("write open event: Path %q File %+v", ev.Path, ev.File)
+	}
 
 	if denied, out := run(t, "/bin/cat", audited); denied {
 		t.Fatalf("audited read: %s", out)
@@ -76,6 +80,9 @@ func TestEventFormat(t *testing.T) {
 	ev = events.wait(t, "audited open", func(ev event.Event) bool { return ev.Resource == audited })
 	if !strings.HasPrefix(ev.Data, "syscall=SYS_OPENAT fd=-100 flags=O_RDONLY") || ev.Retval != 0 || ev.Verdict != event.VerdictAudit {
 		t.Errorf("audited open event: Data %q retval %d verdict %d", ev.Data, ev.Retval, ev.Verdict)
+	}
+	if ev.Path != audited || ev.File.Op != event.FileOpen || ev.File.Write() {
+		t.Errorf("audited open event: Path %q File %+v", ev.Path, ev.File)
 	}
 }
 

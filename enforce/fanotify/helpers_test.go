@@ -50,8 +50,6 @@ func TestMain(m *testing.M) {
 		fmt.Println(errText(tcpBindConnect(os.Getenv("FANOTIFY_TEST_ADDR"))))
 	case "tcp-late":
 		tcpLate(os.Getenv("FANOTIFY_TEST_ADDR"))
-	case "conformance":
-		conformanceHelper()
 	}
 	os.Exit(0)
 }

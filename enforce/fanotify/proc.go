@@ -145,12 +145,15 @@ func (c call) openFlags() (flags uint64, ok bool) {
 	return 0, false
 }
 
-// forWrite says whether the open asks for write access. When it cannot be
-// told, the open counts as a write: readOnly rules then decide as for a
-// write.
-func (c call) forWrite() bool {
+// file is the open the thread waits in as an event's File. When its flags
+// cannot be told, the kind is unknown, which File.Write counts as a write:
+// readOnly rules then decide as for a write.
+func (c call) file() event.File {
 	flags, ok := c.openFlags()
-	return !ok || flags&(unix.O_WRONLY|unix.O_RDWR|unix.O_TRUNC|unix.O_CREAT) != 0
+	if !ok {
+		return event.File{}
+	}
+	return event.File{Op: event.FileOpen, Flags: uint32(flags)}
 }
 
 // openData is the Data of a file event in the monitor's form (reference
@@ -388,7 +391,7 @@ type lazyFacts struct {
 func newFacts(tid int32, fd int) *lazyFacts {
 	f := &lazyFacts{tid: tid, fd: fd}
 	f.call = sync.OnceValue(func() call { return readCall(tid) })
-	f.write = sync.OnceValue(func() bool { return f.call().forWrite() })
+	f.write = sync.OnceValue(func() bool { return f.call().file().Write() })
 	f.owner = sync.OnceValue(func() bool {
 		var st unix.Stat_t
 		if unix.Fstat(fd, &st) != nil {

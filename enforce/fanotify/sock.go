@@ -23,23 +23,24 @@ import (
 // programs made.
 const EnforcerCgroup = "CgroupBPF"
 
-// Key kinds and slots, as c/sock.bpf.c numbers them.
+// Key kinds, slots and hooks of c/sock.bpf.c, from the constants bpf2go
+// generates out of its enums (gen.go).
 const (
-	kindType  = 1
-	kindProto = 2
-	kindAny   = 3
+	kindType  = uint32(sockKeyKindK_TYPE)
+	kindProto = uint32(sockKeyKindK_PROTO)
+	kindAny   = uint32(sockKeyKindK_ANY)
 
-	slotBlock = 0
-	slotAudit = 1
-	slotAllow = 2
+	slotBlock = sockSlotSLOT_BLOCK
+	slotAudit = sockSlotSLOT_AUDIT
+	slotAllow = sockSlotSLOT_ALLOW
 )
 
 const (
-	hookSockCreate = 1
-	hookConnect4   = 2
-	hookConnect6   = 3
-	hookBind4      = 4
-	hookBind6      = 5
+	hookSockCreate = uint32(sockHookH_SOCK_CREATE)
+	hookConnect4   = uint32(sockHookH_CONNECT4)
+	hookConnect6   = uint32(sockHookH_CONNECT6)
+	hookBind4      = uint32(sockHookH_BIND4)
+	hookBind6      = uint32(sockHookH_BIND6)
 )
 
 // hookSyscalls name the syscall each program runs in: the alert reads as
@@ -49,14 +50,6 @@ var hookSyscalls = map[uint32]string{
 	hookSockCreate: "SYS_SOCKET", hookConnect4: "SYS_CONNECT", hookConnect6: "SYS_CONNECT",
 	hookBind4: "SYS_BIND", hookBind6: "SYS_BIND",
 }
-
-var (
-	sockTypes = map[string]uint32{"stream": 1, "dgram": 2, "raw": 3, "rdm": 4, "seqpacket": 5, "dccp": 6, "packet": 10}
-	ipProtos  = map[string]uint32{"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132}
-
-	sockTypeNames = map[uint32]string{1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 4: "SOCK_RDM", 5: "SOCK_SEQPACKET", 6: "SOCK_DCCP", 10: "SOCK_PACKET"}
-	protoNames    = map[uint32]string{0: "HOPOPT", 1: "ICMP", 6: "TCP", 17: "UDP", 58: "IPv6-ICMP", 132: "SCTP", 255: "RAW"}
-)
 
 // sockTier is the cgroup socket programs, attached at the cgroup2 root with
 // links that are never pinned: they go away with the agent's process.
@@ -85,8 +78,7 @@ func netUnenforced(r *hostpolicy.Rule) string {
 	case r.Match != hostpolicy.MatchProtocol:
 		return fmt.Sprintf("%s network rules are not enforced by the cgroup socket programs", r.Match)
 	}
-	p := strings.ToLower(r.Value)
-	if _, ok := sockTypes[p]; !ok && ipProtos[p] == 0 && p != "all" {
+	if !hostpolicy.IsProtocol(strings.ToLower(r.Value)) {
 		return fmt.Sprintf("unknown protocol %q", r.Value)
 	}
 	return ""
@@ -107,10 +99,10 @@ func translateNet(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rule) bool) netE
 		}
 		p := strings.ToLower(r.Value)
 		var k sockNetKey
-		if v, ok := sockTypes[p]; ok {
-			k.Kind, k.Value = kindType, v
-		} else if v, ok := ipProtos[p]; ok {
-			k.Kind, k.Value = kindProto, v
+		if t, ok := hostpolicy.SocketTypeNamed(p); ok {
+			k.Kind, k.Value = kindType, t.Number
+		} else if ip, ok := hostpolicy.IPProtocolNamed(p); ok {
+			k.Kind, k.Value = kindProto, ip.Number
 		} else {
 			k.Kind = kindAny
 		}
@@ -239,7 +231,7 @@ func (s *sockTier) apply(n netEntries) error {
 
 // run reads verdicts until ctx ends or the reader is closed.
 func (s *sockTier) run(ctx context.Context, emit func(event.Event)) error {
-	offset := bootOffset()
+	clock := event.NewBootClock()
 	for {
 		// A deadline, so that a quiet ring buffer does not keep run from
 		// seeing the end of ctx.
@@ -257,30 +249,31 @@ func (s *sockTier) run(ctx context.Context, emit func(event.Event)) error {
 			}
 			return fmt.Errorf("cgroup socket events: %w", err)
 		}
-		if ev, ok := decodeSock(rec.RawSample, offset); ok {
+		if ev, ok := decodeSock(rec.RawSample, clock); ok {
 			emit(ev)
 		}
 	}
 }
 
-func decodeSock(raw []byte, offset time.Duration) (event.Event, bool) {
+func decodeSock(raw []byte, clock event.BootClock) (event.Event, bool) {
 	var k sockEvent
 	if len(raw) < int(unsafe.Sizeof(k)) {
 		return event.Event{}, false
 	}
 	k = *(*sockEvent)(unsafe.Pointer(&raw[0]))
-	res := "protocol=" + nameOr(protoNames, k.Protocol) + " type=" + nameOr(sockTypeNames, k.Type)
+	res := hostpolicy.SocketResource(k.Type, k.Protocol)
 	ev := event.Event{
-		Time:      time.Unix(0, int64(k.Ts)).Add(offset),
+		Time:      clock.Wall(k.Ts),
 		HostPID:   k.Tgid,
 		PID:       k.Tgid,
 		UID:       k.Uid,
-		Comm:      cString(k.Comm[:]),
+		Comm:      event.CString(k.Comm[:]),
 		CgroupID:  k.CgroupId,
 		Operation: event.OpNetwork,
 		Syscall:   hookSyscalls[k.Hook],
 		Resource:  res,
 		Data:      "syscall=" + hookSyscalls[k.Hook] + " " + res,
+		Socket:    event.Socket{Family: uint16(k.Family), Type: k.Type, Protocol: k.Protocol},
 		Verdict:   event.Verdict(k.Verdict),
 		RuleID:    k.Rule,
 		Enforcer:  EnforcerCgroup,
@@ -290,24 +283,6 @@ func decodeSock(raw []byte, offset time.Duration) (event.Event, bool) {
 	}
 	fillProc(&ev)
 	return ev, true
-}
-
-func nameOr(m map[uint32]string, v uint32) string {
-	if s, ok := m[v]; ok {
-		return s
-	}
-	return fmt.Sprint(v)
-}
-
-func cString(b []int8) string {
-	out := make([]byte, 0, len(b))
-	for _, c := range b {
-		if c == 0 {
-			break
-		}
-		out = append(out, byte(c))
-	}
-	return string(out)
 }
 
 func (s *sockTier) close() error {
@@ -320,13 +295,4 @@ func (s *sockTier) close() error {
 	}
 	errs = append(errs, s.objs.Close())
 	return errors.Join(errs...)
-}
-
-// bootOffset is what to add to a CLOCK_BOOTTIME reading to get wall time.
-func bootOffset() time.Duration {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return 0
-	}
-	return time.Duration(time.Now().UnixNano() - ts.Nano())
 }

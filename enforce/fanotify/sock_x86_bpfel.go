@@ -38,6 +38,24 @@ type sockEvent struct {
 	Comm     [16]int8
 }
 
+type sockHook uint32
+
+const (
+	sockHookH_SOCK_CREATE sockHook = 1
+	sockHookH_CONNECT4    sockHook = 2
+	sockHookH_CONNECT6    sockHook = 3
+	sockHookH_BIND4       sockHook = 4
+	sockHookH_BIND6       sockHook = 5
+)
+
+type sockKeyKind uint32
+
+const (
+	sockKeyKindK_TYPE  sockKeyKind = 1
+	sockKeyKindK_PROTO sockKeyKind = 2
+	sockKeyKindK_ANY   sockKeyKind = 3
+)
+
 type sockNetKey struct {
 	_     structs.HostLayout
 	Gen   uint32
@@ -49,6 +67,25 @@ type sockRuleVal struct {
 	_  structs.HostLayout
 	Id [3]uint32
 }
+
+type sockSlot uint32
+
+const (
+	sockSlotSLOT_BLOCK sockSlot = 0
+	sockSlotSLOT_AUDIT sockSlot = 1
+	sockSlotSLOT_ALLOW sockSlot = 2
+	sockSlotNSLOTS     sockSlot = 3
+)
+
+type sockVerdict uint32
+
+const (
+	sockVerdictV_NONE          sockVerdict = 0
+	sockVerdictV_AUDIT         sockVerdict = 1
+	sockVerdictV_BLOCK         sockVerdict = 2
+	sockVerdictV_POSTURE_AUDIT sockVerdict = 3
+	sockVerdictV_POSTURE_BLOCK sockVerdict = 4
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -63,6 +100,7 @@ const (
 	sockProgConnect4   = "connect4"
 	sockProgConnect6   = "connect6"
 	sockProgSockCreate = "sock_create"
+	sockVarUnusedEnums = "unused_enums"
 	sockVarUnusedEvent = "unused_event"
 )
 
@@ -129,6 +167,7 @@ type sockMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sockVariableSpecs struct {
+	UnusedEnums *ebpf.VariableSpec `ebpf:"unused_enums"`
 	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
@@ -171,6 +210,7 @@ func (m *sockMaps) Close() error {
 //
 // It can be passed to loadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sockVariables struct {
+	UnusedEnums *ebpf.Variable `ebpf:"unused_enums"`
 	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
 }
 

@@ -183,11 +183,6 @@ func (h *Helper) Line(t testing.TB, line string) Result {
 	return Result(n)
 }
 
-var (
-	sockTypes  = map[string]int{"stream": unix.SOCK_STREAM, "dgram": unix.SOCK_DGRAM, "raw": unix.SOCK_RAW}
-	sockProtos = map[string]int{"": 0, "tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "icmp": unix.IPPROTO_ICMP}
-)
-
 // serve is the helper's side: one request a line, one errno a line (0 for
 // success, -1 for a bad request). It uses raw system calls only, so that
 // nothing but the operation opens a file (os/exec would open /dev/null).
@@ -216,7 +211,9 @@ func serve(r io.Reader, w io.Writer) {
 			if len(f) == 3 {
 				proto = f[2]
 			}
-			fd, e := unix.Socket(unix.AF_INET, sockTypes[f[1]], sockProtos[proto])
+			typ, _ := hostpolicy.SocketTypeNamed(f[1])
+			ip, _ := hostpolicy.IPProtocolNamed(proto) // "": protocol 0
+			fd, e := unix.Socket(unix.AF_INET, int(typ.Number), int(ip.Number))
 			if err = e; e == nil {
 				unix.Close(fd)
 			}

@@ -188,7 +188,7 @@ func build(rs *hostpolicy.RuleSet, rules []hostpolicy.Rule, postures hostpolicy.
 				k.value = strings.ToLower(r.Value)
 			}
 			if r.Category == hostpolicy.CategoryCapabilities {
-				k.value = capName(r.Value)
+				k.value = hostpolicy.CanonicalCapability(r.Value)
 			}
 			s := c.exact[k]
 			s.put(r)
@@ -318,7 +318,7 @@ func (t *Table) Capability(name, source string, f Facts) Decision {
 	if cat == nil || cat.rules == 0 {
 		return Decision{}
 	}
-	name = capName(name)
+	name = hostpolicy.CanonicalCapability(name)
 	var m slots
 	if source != "" {
 		m.merge(cat.exact[key{source, name}])
@@ -326,8 +326,6 @@ func (t *Table) Capability(name, source string, f Facts) Decision {
 	m.merge(cat.exact[key{"", name}])
 	return decide(cat, m, source, f)
 }
-
-func capName(s string) string { return strings.TrimPrefix(strings.ToLower(s), "cap_") }
 
 // Syscall finds the syscall rule (always Audit) for a call of name
 // ("setuid", "SYS_SETUID") by program on resource (the path the call names,

@@ -18,7 +18,8 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-// Record kinds; mirrored in decode.go.
+// Record kinds, scopes, flags and limits: decode.go and syscalls.go use
+// the Go constants bpf2go generates from these enums (gen.go).
 enum record_kind {
 	REC_SYSCALL = 1, // a traced syscall returned
 	REC_EXEC = 2,    // sched_process_exec: a new program image runs
@@ -26,30 +27,38 @@ enum record_kind {
 	REC_EXIT = 4,    // the last thread of a process exited
 };
 
-// Scope bits; mirrored in syscalls.go.
-#define SCOPE_PROCESS 1
-#define SCOPE_FILE 2
-#define SCOPE_NETWORK 4
-#define SCOPE_CAPABILITIES 8
+// Scope bits (monitor.Scope).
+enum scope {
+	SCOPE_PROCESS = 1,
+	SCOPE_FILE = 2,
+	SCOPE_NETWORK = 4,
+	SCOPE_CAPABILITIES = 8,
+};
 
 // Record flags.
-#define FLAG_TRUNCATED 1 // some variable data did not fit
-#define FLAG_NO_STASH 2  // exec record without the execve arguments
-// A relative path was resolved in the kernel, while the syscall's view of
-// the file system still held (a later chdir cannot change it): the field
-// after the path is either the opened file's own path (PATH_FILE) or the
-// directory the path is relative to, the dfd's or the working directory
-// (PATH_BASE). Both are dentry walks, leaf first, like put_path writes them.
-#define FLAG_PATH_FILE 4
-#define FLAG_PATH_BASE 8
+enum record_flag {
+	FLAG_TRUNCATED = 1, // some variable data did not fit
+	FLAG_NO_STASH = 2,  // exec record without the execve arguments
+	// A relative path was resolved in the kernel, while the syscall's view
+	// of the file system still held (a later chdir cannot change it): the
+	// field after the path is either the opened file's own path
+	// (PATH_FILE) or the directory the path is relative to, the dfd's or
+	// the working directory (PATH_BASE). Both are dentry walks, leaf
+	// first, like put_path writes them.
+	FLAG_PATH_FILE = 4,
+	FLAG_PATH_BASE = 8,
+};
 
 #define AT_FDCWD_ -100
+
+enum limit {
+	ARGS_MAX = 1024, // exec argv bytes
+};
 
 #define DATA_MAX 4096	 // variable bytes a record may carry
 #define DATA_SCRATCH 8192 // room for a DATA_MAX-masked offset plus one field
 #define STR_MAX 1024	 // one user string (path, mount source, ...)
 #define NAME_MAX_ 256	 // one path component incl. NUL
-#define ARGS_MAX 1024	 // exec argv bytes
 #define SOCKADDR_MAX 128 // sizeof(struct sockaddr_storage)
 #define PATH_DEPTH 40	 // dentry walk iterations (components + mount crossings)
 #define EXEC_ARGV_MAX 20 // argv entries read for a failed execve
@@ -112,6 +121,15 @@ struct record {
 	char comm[16];
 	u8 data[DATA_SCRATCH];
 };
+
+// Puts the enums into BTF so bpf2go generates their Go constants.
+struct enums {
+	enum record_kind k;
+	enum scope s;
+	enum record_flag f;
+	enum limit l;
+};
+const struct enums *unused_enums __attribute__((unused));
 
 // Set by user space before load.
 volatile const u32 self_tgid = 0;      // the agent's own host tgid: never reported

@@ -18,12 +18,6 @@
 char LICENSE[] SEC("license") = "GPL";
 
 #define EACCES 13
-#define AF_INET 2
-#define AF_INET6 10
-#define SOCK_STREAM 1
-#define SOCK_DGRAM 2
-#define IPPROTO_TCP 6
-#define IPPROTO_UDP 17
 #define FMODE_WRITE 0x2
 #define FMODE_EXEC 0x20
 #define MAY_WRITE 0x2
@@ -195,8 +189,10 @@ struct {
 	__type(value, struct scratch);
 } scratch_area SEC(".maps");
 
-/* Puts struct event into BTF so bpf2go generates its Go type. */
+/* Puts struct event and the enums into BTF so bpf2go generates their Go
+ * types and constants (gen.go's -type list). */
 const struct event *unused_event __attribute__((unused));
+const struct enums *unused_enums __attribute__((unused));
 
 /* masked bounds an index so the verifier sees it; the barrier keeps clang
  * from dropping a mask it can prove redundant. */
@@ -1526,10 +1522,7 @@ static __always_inline int enforce_socket(__u32 hook, int family, int type, int 
 	struct scratch *s = get_scratch();
 	if (!s)
 		return 0;
-	if (protocol == 0 && type == SOCK_STREAM)
-		protocol = IPPROTO_TCP;
-	else if (protocol == 0 && type == SOCK_DGRAM)
-		protocol = IPPROTO_UDP;
+	protocol = implied_protocol(type, protocol);
 
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct exe_path *exe = NULL;

@@ -1,30 +1,36 @@
 /* Shared layout of the BPF-LSM enforcer's maps and events. The Go side
- * (bpflsm) mirrors these numbers; the generated Go types come from bpf2go.
+ * (bpflsm) uses the types and the enums' constants bpf2go generates from
+ * it (gen.go), so each number is written here only.
  */
 #ifndef BPFLSM_ENFORCER_H
 #define BPFLSM_ENFORCER_H
 
-/* A path key holds up to 255 bytes and the terminating NUL. */
-#define PATH_LEN 256
+#include "kubearmor.h"
+
+enum layout {
+	/* A path key holds up to 255 bytes and the terminating NUL. */
+	PATH_LEN = 256,
+
+	/* Glob patterns are compiled by the Go side into tokens. */
+	PAT_TOKENS = 128,
+	PAT_CLASSES = 8,
+	MAX_PATTERNS = 256,
+	GLOB_STEPS = 1 << 16,
+
+	/* Rule generations: every key carries one, the active one is in
+	 * `active`. Apply writes the inactive generation, flips, then deletes
+	 * the old one. */
+	GEN_SHIFT = 24,
+
+	/* Rule scopes: 0 is the host, 1..MAX_SCOPES-2 are sets of container
+	 * policies, SCOPE_NONE is a known container no policy selects (no
+	 * rules, not even the host's). A key's kind and a source or pattern
+	 * key's gen hold the tag gen << GEN_SHIFT | scope << SCOPE_SHIFT. */
+	SCOPE_SHIFT = 8,
+	MAX_SCOPES = 1024,
+	SCOPE_NONE = MAX_SCOPES - 1,
+};
 #define PATH_MASK (PATH_LEN - 1)
-
-/* Glob patterns are compiled by the Go side into tokens. */
-#define PAT_TOKENS 128
-#define PAT_CLASSES 8
-#define MAX_PATTERNS 256
-#define GLOB_STEPS (1 << 16)
-
-/* Rule generations: every key carries one, the active one is in `active`.
- * Apply writes the inactive generation, flips, then deletes the old one. */
-#define GEN_SHIFT 24
-
-/* Rule scopes: 0 is the host, 1..MAX_SCOPES-2 are sets of container
- * policies, SCOPE_NONE is a known container no policy selects (no rules,
- * not even the host's). A key's kind and a source or pattern key's gen hold
- * the tag gen << GEN_SHIFT | scope << SCOPE_SHIFT. */
-#define SCOPE_SHIFT 8
-#define MAX_SCOPES 1024
-#define SCOPE_NONE (MAX_SCOPES - 1)
 
 /* How a task is found to be in a container: by its cgroup id, or (for a
  * container whose cgroup is unknown) by its pid and mount namespaces. */
@@ -56,19 +62,13 @@ enum key_kind {
 	K_ANCESTOR = 10,
 };
 
-/* Slots of a rule value: at most one rule per action on one key. */
-enum slot {
-	SLOT_BLOCK = 0,
-	SLOT_AUDIT = 1,
-	SLOT_ALLOW = 2,
-	NSLOTS = 3,
-};
-
 /* Rule flags. */
-#define F_OWNER 0x1
-#define F_READONLY 0x2
-#define F_RECURSIVE 0x4
-#define F_TTY 0x8
+enum rule_flag {
+	F_OWNER = 0x1,
+	F_READONLY = 0x2,
+	F_RECURSIVE = 0x4,
+	F_TTY = 0x8,
+};
 
 /* Categories, also the bit positions of allow-list masks. */
 enum category {
@@ -77,15 +77,6 @@ enum category {
 	CAT_NETWORK = 2,
 	CAT_CAPS = 3,
 	NCATS = 4,
-};
-
-/* Verdicts, equal to event.Verdict in Go. */
-enum verdict {
-	V_NONE = 0,
-	V_AUDIT = 1,
-	V_BLOCK = 2,
-	V_POSTURE_AUDIT = 3,
-	V_POSTURE_BLOCK = 4,
 };
 
 /* Hooks that report. */
@@ -309,6 +300,22 @@ struct event {
 	char resource[PATH_LEN];
 	char exe[PATH_LEN];
 	char parent_exe[PATH_LEN];
+};
+
+/* Every enum above, for BTF (enforcer.bpf.c's unused_enums): bpf2go
+ * generates Go constants only for types the object's BTF holds. */
+struct enums {
+	enum layout l;
+	enum scope_by sb;
+	enum key_kind k;
+	enum slot s;
+	enum rule_flag f;
+	enum category c;
+	enum verdict v;
+	enum hook h;
+	enum tok t;
+	enum pattern_sel ps;
+	enum counter n;
 };
 
 #endif

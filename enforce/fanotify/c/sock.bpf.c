@@ -11,20 +11,14 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 
+#include "kubearmor.h"
+
 char LICENSE[] SEC("license") = "GPL";
 
-#define AF_INET 2
-#define AF_INET6 10
-#define SOCK_STREAM 1
-#define SOCK_DGRAM 2
-#define IPPROTO_TCP 6
-#define IPPROTO_UDP 17
-
-enum { K_TYPE = 1, K_PROTO = 2, K_ANY = 3 };
-enum { SLOT_BLOCK, SLOT_AUDIT, SLOT_ALLOW, NSLOTS };
-/* the values of event.Verdict */
-enum { V_NONE, V_AUDIT, V_BLOCK, V_POSTURE_AUDIT, V_POSTURE_BLOCK };
-enum { H_SOCK_CREATE = 1, H_CONNECT4, H_CONNECT6, H_BIND4, H_BIND6 };
+/* Key kinds of net_rules. */
+enum key_kind { K_TYPE = 1, K_PROTO = 2, K_ANY = 3 };
+/* The program that reports. */
+enum hook { H_SOCK_CREATE = 1, H_CONNECT4, H_CONNECT6, H_BIND4, H_BIND6 };
 
 struct net_key {
 	__u32 gen;
@@ -85,8 +79,15 @@ struct {
 	__uint(max_entries, 1 << 18);
 } events SEC(".maps");
 
-/* keep the types in the object for bpf2go */
+/* keep the types and enums in the object for bpf2go */
 const struct event *unused_event __attribute__((unused));
+struct enums {
+	enum key_kind k;
+	enum hook h;
+	enum verdict v;
+	enum slot s;
+};
+const struct enums *unused_enums __attribute__((unused));
 
 static __always_inline void merge(struct rule_val *m, struct rule_val *v)
 {
@@ -126,10 +127,7 @@ static __always_inline int decide(__u32 hook, __u32 family, __u32 type, __u32 pr
 	__u64 pt = bpf_get_current_pid_tgid();
 	if ((__u32)(pt >> 32) == cfg->agent_tgid)
 		return 1;
-	if (protocol == 0 && type == SOCK_STREAM)
-		protocol = IPPROTO_TCP;
-	else if (protocol == 0 && type == SOCK_DGRAM)
-		protocol = IPPROTO_UDP;
+	protocol = implied_protocol(type, protocol);
 
 	struct rule_val m = {};
 	lookup(&m, gen, K_TYPE, type);
