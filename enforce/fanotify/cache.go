@@ -35,7 +35,9 @@ import (
 //     by its own category's answer.
 //   - Only regular files with one name (i_nlink == 1), on a filesystem the
 //     name watcher below covers: the name decided is then the inode's only
-//     name.
+//     name. Link count and name are read again once the mark is in place,
+//     and the mark taken back if either changed (recheck): a link or rename
+//     made while the answer was being cached is never served from it.
 //   - A name that lands later where a rule could match it (rename, link) is
 //     reported by the name watcher, a second fanotify group
 //     (FAN_REPORT_DFID_NAME, FAN_CREATE and FAN_MOVED_TO on the same
@@ -47,7 +49,8 @@ import (
 //   - Every Apply flushes the whole cache before the new rules are used.
 //     Each flush or removal bumps a generation; an answer decided before it
 //     is not cached.
-//   - A write clears the mark (no FAN_MARK_IGNORED_SURV_MODIFY), and marks
+//   - A write after the mark clears it (no FAN_MARK_IGNORED_SURV_MODIFY;
+//     the writer's own open may be cached after its write), and marks
 //     are evictable where the kernel allows (5.19), so the cache never pins
 //     inodes in memory; elsewhere it is flushed after maxCached insertions.
 //
@@ -56,9 +59,9 @@ import (
 // resolves its directory only to test the name against the rules.
 //
 // Residual window: the name watcher is asynchronous (fanotify has no
-// permission event for rename or link). Between a rename or link of a
-// cached inode to a protected name and the watcher's removal of its mark
-// (microseconds to a scheduling delay), an open through the new name is
+// permission event for rename or link). Between a rename or link of an
+// inode already cached to a protected name and the watcher's removal of its
+// mark (microseconds to a scheduling delay), an open through the new name is
 // answered from the cache. It gives nothing the old name did not: the
 // cached answer was "no rule concerns this inode, for every program", and
 // whoever can rename or link it could have opened it under the old name.
@@ -103,6 +106,16 @@ type cache struct {
 	flushMu                               sync.Mutex
 	flushes                               map[string]uint64
 	lost                                  atomic.Uint64 // watcher queue overflows
+
+	hooks cacheHooks
+}
+
+// cacheHooks let a test act inside the cache's races (Options.cacheHooks).
+type cacheHooks struct {
+	// beforeMark runs in insert, under mu, just before the mark is added.
+	beforeMark func(fd int32)
+	// beforeLanded runs in the name watcher before it handles a name.
+	beforeLanded func(name string)
 }
 
 // protection is what the name watcher tests each new name against.
@@ -161,8 +174,8 @@ func (p *protection) dirConcerned(dir string) bool {
 
 // openCache starts the name watcher. When it cannot (an old kernel without
 // FAN_REPORT_DFID_NAME, 5.9), nothing is cached and every open asks.
-func openCache(fan int) *cache {
-	c := &cache{fan: fan, notify: -1, mounts: -1, stop: [2]int{-1, -1}, watched: map[uint64]bool{},
+func openCache(fan int, hooks cacheHooks) *cache {
+	c := &cache{fan: fan, hooks: hooks, notify: -1, mounts: -1, stop: [2]int{-1, -1}, watched: map[uint64]bool{},
 		mountFDs: map[[8]byte]int{}, marks: map[uint64]string{}, flushes: map[string]uint64{}, evictable: true}
 	c.protect.Store(&protection{t: decide.New(nil, nil)})
 	fd, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_REPORT_DFID_NAME, unix.O_RDONLY)
@@ -201,10 +214,17 @@ func (e *Enforcer) CacheStats() CacheStats { return e.cache.stats() }
 // flush or removal came in between.
 func (c *cache) generation() uint64 { return c.gen.Load() }
 
+// miss counts a fast-path answer. The reader counts it before it releases
+// the opener, so that an open that has returned is on the books: a test (or
+// a reader of the stages) that sees no new miss knows that the kernel
+// answered the open itself. Its outcome, inserted or not cached, is counted
+// by insert after the response; in between it is pending.
+func (c *cache) miss() { c.misses.Add(1) }
+
 // insert caches "allowed" for the inode of fd, for the event bit of the
-// category that was decided. st is the fd's fstat.
-func (c *cache) insert(fd int32, mask uint64, gen uint64, st *unix.Stat_t) {
-	c.misses.Add(1)
+// category that was decided. st is the fd's fstat, name the name decided
+// ("" when none matters).
+func (c *cache) insert(fd int32, mask uint64, gen uint64, st *unix.Stat_t, name string) {
 	bit := uint64(unix.FAN_OPEN_PERM)
 	if mask&unix.FAN_OPEN_EXEC_PERM != 0 {
 		bit = unix.FAN_OPEN_EXEC_PERM
@@ -219,11 +239,14 @@ func (c *cache) insert(fd int32, mask uint64, gen uint64, st *unix.Stat_t) {
 		c.notCached.Add(1)
 		return
 	}
+	if c.hooks.beforeMark != nil {
+		c.hooks.beforeMark(fd)
+	}
 	flags := uint(unix.FAN_MARK_ADD | unix.FAN_MARK_IGNORED_MASK)
 	if c.evictable {
 		err := unix.FanotifyMark(c.fan, flags|unix.FAN_MARK_EVICTABLE, bit, int(fd), "")
 		if err == nil {
-			c.inserted.Add(1)
+			c.recheck(fd, name)
 			return
 		}
 		if !errors.Is(err, unix.EINVAL) {
@@ -242,7 +265,45 @@ func (c *cache) insert(fd int32, mask uint64, gen uint64, st *unix.Stat_t) {
 		return
 	}
 	c.count++
-	c.inserted.Add(1)
+	c.recheck(fd, name)
+}
+
+// recheck reads the inode's link count and the descriptor's name again now
+// that the mark is in place, and takes the mark back if the inode got a
+// second name or the name decided was renamed since the decision. A link(2)
+// raises i_nlink, and a rename(2) moves the dentry, before either queues its
+// event for the name watcher, so one that completed before this check is
+// seen here and its new name is never served from the cache, however late
+// the watcher reads the event; one after it finds the mark in place for the
+// watcher to remove (the residual window above). Without it, a name made
+// between the decision and the mark was answered by the kernel until the
+// watcher caught up, which under load is a scheduling delay.
+func (c *cache) recheck(fd int32, name string) {
+	if oneName(fd, name) {
+		c.inserted.Add(1)
+		return
+	}
+	c.notCached.Add(1)
+	err := unix.FanotifyMark(c.fan, unix.FAN_MARK_REMOVE|unix.FAN_MARK_IGNORED_MASK, cacheBits, int(fd), "")
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		// Nothing else would take this mark back before the watcher: the
+		// whole cache goes.
+		c.flushLocked(flushError)
+	}
+}
+
+// oneName: fd's inode is a regular file with a single name, name (any
+// name when name is "").
+func oneName(fd int32, name string) bool {
+	var st unix.Stat_t
+	if unix.Fstat(int(fd), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 {
+		return false
+	}
+	if name == "" {
+		return true
+	}
+	now, err := fdPath(fd)
+	return err == nil && now == name
 }
 
 // markFailed: EEXIST is a mark of the other kind on the inode (evictable
@@ -419,6 +480,9 @@ func (c *cache) names(b []byte) {
 			c.flush(flushError)
 			continue
 		}
+		if c.hooks.beforeLanded != nil {
+			c.hooks.beforeLanded(name)
+		}
 		c.landed(p, fsid, handle, name, ondir)
 	}
 }
@@ -529,7 +593,9 @@ func mapValues(m map[[8]byte]int) []int {
 
 // CacheStats are the allow cache's counters. Hits are answered by the
 // kernel without an event, so they cannot be counted here: Misses are the
-// opens and execs of files no rule concerns that did come to the agent.
+// opens and execs of files no rule concerns that did come to the agent,
+// counted before the opener is released; Misses - Inserted - NotCached are
+// those whose insertion is still under way.
 type CacheStats struct {
 	Misses, Inserted, NotCached, Unmarked uint64
 	Flushes                               map[string]uint64
@@ -537,7 +603,10 @@ type CacheStats struct {
 }
 
 func (c *cache) stats() CacheStats {
-	s := CacheStats{Misses: c.misses.Load(), Inserted: c.inserted.Load(), NotCached: c.notCached.Load(), Unmarked: c.unmarked.Load(), Flushes: map[string]uint64{}}
+	// Outcomes before misses: each outcome's miss was counted before it,
+	// so Misses >= Inserted + NotCached, the difference being in flight.
+	s := CacheStats{Inserted: c.inserted.Load(), NotCached: c.notCached.Load()}
+	s.Misses, s.Unmarked, s.Flushes = c.misses.Load(), c.unmarked.Load(), map[string]uint64{}
 	c.flushMu.Lock()
 	for k, v := range c.flushes {
 		s.Flushes[k] = v
@@ -560,7 +629,7 @@ func (c *cache) stages() []event.Stage {
 	for _, n := range s.Flushes {
 		flushes += n
 	}
-	miss := event.Stage{Name: "fanotify cache", Received: s.Misses, Passed: s.Inserted, Filtered: s.NotCached}
+	miss := event.Stage{Name: "fanotify cache", Received: s.Misses, Passed: s.Inserted, Filtered: s.NotCached, Pending: s.Misses - s.Inserted - s.NotCached}
 	if s.Off != "" {
 		miss.State = "not caching: " + s.Off
 	}

@@ -81,6 +81,8 @@ type Options struct {
 	cgroup string
 	// noCache (tests, the benchmark) leaves the allow cache off.
 	noCache bool
+	// cacheHooks (tests) act inside the allow cache's races.
+	cacheHooks cacheHooks
 }
 
 // Enforcer is the fanotify/cgroup-BPF tier.
@@ -166,7 +168,7 @@ func New(opts Options) (*Enforcer, error) {
 	e.table.Store(decide.New(nil, nil))
 	if opts.noCache {
 		e.cache = offCache(errors.New("turned off"))
-	} else if e.cache = openCache(fd); e.cache.err != nil {
+	} else if e.cache = openCache(fd, opts.cacheHooks); e.cache.err != nil {
 		opts.Log.Warn("fanotify tier: every open and exec on a marked filesystem waits for the agent", "err", e.cache.err)
 	}
 	e.health.init(opts.Log)
@@ -488,8 +490,10 @@ func (e *Enforcer) respond(fd int32, allow bool) {
 
 // unconcerned is the reader's fast check: no rule could decide this event,
 // whatever program made it. It costs one fstat and one readlink of our own
-// fd. st is the fstat, for the cache (nil when it failed).
-func (e *Enforcer) unconcerned(fd int32, mask uint64) (ok bool, st *unix.Stat_t) {
+// fd. st is the fstat, for the cache (nil when it failed); name is the
+// name decided, for the cache's recheck ("" when the category has no rule,
+// so that no name matters).
+func (e *Enforcer) unconcerned(fd int32, mask uint64) (ok bool, st *unix.Stat_t, name string) {
 	cat := categoryOf(mask)
 	t := e.table.Load()
 	var s unix.Stat_t
@@ -497,15 +501,20 @@ func (e *Enforcer) unconcerned(fd int32, mask uint64) (ok bool, st *unix.Stat_t)
 		st = &s
 	}
 	if !t.Has(cat) {
-		return true, st
+		return true, st, ""
 	}
-	subject, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(fd)))
+	subject, err := fdPath(fd)
 	if err != nil || !strings.HasPrefix(subject, "/") {
 		// Allowed as before, but never cached: the name is unknown.
-		return true, nil
+		return true, nil, ""
 	}
 	isDir := cat == hostpolicy.CategoryFile && st != nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
-	return !t.Concerns(cat, subject, isDir), st
+	return !t.Concerns(cat, subject, isDir), st, subject
+}
+
+// fdPath is the current name of our descriptor fd.
+func fdPath(fd int32) (string, error) {
+	return os.Readlink("/proc/self/fd/" + strconv.Itoa(int(fd)))
 }
 
 func categoryOf(mask uint64) hostpolicy.Category {

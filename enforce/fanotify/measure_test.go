@@ -157,7 +157,7 @@ func BenchmarkReaderCheck(b *testing.B) {
 	}
 	defer unix.Close(fd)
 	for b.Loop() {
-		if ok, _ := e.unconcerned(int32(fd), unix.FAN_OPEN_PERM); !ok {
+		if ok, _, _ := e.unconcerned(int32(fd), unix.FAN_OPEN_PERM); !ok {
 			b.Fatal("a rule concerns /etc/hostname")
 		}
 	}

@@ -136,11 +136,12 @@ func (e *Enforcer) handleEvents(b []byte) (fdTrouble bool) {
 			// The generation before the table is read: an answer of rules
 			// replaced meanwhile is not cached.
 			gen := e.cache.generation()
-			if ok, st := e.unconcerned(fd, mask); ok {
+			if ok, st, name := e.unconcerned(fd, mask); ok {
 				// The common case, answered at once: no rule is about this
 				// file. The kernel answers its next opens itself.
+				e.cache.miss()
 				e.respond(fd, true)
-				e.cache.insert(fd, mask, gen, st)
+				e.cache.insert(fd, mask, gen, st, name)
 				unix.Close(int(fd))
 				continue
 			}
