@@ -91,7 +91,7 @@ func TestFileOpsPreexistingLinks(t *testing.T) {
 	// and comes back
 	rs = apply(t, e, hostpolicy.Postures{}, docs(true)...)
 	secretID = ruleID(t, rs, "old-secret")
-	before := collected.count(opAlert(secretID, event.VerdictBlock, "lsm=FILE_OPEN", x))
+	before := collected.Count(opAlert(secretID, event.VerdictBlock, "lsm=FILE_OPEN", x))
 	wantDenied(t, openRead(x), "read through the old link once the rule is back")
 	wantFileOpEvent(t, before, secretID, event.VerdictBlock, "lsm=FILE_OPEN", x)
 

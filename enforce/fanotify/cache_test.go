@@ -476,7 +476,7 @@ func TestCacheMountedTwice(t *testing.T) {
 				if d, out := run(t, "/bin/cat", p.protected); !d {
 					t.Fatalf("open of %s answered by the kernel: %s", p.protected, out)
 				}
-				ev := events.wait(t, "block of "+p.protected, func(ev event.Event) bool { return ev.Resource == p.protected })
+				ev := events.Wait(t, "block of "+p.protected, eventWait, func(ev event.Event) bool { return ev.Resource == p.protected })
 				if ev.Verdict != event.VerdictBlock || ev.RuleID != ruleID(t, rs, p.rule) {
 					t.Fatalf("event: %+v", ev)
 				}
