@@ -227,12 +227,7 @@ func TestMatcherUndecided(t *testing.T) {
     - protocol: udp
       action: Audit
 `, hostpolicy.Postures{})
-	var tcp uint32
-	for _, r := range rs.Rules {
-		if r.Value == "tcp" {
-			tcp = r.ID
-		}
-	}
+	tcp := hostpolicytest.RuleID(t, rs, "tcp")
 	m := newMatcherFor(rs, true, map[uint32]string{tcp: "fromSource network rules are not enforced"}, false)
 	sock := func(proto uint32, retval int64) *event.Event {
 		typ := uint32(unix.SOCK_STREAM)

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/event/eventtest"
 	"github.com/armorhost/kubearmor/proctable"
 )
 
@@ -111,62 +112,22 @@ func runHelper(args []string) int {
 	return 0
 }
 
-// collector keeps the events of this test's descendants.
-type collector struct {
-	mu     sync.Mutex
-	cond   *sync.Cond
-	events []event.Event
-	ours   map[uint32]bool // host pids descending from this test
-}
-
-func newCollector() *collector {
-	c := &collector{ours: map[uint32]bool{uint32(os.Getpid()): true}}
-	c.cond = sync.NewCond(&c.mu)
-	return c
-}
-
-func (c *collector) add(ev event.Event) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.ours[ev.HostPID] && !c.ours[ev.HostPPID] {
-		return
-	}
-	c.ours[ev.HostPID] = true
-	c.events = append(c.events, ev)
-	c.cond.Broadcast()
-}
-
-// waitFor blocks until an event matching pred has arrived and returns it.
-// The test binary's -timeout bounds the wait.
-func (c *collector) waitFor(pred func(*event.Event) bool) event.Event {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for {
-		for i := range c.events {
-			if pred(&c.events[i]) {
-				return c.events[i]
-			}
+// newCollector keeps the events of this test's descendants (by host pid).
+func newCollector() *eventtest.Collector {
+	ours := map[uint32]bool{uint32(os.Getpid()): true}
+	return eventtest.New(func(ev event.Event) bool {
+		if !ours[ev.HostPID] && !ours[ev.HostPPID] {
+			return false
 		}
-		c.cond.Wait()
-	}
-}
-
-func (c *collector) all(pred func(*event.Event) bool) []event.Event {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []event.Event
-	for i := range c.events {
-		if pred(&c.events[i]) {
-			out = append(out, c.events[i])
-		}
-	}
-	return out
+		ours[ev.HostPID] = true
+		return true
+	})
 }
 
 var shared struct {
 	once   sync.Once
 	m      *Monitor
-	c      *collector
+	c      *eventtest.Collector
 	cancel context.CancelFunc
 	err    error
 }
@@ -183,7 +144,7 @@ func requireKernel(t *testing.T) {
 
 // sharedMonitor is one monitor with every scope visible, for the tests
 // that only look at events.
-func sharedMonitor(t *testing.T) (*Monitor, *collector) {
+func sharedMonitor(t *testing.T) (*Monitor, *eventtest.Collector) {
 	t.Helper()
 	requireKernel(t)
 	shared.once.Do(func() {
@@ -194,7 +155,7 @@ func sharedMonitor(t *testing.T) (*Monitor, *collector) {
 		shared.c = newCollector()
 		ctx, cancel := context.WithCancel(context.Background())
 		shared.cancel = cancel
-		go shared.m.Run(ctx, shared.c.add)
+		go shared.m.Run(ctx, shared.c.Add)
 	})
 	if shared.err != nil {
 		t.Fatalf("open monitor: %v", shared.err)
@@ -233,11 +194,11 @@ func run(t *testing.T, attr *syscall.SysProcAttr, path string, args ...string) u
 
 // settle runs a marker exec and waits for its event. Records are ordered in
 // the ring buffer, so everything the earlier children did is in by then.
-func settle(t *testing.T, c *collector) {
+func settle(t *testing.T, c *eventtest.Collector) {
 	t.Helper()
 	token := "mark-" + strconv.FormatInt(markSeq.Add(1), 10)
 	helper(t, "mark", token)
-	c.waitFor(func(e *event.Event) bool {
+	c.Wait(t, "the marker exec "+token, 30*time.Second, func(e event.Event) bool {
 		return e.Operation == event.OpProcess && slices.Contains(e.Args, token)
 	})
 }
@@ -259,7 +220,7 @@ func TestExecWithArguments(t *testing.T) {
 	pid := run(t, nil, echo, "hello", "big world")
 	after := time.Now()
 	settle(t, c)
-	evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Operation == event.OpProcess })
+	evs := c.All(func(e event.Event) bool { return e.HostPID == pid && e.Operation == event.OpProcess })
 	if len(evs) != 1 {
 		t.Fatalf("got %d exec events for pid %d, want 1: %+v", len(evs), pid, evs)
 	}
@@ -306,7 +267,7 @@ func TestOpenReadWrite(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "known-file")
 	pid := helper(t, "open-rw", path)
 	settle(t, c)
-	evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Resource == path })
+	evs := c.All(func(e event.Event) bool { return e.HostPID == pid && e.Resource == path })
 	if len(evs) != 1 {
 		t.Fatalf("got %d events for %s, want 1: %+v", len(evs), path, evs)
 	}
@@ -333,7 +294,7 @@ func TestOpenMissing(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "no", "such", "file")
 	pid := helper(t, "open-missing", path)
 	settle(t, c)
-	evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Resource == path })
+	evs := c.All(func(e event.Event) bool { return e.HostPID == pid && e.Resource == path })
 	if len(evs) != 1 {
 		t.Fatalf("got %d events for %s, want 1", len(evs), path)
 	}
@@ -370,7 +331,7 @@ func TestTCPConnectLoopback(t *testing.T) {
 	settle(t, c)
 
 	want := fmt.Sprintf("sa_family=AF_INET sin_port=%d sin_addr=127.0.0.1", port)
-	evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Syscall == "SYS_CONNECT" })
+	evs := c.All(func(e event.Event) bool { return e.HostPID == pid && e.Syscall == "SYS_CONNECT" })
 	if len(evs) != 1 {
 		t.Fatalf("got %d connect events, want 1: %+v", len(evs), evs)
 	}
@@ -385,7 +346,7 @@ func TestTCPConnectLoopback(t *testing.T) {
 	if !strings.HasPrefix(ev.Data, "syscall=SYS_CONNECT fd=") {
 		t.Errorf("Data = %q", ev.Data)
 	}
-	sock := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Syscall == "SYS_SOCKET" })
+	sock := c.All(func(e event.Event) bool { return e.HostPID == pid && e.Syscall == "SYS_SOCKET" })
 	if len(sock) == 0 || !strings.HasPrefix(sock[0].Resource, "domain=AF_INET type=SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC protocol=") {
 		t.Errorf("socket events = %+v", sock)
 	}
@@ -395,7 +356,7 @@ func TestUDPSocket(t *testing.T) {
 	_, c := sharedMonitor(t)
 	pid := helper(t, "udp-socket")
 	settle(t, c)
-	evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Syscall == "SYS_SOCKET" })
+	evs := c.All(func(e event.Event) bool { return e.HostPID == pid && e.Syscall == "SYS_SOCKET" })
 	if len(evs) != 1 {
 		t.Fatalf("got %d socket events, want 1: %+v", len(evs), evs)
 	}
@@ -413,7 +374,7 @@ func TestSetgidSetuid(t *testing.T) {
 	pid := helper(t, "setgid-setuid")
 	settle(t, c)
 	for _, want := range []string{"syscall=SYS_SETGID userid=65534", "syscall=SYS_SETUID userid=65534"} {
-		evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Data == want })
+		evs := c.All(func(e event.Event) bool { return e.HostPID == pid && e.Data == want })
 		if len(evs) != 1 {
 			t.Errorf("%q: got %d events, want 1", want, len(evs))
 			continue
@@ -476,7 +437,7 @@ func TestSetuidDeniedUnprivileged(t *testing.T) {
 	bin := unprivilegedCopy(t)
 	pid := run(t, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}, bin, "setuid-root")
 	settle(t, c)
-	evs := c.all(func(e *event.Event) bool {
+	evs := c.All(func(e event.Event) bool {
 		return e.HostPID == pid && e.Syscall == "SYS_SETUID" && e.Data == "syscall=SYS_SETUID userid=0"
 	})
 	if len(evs) != 1 {
@@ -507,7 +468,7 @@ func TestForkExecExitInTable(t *testing.T) {
 	shPid := run(t, nil, sh, "-c", "( read x < "+path+" ); true")
 	settle(t, c)
 
-	evs := c.all(func(e *event.Event) bool { return e.Resource == path && e.HostPPID == shPid })
+	evs := c.All(func(e event.Event) bool { return e.Resource == path && e.HostPPID == shPid })
 	if len(evs) != 1 {
 		t.Fatalf("got %d opens of %s by a child of %d, want 1", len(evs), path, shPid)
 	}
@@ -537,16 +498,16 @@ func TestVisibilityScopes(t *testing.T) {
 	settle(t, c)
 	stop()
 
-	if evs := c.all(func(e *event.Event) bool { return e.HostPID == okPid && e.Operation == event.OpSyscall }); len(evs) != 0 {
+	if evs := c.All(func(e event.Event) bool { return e.HostPID == okPid && e.Operation == event.OpSyscall }); len(evs) != 0 {
 		t.Errorf("successful setuid/setgid reported with capabilities invisible: %+v", evs)
 	}
-	if evs := c.all(func(e *event.Event) bool { return e.HostPID == denyPid && e.Data == "syscall=SYS_SETUID userid=0" }); len(evs) != 1 || evs[0].Retval != -1 {
+	if evs := c.All(func(e event.Event) bool { return e.HostPID == denyPid && e.Data == "syscall=SYS_SETUID userid=0" }); len(evs) != 1 || evs[0].Retval != -1 {
 		t.Errorf("failed setuid: %+v", evs)
 	}
-	if evs := c.all(func(e *event.Event) bool { return e.HostPID == openPid && e.Operation == event.OpFile }); len(evs) != 0 {
+	if evs := c.All(func(e event.Event) bool { return e.HostPID == openPid && e.Operation == event.OpFile }); len(evs) != 0 {
 		t.Errorf("file events with file scope off: %+v", evs)
 	}
-	if evs := c.all(func(e *event.Event) bool { return e.HostPID == openPid && e.Operation == event.OpProcess }); len(evs) != 1 {
+	if evs := c.All(func(e event.Event) bool { return e.HostPID == openPid && e.Operation == event.OpProcess }); len(evs) != 1 {
 		t.Errorf("want the helper's exec event, got %+v", evs)
 	}
 	if s := m.Stats(); s.Lost != 0 || s.Dropped != 0 || s.DecodeErrors != 0 {
@@ -570,7 +531,7 @@ func TestIdleReaderWakes(t *testing.T) {
 
 // startMonitor opens a monitor of its own and runs it; stop cancels Run and
 // reports its error. The monitor is closed when the test ends.
-func startMonitor(t *testing.T, opts Options) (*Monitor, *collector, func()) {
+func startMonitor(t *testing.T, opts Options) (*Monitor, *eventtest.Collector, func()) {
 	t.Helper()
 	requireKernel(t)
 	opts.Table = proctable.New(proctable.Options{ReadProcOnMiss: true})
@@ -582,7 +543,7 @@ func startMonitor(t *testing.T, opts Options) (*Monitor, *collector, func()) {
 	c := newCollector()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx, c.add) }()
+	go func() { done <- m.Run(ctx, c.Add) }()
 	return m, c, func() {
 		t.Helper()
 		cancel()
@@ -604,7 +565,7 @@ func TestCloseEndsSleepingRun(t *testing.T) {
 	}
 	c := newCollector()
 	done := make(chan error, 1)
-	go func() { done <- m.Run(context.Background(), c.add) }()
+	go func() { done <- m.Run(context.Background(), c.Add) }()
 	settle(t, c)
 	time.Sleep(100 * idlePolls * time.Millisecond) // long enough to fall asleep
 	if err := m.Close(); err != nil {
@@ -613,7 +574,7 @@ func TestCloseEndsSleepingRun(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)
 	}
-	if err := m.Run(context.Background(), c.add); err == nil {
+	if err := m.Run(context.Background(), c.Add); err == nil {
 		t.Error("a second Run after Close was accepted")
 	}
 }
@@ -652,9 +613,9 @@ func TestRelativePathsAfterChdir(t *testing.T) {
 	helperPID := helper(t, "openat-dirfd", filepath.Join(dir, "files"), "nothing-here")
 	settle(t, c)
 
-	file := func(e *event.Event) bool { return e.Operation == event.OpFile && strings.HasPrefix(e.Resource, dir) }
+	file := func(e event.Event) bool { return e.Operation == event.OpFile && strings.HasPrefix(e.Resource, dir) }
 	var got []string
-	for _, e := range c.all(file) {
+	for _, e := range c.All(file) {
 		got = append(got, fmt.Sprintf("%s %s %d", e.Resource, e.Syscall, e.Retval))
 		if strings.HasPrefix(e.Resource, dir+"/files/a.yaml") || strings.HasPrefix(e.Resource, dir+"/files/missing") {
 			t.Errorf("path resolved against the later cwd: %s (%s)", e.Resource, e.Data)
@@ -673,7 +634,7 @@ func TestRelativePathsAfterChdir(t *testing.T) {
 		{helperPID, dir + "/files/nothing-here", "SYS_OPENAT", -int64(unix.ENOENT)}, // dirfd, after chdir("/")
 	}
 	for _, w := range want {
-		evs := c.all(func(e *event.Event) bool {
+		evs := c.All(func(e event.Event) bool {
 			return file(e) && e.Resource == w.path && strings.HasPrefix(e.Syscall, w.syscall) &&
 				(w.pid == 0 || e.HostPID == w.pid) && (w.retval == 0 && e.Retval >= 0 || w.retval != 0 && e.Retval == w.retval)
 		})
@@ -696,7 +657,7 @@ func TestTimestampsResolution(t *testing.T) {
 	pid := helper(t, "openloop", "500", file)
 	after := time.Now()
 	settle(t, c)
-	evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Resource == file })
+	evs := c.All(func(e event.Event) bool { return e.HostPID == pid && e.Resource == file })
 	if len(evs) != 500 {
 		t.Fatalf("got %d events, want 500", len(evs))
 	}
@@ -794,7 +755,7 @@ func TestDNSQueries(t *testing.T) {
 	pid := helper(t, "dns-send", "host.example.test")
 	settle(t, c)
 	var got []string
-	for _, e := range c.all(func(e *event.Event) bool { return e.HostPID == pid && strings.HasPrefix(e.Syscall, "SYS_SEND") }) {
+	for _, e := range c.All(func(e event.Event) bool { return e.HostPID == pid && strings.HasPrefix(e.Syscall, "SYS_SEND") }) {
 		if e.Operation != event.OpNetwork || e.Resource != "sa_family=AF_INET sin_port=53" || e.Retval < 0 {
 			t.Errorf("%s: Operation %q Resource %q Retval %d", e.Syscall, e.Operation, e.Resource, e.Retval)
 		}
@@ -816,7 +777,7 @@ func TestDNSQueriesNeedNetworkVisibility(t *testing.T) {
 	defer stop()
 	pid := helper(t, "dns-send", "quiet.example.test")
 	settle(t, c)
-	if evs := c.all(func(e *event.Event) bool { return e.HostPID == pid && e.Operation == event.OpNetwork }); len(evs) != 0 {
+	if evs := c.All(func(e event.Event) bool { return e.HostPID == pid && e.Operation == event.OpNetwork }); len(evs) != 0 {
 		t.Errorf("network events without network visibility: %+v", evs)
 	}
 }
@@ -859,7 +820,7 @@ func TestFileNamespaceOps(t *testing.T) {
 	pid := helper(t, "fileops", dir)
 	settle(t, c)
 	var got []string
-	for _, e := range c.all(func(e *event.Event) bool {
+	for _, e := range c.All(func(e event.Event) bool {
 		return e.HostPID == pid && e.Operation == event.OpFile && !isOpenSyscall(e.Syscall)
 	}) {
 		got = append(got, e.Resource+" "+e.Data)

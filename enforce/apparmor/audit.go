@@ -259,6 +259,16 @@ func (e *Enforcer) verdict(line string) (event.Event, bool) {
 		// open(2)'s: File.Op stays unknown.
 		ev.Path, ev.File.Dir = name, dir
 		d = st.table.Path(hostpolicy.CategoryFile, name, source, dir, recordFacts(f))
+		want := event.VerdictAudit
+		if denied {
+			want = event.VerdictBlock
+		}
+		if dir && d.Verdict != want {
+			// a directory above a protected path (ancestorLines)
+			if r := AncestorRule(st.table.RuleSet(), name, source, denied); r != nil {
+				d = decide.Decision{Verdict: want, Rule: r, Deny: denied}
+			}
+		}
 	default:
 		return event.Event{}, false
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/decide"
+	"github.com/armorhost/kubearmor/hostpolicy/hostpolicytest"
 )
 
 func TestVerdictFromAuditRecord(t *testing.T) {
@@ -16,15 +17,7 @@ func TestVerdictFromAuditRecord(t *testing.T) {
 	_, sources := render(rs)
 	e := &Enforcer{}
 	e.state.Store(&state{rs: rs, table: decide.New(rs, func(r *hostpolicy.Rule) bool { return Unenforced(r) != "" }), sources: sources})
-	id := func(value string) uint32 {
-		for _, r := range rs.Rules {
-			if r.Value == value {
-				return r.ID
-			}
-		}
-		t.Fatalf("no rule %s", value)
-		return 0
-	}
+	id := func(value string) uint32 { return hostpolicytest.RuleID(t, rs, value) }
 	const pre = `audit: type=1400 audit(1700000000.123:45): `
 	for _, c := range []struct {
 		line     string

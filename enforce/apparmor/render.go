@@ -27,6 +27,8 @@ package apparmor
 
 import (
 	"fmt"
+	"os"
+	"path"
 	"strings"
 
 	"github.com/armorhost/kubearmor/hostpolicy"
@@ -327,7 +329,7 @@ func profile(name, attach string, rules []*hostpolicy.Rule, postures hostpolicy.
 	var lines []string
 	seen := map[string]bool{}
 	for _, r := range rules {
-		for _, l := range ruleLines(r) {
+		for _, l := range append(ruleLines(r), ancestorLines(r)...) {
 			line := fmt.Sprintf("  %s  # %s", l, oneLine(r.Policy+" "+r.Origin))
 			if !seen[l] {
 				seen[l] = true
@@ -390,6 +392,88 @@ func ruleLines(r *hostpolicy.Rule) []string {
 		return []string{a + "other " + p + " " + all + ","}
 	}
 	return []string{a + p + " " + all + ","}
+}
+
+// dirExists tells whether a directory exists now; ancestorLines guards
+// only those (see there).
+var dirExists = func(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// ancestorLines guard the directories above a protected path. AppArmor
+// decides a rename by the renamed path alone (the source as the directory
+// itself with a trailing '/'), so renaming /srv while a rule protects
+// /srv/app/secret would move the secret out from under its rule. A rename
+// asks for write on the source and the target, so "deny w" on each
+// ancestor refuses moving it away and moving another tree into its place;
+// it leaves alone everything inside it (creating a file beside the
+// protected one asks for write on the new file's path, not the
+// directory's). As in the BPF-LSM tier (addAncestors in enforce/bpflsm), the
+// rule's ownerOnly and readOnly do not carry over: every rename is a change,
+// and who owns the directory is not what they speak of.
+//
+// AppArmor's w on a directory is also create, delete, chmod, chown and
+// utimes of the directory itself: those are refused too (rmdir of an
+// ancestor only ever succeeds once it is empty anyway). Since create is
+// among them, only directories that exist when the profile is rendered
+// are guarded, so that a rule on a path that does not exist yet does not
+// stop anyone from making its directories; an ancestor made later is
+// guarded from the next Apply on. "/" cannot be renamed and is not listed.
+func ancestorLines(r *hostpolicy.Rule) []string {
+	var dir string
+	switch {
+	case r.Action == hostpolicy.ActionAllow:
+		return nil
+	case r.Category == hostpolicy.CategoryProcess && r.Action != hostpolicy.ActionBlock:
+		return nil
+	case r.Category != hostpolicy.CategoryFile && r.Category != hostpolicy.CategoryProcess:
+		return nil
+	}
+	switch r.Match {
+	case hostpolicy.MatchPath, hostpolicy.MatchDirectory:
+		dir = path.Dir(strings.TrimSuffix(r.Value, "/"))
+	case hostpolicy.MatchPattern:
+		// the literal directory the pattern starts with: what its
+		// wildcards match below it is not known here
+		lit := r.Value
+		if i := strings.IndexAny(lit, "*?[{"); i >= 0 {
+			lit = lit[:i]
+		}
+		dir = path.Dir(lit + "x")
+	default:
+		return nil
+	}
+	var lines []string
+	for d := dir; strings.HasPrefix(d, "/") && d != "/"; d = path.Dir(d) {
+		if dirExists(d) {
+			lines = append(lines, prefix(r.Action)+quote(d+"/")+" w,")
+		}
+	}
+	return lines
+}
+
+// AncestorRule is the rule an ancestor line of dir (a directory, without
+// its trailing '/') comes from, for attributing AppArmor's records about
+// it: the first Block rule (deny) or Audit rule (audit) with source, or with
+// none, whose ancestor lines guard dir. nil when none does.
+func AncestorRule(rs *hostpolicy.RuleSet, dir, source string, denied bool) *hostpolicy.Rule {
+	if rs == nil {
+		return nil
+	}
+	want := quote(strings.TrimSuffix(dir, "/")+"/") + " w,"
+	for i := range rs.Rules {
+		r := &rs.Rules[i]
+		if r.Source != "" && r.Source != source || (r.Action == hostpolicy.ActionBlock) != denied {
+			continue
+		}
+		for _, l := range ancestorLines(r) {
+			if strings.HasSuffix(l, want) {
+				return r
+			}
+		}
+	}
+	return nil
 }
 
 func prefix(action string) string {

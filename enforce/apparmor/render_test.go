@@ -371,3 +371,95 @@ func TestLoadOrder(t *testing.T) {
 		t.Errorf("load order %v, want %v", names, want)
 	}
 }
+
+// TestAncestorLines: every existing directory above a protected path (a
+// Block or Audit file rule, a process Block rule, a pattern's literal
+// directory) gets "w" denied (audited for Audit rules), none for Allow rules
+// or missing directories, and a record about such a directory is attributed
+// to the rule.
+func TestAncestorLines(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"a/b/prot", "p/q", "x/bin", "y"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	doc := func(name, body string) string {
+		return policy(name, strings.ReplaceAll(body, "ROOT", root))
+	}
+	rs := compile(t, hostpolicy.DefaultPostures,
+		doc("block", `  file:
+    matchDirectories:
+    - dir: ROOT/a/b/prot/
+      recursive: true
+    matchPaths:
+    - path: ROOT/missing/secret
+      readOnly: true
+    matchPatterns:
+    - pattern: ROOT/p/q/*.key
+  process:
+    matchPaths:
+    - path: ROOT/x/bin/tool
+  action: Block`),
+		doc("audit", `  file:
+    matchPaths:
+    - path: ROOT/p/audited
+  process:
+    matchPaths:
+    - path: ROOT/y/audited
+  action: Audit`),
+		doc("allow", `  file:
+    matchPaths:
+    - path: ROOT/a/allowed
+  action: Allow`))
+	host := RenderFile(rs)
+	for _, c := range []struct {
+		text string
+		want bool
+	}{
+		{`audit deny "` + root + `/a/b/" w,`, true},
+		{`audit deny "` + root + `/a/" w,`, true},
+		{`audit deny "` + root + `/" w,`, true},
+		{`audit deny "/tmp/" w,`, true},
+		{`"` + root + `/a/b/prot/" w,`, false}, // the rule's own glob covers it
+		{`"` + root + `/missing/" w,`, false},  // does not exist: mkdir stays possible
+		{`audit deny "` + root + `/p/q/" w,`, true},
+		{`audit deny "` + root + `/x/bin/" w,`, true},
+		{`audit "` + root + `/p/" w,`, true},
+		{`"` + root + `/y/" w,`, false}, // a process Audit rule guards nothing
+		{`"/" w,`, false},
+	} {
+		if got := strings.Contains(host, c.text); got != c.want {
+			t.Errorf("profile has %q: %v, want %v\n%s", c.text, got, c.want, host)
+		}
+	}
+	profiles, _ := Render(rs)
+	checkProfiles(t, profiles)
+
+	ruleOf := func(v string) *hostpolicy.Rule {
+		for i := range rs.Rules {
+			if rs.Rules[i].Value == strings.ReplaceAll(v, "ROOT", root) {
+				return &rs.Rules[i]
+			}
+		}
+		t.Fatalf("no rule %s", v)
+		return nil
+	}
+	for _, c := range []struct {
+		dir    string
+		denied bool
+		want   *hostpolicy.Rule
+	}{
+		{root + "/a/b/", true, ruleOf("ROOT/a/b/prot/")},
+		{root + "/a", true, ruleOf("ROOT/a/b/prot/")},
+		{root + "/x/bin/", true, ruleOf("ROOT/x/bin/tool")},
+		{root + "/p/", false, ruleOf("ROOT/p/audited")},
+		{root + "/p/q/", false, nil},
+		{root + "/missing/", true, nil},
+		{"/srv/", true, nil},
+	} {
+		if got := AncestorRule(rs, c.dir, "", c.denied); got != c.want {
+			t.Errorf("AncestorRule(%s, denied %v) = %v, want %v", c.dir, c.denied, got, c.want)
+		}
+	}
+}

@@ -48,6 +48,10 @@ type Stats struct {
 	PathTooLong  uint64 // operations on paths longer than 255 bytes (no rule can match them)
 	LoadTime     time.Duration
 	AttachTime   time.Duration
+	InodeTags    int               // objects the last Apply tagged with a rule's name (inodes.go)
+	InodeTagFail int               // objects it found but could not tag
+	InodeTagErr  error             // why the first of them could not
+	TagWalkCut   bool              // its walk of directory rules stopped at maxTagWalk entries
 	MapMemoryKiB uint64            // memory the kernel accounts to the enforcer's maps
 	MapMemory    map[string]uint64 // the same in bytes, by map
 }
@@ -80,6 +84,10 @@ type Enforcer struct {
 	written    *written // keys of the active generation
 	rules      *hostpolicy.RuleSet
 	containers []hostpolicy.Container
+	epoch      uint32              // of the last Apply (inodes.go)
+	cfgEpoch   uint32              // in its configs: 0 when it tagged nothing
+	tags       tagResult           // what it tagged
+	walked     map[string][]string // names directory walks found (tagNames)
 }
 
 // written lists the keys Apply wrote for one generation, so the next Apply
@@ -103,7 +111,7 @@ func New(opts Options) (*Enforcer, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("bpflsm: remove memlock limit: %w", err)
 	}
-	e := &Enforcer{opts: opts, clock: event.NewBootClock()}
+	e := &Enforcer{opts: opts, clock: event.NewBootClock(), epoch: newEpoch()}
 	spec, err := loadEnforcer()
 	if err != nil {
 		return nil, fmt.Errorf("bpflsm: load spec: %w", err)
@@ -215,6 +223,17 @@ func (e *Enforcer) commit(rs *hostpolicy.RuleSet, cs []hostpolicy.Container) (ma
 	if e.inherited {
 		// An earlier process may have left a half-written generation.
 		e.purge(next)
+	}
+	if e.epoch++; e.epoch == 0 {
+		e.epoch = 1
+	}
+	// Tags first: with none, the configs carry epoch 0 and the open and
+	// exec hooks skip the inode storage lookup (it costs open/close about
+	// 7 % in the benchmark's guest, docs/benchmarks.md).
+	e.tags = e.tagInodes(g.host, next, e.epoch)
+	e.cfgEpoch = 0
+	if e.tags.tagged > 0 {
+		e.cfgEpoch = e.epoch
 	}
 	w, err := e.write(g, next)
 	if err != nil {
@@ -330,6 +349,7 @@ func (e *Enforcer) writeScope(w *written, ent *entries, gen, scope, scoped uint3
 		Caps:         ent.cfg.caps,
 		RateBurst:    burst,
 		Scoped:       scoped,
+		Epoch:        e.cfgEpoch,
 	}
 	idx := gen*maxScopes + scope
 	if err := e.objs.Configs.Put(idx, &cfg); err != nil {
@@ -425,7 +445,9 @@ func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
 
 // Stats reads the kernel's counters.
 func (e *Enforcer) Stats() (Stats, error) {
-	s := Stats{LoadTime: e.loadTime, AttachTime: e.attachTime}
+	e.mu.Lock()
+	s := Stats{LoadTime: e.loadTime, AttachTime: e.attachTime, InodeTags: e.tags.tagged, InodeTagFail: e.tags.failed, InodeTagErr: e.tags.err, TagWalkCut: e.tags.walkCut}
+	e.mu.Unlock()
 	for i, dst := range []*uint64{&s.Events, &s.Suppressed, &s.RingbufFull, &s.PathTooLong} {
 		var perCPU []uint64
 		if err := e.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {

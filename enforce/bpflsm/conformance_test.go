@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/event/eventtest"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/conformance"
 )
@@ -61,7 +62,7 @@ func (l *lsmTier) Do(t *testing.T, op conformance.Op) conformance.Outcome {
 	if op.Kind == conformance.Open || op.Kind == conformance.Exec {
 		conformance.MakeObject(t, op)
 	}
-	mark := collected.len()
+	mark := len(collected.All(nil))
 	if _, err := l.e.Apply(l.rs); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
@@ -100,7 +101,7 @@ func (l *lsmTier) Do(t *testing.T, op conformance.Op) conformance.Outcome {
 	out.Verdict, out.RuleID = got[0].Verdict, got[0].RuleID
 	for _, ev := range got {
 		if ev.Verdict != out.Verdict || ev.RuleID != out.RuleID {
-			t.Errorf("one operation, two decisions:\n%s", dumpEvents(got))
+			t.Errorf("one operation, two decisions:\n%s", eventtest.Dump(got))
 		}
 		if denied := ev.Verdict == event.VerdictBlock || ev.Verdict == event.VerdictPostureBlock; denied != (ev.Retval < 0) {
 			t.Errorf("verdict %d with retval %d", ev.Verdict, ev.Retval)
@@ -157,9 +158,7 @@ func (l *lsmTier) helper(t *testing.T, op conformance.Op) *conformance.Helper {
 func (l *lsmTier) eventsUntilSentinel(t *testing.T, mark int) []event.Event {
 	t.Helper()
 	for i := 0; i < 600; i++ {
-		collected.mu.Lock()
-		evs := append([]event.Event(nil), collected.events[mark:]...)
-		collected.mu.Unlock()
+		evs := collected.All(nil)[mark:]
 		for j, ev := range evs {
 			if ev.RuleID == l.sentinelID && ev.Resource == l.sentinel {
 				return evs[:j]
@@ -167,22 +166,8 @@ func (l *lsmTier) eventsUntilSentinel(t *testing.T, mark int) []event.Event {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("the sentinel's event never arrived; got:\n%s", collected.dump())
+	t.Fatalf("the sentinel's event never arrived; got:\n%s", eventtest.Dump(collected.All(nil)))
 	return nil
-}
-
-func (c *collector) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.events)
-}
-
-func dumpEvents(evs []event.Event) string {
-	var b strings.Builder
-	for _, ev := range evs {
-		fmt.Fprintf(&b, "  rule=%d verdict=%d op=%s res=%q data=%q ret=%d exe=%q\n", ev.RuleID, ev.Verdict, ev.Operation, ev.Resource, ev.Data, ev.Retval, ev.Exe)
-	}
-	return b.String()
 }
 
 // TestConformance runs hostpolicy/conformance's table against the kernel

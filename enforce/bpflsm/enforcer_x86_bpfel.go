@@ -34,6 +34,8 @@ type enforcerConfig struct {
 	Caps         uint64
 	RateBurst    uint32
 	Scoped       uint32
+	Epoch        uint32
+	Pad          uint32
 }
 
 type enforcerCounter uint32
@@ -107,6 +109,17 @@ const (
 	enforcerHookH_PATH_CHOWN      enforcerHook = 19
 	enforcerHookH_PATH_TRUNCATE   enforcerHook = 20
 )
+
+type enforcerInodeTag struct {
+	_   structs.HostLayout
+	Gen [2]struct {
+		_     structs.HostLayout
+		Epoch uint32
+		Src   [2]uint32
+		Pad   uint32
+		Rules [2]enforcerRuleVal
+	}
+}
 
 type enforcerKeyKind uint32
 
@@ -337,6 +350,7 @@ const (
 	enforcerMapCounters              = "counters"
 	enforcerMapEvents                = "events"
 	enforcerMapExeCache              = "exe_cache"
+	enforcerMapInodeTags             = "inode_tags"
 	enforcerMapNetRules              = "net_rules"
 	enforcerMapPathRules             = "path_rules"
 	enforcerMapPatternIndex          = "pattern_index"
@@ -442,6 +456,7 @@ type enforcerMapSpecs struct {
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	ExeCache     *ebpf.MapSpec `ebpf:"exe_cache"`
+	InodeTags    *ebpf.MapSpec `ebpf:"inode_tags"`
 	NetRules     *ebpf.MapSpec `ebpf:"net_rules"`
 	PathRules    *ebpf.MapSpec `ebpf:"path_rules"`
 	PatternIndex *ebpf.MapSpec `ebpf:"pattern_index"`
@@ -485,6 +500,7 @@ type enforcerMaps struct {
 	Counters     *ebpf.Map `ebpf:"counters"`
 	Events       *ebpf.Map `ebpf:"events"`
 	ExeCache     *ebpf.Map `ebpf:"exe_cache"`
+	InodeTags    *ebpf.Map `ebpf:"inode_tags"`
 	NetRules     *ebpf.Map `ebpf:"net_rules"`
 	PathRules    *ebpf.Map `ebpf:"path_rules"`
 	PatternIndex *ebpf.Map `ebpf:"pattern_index"`
@@ -502,6 +518,7 @@ func (m *enforcerMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.ExeCache,
+		m.InodeTags,
 		m.NetRules,
 		m.PathRules,
 		m.PatternIndex,

@@ -86,7 +86,7 @@ func TestExecMatchPath(t *testing.T) {
 		t.Errorf("UID = %d, Comm = %q", ev.UID, ev.Comm)
 	}
 	flush(t)
-	if n := collected.count(func(ev event.Event) bool { return ev.Resource == other }); n != 0 {
+	if n := collected.Count(func(ev event.Event) bool { return ev.Resource == other }); n != 0 {
 		t.Errorf("%d events for the allowed exec", n)
 	}
 }
@@ -330,7 +330,7 @@ func TestProcessAllowList(t *testing.T) {
 		}
 		wantVerdict(t, 0, event.VerdictPostureAudit, event.OpProcess, other)
 		flush(t)
-		if n := collected.count(func(ev event.Event) bool { return ev.Resource == allowed }); n != 0 {
+		if n := collected.Count(func(ev event.Event) bool { return ev.Resource == allowed }); n != 0 {
 			t.Errorf("%d events for the allowed program", n)
 		}
 	})

@@ -250,7 +250,7 @@ func TestRateLimit(t *testing.T) {
 `))
 	flush(t)
 	id := ruleID(t, rs, "file-noisy")
-	n := collected.count(func(ev event.Event) bool { return ev.RuleID == id })
+	n := collected.Count(func(ev event.Event) bool { return ev.RuleID == id })
 	after, err := e.Stats()
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/event/eventtest"
 	"github.com/armorhost/kubearmor/hostpolicy"
 )
 
@@ -117,11 +118,11 @@ func opAlert(rule uint32, v event.Verdict, data, resource string) func(event.Eve
 func wantFileOpEvent(t *testing.T, before int, rule uint32, v event.Verdict, data, resource string) {
 	t.Helper()
 	pred := opAlert(rule, v, data, resource)
-	for i := 0; i < 600 && collected.count(pred) <= before; i++ {
+	for i := 0; i < 600 && collected.Count(pred) <= before; i++ {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if collected.count(pred) <= before {
-		t.Errorf("no %s alert for %s (verdict %d, rule %d); got:\n%s", data, resource, v, rule, collected.dump())
+	if collected.Count(pred) <= before {
+		t.Errorf("no %s alert for %s (verdict %d, rule %d); got:\n%s", data, resource, v, rule, eventtest.Dump(collected.All(nil)))
 		return
 	}
 	ev := wantVerdict(t, rule, v, event.OpFile, resource)
@@ -192,7 +193,7 @@ func TestFileOpsDirectory(t *testing.T) {
 				if mode.action == "Audit" {
 					verdict = event.VerdictAudit
 				}
-				before := collected.count(opAlert(id, verdict, op.data, res))
+				before := collected.Count(opAlert(id, verdict, op.data, res))
 				err := op.do(dir)
 				switch {
 				case mode.action == "Audit":

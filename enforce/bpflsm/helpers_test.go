@@ -7,11 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/event/eventtest"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/hostpolicytest"
 )
@@ -20,7 +20,7 @@ import (
 // guest, and sharing it also proves that Apply replaces rules in place.
 var (
 	shared    *Enforcer
-	collected = &collector{}
+	collected = eventtest.New(nil)
 	skipWhy   string
 	busybox   string
 )
@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 		fmt.Printf("bpflsm: New (load+attach) took %v (load %v, attach %v)\n", time.Since(start), shared.loadTime, shared.attachTime)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- shared.Run(ctx, collected.add) }()
+		go func() { done <- shared.Run(ctx, collected.Add) }()
 		code := m.Run()
 		cancel()
 		if err := <-done; err != nil {
@@ -78,63 +78,11 @@ func kernel(t *testing.T) *Enforcer {
 	return shared
 }
 
-type collector struct {
-	mu     sync.Mutex
-	events []event.Event
-}
-
-func (c *collector) add(ev event.Event) {
-	c.mu.Lock()
-	c.events = append(c.events, ev)
-	c.mu.Unlock()
-}
-
-func (c *collector) find(pred func(event.Event) bool) (event.Event, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, ev := range c.events {
-		if pred(ev) {
-			return ev, true
-		}
-	}
-	return event.Event{}, false
-}
-
-func (c *collector) count(pred func(event.Event) bool) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, ev := range c.events {
-		if pred(ev) {
-			n++
-		}
-	}
-	return n
-}
-
-// waitEvent waits for an event the predicate accepts. The deadline only
-// bounds a failing test; a passing one returns as soon as the event is in.
+// waitEvent waits for an event the predicate accepts. The bound only
+// limits a failing test; a passing one returns as soon as the event is in.
 func waitEvent(t *testing.T, what string, pred func(event.Event) bool) event.Event {
 	t.Helper()
-	for i := 0; i < 600; i++ {
-		if ev, ok := collected.find(pred); ok {
-			return ev
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("no event for %s; got:\n%s", what, collected.dump())
-	return event.Event{}
-}
-
-func (c *collector) dump() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var b strings.Builder
-	for _, ev := range c.events {
-		fmt.Fprintf(&b, "  rule=%d verdict=%d op=%s res=%q data=%q ret=%d exe=%q parent=%q uid=%d\n",
-			ev.RuleID, ev.Verdict, ev.Operation, ev.Resource, ev.Data, ev.Retval, ev.Exe, ev.ParentExe, ev.UID)
-	}
-	return b.String()
+	return collected.Wait(t, what, 30*time.Second, pred)
 }
 
 const sentinelPath = "/tmp/bpflsm-sentinel"
@@ -164,17 +112,17 @@ var flushes int
 func flush(t *testing.T) {
 	t.Helper()
 	flushes++
-	before := collected.count(isSentinel)
+	before := collected.Count(isSentinel)
 	if err := os.WriteFile(sentinelPath, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 600; i++ {
-		if collected.count(isSentinel) > before {
+		if collected.Count(isSentinel) > before {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("sentinel event never arrived; got:\n%s", collected.dump())
+	t.Fatalf("sentinel event never arrived; got:\n%s", eventtest.Dump(collected.All(nil)))
 }
 
 func isSentinel(ev event.Event) bool {

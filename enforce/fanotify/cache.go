@@ -38,6 +38,13 @@ import (
 //     name. Link count and name are read again once the mark is in place,
 //     and the mark taken back if either changed (recheck): a link or rename
 //     made while the answer was being cached is never served from it.
+//   - Only inodes of a filesystem the agent's mount table shows exactly
+//     once, whole (mount root "/"): a filesystem mounted twice, or a
+//     directory of it bind-mounted elsewhere, gives its inodes a second
+//     path that no link count shows and no name event reports, and a mount
+//     made before the agent started is no change the mount watch could
+//     see. The set is read at start and again on every change of the
+//     mount table, after the flush, under the cache lock.
 //   - A name that lands later where a rule could match it (rename, link) is
 //     reported by the name watcher, a second fanotify group
 //     (FAN_REPORT_DFID_NAME, FAN_CREATE and FAN_MOVED_TO on the same
@@ -94,6 +101,7 @@ type cache struct {
 	watched   map[uint64]bool   // st_dev the name watcher covers
 	mountFDs  map[[8]byte]int   // fsid -> a descriptor on that filesystem
 	marks     map[uint64]string // st_dev -> marked path, in the name watcher
+	once      map[uint64]bool   // st_dev mounted exactly once, whole (singleMounts)
 	protect   atomic.Pointer[protection]
 
 	notify int // the name watcher group, -1 when none
@@ -103,6 +111,7 @@ type cache struct {
 	err    error // why the cache is off
 
 	misses, inserted, notCached, unmarked atomic.Uint64
+	multiMount                            atomic.Uint64 // of notCached: filesystem mounted more than once
 	flushMu                               sync.Mutex
 	flushes                               map[string]uint64
 	lost                                  atomic.Uint64 // watcher queue overflows
@@ -184,11 +193,19 @@ func openCache(fan int, hooks cacheHooks) *cache {
 		return c
 	}
 	c.notify = fd
+	// Opened before it is read: a change after the open wakes the watcher.
 	if c.mounts, err = unix.Open("/proc/self/mountinfo", unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
 		c.close()
 		c.err = fmt.Errorf("mount table: %w", err)
 		return c
 	}
+	mounts, err := readMounts()
+	if err != nil {
+		c.close()
+		c.err = fmt.Errorf("mount table: %w", err)
+		return c
+	}
+	c.once = singleMounts(mounts)
 	if err := unix.Pipe2(c.stop[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		c.close()
 		c.err = fmt.Errorf("pipe: %w", err)
@@ -237,6 +254,11 @@ func (c *cache) insert(fd int32, mask uint64, gen uint64, st *unix.Stat_t, name 
 	defer c.mu.Unlock()
 	if !c.on || !c.watched[st.Dev] || c.gen.Load() != gen {
 		c.notCached.Add(1)
+		return
+	}
+	if !c.once[st.Dev] {
+		c.notCached.Add(1)
+		c.multiMount.Add(1)
 		return
 	}
 	if c.hooks.beforeMark != nil {
@@ -424,8 +446,9 @@ func (c *cache) watch() {
 			return
 		}
 		if fds[1].Revents&(unix.POLLPRI|unix.POLLERR) != 0 {
-			// The poll itself takes note of the change (mounts_poll).
-			c.flush(flushMount)
+			// The poll itself takes note of the change (mounts_poll); one
+			// after it wakes the next poll.
+			c.remount()
 		}
 		if fds[0].Revents&unix.POLLIN != 0 {
 			for {
@@ -444,6 +467,21 @@ func (c *cache) watch() {
 			}
 		}
 	}
+}
+
+// remount flushes the cache and reads which filesystems are mounted once,
+// under the lock: nothing is cached between the flush and the new set.
+func (c *cache) remount() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.flushLocked(flushMount)
+	mounts, err := readMounts()
+	if err != nil {
+		// Not knowing the mounts, trust none of them.
+		c.once = map[uint64]bool{}
+		return
+	}
+	c.once = singleMounts(mounts)
 }
 
 // fail turns the cache off for good: flushed, nothing cached again.
@@ -595,9 +633,11 @@ func mapValues(m map[[8]byte]int) []int {
 // kernel without an event, so they cannot be counted here: Misses are the
 // opens and execs of files no rule concerns that did come to the agent,
 // counted before the opener is released; Misses - Inserted - NotCached are
-// those whose insertion is still under way.
+// those whose insertion is still under way. MultiMount are those of
+// NotCached on a filesystem mounted more than once or in part.
 type CacheStats struct {
 	Misses, Inserted, NotCached, Unmarked uint64
+	MultiMount                            uint64
 	Flushes                               map[string]uint64
 	Off                                   string // why nothing is cached, or ""
 }
@@ -605,7 +645,7 @@ type CacheStats struct {
 func (c *cache) stats() CacheStats {
 	// Outcomes before misses: each outcome's miss was counted before it,
 	// so Misses >= Inserted + NotCached, the difference being in flight.
-	s := CacheStats{Inserted: c.inserted.Load(), NotCached: c.notCached.Load()}
+	s := CacheStats{Inserted: c.inserted.Load(), MultiMount: c.multiMount.Load(), NotCached: c.notCached.Load()}
 	s.Misses, s.Unmarked, s.Flushes = c.misses.Load(), c.unmarked.Load(), map[string]uint64{}
 	c.flushMu.Lock()
 	for k, v := range c.flushes {

@@ -75,7 +75,7 @@ func TestCacheNeverLoosens(t *testing.T) {
 		if d, out := run(t, "/bin/cat", path); !d {
 			t.Fatalf("open of %s through the cache: %s", path, out)
 		}
-		ev := events.wait(t, "block of "+path, func(ev event.Event) bool { return ev.Resource == path })
+		ev := events.Wait(t, "block of "+path, eventWait, func(ev event.Event) bool { return ev.Resource == path })
 		if ev.Verdict != event.VerdictBlock || ev.RuleID != id {
 			t.Fatalf("event: %+v, want rule %d", ev, id)
 		}
@@ -130,9 +130,15 @@ func TestCacheNeverLoosens(t *testing.T) {
 		if err := unix.Mount(fs+"/m", blocked, "", unix.MS_BIND, ""); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = unix.Unmount(blocked, unix.MNT_DETACH) })
 		waitStats(t, e, "the flush", func(s CacheStats) bool { return s.Flushes[flushMount] > n })
 		denied(t, blocked+"x", ruleID(t, rs, blocked))
+		// The later subtests cache on this filesystem again: it must be
+		// mounted once, and the agent must have seen it.
+		n = e.CacheStats().Flushes[flushMount]
+		if err := unix.Unmount(blocked, unix.MNT_DETACH); err != nil {
+			t.Fatal(err)
+		}
+		waitStats(t, e, "the flush", func(s CacheStats) bool { return s.Flushes[flushMount] > n })
 	})
 	t.Run("exec renamed to a blocked program", func(t *testing.T) {
 		prog := copyFile(t, "/bin/true", fs+"/bin/ok")
@@ -150,7 +156,7 @@ func TestCacheNeverLoosens(t *testing.T) {
 		if d, out := run(t, blockedExec); !d {
 			t.Fatalf("exec of %s through the cache: %s", blockedExec, out)
 		}
-		events.wait(t, "exec block", func(ev event.Event) bool {
+		events.Wait(t, "exec block", eventWait, func(ev event.Event) bool {
 			return ev.Resource == blockedExec && ev.Verdict == event.VerdictBlock
 		})
 	})
@@ -282,7 +288,7 @@ func TestCacheNameDuringInsert(t *testing.T) {
 			if d, out := run(t, "/bin/cat", secret); !d {
 				t.Fatalf("open of %s answered by the kernel: %s", secret, out)
 			}
-			ev := events.wait(t, "block of "+secret, func(ev event.Event) bool { return ev.Resource == secret })
+			ev := events.Wait(t, "block of "+secret, eventWait, func(ev event.Event) bool { return ev.Resource == secret })
 			if ev.Verdict != event.VerdictBlock || ev.RuleID != ruleID(t, rs, secret) {
 				t.Fatalf("event: %+v", ev)
 			}
@@ -391,4 +397,105 @@ func runAs(t *testing.T, uid uint32, argv ...string) (bool, string) {
 		t.Fatalf("%v: %v %q", argv, err, out)
 	}
 	return d, out
+}
+
+// A file that has a second path through the mount table before the agent
+// starts (a bind mount over or inside a protected directory, a filesystem
+// mounted twice) is never cached: after an open through its unprotected
+// name, the open through the protected name is still asked, refused and
+// reported. The mount watch cannot see these mounts (they are no change),
+// so the cache must not trust any filesystem mounted more than once or in
+// part. Once the second mount goes, the file is cached again; when it comes
+// back, it is not.
+func TestCacheMountedTwice(t *testing.T) {
+	needRoot(t)
+	type paths struct{ open, protected, rule, from, to string }
+	for _, tc := range []struct {
+		name   string
+		policy func(p paths) string
+		setup  func(t *testing.T, fs string) paths
+	}{
+		{
+			name: "bind mount over a protected directory",
+			setup: func(t *testing.T, fs string) paths {
+				writeFile(t, fs+"/blocked/keep", "k")
+				return paths{open: writeFile(t, fs+"/open/x", "x"), protected: fs + "/blocked/x", rule: fs + "/blocked/", from: fs + "/open", to: fs + "/blocked"}
+			},
+			policy: func(p paths) string { return "    matchDirectories:\n    - dir: " + p.rule + "\n" },
+		},
+		{
+			name: "bind mount inside a protected directory",
+			setup: func(t *testing.T, fs string) paths {
+				writeFile(t, fs+"/rdir/sub/keep", "k")
+				return paths{open: writeFile(t, fs+"/open/x", "x"), protected: fs + "/rdir/sub/x", rule: fs + "/rdir/", from: fs + "/open", to: fs + "/rdir/sub"}
+			},
+			policy: func(p paths) string {
+				return "    matchDirectories:\n    - dir: " + p.rule + "\n      recursive: true\n"
+			},
+		},
+		{
+			name: "second mount of the filesystem",
+			setup: func(t *testing.T, fs string) paths {
+				second := t.TempDir()
+				return paths{open: writeFile(t, fs+"/x", "x"), protected: second + "/x", rule: second + "/x", from: fs, to: second}
+			},
+			policy: func(p paths) string { return "    matchPaths:\n    - path: " + p.rule + "\n" },
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := scratchFS(t)
+			p := tc.setup(t, fs)
+			mount := func() {
+				t.Helper()
+				if err := unix.Mount(p.from, p.to, "", unix.MS_BIND, ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mount()
+			t.Cleanup(func() { _ = unix.Unmount(p.to, unix.MNT_DETACH) })
+			rs := compile(t, hostpolicy.Postures{}, policy("twice", "  file:\n"+tc.policy(p)+"  action: Block"))
+			e, events, unenforced := start(t, Options{NoNetwork: true}, rs)
+			if len(unenforced) != 0 {
+				t.Fatalf("unenforced: %v", unenforced)
+			}
+			if off := e.CacheStats().Off; off != "" {
+				t.Fatalf("cache off: %s", off)
+			}
+			notCachedThenRefused := func(t *testing.T) {
+				t.Helper()
+				s := settled(t, e)
+				for range 2 {
+					if d, out := run(t, "/bin/cat", p.open); d {
+						t.Fatalf("cat %s: %s", p.open, out)
+					}
+				}
+				s2 := settled(t, e)
+				if s2.Inserted != s.Inserted || s2.MultiMount < s.MultiMount+2 || marked(t, e, p.open) {
+					t.Fatalf("a file with a second path through the mount table was cached: %+v -> %+v", s, s2)
+				}
+				if d, out := run(t, "/bin/cat", p.protected); !d {
+					t.Fatalf("open of %s answered by the kernel: %s", p.protected, out)
+				}
+				ev := events.Wait(t, "block of "+p.protected, eventWait, func(ev event.Event) bool { return ev.Resource == p.protected })
+				if ev.Verdict != event.VerdictBlock || ev.RuleID != ruleID(t, rs, p.rule) {
+					t.Fatalf("event: %+v", ev)
+				}
+			}
+			notCachedThenRefused(t)
+
+			// One mount again: the change is seen, the file cached.
+			n := e.CacheStats().Flushes[flushMount]
+			if err := unix.Unmount(p.to, unix.MNT_DETACH); err != nil {
+				t.Fatal(err)
+			}
+			waitStats(t, e, "the flush", func(s CacheStats) bool { return s.Flushes[flushMount] > n })
+			cacheIt(t, e, p.open)
+
+			// Mounted twice while running: flushed, and not cached again.
+			n = e.CacheStats().Flushes[flushMount]
+			mount()
+			waitStats(t, e, "the flush", func(s CacheStats) bool { return s.Flushes[flushMount] > n })
+			notCachedThenRefused(t)
+		})
+	}
 }

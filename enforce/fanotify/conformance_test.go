@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/event/eventtest"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/conformance"
 )
@@ -25,7 +25,7 @@ type fanotifyTier struct {
 	cgroup  string
 	cgfd    int
 	e       *Enforcer
-	events  *collector
+	events  *eventtest.Collector
 	rs      *hostpolicy.RuleSet
 	helpers map[string]*conformance.Helper
 }
@@ -66,7 +66,7 @@ func (f *fanotifyTier) Do(t *testing.T, op conformance.Op) conformance.Outcome {
 	if op.Kind == conformance.Open || op.Kind == conformance.Exec {
 		conformance.MakeObject(t, op)
 	}
-	f.events.reset()
+	f.events.Reset()
 	res := h.Do(t, op)
 	out := conformance.Outcome{Denied: res != 0}
 	if out.Denied && res != syscall.EPERM {
@@ -78,7 +78,7 @@ func (f *fanotifyTier) Do(t *testing.T, op conformance.Op) conformance.Outcome {
 	if out.Denied {
 		wait = 10 * time.Second
 	}
-	if ev, ok := f.events.first(wait); ok {
+	if ev, ok := f.events.WaitFor(wait, nil); ok {
 		out.Verdict, out.RuleID = ev.Verdict, ev.RuleID
 		if out.Denied != (ev.Retval < 0) {
 			t.Errorf("event %+v, but the operation returned %v", ev, res)
@@ -127,30 +127,4 @@ func TestConformance(t *testing.T) {
 	cg, cgfd := testCgroup(t)
 	e, events, _ := start(t, Options{cgroup: cg}, &hostpolicy.RuleSet{})
 	conformance.Run(t, fs, &fanotifyTier{t: t, root: fs, cgroup: cg, cgfd: cgfd, e: e, events: events, helpers: map[string]*conformance.Helper{}})
-}
-
-// reset forgets the events so far.
-func (c *collector) reset() {
-	c.mu.Lock()
-	c.evs = nil
-	c.mu.Unlock()
-}
-
-// first waits up to d for the first event since the last reset.
-func (c *collector) first(d time.Duration) (event.Event, bool) {
-	limit := time.After(d)
-	for {
-		c.mu.Lock()
-		if len(c.evs) > 0 {
-			ev := c.evs[0]
-			c.mu.Unlock()
-			return ev, true
-		}
-		c.mu.Unlock()
-		select {
-		case <-c.new:
-		case <-limit:
-			return event.Event{}, false
-		}
-	}
 }

@@ -11,7 +11,8 @@
 //   - The agent's own process is never denied.
 //   - Files no rule concerns are asked about once: the answer is cached in
 //     the kernel (cache.go), and never where it could depend on the program
-//     or on another name of the file.
+//     or on another name of the file: a second link, or a second path
+//     through the mount table (a filesystem mounted twice or in part).
 //   - Nothing outlives the process: fanotify marks and pending events go away
 //     when its fd closes (the kernel allows what is pending), and the cgroup
 //     programs are attached with links that are never pinned.

@@ -58,7 +58,7 @@ func TestExecAndOpen(t *testing.T) {
 		}
 		if c.denied {
 			id := ruleID(t, rs, c.rule)
-			ev := events.wait(t, "exec of "+c.bin, func(ev event.Event) bool { return ev.Resource == c.bin })
+			ev := events.Wait(t, "exec of "+c.bin, eventWait, func(ev event.Event) bool { return ev.Resource == c.bin })
 			if ev.Operation != event.OpProcess || ev.Verdict != event.VerdictBlock || ev.RuleID != id ||
 				ev.Enforcer != EnforcerFanotify || ev.Retval != -1 || ev.HostPID == 0 || ev.ParentExe == "" {
 				t.Errorf("exec event: %+v (want rule %d)", ev, id)
@@ -80,7 +80,7 @@ func TestExecAndOpen(t *testing.T) {
 		}
 		if c.denied {
 			id := ruleID(t, rs, c.rule)
-			ev := events.wait(t, "open of "+c.path, func(ev event.Event) bool { return ev.Resource == c.path })
+			ev := events.Wait(t, "open of "+c.path, eventWait, func(ev event.Event) bool { return ev.Resource == c.path })
 			if ev.Operation != event.OpFile || ev.Verdict != event.VerdictBlock || ev.RuleID != id ||
 				ev.Exe != "/usr/bin/cat" && ev.Exe != "/bin/cat" {
 				t.Errorf("open event: %+v (want rule %d)", ev, id)
@@ -115,7 +115,7 @@ func TestReadOnlyAuditAndReplace(t *testing.T) {
 	if denied, out := run(t, "/bin/sh", "-c", "echo x >> "+ro); !denied {
 		t.Fatalf("write of a readOnly file was allowed: %s", out)
 	}
-	ev := events.wait(t, "write of "+ro, func(ev event.Event) bool { return ev.Resource == ro })
+	ev := events.Wait(t, "write of "+ro, eventWait, func(ev event.Event) bool { return ev.Resource == ro })
 	if ev.Verdict != event.VerdictBlock {
 		t.Errorf("readOnly write event: %+v", ev)
 	}
@@ -123,7 +123,7 @@ func TestReadOnlyAuditAndReplace(t *testing.T) {
 	if denied, out := run(t, "/bin/cat", audited); denied {
 		t.Fatalf("audited read: %s", out)
 	}
-	ev = events.wait(t, "audited open", func(ev event.Event) bool { return ev.Resource == audited })
+	ev = events.Wait(t, "audited open", eventWait, func(ev event.Event) bool { return ev.Resource == audited })
 	if ev.Verdict != event.VerdictAudit || ev.RuleID != ruleID(t, rs, audited) || ev.Retval != 0 {
 		t.Errorf("audit event: %+v", ev)
 	}
@@ -188,7 +188,7 @@ func TestFailOpen(t *testing.T) {
 	if denied, out := run(t, blocked); denied {
 		t.Fatalf("exec with a stuck decision: %s", out)
 	}
-	ev := events.wait(t, "fail-open report", func(ev event.Event) bool { return strings.Contains(ev.Data, "fail open") })
+	ev := events.Wait(t, "fail-open report", eventWait, func(ev event.Event) bool { return strings.Contains(ev.Data, "fail open") })
 	if ev.Operation != event.OpProcess || ev.Resource != blocked || ev.Enforcer != EnforcerFanotify || ev.Verdict != event.VerdictPostureAudit {
 		t.Errorf("fail-open event: %+v", ev)
 	}
@@ -235,7 +235,7 @@ func TestNetwork(t *testing.T) {
 	if got := readLine(t, r); got != "connect: operation not permitted" {
 		t.Fatalf("TCP connect under a tcp Block rule: %q", got)
 	}
-	ev := events.wait(t, "connect verdict", func(ev event.Event) bool { return strings.HasPrefix(ev.Data, "syscall=SYS_CONNECT ") })
+	ev := events.Wait(t, "connect verdict", eventWait, func(ev event.Event) bool { return strings.HasPrefix(ev.Data, "syscall=SYS_CONNECT ") })
 	if ev.RuleID != ruleID(t, rs, "tcp") || ev.Verdict != event.VerdictBlock || ev.Enforcer != EnforcerCgroup ||
 		ev.Operation != event.OpNetwork || ev.Resource != "protocol=TCP type=SOCK_STREAM" {
 		t.Errorf("connect event: %+v", ev)
@@ -244,7 +244,7 @@ func TestNetwork(t *testing.T) {
 	if got := inCgroup(t, cgFD, "udp"); got != "operation not permitted" {
 		t.Fatalf("UDP socket under a udp Block rule: %q", got)
 	}
-	ev = events.wait(t, "socket verdict", func(ev event.Event) bool { return ev.Data == "syscall=SYS_SOCKET protocol=UDP type=SOCK_DGRAM" })
+	ev = events.Wait(t, "socket verdict", eventWait, func(ev event.Event) bool { return ev.Data == "syscall=SYS_SOCKET protocol=UDP type=SOCK_DGRAM" })
 	if ev.RuleID != ruleID(t, rs, "udp") || ev.HostPID == 0 ||
 		ev.Socket != (event.Socket{Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDP}) {
 		t.Errorf("socket event: %+v", ev)

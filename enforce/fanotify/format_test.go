@@ -44,7 +44,7 @@ func TestEventFormat(t *testing.T) {
 	if denied, out := run(t, blocked, "one", "two words", ""); !denied {
 		t.Fatalf("exec of %s was allowed: %s", blocked, out)
 	}
-	ev := events.wait(t, "exec", func(ev event.Event) bool { return strings.HasPrefix(ev.Resource, blocked) })
+	ev := events.Wait(t, "exec", eventWait, func(ev event.Event) bool { return strings.HasPrefix(ev.Resource, blocked) })
 	for _, c := range []struct{ field, got, want string }{
 		{"Resource", ev.Resource, blocked + " one two words "},
 		{"Data", ev.Data, "syscall=SYS_EXECVE"},
@@ -64,7 +64,7 @@ func TestEventFormat(t *testing.T) {
 	if denied, out := run(t, "/bin/sh", "-c", "echo x >> "+ro); !denied {
 		t.Fatalf("write of a readOnly file was allowed: %s", out)
 	}
-	ev = events.wait(t, "write open", func(ev event.Event) bool { return ev.Resource == ro })
+	ev = events.Wait(t, "write open", eventWait, func(ev event.Event) bool { return ev.Resource == ro })
 	if ev.Data != "syscall=SYS_OPENAT fd=-100 flags=O_WRONLY|O_CREAT|O_APPEND" || ev.Syscall != "SYS_OPENAT" ||
 		ev.Operation != event.OpFile || ev.Exe != sh {
 		t.Errorf("write open event: Data %q Syscall %q Operation %q Exe %q", ev.Data, ev.Syscall, ev.Operation, ev.Exe)
@@ -77,7 +77,7 @@ func TestEventFormat(t *testing.T) {
 	if denied, out := run(t, "/bin/cat", audited); denied {
 		t.Fatalf("audited read: %s", out)
 	}
-	ev = events.wait(t, "audited open", func(ev event.Event) bool { return ev.Resource == audited })
+	ev = events.Wait(t, "audited open", eventWait, func(ev event.Event) bool { return ev.Resource == audited })
 	if !strings.HasPrefix(ev.Data, "syscall=SYS_OPENAT fd=-100 flags=O_RDONLY") || ev.Retval != 0 || ev.Verdict != event.VerdictAudit {
 		t.Errorf("audited open event: Data %q retval %d verdict %d", ev.Data, ev.Retval, ev.Verdict)
 	}
@@ -107,12 +107,10 @@ func TestOneAlertPerConnect(t *testing.T) {
 	// the same connection would raise (the ring buffer is read every few
 	// microseconds when busy), and returns them all.
 	settle := func(what string) []event.Event {
-		events.wait(t, what, network)
+		events.Wait(t, what, eventWait, network)
 		time.Sleep(300 * time.Millisecond)
-		evs := events.matching(network)
-		events.mu.Lock()
-		events.evs = nil
-		events.mu.Unlock()
+		evs := events.All(network)
+		events.Reset()
 		return evs
 	}
 	block := compile(t, hostpolicy.Postures{}, policy("net", `  network:

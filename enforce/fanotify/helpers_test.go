@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/event/eventtest"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/hostpolicytest"
 )
@@ -346,76 +347,16 @@ func compile(t testing.TB, postures hostpolicy.Postures, docs ...string) *hostpo
 	return hostpolicytest.Compile(t, hostpolicy.Options{Host: "h", Postures: postures}, docs...)
 }
 
-// ruleID finds the ID of the rule with this value.
-func ruleID(t *testing.T, rs *hostpolicy.RuleSet, value string) uint32 {
-	t.Helper()
-	for _, r := range rs.Rules {
-		if r.Value == value {
-			return r.ID
-		}
-	}
-	t.Fatalf("no rule with value %q", value)
-	return 0
-}
+var ruleID = hostpolicytest.RuleID
 
-// collector keeps the events an enforcer emits.
-type collector struct {
-	mu  sync.Mutex
-	evs []event.Event
-	new chan struct{}
-}
-
-// matching returns the events emitted so far that satisfy ok.
-func (c *collector) matching(ok func(event.Event) bool) []event.Event {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []event.Event
-	for _, ev := range c.evs {
-		if ok(ev) {
-			out = append(out, ev)
-		}
-	}
-	return out
-}
-
-func newCollector() *collector { return &collector{new: make(chan struct{}, 1)} }
-
-func (c *collector) emit(ev event.Event) {
-	c.mu.Lock()
-	c.evs = append(c.evs, ev)
-	c.mu.Unlock()
-	select {
-	case c.new <- struct{}{}:
-	default:
-	}
-}
-
-// wait returns the first event that satisfies ok. Events are emitted before
-// the operation they decide returns, so it only waits for the Run
-// goroutine to hand it over; the bound only turns a missing event into a
+// eventWait bounds the wait for an event. Events are emitted before the
+// operation they decide returns, so a wait only lasts until the Run
+// goroutine hands the event over; the bound turns a missing event into a
 // failure instead of a hang.
-func (c *collector) wait(t *testing.T, what string, ok func(event.Event) bool) event.Event {
-	t.Helper()
-	limit := time.After(10 * time.Second)
-	for {
-		c.mu.Lock()
-		for _, ev := range c.evs {
-			if ok(ev) {
-				c.mu.Unlock()
-				return ev
-			}
-		}
-		c.mu.Unlock()
-		select {
-		case <-c.new:
-		case <-limit:
-			t.Fatalf("no event: %s", what)
-		}
-	}
-}
+const eventWait = 10 * time.Second
 
 // start opens the tier, applies rs and runs it until the test ends.
-func start(t *testing.T, opts Options, rs *hostpolicy.RuleSet) (*Enforcer, *collector, map[uint32]string) {
+func start(t *testing.T, opts Options, rs *hostpolicy.RuleSet) (*Enforcer, *eventtest.Collector, map[uint32]string) {
 	t.Helper()
 	e, err := New(opts)
 	if err != nil {
@@ -426,10 +367,10 @@ func start(t *testing.T, opts Options, rs *hostpolicy.RuleSet) (*Enforcer, *coll
 		_ = e.Close()
 		t.Fatal(err)
 	}
-	c := newCollector()
+	c := eventtest.New(nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx, c.emit) }()
+	go func() { done <- e.Run(ctx, c.Add) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"fmt"
+	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -282,6 +285,10 @@ func commandLine(exe string, args []string) string {
 // mount is one line of /proc/self/mountinfo.
 type mount struct {
 	point, fstype string
+	// dev is the filesystem's device (major:minor, as st_dev), root the
+	// directory of that filesystem mounted at point ("/" for all of it).
+	dev  uint64
+	root string
 }
 
 // pseudoFS are filesystems fanotify cannot or should not mediate: marking
@@ -299,24 +306,61 @@ func readMounts() ([]mount, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return parseMountinfo(f, f.Name())
+}
+
+// parseMountinfo reads a mountinfo table ("36 35 98:0 /mnt1 /mnt2 rw
+// shared:1 - ext3 /dev/root rw"). A line it cannot read is an error: the
+// allow cache must know every mount of every filesystem.
+func parseMountinfo(r io.Reader, name string) ([]mount, error) {
 	var out []mount
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
+	for n := 1; sc.Scan(); n++ {
 		fields := strings.Fields(sc.Text())
+		// Optional fields (tag:value, any number) end at "-"; the mount
+		// point itself may be named "-".
 		sep := -1
-		for i, x := range fields {
-			if x == "-" {
-				sep = i
-				break
+		if len(fields) > 6 {
+			if i := slices.Index(fields[6:], "-"); i >= 0 {
+				sep = 6 + i
 			}
 		}
-		if len(fields) < 5 || sep < 0 || sep+1 >= len(fields) {
-			continue
+		if sep < 0 || sep+1 >= len(fields) {
+			return nil, fmt.Errorf("%s line %d: not a mountinfo line: %q", name, n, sc.Text())
 		}
-		out = append(out, mount{point: unescapeMount(fields[4]), fstype: fields[sep+1]})
+		maj, mnr, ok := strings.Cut(fields[2], ":")
+		ma, err1 := strconv.ParseUint(maj, 10, 32)
+		mi, err2 := strconv.ParseUint(mnr, 10, 32)
+		if !ok || err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("%s line %d: field 3 (major:minor) %q is not a device number", name, n, fields[2])
+		}
+		out = append(out, mount{point: unescapeMount(fields[4]), fstype: fields[sep+1], dev: unix.Mkdev(uint32(ma), uint32(mi)), root: unescapeMount(fields[3])})
 	}
-	return out, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return out, nil
+}
+
+// singleMounts are the filesystems (st_dev) mounted exactly once, whole
+// (mount root "/"): an inode there has one path through the mount table.
+// One mounted twice, or in part (a bind mount of a directory), may be
+// reached under another name, which the allow cache cannot see.
+func singleMounts(mounts []mount) map[uint64]bool {
+	n := map[uint64]int{}
+	whole := map[uint64]bool{}
+	for _, m := range mounts {
+		n[m.dev]++
+		whole[m.dev] = m.root == "/"
+	}
+	once := map[uint64]bool{}
+	for dev, k := range n {
+		if k == 1 && whole[dev] {
+			once[dev] = true
+		}
+	}
+	return once
 }
 
 // mountOf is the mount a path is on: the longest mount point above it.

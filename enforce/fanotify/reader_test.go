@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/event/eventtest"
 	"github.com/armorhost/kubearmor/hostpolicy"
 )
 
@@ -109,7 +110,7 @@ done`, "sh", other, secret, prog)
 			if denied, out := run(t, "/bin/cat", secret); !denied {
 				t.Fatalf("open of the blocked file after the limit: %s", out)
 			}
-			ev := events.wait(t, "block after recovery", func(ev event.Event) bool {
+			ev := events.Wait(t, "block after recovery", eventWait, func(ev event.Event) bool {
 				return ev.Resource == secret && ev.Verdict == event.VerdictBlock
 			})
 			if ev.RuleID != ruleID(t, rs, secret) {
@@ -206,9 +207,9 @@ func TestReaderDeathReleasesTheTier(t *testing.T) {
 		_ = e.Close()
 		t.Fatal(err)
 	}
-	c := newCollector()
+	c := eventtest.New(nil)
 	runErr := make(chan error, 1)
-	go func() { runErr <- e.Run(context.Background(), c.emit) }()
+	go func() { runErr <- e.Run(context.Background(), c.Add) }()
 	if denied, out := run(t, blocked); !denied {
 		t.Fatalf("exec before the reader stopped: %s", out)
 	}

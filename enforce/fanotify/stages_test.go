@@ -24,7 +24,7 @@ func TestStagesCountLateDecisions(t *testing.T) {
 	if denied, out := run(t, blocked); denied {
 		t.Fatalf("exec with a stuck decision: %s", out)
 	}
-	events.wait(t, "fail-open report", func(ev event.Event) bool { return strings.Contains(ev.Data, "fail open") })
+	events.Wait(t, "fail-open report", eventWait, func(ev event.Event) bool { return strings.Contains(ev.Data, "fail open") })
 	st := e.Stages()
 	if len(st) != 3 || st[0].Name != "fanotify verdicts" || st[1].Name != "fanotify cache" || st[2].Name != "fanotify cache flushes" {
 		t.Fatalf("stages: %+v", st)

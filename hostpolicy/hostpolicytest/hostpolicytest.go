@@ -37,3 +37,16 @@ func Compile(t testing.TB, opts hostpolicy.Options, docs ...string) *hostpolicy.
 	}
 	return hostpolicy.Compile(all, opts)
 }
+
+// RuleID is the ID of the first rule of rs whose Value is value (a path,
+// a protocol, a capability, ...); no such rule fails the test.
+func RuleID(t testing.TB, rs *hostpolicy.RuleSet, value string) uint32 {
+	t.Helper()
+	for _, r := range rs.Rules {
+		if r.Value == value {
+			return r.ID
+		}
+	}
+	t.Fatalf("no rule with value %q", value)
+	return 0
+}

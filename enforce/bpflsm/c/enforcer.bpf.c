@@ -134,6 +134,13 @@ struct {
 	__type(value, struct exe_path);
 } exe_cache SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_INODE_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct inode_tag);
+} inode_tags SEC(".maps");
+
 struct match {
 	struct rule_slot slot[NSLOTS];
 };
@@ -761,6 +768,55 @@ static __always_inline struct decision file_verdict(struct config *cfg, struct m
 	return decide(m, op, is_allowlisted(cfg, sv.allowlist, CAT_FILE), cfg->posture_block & (1 << CAT_FILE));
 }
 
+/* config_of is the config of a tag (generation and scope) active_config
+ * returned, so a decision split over global functions uses one
+ * generation throughout. */
+static __always_inline struct config *config_of(__u32 tag)
+{
+	__u32 idx = (tag >> GEN_SHIFT) * MAX_SCOPES + ((tag >> SCOPE_SHIFT) & (MAX_SCOPES - 1));
+	return bpf_map_lookup_elem(&configs, &idx);
+}
+
+/* Decisions cross global functions packed in a __u64: verdict in the low
+ * byte, deny in bit 8, the rule in the high half. */
+static __always_inline __u64 pack_decision(struct decision d)
+{
+	return (__u64)d.rule << 32 | (d.deny ? 1 << 8 : 0) | (d.verdict & 0xff);
+}
+
+static __always_inline struct decision unpack_decision(__u64 v)
+{
+	struct decision d = {.verdict = v & 0xff, .deny = (v >> 8) & 1, .rule = v >> 32};
+	return d;
+}
+
+/* tagged_decision is d, or the decision of the rules Apply tagged the
+ * object's inode with (inodes.go) where that one is stronger: it denies,
+ * or d decides nothing. The tag holds what the rules' name for the object
+ * decides (its exact and directory rules, computed by Apply as match_path
+ * would), per category, so a name no rule covers (a hard link made before
+ * the rules) is decided as that name: explicit Block and Audit rules only,
+ * an allow-list's posture stays the name used's business. Only host-scope
+ * rules tag inodes (Apply resolves their paths in its own mount
+ * namespace). */
+static __always_inline struct decision tagged_decision(struct decision d, struct config *cfg, __u32 gtag,
+							struct inode *inode, __u32 category, __u32 op, __u32 src)
+{
+	if (d.deny || !cfg->epoch || ((gtag >> SCOPE_SHIFT) & (MAX_SCOPES - 1)))
+		return d;
+	struct inode_tag *it = bpf_inode_storage_get(&inode_tags, inode, 0, 0);
+	if (!it)
+		return d;
+	struct inode_name *n = &it->gen[masked(gtag >> GEN_SHIFT, 1)];
+	__u32 c = masked(category, 1);
+	if (n->epoch != cfg->epoch || (n->src[c] && n->src[c] != src))
+		return d;
+	struct decision td = decide((struct match *)&n->rules[c], op, 0, 0);
+	if (td.verdict && (td.deny || !d.verdict))
+		return td;
+	return d;
+}
+
 static __always_inline int has_tty(struct task_struct *t)
 {
 	return BPF_CORE_READ(t, signal, tty) != NULL;
@@ -917,6 +973,8 @@ int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 	if (has_tty(t))
 		op |= OP_TTY;
 	struct decision d = decide(&m, op, is_allowlisted(cfg, sv.allowlist, CAT_PROCESS), cfg->posture_block & (1 << CAT_PROCESS));
+	if (len)
+		d = tagged_decision(d, cfg, gen, f->f_inode, CAT_PROCESS, op, sv.id);
 	if (!d.verdict)
 		return 0;
 	struct event *e = new_event(cfg, &d, H_BPRM_CHECK, EACCES);
@@ -999,6 +1057,7 @@ int BPF_PROG(enforce_file_open, struct file *file, int ret)
 	if (has_tty(t))
 		op |= OP_TTY;
 	struct decision d = decide(&m, op, is_allowlisted(cfg, sv.allowlist, CAT_FILE), cfg->posture_block & (1 << CAT_FILE));
+	d = tagged_decision(d, cfg, gen, inode, CAT_FILE, op, sv.id);
 	if (!d.verdict)
 		return 0;
 	struct event *e = new_event(cfg, &d, H_FILE_OPEN, EACCES);
@@ -1161,28 +1220,6 @@ static __always_inline struct exe_path *walk_exe_cache(struct task_struct *task,
 #define SIDE_ANCESTORS 0x2 /* a directory: the rules of protected paths below it */
 
 #define PATH_KINDS (FILE_KINDS | (1 << K_ANCESTOR))
-
-/* config_of is the config of a tag (generation and scope) active_config
- * returned, so a decision split over global functions uses one
- * generation throughout. */
-static __always_inline struct config *config_of(__u32 tag)
-{
-	__u32 idx = (tag >> GEN_SHIFT) * MAX_SCOPES + ((tag >> SCOPE_SHIFT) & (MAX_SCOPES - 1));
-	return bpf_map_lookup_elem(&configs, &idx);
-}
-
-/* Decisions cross global functions packed in a __u64: verdict in the low
- * byte, deny in bit 8, the rule in the high half. */
-static __always_inline __u64 pack_decision(struct decision d)
-{
-	return (__u64)d.rule << 32 | (d.deny ? 1 << 8 : 0) | (d.verdict & 0xff);
-}
-
-static __always_inline struct decision unpack_decision(__u64 v)
-{
-	struct decision d = {.verdict = v & 0xff, .deny = (v >> 8) & 1, .rule = v >> 32};
-	return d;
-}
 
 static __always_inline __u64 pack_src(struct src_ref sv)
 {

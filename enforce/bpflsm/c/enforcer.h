@@ -228,6 +228,29 @@ struct config {
 	__u64 caps;        /* capabilities with rules, bit per CAP_* */
 	__u32 rate_burst;  /* events per (rule, task, hook) and second; 0 = no limit */
 	__u32 scoped;      /* host config only: bit per scope_by with container keys */
+	__u32 epoch;       /* the Apply that wrote this generation: inode names of it count */
+	__u32 pad;
+};
+
+/* Inode identity for objects the rules name that exist when they are
+ * applied: Apply tags each such inode (from user space, keyed by an fd of
+ * it) with what the rules' name for it decides, per category (index
+ * CAT_PROCESS, CAT_FILE), so any other name the object has (a hard link
+ * made before the rules, a rename before them) is decided alike. One
+ * half per generation, so writing the inactive generation leaves the
+ * active one's alone; a half counts only while its epoch is the active
+ * config's (a later Apply that did not tag the inode again leaves it
+ * stale). The storage dies with the inode: a reused inode number inherits
+ * nothing. */
+struct inode_name {
+	__u32 epoch;
+	__u32 src[2]; /* the rules' fromSource id, 0 for every source */
+	__u32 pad;
+	struct rule_val rules[2];
+};
+
+struct inode_tag {
+	struct inode_name gen[2];
 };
 
 struct rate_key {
