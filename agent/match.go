@@ -141,6 +141,16 @@ func (m *matcher) match(ev *event.Event, proc, parent string) (verdict, bool) {
 	return verdict{}, false
 }
 
+// syscallRule is the syscall rule that audits an event another category
+// reports (a File, Process or Network event made by a named system call);
+// Syscall events themselves are matched by match.
+func (m *matcher) syscallRule(ev *event.Event, proc string) *hostpolicy.Rule {
+	if ev.Operation == event.OpSyscall || ev.Syscall == "" {
+		return nil
+	}
+	return m.table.Syscall(ev.Syscall, proc, ev.Path)
+}
+
 // eventFacts answers the engine's questions from a telemetry event's
 // structured fields (never its display strings); the owner is the file's
 // owner now, compared with the event's uid.

@@ -165,6 +165,14 @@ func (p *pipeline) handle(ev *event.Event) {
 		if v, ok := m.match(ev, at.ProcessName, at.ParentProcessName); ok {
 			alert(p.matchedAlert(ev, &at, v))
 		}
+		// A syscall rule names the system call whatever telemetry category
+		// reports it (unlink is a File event): its alert is a Syscall one,
+		// as upstream's audit-all-unlink example shows.
+		if r := m.syscallRule(ev, at.ProcessName); r != nil {
+			sc := *ev
+			sc.Operation = event.OpSyscall
+			alert(p.matchedAlert(&sc, &at, verdict{rule: r, action: hostpolicy.ActionAudit}))
+		}
 	}
 	// A refused privilege change is reported whether or not a syscall rule
 	// also audits it: the rule's alert says who asked, this one that the

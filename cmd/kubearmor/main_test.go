@@ -517,3 +517,61 @@ spec:
 		t.Errorf("UID %v, want 65534", d["UID"])
 	}
 }
+
+// A syscall rule on a call the monitor reports as a File event (unlink)
+// raises a Syscall alert, as upstream's audit-all-unlink host policy
+// example: Operation Syscall, the path in Resource, no Enforcer.
+func TestSyscallRuleOnFileOperation(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to load the monitor")
+	}
+	unlinkBin, err := exec.LookPath("unlink")
+	if err != nil {
+		t.Skip("no unlink(1) here")
+	}
+	dir := t.TempDir()
+	policies := filepath.Join(dir, "policies")
+	os.MkdirAll(policies, 0o700)
+	os.WriteFile(filepath.Join(policies, "unlink.yaml"), []byte(`apiVersion: security.kubearmor.com/v1
+kind: KubeArmorHostPolicy
+metadata:
+  name: audit-all-unlink
+spec:
+  nodeSelector:
+    matchLabels:
+      kubearmor.io/hostname: testhost
+  severity: 3
+  syscalls:
+    matchSyscalls:
+    - syscall: [unlink]
+  action: Audit
+`), 0o600)
+	out := filepath.Join(dir, "alerts.jsonl")
+	cmd := exec.Command(binary, "--config", "/dev/null", "--host", "testhost", "--lsm", "none", "--socket", "",
+		"--gRPC", "0", "--policyDir", policies, "--logPath", out)
+	logs := watchLog(t, cmd)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	line := logs.waitFor(t, "monitor")
+	if strings.Contains(line, "monitor unavailable") {
+		t.Skipf("the monitor cannot load here: %s", line)
+	}
+	logs.waitFor(t, "kubearmor ready")
+
+	secret := filepath.Join(dir, "secret.txt")
+	os.WriteFile(secret, []byte("x"), 0o600)
+	if b, err := exec.Command(unlinkBin, secret).CombinedOutput(); err != nil {
+		t.Fatalf("unlink: %v\n%s", err, b)
+	}
+	tail := &recordTail{path: out}
+	a := waitForRecord(t, tail, map[string]any{"PolicyName": "audit-all-unlink", "Type": "MatchedHostPolicy",
+		"Operation": "Syscall", "Resource": secret, "Action": "Audit", "Result": "Passed", "Severity": "3"})
+	if d, _ := a["Data"].(string); !strings.HasPrefix(d, "syscall=SYS_UNLINK") {
+		t.Errorf("Data %q, want syscall=SYS_UNLINK...", d)
+	}
+	if _, has := a["Enforcer"]; has {
+		t.Errorf("syscall verdicts carry no Enforcer, as upstream: %v", a)
+	}
+}
