@@ -463,19 +463,7 @@ spec:
     matchSyscalls:
     - syscall: [setuid, setgid]
 `), 0o600)
-	out := filepath.Join(dir, "alerts.jsonl")
-	cmd := exec.Command(binary, "--config", "/dev/null", "--host", "testhost", "--lsm", "none", "--socket", "",
-		"--gRPC", "0", "--policyDir", policies, "--logPath", out)
-	logs := watchLog(t, cmd)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	line := logs.waitFor(t, "monitor")
-	if strings.Contains(line, "monitor unavailable") {
-		t.Skipf("the monitor cannot load here: %s", line)
-	}
-	logs.waitFor(t, "kubearmor ready")
+	out := startMonitorOnly(t, dir, policies)
 
 	self, _ := os.Executable()
 	child := exec.Command(self, "-test.run=^$")
@@ -546,19 +534,7 @@ spec:
     - syscall: [unlink]
   action: Audit
 `), 0o600)
-	out := filepath.Join(dir, "alerts.jsonl")
-	cmd := exec.Command(binary, "--config", "/dev/null", "--host", "testhost", "--lsm", "none", "--socket", "",
-		"--gRPC", "0", "--policyDir", policies, "--logPath", out)
-	logs := watchLog(t, cmd)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	line := logs.waitFor(t, "monitor")
-	if strings.Contains(line, "monitor unavailable") {
-		t.Skipf("the monitor cannot load here: %s", line)
-	}
-	logs.waitFor(t, "kubearmor ready")
+	out := startMonitorOnly(t, dir, policies)
 
 	secret := filepath.Join(dir, "secret.txt")
 	os.WriteFile(secret, []byte("x"), 0o600)
@@ -574,4 +550,25 @@ spec:
 	if _, has := a["Enforcer"]; has {
 		t.Errorf("syscall verdicts carry no Enforcer, as upstream: %v", a)
 	}
+}
+
+// startMonitorOnly runs the agent with no enforcer on the policies in
+// policies, skipping the test where the monitor cannot load; it returns the
+// JSON-lines file the agent writes its events to.
+func startMonitorOnly(t *testing.T, dir, policies string) string {
+	t.Helper()
+	out := filepath.Join(dir, "alerts.jsonl")
+	cmd := exec.Command(binary, "--config", "/dev/null", "--host", "testhost", "--lsm", "none", "--socket", "",
+		"--gRPC", "0", "--policyDir", policies, "--logPath", out)
+	logs := watchLog(t, cmd)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	line := logs.waitFor(t, "monitor")
+	if strings.Contains(line, "monitor unavailable") {
+		t.Skipf("the monitor cannot load here: %s", line)
+	}
+	logs.waitFor(t, "kubearmor ready")
+	return out
 }
