@@ -16,10 +16,7 @@
 
 PROFILES=/sys/kernel/security/apparmor/profiles
 WAIT_SECS=180
-mkdir -p /tmp/blocked /srv/sec
-for n in true gapa gapb gapc; do cp /bin/busybox /tmp/blocked/$n; done
-echo secret > /srv/sec/secret.txt
-cp /bin/busybox /tmp/cat
+gap_fixture true gapa gapb gapc
 
 ours() { grep -c '^kubearmor-' $PROFILES; }
 # rev: AppArmor's policy revision, which every load, replacement and
@@ -28,23 +25,7 @@ ours() { grep -c '^kubearmor-' $PROFILES; }
 rev() { timeout 3 head -n 1 /sys/kernel/security/apparmor/policy/revision 2>/dev/null; }
 
 start_agent --lsm apparmor --detach-on-exit=false
-policy gap <<'EOF2'
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: gap
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-  process:
-    matchDirectories:
-    - dir: /tmp/blocked/
-  file:
-    matchPaths:
-    - path: /srv/sec/secret.txt
-  action: Block
-EOF2
+gap_policy
 # A program started by a confined shell is what AppArmor mediates: a
 # process older than the profiles keeps its (un)confinement.
 denied "exec refused" "Permission denied" /bin/sh -c /tmp/blocked/true

@@ -16,29 +16,10 @@
 PINS=/sys/fs/bpf/kubearmor
 # Loading the objects takes close to a minute under TCG.
 WAIT_SECS=240
-mkdir -p /tmp/blocked /srv/sec
-for n in true gapa gapb gapc; do cp /bin/busybox /tmp/blocked/$n; done
-echo secret > /srv/sec/secret.txt
-cp /bin/busybox /tmp/cat
+gap_fixture true gapa gapb gapc
 
 start_agent --detach-on-exit=false
-policy gap <<'EOF2'
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: gap
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-  process:
-    matchDirectories:
-    - dir: /tmp/blocked/
-  file:
-    matchPaths:
-    - path: /srv/sec/secret.txt
-  action: Block
-EOF2
+gap_policy
 denied "exec refused" "Permission denied" /tmp/blocked/true true
 denied "open refused" "Permission denied" /tmp/cat /srv/sec/secret.txt
 

@@ -79,6 +79,36 @@ policy() {
   grep "policies in force" "$AGENT_LOG" | tail -n 1 | grep -q "$1" || fail "policy $1 not in force"
 }
 
+# gap_fixture NAMES...: what the restart and upgrade tests loop on while
+# agents come and go: programs /tmp/blocked/NAME (busybox), a secret file
+# and a copy of busybox to read it with; gap_policy blocks both.
+gap_fixture() {
+  mkdir -p /tmp/blocked /srv/sec
+  for n in "$@"; do cp /bin/busybox "/tmp/blocked/$n"; done
+  echo secret > /srv/sec/secret.txt
+  cp /bin/busybox /tmp/cat
+}
+
+gap_policy() {
+  policy gap <<'EOP'
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorHostPolicy
+metadata:
+  name: gap
+spec:
+  nodeSelector:
+    matchLabels:
+      kubearmor.io/hostname: "*"
+  process:
+    matchDirectories:
+    - dir: /tmp/blocked/
+  file:
+    matchPaths:
+    - path: /srv/sec/secret.txt
+  action: Block
+EOP
+}
+
 # start_agent ARGS...: start kubearmor in the background, wait until ready.
 start_agent() {
   ALERTS=/tmp/alerts.jsonl

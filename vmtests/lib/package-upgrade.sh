@@ -81,10 +81,7 @@ configure_agent() {
 # run_package_upgrade: install 1.0.0, enforce, upgrade to 1.0.1 while a loop
 # tries a blocked exec and a blocked open, remove.
 run_package_upgrade() {
-  mkdir -p /tmp/blocked /srv/sec
-  for n in true gapu; do cp /bin/busybox /tmp/blocked/$n; done
-  echo secret > /srv/sec/secret.txt
-  cp /bin/busybox /tmp/cat
+  gap_fixture true gapu
   rm -f /usr/bin/kubearmor # the harness's copy: the package brings its own
   setup_host
 
@@ -95,23 +92,7 @@ run_package_upgrade() {
   start_unit
   check "the packaged agent is 1.0.0" sh -c 'kubearmor version | grep -qx 1.0.0'
   grep 'enforcer chosen' "$AGENT_LOG"
-  policy gap <<'EOP'
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: gap
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-  process:
-    matchDirectories:
-    - dir: /tmp/blocked/
-  file:
-    matchPaths:
-    - path: /srv/sec/secret.txt
-  action: Block
-EOP
+  gap_policy
   denied "exec refused" "Permission denied" /bin/sh -c /tmp/blocked/true
   denied "open refused" "Permission denied" /tmp/cat /srv/sec/secret.txt
 
