@@ -49,6 +49,10 @@ type Enforcer struct {
 	// helpers are the programs kept unconfined: profile name -> path
 	helpers map[string]string
 	closed  bool
+	// unpinned: Unpin removed everything of ours; the serial file is not
+	// written again (Run's goroutine may still be finishing: the agent
+	// unpins before its parts have all returned)
+	unpinned bool
 	// adopted is what New found loaded (lifecycle.go); nil when nothing.
 	adopted *adoption
 	state   atomic.Pointer[state]
@@ -371,7 +375,9 @@ func (e *Enforcer) Unpin() error {
 		names = append(names, name)
 	}
 	e.loaded = map[string]string{}
+	e.unpinned = true
 	_ = os.Remove(filepath.Join(e.opts.Dir, serialFile))
+	_ = os.Remove(filepath.Join(e.opts.Dir, serialFile+".new"))
 	return removeAll(names, e.opts.Dir, e.opts.Log)
 }
 

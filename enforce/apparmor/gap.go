@@ -144,9 +144,15 @@ func (e *Enforcer) readSerial() (uint64, bool) {
 	return n, err == nil
 }
 
-// saveSerial records the serial of the last record read, atomically.
+// saveSerial records the serial of the last record read, atomically; never
+// after Unpin, which must leave nothing of ours behind.
 func (e *Enforcer) saveSerial(n uint64) {
 	if n == 0 || n == e.savedSerial {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.unpinned {
 		return
 	}
 	tmp := filepath.Join(e.opts.Dir, serialFile+".new")

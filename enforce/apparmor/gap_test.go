@@ -1,6 +1,9 @@
 package apparmor
 
 import (
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -65,5 +68,25 @@ func TestFromKernel(t *testing.T) {
 		if got := fromKernel(prefix); got != want {
 			t.Errorf("fromKernel(%q) = %v, want %v", prefix, got, want)
 		}
+	}
+}
+
+// Unpin leaves nothing of ours in the profile directory, even when Run's
+// goroutine saves the audit serial after it (the agent unpins before its
+// parts have all returned): 30-apparmor-enforce on 6.12 found the serial
+// file written back after the stop.
+func TestNoSerialAfterUnpin(t *testing.T) {
+	dir := t.TempDir()
+	e := &Enforcer{opts: Options{Dir: dir, Log: slog.New(slog.DiscardHandler)}, loaded: map[string]string{}}
+	e.saveSerial(7)
+	if _, err := os.Stat(filepath.Join(dir, serialFile)); err != nil {
+		t.Fatalf("the serial is saved while the profiles are ours: %v", err)
+	}
+	if err := e.Unpin(); err != nil {
+		t.Fatal(err)
+	}
+	e.saveSerial(8)
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("after Unpin the directory holds %v", left)
 	}
 }
