@@ -332,6 +332,11 @@ func (t *Table) Capability(name, source string, f Facts) Decision {
 // "" if none): the first in rule order whose fromSource (a path, or a
 // directory) and path (a file, or a directory) cover the call.
 func (t *Table) Syscall(name, program, resource string) *hostpolicy.Rule {
+	if len(t.syscalls) == 0 {
+		// The common case, now asked of every telemetry event that names
+		// its syscall: no lower-cased copy of the name.
+		return nil
+	}
 	for _, r := range t.syscalls[strings.ToLower(strings.TrimPrefix(name, "SYS_"))] {
 		if r.Source != "" {
 			if r.SourceIsDir {
