@@ -104,7 +104,7 @@ func runHelper(args []string) int {
 		if _, err := unix.Openat(dfd, args[2], unix.O_RDONLY, 0); err != unix.ENOENT {
 			return 1
 		}
-	case "openloop", "openloop-rel", "forkexec", "sendloop-udp", "sendloop-tcp":
+	case "openloop", "openloop-rel", "forkexec", "sendloop-udp", "sendloop-tcp", "getpidloop", "setuidloop":
 		return benchLoop(args)
 	default:
 		return 2
