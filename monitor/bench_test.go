@@ -462,9 +462,17 @@ func TestProgramCost(t *testing.T) {
 	os.WriteFile(file, nil, 0o600)
 
 	// Syscalls nothing reports, without a monitor and (below) with one.
+	// MONITOR_BENCH=quick: a tenth of the iterations (the VM test).
+	scale := func(n int) int {
+		if os.Getenv("MONITOR_BENCH") == "quick" {
+			return n / 10
+		}
+		return n
+	}
 	perOp := func(loop string) time.Duration {
-		s := runLoop(t, loop, "1000000", file)
-		return s.wall / 1000000
+		n := scale(1000000)
+		s := runLoop(t, loop, strconv.Itoa(n), file)
+		return s.wall / time.Duration(n)
 	}
 	offGetpid, offSetuid := perOp("getpidloop"), perOp("setuidloop")
 
@@ -493,14 +501,16 @@ func TestProgramCost(t *testing.T) {
 	hooks, note := m.Hooks()
 	t.Logf("hooks: %s %s", hooks, note)
 	last := map[string]ebpf.ProgramStats{}
-	for _, loop := range []struct{ name, n string }{{"openloop", "100000"}, {"openloop-rel", "100000"},
-		{"sendloop-udp", "100000"}, {"sendloop-tcp", "100000"}, {"forkexec", "300"}} {
+	for _, loop := range []struct {
+		name string
+		n    int
+	}{{"openloop", 100000}, {"openloop-rel", 100000}, {"sendloop-udp", 100000}, {"sendloop-tcp", 100000}, {"forkexec", 300}} {
 		arg := file
 		if loop.name == "forkexec" {
 			arg = "/bin/true"
 		}
-		s := runLoop(t, loop.name, loop.n, arg)
-		n, _ := strconv.Atoi(loop.n)
+		n := scale(loop.n)
+		s := runLoop(t, loop.name, strconv.Itoa(n), arg)
 		t.Logf("%s: wall %v cpu %v (%v per operation)", loop.name, s.wall, s.cpu, s.cpu/time.Duration(n))
 		for name, ps := range progs {
 			var sum ebpf.ProgramStats

@@ -112,6 +112,19 @@ func runHelper(args []string) int {
 	return 0
 }
 
+// testHooks is the syscall path the tests force: MONITOR_TEST_HOOKS=fexit
+// (the VM test, whose kernel accepts trampolines) or tracepoints; unset,
+// the monitor chooses.
+func testHooks() Hooks {
+	switch os.Getenv("MONITOR_TEST_HOOKS") {
+	case "fexit":
+		return HooksFexit
+	case "tracepoints":
+		return HooksTracepoints
+	}
+	return HooksAuto
+}
+
 // newCollector keeps the events of this test's descendants (by host pid).
 func newCollector() *eventtest.Collector {
 	ours := map[uint32]bool{uint32(os.Getpid()): true}
@@ -148,7 +161,7 @@ func sharedMonitor(t *testing.T) (*Monitor, *eventtest.Collector) {
 	t.Helper()
 	requireKernel(t)
 	shared.once.Do(func() {
-		shared.m, shared.err = Open(Options{Visibility: ScopeAll})
+		shared.m, shared.err = Open(Options{Visibility: ScopeAll, Hooks: testHooks()})
 		if shared.err != nil {
 			return
 		}
@@ -535,6 +548,7 @@ func startMonitor(t *testing.T, opts Options) (*Monitor, *eventtest.Collector, f
 	t.Helper()
 	requireKernel(t)
 	opts.Table = proctable.New(proctable.Options{ReadProcOnMiss: true})
+	opts.Hooks = testHooks()
 	m, err := Open(opts)
 	if err != nil {
 		t.Fatalf("open: %v", err)
