@@ -41,7 +41,9 @@ func (a *Agent) statusProto() *statuspb.Status {
 		skipped = append(skipped, ad.Adoption())
 	}
 	st.EnforcerReason = strings.Join(skipped, "; ")
-	if h, ok := a.mon.(interface{ Hooks() (monitor.Hooks, string) }); ok {
+	if h, ok := a.mon.(interface {
+		Hooks() (monitor.Hooks, string)
+	}); ok {
 		hooks, note := h.Hooks()
 		st.MonitorHooks = string(hooks)
 		if note != "" {
