@@ -68,10 +68,21 @@ type fexitTarget struct {
 // has, socketcall for the network scope, and execveat's entry for its
 // stashed arguments. A syscall whose 64-bit entry point the kernel lacks is
 // returned in missing (as the tracepoint path reports it).
-func fexitTargets(kernel *btf.Spec, watched Scope, traceExec bool) (targets []fexitTarget, missing []string) {
+//
+// A name the kernel's BTF has twice (the weak stubs of kernel/sys_ni.c
+// beside the real wrapper, e.g. __x64_sys_connect on Debian's 6.1 and 6.12)
+// cannot be attached by name with cilium/ebpf, which refuses ambiguous
+// targets: that is an error, and the caller keeps the tracepoints rather
+// than lose the syscall.
+func fexitTargets(kernel *btf.Spec, watched Scope, traceExec bool) (targets []fexitTarget, missing []string, err error) {
+	var ambiguous []string
 	has := func(fn string) bool {
 		var f *btf.Func
-		return kernel.TypeByName(fn, &f) == nil
+		err := kernel.TypeByName(fn, &f)
+		if errors.Is(err, btf.ErrMultipleMatches) {
+			ambiguous = append(ambiguous, fn)
+		}
+		return err == nil
 	}
 	for _, t := range tracedSyscalls {
 		if t.scope&watched == 0 || t.exit == exitExec && !traceExec {
@@ -98,7 +109,10 @@ func fexitTargets(kernel *btf.Spec, watched Scope, traceExec bool) (targets []fe
 	if watched&ScopeNetwork != 0 && has(socketcallFunc) {
 		targets = append(targets, fexitTarget{prog: "fexit_socketcall", fn: socketcallFunc, cookie: abiSocketcall << 32})
 	}
-	return targets, missing
+	if len(ambiguous) > 0 {
+		return nil, nil, fmt.Errorf("%d entry points are ambiguous in the kernel's BTF (%s, ...)", len(ambiguous), ambiguous[0])
+	}
+	return targets, missing, nil
 }
 
 // attachFexit loads one copy of a program per target (a trampoline program

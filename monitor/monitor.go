@@ -256,7 +256,10 @@ func (m *Monitor) tryFexit(spec *ebpf.CollectionSpec, watched Scope, traceExec b
 	if err != nil {
 		return fmt.Errorf("kernel BTF: %w", err)
 	}
-	targets, missing := fexitTargets(kernel, watched, traceExec)
+	targets, missing, err := fexitTargets(kernel, watched, traceExec)
+	if err != nil {
+		return err
+	}
 	if err := m.attachFexit(spec, targets); err != nil {
 		return err
 	}
