@@ -34,7 +34,8 @@ func TestHooks(t *testing.T) {
 }
 
 // TestCompat32: syscalls made through the 32-bit entry (int 0x80,
-// socketcall) are reported like their 64-bit forms, with x86-64 names.
+// socketcall, 16-bit ids) are reported like their 64-bit forms, with
+// x86-64 names.
 // The helper is MONITOR_TEST_COMPAT32 (the VM test builds it) or built
 // here with GOARCH=386.
 func TestCompat32(t *testing.T) {
@@ -101,6 +102,9 @@ func TestCompat32(t *testing.T) {
 	if n != 2 {
 		t.Errorf("%d connects to %s, want 2 (socketcall and connect)", n, addr)
 	}
+	has("accept by socketcall", func(e event.Event) bool {
+		return e.Syscall == "SYS_ACCEPT" && e.Retval >= 0 && strings.HasSuffix(e.Resource, "sin_addr=127.0.0.1")
+	})
 	has("setuid", func(e event.Event) bool { return e.Syscall == "SYS_SETUID" && e.Data == "syscall=SYS_SETUID userid=0" })
 	has("DNS query", func(e event.Event) bool {
 		return e.Syscall == "SYS_SENDTO" && strings.Contains(e.Data, "domain=compat32.example.test,")

@@ -5,13 +5,18 @@
 // A syscall event is built when the syscall returns, which knows the return
 // value: the arguments come from the user registers saved at entry, and the
 // program reads what it needs (paths, socket addresses) and emits one record.
-// Two sets of thin programs feed the same per-kind bodies (file_exit,
-// net_exit, send_exit, cred_exit, exec_exit):
+// Thin programs feed the same per-kind bodies (file_exit, net_exit,
+// send_exit, cred_exit, exec_exit):
 //
-//   - fexit on the syscall wrappers (__x64_sys_openat, and the 32-bit entry
-//     points __ia32_sys_* / __ia32_compat_sys_*): only the traced syscalls
-//     pay. User space loads one copy per function and tells it, by the
-//     attach cookie, which syscall it is and how the registers are laid out.
+//   - fexit on the inner functions every entry of a network or credential
+//     syscall calls (__sys_connect, __sys_setuid, ...: 64-bit, 32-bit,
+//     16-bit ids, socketcall), their arguments being the syscall's;
+//   - fexit on the other syscalls' wrappers (__x64_sys_openat, and the
+//     32-bit entry points __ia32_sys_* / __ia32_compat_sys_*), which read
+//     the saved user registers; kretprobes instead on a wrapper the
+//     kernel's BTF names twice. Only the traced syscalls pay. User space
+//     loads one copy per function and tells it, by the attach cookie, which
+//     syscall it is and where its arguments are;
 //   - classic syscall exit tracepoints, for kernels that refuse trampolines.
 //     Any syscall tracepoint puts every syscall of every task on the
 //     kernel's tracing path, and they do not see 32-bit syscalls at all.
@@ -539,11 +544,19 @@ static __always_inline u32 accept_nr(void)
 	return (ax & ~(u64)X32_SYSCALL_BIT_) == NR_accept ? NR_accept : NR_accept4;
 }
 
-// func_args: the arguments of the kernel function an fexit program is on
-// (ABI_FUNC): they are the syscall's, in its order; the cookie names the
-// syscall. Returns the function's return value; every such function's fits
-// in an int (an int in rax leaves its high half undefined).
-static __always_inline s64 func_args(struct stash *s, void *ctx)
+// func_ret: the return value of the kernel function an fexit program is
+// on (ABI_FUNC). Every such function's fits in an int, and an int in rax
+// leaves its high half undefined.
+static __always_inline s64 func_ret(void *ctx)
+{
+	u64 ret = 0;
+	bpf_get_func_ret(ctx, &ret);
+	return (s64)(s32)ret;
+}
+
+// func_args: that function's arguments, which are the syscall's in its
+// order; the cookie names the syscall.
+static __always_inline void func_args(struct stash *s, void *ctx)
 {
 	u64 cookie = bpf_get_attach_cookie(ctx);
 	s->nr = (u32)cookie;
@@ -556,9 +569,6 @@ static __always_inline s64 func_args(struct stash *s, void *ctx)
 			bpf_get_func_arg(ctx, i, &v);
 		s->args[i] = v;
 	}
-	u64 ret = 0;
-	bpf_get_func_ret(ctx, &ret);
-	return (s64)(s32)ret;
 }
 
 // Entry of execve (3 arguments) and execveat (5): a program may read no
@@ -784,9 +794,10 @@ SEC("fexit/__sys_connect")
 int fexit_func_net(u64 *ctx)
 {
 	struct stash s;
-	s64 ret = func_args(&s, ctx);
+	s64 ret = func_ret(ctx);
 	if (!wanted(ret, SCOPE_NETWORK))
 		return 0;
+	func_args(&s, ctx);
 	return net_exit(&s, ret);
 }
 
@@ -931,9 +942,10 @@ SEC("fexit/__sys_sendto")
 int fexit_func_send(u64 *ctx)
 {
 	struct stash s;
-	s64 ret = func_args(&s, ctx);
+	s64 ret = func_ret(ctx);
 	if (ret < 0 || !wanted(ret, SCOPE_NETWORK))
 		return 0;
+	func_args(&s, ctx);
 	bool compat = false;
 	if (s.nr == NR_sendmsg || s.nr == NR_sendmmsg) {
 		int fi = s.nr == NR_sendmsg ? 2 : 3;
@@ -991,9 +1003,10 @@ SEC("fexit/__sys_setuid")
 int fexit_func_cred(u64 *ctx)
 {
 	struct stash s;
-	s64 ret = func_args(&s, ctx);
+	s64 ret = func_ret(ctx);
 	if (!wanted(ret, SCOPE_CAPABILITIES))
 		return 0;
+	func_args(&s, ctx);
 	return cred_exit(&s, ret);
 }
 
