@@ -534,7 +534,7 @@ func report(out io.Writer, o options, loops []loop, res results, figs map[string
 			unit func(float64) string
 		}{
 			{"wall", wallTime, func(v float64) string { return us(time.Duration(v)) }},
-			{"ref", refUnits, func(v float64) string { return fmt.Sprintf("%.1f", v) }},
+			{"ref", refUnits, func(v float64) string { return fmt.Sprintf("%.3g", v) }},
 		} {
 			sa := res[base][l.name]
 			fmt.Fprintf(out, "%-14s", l.name+" "+m.name)
@@ -556,6 +556,25 @@ func report(out io.Writer, o options, loops []loop, res results, figs map[string
 		}
 	}
 	fmt.Fprintln(out)
+	if strings.ContainsAny(o.only, agentLetters()) {
+		reportAgent(out, ran, figs)
+	}
+	reportBudgets(out, overWall, idleMs)
+}
+
+// agentLetters are the configurations that run the agent.
+func agentLetters() string {
+	var s string
+	for _, c := range configs {
+		if c.visibility != "" {
+			s += c.letter
+		}
+	}
+	return s
+}
+
+// reportAgent prints the agent's start-up, memory and CPU by configuration.
+func reportAgent(out io.Writer, ran []config, figs map[string][]agentFigures) {
 	fmt.Fprintf(out, "%-44s", "agent (medians over rounds)")
 	for _, c := range ran {
 		if c.visibility != "" {
@@ -583,7 +602,6 @@ func report(out io.Writer, o options, loops []loop, res results, figs map[string
 	row("VmHWM (peak RSS)", func(f agentFigures) string { return mib(f.hwmKiB) })
 	row("agent CPU while the loops ran", func(f agentFigures) string { return fmt.Sprintf("%.1f%%", f.cpuPercent) })
 	fmt.Fprintln(out)
-	reportBudgets(out, overWall, idleMs)
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
