@@ -87,10 +87,10 @@ func reportBudgets(out io.Writer, over map[string]map[string]float64, idleMs flo
 		if b.factor {
 			got = fmt.Sprintf("x%.2f", v)
 		}
-		fmt.Fprintf(out, "  %-66s %-14s %s\n", b, got, met(ok))
+		fmt.Fprintf(out, "  %-70s %-14s %s\n", b, got, met(ok))
 	}
 	if idleMs >= 0 {
-		fmt.Fprintf(out, "  %-66s %-14s %s\n", fmt.Sprintf("idle agent CPU, default visibility <= %g ms/s", idleBudget),
+		fmt.Fprintf(out, "  %-70s %-14s %s\n", fmt.Sprintf("idle agent CPU, default visibility <= %g ms/s", idleBudget),
 			fmt.Sprintf("%.2f ms/s", idleMs), met(idleMs <= idleBudget))
 	} else {
 		fmt.Fprintf(out, "  idle agent CPU: not measured (scripts/bench-bpflsm --wall measures it)\n")

@@ -37,8 +37,9 @@ SEC("tracepoint/syscalls/sys_exit_openat")
 int record_tp(void *ctx) { return record(); }
 
 // The socket calls' wrappers (__x64_sys_socket, ...) are in 6.1's BTF
-// twice (net/socket.c and kernel/sys_ni.c's stubs), and cilium/ebpf refuses
-// an ambiguous target, so these hook the implementations the wrappers call.
+// twice (cilium/ebpf: "multiple matching types"; likely net/socket.c's and
+// the weak stub of kernel/sys_ni.c), and cilium/ebpf refuses an ambiguous
+// target, so these hook the implementations the wrappers call.
 // Nothing is read from the context: the trampoline is the cost.
 SEC("fexit/__x64_sys_openat")
 int record_openat(void *ctx) { return record(); }
