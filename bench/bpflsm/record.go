@@ -18,8 +18,9 @@ import (
 var recordedSyscalls = []string{"openat", "socket", "connect", "accept4"}
 
 // attachRecordFloor attaches c/record.bpf.c: fexit programs on the
-// syscalls when the kernel loads and attaches them (BPF trampolines), else
-// the syscall exit tracepoints, and sched_process_exec either way; via
+// syscalls and the BTF tracepoint sched_process_exec when the kernel loads
+// and attaches them (BPF trampolines), else the syscall exit tracepoints
+// and the classic sched_process_exec; via
 // names the set in use. A reader drains the records every 10 ms, as the
 // monitor does. detach fails if no record arrived.
 func attachRecordFloor() (detach func() error, via string, err error) {
@@ -87,7 +88,7 @@ func attachRecordFloor() (detach func() error, via string, err error) {
 func attachRecordFexit(spec *ebpf.CollectionSpec) ([]io.Closer, error) {
 	var objs struct {
 		Records *ebpf.Map     `ebpf:"records"`
-		Exec    *ebpf.Program `ebpf:"record_tp"`
+		Exec    *ebpf.Program `ebpf:"record_exec"`
 		Openat  *ebpf.Program `ebpf:"record_openat"`
 		Socket  *ebpf.Program `ebpf:"record_socket"`
 		Connect *ebpf.Program `ebpf:"record_connect"`
@@ -97,7 +98,7 @@ func attachRecordFexit(spec *ebpf.CollectionSpec) ([]io.Closer, error) {
 		return nil, loadErr(err)
 	}
 	closers := []io.Closer{objs.Records, objs.Exec, objs.Openat, objs.Socket, objs.Connect, objs.Accept4}
-	for _, p := range []*ebpf.Program{objs.Openat, objs.Socket, objs.Connect, objs.Accept4} {
+	for _, p := range []*ebpf.Program{objs.Exec, objs.Openat, objs.Socket, objs.Connect, objs.Accept4} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p})
 		if err != nil {
 			closeAll(closers)
@@ -105,7 +106,7 @@ func attachRecordFexit(spec *ebpf.CollectionSpec) ([]io.Closer, error) {
 		}
 		closers = append(closers, l)
 	}
-	return attachExec(closers, objs.Exec)
+	return closers, nil
 }
 
 func attachRecordTracepoints(spec *ebpf.CollectionSpec) ([]io.Closer, error) {
@@ -125,11 +126,7 @@ func attachRecordTracepoints(spec *ebpf.CollectionSpec) ([]io.Closer, error) {
 		}
 		closers = append(closers, l)
 	}
-	return attachExec(closers, objs.Tp)
-}
-
-func attachExec(closers []io.Closer, p *ebpf.Program) ([]io.Closer, error) {
-	l, err := link.Tracepoint("sched", "sched_process_exec", p, nil)
+	l, err := link.Tracepoint("sched", "sched_process_exec", objs.Tp, nil)
 	if err != nil {
 		closeAll(closers)
 		return nil, fmt.Errorf("attach sched_process_exec: %w", err)

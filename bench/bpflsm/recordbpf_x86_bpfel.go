@@ -19,6 +19,7 @@ const (
 	recordBPFMapRecords        = "records"
 	recordBPFProgRecordAccept4 = "record_accept4"
 	recordBPFProgRecordConnect = "record_connect"
+	recordBPFProgRecordExec    = "record_exec"
 	recordBPFProgRecordOpenat  = "record_openat"
 	recordBPFProgRecordSocket  = "record_socket"
 	recordBPFProgRecordTp      = "record_tp"
@@ -68,6 +69,7 @@ type recordBPFSpecs struct {
 type recordBPFProgramSpecs struct {
 	RecordAccept4 *ebpf.ProgramSpec `ebpf:"record_accept4"`
 	RecordConnect *ebpf.ProgramSpec `ebpf:"record_connect"`
+	RecordExec    *ebpf.ProgramSpec `ebpf:"record_exec"`
 	RecordOpenat  *ebpf.ProgramSpec `ebpf:"record_openat"`
 	RecordSocket  *ebpf.ProgramSpec `ebpf:"record_socket"`
 	RecordTp      *ebpf.ProgramSpec `ebpf:"record_tp"`
@@ -127,6 +129,7 @@ type recordBPFVariables struct {
 type recordBPFPrograms struct {
 	RecordAccept4 *ebpf.Program `ebpf:"record_accept4"`
 	RecordConnect *ebpf.Program `ebpf:"record_connect"`
+	RecordExec    *ebpf.Program `ebpf:"record_exec"`
 	RecordOpenat  *ebpf.Program `ebpf:"record_openat"`
 	RecordSocket  *ebpf.Program `ebpf:"record_socket"`
 	RecordTp      *ebpf.Program `ebpf:"record_tp"`
@@ -136,6 +139,7 @@ func (p *recordBPFPrograms) Close() error {
 	return _RecordBPFClose(
 		p.RecordAccept4,
 		p.RecordConnect,
+		p.RecordExec,
 		p.RecordOpenat,
 		p.RecordSocket,
 		p.RecordTp,

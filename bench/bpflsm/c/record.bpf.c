@@ -5,7 +5,8 @@
 // Two sets: fexit programs on the syscalls, for kernels with BPF
 // trampolines, and one tracepoint program for the syscall exit tracepoints
 // elsewhere; the bench loads the first the kernel accepts. Exec is reported
-// from sched_process_exec in both.
+// from sched_process_exec: its BTF tracepoint with the fexit set, as the
+// monitor does, else the classic one.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -41,6 +42,9 @@ int record_tp(void *ctx) { return record(); }
 // the weak stub of kernel/sys_ni.c), and cilium/ebpf refuses an ambiguous
 // target, so these hook the implementations the wrappers call.
 // Nothing is read from the context: the trampoline is the cost.
+SEC("tp_btf/sched_process_exec")
+int record_exec(void *ctx) { return record(); }
+
 SEC("fexit/__x64_sys_openat")
 int record_openat(void *ctx) { return record(); }
 
