@@ -260,6 +260,9 @@ func (e *Enforcer) commit(rs *hostpolicy.RuleSet, cs []hostpolicy.Container) (ma
 // container scope, then which containers are in which scope.
 func (e *Enforcer) write(g *generation, gen uint32) (*written, error) {
 	w := &written{}
+	if err := e.writeNameFilters(g, gen); err != nil {
+		return w, err
+	}
 	if err := e.writeScope(w, g.host, gen, 0, g.scoped); err != nil {
 		return w, err
 	}
@@ -350,6 +353,7 @@ func (e *Enforcer) writeScope(w *written, ent *entries, gen, scope, scoped uint3
 		RateBurst:    burst,
 		Scoped:       scoped,
 		Epoch:        e.cfgEpoch,
+		NameGate:     ent.cfg.nameGate(),
 	}
 	idx := gen*maxScopes + scope
 	if err := e.objs.Configs.Put(idx, &cfg); err != nil {
