@@ -117,9 +117,9 @@ struct {
 	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
 
-/* The executable path of each task, zero padded, filled at exec and lazily
- * by hooks that may call bpf_d_path, so hooks that may not (capable,
- * task_fix_setuid) still know the source. */
+/* The executable path of each task, zero padded, filled by the first hook
+ * that needs it after an exec (track_exec drops it): fill_exe_cache in
+ * hooks that may call bpf_d_path, walk_exe_cache in the others. */
 struct exe_path {
 	__u32 len;
 	__u32 pad;
@@ -997,6 +997,11 @@ static __always_inline int may_match(struct config *cfg, __u32 tag, __u32 catego
 				     struct dentry *d)
 {
 	if (!(cfg->name_gate & (1 << category)))
+		return 1;
+	/* d_path asks a pseudo file system's d_dname for such a dentry's
+	 * path (pipe:[...], /dmabuf:name, ...), not its name */
+	const struct dentry_operations *ops = d->d_op;
+	if (ops && ops->d_dname)
 		return 1;
 	__u32 idx = masked(tag >> GEN_SHIFT, 1) * 2 + masked(category, 1);
 	struct name_filter *f = bpf_map_lookup_elem(&name_filters, &idx);
