@@ -964,19 +964,25 @@ static long gate_step(__u32 i, struct gate_ctx *c)
 	} dn = {};
 	__u32 off_parent = bpf_core_field_offset(struct dentry, d_parent);
 	__u32 off_name = bpf_core_field_offset(struct dentry, d_name);
+	long err;
 	if (off_name == off_parent + 8) {
-		bpf_probe_read_kernel(&dn, sizeof(dn), (void *)(c->d + off_parent));
+		err = bpf_probe_read_kernel(&dn, sizeof(dn), (void *)(c->d + off_parent));
 	} else {
-		bpf_probe_read_kernel(&dn.parent, 8, (void *)(c->d + off_parent));
-		bpf_probe_read_kernel(&dn.hash_len, 16, (void *)(c->d + off_name));
+		err = bpf_probe_read_kernel(&dn.parent, 8, (void *)(c->d + off_parent));
+		err |= bpf_probe_read_kernel(&dn.hash_len, 16, (void *)(c->d + off_name));
+	}
+	__u64 head = 0;
+	if (!err)
+		err = bpf_probe_read_kernel(&head, 8, (void *)dn.name);
+	if (err) { /* not read: the path decides */
+		c->done = 2;
+		return 1;
 	}
 	if (!dn.parent || dn.parent == c->d) {
 		c->done = 1;
 		return 1;
 	}
 	__u32 len = dn.hash_len >> 32;
-	__u64 head = 0;
-	bpf_probe_read_kernel(&head, 8, (void *)dn.name);
 	if (len < 8)
 		head &= (1ULL << (len * 8)) - 1;
 	__u32 bit = name_bit(head, len, c->category);
