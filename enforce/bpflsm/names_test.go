@@ -109,10 +109,18 @@ func TestNameGate(t *testing.T) {
 	wantFileOpEvent(t, 0, exact, event.VerdictAudit, "lsm=FILE_OPEN", rel(dir, "new/gate-secret"))
 
 	// A directory rule's directory made after Apply, removed and made
-	// again, and then a bind mount over it.
+	// again by renaming another directory into its name, and then a bind
+	// mount over it.
 	inDir := rel(dir, "gate-dir/f")
 	for i := 0; i < 2; i++ {
-		writeFile(t, inDir)
+		if i == 0 {
+			writeFile(t, inDir)
+		} else {
+			writeFile(t, rel(dir, "elsewhere/f"))
+			if err := os.Rename(rel(dir, "elsewhere"), rel(dir, "gate-dir")); err != nil {
+				t.Fatal(err)
+			}
+		}
 		n := collected.Count(opAlert(dirID, event.VerdictAudit, "lsm=FILE_OPEN", inDir))
 		wantAllowed(t, openRead(inDir), "read in the audited directory")
 		wantFileOpEvent(t, n, dirID, event.VerdictAudit, "lsm=FILE_OPEN", inDir)
