@@ -15,7 +15,8 @@ import (
 // an exact path's or exec name's last component, a directory rule's own
 // name (every path below it has that component), a pattern's last wholly
 // literal component ('*', '?' and sets never match '/', so a pattern's
-// components line up with the path's). A path none of whose components is
+// components line up with the path's) or, in a pattern, a last component
+// ending in its last segment's literal suffix. A path none of whose components is
 // such a name matches no rule, whatever its directories were renamed,
 // linked or mounted as: the test reads the same names the path is built
 // from, along the same walk.
@@ -34,6 +35,22 @@ func pathName(m hostpolicy.MatchKind, value string) string {
 	}
 	v := strings.TrimRight(value, "/")
 	return v[strings.LastIndexByte(v, '/')+1:]
+}
+
+// gatePattern records what a pattern of cat needs (gateNeed).
+func (s *settings) gatePattern(cat uint32, g glob) {
+	if cat != catProcess && cat != catFile {
+		return
+	}
+	name, suffix := g.gateNeed()
+	if suffix == "" {
+		s.gateName(cat, name)
+		return
+	}
+	if s.suffixes[cat] == nil {
+		s.suffixes[cat] = map[string]struct{}{}
+	}
+	s.suffixes[cat][suffix] = struct{}{}
 }
 
 // gateName records that a rule of cat needs a component named name; ""
@@ -69,39 +86,69 @@ func (s *settings) nameGate() uint32 {
 	return gate
 }
 
-// literalComponent is the last component of the pattern made of literal
-// bytes only, "" when it has none.
-func (g glob) literalComponent() string {
-	var comp []byte
-	literal, best := true, ""
-	end := func() {
-		if literal && len(comp) > 0 {
-			best = string(comp)
-		}
-		comp, literal = comp[:0], true
-	}
+// gateNeed is what every match of the pattern needs: a component named
+// name, or a last component ending in suffix (its last segment's literal
+// bytes at the end, up to 8), or neither ("", ""). A wholly literal last
+// segment is a name; a suffix of 3 bytes or more comes before a literal
+// component elsewhere (a shorter one only when there is none): a path's
+// last bytes are more telling than a directory's name like "tmp". A
+// suffix d_path's " (deleted)" could supply is not used.
+func (g glob) gateNeed() (name, suffix string) {
+	var segs [][][2]uint8
+	seg := [][2]uint8{}
 	for _, t := range g.toks {
 		if t[0] == tokLit && t[1] == '/' {
-			end()
+			segs, seg = append(segs, seg), [][2]uint8{}
 			continue
 		}
-		if t[0] != tokLit {
-			literal = false
-		}
-		comp = append(comp, t[1])
+		seg = append(seg, t)
 	}
-	end()
-	return best
+	segs = append(segs, seg)
+	literal := func(s [][2]uint8) string {
+		b := make([]byte, 0, len(s))
+		for _, t := range s {
+			if t[0] != tokLit {
+				return ""
+			}
+			b = append(b, t[1])
+		}
+		return string(b)
+	}
+	last := segs[len(segs)-1]
+	if n := literal(last); n != "" {
+		return n, ""
+	}
+	i := len(last)
+	for i > 0 && last[i-1][0] == tokLit {
+		i--
+	}
+	suffix = literal(last[i:])
+	if len(suffix) > 8 {
+		suffix = suffix[len(suffix)-8:]
+	}
+	if strings.HasSuffix(deletedSuffix, suffix) {
+		suffix = ""
+	}
+	for j := len(segs) - 2; j >= 0 && len(suffix) < 3; j-- {
+		if n := literal(segs[j]); n != "" {
+			return n, ""
+		}
+	}
+	return "", suffix
 }
 
 // nameFilter is one struct name_filter.
 type nameFilter [nameFilterWords]uint64
 
-// nameBit is enforcer.h's name_bit.
-func nameBit(name string, cat uint32) uint32 {
+// nameBit is enforcer.h's name_bit of a name (suffix false: its first 8
+// bytes and length) or of a pattern's suffix (its bytes and their number).
+func nameBit(name string, cat uint32, suffix bool) uint32 {
 	var b [8]byte
 	copy(b[:], name)
 	head := binary.LittleEndian.Uint64(b[:])
+	if suffix {
+		cat += 4
+	}
 	const mul1, mul2 = 0x9e3779b97f4a7c15, 0xc2b2ae3d27d4eb4f
 	x := head*mul1 ^ (uint64(len(name))<<8|uint64(cat))*mul2
 	x ^= x >> 29
@@ -109,14 +156,29 @@ func nameBit(name string, cat uint32) uint32 {
 	return uint32(x >> 48)
 }
 
-func (f *nameFilter) add(name string, cat uint32) {
-	b := nameBit(name, cat)
+func (f *nameFilter) add(name string, cat uint32, suffix bool) {
+	b := nameBit(name, cat, suffix)
 	f[b>>6] |= 1 << (b & 63)
 }
 
-func (f *nameFilter) has(name string, cat uint32) bool {
-	b := nameBit(name, cat)
-	return f[b>>6]&(1<<(b&63)) != 0
+// passes is whether a path whose components are comps passes the gate,
+// as may_match in enforcer.bpf.c decides it (for tests).
+func (f *nameFilter) passes(comps []string, cat uint32) bool {
+	for i, c := range comps {
+		if f[nameBit(c, cat, false)>>6]&(1<<(nameBit(c, cat, false)&63)) != 0 {
+			return true
+		}
+		if i != len(comps)-1 {
+			continue
+		}
+		for k := 1; k <= 8 && k <= len(c); k++ {
+			b := nameBit(c[len(c)-k:], cat, true)
+			if f[b>>6]&(1<<(b&63)) != 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // writeNameFilters writes the filters of generation gen: per category,
@@ -124,9 +186,12 @@ func (f *nameFilter) has(name string, cat uint32) bool {
 func (e *Enforcer) writeNameFilters(g *generation, gen uint32) error {
 	var f [2]nameFilter
 	for _, ent := range append([]*entries{g.host}, g.scopes...) {
-		for cat := range ent.cfg.names {
+		for cat := range f {
 			for name := range ent.cfg.names[cat] {
-				f[cat].add(name, uint32(cat))
+				f[cat].add(name, uint32(cat), false)
+			}
+			for sfx := range ent.cfg.suffixes[cat] {
+				f[cat].add(sfx, uint32(cat), true)
 			}
 		}
 	}

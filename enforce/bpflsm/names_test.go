@@ -2,6 +2,7 @@ package bpflsm
 
 import (
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -25,20 +26,74 @@ func TestGateNames(t *testing.T) {
 			t.Errorf("pathName(%v, %q) = %q, want %q", c.match, c.value, got, c.want)
 		}
 	}
-	for _, c := range []struct{ pattern, want string }{
-		{"/home/*/secret", "secret"},
-		{"/home/*/sec*", "home"},
-		{"/etc/*.conf", "etc"},
-		{"/t?p/*", ""},
-		{"/a\\*b/*", "a*b"}, // an escaped '*' is a literal byte
-		{"/x/[ab]/y*", "x"},
+	for _, c := range []struct{ pattern, name, suffix string }{
+		{"/home/*/secret", "secret", ""},
+		{"/home/*/sec*", "home", ""},
+		{"/etc/*.conf", "", ".conf"},
+		{"/etc/*y", "etc", ""},
+		{"/t?p/*", "", ""},
+		{"/t?p/*y", "", "y"},
+		{"/a\\*b/*", "a*b", ""}, // an escaped '*' is a literal byte
+		{"/x/[ab]/y*", "x", ""},
+		{"/x/*-very-long-suffix", "", "g-suffix"},
+		{"/x/*(deleted)", "x", ""}, // d_path's suffix of an unlinked file
 	} {
 		g, err := compileGlob(c.pattern)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := g.literalComponent(); got != c.want {
-			t.Errorf("literalComponent(%q) = %q, want %q", c.pattern, got, c.want)
+		if name, suffix := g.gateNeed(); name != c.name || suffix != c.suffix {
+			t.Errorf("gateNeed(%q) = %q, %q, want %q, %q", c.pattern, name, suffix, c.name, c.suffix)
+		}
+	}
+}
+
+// TestGatePassesMatches: every path a rule matches passes the gate built
+// from that rule alone (the gate's one promise), and a path with none of
+// the names or suffixes does not.
+func TestGatePassesMatches(t *testing.T) {
+	patterns := []string{"/tmp/*", "/tmp/*/x", "/usr/bin/apt*", "/a/*b*c", "/x?z", "/[a-c]*", "/home/*/.ssh/id_[a-z]*",
+		"/tmp/x[0-9]/busybox-*-t?ol", "/a/\\*", "/etc/shadow*", "/*/secret.key", "/var/lib/*.db", "/home/*/.bashrc",
+		"/*/bench-deny-f1?.conf", "/tmp/bench/*/[a-m]*-f2", "/tmp/*/bench-deny-f0/*.key", "/x/*(deleted)"}
+	texts := []string{"/tmp/x", "/tmp/a/b", "/tmp/a/x", "/usr/bin/apt", "/usr/bin/apt-get", "/a/bxc", "/a/xbyyc",
+		"/xyz", "/abc", "/home/u/.ssh/id_rsa", "/tmp/x1/busybox-ab-tool", "/a/*", "/etc/shadow", "/etc/shadow-",
+		"/srv/secret.key", "/var/lib/x.db", "/var/lib/.db", "/home/ann/.bashrc", "/q/bench-deny-f1x.conf",
+		"/tmp/bench/data/abc-f2", "/tmp/q/bench-deny-f0/a.key", "/x/y (deleted)", "/tmp/bench/data/sub/file.txt"}
+	for _, p := range patterns {
+		g, err := compileGlob(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s settings
+		s.gatePattern(catFile, g)
+		if s.noGate != 0 {
+			continue
+		}
+		var f nameFilter
+		for n := range s.names[catFile] {
+			f.add(n, catFile, false)
+		}
+		for n := range s.suffixes[catFile] {
+			f.add(n, catFile, true)
+		}
+		for _, text := range texts {
+			comps := strings.Split(strings.TrimPrefix(text, "/"), "/")
+			// d_path's " (deleted)" is not in the name the gate reads
+			comps[len(comps)-1] = strings.TrimSuffix(comps[len(comps)-1], deletedSuffix)
+			if g.match(text, globSteps) && !f.passes(comps, catFile) {
+				t.Errorf("%q matches %q but the gate skips it", p, text)
+			}
+		}
+	}
+	var f nameFilter
+	f.add("secret", catFile, false)
+	f.add(".key", catFile, true)
+	for _, c := range []struct {
+		path string
+		want bool
+	}{{"/srv/secret/x", true}, {"/srv/a.key", true}, {"/srv/a.keys", false}, {"/secret.key/x", false}, {"/srv/secre", false}} {
+		if got := f.passes(strings.Split(c.path[1:], "/"), catFile); got != c.want {
+			t.Errorf("passes(%q) = %v, want %v", c.path, got, c.want)
 		}
 	}
 }
@@ -65,9 +120,9 @@ func TestNameGateConfig(t *testing.T) {
 	s.gateName(catFile, "x (deleted)")
 	var f nameFilter
 	for name := range s.names[catFile] {
-		f.add(name, catFile)
+		f.add(name, catFile, false)
 	}
-	if !f.has("x", catFile) || !f.has("x (deleted)", catFile) {
+	if !f.passes([]string{"x"}, catFile) || !f.passes([]string{"x (deleted)"}, catFile) {
 		t.Error(`a rule on "x (deleted)" must let an unlinked "x" through the gate`)
 	}
 }

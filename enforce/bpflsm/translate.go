@@ -107,8 +107,9 @@ type settings struct {
 	// The name gate (names.go): per category (process, file), the names
 	// the filter must hold, and the categories with a rule that needs no
 	// name (they always build the path).
-	names  [2]map[string]struct{}
-	noGate uint32
+	names    [2]map[string]struct{}
+	suffixes [2]map[string]struct{} // patterns' last literal bytes
+	noGate   uint32
 }
 
 // entries is a RuleSet as the kernel sees it.
@@ -262,7 +263,7 @@ func (e *entries) add(r *hostpolicy.Rule) string {
 			return fmt.Sprintf("more than %d patterns", maxPatterns)
 		}
 		e.patterns = append(e.patterns, patternEntry{id: r.ID, category: uint8(cat), slot: slot, flags: uint8(flags), glob: g})
-		e.cfg.gateName(cat, g.literalComponent())
+		e.cfg.gatePattern(cat, g)
 		e.cfg.patternCats |= 1 << cat
 		return ""
 	case hostpolicy.MatchProtocol:

@@ -927,7 +927,40 @@ struct gate_ctx {
 	__u64 root_mnt; /* its struct vfsmount * */
 	__u32 category;
 	__u32 done;     /* 1: the walk reached the root; 2: a name hit */
+	__u32 last;     /* the next component tested is the path's last */
+	__u32 pad;
 };
+
+/* filter_has tests one bit of the filter. */
+static __always_inline int filter_has(struct name_filter *f, __u32 bit)
+{
+	return (f->bits[masked(bit >> 6, NAME_FILTER_WORDS - 1)] >> (bit & 63)) & 1;
+}
+
+/* suffix_hit tests the last 1..8 bytes of the path's last component (its
+ * name, len bytes, the first 8 in head) against the patterns' literal
+ * suffixes (enforcer.h). */
+static __always_inline int suffix_hit(struct name_filter *f, __u64 name, __u32 len, __u64 head, __u32 category)
+{
+	__u64 t = head;
+	__u32 n = len;
+	if (len > 8) {
+		if (bpf_probe_read_kernel(&t, 8, (void *)(name + len - 8)))
+			return 1;
+		n = 8;
+	}
+#pragma unroll
+	for (__u32 k = 1; k <= 8; k++) {
+		if (k <= n) {
+			__u64 sfx = t >> (8 * (n - k));
+			if (k < 8)
+				sfx &= (1ULL << (8 * k)) - 1;
+			if (filter_has(f, name_bit(sfx, k, category + 4)))
+				return 1;
+		}
+	}
+	return 0;
+}
 
 /* gate_step takes one step of build_path's walk (up_step: the same stops,
  * the same mount crossings, so it sees exactly the components the path
@@ -985,11 +1018,12 @@ static long gate_step(__u32 i, struct gate_ctx *c)
 	__u32 len = dn.hash_len >> 32;
 	if (len < 8)
 		head &= (1ULL << (len * 8)) - 1;
-	__u32 bit = name_bit(head, len, c->category);
-	if (f->bits[masked(bit >> 6, NAME_FILTER_WORDS - 1)] & (1ULL << (bit & 63))) {
+	if (filter_has(f, name_bit(head, len, c->category)) ||
+	    (c->last && suffix_hit(f, dn.name, len, head, c->category))) {
 		c->done = 2;
 		return 1;
 	}
+	c->last = 0;
 	c->d = dn.parent;
 	return 0;
 }
@@ -1022,6 +1056,7 @@ static __always_inline int may_match(struct config *cfg, __u32 tag, __u32 catego
 		.root_d = (__u64)t->fs->root.dentry,
 		.root_mnt = (__u64)t->fs->root.mnt,
 		.category = category,
+		.last = 1,
 	};
 	bpf_loop(2 * MAX_DEPTH, gate_step, &c, 0);
 	return c.done != 1;

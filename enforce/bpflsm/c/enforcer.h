@@ -239,16 +239,19 @@ struct config {
  * exec-name, directory or pattern rule of a category, tested before the
  * path is built. Every such rule needs one whole path component with a
  * given name (an exact path's or exec name's last component, a directory
- * rule's last component, a pattern's last wholly literal component), so
- * Apply sets the bit of each such name, per generation and category
- * (index gen * 2 + category, union of every scope), and the open and exec
- * hooks walk the object's dentries up to the task's root as build_path
- * does, testing each component's name: no bit set, no rule can match and
- * no path is built. A category with a rule that needs no component (a
+ * rule's last component, a pattern's last wholly literal component), or
+ * a pattern a last component ending in given bytes (its last segment's
+ * literal suffix, up to 8 bytes), so Apply sets the bit of each such name
+ * and suffix, per generation and category (index gen * 2 + category,
+ * union of every scope), and the open and exec hooks walk the object's
+ * dentries up to the task's root as build_path does, testing each
+ * component's name, and the last one's last 1..8 bytes: no bit set, no
+ * rule can match and no path is built. A category with a rule that needs no component (a
  * directory rule on "/", a pattern without a literal component) or in
  * allow-list mode has no bit in config.name_gate and always builds it.
  * A name's bit is name_bit(its first 8 bytes little-endian and zero
- * padded, its length, category); the Go side computes the same. */
+ * padded, its length, category), a suffix's name_bit(its bytes, their
+ * number, category + 4); the Go side computes the same. */
 struct name_filter {
 	__u64 bits[NAME_FILTER_WORDS];
 };
