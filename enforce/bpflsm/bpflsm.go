@@ -260,7 +260,7 @@ func (e *Enforcer) commit(rs *hostpolicy.RuleSet, cs []hostpolicy.Container) (ma
 // container scope, then which containers are in which scope.
 func (e *Enforcer) write(g *generation, gen uint32) (*written, error) {
 	w := &written{}
-	if err := e.writeNameFilters(g, gen); err != nil {
+	if err := e.writeNameFilters(g, gen, e.tags.inos); err != nil {
 		return w, err
 	}
 	if err := e.writeScope(w, g.host, gen, 0, g.scoped); err != nil {

@@ -181,9 +181,25 @@ func (f *nameFilter) passes(comps []string, cat uint32) bool {
 	return false
 }
 
+// inodeBit is the filter bit of a tagged inode's number (enforcer.h).
+func inodeBit(ino uint64) uint32 {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], ino)
+	return nameBit(string(b[:]), 8, false)
+}
+
 // writeNameFilters writes the filters of generation gen: per category,
-// the names of every scope's rules.
-func (e *Enforcer) writeNameFilters(g *generation, gen uint32) error {
+// the names of every scope's rules; and the numbers of the inodes the
+// Apply tagged.
+func (e *Enforcer) writeNameFilters(g *generation, gen uint32, inos []uint64) error {
+	var tagged nameFilter
+	for _, ino := range inos {
+		b := inodeBit(ino)
+		tagged[b>>6] |= 1 << (b & 63)
+	}
+	if err := e.objs.NameFilters.Put(4+gen, &enforcerNameFilter{Bits: tagged}); err != nil {
+		return fmt.Errorf("bpflsm: write inode filter: %w", err)
+	}
 	var f [2]nameFilter
 	for _, ent := range append([]*entries{g.host}, g.scopes...) {
 		for cat := range f {

@@ -141,10 +141,12 @@ struct {
 	__type(value, struct inode_tag);
 } inode_tags SEC(".maps");
 
-/* Index gen * 2 + category (CAT_PROCESS, CAT_FILE): enforcer.h. */
+/* Index gen * 2 + category (CAT_PROCESS, CAT_FILE): the names of the
+ * rules; index 4 + gen: the numbers of the inodes that generation's Apply
+ * tagged (enforcer.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 4);
+	__uint(max_entries, 6);
 	__type(key, __u32);
 	__type(value, struct name_filter);
 } name_filters SEC(".maps");
@@ -1063,10 +1065,16 @@ static __always_inline int may_match(struct config *cfg, __u32 tag, __u32 catego
 }
 
 /* tag_may_decide is whether an object may have an inode tag that decides
- * (tagged_decision): then its path is built even when no name matches. */
+ * (tagged_decision): then its path is built even when no name matches.
+ * The inode storage lookup cost more than the name gate's whole walk, so
+ * its number is tested against the tagged inodes' first. */
 static __always_inline int tag_may_decide(struct config *cfg, __u32 tag, struct inode *inode)
 {
 	if (!cfg->epoch || ((tag >> SCOPE_SHIFT) & (MAX_SCOPES - 1)))
+		return 0;
+	__u32 idx = 4 + masked(tag >> GEN_SHIFT, 1);
+	struct name_filter *f = bpf_map_lookup_elem(&name_filters, &idx);
+	if (f && !filter_has(f, name_bit(inode->i_ino, 8, 8)))
 		return 0;
 	return bpf_inode_storage_get(&inode_tags, inode, 0, 0) != NULL;
 }

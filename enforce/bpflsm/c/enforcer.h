@@ -251,7 +251,10 @@ struct config {
  * allow-list mode has no bit in config.name_gate and always builds it.
  * A name's bit is name_bit(its first 8 bytes little-endian and zero
  * padded, its length, category), a suffix's name_bit(its bytes, their
- * number, category + 4); the Go side computes the same. */
+ * number, category + 4). A filter of its own holds the numbers of the
+ * inodes an Apply tagged (inodes.go), name_bit(i_ino, 8, 8), so the
+ * hooks look up an inode's tag only when its number's bit is set. The Go
+ * side computes the same. */
 struct name_filter {
 	__u64 bits[NAME_FILTER_WORDS];
 };
