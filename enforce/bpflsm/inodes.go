@@ -51,11 +51,11 @@ const maxTagWalk = 4096
 
 // tagResult is what one Apply tagged.
 type tagResult struct {
-	tagged  int   // inodes tagged
+	tagged  int      // inodes tagged
 	inos    []uint64 // their inode numbers, for the hooks' filter (names.go)
-	failed  int   // objects that exist but could not be tagged
-	err     error // the first reason one could not
-	walkCut bool  // a directory walk stopped at maxTagWalk
+	failed  int      // objects that exist but could not be tagged
+	err     error    // the first reason one could not
+	walkCut bool     // a directory walk stopped at maxTagWalk
 }
 
 // newEpoch starts the epochs of this process somewhere no earlier process
