@@ -152,8 +152,10 @@ const (
 )
 
 type enforcerNameFilter struct {
-	_    structs.HostLayout
-	Bits [1024]uint64
+	_          structs.HostLayout
+	Bits       [1024]uint64
+	SuffixLens uint32
+	Pad        uint32
 }
 
 type enforcerNetKey struct {

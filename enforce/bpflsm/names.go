@@ -86,9 +86,13 @@ func (s *settings) nameGate() uint32 {
 	return gate
 }
 
+// maxSuffix is the longest suffix the filter holds: the hook tests one
+// length after the other.
+const maxSuffix = 4
+
 // gateNeed is what every match of the pattern needs: a component named
 // name, or a last component ending in suffix (its last segment's literal
-// bytes at the end, up to 8), or neither ("", ""). A wholly literal last
+// bytes at the end, up to maxSuffix), or neither ("", ""). A wholly literal last
 // segment is a name; a suffix of 3 bytes or more comes before a literal
 // component elsewhere (a shorter one only when there is none): a path's
 // last bytes are more telling than a directory's name like "tmp". A
@@ -123,8 +127,8 @@ func (g glob) gateNeed() (name, suffix string) {
 		i--
 	}
 	suffix = literal(last[i:])
-	if len(suffix) > 8 {
-		suffix = suffix[len(suffix)-8:]
+	if len(suffix) > maxSuffix {
+		suffix = suffix[len(suffix)-maxSuffix:]
 	}
 	if strings.HasSuffix(deletedSuffix, suffix) {
 		suffix = ""
@@ -171,7 +175,7 @@ func (f *nameFilter) passes(comps []string, cat uint32) bool {
 		if i != len(comps)-1 {
 			continue
 		}
-		for k := 1; k <= 8 && k <= len(c); k++ {
+		for k := 1; k <= maxSuffix && k <= len(c); k++ {
 			b := nameBit(c[len(c)-k:], cat, true)
 			if f[b>>6]&(1<<(b&63)) != 0 {
 				return true
@@ -201,6 +205,7 @@ func (e *Enforcer) writeNameFilters(g *generation, gen uint32, inos []uint64) er
 		return fmt.Errorf("bpflsm: write inode filter: %w", err)
 	}
 	var f [2]nameFilter
+	var lens [2]uint32
 	for _, ent := range append([]*entries{g.host}, g.scopes...) {
 		for cat := range f {
 			for name := range ent.cfg.names[cat] {
@@ -208,11 +213,12 @@ func (e *Enforcer) writeNameFilters(g *generation, gen uint32, inos []uint64) er
 			}
 			for sfx := range ent.cfg.suffixes[cat] {
 				f[cat].add(sfx, uint32(cat), true)
+				lens[cat] |= 1 << len(sfx)
 			}
 		}
 	}
 	for cat := range f {
-		if err := e.objs.NameFilters.Put(gen*2+uint32(cat), &enforcerNameFilter{Bits: f[cat]}); err != nil {
+		if err := e.objs.NameFilters.Put(gen*2+uint32(cat), &enforcerNameFilter{Bits: f[cat], SuffixLens: lens[cat]}); err != nil {
 			return fmt.Errorf("bpflsm: write name filter: %w", err)
 		}
 	}

@@ -241,11 +241,11 @@ struct config {
  * given name (an exact path's or exec name's last component, a directory
  * rule's last component, a pattern's last wholly literal component), or
  * a pattern a last component ending in given bytes (its last segment's
- * literal suffix, up to 8 bytes), so Apply sets the bit of each such name
+ * literal suffix, up to 4 bytes), so Apply sets the bit of each such name
  * and suffix, per generation and category (index gen * 2 + category,
  * union of every scope), and the open and exec hooks walk the object's
  * dentries up to the task's root as build_path does, testing each
- * component's name, and the last one's last 1..8 bytes: no bit set, no
+ * component's name, and the last one's last bytes: no bit set, no
  * rule can match and no path is built. A category with a rule that needs no component (a
  * directory rule on "/", a pattern without a literal component) or in
  * allow-list mode has no bit in config.name_gate and always builds it.
@@ -257,6 +257,8 @@ struct config {
  * side computes the same. */
 struct name_filter {
 	__u64 bits[NAME_FILTER_WORDS];
+	__u32 suffix_lens; /* bit k: a suffix of k bytes (1..4) is in bits */
+	__u32 pad;
 };
 
 #define NAME_MUL1 0x9e3779b97f4a7c15ULL
