@@ -90,7 +90,7 @@ type Server struct {
 	// subscribed wakes evictStalled after a gRPC subscriber joined, so
 	// its ticker runs only while there is a subscriber to watch.
 	subscribed chan struct{}
-	listeners   []*listener
+	listeners  []*listener
 
 	mu             sync.Mutex
 	alertsByPolicy map[string]uint64
