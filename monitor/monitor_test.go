@@ -104,12 +104,25 @@ func runHelper(args []string) int {
 		if _, err := unix.Openat(dfd, args[2], unix.O_RDONLY, 0); err != unix.ENOENT {
 			return 1
 		}
-	case "openloop", "openloop-rel", "forkexec", "sendloop-udp", "sendloop-tcp":
+	case "openloop", "openloop-rel", "forkexec", "sendloop-udp", "sendloop-tcp", "getpidloop", "setuidloop":
 		return benchLoop(args)
 	default:
 		return 2
 	}
 	return 0
+}
+
+// testHooks is the syscall path the tests force: MONITOR_TEST_HOOKS=fexit
+// (the VM test, whose kernel accepts trampolines) or tracepoints; unset,
+// the monitor chooses.
+func testHooks() Hooks {
+	switch os.Getenv("MONITOR_TEST_HOOKS") {
+	case "fexit":
+		return HooksFexit
+	case "tracepoints":
+		return HooksTracepoints
+	}
+	return HooksAuto
 }
 
 // newCollector keeps the events of this test's descendants (by host pid).
@@ -148,7 +161,7 @@ func sharedMonitor(t *testing.T) (*Monitor, *eventtest.Collector) {
 	t.Helper()
 	requireKernel(t)
 	shared.once.Do(func() {
-		shared.m, shared.err = Open(Options{Visibility: ScopeAll})
+		shared.m, shared.err = Open(Options{Visibility: ScopeAll, Hooks: testHooks()})
 		if shared.err != nil {
 			return
 		}
@@ -534,6 +547,7 @@ func startMonitor(t *testing.T, opts Options) (*Monitor, *eventtest.Collector, f
 	t.Helper()
 	requireKernel(t)
 	opts.Table = proctable.New(proctable.Options{ReadProcOnMiss: true})
+	opts.Hooks = testHooks()
 	m, err := Open(opts)
 	if err != nil {
 		t.Fatalf("open: %v", err)
