@@ -46,7 +46,11 @@ func (a *Agent) openMonitor(vis config.Visibility, kernelEnforcer bool) (*monito
 	if missing := mon.Unwatched(); len(missing) > 0 {
 		a.log.Info("monitor: syscalls this kernel has no tracepoint for", "syscalls", strings.Join(missing, ","))
 	}
-	a.log.Info("monitor started", "visibility", scopes.String())
+	hooks, note := mon.Hooks()
+	if note != "" {
+		a.log.Warn("monitor: "+note, "hooks", string(hooks))
+	}
+	a.log.Info("monitor started", "visibility", scopes.String(), "hooks", string(hooks))
 	a.mu.Lock()
 	a.mon = mon
 	a.mu.Unlock()

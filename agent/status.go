@@ -6,6 +6,7 @@ import (
 
 	"github.com/armorhost/kubearmor/feeder/statuspb"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/monitor"
 	"github.com/armorhost/kubearmor/policystore"
 )
 
@@ -40,6 +41,15 @@ func (a *Agent) statusProto() *statuspb.Status {
 		skipped = append(skipped, ad.Adoption())
 	}
 	st.EnforcerReason = strings.Join(skipped, "; ")
+	if h, ok := a.mon.(interface {
+		Hooks() (monitor.Hooks, string)
+	}); ok {
+		hooks, note := h.Hooks()
+		st.MonitorHooks = string(hooks)
+		if note != "" {
+			st.MonitorHooks += " (" + note + ")"
+		}
+	}
 	if snap.RuleSet == nil {
 		return st
 	}

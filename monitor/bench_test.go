@@ -68,6 +68,14 @@ func benchLoop(args []string) int {
 				return 1
 			}
 		}
+	case "getpidloop": // a syscall nothing reports
+		for i := 0; i < n; i++ {
+			unix.RawSyscall(unix.SYS_GETPID, 0, 0, 0)
+		}
+	case "setuidloop": // setuid(0) as root: reported only with capabilities visible
+		for i := 0; i < n; i++ {
+			unix.RawSyscall(unix.SYS_SETUID, 0, 0, 0)
+		}
 	case "forkexec":
 		for i := 0; i < n; i++ {
 			if err := exec.Command(args[2]).Run(); err != nil {
@@ -127,7 +135,7 @@ func floorLinks(t *testing.T, objs *floorBPFObjects, scope Scope, syscallProg *e
 			dirs = append(dirs, "enter")
 		}
 		for _, dir := range dirs {
-			l, err := link.Tracepoint("syscalls", "sys_"+dir+"_"+s.name, syscallProg, nil)
+			l, err := link.Tracepoint("syscalls", "sys_"+dir+"_"+s.kernelName(), syscallProg, nil)
 			if err == nil {
 				links = append(links, l)
 			}
@@ -453,7 +461,24 @@ func TestProgramCost(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "f")
 	os.WriteFile(file, nil, 0o600)
 
-	m, err := Open(Options{Visibility: ScopeFile | ScopeNetwork})
+	// Syscalls nothing reports, without a monitor and (below) with one.
+	// MONITOR_BENCH=quick: a tenth of the iterations (the VM test).
+	scale := func(n int) int {
+		if os.Getenv("MONITOR_BENCH") == "quick" {
+			return n / 10
+		}
+		return n
+	}
+	perOp := func(loop string) time.Duration {
+		n := scale(1000000)
+		s := runLoop(t, loop, strconv.Itoa(n), file)
+		return s.wall / time.Duration(n)
+	}
+	offGetpid, offSetuid := perOp("getpidloop"), perOp("setuidloop")
+
+	// The agent's default: process, file and network visible, failed
+	// setuid/setgid reported (FailuresOf capabilities).
+	m, err := Open(Options{Visibility: ScopeProcess | ScopeFile | ScopeNetwork, FailuresOf: ScopeCapabilities})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,24 +486,46 @@ func TestProgramCost(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go m.Run(ctx, func(event.Event) {})
-	progs := map[string]*ebpf.Program{
-		"sys_enter_execve": m.objs.SysEnterExecve, "sys_exit_file": m.objs.SysExitFile,
-		"sched_exec": m.objs.SchedExec, "sched_fork": m.objs.SchedFork, "sched_exit": m.objs.SchedExit,
-		"sys_exit_send": m.objs.SysExitSend,
+	onGetpid, onSetuid := perOp("getpidloop"), perOp("setuidloop")
+	t.Logf("getpid  per call: monitor off %v, on %v", offGetpid, onGetpid)
+	t.Logf("setuid(0) per call: monitor off %v, on %v", offSetuid, onSetuid)
+	// Programs by name; the fexit path loads one copy per function, summed here.
+	progs := map[string][]*ebpf.Program{}
+	for _, p := range append([]*ebpf.Program{m.objs.SchedExec, m.objs.SchedFork, m.objs.SchedExit}, m.progs...) {
+		info, err := p.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		progs[info.Name] = append(progs[info.Name], p)
 	}
+	hooks, note := m.Hooks()
+	t.Logf("hooks: %s %s", hooks, note)
 	last := map[string]ebpf.ProgramStats{}
-	for _, loop := range []string{"openloop", "openloop-rel", "sendloop-udp", "sendloop-tcp"} {
-		s := runLoop(t, loop, "100000", file)
-		t.Logf("%s: wall %v cpu %v (%v per operation)", loop, s.wall, s.cpu, s.cpu/100000)
-		for name, p := range progs {
-			st, err := p.Stats()
-			if err != nil {
-				t.Fatal(err)
+	for _, loop := range []struct {
+		name string
+		n    int
+	}{{"openloop", 100000}, {"openloop-rel", 100000}, {"sendloop-udp", 100000}, {"sendloop-tcp", 100000}, {"forkexec", 300}} {
+		arg := file
+		if loop.name == "forkexec" {
+			arg = "/bin/true"
+		}
+		n := scale(loop.n)
+		s := runLoop(t, loop.name, strconv.Itoa(n), arg)
+		t.Logf("%s: wall %v cpu %v (%v per operation)", loop.name, s.wall, s.cpu, s.cpu/time.Duration(n))
+		for name, ps := range progs {
+			var sum ebpf.ProgramStats
+			for _, p := range ps {
+				st, err := p.Stats()
+				if err != nil {
+					t.Fatal(err)
+				}
+				sum.RunCount += st.RunCount
+				sum.Runtime += st.Runtime
 			}
-			runs, rt := st.RunCount-last[name].RunCount, st.Runtime-last[name].Runtime
-			last[name] = *st
+			runs, rt := sum.RunCount-last[name].RunCount, sum.Runtime-last[name].Runtime
+			last[name] = sum
 			if runs > 0 {
-				t.Logf("  %-14s runs %8d  avg %v", name, runs, rt/time.Duration(runs))
+				t.Logf("  %-16s runs %8d  avg %v", name, runs, rt/time.Duration(runs))
 			}
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/armorhost/kubearmor/event"
@@ -51,10 +52,15 @@ type Options struct {
 	// ProcRoot is procfs as the agent sees the host's (default "/proc").
 	ProcRoot string
 	// PollInterval is the longest a record waits in the ring buffer before
-	// the reader looks (default 10ms). The reader drains the buffer at this
-	// interval; the kernel does not wake it per event, which saves an
-	// interrupt and a thread hand-off per event.
+	// the reader looks (default 10ms). While records flow the reader drains
+	// the buffer at this interval; the kernel does not wake it per event,
+	// which saves an interrupt and a thread hand-off per event. A poll that
+	// finds nothing sends the reader to sleep until the next record.
 	PollInterval time.Duration
+	// Hooks forces how syscalls are watched (HooksFexit or
+	// HooksTracepoints); HooksAuto tries fexit and falls back to the
+	// tracepoints. A forced path that cannot be used fails Open.
+	Hooks Hooks
 }
 
 // Stats are the monitor's counters since Open.
@@ -65,13 +71,20 @@ type Stats struct {
 	StashFull    uint64 // syscalls not reported: the in-kernel argument stash was full
 	Dropped      uint64 // records dropped in user space: queue full
 	DecodeErrors uint64
+	// Hooks is how syscalls are watched, and HooksNote why fexit is not
+	// used when the kernel refused it.
+	Hooks     Hooks
+	HooksNote string
 }
 
 // Monitor satisfies agent.Monitor.
 type Monitor struct {
 	opts      Options
-	objs      monitorBPFObjects
+	objs      baseObjects
+	progs     []*ebpf.Program // the syscall programs of the path in use
 	links     []link.Link
+	hooks     Hooks
+	hooksNote string
 	ring      *ring
 	table     *proctable.Table
 	dec       decoder
@@ -84,6 +97,29 @@ type Monitor struct {
 	closing   chan struct{}         // closed by Close: the reader stops
 	readDone  chan struct{}         // closed when the reader has stopped touching the ring
 	final     atomic.Pointer[Stats] // counters as they were at Close
+}
+
+// baseObjects are the maps and the process lifecycle programs, loaded
+// whatever the syscall path.
+type baseObjects struct {
+	monitorBPFMaps
+	SchedExec *ebpf.Program `ebpf:"sched_exec"`
+	SchedFork *ebpf.Program `ebpf:"sched_fork"`
+	SchedExit *ebpf.Program `ebpf:"sched_exit"`
+}
+
+func (o *baseObjects) Close() error {
+	return errors.Join(o.monitorBPFMaps.Close(), closeAll(o.SchedExec, o.SchedFork, o.SchedExit))
+}
+
+func closeAll(ps ...*ebpf.Program) error {
+	var errs []error
+	for _, p := range ps {
+		if p != nil {
+			errs = append(errs, p.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Open loads the programs, attaches those of the requested scopes and seeds
@@ -143,7 +179,7 @@ func Open(opts Options) (*Monitor, error) {
 	}
 	// The table is seeded after attaching, so a process started in between
 	// is either seen by its exec record or found in /proc.
-	if err := m.attach(); err != nil {
+	if err := m.attach(spec); err != nil {
 		m.Close()
 		return nil, err
 	}
@@ -161,8 +197,9 @@ func Open(opts Options) (*Monitor, error) {
 	return m, nil
 }
 
-func (m *Monitor) attach() error {
+func (m *Monitor) attach(spec *ebpf.CollectionSpec) error {
 	watched := m.opts.Visibility | m.opts.FailuresOf
+	m.hooks = HooksNone
 	if watched == 0 {
 		return nil
 	}
@@ -172,7 +209,7 @@ func (m *Monitor) attach() error {
 		do   func() (link.Link, error)
 	}{
 		{"sched_process_exec", func() (link.Link, error) {
-			return link.Tracepoint("sched", "sched_process_exec", m.objs.SchedExec, nil)
+			return link.AttachTracing(link.TracingOptions{Program: m.objs.SchedExec})
 		}},
 		{"sched_process_fork", func() (link.Link, error) {
 			return link.AttachTracing(link.TracingOptions{Program: m.objs.SchedFork})
@@ -189,48 +226,51 @@ func (m *Monitor) attach() error {
 		m.links = append(m.links, lk)
 	}
 
-	exit := map[exitKind]*ebpf.Program{
-		exitFile: m.objs.SysExitFile, exitNet: m.objs.SysExitNet,
-		exitCred: m.objs.SysExitCred, exitExec: m.objs.SysExitExec, exitSend: m.objs.SysExitSend,
-	}
 	// Any syscall tracepoint puts every syscall of every task on the
 	// kernel's slower tracing path. With process visibility alone,
 	// sched_process_exec reports successful execs without that cost; the
-	// execve tracepoints (failed execs, execveat's fd and flags) are added
-	// when other syscalls are traced anyway or failures are asked for.
+	// execve hooks (failed execs, execveat's fd and flags) are added when
+	// other syscalls are watched anyway or failures are asked for.
 	traceExec := m.opts.FailuresOf&ScopeProcess != 0 ||
 		m.opts.Visibility&ScopeProcess != 0 && watched&^ScopeProcess != 0
-	for _, t := range tracedSyscalls {
-		if t.scope&watched == 0 || t.exit == exitExec && !traceExec {
-			continue
-		}
-		// Exit first: a stashed execve without its exit program would stay.
-		lx, err := link.Tracepoint("syscalls", "sys_exit_"+t.name, exit[t.exit], nil)
-		if errors.Is(err, os.ErrNotExist) {
-			m.unwatched = append(m.unwatched, t.name)
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("monitor: attach sys_exit_%s: %w", t.name, err)
-		}
-		m.links = append(m.links, lx)
-		var enter *ebpf.Program
-		switch t.nr {
-		case sysExecve:
-			enter = m.objs.SysEnterExecve
-		case sysExecveat:
-			enter = m.objs.SysEnterExecveat
-		default:
-			continue // arguments come from the saved registers at exit
-		}
-		le, err := link.Tracepoint("syscalls", "sys_enter_"+t.name, enter, nil)
-		if err != nil {
-			return fmt.Errorf("monitor: attach sys_enter_%s: %w", t.name, err)
-		}
-		m.links = append(m.links, le)
+	if !traceExec && watched&^ScopeProcess == 0 {
+		return nil
 	}
+	if m.opts.Hooks != HooksTracepoints {
+		err := m.tryFexit(spec, watched, traceExec)
+		if err == nil {
+			m.hooks = HooksFexit
+			return nil
+		}
+		if m.opts.Hooks == HooksFexit {
+			return fmt.Errorf("monitor: fexit hooks: %w", err)
+		}
+		m.hooksNote = "fexit refused, syscall tracepoints used instead: " + err.Error()
+	}
+	m.hooks = HooksTracepoints
+	return m.attachTracepoints(spec, watched, traceExec)
+}
+
+// tryFexit attaches the fexit path, or nothing.
+func (m *Monitor) tryFexit(spec *ebpf.CollectionSpec, watched Scope, traceExec bool) error {
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		return fmt.Errorf("kernel BTF: %w", err)
+	}
+	targets, missing, err := fexitTargets(kernel, watched, traceExec)
+	if err != nil {
+		return err
+	}
+	if err := m.attachFexit(spec, targets); err != nil {
+		return err
+	}
+	m.unwatched = missing
 	return nil
 }
+
+// Hooks is how the monitor watches syscalls, and why not by fexit when the
+// kernel refused it.
+func (m *Monitor) Hooks() (Hooks, string) { return m.hooks, m.hooksNote }
 
 // Table is the process table the monitor keeps current; the pipeline uses
 // it to attribute events (Describe).
@@ -329,32 +369,31 @@ func (m *Monitor) read(ctx context.Context, queue chan<- *batch, pool *sync.Pool
 			flush()
 		}
 	}
-	// While events flow, poll on a Go timer rather than sleep in the
-	// kernel: a goroutine parked in a blocking system call makes the
-	// runtime hand its P to another thread and keeps sysmon polling every
-	// 20 µs, which cost the agent more CPU than decoding the events
-	// (docs/benchmarks.md). After idlePolls empty polls the reader sleeps
-	// in the kernel instead, so an idle agent does not wake 100 times a
-	// second; the first record into the empty buffer wakes it.
+	// While events flow, poll on a Go timer: the kernel does not wake the
+	// reader per record (monitor.bpf.c), which saves an interrupt and a
+	// thread hand-off per event. A poll that finds nothing parks the
+	// reader until the kernel wakes it, which it does for the first record
+	// into the empty buffer (and when the buffer fills past 1/8): a trickle
+	// of events costs a wakeup and one empty poll each, an idle agent
+	// nothing, and no record waits more than one PollInterval once the
+	// reader is awake.
 	stop := context.AfterFunc(ctx, m.ring.wake)
 	defer stop()
 	tick := time.NewTicker(m.opts.PollInterval)
 	defer tick.Stop()
-	idle := 0
 	for {
 		n, err := m.ring.drain(add)
 		flush()
 		if err != nil {
 			return fmt.Errorf("monitor: read ring buffer: %w", err)
 		}
-		if n > 0 {
-			idle = 0
-		} else if idle++; idle >= idlePolls {
+		if n == 0 {
 			if err := m.ring.wait(); err != nil && !errors.Is(err, errRingWoken) {
 				return fmt.Errorf("monitor: wait for ring buffer: %w", err)
 			}
-			idle = 0
 		}
+		// The ticker is off the runtime's timer heap while the reader is
+		// parked in wait: it costs nothing then.
 		select {
 		case <-ctx.Done():
 			return nil
@@ -371,13 +410,11 @@ func (m *Monitor) read(ctx context.Context, queue chan<- *batch, pool *sync.Pool
 	}
 }
 
-// idlePolls empty polls in a row send the reader to sleep until the kernel
-// wakes it (100 ms at the default PollInterval).
-const idlePolls = 10
-
 // Stats returns the counters; Lost and StashFull are summed over CPUs.
 func (m *Monitor) Stats() Stats {
 	s := Stats{
+		Hooks:        m.hooks,
+		HooksNote:    m.hooksNote,
 		Received:     m.received.Load(),
 		Emitted:      m.emitted.Load(),
 		Dropped:      m.dropped.Load(),
@@ -417,6 +454,10 @@ func (m *Monitor) Close() error {
 			}
 		}
 		m.links = nil
+		if err := closeAll(m.progs...); err != nil {
+			errs = append(errs, err)
+		}
+		m.progs = nil
 		if m.ring != nil {
 			// The reader must be off the mapping before it goes away.
 			close(m.closing)

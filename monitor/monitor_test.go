@@ -104,12 +104,25 @@ func runHelper(args []string) int {
 		if _, err := unix.Openat(dfd, args[2], unix.O_RDONLY, 0); err != unix.ENOENT {
 			return 1
 		}
-	case "openloop", "openloop-rel", "forkexec", "sendloop-udp", "sendloop-tcp":
+	case "openloop", "openloop-rel", "forkexec", "sendloop-udp", "sendloop-tcp", "getpidloop", "setuidloop":
 		return benchLoop(args)
 	default:
 		return 2
 	}
 	return 0
+}
+
+// testHooks is the syscall path the tests force: MONITOR_TEST_HOOKS=fexit
+// (the VM test, whose kernel accepts trampolines) or tracepoints; unset,
+// the monitor chooses.
+func testHooks() Hooks {
+	switch os.Getenv("MONITOR_TEST_HOOKS") {
+	case "fexit":
+		return HooksFexit
+	case "tracepoints":
+		return HooksTracepoints
+	}
+	return HooksAuto
 }
 
 // newCollector keeps the events of this test's descendants (by host pid).
@@ -148,7 +161,7 @@ func sharedMonitor(t *testing.T) (*Monitor, *eventtest.Collector) {
 	t.Helper()
 	requireKernel(t)
 	shared.once.Do(func() {
-		shared.m, shared.err = Open(Options{Visibility: ScopeAll})
+		shared.m, shared.err = Open(Options{Visibility: ScopeAll, Hooks: testHooks()})
 		if shared.err != nil {
 			return
 		}
@@ -515,17 +528,16 @@ func TestVisibilityScopes(t *testing.T) {
 	}
 }
 
-// After idlePolls empty polls the reader sleeps in the kernel; the first
-// record into the empty buffer must wake it, and cancelling must end a
-// sleeping Run. (On a busy host other processes' events may keep it awake;
+// A poll that finds nothing parks the reader; the first record into the
+// empty buffer must wake it, and cancelling must end a sleeping Run. (On a busy host other processes' events may keep it awake;
 // then this covers the polling path only.)
 func TestIdleReaderWakes(t *testing.T) {
 	_, c, stop := startMonitor(t, Options{Visibility: ScopeProcess, PollInterval: time.Millisecond})
 	for range 3 {
-		time.Sleep(100 * idlePolls * time.Millisecond) // long enough to fall asleep
+		time.Sleep(100 * time.Millisecond) // long enough to fall asleep
 		settle(t, c)
 	}
-	time.Sleep(100 * idlePolls * time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
 	stop()
 }
 
@@ -535,6 +547,7 @@ func startMonitor(t *testing.T, opts Options) (*Monitor, *eventtest.Collector, f
 	t.Helper()
 	requireKernel(t)
 	opts.Table = proctable.New(proctable.Options{ReadProcOnMiss: true})
+	opts.Hooks = testHooks()
 	m, err := Open(opts)
 	if err != nil {
 		t.Fatalf("open: %v", err)
@@ -553,7 +566,7 @@ func startMonitor(t *testing.T, opts Options) (*Monitor, *eventtest.Collector, f
 	}
 }
 
-// Close must end a Run whose reader sleeps in the kernel, and only then
+// Close must end a Run whose reader is parked, and only then
 // unmap the ring buffer; a Run after Close is refused. A regression hangs
 // here or crashes on the unmapped ring.
 func TestCloseEndsSleepingRun(t *testing.T) {
@@ -567,7 +580,7 @@ func TestCloseEndsSleepingRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- m.Run(context.Background(), c.Add) }()
 	settle(t, c)
-	time.Sleep(100 * idlePolls * time.Millisecond) // long enough to fall asleep
+	time.Sleep(100 * time.Millisecond) // long enough to fall asleep
 	if err := m.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}

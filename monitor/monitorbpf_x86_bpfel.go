@@ -84,6 +84,13 @@ const (
 	monitorBPFMapEvents            = "events"
 	monitorBPFMapScratch           = "scratch"
 	monitorBPFMapStashes           = "stashes"
+	monitorBPFProgFentryExecveat   = "fentry_execveat"
+	monitorBPFProgFexitCred        = "fexit_cred"
+	monitorBPFProgFexitExec        = "fexit_exec"
+	monitorBPFProgFexitFile        = "fexit_file"
+	monitorBPFProgFexitNet         = "fexit_net"
+	monitorBPFProgFexitSend        = "fexit_send"
+	monitorBPFProgFexitSocketcall  = "fexit_socketcall"
 	monitorBPFProgSchedExec        = "sched_exec"
 	monitorBPFProgSchedExit        = "sched_exit"
 	monitorBPFProgSchedFork        = "sched_fork"
@@ -142,6 +149,13 @@ type monitorBPFSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type monitorBPFProgramSpecs struct {
+	FentryExecveat   *ebpf.ProgramSpec `ebpf:"fentry_execveat"`
+	FexitCred        *ebpf.ProgramSpec `ebpf:"fexit_cred"`
+	FexitExec        *ebpf.ProgramSpec `ebpf:"fexit_exec"`
+	FexitFile        *ebpf.ProgramSpec `ebpf:"fexit_file"`
+	FexitNet         *ebpf.ProgramSpec `ebpf:"fexit_net"`
+	FexitSend        *ebpf.ProgramSpec `ebpf:"fexit_send"`
+	FexitSocketcall  *ebpf.ProgramSpec `ebpf:"fexit_socketcall"`
 	SchedExec        *ebpf.ProgramSpec `ebpf:"sched_exec"`
 	SchedExit        *ebpf.ProgramSpec `ebpf:"sched_exit"`
 	SchedFork        *ebpf.ProgramSpec `ebpf:"sched_fork"`
@@ -223,6 +237,13 @@ type monitorBPFVariables struct {
 //
 // It can be passed to loadMonitorBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type monitorBPFPrograms struct {
+	FentryExecveat   *ebpf.Program `ebpf:"fentry_execveat"`
+	FexitCred        *ebpf.Program `ebpf:"fexit_cred"`
+	FexitExec        *ebpf.Program `ebpf:"fexit_exec"`
+	FexitFile        *ebpf.Program `ebpf:"fexit_file"`
+	FexitNet         *ebpf.Program `ebpf:"fexit_net"`
+	FexitSend        *ebpf.Program `ebpf:"fexit_send"`
+	FexitSocketcall  *ebpf.Program `ebpf:"fexit_socketcall"`
 	SchedExec        *ebpf.Program `ebpf:"sched_exec"`
 	SchedExit        *ebpf.Program `ebpf:"sched_exit"`
 	SchedFork        *ebpf.Program `ebpf:"sched_fork"`
@@ -237,6 +258,13 @@ type monitorBPFPrograms struct {
 
 func (p *monitorBPFPrograms) Close() error {
 	return _MonitorBPFClose(
+		p.FentryExecveat,
+		p.FexitCred,
+		p.FexitExec,
+		p.FexitFile,
+		p.FexitNet,
+		p.FexitSend,
+		p.FexitSocketcall,
 		p.SchedExec,
 		p.SchedExit,
 		p.SchedFork,

@@ -129,65 +129,98 @@ const (
 // traced is one syscall the monitor can trace.
 type traced struct {
 	nr        uint32
-	name      string // tracepoint suffix: sys_enter_<name>
+	name      string // upstream's name: SYS_<NAME>
 	scope     Scope
 	exit      exitKind
 	operation string
+	// kname is the kernel's name where it differs from name: the
+	// tracepoint is syscalls/sys_exit_<kname>, the 64-bit entry point
+	// __x64_sys_<kname>.
+	kname string
+	// ia32 are the 32-bit entry points (int 0x80, sysenter) that reach the
+	// same operation, registers in the ia32 layout. Syscall tracepoints do
+	// not see them; the fexit path attaches them where the kernel has them.
+	// 32-bit socket calls can also come through socketcall(2), which the
+	// fexit path attaches once (socketcallFunc).
+	ia32 []string
+}
+
+// kernelName is the syscall's name in the kernel's tracepoints and entry points.
+func (t *traced) kernelName() string {
+	if t.kname != "" {
+		return t.kname
+	}
+	return t.name
+}
+
+// socketcallFunc is the 32-bit socketcall(2) entry point.
+const socketcallFunc = "__ia32_compat_sys_socketcall"
+
+// ia32Sys is the plain 32-bit entry point of the syscall named name.
+func ia32Sys(names ...string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = "__ia32_sys_" + n
+	}
+	return out
 }
 
 var tracedSyscalls = []traced{
-	{sysExecve, "execve", ScopeProcess, exitExec, event.OpProcess},
-	{sysExecveat, "execveat", ScopeProcess, exitExec, event.OpProcess},
+	{nr: sysExecve, name: "execve", scope: ScopeProcess, exit: exitExec, operation: event.OpProcess, ia32: []string{"__ia32_compat_sys_execve"}},
+	{nr: sysExecveat, name: "execveat", scope: ScopeProcess, exit: exitExec, operation: event.OpProcess, ia32: []string{"__ia32_compat_sys_execveat"}},
 
-	{sysOpen, "open", ScopeFile, exitFile, event.OpFile},
-	{sysOpenat, "openat", ScopeFile, exitFile, event.OpFile},
-	{sysOpenat2, "openat2", ScopeFile, exitFile, event.OpFile},
-	{sysUnlink, "unlink", ScopeFile, exitFile, event.OpFile},
-	{sysUnlinkat, "unlinkat", ScopeFile, exitFile, event.OpFile},
-	{sysRmdir, "rmdir", ScopeFile, exitFile, event.OpFile},
-	{sysChown, "chown", ScopeFile, exitFile, event.OpFile},
-	{sysFchownat, "fchownat", ScopeFile, exitFile, event.OpFile},
+	{nr: sysOpen, name: "open", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: []string{"__ia32_compat_sys_open"}},
+	{nr: sysOpenat, name: "openat", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: []string{"__ia32_compat_sys_openat"}},
+	{nr: sysOpenat2, name: "openat2", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("openat2")},
+	{nr: sysUnlink, name: "unlink", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("unlink")},
+	{nr: sysUnlinkat, name: "unlinkat", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("unlinkat")},
+	{nr: sysRmdir, name: "rmdir", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("rmdir")},
+	{nr: sysChown, name: "chown", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("chown", "chown16")},
+	{nr: sysFchownat, name: "fchownat", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("fchownat")},
 	// The namespace operations the fanotify tier cannot refuse: seen here,
 	// they are decided by the user-space matcher (agent/match.go). For
 	// link and rename the path reported is the existing name; for symlink
 	// the new link's.
-	{sysTruncate, "truncate", ScopeFile, exitFile, event.OpFile},
-	{sysMkdir, "mkdir", ScopeFile, exitFile, event.OpFile},
-	{sysMkdirat, "mkdirat", ScopeFile, exitFile, event.OpFile},
-	{sysMknod, "mknod", ScopeFile, exitFile, event.OpFile},
-	{sysMknodat, "mknodat", ScopeFile, exitFile, event.OpFile},
-	{sysSymlink, "symlink", ScopeFile, exitFile, event.OpFile},
-	{sysSymlinkat, "symlinkat", ScopeFile, exitFile, event.OpFile},
-	{sysLink, "link", ScopeFile, exitFile, event.OpFile},
-	{sysLinkat, "linkat", ScopeFile, exitFile, event.OpFile},
-	{sysRename, "rename", ScopeFile, exitFile, event.OpFile},
-	{sysRenameat, "renameat", ScopeFile, exitFile, event.OpFile},
-	{sysRenameat2, "renameat2", ScopeFile, exitFile, event.OpFile},
-	{sysChmod, "chmod", ScopeFile, exitFile, event.OpFile},
-	{sysFchmodat, "fchmodat", ScopeFile, exitFile, event.OpFile},
-	{sysFchmodat2, "fchmodat2", ScopeFile, exitFile, event.OpFile}, // Linux 6.6+
+	{nr: sysTruncate, name: "truncate", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: []string{"__ia32_compat_sys_truncate", "__ia32_sys_ia32_truncate64"}},
+	{nr: sysMkdir, name: "mkdir", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("mkdir")},
+	{nr: sysMkdirat, name: "mkdirat", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("mkdirat")},
+	{nr: sysMknod, name: "mknod", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("mknod")},
+	{nr: sysMknodat, name: "mknodat", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("mknodat")},
+	{nr: sysSymlink, name: "symlink", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("symlink")},
+	{nr: sysSymlinkat, name: "symlinkat", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("symlinkat")},
+	{nr: sysLink, name: "link", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("link")},
+	{nr: sysLinkat, name: "linkat", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("linkat")},
+	{nr: sysRename, name: "rename", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("rename")},
+	{nr: sysRenameat, name: "renameat", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("renameat")},
+	{nr: sysRenameat2, name: "renameat2", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("renameat2")},
+	{nr: sysChmod, name: "chmod", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("chmod")},
+	{nr: sysFchmodat, name: "fchmodat", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("fchmodat")},
+	{nr: sysFchmodat2, name: "fchmodat2", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("fchmodat2")}, // Linux 6.6+
 
-	{sysSocket, "socket", ScopeNetwork, exitNet, event.OpNetwork},
-	{sysConnect, "connect", ScopeNetwork, exitNet, event.OpNetwork},
-	{sysBind, "bind", ScopeNetwork, exitNet, event.OpNetwork},
-	{sysListen, "listen", ScopeNetwork, exitNet, event.OpNetwork},
-	{sysAccept, "accept", ScopeNetwork, exitNet, event.OpNetwork},
-	{sysAccept4, "accept4", ScopeNetwork, exitNet, event.OpNetwork},
+	{nr: sysSocket, name: "socket", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork, ia32: ia32Sys("socket")},
+	{nr: sysConnect, name: "connect", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork, ia32: ia32Sys("connect")},
+	{nr: sysBind, name: "bind", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork, ia32: ia32Sys("bind")},
+	{nr: sysListen, name: "listen", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork, ia32: ia32Sys("listen")},
+	{nr: sysAccept, name: "accept", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork}, // 32-bit: socketcall only
+	{nr: sysAccept4, name: "accept4", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork, ia32: ia32Sys("accept4")},
 	// DNS queries, upstream's kfunc=UDP_SENDMSG logs.
-	{sysSendto, "sendto", ScopeNetwork, exitSend, event.OpNetwork},
-	{sysSendmsg, "sendmsg", ScopeNetwork, exitSend, event.OpNetwork},
-	{sysSendmmsg, "sendmmsg", ScopeNetwork, exitSend, event.OpNetwork},
+	{nr: sysSendto, name: "sendto", scope: ScopeNetwork, exit: exitSend, operation: event.OpNetwork, ia32: ia32Sys("sendto")},
+	{nr: sysSendmsg, name: "sendmsg", scope: ScopeNetwork, exit: exitSend, operation: event.OpNetwork, ia32: []string{"__ia32_compat_sys_sendmsg"}},
+	{nr: sysSendmmsg, name: "sendmmsg", scope: ScopeNetwork, exit: exitSend, operation: event.OpNetwork, ia32: []string{"__ia32_compat_sys_sendmmsg"}},
 
-	// Upstream puts these in the capabilities scope.
-	{sysSetuid, "setuid", ScopeCapabilities, exitCred, event.OpSyscall},
-	{sysSetgid, "setgid", ScopeCapabilities, exitCred, event.OpSyscall},
-	{sysSetreuid, "setreuid", ScopeCapabilities, exitCred, event.OpSyscall},
-	{sysSetregid, "setregid", ScopeCapabilities, exitCred, event.OpSyscall},
-	{sysSetresuid, "setresuid", ScopeCapabilities, exitCred, event.OpSyscall},
-	{sysSetresgid, "setresgid", ScopeCapabilities, exitCred, event.OpSyscall},
-	{sysPtrace, "ptrace", ScopeCapabilities, exitCred, event.OpProcess},
-	{sysMount, "mount", ScopeCapabilities, exitCred, event.OpSyscall},
-	{sysUmount2, "umount2", ScopeCapabilities, exitCred, event.OpSyscall},
+	// Upstream puts these in the capabilities scope. The 32-bit ABI has
+	// 16-bit id variants besides the 32-bit ones.
+	{nr: sysSetuid, name: "setuid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, ia32: ia32Sys("setuid", "setuid16")},
+	{nr: sysSetgid, name: "setgid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, ia32: ia32Sys("setgid", "setgid16")},
+	{nr: sysSetreuid, name: "setreuid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, ia32: ia32Sys("setreuid", "setreuid16")},
+	{nr: sysSetregid, name: "setregid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, ia32: ia32Sys("setregid", "setregid16")},
+	{nr: sysSetresuid, name: "setresuid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, ia32: ia32Sys("setresuid", "setresuid16")},
+	{nr: sysSetresgid, name: "setresgid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, ia32: ia32Sys("setresgid", "setresgid16")},
+	{nr: sysPtrace, name: "ptrace", scope: ScopeCapabilities, exit: exitCred, operation: event.OpProcess, ia32: []string{"__ia32_compat_sys_ptrace"}},
+	{nr: sysMount, name: "mount", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, ia32: ia32Sys("mount")},
+	// umount2 is the kernel's umount; the 32-bit oldumount(path) is umount2
+	// with its flags register unset (reported as found).
+	{nr: sysUmount2, name: "umount2", kname: "umount", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, ia32: ia32Sys("umount", "oldumount")},
 }
 
 var tracedByNr = func() map[uint32]*traced {

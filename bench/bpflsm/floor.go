@@ -14,11 +14,7 @@ import (
 func attachFloor(dpath bool) (detach func() error, err error) {
 	var objs floorBPFObjects
 	if err := loadFloorBPFObjects(&objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load floor programs: %+v", ve)
-		}
-		return nil, fmt.Errorf("load floor programs: %w", err)
+		return nil, fmt.Errorf("floor programs: %w", loadErr(err))
 	}
 	p := objs.floorBPFPrograms
 	exec, open := p.EmptyExec, p.EmptyOpen

@@ -202,3 +202,25 @@ func connectLoop() (loop, func(), error) {
 	}
 	return loop{name: "connect", batch: 4, run: run}, closeLn, nil
 }
+
+// setuidLoop calls setuid(0) as root: a call that succeeds and changes
+// nothing. It is the raw system call on this thread only; Go's
+// syscall.Setuid would signal every thread of the process to do the same.
+func setuidLoop(n int) error {
+	for i := 0; i < n; i++ {
+		if _, _, e := syscall.RawSyscall(syscall.SYS_SETUID, 0, 0, 0); e != 0 {
+			return fmt.Errorf("setuid(0): %w", e)
+		}
+	}
+	return nil
+}
+
+// getpidLoop is the cheapest system call, made each time (the raw call,
+// nothing cached in user space): what every syscall pays for hooks on all
+// syscalls.
+func getpidLoop(n int) error {
+	for i := 0; i < n; i++ {
+		syscall.RawSyscall(syscall.SYS_GETPID, 0, 0, 0)
+	}
+	return nil
+}

@@ -82,3 +82,18 @@ func TestPairedOverhead(t *testing.T) {
 		}
 	}
 }
+
+// The syscall loops run: setuid(0) succeeds as root, each call returning.
+func TestSyscallLoops(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("setuid(0) needs root")
+	}
+	for _, l := range []loop{{"setuid", 64, setuidLoop}, {"getpid", 64, getpidLoop}} {
+		if err := l.run(1000); err != nil {
+			t.Fatalf("%s: %v", l.name, err)
+		}
+		if d, err := chunk(l, 10*time.Millisecond); err != nil || d <= 0 {
+			t.Errorf("%s: per-op %v, %v", l.name, d, err)
+		}
+	}
+}

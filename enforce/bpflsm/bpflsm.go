@@ -425,14 +425,19 @@ func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
 			emit(ev)
 		}
 	}
+	// The reader blocks until the kernel wakes it (the programs submit
+	// with adaptive wakeup: a record into an empty buffer wakes it); the
+	// end of ctx flushes it rather than a deadline polling for it, so an
+	// idle agent does not wake for this.
+	stop := context.AfterFunc(ctx, func() { _ = e.reader.Flush() })
+	defer stop()
 	var rec ringbuf.Record
 	for {
-		if ctx.Err() != nil {
-			return nil
-		}
-		e.reader.SetDeadline(time.Now().Add(200 * time.Millisecond))
 		if err := e.reader.ReadInto(&rec); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
+			if errors.Is(err, ringbuf.ErrFlushed) {
+				if ctx.Err() != nil {
+					return nil
+				}
 				continue
 			}
 			if errors.Is(err, ringbuf.ErrClosed) {

@@ -107,6 +107,9 @@ func WriteStatus(w io.Writer, st *statuspb.Status) {
 		fmt.Fprintf(w, " (%s)", st.EnforcerReason)
 	}
 	fmt.Fprintln(w)
+	if st.MonitorHooks != "" {
+		fmt.Fprintf(w, "Monitor:    syscall hooks: %s\n", st.MonitorHooks)
+	}
 	rules := 0
 	for _, p := range st.Policies {
 		rules += int(p.Rules)

@@ -47,7 +47,11 @@ type Status struct {
 	// accounting of loss.
 	Stages []*Stage `protobuf:"bytes,12,rep,name=stages,proto3" json:"stages,omitempty"`
 	// The etcd policy source; absent when etcdEndpoints is not set.
-	Etcd          *EtcdSource `protobuf:"bytes,13,opt,name=etcd,proto3" json:"etcd,omitempty"`
+	Etcd *EtcdSource `protobuf:"bytes,13,opt,name=etcd,proto3" json:"etcd,omitempty"`
+	// How the system monitor watches syscalls: "fexit (trampolines)" or
+	// "syscall tracepoints (every syscall pays)", with why fexit is not used
+	// when the kernel refused it; empty when the monitor is not running.
+	MonitorHooks  string `protobuf:"bytes,14,opt,name=monitor_hooks,json=monitorHooks,proto3" json:"monitor_hooks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -171,6 +175,13 @@ func (x *Status) GetEtcd() *EtcdSource {
 		return x.Etcd
 	}
 	return nil
+}
+
+func (x *Status) GetMonitorHooks() string {
+	if x != nil {
+		return x.MonitorHooks
+	}
+	return ""
 }
 
 // EtcdSource is the etcd policy source's state: whether it follows etcd
@@ -823,7 +834,7 @@ var File_status_proto protoreflect.FileDescriptor
 
 const file_status_proto_rawDesc = "" +
 	"\n" +
-	"\fstatus.proto\x12\vagentstatus\x1a\x1bgoogle/protobuf/empty.proto\"\x83\x04\n" +
+	"\fstatus.proto\x12\vagentstatus\x1a\x1bgoogle/protobuf/empty.proto\"\xa8\x04\n" +
 	"\x06Status\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -840,7 +851,8 @@ const file_status_proto_rawDesc = "" +
 	" \x03(\tR\bwarnings\x121\n" +
 	"\x06feeder\x18\v \x01(\v2\x19.agentstatus.FeederStatusR\x06feeder\x12*\n" +
 	"\x06stages\x18\f \x03(\v2\x12.agentstatus.StageR\x06stages\x12+\n" +
-	"\x04etcd\x18\r \x01(\v2\x17.agentstatus.EtcdSourceR\x04etcd\"\xac\x02\n" +
+	"\x04etcd\x18\r \x01(\v2\x17.agentstatus.EtcdSourceR\x04etcd\x12#\n" +
+	"\rmonitor_hooks\x18\x0e \x01(\tR\fmonitorHooks\"\xac\x02\n" +
 	"\n" +
 	"EtcdSource\x12\x1c\n" +
 	"\tendpoints\x18\x01 \x01(\tR\tendpoints\x12\x16\n" +

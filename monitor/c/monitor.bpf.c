@@ -1,14 +1,23 @@
 // SPDX-License-Identifier: GPL-2.0
 // System monitor: process lifecycle and selected syscalls, reported through
-// one ring buffer. Only stable tracepoints are used (classic syscall
-// tracepoints plus tp_btf for fork/exit), because the hosts this runs on may
-// refuse kprobes, fentry and LSM programs.
+// one ring buffer. Process lifecycle comes from tp_btf tracepoints.
 //
-// A syscall event is built at sys_exit, which knows the return value: the
-// arguments come from the user registers saved at entry, and the program
-// reads what it needs (paths, socket addresses) and emits one record. Only
-// execve needs an entry program (see regs_args). User space attaches only
-// the tracepoints of the visible scopes, so an invisible scope costs nothing.
+// A syscall event is built when the syscall returns, which knows the return
+// value: the arguments come from the user registers saved at entry, and the
+// program reads what it needs (paths, socket addresses) and emits one record.
+// Two sets of thin programs feed the same per-kind bodies (file_exit,
+// net_exit, send_exit, cred_exit, exec_exit):
+//
+//   - fexit on the syscall wrappers (__x64_sys_openat, and the 32-bit entry
+//     points __ia32_sys_* / __ia32_compat_sys_*): only the traced syscalls
+//     pay. User space loads one copy per function and tells it, by the
+//     attach cookie, which syscall it is and how the registers are laid out.
+//   - classic syscall exit tracepoints, for kernels that refuse trampolines.
+//     Any syscall tracepoint puts every syscall of every task on the
+//     kernel's tracing path, and they do not see 32-bit syscalls at all.
+//
+// User space attaches only the programs of the visible scopes, so an
+// invisible scope costs nothing.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -428,15 +437,31 @@ struct sys_exit_ctx {
 	s64 ret;
 };
 
+// Register layouts of the saved user registers (attach cookie, bits 32+).
+enum abi {
+	ABI_X64 = 0,	    // x86-64: di, si, dx, r10, r8, r9
+	ABI_IA32 = 1,	    // int 0x80 / sysenter: bx, cx, dx, si, di, bp (32-bit values)
+	ABI_SOCKETCALL = 2, // ia32 socketcall(call, args): the x86-64 number is decided from call
+};
+
 // regs_args reads the syscall's arguments at exit from the user registers
-// the kernel saved on entry (x86-64: di, si, dx, r10, r8, r9; only ax, the
-// return value, changes). This spares an entry program and a per-thread
-// map update per syscall. execve is the exception: a successful one resets
-// the registers, so its arguments are stashed at entry.
-static __always_inline void regs_args(struct stash *s, s32 nr)
+// the kernel saved on entry (only ax, the return value, changes). This
+// spares an entry program and a per-thread map update per syscall. nr is
+// the x86-64 number, whatever the entry point: the record and user space
+// know one numbering. execve is the exception: a successful one resets the
+// registers, so the tracepoint path stashes its arguments at entry.
+static __always_inline void regs_args(struct stash *s, const struct pt_regs *regs, u32 nr, u32 abi)
 {
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	s->nr = nr;
+	if (abi == ABI_IA32) {
+		s->args[0] = (u32)regs->bx;
+		s->args[1] = (u32)regs->cx;
+		s->args[2] = (u32)regs->dx;
+		s->args[3] = (u32)regs->si;
+		s->args[4] = (u32)regs->di;
+		s->args[5] = (u32)regs->bp;
+		return;
+	}
 	s->args[0] = regs->di;
 	s->args[1] = regs->si;
 	s->args[2] = regs->dx;
@@ -450,18 +475,33 @@ static __always_inline bool is_self(void)
 	return (u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid;
 }
 
-// exit_record starts the report of a syscall exit: failures always,
-// successes when scope is visible, never the agent's own. It fills *s with
-// the syscall's arguments and returns the scratch record, or NULL when
-// there is nothing to report.
-static __always_inline struct record *exit_record(struct sys_exit_ctx *ctx, u32 scope, struct stash *s)
+// wanted: failures always, successes when scope is visible, never the
+// agent's own.
+static __always_inline bool wanted(s64 ret, u32 scope)
 {
-	if (ctx->ret >= 0 && !(report_success & scope))
-		return NULL;
-	if (is_self())
-		return NULL;
-	regs_args(s, ctx->nr);
-	return scratch_record();
+	if (ret >= 0 && !(report_success & scope))
+		return false;
+	return !is_self();
+}
+
+// tp_args: a syscall exit tracepoint's arguments, from the registers saved
+// at entry. Syscall tracepoints see 64-bit syscalls only.
+static __always_inline void tp_args(struct stash *s, struct sys_exit_ctx *ctx)
+{
+	regs_args(s, (const struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()), ctx->nr, ABI_X64);
+}
+
+// fexit_args: an fexit program's arguments; the cookie names the syscall
+// (x86-64 number, low 32 bits) and the register layout (high bits).
+static __always_inline void fexit_args(struct stash *s, void *ctx, const struct pt_regs *regs)
+{
+	u64 cookie = bpf_get_attach_cookie(ctx);
+	regs_args(s, regs, (u32)cookie, (u32)(cookie >> 32));
+}
+
+static __always_inline u32 fexit_abi(void *ctx)
+{
+	return (u32)(bpf_get_attach_cookie(ctx) >> 32);
 }
 
 // Entry of execve (3 arguments) and execveat (5): a program may read no
@@ -491,6 +531,22 @@ int sys_enter_execve(struct sys_enter_ctx *ctx) { return stash_args(ctx, 3); }
 SEC("tracepoint/syscalls/sys_enter_execveat")
 int sys_enter_execveat(struct sys_enter_ctx *ctx) { return stash_args(ctx, 5); }
 
+// The fexit path stashes execveat's arguments (its fd and flags are in the
+// exec record) on entry to that syscall only; execve's are in the new
+// image (sched_exec).
+SEC("fentry/__x64_sys_execveat")
+int BPF_PROG(fentry_execveat, const struct pt_regs *regs)
+{
+	if (is_self())
+		return 0;
+	u64 id = bpf_get_current_pid_tgid();
+	struct stash s = {};
+	fexit_args(&s, ctx, regs);
+	if (bpf_map_update_elem(&stashes, &id, &s, BPF_ANY) < 0)
+		count(CNT_STASH_FULL);
+	return 0;
+}
+
 // ---- syscall exit: build and emit -----------------------------------------
 
 static __always_inline void begin_syscall(struct record *r, struct stash *s, s64 ret)
@@ -513,12 +569,10 @@ static __always_inline bool starts_with_proc_or_sys(struct record *r)
 	return p[1] == 's' && p[2] == 'y' && p[3] == 's' && p[4] == '/';
 }
 
-SEC("tracepoint/syscalls/sys_exit_openat")
-int sys_exit_file(struct sys_exit_ctx *ctx)
+static __always_inline int file_exit(struct stash *sp, s64 ret)
 {
-	s64 ret = ctx->ret;
-	struct stash s;
-	struct record *r = exit_record(ctx, SCOPE_FILE, &s);
+	struct stash s = *sp;
+	struct record *r = scratch_record();
 	if (!r)
 		return 0;
 	r->flags = 0;
@@ -586,12 +640,30 @@ int sys_exit_file(struct sys_exit_ctx *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_connect")
-int sys_exit_net(struct sys_exit_ctx *ctx)
+SEC("tracepoint/syscalls/sys_exit_openat")
+int sys_exit_file(struct sys_exit_ctx *ctx)
 {
-	s64 ret = ctx->ret;
 	struct stash s;
-	struct record *r = exit_record(ctx, SCOPE_NETWORK, &s);
+	if (!wanted(ctx->ret, SCOPE_FILE))
+		return 0;
+	tp_args(&s, ctx);
+	return file_exit(&s, ctx->ret);
+}
+
+SEC("fexit/__x64_sys_openat")
+int BPF_PROG(fexit_file, const struct pt_regs *regs, long ret)
+{
+	struct stash s;
+	if (!wanted(ret, SCOPE_FILE))
+		return 0;
+	fexit_args(&s, ctx, regs);
+	return file_exit(&s, ret);
+}
+
+static __always_inline int net_exit(struct stash *sp, s64 ret)
+{
+	struct stash s = *sp;
+	struct record *r = scratch_record();
 	if (!r)
 		return 0;
 	begin_syscall(r, &s, ret);
@@ -613,6 +685,26 @@ int sys_exit_net(struct sys_exit_ctx *ctx)
 	}
 	submit(r, off);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int sys_exit_net(struct sys_exit_ctx *ctx)
+{
+	struct stash s;
+	if (!wanted(ctx->ret, SCOPE_NETWORK))
+		return 0;
+	tp_args(&s, ctx);
+	return net_exit(&s, ctx->ret);
+}
+
+SEC("fexit/__x64_sys_connect")
+int BPF_PROG(fexit_net, const struct pt_regs *regs, long ret)
+{
+	struct stash s;
+	if (!wanted(ret, SCOPE_NETWORK))
+		return 0;
+	fexit_args(&s, ctx, regs);
+	return net_exit(&s, ret);
 }
 
 // ---- DNS queries over UDP -------------------------------------------------
@@ -674,14 +766,28 @@ static __always_inline void send_dns(struct record *r, struct stash *s, s64 ret,
 	submit(r, off);
 }
 
-SEC("tracepoint/syscalls/sys_exit_sendto")
-int sys_exit_send(struct sys_exit_ctx *ctx)
+// The 32-bit layouts of struct user_msghdr, mmsghdr and iovec.
+struct compat_msghdr_ {
+	u32 msg_name;
+	s32 msg_namelen;
+	u32 msg_iov;
+	u32 msg_iovlen;
+	u32 msg_control;
+	u32 msg_controllen;
+	u32 msg_flags;
+};
+struct compat_iovec_ {
+	u32 iov_base;
+	u32 iov_len;
+};
+#define COMPAT_MMSGHDR_SIZE 32 // compat_msghdr_ + u32 msg_len
+
+// send_exit reports the DNS queries among sent datagrams. ia32: the
+// message headers are in their 32-bit layout.
+static __always_inline int send_exit(struct stash *sp, s64 ret, bool ia32)
 {
-	s64 ret = ctx->ret;
-	if (ret < 0)
-		return 0; // nothing was sent
-	struct stash s;
-	struct record *r = exit_record(ctx, SCOPE_NETWORK, &s);
+	struct stash s = *sp;
+	struct record *r = scratch_record();
 	if (!r)
 		return 0;
 	struct sock *sk = udp_sock((s64)(s32)s.args[0]);
@@ -696,6 +802,18 @@ int sys_exit_send(struct sys_exit_ctx *ctx)
 	for (int i = 0; i < SENDMMSG_MAX; i++) {
 		if (i >= n)
 			break;
+		if (ia32) {
+			struct compat_msghdr_ mh = {};
+			const void *p = (const void *)(s.args[1] + (s.nr == NR_sendmmsg ? i * COMPAT_MMSGHDR_SIZE : 0));
+			if (bpf_probe_read_user(&mh, sizeof(mh), p) < 0)
+				return 0;
+			struct compat_iovec_ iov = {};
+			if (mh.msg_iovlen > 0 && bpf_probe_read_user(&iov, sizeof(iov), (const void *)(u64)mh.msg_iov) < 0)
+				return 0;
+			send_dns(r, &s, ret, sk, (const void *)(u64)mh.msg_name, (u32)mh.msg_namelen,
+				 (const void *)(u64)iov.iov_base, iov.iov_len);
+			continue;
+		}
 		struct user_msghdr mh = {};
 		const void *p = s.nr == NR_sendmmsg ? (const void *)(s.args[1] + i * sizeof(struct mmsghdr))
 						    : (const void *)s.args[1];
@@ -709,12 +827,74 @@ int sys_exit_send(struct sys_exit_ctx *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_setuid")
-int sys_exit_cred(struct sys_exit_ctx *ctx)
+// Nothing was sent when a send failed: only successes are looked at.
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int sys_exit_send(struct sys_exit_ctx *ctx)
 {
-	s64 ret = ctx->ret;
 	struct stash s;
-	struct record *r = exit_record(ctx, SCOPE_CAPABILITIES, &s);
+	if (ctx->ret < 0 || !wanted(ctx->ret, SCOPE_NETWORK))
+		return 0;
+	tp_args(&s, ctx);
+	return send_exit(&s, ctx->ret, false);
+}
+
+SEC("fexit/__x64_sys_sendto")
+int BPF_PROG(fexit_send, const struct pt_regs *regs, long ret)
+{
+	struct stash s;
+	if (ret < 0 || !wanted(ret, SCOPE_NETWORK))
+		return 0;
+	fexit_args(&s, ctx, regs);
+	return send_exit(&s, ret, fexit_abi(ctx) == ABI_IA32);
+}
+
+// socketcall(2), the 32-bit multiplexer every socket call can go through:
+// the call number picks the syscall, its arguments are an array of u32 in
+// user memory (read at exit, like every argument here).
+#define SOCKETCALL_MAX 20
+SEC("fexit/__ia32_compat_sys_socketcall")
+int BPF_PROG(fexit_socketcall, const struct pt_regs *regs, long ret)
+{
+	if (!wanted(ret, SCOPE_NETWORK))
+		return 0;
+	u32 call = (u32)regs->bx;
+	u32 a[6] = {};
+	// Fewer than six arguments may be the last bytes of a mapping.
+	if (bpf_probe_read_user(a, sizeof(a), (const void *)(u64)(u32)regs->cx) < 0 &&
+	    bpf_probe_read_user(a, 3 * sizeof(u32), (const void *)(u64)(u32)regs->cx) < 0)
+		return 0;
+	struct stash s = {};
+	for (int i = 0; i < 6; i++)
+		s.args[i] = a[i];
+	bool send = false;
+	switch (call) {
+	case 1: s.nr = NR_socket; break;
+	case 2: s.nr = NR_bind; break;
+	case 3: s.nr = NR_connect; break;
+	case 4: s.nr = NR_listen; break;
+	case 5: s.nr = NR_accept; break;
+	case 18: s.nr = NR_accept4; break;
+	case 9: // send(fd, buf, len, flags): sendto without an address
+		s.args[4] = 0;
+		s.args[5] = 0;
+		s.nr = NR_sendto;
+		send = true;
+		break;
+	case 11: s.nr = NR_sendto; send = true; break;
+	case 16: s.nr = NR_sendmsg; send = true; break;
+	case 20: s.nr = NR_sendmmsg; send = true; break;
+	default:
+		return 0;
+	}
+	if (send)
+		return ret < 0 ? 0 : send_exit(&s, ret, true);
+	return net_exit(&s, ret);
+}
+
+static __always_inline int cred_exit(struct stash *sp, s64 ret)
+{
+	struct stash s = *sp;
+	struct record *r = scratch_record();
 	if (!r)
 		return 0;
 	begin_syscall(r, &s, ret);
@@ -732,25 +912,42 @@ int sys_exit_cred(struct sys_exit_ctx *ctx)
 	return 0;
 }
 
+SEC("tracepoint/syscalls/sys_exit_setuid")
+int sys_exit_cred(struct sys_exit_ctx *ctx)
+{
+	struct stash s;
+	if (!wanted(ctx->ret, SCOPE_CAPABILITIES))
+		return 0;
+	tp_args(&s, ctx);
+	return cred_exit(&s, ctx->ret);
+}
+
+SEC("fexit/__x64_sys_setuid")
+int BPF_PROG(fexit_cred, const struct pt_regs *regs, long ret)
+{
+	struct stash s;
+	if (!wanted(ret, SCOPE_CAPABILITIES))
+		return 0;
+	fexit_args(&s, ctx, regs);
+	return cred_exit(&s, ret);
+}
+
 // A successful execve is reported by sched_process_exec; what reaches here
 // with an error is a failed one, whose registers still hold its arguments.
-SEC("tracepoint/syscalls/sys_exit_execve")
-int sys_exit_exec(struct sys_exit_ctx *ctx)
+// ia32: argv is an array of 32-bit pointers.
+static __always_inline int exec_exit(struct stash *sp, s64 ret, bool ia32)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	bpf_map_delete_elem(&stashes, &id);
-	s64 ret = ctx->ret;
-	struct stash s;
-	struct record *r = exit_record(ctx, 0, &s); // failures only
+	struct stash s = *sp;
+	struct record *r = scratch_record();
 	if (!r)
 		return 0;
 	begin_syscall(r, &s, ret);
 
 	const void *filename = (const void *)s.args[0];
-	const u64 *argv = (const u64 *)s.args[1];
+	u64 argv = s.args[1];
 	if (s.nr == NR_execveat) {
 		filename = (const void *)s.args[1];
-		argv = (const u64 *)s.args[2];
+		argv = s.args[2];
 	}
 	u32 off = put_str(r, 0, filename, true);
 
@@ -763,7 +960,9 @@ int sys_exit_exec(struct sys_exit_ctx *ctx)
 	off += 2;
 	for (int i = 0; i < EXEC_ARGV_MAX && argv; i++) {
 		u64 p = 0;
-		if (bpf_probe_read_user(&p, sizeof(p), &argv[i]) < 0 || !p)
+		long err = ia32 ? bpf_probe_read_user(&p, sizeof(u32), (const void *)(argv + i * sizeof(u32)))
+				: bpf_probe_read_user(&p, sizeof(u64), (const void *)(argv + i * sizeof(u64)));
+		if (err < 0 || !p)
 			break;
 		if (off > DATA_MAX - NAME_MAX_) {
 			r->flags |= FLAG_TRUNCATED;
@@ -785,10 +984,39 @@ int sys_exit_exec(struct sys_exit_ctx *ctx)
 	return 0;
 }
 
+SEC("tracepoint/syscalls/sys_exit_execve")
+int sys_exit_exec(struct sys_exit_ctx *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	bpf_map_delete_elem(&stashes, &id);
+	struct stash s;
+	if (!wanted(ctx->ret, 0)) // failures only
+		return 0;
+	tp_args(&s, ctx);
+	return exec_exit(&s, ctx->ret, false);
+}
+
+SEC("fexit/__x64_sys_execve")
+int BPF_PROG(fexit_exec, const struct pt_regs *regs, long ret)
+{
+	if (ret >= 0)
+		return 0; // reported by sched_exec, which removed any stash
+	u64 id = bpf_get_current_pid_tgid();
+	bpf_map_delete_elem(&stashes, &id);
+	struct stash s;
+	if (!wanted(ret, 0))
+		return 0;
+	fexit_args(&s, ctx, regs);
+	return exec_exit(&s, ret, fexit_abi(ctx) == ABI_IA32);
+}
+
 // ---- process lifecycle -----------------------------------------------------
 
-SEC("tracepoint/sched/sched_process_exec")
-int sched_exec(struct trace_event_raw_sched_process_exec *ctx)
+// tp_btf rather than the classic tracepoint: the kernel does not format a
+// trace record (with a copy of the file name) for the program first, and
+// the task and binprm are BTF pointers.
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(sched_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm *bprm)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32;
@@ -802,7 +1030,7 @@ int sched_exec(struct trace_event_raw_sched_process_exec *ctx)
 
 	// The stash was made by the thread that called execve, whose tid may
 	// have been replaced by the tgid.
-	u64 key = ((u64)tgid << 32) | (u32)ctx->old_pid;
+	u64 key = ((u64)tgid << 32) | (u32)old_pid;
 	struct stash *s = bpf_map_lookup_elem(&stashes, &key);
 	if (s) {
 		r->nr = s->nr;
@@ -816,28 +1044,23 @@ int sched_exec(struct trace_event_raw_sched_process_exec *ctx)
 		r->flags |= FLAG_NO_STASH;
 	}
 
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-
 	// 1: the executable, resolved by the kernel (symlinks followed).
-	struct file *exe = BPF_CORE_READ(t, mm, exe_file);
-	u32 off = put_path(r, 0, &exe->f_path);
+	struct mm_struct *mm = t->mm;
+	u32 off = put_path(r, 0, &mm->exe_file->f_path);
 
 	// 2: the file name as given to execve.
-	unsigned short loc = ctx->__data_loc_filename & 0xFFFF;
-	off = put_str(r, off, (void *)ctx + loc, false);
+	off = put_str(r, off, bprm->filename, false);
 
 	// 3: argv, NUL-separated, as the new image sees it.
-	struct mm_struct *mm = BPF_CORE_READ(t, mm);
-	unsigned long as = BPF_CORE_READ(mm, arg_start);
-	unsigned long ae = BPF_CORE_READ(mm, arg_end);
+	unsigned long as = mm->arg_start;
+	unsigned long ae = mm->arg_end;
 	off = put_user_bytes(r, off, (const void *)as, ae > as ? (u32)(ae - as) : 0, ARGS_MAX);
 
 	// 4: the working directory.
-	struct fs_struct *fs = BPF_CORE_READ(t, fs);
-	off = put_path(r, off, &fs->pwd);
+	off = put_path(r, off, &t->fs->pwd);
 
 	// 5: the controlling terminal's name.
-	struct tty_struct *tty = BPF_CORE_READ(t, signal, tty);
+	struct tty_struct *tty = t->signal->tty;
 	if (tty)
 		off = put_str(r, off, &tty->name, false);
 	else

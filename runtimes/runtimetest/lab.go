@@ -245,7 +245,11 @@ func (l *Lab) CtrRun(ctx context.Context, ns, id string, labels map[string]strin
 	if err := l.containerdImage(ctx, ns); err != nil {
 		return 0, err
 	}
-	args := []string{"run", "-d"}
+	// runc keeps its own state apart from containerd's, by default in
+	// /run/containerd/runc/NS/ID: a lab killed mid-test left that behind,
+	// and the next lab's container of the same ID failed with "container
+	// with given ID already exists". The lab's directory holds it instead.
+	args := []string{"run", "-d", "--runc-root", filepath.Join(l.Dir, "runc")}
 	for k, v := range labels {
 		args = append(args, "--label", k+"="+v)
 	}
