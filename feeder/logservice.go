@@ -32,7 +32,7 @@ func (l *logService) WatchAlerts(req *kubearmorpb.RequestMessage, stream grpc.Se
 	if f := req.GetFilter(); f != "all" && f != "policy" {
 		return nil
 	}
-	sub, err := l.s.alerts.SubscribeWith(l.s.subscriber(stream.Context()))
+	sub, err := subscribe(l.s, stream.Context(), l.s.alerts)
 	if err != nil {
 		return subscribeError(err)
 	}
@@ -48,7 +48,7 @@ func (l *logService) WatchLogs(req *kubearmorpb.RequestMessage, stream grpc.Serv
 	if f := req.GetFilter(); f != "all" && f != "system" {
 		return nil
 	}
-	sub, err := l.s.logs.SubscribeWith(l.s.subscriber(stream.Context()))
+	sub, err := subscribe(l.s, stream.Context(), l.s.logs)
 	if err != nil {
 		return subscribeError(err)
 	}
@@ -63,7 +63,7 @@ func (l *logService) WatchLogs(req *kubearmorpb.RequestMessage, stream grpc.Serv
 // current status and warnings, so a watcher learns about unenforceable
 // rules without asking.
 func (l *logService) WatchMessages(_ *kubearmorpb.RequestMessage, stream grpc.ServerStreamingServer[kubearmorpb.Message]) error {
-	sub, err := l.s.messages.SubscribeWith(l.s.subscriber(stream.Context()))
+	sub, err := subscribe(l.s, stream.Context(), l.s.messages)
 	if err != nil {
 		return subscribeError(err)
 	}
@@ -140,6 +140,19 @@ func subscribeError(err error) error {
 		return status.Error(codes.ResourceExhausted, "too many subscribers; try again later")
 	}
 	return status.Error(codes.Internal, err.Error())
+}
+
+// subscribe adds a gRPC subscriber to topic and tells the stall watch
+// (evictStalled) that it has one more subscriber to watch.
+func subscribe[T any](s *Server, ctx context.Context, topic *fanout.Topic[T]) (*fanout.Subscription[T], error) {
+	sub, err := topic.SubscribeWith(s.subscriber(ctx))
+	if err == nil {
+		select {
+		case s.subscribed <- struct{}{}:
+		default:
+		}
+	}
+	return sub, err
 }
 
 // subscriber names a gRPC subscriber after its peer. Root on the unix

@@ -87,7 +87,10 @@ type Server struct {
 	// clients that would otherwise watch forever.
 	shutdown    context.Context
 	stopStreams context.CancelFunc
-	listeners   []*listener
+	// subscribed wakes evictStalled after a gRPC subscriber joined, so
+	// its ticker runs only while there is a subscriber to watch.
+	subscribed chan struct{}
+	listeners  []*listener
 
 	mu             sync.Mutex
 	alertsByPolicy map[string]uint64
@@ -141,6 +144,7 @@ func New(opts Options) (*Server, error) {
 		throttle:       throttle.New(opts.Throttle, opts.Now),
 		shutdown:       ctx,
 		stopStreams:    cancel,
+		subscribed:     make(chan struct{}, 1),
 		alertsByPolicy: map[string]uint64{},
 	}
 	reserve := reservedSlots(opts.MaxSubscribers)
@@ -226,18 +230,25 @@ func (s *Server) Serve(ctx context.Context) error {
 
 // evictStalled disconnects gRPC subscribers whose queue stayed full with
 // nothing delivered for SubscriberStallTimeout, so stalled streams cannot
-// hold subscriber slots for ever.
+// hold subscriber slots for ever. The ticker is selected only while an
+// evictable subscriber exists: with no gRPC client the agent does not wake
+// for it (a ticker nobody waits on is off the runtime's timer heap).
 func (s *Server) evictStalled(ctx context.Context) {
 	bound := s.opts.SubscriberStallTimeout
 	t := time.NewTicker(min(time.Second, max(10*time.Millisecond, bound/4)))
 	defer t.Stop()
 	for {
+		var tick <-chan time.Time
+		if s.alerts.HasEvictable() || s.logs.HasEvictable() || s.messages.HasEvictable() {
+			tick = t.C
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.shutdown.Done():
 			return
-		case now := <-t.C:
+		case <-s.subscribed:
+		case now := <-tick:
 			for _, ev := range [][]fanout.SubscriberStats{
 				s.alerts.EvictStalled(now, bound), s.logs.EvictStalled(now, bound), s.messages.EvictStalled(now, bound),
 			} {

@@ -53,9 +53,10 @@ type Options struct {
 	// ProcRoot is procfs as the agent sees the host's (default "/proc").
 	ProcRoot string
 	// PollInterval is the longest a record waits in the ring buffer before
-	// the reader looks (default 10ms). The reader drains the buffer at this
-	// interval; the kernel does not wake it per event, which saves an
-	// interrupt and a thread hand-off per event.
+	// the reader looks (default 10ms). While records flow the reader drains
+	// the buffer at this interval; the kernel does not wake it per event,
+	// which saves an interrupt and a thread hand-off per event. A poll that
+	// finds nothing sends the reader to sleep until the next record.
 	PollInterval time.Duration
 	// Hooks forces how syscalls are watched (HooksFexit or
 	// HooksTracepoints); HooksAuto tries fexit and falls back to the
@@ -372,32 +373,31 @@ func (m *Monitor) read(ctx context.Context, queue chan<- *batch, pool *sync.Pool
 			flush()
 		}
 	}
-	// While events flow, poll on a Go timer rather than sleep in the
-	// kernel: a goroutine parked in a blocking system call makes the
-	// runtime hand its P to another thread and keeps sysmon polling every
-	// 20 µs, which cost the agent more CPU than decoding the events
-	// (docs/benchmarks.md). After idlePolls empty polls the reader sleeps
-	// in the kernel instead, so an idle agent does not wake 100 times a
-	// second; the first record into the empty buffer wakes it.
+	// While events flow, poll on a Go timer: the kernel does not wake the
+	// reader per record (monitor.bpf.c), which saves an interrupt and a
+	// thread hand-off per event. A poll that finds nothing parks the
+	// reader until the kernel wakes it, which it does for the first record
+	// into the empty buffer (and when the buffer fills past 1/8): a trickle
+	// of events costs a wakeup and one empty poll each, an idle agent
+	// nothing, and no record waits more than one PollInterval once the
+	// reader is awake.
 	stop := context.AfterFunc(ctx, m.ring.wake)
 	defer stop()
 	tick := time.NewTicker(m.opts.PollInterval)
 	defer tick.Stop()
-	idle := 0
 	for {
 		n, err := m.ring.drain(add)
 		flush()
 		if err != nil {
 			return fmt.Errorf("monitor: read ring buffer: %w", err)
 		}
-		if n > 0 {
-			idle = 0
-		} else if idle++; idle >= idlePolls {
+		if n == 0 {
 			if err := m.ring.wait(); err != nil && !errors.Is(err, errRingWoken) {
 				return fmt.Errorf("monitor: wait for ring buffer: %w", err)
 			}
-			idle = 0
 		}
+		// The ticker is off the runtime's timer heap while the reader is
+		// parked in wait: it costs nothing then.
 		select {
 		case <-ctx.Done():
 			return nil
@@ -413,10 +413,6 @@ func (m *Monitor) read(ctx context.Context, queue chan<- *batch, pool *sync.Pool
 		}
 	}
 }
-
-// idlePolls empty polls in a row send the reader to sleep until the kernel
-// wakes it (100 ms at the default PollInterval).
-const idlePolls = 10
 
 // Stats returns the counters; Lost and StashFull are summed over CPUs.
 func (m *Monitor) Stats() Stats {

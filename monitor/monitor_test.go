@@ -591,17 +591,16 @@ func TestVisibilityScopes(t *testing.T) {
 	}
 }
 
-// After idlePolls empty polls the reader sleeps in the kernel; the first
-// record into the empty buffer must wake it, and cancelling must end a
-// sleeping Run. (On a busy host other processes' events may keep it awake;
+// A poll that finds nothing parks the reader; the first record into the
+// empty buffer must wake it, and cancelling must end a sleeping Run. (On a busy host other processes' events may keep it awake;
 // then this covers the polling path only.)
 func TestIdleReaderWakes(t *testing.T) {
 	_, c, stop := startMonitor(t, Options{Visibility: ScopeProcess, PollInterval: time.Millisecond})
 	for range 3 {
-		time.Sleep(100 * idlePolls * time.Millisecond) // long enough to fall asleep
+		time.Sleep(100 * time.Millisecond) // long enough to fall asleep
 		settle(t, c)
 	}
-	time.Sleep(100 * idlePolls * time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
 	stop()
 }
 
@@ -630,7 +629,7 @@ func startMonitor(t *testing.T, opts Options) (*Monitor, *eventtest.Collector, f
 	}
 }
 
-// Close must end a Run whose reader sleeps in the kernel, and only then
+// Close must end a Run whose reader is parked, and only then
 // unmap the ring buffer; a Run after Close is refused. A regression hangs
 // here or crashes on the unmapped ring.
 func TestCloseEndsSleepingRun(t *testing.T) {
@@ -644,7 +643,7 @@ func TestCloseEndsSleepingRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- m.Run(context.Background(), c.Add) }()
 	settle(t, c)
-	time.Sleep(100 * idlePolls * time.Millisecond) // long enough to fall asleep
+	time.Sleep(100 * time.Millisecond) // long enough to fall asleep
 	if err := m.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}

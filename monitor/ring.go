@@ -6,6 +6,8 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -18,15 +20,18 @@ import (
 // system call after the Go runtime has gone idle wakes sysmon, which then
 // polls every 20 µs for a millisecond or more, and a poll every 10 ms with a
 // system call each time kept the agent's threads switching constantly
-// (docs/benchmarks.md). Only wait, used when the buffer has been empty for a
-// while, enters the kernel.
+// (docs/benchmarks.md). Waiting for data goes through the Go runtime's
+// network poller (the map's descriptor is pollable), so a waiting reader is
+// a parked goroutine, not a thread blocked in epoll_wait that sysmon keeps
+// preempting and retaking: an idle agent does not wake at all.
 type ring struct {
 	cons, prod []byte // the consumer page (ours to write) and producer page + data
 	data       []byte // the data pages, mapped twice in a row so no record wraps
 	mask       uint64
 
-	epfd, wakefd int
-	closeOnce    sync.Once
+	file      *os.File        // a non-blocking duplicate of the map's descriptor, in the netpoller
+	conn      syscall.RawConn // file's, for wait
+	closeOnce sync.Once
 }
 
 // Record header bits (include/uapi/linux/bpf.h).
@@ -44,7 +49,7 @@ func newRing(m *ebpf.Map) (*ring, error) {
 	}
 	size := int(m.MaxEntries())
 	page := os.Getpagesize()
-	r := &ring{mask: uint64(size - 1), epfd: -1, wakefd: -1}
+	r := &ring{mask: uint64(size - 1)}
 	var err error
 	if r.cons, err = unix.Mmap(m.FD(), 0, page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
 		return nil, fmt.Errorf("mmap consumer page: %w", err)
@@ -54,20 +59,21 @@ func newRing(m *ebpf.Map) (*ring, error) {
 		return nil, fmt.Errorf("mmap data pages: %w", err)
 	}
 	r.data = r.prod[page:]
-	if r.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+	fd, err := unix.FcntlInt(uintptr(m.FD()), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
 		r.close()
-		return nil, fmt.Errorf("epoll: %w", err)
+		return nil, fmt.Errorf("duplicate ring buffer descriptor: %w", err)
 	}
-	if r.wakefd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		_ = unix.Close(fd)
 		r.close()
-		return nil, fmt.Errorf("eventfd: %w", err)
+		return nil, fmt.Errorf("ring buffer descriptor: %w", err)
 	}
-	for _, fd := range []int{m.FD(), r.wakefd} {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
-		if err := unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-			r.close()
-			return nil, fmt.Errorf("epoll add: %w", err)
-		}
+	// A non-blocking descriptor joins the netpoller (os.NewFile).
+	r.file = os.NewFile(uintptr(fd), "ringbuf")
+	if r.conn, err = r.file.SyscallConn(); err != nil {
+		r.close()
+		return nil, fmt.Errorf("ring buffer descriptor: %w", err)
 	}
 	return r, nil
 }
@@ -111,36 +117,23 @@ func (r *ring) drain(f func([]byte)) (int, error) {
 	return n, nil
 }
 
-// wait blocks until the ring buffer has data or wake is called. The kernel
-// reports data on the map's descriptor level-triggered, so data committed
-// before the call returns at once.
+// wait parks the goroutine until the ring buffer has data or wake is
+// called. Readiness is edge-triggered in the netpoller; the check after
+// RawConn.Read has reset it sees data committed before the park, and data
+// committed after it signals the edge, so no record is left waiting. The
+// kernel signals when a record lands in an empty buffer (monitor.bpf.c):
+// wait is for an empty buffer only.
 func (r *ring) wait() error {
-	var evs [2]unix.EpollEvent
-	for {
-		n, err := unix.EpollWait(r.epfd, evs[:], -1)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("epoll_wait: %w", err)
-		}
-		for _, ev := range evs[:n] {
-			if int(ev.Fd) == r.wakefd {
-				var buf [8]byte
-				_, _ = unix.Read(r.wakefd, buf[:])
-				return errRingWoken
-			}
-		}
-		if n > 0 {
-			return nil
-		}
+	err := r.conn.Read(func(uintptr) bool { return r.available() > 0 })
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return errRingWoken
 	}
+	return err
 }
 
-// wake ends a wait in progress, or the next one.
+// wake ends a wait in progress and every later one: it is for the end.
 func (r *ring) wake() {
-	one := [8]byte{1}
-	_, _ = unix.Write(r.wakefd, one[:])
+	_ = r.file.SetReadDeadline(time.Unix(1, 0))
 }
 
 func (r *ring) close() error {
@@ -151,10 +144,8 @@ func (r *ring) close() error {
 				errs = append(errs, unix.Munmap(m))
 			}
 		}
-		for _, fd := range []int{r.epfd, r.wakefd} {
-			if fd >= 0 {
-				errs = append(errs, unix.Close(fd))
-			}
+		if r.file != nil {
+			errs = append(errs, r.file.Close())
 		}
 	})
 	return errors.Join(errs...)

@@ -144,12 +144,18 @@ func (s *Store) Run(ctx context.Context) error {
 	}
 
 	for {
+		// The retry ticker is selected only while a watch is missing: a
+		// ticker nobody waits on never wakes the process (Go 1.23 timers).
+		var retryC <-chan time.Time
+		if w.dir < 0 || w.parent < 0 {
+			retryC = retry.C
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-errc:
 			return fmt.Errorf("policy watcher: %w", err)
-		case <-retry.C:
+		case <-retryC:
 			if w.dir < 0 || w.parent < 0 {
 				s.attach(in, &w)
 			}

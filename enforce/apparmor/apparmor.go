@@ -315,15 +315,26 @@ func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
 	}
 	done := make(chan struct{})
 	defer close(done)
+	// advanced tells the saver that a record moved lastSerial on.
+	advanced := make(chan struct{}, 1)
 	go func() {
-		// The serial of the last record read, for the next agent; the
-		// last write comes once reading has stopped.
+		// The serial of the last record read, for the next agent, at most
+		// every serialEvery; the last write comes once reading has
+		// stopped. The ticker is selected only while a serial waits to be
+		// written: a quiet audit log does not wake the agent.
 		t := time.NewTicker(serialEvery)
 		defer t.Stop()
+		asked := e.lastSerial.Load()
 		for {
+			var tick <-chan time.Time
+			if e.lastSerial.Load() != asked {
+				tick = t.C
+			}
 			select {
-			case <-t.C:
-				e.saveSerial(e.lastSerial.Load())
+			case <-advanced:
+			case <-tick:
+				asked = e.lastSerial.Load()
+				e.saveSerial(asked)
 			case <-ctx.Done():
 				e.audit.Close()
 				<-done
@@ -342,6 +353,10 @@ func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
 		}
 		if _, serial, ok := stampOf(line); ok && serial > e.lastSerial.Load() {
 			e.lastSerial.Store(serial)
+			select {
+			case advanced <- struct{}{}:
+			default:
+			}
 		}
 		if ev, ok := e.verdict(line); ok {
 			emit(ev)

@@ -260,6 +260,9 @@ func (e *Enforcer) commit(rs *hostpolicy.RuleSet, cs []hostpolicy.Container) (ma
 // container scope, then which containers are in which scope.
 func (e *Enforcer) write(g *generation, gen uint32) (*written, error) {
 	w := &written{}
+	if err := e.writeNameFilters(g, gen, e.tags.inos); err != nil {
+		return w, err
+	}
 	if err := e.writeScope(w, g.host, gen, 0, g.scoped); err != nil {
 		return w, err
 	}
@@ -350,6 +353,7 @@ func (e *Enforcer) writeScope(w *written, ent *entries, gen, scope, scoped uint3
 		RateBurst:    burst,
 		Scoped:       scoped,
 		Epoch:        e.cfgEpoch,
+		NameGate:     ent.cfg.nameGate(),
 	}
 	idx := gen*maxScopes + scope
 	if err := e.objs.Configs.Put(idx, &cfg); err != nil {
@@ -421,14 +425,19 @@ func (e *Enforcer) Run(ctx context.Context, emit func(event.Event)) error {
 			emit(ev)
 		}
 	}
+	// The reader blocks until the kernel wakes it (the programs submit
+	// with adaptive wakeup: a record into an empty buffer wakes it); the
+	// end of ctx flushes it rather than a deadline polling for it, so an
+	// idle agent does not wake for this.
+	stop := context.AfterFunc(ctx, func() { _ = e.reader.Flush() })
+	defer stop()
 	var rec ringbuf.Record
 	for {
-		if ctx.Err() != nil {
-			return nil
-		}
-		e.reader.SetDeadline(time.Now().Add(200 * time.Millisecond))
 		if err := e.reader.ReadInto(&rec); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
+			if errors.Is(err, ringbuf.ErrFlushed) {
+				if ctx.Err() != nil {
+					return nil
+				}
 				continue
 			}
 			if errors.Is(err, ringbuf.ErrClosed) {

@@ -156,7 +156,7 @@ func (e *Enforcer) mapMemory() (map[string]uint64, error) {
 		"path_rules": e.objs.PathRules, "net_rules": e.objs.NetRules, "sources": e.objs.Sources,
 		"patterns": e.objs.Patterns, "configs": e.objs.Configs, "active": e.objs.Active, "rate": e.objs.Rate,
 		"counters": e.objs.Counters, "events": e.objs.Events, "exe_cache": e.objs.ExeCache,
-		"scratch_area": e.objs.ScratchArea,
+		"scratch_area": e.objs.ScratchArea, "name_filters": e.objs.NameFilters,
 	} {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", m.FD()))
 		if err != nil {

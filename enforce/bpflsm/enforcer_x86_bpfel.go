@@ -35,7 +35,7 @@ type enforcerConfig struct {
 	RateBurst    uint32
 	Scoped       uint32
 	Epoch        uint32
-	Pad          uint32
+	NameGate     uint32
 }
 
 type enforcerCounter uint32
@@ -139,16 +139,24 @@ const (
 type enforcerLayout uint32
 
 const (
-	enforcerLayoutPATH_LEN     enforcerLayout = 256
-	enforcerLayoutPAT_TOKENS   enforcerLayout = 128
-	enforcerLayoutPAT_CLASSES  enforcerLayout = 8
-	enforcerLayoutMAX_PATTERNS enforcerLayout = 256
-	enforcerLayoutGLOB_STEPS   enforcerLayout = 65536
-	enforcerLayoutGEN_SHIFT    enforcerLayout = 24
-	enforcerLayoutSCOPE_SHIFT  enforcerLayout = 8
-	enforcerLayoutMAX_SCOPES   enforcerLayout = 1024
-	enforcerLayoutSCOPE_NONE   enforcerLayout = 1023
+	enforcerLayoutPATH_LEN          enforcerLayout = 256
+	enforcerLayoutPAT_TOKENS        enforcerLayout = 128
+	enforcerLayoutPAT_CLASSES       enforcerLayout = 8
+	enforcerLayoutMAX_PATTERNS      enforcerLayout = 256
+	enforcerLayoutGLOB_STEPS        enforcerLayout = 65536
+	enforcerLayoutGEN_SHIFT         enforcerLayout = 24
+	enforcerLayoutSCOPE_SHIFT       enforcerLayout = 8
+	enforcerLayoutMAX_SCOPES        enforcerLayout = 1024
+	enforcerLayoutSCOPE_NONE        enforcerLayout = 1023
+	enforcerLayoutNAME_FILTER_WORDS enforcerLayout = 1024
 )
+
+type enforcerNameFilter struct {
+	_          structs.HostLayout
+	Bits       [1024]uint64
+	SuffixLens uint32
+	Pad        uint32
+}
 
 type enforcerNetKey struct {
 	_     structs.HostLayout
@@ -351,6 +359,7 @@ const (
 	enforcerMapEvents                = "events"
 	enforcerMapExeCache              = "exe_cache"
 	enforcerMapInodeTags             = "inode_tags"
+	enforcerMapNameFilters           = "name_filters"
 	enforcerMapNetRules              = "net_rules"
 	enforcerMapPathRules             = "path_rules"
 	enforcerMapPatternIndex          = "pattern_index"
@@ -457,6 +466,7 @@ type enforcerMapSpecs struct {
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	ExeCache     *ebpf.MapSpec `ebpf:"exe_cache"`
 	InodeTags    *ebpf.MapSpec `ebpf:"inode_tags"`
+	NameFilters  *ebpf.MapSpec `ebpf:"name_filters"`
 	NetRules     *ebpf.MapSpec `ebpf:"net_rules"`
 	PathRules    *ebpf.MapSpec `ebpf:"path_rules"`
 	PatternIndex *ebpf.MapSpec `ebpf:"pattern_index"`
@@ -501,6 +511,7 @@ type enforcerMaps struct {
 	Events       *ebpf.Map `ebpf:"events"`
 	ExeCache     *ebpf.Map `ebpf:"exe_cache"`
 	InodeTags    *ebpf.Map `ebpf:"inode_tags"`
+	NameFilters  *ebpf.Map `ebpf:"name_filters"`
 	NetRules     *ebpf.Map `ebpf:"net_rules"`
 	PathRules    *ebpf.Map `ebpf:"path_rules"`
 	PatternIndex *ebpf.Map `ebpf:"pattern_index"`
@@ -519,6 +530,7 @@ func (m *enforcerMaps) Close() error {
 		m.Events,
 		m.ExeCache,
 		m.InodeTags,
+		m.NameFilters,
 		m.NetRules,
 		m.PathRules,
 		m.PatternIndex,

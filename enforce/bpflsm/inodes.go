@@ -51,10 +51,11 @@ const maxTagWalk = 4096
 
 // tagResult is what one Apply tagged.
 type tagResult struct {
-	tagged  int   // inodes tagged
-	failed  int   // objects that exist but could not be tagged
-	err     error // the first reason one could not
-	walkCut bool  // a directory walk stopped at maxTagWalk
+	tagged  int      // inodes tagged
+	inos    []uint64 // their inode numbers, for the hooks' filter (names.go)
+	failed  int      // objects that exist but could not be tagged
+	err     error    // the first reason one could not
+	walkCut bool     // a directory walk stopped at maxTagWalk
 }
 
 // newEpoch starts the epochs of this process somewhere no earlier process
@@ -209,9 +210,10 @@ func (e *Enforcer) tagInodes(ent *entries, gen, epoch uint32) tagResult {
 			half.Src[cat] = src
 			half.Rules[cat] = *ruleVal(ent.nameRules(kinds[0], kinds[1], p, src))
 		}
-		switch err := tagInode(e.objs.InodeTags, p, gen, &half); {
+		switch ino, err := tagInode(e.objs.InodeTags, p, gen, &half); {
 		case err == nil:
 			r.tagged++
+			r.inos = append(r.inos, ino)
 		case errors.Is(err, os.ErrNotExist), errors.Is(err, errSkip):
 		default:
 			if r.failed++; r.err == nil {
@@ -234,28 +236,29 @@ type enforcerInodeName = struct {
 
 var errSkip = errors.New("not a regular file")
 
-// tagInode writes half into generation gen's half of p's inode's tag.
+// tagInode writes half into generation gen's half of p's inode's tag and
+// returns the inode's number.
 // O_PATH: the agent's own tagging opens nothing (no file_open decision,
 // no alert), and a rule's path that is a symbolic link is not followed
 // (path identity never matches it either).
-func tagInode(m *ebpf.Map, p string, gen uint32, half *enforcerInodeName) error {
+func tagInode(m *ebpf.Map, p string, gen uint32, half *enforcerInodeName) (uint64, error) {
 	fd, err := unix.Open(p, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return &os.PathError{Op: "open", Path: p, Err: err}
+		return 0, &os.PathError{Op: "open", Path: p, Err: err}
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return err
+		return 0, err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return errSkip
+		return 0, errSkip
 	}
 	var val enforcerInodeTag
 	key := int32(fd)
 	if err := m.Lookup(&key, &val); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return err
+		return 0, err
 	}
 	val.Gen[gen&1] = *half
-	return m.Put(&key, &val)
+	return st.Ino, m.Put(&key, &val)
 }

@@ -104,6 +104,12 @@ type settings struct {
 	hasSources   uint32 // low byte: categories with fromSource rules; next byte: with per-source allow-lists
 	patternCats  uint32
 	caps         uint64
+	// The name gate (names.go): per category (process, file), the names
+	// the filter must hold, and the categories with a rule that needs no
+	// name (they always build the path).
+	names    [2]map[string]struct{}
+	suffixes [2]map[string]struct{} // patterns' last literal bytes
+	noGate   uint32
 }
 
 // entries is a RuleSet as the kernel sees it.
@@ -246,6 +252,7 @@ func (e *entries) add(r *hostpolicy.Rule) string {
 		if !ok {
 			return fmt.Sprintf("%s rules of category %s are not enforced by BPFLSM", r.Match, r.Category)
 		}
+		e.cfg.gateName(cat, pathName(r.Match, r.Value))
 		return e.putPath(pathEntry{kind: kind, src: src, path: r.Value}, slot, rule)
 	case hostpolicy.MatchPattern:
 		g, err := compileGlob(r.Value)
@@ -256,6 +263,7 @@ func (e *entries) add(r *hostpolicy.Rule) string {
 			return fmt.Sprintf("more than %d patterns", maxPatterns)
 		}
 		e.patterns = append(e.patterns, patternEntry{id: r.ID, category: uint8(cat), slot: slot, flags: uint8(flags), glob: g})
+		e.cfg.gatePattern(cat, g)
 		e.cfg.patternCats |= 1 << cat
 		return ""
 	case hostpolicy.MatchProtocol:

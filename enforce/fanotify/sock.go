@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -232,13 +231,14 @@ func (s *sockTier) apply(n netEntries) error {
 // run reads verdicts until ctx ends or the reader is closed.
 func (s *sockTier) run(ctx context.Context, emit func(event.Event)) error {
 	clock := event.NewBootClock()
+	// Read blocks until the kernel wakes it; the end of ctx flushes it
+	// (no deadline polling for it, so an idle agent does not wake).
+	stop := context.AfterFunc(ctx, func() { _ = s.reader.Flush() })
+	defer stop()
 	for {
-		// A deadline, so that a quiet ring buffer does not keep run from
-		// seeing the end of ctx.
-		s.reader.SetDeadline(time.Now().Add(250 * time.Millisecond))
 		rec, err := s.reader.Read()
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
+			if errors.Is(err, ringbuf.ErrFlushed) {
 				if ctx.Err() != nil {
 					return nil
 				}

@@ -152,6 +152,17 @@ func (t *Topic[T]) EvictStalled(now time.Time, bound time.Duration) []Subscriber
 	return out
 }
 
+// HasEvictable reports whether any current subscriber may be evicted: the
+// stall watch needs a clock only while one exists.
+func (t *Topic[T]) HasEvictable() bool {
+	for _, s := range *t.subs.Load() {
+		if s.evictable {
+			return true
+		}
+	}
+	return false
+}
+
 // Stats is a snapshot of a topic's counters.
 type Stats struct {
 	Name        string

@@ -117,9 +117,9 @@ struct {
 	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
 
-/* The executable path of each task, zero padded, filled at exec and lazily
- * by hooks that may call bpf_d_path, so hooks that may not (capable,
- * task_fix_setuid) still know the source. */
+/* The executable path of each task, zero padded, filled by the first hook
+ * that needs it after an exec (track_exec drops it): fill_exe_cache in
+ * hooks that may call bpf_d_path, walk_exe_cache in the others. */
 struct exe_path {
 	__u32 len;
 	__u32 pad;
@@ -140,6 +140,16 @@ struct {
 	__type(key, int);
 	__type(value, struct inode_tag);
 } inode_tags SEC(".maps");
+
+/* Index gen * 2 + category (CAT_PROCESS, CAT_FILE): the names of the
+ * rules; index 4 + gen: the numbers of the inodes that generation's Apply
+ * tagged (enforcer.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 6);
+	__type(key, __u32);
+	__type(value, struct name_filter);
+} name_filters SEC(".maps");
 
 struct match {
 	struct rule_slot slot[NSLOTS];
@@ -360,14 +370,6 @@ static __always_inline struct exe_path *fill_exe_cache(struct task_struct *task,
 	e->hash = hash_tmp(s, n - 1);
 	e->len = n - 1;
 	return e;
-}
-
-static __always_inline struct exe_path *cached_exe(struct task_struct *task)
-{
-	struct exe_path *e = bpf_task_storage_get(&exe_cache, task, 0, 0);
-	if (e && e->len)
-		return e;
-	return NULL;
 }
 
 struct src_ref {
@@ -915,6 +917,170 @@ static __always_inline void copy_exe(char *dst, struct exe_path *e)
 		bpf_probe_read_kernel_str(dst, PATH_LEN, e->path);
 }
 
+
+/* ---- the name gate (enforcer.h, struct name_filter) ---------------------- */
+
+struct gate_ctx {
+	struct name_filter *f;
+	__u64 d;        /* struct dentry * */
+	__u64 mnt;      /* struct mount * */
+	__u64 mroot;    /* its root dentry */
+	__u64 root_d;   /* the task's root */
+	__u64 root_mnt; /* its struct vfsmount * */
+	__u32 category;
+	__u32 done;     /* 1: the walk reached the root; 2: a name hit */
+	__u32 last;     /* the next component tested is the path's last */
+	__u32 pad;
+};
+
+/* filter_has tests one bit of the filter. */
+static __always_inline int filter_has(struct name_filter *f, __u32 bit)
+{
+	return (f->bits[masked(bit >> 6, NAME_FILTER_WORDS - 1)] >> (bit & 63)) & 1;
+}
+
+/* suffix_hit tests the last bytes of the path's last component (its
+ * name, len bytes, the first 8 in head) against the patterns' literal
+ * suffixes (enforcer.h), of the lengths the filter holds: testing every
+ * length from 1 to 8 cost open/close about 10 points in the benchmark. */
+static __always_inline int suffix_hit(struct name_filter *f, __u64 name, __u32 len, __u64 head, __u32 category)
+{
+	__u32 lens = f->suffix_lens;
+	if (!lens)
+		return 0;
+	__u64 t = head;
+	__u32 n = len;
+	if (len > 8) {
+		if (bpf_probe_read_kernel(&t, 8, (void *)(name + len - 8)))
+			return 1;
+		n = 8;
+	}
+#pragma unroll
+	for (__u32 k = 1; k <= 4; k++) {
+		if (((lens >> k) & 1) && k <= n) {
+			__u64 sfx = (t >> (8 * (n - k))) & ((1ULL << (8 * k)) - 1);
+			if (filter_has(f, name_bit(sfx, k, category + 4)))
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/* gate_step takes one step of build_path's walk (up_step: the same stops,
+ * the same mount crossings, so it sees exactly the components the path
+ * will hold) and tests the component's name against the filter. Two
+ * reads per component: its parent and name (one read, they are adjacent
+ * in struct dentry on every kernel this runs on; two otherwise), and the
+ * name's first 8 bytes. */
+static long gate_step(__u32 i, struct gate_ctx *c)
+{
+	struct name_filter *f = c->f;
+	if (!f)
+		return 1;
+	__u64 vm = c->mnt + bpf_core_field_offset(struct mount, mnt);
+	if (c->d == c->root_d && vm == c->root_mnt) {
+		c->done = 1;
+		return 1;
+	}
+	if (c->d == c->mroot) {
+		struct mount *m = (struct mount *)c->mnt;
+		struct mount *parent = BPF_CORE_READ(m, mnt_parent);
+		if (!parent || parent == m) { /* the namespace's root */
+			c->done = 1;
+			return 1;
+		}
+		c->d = (__u64)BPF_CORE_READ(m, mnt_mountpoint);
+		c->mnt = (__u64)parent;
+		c->mroot = (__u64)BPF_CORE_READ(parent, mnt.mnt_root);
+		return 0;
+	}
+	struct {
+		__u64 parent;
+		__u64 hash_len; /* struct qstr: hash, then len (little-endian) */
+		__u64 name;
+	} dn = {};
+	__u32 off_parent = bpf_core_field_offset(struct dentry, d_parent);
+	__u32 off_name = bpf_core_field_offset(struct dentry, d_name);
+	long err;
+	if (off_name == off_parent + 8) {
+		err = bpf_probe_read_kernel(&dn, sizeof(dn), (void *)(c->d + off_parent));
+	} else {
+		err = bpf_probe_read_kernel(&dn.parent, 8, (void *)(c->d + off_parent));
+		err |= bpf_probe_read_kernel(&dn.hash_len, 16, (void *)(c->d + off_name));
+	}
+	__u64 head = 0;
+	if (!err)
+		err = bpf_probe_read_kernel(&head, 8, (void *)dn.name);
+	if (err) { /* not read: the path decides */
+		c->done = 2;
+		return 1;
+	}
+	if (!dn.parent || dn.parent == c->d) {
+		c->done = 1;
+		return 1;
+	}
+	__u32 len = dn.hash_len >> 32;
+	if (len < 8)
+		head &= (1ULL << (len * 8)) - 1;
+	if (filter_has(f, name_bit(head, len, c->category)) ||
+	    (c->last && suffix_hit(f, dn.name, len, head, c->category))) {
+		c->done = 2;
+		return 1;
+	}
+	c->last = 0;
+	c->d = dn.parent;
+	return 0;
+}
+
+/* may_match is 0 when no exact, exec-name, directory or pattern rule of
+ * category can match the path of dentry d on mnt (struct vfsmount *):
+ * none of its components has a name the filter holds. 1 otherwise, also
+ * whenever the category's config does not allow the gate or the walk does
+ * not reach the root within build_path's bound. */
+static __always_inline int may_match(struct config *cfg, __u32 tag, __u32 category, struct vfsmount *mnt,
+				     struct dentry *d)
+{
+	if (!(cfg->name_gate & (1 << category)))
+		return 1;
+	/* d_path asks a pseudo file system's d_dname for such a dentry's
+	 * path (pipe:[...], /dmabuf:name, ...), not its name */
+	const struct dentry_operations *ops = d->d_op;
+	if (ops && ops->d_dname)
+		return 1;
+	__u32 idx = masked(tag >> GEN_SHIFT, 1) * 2 + masked(category, 1);
+	struct name_filter *f = bpf_map_lookup_elem(&name_filters, &idx);
+	if (!f)
+		return 1;
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct gate_ctx c = {
+		.f = f,
+		.d = (__u64)d,
+		.mnt = (__u64)mnt - bpf_core_field_offset(struct mount, mnt),
+		.mroot = (__u64)mnt->mnt_root,
+		.root_d = (__u64)t->fs->root.dentry,
+		.root_mnt = (__u64)t->fs->root.mnt,
+		.category = category,
+		.last = 1,
+	};
+	bpf_loop(2 * MAX_DEPTH, gate_step, &c, 0);
+	return c.done != 1;
+}
+
+/* tag_may_decide is whether an object may have an inode tag that decides
+ * (tagged_decision): then its path is built even when no name matches.
+ * The inode storage lookup cost more than the name gate's whole walk, so
+ * its number is tested against the tagged inodes' first. */
+static __always_inline int tag_may_decide(struct config *cfg, __u32 tag, struct inode *inode)
+{
+	if (!cfg->epoch || ((tag >> SCOPE_SHIFT) & (MAX_SCOPES - 1)))
+		return 0;
+	__u32 idx = 4 + masked(tag >> GEN_SHIFT, 1);
+	struct name_filter *f = bpf_map_lookup_elem(&name_filters, &idx);
+	if (f && !filter_has(f, name_bit(inode->i_ino, 8, 8)))
+		return 0;
+	return bpf_inode_storage_get(&inode_tags, inode, 0, 0) != NULL;
+}
+
 /* ---- hooks ---------------------------------------------------------------- */
 
 static __always_inline int wants(struct config *cfg, __u32 category, __u32 kinds)
@@ -944,10 +1110,13 @@ int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 	struct config *cfg = active_config(&gen);
 	if (!cfg || !wants(cfg, CAT_PROCESS, EXEC_KINDS))
 		return 0;
+	struct file *f = bprm->file;
+	if (!may_match(cfg, gen, CAT_PROCESS, f->f_path.mnt, f->f_path.dentry) &&
+	    !tag_may_decide(cfg, gen, f->f_inode))
+		return 0;
 	struct scratch *s = get_scratch();
 	if (!s)
 		return 0;
-	struct file *f = bprm->file;
 	long n = bpf_d_path((struct path *)&f->f_path, s->path, PATH_LEN);
 	__u32 len = 0;
 	if (n > 0)
@@ -990,26 +1159,17 @@ int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 	return d.deny ? -EACCES : 0;
 }
 
-/* The new image's path, for hooks that cannot resolve it themselves. */
+/* A new image: the task's cached executable path is the old one's, so it
+ * is dropped, and filled again from mm->exe_file (the new image) by the
+ * first hook that needs it (fill_exe_cache, walk_exe_cache). Resolving it
+ * here for every exec cost more than the enforcer's exec decision itself
+ * (docs/benchmarks.md), for a path most programs never need. */
 SEC("lsm/bprm_committed_creds")
 int BPF_PROG(track_exec, struct linux_binprm *bprm)
 {
-	struct scratch *s = get_scratch();
-	if (!s)
-		return 0;
-	struct exe_path *e = bpf_task_storage_get(&exe_cache, bpf_get_current_task_btf(), 0,
-						  BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!e)
-		return 0;
-	long n = bpf_d_path((struct path *)&bprm->file->f_path, s->tmp, PATH_LEN);
-	if (n <= 0) {
+	struct exe_path *e = bpf_task_storage_get(&exe_cache, bpf_get_current_task_btf(), 0, 0);
+	if (e)
 		e->len = 0;
-		return 0;
-	}
-	__builtin_memset(e->path, 0, PATH_LEN);
-	bpf_probe_read_kernel_str(e->path, PATH_LEN, s->tmp);
-	e->hash = hash_tmp(s, n - 1);
-	e->len = n - 1;
 	return 0;
 }
 
@@ -1024,6 +1184,9 @@ int BPF_PROG(enforce_file_open, struct file *file, int ret)
 		return 0;
 	unsigned int fmode = file->f_mode;
 	if (fmode & FMODE_EXEC) /* decided by bprm_check_security */
+		return 0;
+	if (!may_match(cfg, gen, CAT_FILE, file->f_path.mnt, file->f_path.dentry) &&
+	    !tag_may_decide(cfg, gen, file->f_inode))
 		return 0;
 	struct scratch *s = get_scratch();
 	if (!s)
@@ -1604,7 +1767,7 @@ int BPF_PROG(enforce_socket_accept, struct socket *sock, struct socket *newsock,
 /* ---- capabilities ------------------------------------------------------------ */
 
 /* enforce_cap decides a capability use. It runs in hooks that may not call
- * bpf_d_path, so the source comes from the exe cache only. */
+ * bpf_d_path, so the executable's path comes from build_path. */
 static __always_inline int enforce_cap(__u32 hook, int cap, int report, __u32 arg)
 {
 	if (cap < 0 || cap > 63)
@@ -1620,10 +1783,12 @@ static __always_inline int enforce_cap(__u32 hook, int cap, int report, __u32 ar
 	if (!s)
 		return 0;
 	struct task_struct *t = bpf_get_current_task_btf();
-	struct exe_path *exe = cached_exe(t);
+	struct exe_path *exe = NULL;
 	struct src_ref sv = {};
-	if (needs_source(cfg, CAT_CAPS))
+	if (needs_source(cfg, CAT_CAPS)) {
+		exe = walk_exe_cache(t, s);
 		sv = lookup_source(s, gen, exe);
+	}
 	__u32 g = gen; /* the tag */
 	struct match m = {};
 	if (sv.id)
@@ -1637,8 +1802,10 @@ static __always_inline int enforce_cap(__u32 hook, int cap, int report, __u32 ar
 		struct event *e = new_event(cfg, &d, hook, EACCES);
 		if (e) {
 			e->arg = hook == H_CAPABLE ? (__u32)cap : arg;
+			if (!exe)
+				exe = walk_exe_cache(t, s);
 			copy_exe(e->exe, exe);
-			copy_exe(e->parent_exe, cached_exe(t->real_parent));
+			copy_exe(e->parent_exe, walk_exe_cache(t->real_parent, s));
 			bpf_ringbuf_submit(e, 0);
 		}
 	}

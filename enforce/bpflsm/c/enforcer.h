@@ -29,6 +29,9 @@ enum layout {
 	SCOPE_SHIFT = 8,
 	MAX_SCOPES = 1024,
 	SCOPE_NONE = MAX_SCOPES - 1,
+
+	/* The name filter (struct name_filter): one bit per name hash. */
+	NAME_FILTER_WORDS = 1024,
 };
 #define PATH_MASK (PATH_LEN - 1)
 
@@ -229,8 +232,45 @@ struct config {
 	__u32 rate_burst;  /* events per (rule, task, hook) and second; 0 = no limit */
 	__u32 scoped;      /* host config only: bit per scope_by with container keys */
 	__u32 epoch;       /* the Apply that wrote this generation: inode names of it count */
+	__u32 name_gate;   /* bit per category whose rules all need a name the name filter holds */
+};
+
+/* The name filter: a necessary condition for a path to match any exact,
+ * exec-name, directory or pattern rule of a category, tested before the
+ * path is built. Every such rule needs one whole path component with a
+ * given name (an exact path's or exec name's last component, a directory
+ * rule's last component, a pattern's last wholly literal component), or
+ * a pattern a last component ending in given bytes (its last segment's
+ * literal suffix, up to 4 bytes), so Apply sets the bit of each such name
+ * and suffix, per generation and category (index gen * 2 + category,
+ * union of every scope), and the open and exec hooks walk the object's
+ * dentries up to the task's root as build_path does, testing each
+ * component's name, and the last one's last bytes: no bit set, no
+ * rule can match and no path is built. A category with a rule that needs no component (a
+ * directory rule on "/", a pattern without a literal component) or in
+ * allow-list mode has no bit in config.name_gate and always builds it.
+ * A name's bit is name_bit(its first 8 bytes little-endian and zero
+ * padded, its length, category), a suffix's name_bit(its bytes, their
+ * number, category + 4). A filter of its own holds the numbers of the
+ * inodes an Apply tagged (inodes.go), name_bit(i_ino, 8, 8), so the
+ * hooks look up an inode's tag only when its number's bit is set. The Go
+ * side computes the same. */
+struct name_filter {
+	__u64 bits[NAME_FILTER_WORDS];
+	__u32 suffix_lens; /* bit k: a suffix of k bytes (1..4) is in bits */
 	__u32 pad;
 };
+
+#define NAME_MUL1 0x9e3779b97f4a7c15ULL
+#define NAME_MUL2 0xc2b2ae3d27d4eb4fULL
+
+static inline __u32 name_bit(__u64 head, __u32 len, __u32 category)
+{
+	__u64 x = head * NAME_MUL1 ^ ((__u64)len << 8 | category) * NAME_MUL2;
+	x ^= x >> 29;
+	x *= NAME_MUL1;
+	return (__u32)(x >> 48); /* 16 bits: NAME_FILTER_WORDS * 64 */
+}
 
 /* Inode identity for objects the rules name that exist when they are
  * applied: Apply tags each such inode (from user space, keyed by an fd of
