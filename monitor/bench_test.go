@@ -474,7 +474,23 @@ func TestProgramCost(t *testing.T) {
 		s := runLoop(t, loop, strconv.Itoa(n), file)
 		return s.wall / time.Duration(n)
 	}
-	offGetpid, offSetuid := perOp("getpidloop"), perOp("setuidloop")
+	// MONITOR_BENCH_LOOPS=openloop=20000,forkexec=500: only these loops,
+	// with these counts (a short guest run under instruction counting).
+	only := map[string]int{}
+	if v := os.Getenv("MONITOR_BENCH_LOOPS"); v != "" {
+		for _, f := range strings.Split(v, ",") {
+			name, num, _ := strings.Cut(f, "=")
+			n, err := strconv.Atoi(num)
+			if err != nil || n <= 0 {
+				t.Fatalf("MONITOR_BENCH_LOOPS: %q: want name=count", f)
+			}
+			only[name] = n
+		}
+	}
+	var offGetpid, offSetuid time.Duration
+	if len(only) == 0 {
+		offGetpid, offSetuid = perOp("getpidloop"), perOp("setuidloop")
+	}
 
 	// The agent's default: process, file and network visible, failed
 	// setuid/setgid reported (FailuresOf capabilities); the hooks
@@ -487,9 +503,11 @@ func TestProgramCost(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go m.Run(ctx, func(event.Event) {})
-	onGetpid, onSetuid := perOp("getpidloop"), perOp("setuidloop")
-	t.Logf("getpid  per call: monitor off %v, on %v", offGetpid, onGetpid)
-	t.Logf("setuid(0) per call: monitor off %v, on %v", offSetuid, onSetuid)
+	if len(only) == 0 {
+		onGetpid, onSetuid := perOp("getpidloop"), perOp("setuidloop")
+		t.Logf("getpid  per call: monitor off %v, on %v", offGetpid, onGetpid)
+		t.Logf("setuid(0) per call: monitor off %v, on %v", offSetuid, onSetuid)
+	}
 	// Programs by name; the fexit path loads one copy per function, summed here.
 	progs := map[string][]*ebpf.Program{}
 	for _, p := range append([]*ebpf.Program{m.objs.SchedExec, m.objs.SchedFork, m.objs.SchedExit}, m.progs...) {
@@ -511,6 +529,11 @@ func TestProgramCost(t *testing.T) {
 			arg = "/bin/true"
 		}
 		n := scale(loop.n)
+		if len(only) > 0 {
+			if n = only[loop.name]; n == 0 {
+				continue
+			}
+		}
 		s := runLoop(t, loop.name, strconv.Itoa(n), arg)
 		t.Logf("%s: wall %v cpu %v (%v per operation)", loop.name, s.wall, s.cpu, s.cpu/time.Duration(n))
 		for name, ps := range progs {
