@@ -47,8 +47,13 @@ func (a *Agent) openMonitor(vis config.Visibility, kernelEnforcer bool) (*monito
 		a.log.Info("monitor: syscalls this kernel has no tracepoint for", "syscalls", strings.Join(missing, ","))
 	}
 	hooks, note := mon.Hooks()
-	if note != "" {
+	switch {
+	case note == "":
+	case hooks == monitor.HooksTracepoints:
+		// Telemetry is whole, but every syscall of every task now pays.
 		a.log.Warn("monitor: "+note, "hooks", string(hooks))
+	default: // e.g. kretprobes on the few entry points named twice in BTF
+		a.log.Info("monitor: "+note, "hooks", string(hooks))
 	}
 	a.log.Info("monitor started", "visibility", scopes.String(), "hooks", string(hooks))
 	a.mu.Lock()

@@ -477,8 +477,9 @@ func TestProgramCost(t *testing.T) {
 	offGetpid, offSetuid := perOp("getpidloop"), perOp("setuidloop")
 
 	// The agent's default: process, file and network visible, failed
-	// setuid/setgid reported (FailuresOf capabilities).
-	m, err := Open(Options{Visibility: ScopeProcess | ScopeFile | ScopeNetwork, FailuresOf: ScopeCapabilities})
+	// setuid/setgid reported (FailuresOf capabilities); the hooks
+	// MONITOR_TEST_HOOKS asks for, to compare the two paths.
+	m, err := Open(Options{Visibility: ScopeProcess | ScopeFile | ScopeNetwork, FailuresOf: ScopeCapabilities, Hooks: testHooks()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/armorhost/kubearmor/event"
+	"github.com/cilium/ebpf/btf"
 )
 
 // TestHooks: the monitor says which syscall path it uses, and it is the
@@ -34,7 +35,8 @@ func TestHooks(t *testing.T) {
 }
 
 // TestCompat32: syscalls made through the 32-bit entry (int 0x80,
-// socketcall) are reported like their 64-bit forms, with x86-64 names.
+// socketcall, 16-bit ids) are reported like their 64-bit forms, with
+// x86-64 names.
 // The helper is MONITOR_TEST_COMPAT32 (the VM test builds it) or built
 // here with GOARCH=386.
 func TestCompat32(t *testing.T) {
@@ -101,6 +103,9 @@ func TestCompat32(t *testing.T) {
 	if n != 2 {
 		t.Errorf("%d connects to %s, want 2 (socketcall and connect)", n, addr)
 	}
+	has("accept by socketcall", func(e event.Event) bool {
+		return e.Syscall == "SYS_ACCEPT" && e.Retval >= 0 && strings.HasSuffix(e.Resource, "sin_addr=127.0.0.1")
+	})
 	has("setuid", func(e event.Event) bool { return e.Syscall == "SYS_SETUID" && e.Data == "syscall=SYS_SETUID userid=0" })
 	has("DNS query", func(e event.Event) bool {
 		return e.Syscall == "SYS_SENDTO" && strings.Contains(e.Data, "domain=compat32.example.test,")
@@ -114,4 +119,94 @@ func goBuild386(out string) *exec.Cmd {
 	cmd := exec.Command("go", "build", "-o", out, "./testdata/compat32")
 	cmd.Env = append(os.Environ(), "GOARCH=386", "CGO_ENABLED=0")
 	return cmd
+}
+
+// TestFexitTargets: where each syscall is hooked, from a kernel BTF: the
+// inner function once for accept and accept4, a kretprobe (and execveat's
+// kprobe) for an entry point named twice, and no fexit path when an inner
+// function is missing or named twice.
+func TestFexitTargets(t *testing.T) {
+	proto := &btf.FuncProto{Return: &btf.Int{Name: "long", Size: 8, Encoding: btf.Signed}}
+	kernel := func(names ...string) *btf.Spec {
+		t.Helper()
+		var types []btf.Type
+		for _, n := range names {
+			types = append(types, &btf.Func{Name: n, Type: proto, Linkage: btf.StaticFunc})
+		}
+		b, err := btf.NewBuilder(types, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec, err := b.Spec()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return spec
+	}
+	var all []string
+	for _, tr := range tracedSyscalls {
+		if tr.inner != "" {
+			if !slices.Contains(all, tr.inner) { // accept and accept4 share one
+				all = append(all, tr.inner)
+			}
+			continue
+		}
+		all = append(all, "__x64_sys_"+tr.kernelName())
+		all = append(all, tr.ia32...)
+	}
+	find := func(targets []fexitTarget, fn string) []fexitTarget {
+		var out []fexitTarget
+		for _, tg := range targets {
+			if tg.fn == fn {
+				out = append(out, tg)
+			}
+		}
+		return out
+	}
+
+	// Debian 6.1: the sys_ni.c stubs beside two entry points.
+	targets, missing, probed, err := fexitTargets(kernel(append(all, "__x64_sys_execveat", "__ia32_sys_chown16")...), ScopeAll, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) != 0 {
+		t.Errorf("missing %v", missing)
+	}
+	if want := []string{"__x64_sys_execveat", "__ia32_sys_chown16"}; !slices.Equal(probed, want) {
+		t.Errorf("probed %v, want %v", probed, want)
+	}
+	if got := find(targets, "__x64_sys_execveat"); len(got) != 2 || got[0].kind != attachKretprobe || got[1].kind != attachKprobe ||
+		got[0].cookie != uint64(sysExecveat)|abiX64<<32 {
+		t.Errorf("execveat targets %+v", got)
+	}
+	if got := find(targets, "__sys_accept4"); len(got) != 1 || got[0].prog != "fexit_func_net" || got[0].cookie>>32 != abiFuncAccept {
+		t.Errorf("__sys_accept4 targets %+v", got)
+	}
+	if got := find(targets, "__sys_setuid"); len(got) != 1 || got[0].cookie != uint64(sysSetuid)|abiFunc<<32 || got[0].kind != attachFexit {
+		t.Errorf("__sys_setuid targets %+v", got)
+	}
+	if got := find(targets, "__x64_sys_setuid"); len(got) != 0 {
+		t.Errorf("setuid's entry point hooked too: %+v", got)
+	}
+	if got := find(targets, "__ia32_compat_sys_openat"); len(got) != 1 || got[0].cookie != uint64(sysOpenat)|abiIA32<<32 {
+		t.Errorf("32-bit openat targets %+v", got)
+	}
+
+	for _, tc := range []struct {
+		name  string
+		names []string
+		want  string
+	}{
+		{"inner twice", append(all, "__sys_connect"), "__sys_connect is named twice"},
+		{"inner missing", slices.DeleteFunc(slices.Clone(all), func(n string) bool { return n == "__sys_setuid" }), "no __sys_setuid"},
+	} {
+		_, _, _, err := fexitTargets(kernel(tc.names...), ScopeAll, true)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	// Scopes that are off hook nothing.
+	if targets, _, _, err := fexitTargets(kernel(all...), ScopeFile, false); err != nil || len(find(targets, "__sys_connect")) != 0 || len(find(targets, "__x64_sys_execve")) != 0 {
+		t.Errorf("file scope only: %v %+v", err, targets)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,8 +72,8 @@ type Stats struct {
 	StashFull    uint64 // syscalls not reported: the in-kernel argument stash was full
 	Dropped      uint64 // records dropped in user space: queue full
 	DecodeErrors uint64
-	// Hooks is how syscalls are watched, and HooksNote why fexit is not
-	// used when the kernel refused it.
+	// Hooks is how syscalls are watched; HooksNote why fexit is not used
+	// when the kernel refused it, or which entry points have kretprobes.
 	Hooks     Hooks
 	HooksNote string
 }
@@ -257,7 +258,7 @@ func (m *Monitor) tryFexit(spec *ebpf.CollectionSpec, watched Scope, traceExec b
 	if err != nil {
 		return fmt.Errorf("kernel BTF: %w", err)
 	}
-	targets, missing, err := fexitTargets(kernel, watched, traceExec)
+	targets, missing, probed, err := fexitTargets(kernel, watched, traceExec)
 	if err != nil {
 		return err
 	}
@@ -265,11 +266,14 @@ func (m *Monitor) tryFexit(spec *ebpf.CollectionSpec, watched Scope, traceExec b
 		return err
 	}
 	m.unwatched = missing
+	if len(probed) > 0 {
+		m.hooksNote = "kretprobes on " + strings.Join(probed, ", ") + " (named twice in the kernel's BTF)"
+	}
 	return nil
 }
 
-// Hooks is how the monitor watches syscalls, and why not by fexit when the
-// kernel refused it.
+// Hooks is how the monitor watches syscalls, and a note: why not by fexit
+// when the kernel refused it, or which entry points have kretprobes.
 func (m *Monitor) Hooks() (Hooks, string) { return m.hooks, m.hooksNote }
 
 // Table is the process table the monitor keeps current; the pipeline uses

@@ -69,6 +69,11 @@ func runHelper(args []string) int {
 			return 1
 		}
 		c.Close()
+	case "accept": // accept(2) then accept4(2) of two connections to itself
+		if err := acceptBoth(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	case "udp-socket":
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_UDP)
 		if err != nil {
@@ -362,6 +367,64 @@ func TestTCPConnectLoopback(t *testing.T) {
 	sock := c.All(func(e event.Event) bool { return e.HostPID == pid && e.Syscall == "SYS_SOCKET" })
 	if len(sock) == 0 || !strings.HasPrefix(sock[0].Resource, "domain=AF_INET type=SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC protocol=") {
 		t.Errorf("socket events = %+v", sock)
+	}
+}
+
+// acceptBoth accepts one connection by accept(2) and one by accept4(2),
+// raw syscalls (x/sys/unix's Accept is accept4).
+func acceptBoth() error {
+	l, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return err
+	}
+	lo := &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}
+	if err := unix.Bind(l, lo); err != nil {
+		return err
+	}
+	if err := unix.Listen(l, 2); err != nil {
+		return err
+	}
+	sa, err := unix.Getsockname(l)
+	if err != nil {
+		return err
+	}
+	for _, nr := range []uintptr{unix.SYS_ACCEPT, unix.SYS_ACCEPT4} {
+		c, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+		if err != nil {
+			return err
+		}
+		if err := unix.Connect(c, sa); err != nil {
+			return err
+		}
+		var peer [128]byte
+		n := uint32(len(peer))
+		fd, _, e := unix.Syscall6(nr, uintptr(l), uintptr(unsafe.Pointer(&peer[0])), uintptr(unsafe.Pointer(&n)), 0, 0, 0)
+		if e != 0 {
+			return fmt.Errorf("accept (nr %d): %w", nr, e)
+		}
+		unix.Close(int(fd))
+		unix.Close(c)
+	}
+	return nil
+}
+
+// TestAccept: accept and accept4 are told apart (the fexit path sees both
+// in the one kernel function they share) and report the peer's address.
+func TestAccept(t *testing.T) {
+	_, c := sharedMonitor(t)
+	pid := helper(t, "accept")
+	settle(t, c)
+	for _, name := range []string{"SYS_ACCEPT", "SYS_ACCEPT4"} {
+		evs := c.All(func(e event.Event) bool { return e.HostPID == pid && e.Syscall == name })
+		if len(evs) != 1 {
+			t.Errorf("%d %s events, want 1: %+v", len(evs), name, evs)
+			continue
+		}
+		ev := evs[0]
+		if ev.Retval < 0 || !strings.HasPrefix(ev.Resource, "sa_family=AF_INET sin_port=") ||
+			!strings.HasSuffix(ev.Resource, "sin_addr=127.0.0.1") || !strings.HasPrefix(ev.Data, "syscall="+name+" fd=") {
+			t.Errorf("%s: Retval %d Resource %q Data %q", name, ev.Retval, ev.Resource, ev.Data)
+		}
 	}
 }
 

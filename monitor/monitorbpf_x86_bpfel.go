@@ -88,9 +88,13 @@ const (
 	monitorBPFProgFexitCred        = "fexit_cred"
 	monitorBPFProgFexitExec        = "fexit_exec"
 	monitorBPFProgFexitFile        = "fexit_file"
-	monitorBPFProgFexitNet         = "fexit_net"
-	monitorBPFProgFexitSend        = "fexit_send"
-	monitorBPFProgFexitSocketcall  = "fexit_socketcall"
+	monitorBPFProgFexitFuncCred    = "fexit_func_cred"
+	monitorBPFProgFexitFuncNet     = "fexit_func_net"
+	monitorBPFProgFexitFuncSend    = "fexit_func_send"
+	monitorBPFProgKprobeExecveat   = "kprobe_execveat"
+	monitorBPFProgKretCred         = "kret_cred"
+	monitorBPFProgKretExec         = "kret_exec"
+	monitorBPFProgKretFile         = "kret_file"
 	monitorBPFProgSchedExec        = "sched_exec"
 	monitorBPFProgSchedExit        = "sched_exit"
 	monitorBPFProgSchedFork        = "sched_fork"
@@ -153,9 +157,13 @@ type monitorBPFProgramSpecs struct {
 	FexitCred        *ebpf.ProgramSpec `ebpf:"fexit_cred"`
 	FexitExec        *ebpf.ProgramSpec `ebpf:"fexit_exec"`
 	FexitFile        *ebpf.ProgramSpec `ebpf:"fexit_file"`
-	FexitNet         *ebpf.ProgramSpec `ebpf:"fexit_net"`
-	FexitSend        *ebpf.ProgramSpec `ebpf:"fexit_send"`
-	FexitSocketcall  *ebpf.ProgramSpec `ebpf:"fexit_socketcall"`
+	FexitFuncCred    *ebpf.ProgramSpec `ebpf:"fexit_func_cred"`
+	FexitFuncNet     *ebpf.ProgramSpec `ebpf:"fexit_func_net"`
+	FexitFuncSend    *ebpf.ProgramSpec `ebpf:"fexit_func_send"`
+	KprobeExecveat   *ebpf.ProgramSpec `ebpf:"kprobe_execveat"`
+	KretCred         *ebpf.ProgramSpec `ebpf:"kret_cred"`
+	KretExec         *ebpf.ProgramSpec `ebpf:"kret_exec"`
+	KretFile         *ebpf.ProgramSpec `ebpf:"kret_file"`
 	SchedExec        *ebpf.ProgramSpec `ebpf:"sched_exec"`
 	SchedExit        *ebpf.ProgramSpec `ebpf:"sched_exit"`
 	SchedFork        *ebpf.ProgramSpec `ebpf:"sched_fork"`
@@ -241,9 +249,13 @@ type monitorBPFPrograms struct {
 	FexitCred        *ebpf.Program `ebpf:"fexit_cred"`
 	FexitExec        *ebpf.Program `ebpf:"fexit_exec"`
 	FexitFile        *ebpf.Program `ebpf:"fexit_file"`
-	FexitNet         *ebpf.Program `ebpf:"fexit_net"`
-	FexitSend        *ebpf.Program `ebpf:"fexit_send"`
-	FexitSocketcall  *ebpf.Program `ebpf:"fexit_socketcall"`
+	FexitFuncCred    *ebpf.Program `ebpf:"fexit_func_cred"`
+	FexitFuncNet     *ebpf.Program `ebpf:"fexit_func_net"`
+	FexitFuncSend    *ebpf.Program `ebpf:"fexit_func_send"`
+	KprobeExecveat   *ebpf.Program `ebpf:"kprobe_execveat"`
+	KretCred         *ebpf.Program `ebpf:"kret_cred"`
+	KretExec         *ebpf.Program `ebpf:"kret_exec"`
+	KretFile         *ebpf.Program `ebpf:"kret_file"`
 	SchedExec        *ebpf.Program `ebpf:"sched_exec"`
 	SchedExit        *ebpf.Program `ebpf:"sched_exit"`
 	SchedFork        *ebpf.Program `ebpf:"sched_fork"`
@@ -262,9 +274,13 @@ func (p *monitorBPFPrograms) Close() error {
 		p.FexitCred,
 		p.FexitExec,
 		p.FexitFile,
-		p.FexitNet,
-		p.FexitSend,
-		p.FexitSocketcall,
+		p.FexitFuncCred,
+		p.FexitFuncNet,
+		p.FexitFuncSend,
+		p.KprobeExecveat,
+		p.KretCred,
+		p.KretExec,
+		p.KretFile,
 		p.SchedExec,
 		p.SchedExit,
 		p.SchedFork,

@@ -140,9 +140,14 @@ type traced struct {
 	// ia32 are the 32-bit entry points (int 0x80, sysenter) that reach the
 	// same operation, registers in the ia32 layout. Syscall tracepoints do
 	// not see them; the fexit path attaches them where the kernel has them.
-	// 32-bit socket calls can also come through socketcall(2), which the
-	// fexit path attaches once (socketcallFunc).
 	ia32 []string
+	// inner is the kernel function that every entry of the syscall calls
+	// with the syscall's arguments: the 64-bit and 32-bit entry points, the
+	// 16-bit-id variants, socketcall(2). The fexit path attaches it instead
+	// of the entry points: one trampoline for all of them, and no entry
+	// point named twice in the kernel's BTF (Debian's 6.1 has the weak
+	// stubs of kernel/sys_ni.c beside the network and credential wrappers).
+	inner string
 }
 
 // kernelName is the syscall's name in the kernel's tracepoints and entry points.
@@ -152,9 +157,6 @@ func (t *traced) kernelName() string {
 	}
 	return t.name
 }
-
-// socketcallFunc is the 32-bit socketcall(2) entry point.
-const socketcallFunc = "__ia32_compat_sys_socketcall"
 
 // ia32Sys is the plain 32-bit entry point of the syscall named name.
 func ia32Sys(names ...string) []string {
@@ -197,25 +199,26 @@ var tracedSyscalls = []traced{
 	{nr: sysFchmodat, name: "fchmodat", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("fchmodat")},
 	{nr: sysFchmodat2, name: "fchmodat2", scope: ScopeFile, exit: exitFile, operation: event.OpFile, ia32: ia32Sys("fchmodat2")}, // Linux 6.6+
 
-	{nr: sysSocket, name: "socket", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork, ia32: ia32Sys("socket")},
-	{nr: sysConnect, name: "connect", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork, ia32: ia32Sys("connect")},
-	{nr: sysBind, name: "bind", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork, ia32: ia32Sys("bind")},
-	{nr: sysListen, name: "listen", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork, ia32: ia32Sys("listen")},
-	{nr: sysAccept, name: "accept", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork}, // 32-bit: socketcall only
-	{nr: sysAccept4, name: "accept4", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork, ia32: ia32Sys("accept4")},
+	{nr: sysSocket, name: "socket", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork, inner: "__sys_socket"},
+	{nr: sysConnect, name: "connect", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork, inner: "__sys_connect"},
+	{nr: sysBind, name: "bind", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork, inner: "__sys_bind"},
+	{nr: sysListen, name: "listen", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork, inner: "__sys_listen"},
+	{nr: sysAccept, name: "accept", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork, inner: "__sys_accept4"}, // 32-bit: socketcall only
+	{nr: sysAccept4, name: "accept4", scope: ScopeNetwork, exit: exitNet, operation: event.OpNetwork, inner: "__sys_accept4"},
 	// DNS queries, upstream's kfunc=UDP_SENDMSG logs.
-	{nr: sysSendto, name: "sendto", scope: ScopeNetwork, exit: exitSend, operation: event.OpNetwork, ia32: ia32Sys("sendto")},
-	{nr: sysSendmsg, name: "sendmsg", scope: ScopeNetwork, exit: exitSend, operation: event.OpNetwork, ia32: []string{"__ia32_compat_sys_sendmsg"}},
-	{nr: sysSendmmsg, name: "sendmmsg", scope: ScopeNetwork, exit: exitSend, operation: event.OpNetwork, ia32: []string{"__ia32_compat_sys_sendmmsg"}},
+	{nr: sysSendto, name: "sendto", scope: ScopeNetwork, exit: exitSend, operation: event.OpNetwork, inner: "__sys_sendto"},
+	{nr: sysSendmsg, name: "sendmsg", scope: ScopeNetwork, exit: exitSend, operation: event.OpNetwork, inner: "__sys_sendmsg"},
+	{nr: sysSendmmsg, name: "sendmmsg", scope: ScopeNetwork, exit: exitSend, operation: event.OpNetwork, inner: "__sys_sendmmsg"},
 
 	// Upstream puts these in the capabilities scope. The 32-bit ABI has
-	// 16-bit id variants besides the 32-bit ones.
-	{nr: sysSetuid, name: "setuid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, ia32: ia32Sys("setuid", "setuid16")},
-	{nr: sysSetgid, name: "setgid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, ia32: ia32Sys("setgid", "setgid16")},
-	{nr: sysSetreuid, name: "setreuid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, ia32: ia32Sys("setreuid", "setreuid16")},
-	{nr: sysSetregid, name: "setregid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, ia32: ia32Sys("setregid", "setregid16")},
-	{nr: sysSetresuid, name: "setresuid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, ia32: ia32Sys("setresuid", "setresuid16")},
-	{nr: sysSetresgid, name: "setresgid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, ia32: ia32Sys("setresgid", "setresgid16")},
+	// 16-bit id variants besides the 32-bit ones (the inner functions see
+	// them all).
+	{nr: sysSetuid, name: "setuid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, inner: "__sys_setuid"},
+	{nr: sysSetgid, name: "setgid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, inner: "__sys_setgid"},
+	{nr: sysSetreuid, name: "setreuid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, inner: "__sys_setreuid"},
+	{nr: sysSetregid, name: "setregid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, inner: "__sys_setregid"},
+	{nr: sysSetresuid, name: "setresuid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, inner: "__sys_setresuid"},
+	{nr: sysSetresgid, name: "setresgid", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, inner: "__sys_setresgid"},
 	{nr: sysPtrace, name: "ptrace", scope: ScopeCapabilities, exit: exitCred, operation: event.OpProcess, ia32: []string{"__ia32_compat_sys_ptrace"}},
 	{nr: sysMount, name: "mount", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, ia32: ia32Sys("mount")},
 	// umount2 is the kernel's umount; the 32-bit oldumount(path) is umount2

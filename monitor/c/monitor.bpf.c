@@ -5,13 +5,18 @@
 // A syscall event is built when the syscall returns, which knows the return
 // value: the arguments come from the user registers saved at entry, and the
 // program reads what it needs (paths, socket addresses) and emits one record.
-// Two sets of thin programs feed the same per-kind bodies (file_exit,
-// net_exit, send_exit, cred_exit, exec_exit):
+// Thin programs feed the same per-kind bodies (file_exit, net_exit,
+// send_exit, cred_exit, exec_exit):
 //
-//   - fexit on the syscall wrappers (__x64_sys_openat, and the 32-bit entry
-//     points __ia32_sys_* / __ia32_compat_sys_*): only the traced syscalls
-//     pay. User space loads one copy per function and tells it, by the
-//     attach cookie, which syscall it is and how the registers are laid out.
+//   - fexit on the inner functions every entry of a network or credential
+//     syscall calls (__sys_connect, __sys_setuid, ...: 64-bit, 32-bit,
+//     16-bit ids, socketcall), their arguments being the syscall's;
+//   - fexit on the other syscalls' wrappers (__x64_sys_openat, and the
+//     32-bit entry points __ia32_sys_* / __ia32_compat_sys_*), which read
+//     the saved user registers; kretprobes instead on a wrapper the
+//     kernel's BTF names twice. Only the traced syscalls pay. User space
+//     loads one copy per function and tells it, by the attach cookie, which
+//     syscall it is and where its arguments are;
 //   - classic syscall exit tracepoints, for kernels that refuse trampolines.
 //     Any syscall tracepoint puts every syscall of every task on the
 //     kernel's tracing path, and they do not see 32-bit syscalls at all.
@@ -437,11 +442,17 @@ struct sys_exit_ctx {
 	s64 ret;
 };
 
-// Register layouts of the saved user registers (attach cookie, bits 32+).
+// Where a program's syscall arguments are (attach cookie, bits 32+; the
+// low 32 bits are the x86-64 syscall number).
 enum abi {
-	ABI_X64 = 0,	    // x86-64: di, si, dx, r10, r8, r9
-	ABI_IA32 = 1,	    // int 0x80 / sysenter: bx, cx, dx, si, di, bp (32-bit values)
-	ABI_SOCKETCALL = 2, // ia32 socketcall(call, args): the x86-64 number is decided from call
+	ABI_X64 = 0,  // saved user registers, x86-64: di, si, dx, r10, r8, r9
+	ABI_IA32 = 1, // saved user registers, int 0x80 / sysenter: bx, cx, dx, si, di, bp (32-bit values)
+	// The arguments of the kernel function every entry of the syscall
+	// calls (__sys_connect, __sys_setuid, ...), in the syscall's order.
+	ABI_FUNC = 2,
+	// As ABI_FUNC, for __sys_accept4, which accept and accept4 share: the
+	// saved registers say which syscall it is.
+	ABI_FUNC_ACCEPT = 3,
 };
 
 // regs_args reads the syscall's arguments at exit from the user registers
@@ -504,6 +515,62 @@ static __always_inline u32 fexit_abi(void *ctx)
 	return (u32)(bpf_get_attach_cookie(ctx) >> 32);
 }
 
+// kprobe_args: a kprobe's or kretprobe's arguments (the fallback for an
+// entry point named twice in the kernel's BTF, which kprobes, resolving
+// the name by kallsyms, do not mind), from the saved user registers.
+static __always_inline void kprobe_args(struct stash *s, void *ctx)
+{
+	u64 cookie = bpf_get_attach_cookie(ctx);
+	regs_args(s, (const struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()), (u32)cookie,
+		  (u32)(cookie >> 32));
+}
+
+#define TS_COMPAT_ 0x0002	      // thread_info.status: in a 32-bit syscall
+#define X32_SYSCALL_BIT_ 0x40000000 // orig_ax of an x32 syscall
+#define IA32_socketcall 102
+#define SOCKETCALL_accept 5
+
+// accept_nr: accept or accept4, for __sys_accept4 (which both call), from
+// the number the current syscall was entered with: x86-64 or x32 accept,
+// or a 32-bit socketcall(SYS_ACCEPT); the 32-bit ABI has no accept of its
+// own.
+static __always_inline u32 accept_nr(void)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	const struct pt_regs *regs = (const struct pt_regs *)bpf_task_pt_regs(t);
+	u64 ax = regs->orig_ax;
+	if (t->thread_info.status & TS_COMPAT_)
+		return ax == IA32_socketcall && (u32)regs->bx == SOCKETCALL_accept ? NR_accept : NR_accept4;
+	return (ax & ~(u64)X32_SYSCALL_BIT_) == NR_accept ? NR_accept : NR_accept4;
+}
+
+// func_ret: the return value of the kernel function an fexit program is
+// on (ABI_FUNC). Every such function's fits in an int, and an int in rax
+// leaves its high half undefined.
+static __always_inline s64 func_ret(void *ctx)
+{
+	u64 ret = 0;
+	bpf_get_func_ret(ctx, &ret);
+	return (s64)(s32)ret;
+}
+
+// func_args: that function's arguments, which are the syscall's in its
+// order; the cookie names the syscall.
+static __always_inline void func_args(struct stash *s, void *ctx)
+{
+	u64 cookie = bpf_get_attach_cookie(ctx);
+	s->nr = (u32)cookie;
+	if ((u32)(cookie >> 32) == ABI_FUNC_ACCEPT)
+		s->nr = accept_nr();
+	u64 n = bpf_get_func_arg_cnt(ctx);
+	for (u32 i = 0; i < 6; i++) {
+		u64 v = 0;
+		if (i < n)
+			bpf_get_func_arg(ctx, i, &v);
+		s->args[i] = v;
+	}
+}
+
 // Entry of execve (3 arguments) and execveat (5): a program may read no
 // further into its context than its tracepoint's format allows.
 static __always_inline int stash_args(struct sys_enter_ctx *ctx, int n)
@@ -542,6 +609,19 @@ int BPF_PROG(fentry_execveat, const struct pt_regs *regs)
 	u64 id = bpf_get_current_pid_tgid();
 	struct stash s = {};
 	fexit_args(&s, ctx, regs);
+	if (bpf_map_update_elem(&stashes, &id, &s, BPF_ANY) < 0)
+		count(CNT_STASH_FULL);
+	return 0;
+}
+
+SEC("kprobe/__x64_sys_execveat")
+int kprobe_execveat(struct pt_regs *ctx)
+{
+	if (is_self())
+		return 0;
+	u64 id = bpf_get_current_pid_tgid();
+	struct stash s = {};
+	kprobe_args(&s, ctx);
 	if (bpf_map_update_elem(&stashes, &id, &s, BPF_ANY) < 0)
 		count(CNT_STASH_FULL);
 	return 0;
@@ -660,6 +740,17 @@ int BPF_PROG(fexit_file, const struct pt_regs *regs, long ret)
 	return file_exit(&s, ret);
 }
 
+SEC("kretprobe/__ia32_sys_chown16")
+int kret_file(struct pt_regs *ctx)
+{
+	struct stash s;
+	s64 ret = PT_REGS_RC(ctx);
+	if (!wanted(ret, SCOPE_FILE))
+		return 0;
+	kprobe_args(&s, ctx);
+	return file_exit(&s, ret);
+}
+
 static __always_inline int net_exit(struct stash *sp, s64 ret)
 {
 	struct stash s = *sp;
@@ -697,13 +788,16 @@ int sys_exit_net(struct sys_exit_ctx *ctx)
 	return net_exit(&s, ctx->ret);
 }
 
-SEC("fexit/__x64_sys_connect")
-int BPF_PROG(fexit_net, const struct pt_regs *regs, long ret)
+// The socket syscalls' inner functions (__sys_connect, ...), which the
+// 64-bit and 32-bit entries and socketcall(2) all call.
+SEC("fexit/__sys_connect")
+int fexit_func_net(u64 *ctx)
 {
 	struct stash s;
+	s64 ret = func_ret(ctx);
 	if (!wanted(ret, SCOPE_NETWORK))
 		return 0;
-	fexit_args(&s, ctx, regs);
+	func_args(&s, ctx);
 	return net_exit(&s, ret);
 }
 
@@ -838,57 +932,28 @@ int sys_exit_send(struct sys_exit_ctx *ctx)
 	return send_exit(&s, ctx->ret, false);
 }
 
-SEC("fexit/__x64_sys_sendto")
-int BPF_PROG(fexit_send, const struct pt_regs *regs, long ret)
+#define MSG_CMSG_COMPAT_ 0x80000000
+
+// __sys_sendto, __sys_sendmsg, __sys_sendmmsg. The 32-bit entries pass
+// their message headers with MSG_CMSG_COMPAT in the flags (which the
+// 64-bit ones refuse): that says the layout. The flag and the
+// forbid_cmsg_compat argument are dropped from the record's arguments.
+SEC("fexit/__sys_sendto")
+int fexit_func_send(u64 *ctx)
 {
 	struct stash s;
+	s64 ret = func_ret(ctx);
 	if (ret < 0 || !wanted(ret, SCOPE_NETWORK))
 		return 0;
-	fexit_args(&s, ctx, regs);
-	return send_exit(&s, ret, fexit_abi(ctx) == ABI_IA32);
-}
-
-// socketcall(2), the 32-bit multiplexer every socket call can go through:
-// the call number picks the syscall, its arguments are an array of u32 in
-// user memory (read at exit, like every argument here).
-#define SOCKETCALL_MAX 20
-SEC("fexit/__ia32_compat_sys_socketcall")
-int BPF_PROG(fexit_socketcall, const struct pt_regs *regs, long ret)
-{
-	if (!wanted(ret, SCOPE_NETWORK))
-		return 0;
-	u32 call = (u32)regs->bx;
-	u32 a[6] = {};
-	// Fewer than six arguments may be the last bytes of a mapping.
-	if (bpf_probe_read_user(a, sizeof(a), (const void *)(u64)(u32)regs->cx) < 0 &&
-	    bpf_probe_read_user(a, 3 * sizeof(u32), (const void *)(u64)(u32)regs->cx) < 0)
-		return 0;
-	struct stash s = {};
-	for (int i = 0; i < 6; i++)
-		s.args[i] = a[i];
-	bool send = false;
-	switch (call) {
-	case 1: s.nr = NR_socket; break;
-	case 2: s.nr = NR_bind; break;
-	case 3: s.nr = NR_connect; break;
-	case 4: s.nr = NR_listen; break;
-	case 5: s.nr = NR_accept; break;
-	case 18: s.nr = NR_accept4; break;
-	case 9: // send(fd, buf, len, flags): sendto without an address
-		s.args[4] = 0;
-		s.args[5] = 0;
-		s.nr = NR_sendto;
-		send = true;
-		break;
-	case 11: s.nr = NR_sendto; send = true; break;
-	case 16: s.nr = NR_sendmsg; send = true; break;
-	case 20: s.nr = NR_sendmmsg; send = true; break;
-	default:
-		return 0;
+	func_args(&s, ctx);
+	bool compat = false;
+	if (s.nr == NR_sendmsg || s.nr == NR_sendmmsg) {
+		int fi = s.nr == NR_sendmsg ? 2 : 3;
+		compat = s.args[fi] & MSG_CMSG_COMPAT_;
+		s.args[fi] &= ~(u64)MSG_CMSG_COMPAT_;
+		s.args[fi + 1] = 0;
 	}
-	if (send)
-		return ret < 0 ? 0 : send_exit(&s, ret, true);
-	return net_exit(&s, ret);
+	return send_exit(&s, ret, compat);
 }
 
 static __always_inline int cred_exit(struct stash *sp, s64 ret)
@@ -922,13 +987,37 @@ int sys_exit_cred(struct sys_exit_ctx *ctx)
 	return cred_exit(&s, ctx->ret);
 }
 
-SEC("fexit/__x64_sys_setuid")
+SEC("fexit/__x64_sys_ptrace")
 int BPF_PROG(fexit_cred, const struct pt_regs *regs, long ret)
 {
 	struct stash s;
 	if (!wanted(ret, SCOPE_CAPABILITIES))
 		return 0;
 	fexit_args(&s, ctx, regs);
+	return cred_exit(&s, ret);
+}
+
+// __sys_setuid and its siblings, which the 64-bit, 32-bit and 16-bit-id
+// entries all call (the 16-bit ids widened).
+SEC("fexit/__sys_setuid")
+int fexit_func_cred(u64 *ctx)
+{
+	struct stash s;
+	s64 ret = func_ret(ctx);
+	if (!wanted(ret, SCOPE_CAPABILITIES))
+		return 0;
+	func_args(&s, ctx);
+	return cred_exit(&s, ret);
+}
+
+SEC("kretprobe/__x64_sys_mount")
+int kret_cred(struct pt_regs *ctx)
+{
+	struct stash s;
+	s64 ret = PT_REGS_RC(ctx);
+	if (!wanted(ret, SCOPE_CAPABILITIES))
+		return 0;
+	kprobe_args(&s, ctx);
 	return cred_exit(&s, ret);
 }
 
@@ -1008,6 +1097,21 @@ int BPF_PROG(fexit_exec, const struct pt_regs *regs, long ret)
 		return 0;
 	fexit_args(&s, ctx, regs);
 	return exec_exit(&s, ret, fexit_abi(ctx) == ABI_IA32);
+}
+
+SEC("kretprobe/__x64_sys_execveat")
+int kret_exec(struct pt_regs *ctx)
+{
+	s64 ret = PT_REGS_RC(ctx);
+	if (ret >= 0)
+		return 0;
+	u64 id = bpf_get_current_pid_tgid();
+	bpf_map_delete_elem(&stashes, &id);
+	struct stash s;
+	if (!wanted(ret, 0))
+		return 0;
+	kprobe_args(&s, ctx);
+	return exec_exit(&s, ret, (u32)(bpf_get_attach_cookie(ctx) >> 32) == ABI_IA32);
 }
 
 // ---- process lifecycle -----------------------------------------------------

@@ -15,9 +15,11 @@ import (
 
 // i386 syscall numbers.
 const (
-	sysConnect  = 362 // the direct connect, not socketcall
-	sysSetuid16 = 23
-	sysSetuid32 = 213
+	sysConnect    = 362 // the direct connect, not socketcall
+	sysSetuid16   = 23
+	sysSetuid32   = 213
+	sysSocketcall = 102
+	socketAccept  = 5 // socketcall's SYS_ACCEPT: the 32-bit ABI has no accept(2)
 )
 
 func main() {
@@ -79,9 +81,49 @@ func run(file, portText string) error {
 	}
 	syscall.Close(u)
 
+	if err := acceptSocketcall(); err != nil {
+		return err
+	}
+
 	// A failed execve.
 	if err := syscall.Exec("/nonexistent/compat32-exec", []string{"compat32-exec", "arg1"}, nil); err == nil {
 		return fmt.Errorf("exec of a missing file succeeded")
 	}
+	return nil
+}
+
+// acceptSocketcall accepts a connection to itself by socketcall(SYS_ACCEPT).
+func acceptSocketcall() error {
+	l, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	defer syscall.Close(l)
+	if err := syscall.Bind(l, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	if err := syscall.Listen(l, 1); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	sa, err := syscall.Getsockname(l)
+	if err != nil {
+		return err
+	}
+	c, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	defer syscall.Close(c)
+	if err := syscall.Connect(c, sa); err != nil {
+		return fmt.Errorf("connect to self: %w", err)
+	}
+	var peer [16]byte
+	n := uint32(len(peer))
+	args := [3]uintptr{uintptr(l), uintptr(unsafe.Pointer(&peer[0])), uintptr(unsafe.Pointer(&n))}
+	fd, _, e := syscall.RawSyscall(sysSocketcall, socketAccept, uintptr(unsafe.Pointer(&args[0])), 0)
+	if e != 0 {
+		return fmt.Errorf("socketcall accept: %w", e)
+	}
+	syscall.Close(int(fd))
 	return nil
 }
