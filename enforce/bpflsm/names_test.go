@@ -142,6 +142,12 @@ func TestNameGate(t *testing.T) {
 	writeFile(t, rel(dir, "p/gate-lon"))
 	writeFile(t, rel(dir, "mnt/gate-target"))
 	writeFile(t, rel(dir, "pat/orig/gate-key.pem"))
+	// names longer than a dentry's inline name (32 or 40 bytes): the gate
+	// reads them where d_name points
+	longFile := rel(dir, "p/gate-external-name-"+strings.Repeat("x", 40))
+	longDir := rel(dir, "gate-external-directory-"+strings.Repeat("y", 40))
+	writeFile(t, longFile)
+	writeFile(t, longDir+"/f")
 	prog := copyBusybox(t, rel(dir, "bin/busybox-gate"))
 	rs := apply(t, e, hostpolicy.Postures{},
 		policy("g-exact", "  file:\n    matchPaths:\n    - path: "+dir+"/new/gate-secret\n  action: Audit\n"),
@@ -150,6 +156,8 @@ func TestNameGate(t *testing.T) {
 		policy("g-mnt", "  file:\n    matchPaths:\n    - path: "+dir+"/mnt/gate-target\n  action: Block\n"),
 		policy("g-pat", "  file:\n    matchPatterns:\n    - pattern: "+dir+"/pat/*/gate-key.pem\n  action: Block\n"),
 		policy("g-exec", "  process:\n    matchPaths:\n    - path: "+prog+"\n  action: Block\n"),
+		policy("g-ext", "  file:\n    matchPaths:\n    - path: "+longFile+"\n  action: Block\n"),
+		policy("g-extdir", "  file:\n    matchDirectories:\n    - dir: "+longDir+"/\n  action: Block\n"),
 	)
 	exact, long, dirID, mnt := ruleID(t, rs, "g-exact"), ruleID(t, rs, "g-long"), ruleID(t, rs, "g-dir"), ruleID(t, rs, "g-mnt")
 	pat, execID := ruleID(t, rs, "g-pat"), ruleID(t, rs, "g-exec")
@@ -190,6 +198,11 @@ func TestNameGate(t *testing.T) {
 	wantFileOpEvent(t, 0, long, event.VerdictBlock, "lsm=FILE_OPEN", rel(dir, "p/gate-long-name-A"))
 	wantAllowed(t, openRead(rel(dir, "p/gate-long-name-B")), "a name sharing the rule name's filter bit")
 	wantAllowed(t, openRead(rel(dir, "p/gate-lon")), "a prefix of the rule's name")
+
+	wantDenied(t, openRead(longFile), "read of the blocked file with a long name")
+	wantFileOpEvent(t, 0, ruleID(t, rs, "g-ext"), event.VerdictBlock, "lsm=FILE_OPEN", longFile)
+	wantDenied(t, openRead(longDir+"/f"), "read in the blocked directory with a long name")
+	wantFileOpEvent(t, 0, ruleID(t, rs, "g-extdir"), event.VerdictBlock, "lsm=FILE_OPEN", longDir+"/f")
 
 	// Bind mounts: the path shows the mount point's name, not the
 	// mounted dentry's own. A file mounted over the rule's name, and a

@@ -966,12 +966,23 @@ static __always_inline int suffix_hit(struct name_filter *f, __u64 name, __u32 l
 	return 0;
 }
 
+/* name_hit tests one component (its name at name, len bytes, the first
+ * 8 in head, zero padded) against the filter: its name, and when it is
+ * the path's last its suffixes. */
+static __always_inline int name_hit(struct name_filter *f, __u64 name, __u32 len, __u64 head, __u32 category,
+				    __u32 last)
+{
+	return filter_has(f, name_bit(head, len, category)) ||
+	       (last && suffix_hit(f, name, len, head, category));
+}
+
 /* gate_step takes one step of build_path's walk (up_step: the same stops,
  * the same mount crossings, so it sees exactly the components the path
  * will hold) and tests the component's name against the filter. Two
  * reads per component: its parent and name (one read, they are adjacent
  * in struct dentry on every kernel this runs on; two otherwise), and the
- * name's first 8 bytes. */
+ * name's first 8 bytes. gate_direct_step takes the walk's first steps,
+ * inside the object's own mount; this one goes on from that mount's root. */
 static long gate_step(__u32 i, struct gate_ctx *c)
 {
 	struct name_filter *f = c->f;
@@ -1022,13 +1033,79 @@ static long gate_step(__u32 i, struct gate_ctx *c)
 	__u32 len = dn.hash_len >> 32;
 	if (len < 8)
 		head &= (1ULL << (len * 8)) - 1;
-	if (filter_has(f, name_bit(head, len, c->category)) ||
-	    (c->last && suffix_hit(f, dn.name, len, head, c->category))) {
+	if (name_hit(f, dn.name, len, head, c->category, c->last)) {
 		c->done = 2;
 		return 1;
 	}
 	c->last = 0;
 	c->d = dn.parent;
+	return 0;
+}
+
+/* The inline name's field before 6.14 (d_shortname.string since). */
+struct dentry___iname {
+	unsigned char d_iname[32];
+} __attribute__((preserve_access_index));
+
+/* The walk inside the object's own mount, where the dentries are the
+ * hook's BTF pointers: their parents and names are direct loads, not
+ * bpf_probe_read_kernel calls (which cost most of gate_step), and an
+ * inline name (most are) is read from the dentry itself. The mount's
+ * struct mount is not reachable so (6.1's verifier cannot cast a
+ * vfsmount to it), so at the mount's root gate_step takes over. */
+struct gate_direct_ctx {
+	struct name_filter *f;
+	struct dentry *d;
+	struct dentry *mroot;  /* the mount's root */
+	struct dentry *root_d; /* the task's root */
+	__u32 root_mnt;        /* the mount is the task's root's */
+	__u32 category;
+	__u32 done;            /* as gate_ctx's; 3: at the mount's root */
+	__u32 last;
+};
+
+static long gate_direct_step(__u32 i, struct gate_direct_ctx *c)
+{
+	struct name_filter *f = c->f;
+	struct dentry *d = c->d;
+	if (!f || !d)
+		return 1;
+	if (d == c->root_d && c->root_mnt) {
+		c->done = 1;
+		return 1;
+	}
+	if (d == c->mroot) {
+		c->done = 3;
+		return 1;
+	}
+	struct dentry *parent = d->d_parent;
+	if (!parent || parent == d) {
+		c->done = 1;
+		return 1;
+	}
+	__u32 len = d->d_name.len;
+	__u64 name = (__u64)d->d_name.name;
+	__u64 head, inl;
+	if (bpf_core_field_exists(struct dentry___iname, d_iname)) {
+		struct dentry___iname *di = (void *)d;
+		inl = (__u64)di->d_iname;
+		head = *(__u64 *)di->d_iname;
+	} else {
+		inl = (__u64)d->d_shortname.string;
+		head = *(__u64 *)d->d_shortname.string;
+	}
+	if (name != inl && bpf_probe_read_kernel(&head, 8, (void *)name)) {
+		c->done = 2;
+		return 1;
+	}
+	if (len < 8)
+		head &= (1ULL << (len * 8)) - 1;
+	if (name_hit(f, name, len, head, c->category, c->last)) {
+		c->done = 2;
+		return 1;
+	}
+	c->last = 0;
+	c->d = parent;
 	return 0;
 }
 
@@ -1052,17 +1129,32 @@ static __always_inline int may_match(struct config *cfg, __u32 tag, __u32 catego
 	if (!f)
 		return 1;
 	struct task_struct *t = bpf_get_current_task_btf();
-	struct gate_ctx c = {
+	struct fs_struct *fs = t->fs;
+	struct dentry *mroot = mnt->mnt_root;
+	struct gate_direct_ctx dc = {
 		.f = f,
-		.d = (__u64)d,
-		.mnt = (__u64)mnt - bpf_core_field_offset(struct mount, mnt),
-		.mroot = (__u64)mnt->mnt_root,
-		.root_d = (__u64)t->fs->root.dentry,
-		.root_mnt = (__u64)t->fs->root.mnt,
+		.d = d,
+		.mroot = mroot,
+		.root_d = fs->root.dentry,
+		.root_mnt = mnt == fs->root.mnt,
 		.category = category,
 		.last = 1,
 	};
-	bpf_loop(2 * MAX_DEPTH, gate_step, &c, 0);
+	long steps = bpf_loop(2 * MAX_DEPTH, gate_direct_step, &dc, 0);
+	if (dc.done != 3 || steps <= 0)
+		return dc.done != 1;
+	/* the step that stopped at the mount's root is gate_step's first */
+	struct gate_ctx c = {
+		.f = f,
+		.d = (__u64)dc.d,
+		.mnt = (__u64)mnt - bpf_core_field_offset(struct mount, mnt),
+		.mroot = (__u64)mroot,
+		.root_d = (__u64)fs->root.dentry,
+		.root_mnt = (__u64)fs->root.mnt,
+		.category = category,
+		.last = dc.last,
+	};
+	bpf_loop(2 * MAX_DEPTH + 1 - steps, gate_step, &c, 0);
 	return c.done != 1;
 }
 
