@@ -56,20 +56,7 @@ func TestCompat32(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conn.Close()
-		}
-	}()
+	ln := acceptingListener(t)
 	port := ln.Addr().(*net.TCPAddr).Port
 	cmd := exec.Command(bin, file, fmt.Sprint(port))
 	out, err := cmd.CombinedOutput()

@@ -328,13 +328,15 @@ func TestOpenMissing(t *testing.T) {
 	}
 }
 
-func TestTCPConnectLoopback(t *testing.T) {
-	_, c := sharedMonitor(t)
+// acceptingListener is a loopback TCP listener that accepts and closes
+// every connection until the test ends.
+func acceptingListener(t *testing.T) net.Listener {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			conn, err := ln.Accept()
@@ -344,6 +346,12 @@ func TestTCPConnectLoopback(t *testing.T) {
 			conn.Close()
 		}
 	}()
+	return ln
+}
+
+func TestTCPConnectLoopback(t *testing.T) {
+	_, c := sharedMonitor(t)
+	ln := acceptingListener(t)
 	port := ln.Addr().(*net.TCPAddr).Port
 	pid := helper(t, "connect", ln.Addr().String())
 	settle(t, c)
