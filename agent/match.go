@@ -97,11 +97,11 @@ func (m *matcher) match(ev *event.Event, proc, parent string) (verdict, bool) {
 		if ev.Retval < 0 {
 			return verdict{}, false // a failed exec ran nothing
 		}
-		d = m.table.Path(hostpolicy.CategoryProcess, proc, parent, false, eventFacts{ev: ev, path: proc})
+		d = m.table.Path(hostpolicy.CategoryProcess, proc, parent, false, factsOf(ev, proc))
 	case event.OpFile:
 		tbl := m.table
 		if ev.File.Op == event.FileOpen {
-			d = tbl.Path(hostpolicy.CategoryFile, ev.Path, proc, ev.File.Dir, eventFacts{ev: ev, path: ev.Path})
+			d = tbl.Path(hostpolicy.CategoryFile, ev.Path, proc, ev.File.Dir, factsOf(ev, ev.Path))
 			break
 		}
 		// Every other file operation changes the file system: it is
@@ -113,13 +113,13 @@ func (m *matcher) match(ev *event.Event, proc, parent string) (verdict, bool) {
 			}
 			tbl = m.fileOps
 		}
-		d = tbl.Path(hostpolicy.CategoryFile, ev.Path, proc, ev.File.Dir, eventFacts{ev: ev, path: ev.Path})
+		d = tbl.Path(hostpolicy.CategoryFile, ev.Path, proc, ev.File.Dir, factsOf(ev, ev.Path))
 	case event.OpNetwork:
 		typ, proto, ok := socketOf(ev.Socket)
 		if !ok {
 			return verdict{}, false
 		}
-		d = m.table.Network(typ, proto, proc, eventFacts{ev: ev})
+		d = m.table.Network(typ, proto, proc, factsOf(ev, ""))
 	case event.OpSyscall:
 		if r := m.table.Syscall(ev.Syscall, proc, ev.Path); r != nil {
 			return verdict{rule: r, action: hostpolicy.ActionAudit}, true
@@ -153,21 +153,29 @@ func (m *matcher) syscallRule(ev *event.Event, proc string) *hostpolicy.Rule {
 
 // eventFacts answers the engine's questions from a telemetry event's
 // structured fields (never its display strings); the owner is the file's
-// owner now, compared with the event's uid.
+// owner now, compared with the event's uid. It copies the few fields it
+// needs rather than pointing at the event, so that the event does not
+// escape to the heap through the engine's interface.
 type eventFacts struct {
-	ev   *event.Event
-	path string // the file whose owner is asked for: the program of an exec, the file of a file operation
+	path  string // the file whose owner is asked for: the program of an exec, the file of a file operation
+	uid   uint32
+	write bool
+	tty   bool
 }
 
-func (f eventFacts) Write() bool { return f.ev.File.Write() }
-func (f eventFacts) TTY() bool   { return f.ev.TTY != "" }
+func factsOf(ev *event.Event, path string) eventFacts {
+	return eventFacts{path: path, uid: ev.UID, write: ev.File.Write(), tty: ev.TTY != ""}
+}
+
+func (f eventFacts) Write() bool { return f.write }
+func (f eventFacts) TTY() bool   { return f.tty }
 func (f eventFacts) Owner() bool {
 	info, err := os.Stat(f.path)
 	if err != nil {
 		return false
 	}
 	st, ok := info.Sys().(*syscall.Stat_t)
-	return ok && st.Uid == f.ev.UID
+	return ok && st.Uid == f.uid
 }
 
 // socketOf is the socket type and IP protocol of a socket, as the engine's

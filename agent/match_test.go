@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func ruleSet(t *testing.T, spec string, postures hostpolicy.Postures) *hostpolicy.RuleSet {
+func ruleSet(t testing.TB, spec string, postures hostpolicy.Postures) *hostpolicy.RuleSet {
 	t.Helper()
 	return hostpolicytest.Compile(t, hostpolicy.Options{Host: "h", Postures: postures}, hostpolicytest.HostPolicy("p", spec))
 }

@@ -36,7 +36,6 @@ const (
 	enforcerBPFLSM        = "BPFLSM"
 	enforcerAppArmor      = "AppArmor"
 	resultPassed          = "Passed"
-	timeLayout            = "2006-01-02T15:04:05.000000Z"
 )
 
 // pipeline turns events into alerts and logs. Producers hand events to
@@ -241,42 +240,94 @@ func result(retval int64) string {
 	return event.ResultText(retval)
 }
 
-// base builds the alert every output starts from. Paths, arguments and
-// process names are bytes on Linux; event.ValidText escapes what is not
-// UTF-8 (\xNN) here, where events become alerts and logs, so that gRPC,
-// the JSON file and syslog show the same text and protobuf can encode it.
-func (p *pipeline) base(ev *event.Event, at *proctable.Attribution) *kubearmorpb.Alert {
-	return &kubearmorpb.Alert{
-		Timestamp:         ev.Time.Unix(),
-		UpdatedTime:       ev.Time.UTC().Format(timeLayout),
-		HostPPID:          int32(at.HostPPID),
-		HostPID:           int32(at.HostPID),
-		PPID:              int32(at.PPID),
-		PID:               int32(at.PID),
-		UID:               int32(at.UID),
-		ParentProcessName: event.ValidText(at.ParentProcessName),
-		ProcessName:       event.ValidText(at.ProcessName),
-		Type:              typeMatchedHostPolicy,
-		Source:            event.ValidText(at.Source),
-		Operation:         ev.Operation,
-		Resource:          event.ValidText(ev.Resource),
-		Data:              event.ValidText(ev.Data),
-		Result:            result(ev.Retval),
-		Cwd:               event.ValidText(at.Cwd),
-		TTY:               event.ValidText(at.TTY),
-		ExecEvent:         execEvent(ev),
+// header is what every alert and log of an event shares, computed once
+// into a value so that a log does not build (and drop) an alert first.
+// Paths, arguments and process names are bytes on Linux; event.ValidText
+// escapes what is not UTF-8 (\xNN) here, where events become alerts and
+// logs, so that gRPC, the JSON file and syslog show the same text and
+// protobuf can encode it.
+type header struct {
+	timestamp                         int64
+	updatedTime                       string
+	hostPPID, hostPID, ppid, pid, uid int32
+	parentProcessName, processName    string
+	source, operation                 string
+	resource, data, result, cwd, tty  string
+	comm                              string
+}
+
+func newHeader(ev *event.Event, at *proctable.Attribution) header {
+	return header{
+		timestamp:         ev.Time.Unix(),
+		updatedTime:       updatedTime(ev.Time),
+		hostPPID:          int32(at.HostPPID),
+		hostPID:           int32(at.HostPID),
+		ppid:              int32(at.PPID),
+		pid:               int32(at.PID),
+		uid:               int32(at.UID),
+		parentProcessName: event.ValidText(at.ParentProcessName),
+		processName:       event.ValidText(at.ProcessName),
+		source:            event.ValidText(at.Source),
+		operation:         ev.Operation,
+		resource:          event.ValidText(ev.Resource),
+		data:              event.ValidText(ev.Data),
+		result:            result(ev.Retval),
+		cwd:               event.ValidText(at.Cwd),
+		tty:               event.ValidText(at.TTY),
+		comm:              event.ValidText(ev.Comm),
 	}
 }
 
-// execEvent is upstream's ExecEvent, which it sets on every alert and log:
+// alertMsg and logMsg hold a message and its ExecEvent in one allocation
+// (the message is the first field, so a pointer to it is a pointer to the
+// whole); the per-event path allocates once per output.
+type alertMsg struct {
+	a    kubearmorpb.Alert
+	exec kubearmorpb.ExecEvent
+}
+
+type logMsg struct {
+	l    kubearmorpb.Log
+	exec kubearmorpb.ExecEvent
+}
+
+// base builds the alert every output starts from.
+func (p *pipeline) base(ev *event.Event, at *proctable.Attribution) *kubearmorpb.Alert {
+	h := newHeader(ev, at)
+	m := &alertMsg{}
+	setExecEvent(&m.exec, h.comm)
+	m.a = kubearmorpb.Alert{
+		Timestamp:         h.timestamp,
+		UpdatedTime:       h.updatedTime,
+		HostPPID:          h.hostPPID,
+		HostPID:           h.hostPID,
+		PPID:              h.ppid,
+		PID:               h.pid,
+		UID:               h.uid,
+		ParentProcessName: h.parentProcessName,
+		ProcessName:       h.processName,
+		Type:              typeMatchedHostPolicy,
+		Source:            h.source,
+		Operation:         h.operation,
+		Resource:          h.resource,
+		Data:              h.data,
+		Result:            h.result,
+		Cwd:               h.cwd,
+		TTY:               h.tty,
+		ExecEvent:         &m.exec,
+	}
+	return &m.a
+}
+
+// setExecEvent fills upstream's ExecEvent, which it sets on every alert and log:
 // ExecID is the id upstream gives a process that entered a container by
 // setns (kubectl exec), 0 for every other process and always 0 here (no
 // such tracking); ExecutableName is the task's comm, when known. OID
 // (upstream's stdout-only inode owner) and Owner (the pod's owner) are not
 // in upstream's host events' protos or are Kubernetes-only, so they stay
 // empty.
-func execEvent(ev *event.Event) *kubearmorpb.ExecEvent {
-	return &kubearmorpb.ExecEvent{ExecID: "0", ExecutableName: event.ValidText(ev.Comm)}
+func setExecEvent(e *kubearmorpb.ExecEvent, comm string) {
+	e.ExecID, e.ExecutableName = "0", comm
 }
 
 // setRule copies a rule's metadata. Policies are validated UTF-8 YAML, but
@@ -350,25 +401,28 @@ func (p *pipeline) postureAlert(ev *event.Event, at *proctable.Attribution, acti
 }
 
 func (p *pipeline) log(ev *event.Event, at *proctable.Attribution) *kubearmorpb.Log {
-	a := p.base(ev, at)
-	return &kubearmorpb.Log{
-		Timestamp:         a.Timestamp,
-		UpdatedTime:       a.UpdatedTime,
-		HostPPID:          a.HostPPID,
-		HostPID:           a.HostPID,
-		PPID:              a.PPID,
-		PID:               a.PID,
-		UID:               a.UID,
-		ParentProcessName: a.ParentProcessName,
-		ProcessName:       a.ProcessName,
+	h := newHeader(ev, at)
+	m := &logMsg{}
+	setExecEvent(&m.exec, h.comm)
+	m.l = kubearmorpb.Log{
+		Timestamp:         h.timestamp,
+		UpdatedTime:       h.updatedTime,
+		HostPPID:          h.hostPPID,
+		HostPID:           h.hostPID,
+		PPID:              h.ppid,
+		PID:               h.pid,
+		UID:               h.uid,
+		ParentProcessName: h.parentProcessName,
+		ProcessName:       h.processName,
 		Type:              typeHostLog,
-		Source:            a.Source,
-		Operation:         a.Operation,
-		Resource:          a.Resource,
-		Data:              a.Data,
-		Result:            a.Result,
-		Cwd:               a.Cwd,
-		TTY:               a.TTY,
-		ExecEvent:         a.ExecEvent,
+		Source:            h.source,
+		Operation:         h.operation,
+		Resource:          h.resource,
+		Data:              h.data,
+		Result:            h.result,
+		Cwd:               h.cwd,
+		TTY:               h.tty,
+		ExecEvent:         &m.exec,
 	}
+	return &m.l
 }

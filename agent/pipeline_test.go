@@ -1,0 +1,38 @@
+package agent
+
+import (
+	"testing"
+	"time"
+
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
+	"github.com/armorhost/kubearmor/proctable"
+	"google.golang.org/protobuf/proto"
+)
+
+// A HostLog carries exactly the fields the alerts of the same event start
+// from (base), with Type HostLog: log builds them without building an
+// alert first, and the two must not drift apart.
+func TestLogIsAlertBase(t *testing.T) {
+	p := &pipeline{}
+	at := &proctable.Attribution{HostPID: 7, HostPPID: 1, PID: 7, PPID: 1, UID: 1000, ProcessName: "/usr/bin/c\xffat",
+		ParentProcessName: "/bin/bash", Source: "/usr/bin/cat", Cwd: "/home/u", TTY: "pts0"}
+	for _, ev := range []*event.Event{
+		{Time: time.Date(2026, 12, 4, 1, 2, 3, 456_789_123, time.UTC), Operation: event.OpFile, Resource: "/etc/\xffx",
+			Data: "syscall=SYS_OPENAT fd=-100 flags=O_RDONLY", Retval: 3, Comm: "cat"},
+		{Time: time.Unix(1, 0), Operation: event.OpSyscall, Data: "syscall=SYS_SETUID userid=0", Retval: -1, Comm: "a\xffb"},
+		{Operation: event.OpNetwork, Resource: "remoteip=10.0.0.1 port=443 protocol=TCP", Retval: -111},
+	} {
+		a := p.base(ev, at)
+		want := &kubearmorpb.Log{Timestamp: a.Timestamp, UpdatedTime: a.UpdatedTime, HostPPID: a.HostPPID, HostPID: a.HostPID,
+			PPID: a.PPID, PID: a.PID, UID: a.UID, ParentProcessName: a.ParentProcessName, ProcessName: a.ProcessName,
+			Type: typeHostLog, Source: a.Source, Operation: a.Operation, Resource: a.Resource, Data: a.Data,
+			Result: a.Result, Cwd: a.Cwd, TTY: a.TTY, ExecEvent: a.ExecEvent}
+		if got := p.log(ev, at); !proto.Equal(got, want) {
+			t.Errorf("%s event: log\n%v\nwant\n%v", ev.Operation, got, want)
+		}
+		if a.UpdatedTime != ev.Time.UTC().Format(timeLayout) || a.Timestamp != ev.Time.Unix() {
+			t.Errorf("%s event: alert time %d %q, want %d %q", ev.Operation, a.Timestamp, a.UpdatedTime, ev.Time.Unix(), ev.Time.UTC().Format(timeLayout))
+		}
+	}
+}
