@@ -17,6 +17,9 @@ import (
 type Publisher interface {
 	PublishAlert(*kubearmorpb.Alert)
 	PublishLog(*kubearmorpb.Log)
+	// LogUnwatched counts a log nobody takes now and reports true, so
+	// that the pipeline does not build it; false: call PublishLog.
+	LogUnwatched() bool
 }
 
 // Containers attributes events to containers. It may wait briefly for a
@@ -179,7 +182,9 @@ func (p *pipeline) handle(ev *event.Event) {
 	if p.deniedPrivilegeChange(ev) {
 		alert(p.postureAlert(ev, &at, hostpolicy.ActionBlock, p.privilegeEnforcer()))
 	}
-	if p.vis.shows(ev.Operation) {
+	// Most of the time nobody watches logs (no karmor logs, no logPath):
+	// a log is then counted as published and not built.
+	if p.vis.shows(ev.Operation) && !p.out.LogUnwatched() {
 		p.out.PublishLog(logInContainer(p.log(ev, &at), ctr))
 	}
 }

@@ -17,9 +17,21 @@ import (
 // after the monitor's decode: attribution, the monitor-only matcher (one
 // Audit file rule that does not match), the HostLog of the default
 // visibility and its publication to a real feeder with no subscriber and
-// no exporter, as a daemon with nobody watching runs. The events are what
-// the monitor hands over for an open, a connect and a failed setuid.
+// no exporter, as a daemon with nobody watching runs ("unwatched"), or
+// with the log built and published as for a subscriber ("watched"). The
+// events are what the monitor hands over for an open, a connect and a
+// failed setuid.
 func BenchmarkPipeline(b *testing.B) {
+	b.Run("unwatched", func(b *testing.B) { benchPipeline(b, false) })
+	b.Run("watched", func(b *testing.B) { benchPipeline(b, true) })
+}
+
+// watchedLogs is the feeder as it is while someone takes logs.
+type watchedLogs struct{ *feeder.Server }
+
+func (watchedLogs) LogUnwatched() bool { return false }
+
+func benchPipeline(b *testing.B, watched bool) {
 	srv, err := feeder.New(feeder.Options{Host: "testhost"})
 	if err != nil {
 		b.Fatal(err)
@@ -28,7 +40,11 @@ func BenchmarkPipeline(b *testing.B) {
 	for pid := uint32(1000); pid < 1100; pid++ {
 		procs.Exec(proctable.Process{HostPID: pid, HostPPID: 1, Exe: "/usr/bin/app", Args: []string{"--serve"}, Cwd: "/srv"})
 	}
-	p := newPipeline(context.Background(), procs, srv, "", visibility{true, true, true, true})
+	var out Publisher = srv
+	if watched {
+		out = watchedLogs{srv}
+	}
+	p := newPipeline(context.Background(), procs, out, "", visibility{true, true, true, true})
 	p.setRules(ruleSet(b, `  file:
     matchDirectories:
     - dir: /var/secret/

@@ -1,10 +1,13 @@
 package agent
 
 import (
+	"context"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/feeder"
 	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
 	"github.com/armorhost/kubearmor/proctable"
 	"google.golang.org/protobuf/proto"
@@ -34,5 +37,67 @@ func TestLogIsAlertBase(t *testing.T) {
 		if a.UpdatedTime != ev.Time.UTC().Format(timeLayout) || a.Timestamp != ev.Time.Unix() {
 			t.Errorf("%s event: alert time %d %q, want %d %q", ev.Operation, a.Timestamp, a.UpdatedTime, ev.Time.Unix(), ev.Time.UTC().Format(timeLayout))
 		}
+	}
+}
+
+// logSink collects what a feeder sink receives.
+type logSink struct {
+	mu   sync.Mutex
+	logs []*kubearmorpb.Log
+}
+
+func (s *logSink) WriteAlert(*kubearmorpb.Alert) error { return nil }
+func (s *logSink) WriteLog(l *kubearmorpb.Log) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.logs = append(s.logs, l)
+	return nil
+}
+func (s *logSink) Flush() error { return nil }
+
+func (s *logSink) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.logs)
+}
+
+// With nobody watching logs the pipeline builds none but the feeder still
+// counts every one as published; once a sink subscribes it receives each
+// log, the same as the pipeline builds it.
+func TestLogsCountedWhileUnwatched(t *testing.T) {
+	srv, err := feeder.New(feeder.Options{Host: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPipeline(context.Background(), proctable.New(proctable.Options{}), srv, "", visibility{true, true, true, true})
+	ev := event.Event{Time: time.Unix(1700000000, 123456789), HostPID: 42, Operation: event.OpFile, Syscall: "SYS_OPENAT",
+		Resource: "/etc/hostname", Path: "/etc/hostname", Data: "syscall=SYS_OPENAT fd=-100 flags=O_RDONLY", Retval: 3, Comm: "cat"}
+	for range 3 {
+		p.handleInline(ev)
+	}
+	if got := srv.FeederStatus().LogsPublished; got != 3 {
+		t.Fatalf("logs published with no subscriber = %d, want 3", got)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sink := &logSink{}
+	subscribed := make(chan struct{})
+	go srv.RunSink(ctx, "test", sink, feeder.SinkOptions{Logs: true, Subscribed: func() { close(subscribed) }})
+	<-subscribed
+	p.handleInline(ev)
+	for deadline := time.Now().Add(5 * time.Second); sink.len() < 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the sink never received the log")
+		}
+	}
+	if got := srv.FeederStatus().LogsPublished; got != 4 {
+		t.Errorf("logs published = %d, want 4", got)
+	}
+	at := p.procs.Describe(&ev)
+	want := p.log(&ev, &at)
+	want.HostName = "h"
+	if got := sink.logs[0]; !proto.Equal(got, want) {
+		t.Errorf("sink got\n%v\nwant\n%v", got, want)
 	}
 }

@@ -327,6 +327,12 @@ func (s *Server) PublishLog(l *kubearmorpb.Log) {
 	s.logs.Publish(newOutgoing(l))
 }
 
+// LogUnwatched reports true, and counts the log as published, when no
+// subscriber (stream or exporter) takes logs now: the caller then builds no
+// log, which PublishLog would have delivered to nobody. Otherwise it
+// counts nothing and the caller calls PublishLog.
+func (s *Server) LogUnwatched() bool { return s.logs.PublishNowhere() }
+
 // Message levels, as upstream writes them.
 const (
 	LevelDebug = "DEBUG"

@@ -63,6 +63,21 @@ func (t *Topic[T]) Publish(v T) (delivered, dropped int) {
 	return delivered, dropped
 }
 
+// PublishNowhere counts a publication and reports true when the topic has
+// no subscriber now, as Publish of a value would have counted it and
+// delivered it to nobody: the publisher may then skip building a value
+// that no one receives. With a subscriber it counts nothing and reports
+// false, and the publisher calls Publish. A subscriber that arrives
+// between the two sees the values published after it subscribed, as with
+// Publish.
+func (t *Topic[T]) PublishNowhere() bool {
+	if len(*t.subs.Load()) > 0 {
+		return false
+	}
+	t.published.Add(1)
+	return true
+}
+
 // Reserve keeps n of the topic's subscriber slots for privileged
 // subscribers, so that others holding every ordinary slot cannot lock them
 // out.

@@ -286,3 +286,40 @@ func TestEvictStalled(t *testing.T) {
 	}
 	_ = exporter
 }
+
+// PublishNowhere counts what Publish would have counted and tells the
+// publisher to build the value only while someone subscribes; a subscriber
+// receives every value published after it subscribed.
+func TestPublishNowhere(t *testing.T) {
+	topic := NewTopic[int]("test", 0)
+	publish := func(v int) {
+		if !topic.PublishNowhere() {
+			topic.Publish(v)
+		}
+	}
+	publish(1)
+	publish(2)
+	if st := topic.Stats(); st.Published != 2 || st.Dropped != 0 {
+		t.Fatalf("no subscriber: published %d dropped %d, want 2 0", st.Published, st.Dropped)
+	}
+	sub, err := topic.Subscribe("s", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if topic.PublishNowhere() {
+		t.Fatal("PublishNowhere with a subscriber reported true")
+	}
+	publish(3)
+	sub.Close()
+	publish(4)
+	if st := topic.Stats(); st.Published != 4 {
+		t.Errorf("published %d, want 4", st.Published)
+	}
+	var got []int
+	for len(sub.C()) > 0 {
+		got = append(got, <-sub.C())
+	}
+	if len(got) != 1 || got[0] != 3 {
+		t.Errorf("the subscriber got %v, want [3]", got)
+	}
+}
