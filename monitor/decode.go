@@ -127,6 +127,44 @@ type decoder struct {
 	visibility Scope
 	clock      event.BootClock
 	rec        record
+	opens      map[openKey]string // openData's memo
+}
+
+// openKey is what the Data of an open depends on: the syscall, the
+// directory fd (openat) and the flags, whole.
+type openKey struct {
+	nr        uint32
+	fd, flags uint64
+}
+
+// maxOpenData bounds openData's memo: the flags a host's programs use are
+// a few dozen combinations, but directory fds vary.
+const maxOpenData = 512
+
+// openData is syscallData of an open, remembered: opens are most of the
+// telemetry, and building the same Data text again was the largest part
+// of decoding one. Other records' Data is built each time.
+func (d *decoder) openData(r *record) string {
+	var k openKey
+	switch r.nr {
+	case sysOpen:
+		k = openKey{nr: r.nr, flags: r.args[1]}
+	case sysOpenat, sysOpenat2:
+		k = openKey{nr: r.nr, fd: r.args[0], flags: r.args[2]}
+	default:
+		return syscallData(r.nr, &r.args, nil, "")
+	}
+	if s, ok := d.opens[k]; ok {
+		return s
+	}
+	s := syscallData(r.nr, &r.args, nil, "")
+	if d.opens == nil {
+		d.opens = make(map[openKey]string)
+	}
+	if len(d.opens) < maxOpenData {
+		d.opens[k] = s
+	}
+	return s
 }
 
 // decode handles one raw record. It reports whether ev is an event to emit
@@ -233,7 +271,7 @@ func (d *decoder) syscall(r *record, ev *event.Event) (bool, error) {
 		}
 		ev.File = fileOf(r.nr, &r.args)
 		ev.Resource = ev.Path
-		ev.Data = syscallData(r.nr, &r.args, nil, "")
+		ev.Data = d.openData(r)
 	case exitNet:
 		switch r.nr {
 		case sysSocket:

@@ -290,3 +290,26 @@ func TestDecodeFields(t *testing.T) {
 		}
 	}
 }
+
+// openData's memo gives what syscallData builds, for every open kind, with
+// the memo filling, full, and past full.
+func TestOpenDataIsSyscallData(t *testing.T) {
+	var d decoder
+	flags := []uint64{unix.O_RDONLY, unix.O_RDONLY | unix.O_CLOEXEC, unix.O_WRONLY | unix.O_CREAT | unix.O_TRUNC, unix.O_RDWR | unix.O_TMPFILE, 1 << 40}
+	for round := 0; round < 2; round++ {
+		for _, nr := range []uint32{sysOpen, sysOpenat, sysOpenat2, sysMkdirat} {
+			for fd := uint64(0); fd < maxOpenData/2; fd++ {
+				for _, f := range flags {
+					r := &record{nr: nr}
+					r.args[0], r.args[1], r.args[2] = fd|0xffffffff00000000*(fd&1), f, f
+					if got, want := d.openData(r), syscallData(nr, &r.args, nil, ""); got != want {
+						t.Fatalf("round %d nr %d fd %d flags %#x: openData %q, want %q", round, nr, fd, f, got, want)
+					}
+				}
+			}
+		}
+	}
+	if len(d.opens) != maxOpenData {
+		t.Errorf("memo holds %d, want its bound %d", len(d.opens), maxOpenData)
+	}
+}
