@@ -1,6 +1,7 @@
 package event
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -8,7 +9,11 @@ import (
 )
 
 func TestClock(t *testing.T) {
-	c := BootClock{bootToWall: 7}
+	if got := (BootClock{}).Wall(100).UnixNano(); got != 100 {
+		t.Errorf("zero clock: wall = %d, want 100", got)
+	}
+	c := BootClock{off: new(atomic.Int64)}
+	c.off.Store(7)
 	if got := c.Wall(100).UnixNano(); got != 107 {
 		t.Errorf("wall = %d, want 107", got)
 	}

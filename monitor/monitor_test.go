@@ -762,6 +762,43 @@ func TestTimestampsResolution(t *testing.T) {
 	}
 }
 
+// TestTimestampsFollowClockStep: after the wall clock is stepped (NTP's
+// step at boot, a hypervisor's time sync), events are stamped with the new
+// wall time, not the one the monitor measured at start. The step is real,
+// so it runs only where MONITOR_TEST_STEP_CLOCK=1 says the machine is a
+// guest of its own (vmtests/12-monitor-fexit.sh).
+func TestTimestampsFollowClockStep(t *testing.T) {
+	if os.Getenv("MONITOR_TEST_STEP_CLOCK") != "1" {
+		t.Skip("steps the wall clock by 2 s: set MONITOR_TEST_STEP_CLOCK=1 in a guest of its own (vmtests/12-monitor-fexit.sh does)")
+	}
+	_, c := sharedMonitor(t)
+	file := filepath.Join(t.TempDir(), "stepped")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []time.Duration{2 * time.Second, -2 * time.Second} {
+		if err := eventtest.StepWallClock(step); err != nil {
+			t.Fatal(err)
+		}
+		// The watcher re-measures asynchronously; an event stamped in the
+		// instant before it has the old offset.
+		time.Sleep(50 * time.Millisecond)
+		before := time.Now()
+		pid := helper(t, "openloop", "3", file)
+		after := time.Now()
+		settle(t, c)
+		evs := c.All(func(e event.Event) bool { return e.HostPID == pid && e.Resource == file })
+		if len(evs) != 3 {
+			t.Fatalf("step %v: got %d events, want 3", step, len(evs))
+		}
+		for i, e := range evs {
+			if e.Time.Before(before.Add(-time.Millisecond)) || e.Time.After(after.Add(time.Millisecond)) {
+				t.Errorf("step %v: event %d at %v, outside the run [%v, %v]", step, i, e.Time, before, after)
+			}
+		}
+	}
+}
+
 // dnsMessage is a DNS query for name with type qtype, as a stub resolver sends it.
 func dnsMessage(id uint16, name string, qtype uint16) []byte {
 	b := []byte{byte(id >> 8), byte(id), 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}

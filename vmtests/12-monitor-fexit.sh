@@ -4,12 +4,13 @@
 # TestHooks asserts it), every scope reports its events through it, and
 # syscalls made through the 32-bit entry (int 0x80, socketcall) are reported
 # (TestCompat32, with the GOARCH=386 helper). Then the program costs
-# (TestProgramCost, a tenth of the host's iterations).
+# (TestProgramCost, a tenth of the host's iterations). The guest is its own
+# machine, so TestTimestampsFollowClockStep steps its wall clock for real.
 # vmtest-build: CGO_ENABLED=0 go test -c -o "$VMTEST_ARTIFACTS/monitor.test" ./monitor && GOARCH=386 CGO_ENABLED=0 go build -o "$VMTEST_ARTIFACTS/compat32" ./monitor/testdata/compat32
 # vmtest: --add $VMTEST_ARTIFACTS/monitor.test --add $VMTEST_ARTIFACTS/compat32 --timeout 900
 set -e
 cd /opt/vmtest
-export MONITOR_TEST_HOOKS=fexit MONITOR_TEST_COMPAT32=/opt/vmtest/compat32
+export MONITOR_TEST_HOOKS=fexit MONITOR_TEST_COMPAT32=/opt/vmtest/compat32 MONITOR_TEST_STEP_CLOCK=1
 ./monitor.test -test.v -test.count=1 > /tmp/monitor.out 2>&1 || { cat /tmp/monitor.out; exit 1; }
 grep -E '^(--- |ok|PASS|FAIL)|hooks' /tmp/monitor.out
 # The kernel tests skip without BPF or root; here nothing may skip but the

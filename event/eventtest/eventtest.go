@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/armorhost/kubearmor/event"
 )
 
@@ -115,4 +117,22 @@ func Dump(evs []event.Event) string {
 			ev.RuleID, ev.Verdict, ev.Operation, ev.Resource, ev.Data, ev.Retval, ev.Exe, ev.ParentExe, ev.UID, ev.HostPID)
 	}
 	return b.String()
+}
+
+// StepWallClock sets CLOCK_REALTIME forward by d (back when negative) in one
+// exact step, as NTP's or a hypervisor's step would (adjtimex ADJ_SETOFFSET;
+// a nanosecond forward and back is harmless on a shared machine). It
+// needs CAP_SYS_TIME; a test that steps by more than nothing should run only
+// in a guest of its own.
+func StepWallClock(d time.Duration) error {
+	const adjSetOffset, adjNano = 0x0100, 0x2000 // <linux/timex.h>
+	sec, nsec := int64(d/time.Second), int64(d%time.Second)
+	if nsec < 0 { // the kernel wants 0 <= nsec < 1e9
+		sec, nsec = sec-1, nsec+int64(time.Second)
+	}
+	tx := unix.Timex{Modes: adjSetOffset | adjNano, Time: unix.Timeval{Sec: sec, Usec: nsec}}
+	if _, err := unix.Adjtimex(&tx); err != nil {
+		return fmt.Errorf("adjtimex(ADJ_SETOFFSET %v): %w", d, err)
+	}
+	return nil
 }
