@@ -93,9 +93,18 @@ func watchClockSets() error {
 	}
 	arm := func() error {
 		// An absolute expiry far in the future: the timer never fires, it
-		// is only cancelled.
+		// is only cancelled. Arming fails with ECANCELED when the clock
+		// was set again since the last cancel was read; that set is
+		// covered by the measurement that follows, so arm again.
 		spec := unix.ItimerSpec{Value: unix.Timespec{Sec: 1 << 62}}
-		return unix.TimerfdSettime(fd, unix.TFD_TIMER_ABSTIME|unix.TFD_TIMER_CANCEL_ON_SET, &spec, nil)
+		var err error
+		for range 100 {
+			err = unix.TimerfdSettime(fd, unix.TFD_TIMER_ABSTIME|unix.TFD_TIMER_CANCEL_ON_SET, &spec, nil)
+			if !errors.Is(err, unix.ECANCELED) {
+				break
+			}
+		}
+		return err
 	}
 	if err := arm(); err != nil {
 		unix.Close(fd)
