@@ -354,6 +354,8 @@ func (e *Enforcer) writeScope(w *written, ent *entries, gen, scope, scoped uint3
 		Scoped:       scoped,
 		Epoch:        e.cfgEpoch,
 		NameGate:     ent.cfg.nameGate(),
+		GlobalKinds:  ent.cfg.globalKinds,
+		Apply:        e.epoch,
 	}
 	idx := gen*maxScopes + scope
 	if err := e.objs.Configs.Put(idx, &cfg); err != nil {

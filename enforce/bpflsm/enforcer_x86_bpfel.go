@@ -36,6 +36,8 @@ type enforcerConfig struct {
 	Scoped       uint32
 	Epoch        uint32
 	NameGate     uint32
+	GlobalKinds  uint32
+	Apply        uint32
 }
 
 type enforcerCounter uint32
@@ -78,11 +80,15 @@ type enforcerEvent struct {
 }
 
 type enforcerExePath struct {
-	_    structs.HostLayout
-	Len  uint32
-	Pad  uint32
-	Hash uint64
-	Path [256]int8
+	_        structs.HostLayout
+	Len      uint32
+	Pad      uint32
+	Hash     uint64
+	SrcApply uint32
+	SrcTag   uint32
+	SrcId    uint32
+	SrcAllow uint32
+	Path     [256]int8
 }
 
 type enforcerHook uint32

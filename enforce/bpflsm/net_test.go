@@ -2,8 +2,10 @@ package bpflsm
 
 import (
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -84,6 +86,62 @@ func TestNetworkFromSource(t *testing.T) {
 	if ev.Exe != nc {
 		t.Errorf("Exe = %q, want %q", ev.Exe, nc)
 	}
+}
+
+// TestSourceMemoFollowsApply: a task keeps the answer "which source is my
+// executable" for the Apply it was found under. One thread of the test
+// binary asks under three rule sets in a row, the third in the same
+// generation slot as the first with the binary under another source id:
+// each answer is the rule set's in force, never the memo of an earlier.
+func TestSourceMemoFollowsApply(t *testing.T) {
+	e := kernel(t)
+	self, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(testDir(t), "not-this-binary")
+	runtime.LockOSThread() // one task, one memo
+	defer runtime.UnlockOSThread()
+	udp := func() error { return socket(syscall.AF_INET, syscall.SOCK_DGRAM, 0) }
+	tcp := func() error { return socket(syscall.AF_INET, syscall.SOCK_STREAM, 0) }
+
+	apply(t, e, hostpolicy.Postures{}, policy("memo-a", `
+  network:
+    matchProtocols:
+    - protocol: udp
+      fromSource:
+      - path: `+self+`
+  action: Block
+`))
+	wantDenied(t, udp(), "udp, the binary a source of a udp Block rule")
+	wantAllowed(t, tcp(), "tcp, no rule")
+
+	apply(t, e, hostpolicy.Postures{}, policy("memo-b", `
+  network:
+    matchProtocols:
+    - protocol: udp
+      fromSource:
+      - path: `+other+`
+  action: Block
+`))
+	wantAllowed(t, udp(), "udp, the binary no source any more")
+
+	// Back in the first slot: the other program is source 1 (tcp), the
+	// binary source 2 (udp). A memo kept from the first Apply (source 1)
+	// would deny tcp and allow udp.
+	apply(t, e, hostpolicy.Postures{}, policy("memo-c", `
+  network:
+    matchProtocols:
+    - protocol: tcp
+      fromSource:
+      - path: `+other+`
+    - protocol: udp
+      fromSource:
+      - path: `+self+`
+  action: Block
+`))
+	wantAllowed(t, tcp(), "tcp, another program's rule")
+	wantDenied(t, udp(), "udp, the binary a source again")
 }
 
 func TestNetworkAllowList(t *testing.T) {

@@ -101,6 +101,7 @@ type settings struct {
 	allowlist    uint32
 	postureBlock uint32
 	kinds        uint32
+	globalKinds  uint32 // kinds with entries for every task (source 0)
 	hasSources   uint32 // low byte: categories with fromSource rules; next byte: with per-source allow-lists
 	patternCats  uint32
 	caps         uint64
@@ -317,7 +318,7 @@ func (e *entries) putPath(k pathEntry, slot uint8, r slotRule) string {
 		return msg
 	}
 	e.paths[k] = v
-	e.cfg.kinds |= 1 << k.kind
+	e.cfg.addKind(k.kind, k.src)
 	return ""
 }
 
@@ -327,8 +328,16 @@ func (e *entries) putNet(k netEntry, slot uint8, r slotRule) string {
 		return msg
 	}
 	e.nets[k] = v
-	e.cfg.kinds |= 1 << k.kind
+	e.cfg.addKind(k.kind, k.src)
 	return ""
+}
+
+// addKind notes that keys of kind exist for source src (0: every task).
+func (c *settings) addKind(kind, src uint32) {
+	c.kinds |= 1 << kind
+	if src == 0 {
+		c.globalKinds |= 1 << kind
+	}
 }
 
 func fill(v *ruleValue, slot uint8, r slotRule) string {
@@ -362,7 +371,7 @@ func (e *entries) addAncestors() {
 				v[slot] = r // the first rule, or one with fewer conditions
 			}
 			e.ancestors[k] = v
-			e.cfg.kinds |= 1 << kindAncestor
+			e.cfg.addKind(kindAncestor, src)
 		}
 	}
 	for k, v := range e.paths {

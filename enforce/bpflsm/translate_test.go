@@ -86,6 +86,11 @@ func TestTranslate(t *testing.T) {
 			if c.hasSources != 1<<catFile || len(sources) != 2 {
 				t.Errorf("hasSources = %#x, sources = %v", c.hasSources, sources)
 			}
+			// /etc/shadow's rules name sources; its ancestors' entries
+			// are for the same sources; /root/ is for every task.
+			if c.kinds&(1<<kindFilePath) == 0 || c.globalKinds&(1<<kindFilePath) != 0 || c.globalKinds&(1<<kindFileDir) == 0 {
+				t.Errorf("kinds = %#x, globalKinds = %#x", c.kinds, c.globalKinds)
+			}
 		},
 	}, {
 		name: "allow-list per source and globally",
@@ -141,6 +146,14 @@ func TestTranslate(t *testing.T) {
 		cfg: func(t *testing.T, c settings, _ map[string]sourceValue) {
 			if c.caps != 1<<13|1<<21 {
 				t.Errorf("caps = %#x", c.caps)
+			}
+			// Any-protocol rules exist only for a source: the hooks
+			// skip the every-task lookup of that kind.
+			if want := uint32(1<<kindNetProto | 1<<kindNetType | 1<<kindCap); c.globalKinds != want {
+				t.Errorf("globalKinds = %#x, want %#x", c.globalKinds, want)
+			}
+			if c.kinds != c.globalKinds|1<<kindNetAny {
+				t.Errorf("kinds = %#x, want globalKinds and the any-protocol kind", c.kinds)
 			}
 		},
 	}, {

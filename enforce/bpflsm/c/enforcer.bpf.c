@@ -124,6 +124,12 @@ struct exe_path {
 	__u32 len;
 	__u32 pad;
 	__u64 hash; /* FNV-1a of path, the sources key */
+	/* lookup_source's answer for this path, valid while src_apply and
+	 * src_tag are the config's apply and tag (a new path resets it) */
+	__u32 src_apply;
+	__u32 src_tag;
+	__u32 src_id;
+	__u32 src_allow;
 	char path[PATH_LEN];
 };
 
@@ -369,6 +375,7 @@ static __always_inline struct exe_path *fill_exe_cache(struct task_struct *task,
 	bpf_probe_read_kernel_str(e->path, PATH_LEN, s->tmp);
 	e->hash = hash_tmp(s, n - 1);
 	e->len = n - 1;
+	e->src_apply = 0;
 	return e;
 }
 
@@ -380,12 +387,25 @@ struct src_ref {
 /* lookup_source returns the source id of an executable path (0 when it
  * is no rule's source) and the categories it is allow-listed in. Scalars,
  * not the map pointer: clang may otherwise merge the NULL check away from
- * the dereference in ways the verifier cannot follow. */
-static __always_inline struct src_ref lookup_source(struct scratch *s, __u32 gen, struct exe_path *e)
+ * the dereference in ways the verifier cannot follow. The answer is kept
+ * in the task's exe_path for the Apply (cfg->apply, never 0) and tag it
+ * was found for: a task's every socket, open and capability use asks the
+ * same question until it execs or the rules change. */
+static __always_inline struct src_ref lookup_source(struct scratch *s, struct config *cfg, __u32 gen,
+						    struct exe_path *e, int own)
 {
 	struct src_ref out = {};
 	if (!e)
 		return out;
+	/* Only the task itself reads and writes its memo: another task (a
+	 * child at exec) could interleave its writes of the four fields with
+	 * the owner's and leave an answer beside another path's key. */
+	__u32 apply = own ? cfg->apply : 0;
+	if (apply && e->src_apply == apply && e->src_tag == gen) {
+		out.id = e->src_id;
+		out.allowlist = e->src_allow;
+		return out;
+	}
 	s->skey.gen = gen;
 	s->skey.pad = 0;
 	s->skey.hash = e->hash;
@@ -393,6 +413,12 @@ static __always_inline struct src_ref lookup_source(struct scratch *s, __u32 gen
 	if (v && v->len == e->len && same_bytes(v->path, e->path, e->len)) {
 		out.id = v->id;
 		out.allowlist = v->allowlist;
+	}
+	if (apply) {
+		e->src_id = out.id;
+		e->src_allow = out.allowlist;
+		e->src_tag = gen;
+		e->src_apply = apply;
 	}
 	return out;
 }
@@ -1222,7 +1248,7 @@ int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 	struct src_ref sv = {};
 	if (needs_source(cfg, CAT_PROCESS)) {
 		pexe = fill_exe_cache(parent, s);
-		sv = lookup_source(s, gen, pexe);
+		sv = lookup_source(s, cfg, gen, pexe, 0);
 	}
 	struct match m = {};
 	if (len)
@@ -1297,7 +1323,7 @@ int BPF_PROG(enforce_file_open, struct file *file, int ret)
 	struct src_ref sv = {};
 	if (needs_source(cfg, CAT_FILE)) {
 		exe = fill_exe_cache(t, s);
-		sv = lookup_source(s, gen, exe);
+		sv = lookup_source(s, cfg, gen, exe, 1);
 	}
 	struct inode *inode = file->f_inode;
 	int is_dir = (inode->i_mode & S_IFMT) == S_IFDIR;
@@ -1467,6 +1493,7 @@ static __always_inline struct exe_path *walk_exe_cache(struct task_struct *task,
 	bpf_probe_read_kernel_str(e->path, PATH_LEN, s->tmp);
 	e->hash = hash_tmp(s, n);
 	e->len = n;
+	e->src_apply = 0;
 	return e;
 }
 
@@ -1573,7 +1600,7 @@ __noinline __u32 prepare_side(struct side_args *a)
 	struct src_ref sv = {};
 	if (needs_source(cfg, CAT_FILE) || ((side & SIDE_PROCESS) && needs_source(cfg, CAT_PROCESS))) {
 		exe = walk_exe_cache(t, s);
-		sv = lookup_source(s, gen, exe);
+		sv = lookup_source(s, cfg, gen, exe, 1);
 	}
 	__u32 len = build_path(s, a->mnt, a->dentry);
 	if (!len) {
@@ -1766,6 +1793,16 @@ static __always_inline void net_lookup(struct match *m, __u32 kind, __u32 src, _
 	merge(m, bpf_map_lookup_elem(&net_rules, &k));
 }
 
+/* net_lookup_if is net_lookup of key kind k (tag g) for source src (0:
+ * every task's rules), skipped when the config has no keys of that kind
+ * for sources (kinds) or for every task (global_kinds). */
+static __always_inline void net_lookup_if(struct config *cfg, struct match *m, __u32 g, __u32 k, __u32 src,
+					  __u32 value)
+{
+	if (((src ? cfg->kinds : cfg->global_kinds) >> k) & 1)
+		net_lookup(m, g | k, src, value);
+}
+
 static __always_inline int enforce_socket(__u32 hook, int family, int type, int protocol)
 {
 	if (family != AF_INET && family != AF_INET6)
@@ -1784,19 +1821,19 @@ static __always_inline int enforce_socket(__u32 hook, int family, int type, int 
 	struct src_ref sv = {};
 	if (needs_source(cfg, CAT_NETWORK)) {
 		exe = fill_exe_cache(t, s);
-		sv = lookup_source(s, gen, exe);
+		sv = lookup_source(s, cfg, gen, exe, 1);
 	}
 	__u32 src = sv.id;
 	__u32 g = gen; /* the tag */
 	struct match m = {};
 	if (src) {
-		net_lookup(&m, g | K_NET_TYPE, src, type);
-		net_lookup(&m, g | K_NET_PROTO, src, protocol);
-		net_lookup(&m, g | K_NET_ANY, src, 0);
+		net_lookup_if(cfg, &m, g, K_NET_TYPE, src, type);
+		net_lookup_if(cfg, &m, g, K_NET_PROTO, src, protocol);
+		net_lookup_if(cfg, &m, g, K_NET_ANY, src, 0);
 	}
-	net_lookup(&m, g | K_NET_TYPE, 0, type);
-	net_lookup(&m, g | K_NET_PROTO, 0, protocol);
-	net_lookup(&m, g | K_NET_ANY, 0, 0);
+	net_lookup_if(cfg, &m, g, K_NET_TYPE, 0, type);
+	net_lookup_if(cfg, &m, g, K_NET_PROTO, 0, protocol);
+	net_lookup_if(cfg, &m, g, K_NET_ANY, 0, 0);
 
 	__u32 op = has_tty(t) ? OP_TTY : 0;
 	struct decision d = decide(&m, op, is_allowlisted(cfg, sv.allowlist, CAT_NETWORK), cfg->posture_block & (1 << CAT_NETWORK));
@@ -1879,13 +1916,13 @@ static __always_inline int enforce_cap(__u32 hook, int cap, int report, __u32 ar
 	struct src_ref sv = {};
 	if (needs_source(cfg, CAT_CAPS)) {
 		exe = walk_exe_cache(t, s);
-		sv = lookup_source(s, gen, exe);
+		sv = lookup_source(s, cfg, gen, exe, 1);
 	}
 	__u32 g = gen; /* the tag */
 	struct match m = {};
 	if (sv.id)
-		net_lookup(&m, g | K_CAP, sv.id, cap);
-	net_lookup(&m, g | K_CAP, 0, cap);
+		net_lookup_if(cfg, &m, g, K_CAP, sv.id, cap);
+	net_lookup_if(cfg, &m, g, K_CAP, 0, cap);
 	__u32 op = has_tty(t) ? OP_TTY : 0;
 	struct decision d = decide(&m, op, is_allowlisted(cfg, sv.allowlist, CAT_CAPS), cfg->posture_block & bit);
 	if (!d.verdict)

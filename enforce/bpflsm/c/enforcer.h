@@ -233,6 +233,14 @@ struct config {
 	__u32 scoped;      /* host config only: bit per scope_by with container keys */
 	__u32 epoch;       /* the Apply that wrote this generation: inode names of it count */
 	__u32 name_gate;   /* bit per category whose rules all need a name the name filter holds */
+	/* bit per key_kind with entries for every task (source 0); kinds
+	 * holds these and the kinds with fromSource entries, so a hook looks
+	 * up the every-task key only when such a rule exists (most network
+	 * and capability rules name a source) */
+	__u32 global_kinds;
+	/* the Apply that wrote this config, never 0 and never the same twice
+	 * in one agent's life: what a task's cached source lookup is for */
+	__u32 apply;
 };
 
 /* The name filter: a necessary condition for a path to match any exact,
