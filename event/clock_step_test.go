@@ -21,15 +21,18 @@ func TestClockFollowsSets(t *testing.T) {
 		t.Skip("setting the clock needs root (CAP_SYS_TIME)")
 	}
 	_ = event.NewBootClock()
-	before, err := event.ClockSteps()
-	if err != nil {
-		t.Fatalf("clock sets not followed: %v", err)
+	steps := func() uint64 {
+		t.Helper()
+		n, err := event.ClockSteps()
+		if err != nil {
+			t.Fatalf("clock sets not followed: %v", err)
+		}
+		return n
 	}
 	// The kernel tells a timerfd only of sets that move the clock, so these
-	// are steps of a nanosecond forward and back, in quick succession: a
-	// set between reading one cancel and re-arming must not stop the watch
-	// (the re-arm fails with ECANCELED then).
-	for range 5 {
+	// are steps of a nanosecond forward and back.
+	set := func() {
+		t.Helper()
 		if err := eventtest.StepWallClock(time.Nanosecond); errors.Is(err, unix.EPERM) {
 			t.Skipf("no CAP_SYS_TIME here (a container?): %v", err)
 		} else if err != nil {
@@ -39,42 +42,24 @@ func TestClockFollowsSets(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n, err := event.ClockSteps()
-		if err != nil {
-			t.Fatalf("clock sets no longer followed: %v", err)
+	noticed := func(what string, after uint64) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); steps() <= after; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s was not noticed in 10 s", what)
+			}
 		}
-		if n > before {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a set of the wall clock was not noticed in 10 s (steps %d)", n)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
+	// In quick succession: a set between reading one cancel and re-arming
+	// must not stop the watch (the re-arm fails with ECANCELED then).
+	before := steps()
+	for range 5 {
+		set()
+	}
+	noticed("a burst of sets of the wall clock", before)
 	// The watch survived the burst: a later set is followed too.
 	time.Sleep(20 * time.Millisecond)
-	n, err := event.ClockSteps()
-	if err != nil {
-		t.Fatalf("clock sets no longer followed after a burst of sets: %v", err)
-	}
-	if err := eventtest.StepWallClock(time.Nanosecond); err != nil {
-		t.Fatal(err)
-	}
-	if err := eventtest.StepWallClock(-time.Nanosecond); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		m, err := event.ClockSteps()
-		if err != nil {
-			t.Fatalf("clock sets no longer followed: %v", err)
-		}
-		if m > n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the set after a burst was not noticed in 10 s (steps %d)", m)
-		}
-	}
+	before = steps()
+	set()
+	noticed("a set after a burst", before)
 }

@@ -2,6 +2,7 @@ package bpflsm
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,41 +106,28 @@ func TestSourceMemoFollowsApply(t *testing.T) {
 	udp := func() error { return socket(syscall.AF_INET, syscall.SOCK_DGRAM, 0) }
 	tcp := func() error { return socket(syscall.AF_INET, syscall.SOCK_STREAM, 0) }
 
-	apply(t, e, hostpolicy.Postures{}, policy("memo-a", `
-  network:
-    matchProtocols:
-    - protocol: udp
-      fromSource:
-      - path: `+self+`
-  action: Block
-`))
+	// blockFrom is a Block rule set: one protocol rule per (protocol, source).
+	blockFrom := func(name string, rules ...[2]string) {
+		var b strings.Builder
+		b.WriteString("\n  network:\n    matchProtocols:\n")
+		for _, r := range rules {
+			fmt.Fprintf(&b, "    - protocol: %s\n      fromSource:\n      - path: %s\n", r[0], r[1])
+		}
+		b.WriteString("  action: Block\n")
+		apply(t, e, hostpolicy.Postures{}, policy(name, b.String()))
+	}
+
+	blockFrom("memo-a", [2]string{"udp", self})
 	wantDenied(t, udp(), "udp, the binary a source of a udp Block rule")
 	wantAllowed(t, tcp(), "tcp, no rule")
 
-	apply(t, e, hostpolicy.Postures{}, policy("memo-b", `
-  network:
-    matchProtocols:
-    - protocol: udp
-      fromSource:
-      - path: `+other+`
-  action: Block
-`))
+	blockFrom("memo-b", [2]string{"udp", other})
 	wantAllowed(t, udp(), "udp, the binary no source any more")
 
 	// Back in the first slot: the other program is source 1 (tcp), the
 	// binary source 2 (udp). A memo kept from the first Apply (source 1)
 	// would deny tcp and allow udp.
-	apply(t, e, hostpolicy.Postures{}, policy("memo-c", `
-  network:
-    matchProtocols:
-    - protocol: tcp
-      fromSource:
-      - path: `+other+`
-    - protocol: udp
-      fromSource:
-      - path: `+self+`
-  action: Block
-`))
+	blockFrom("memo-c", [2]string{"tcp", other}, [2]string{"udp", self})
 	wantAllowed(t, tcp(), "tcp, another program's rule")
 	wantDenied(t, udp(), "udp, the binary a source again")
 }
