@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"syscall"
@@ -83,10 +84,11 @@ func TestMeasure(t *testing.T) {
 	t.Logf("shared enforcer: load %v attach %v, map memory %d KiB: %v", st.LoadTime, st.AttachTime, st.MapMemoryKiB, st.MapMemory)
 }
 
-// TestGateCost reports what enforce_file_open costs per open (the
-// kernel's bpf_stats run time; with instruction counting, instructions)
-// for paths of several depths and mounts, none of which a rule concerns,
-// under the file rules of the benchmark's 10-rule set. It asserts only that
+// TestGateCost reports what the programs cost per exec of a static
+// program and what enforce_file_open costs per open (the kernel's
+// bpf_stats run time; with instruction counting, instructions) for paths
+// of several depths and mounts, none of which a rule concerns, under rules
+// like the benchmark's 10-rule set. It asserts only that
 // the opens succeed; BPFLSM_COST=1 runs it (in a guest: scripts/vmtest).
 func TestGateCost(t *testing.T) {
 	if os.Getenv("BPFLSM_COST") == "" {
@@ -101,6 +103,14 @@ func TestGateCost(t *testing.T) {
     - dir: /var/bench-deny/d-0/
     matchPatterns:
     - pattern: /tmp/*/bench-deny-f0/*.key
+  process:
+    matchPaths:
+    - path: /tmp/bench-cost/probe/denied
+    - execname: bench-deny-tool-0
+    matchDirectories:
+    - dir: /opt/bench-deny-0/
+    matchPatterns:
+    - pattern: /tmp/*/bench-deny-x0/*.key
   action: Block
 `))
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
@@ -121,6 +131,49 @@ func TestGateCost(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The exec loop's share of every program: a static busybox as "true",
+	// forked and executed with no files, as the benchmark's exec loop.
+	progs := map[string]*ebpf.Program{}
+	v := reflect.ValueOf(e.objs.enforcerPrograms)
+	for i := 0; i < v.NumField(); i++ {
+		if p, ok := v.Field(i).Interface().(*ebpf.Program); ok && p != nil {
+			progs[v.Type().Field(i).Tag.Get("ebpf")] = p
+		}
+	}
+	snapshot := func() map[string]*ebpf.ProgramStats {
+		out := map[string]*ebpf.ProgramStats{}
+		for name, p := range progs {
+			if st, err := p.Stats(); err == nil {
+				out[name] = st
+			}
+		}
+		return out
+	}
+	tru := copyBusybox(t, filepath.Join(dir, "bin", "busybox-true"))
+	const execs = 300
+	s0 := snapshot()
+	for i := 0; i < execs; i++ {
+		pid, err := syscall.ForkExec(tru, []string{"true"}, &syscall.ProcAttr{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
+			t.Fatalf("wait: %v, status %v", err, ws)
+		}
+	}
+	s1 := snapshot()
+	var names []string
+	for name := range s1 {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if runs := s1[name].RunCount - s0[name].RunCount; runs > 0 {
+			t.Logf("exec %-26s %5.2f runs %6d ns per exec", name, float64(runs)/execs, (s1[name].Runtime-s0[name].Runtime).Nanoseconds()/execs)
+		}
+	}
+
 	prog := e.objs.EnforceFileOpen
 	for _, p := range paths {
 		const n = 2000
