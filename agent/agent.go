@@ -144,6 +144,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		a.log.Warn("kernel filesystems", "err", err)
 	}
+	// Every decoder maps kernel stamps to wall time through the one
+	// BootClock offset; say so when it cannot follow a later step of the
+	// wall clock (timestamps would stay on the offset measured now).
+	_ = event.NewBootClock()
+	if _, err := event.ClockSteps(); err != nil {
+		a.log.Warn("timestamps will not follow settings of the wall clock", "err", err)
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	sup := newSupervisor(ctx, func() *slog.Logger { return a.log })
