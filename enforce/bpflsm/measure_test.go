@@ -119,10 +119,8 @@ func TestGateCost(t *testing.T) {
 	}
 	defer stats.Close()
 	dir := testDir(t)
-	paths := []string{"/etc/hostname", filepath.Join(dir, "f"), filepath.Join(dir, "a/b/c/d/e/f/g/h")}
-	for _, p := range []string{"/tmp/bench-cost/data/sub/file.txt", "/root/bench-cost-file", "/var/tmp/c/file.txt"} {
-		paths = append(paths, p)
-	}
+	paths := []string{"/etc/hostname", filepath.Join(dir, "f"), filepath.Join(dir, "a/b/c/d/e/f/g/h"),
+		"/tmp/bench-cost/data/sub/file.txt", "/root/bench-cost-file", "/var/tmp/c/file.txt"}
 	for _, p := range paths[1:] {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
