@@ -120,15 +120,28 @@ type fsMark struct {
 }
 
 // Supported says why this kernel cannot run the tier, or nil.
+//
+// It never marks anything in a permission group: a group with a mark and
+// no reader holds every marked open or exec on the host until its last
+// descriptor closes, and a child this process forks in that instant keeps a
+// copy of the descriptor until its own exec, which the mark then holds:
+// every exec on the root filesystem would wait forever. So the permission
+// class is probed without marks, and filesystem marks with exec events in
+// a notification group, whose events never wait (FAN_OPEN_EXEC came with
+// FAN_OPEN_EXEC_PERM in Linux 5.0, filesystem marks in 4.20).
 func Supported() error {
 	fd, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC, unix.O_RDONLY)
 	if err != nil {
 		return fmt.Errorf("fanotify permission events unavailable: %w", err)
 	}
+	unix.Close(fd)
+	fd, err = unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK, unix.O_RDONLY)
+	if err != nil {
+		return fmt.Errorf("fanotify notification group unavailable: %w", err)
+	}
 	defer unix.Close(fd)
-	// FAN_OPEN_EXEC_PERM and filesystem marks need Linux 5.0.
-	if err := unix.FanotifyMark(fd, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, unix.FAN_OPEN_EXEC_PERM, unix.AT_FDCWD, "/"); err != nil {
-		return fmt.Errorf("fanotify filesystem marks with FAN_OPEN_EXEC_PERM unavailable: %w", err)
+	if err := unix.FanotifyMark(fd, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, unix.FAN_OPEN_EXEC, unix.AT_FDCWD, "/"); err != nil {
+		return fmt.Errorf("fanotify filesystem marks with exec events (FAN_OPEN_EXEC_PERM) unavailable: %w", err)
 	}
 	return nil
 }

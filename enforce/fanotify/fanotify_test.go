@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -328,5 +329,52 @@ func TestUnenforced(t *testing.T) {
 	}
 	if len(e.marks) != 0 {
 		t.Errorf("marks for rules that are not enforced: %v", e.marks)
+	}
+}
+
+// TestSupportedNeverHoldsExecs: probing the kernel while this process forks
+// and execs never leaves an exec waiting. Supported once marked the root
+// filesystem for exec permission events in a group nobody read; a child
+// forked in that instant kept the group alive until its own exec, which
+// the mark then held, and with it every exec on the host's root filesystem
+// until this process ended (with that Supported this test stalls in its
+// first second). The execs run in a goroutine, so that a regression fails
+// this test after a minute rather than holding the whole run.
+func TestSupportedNeverHoldsExecs(t *testing.T) {
+	needRoot(t)
+	if err := Supported(); err != nil {
+		t.Skipf("no fanotify tier here: %v", err)
+	}
+	const n = 1000
+	probed := make(chan error, 1)
+	go func() {
+		for i := 0; i < n; i++ {
+			if err := Supported(); err != nil {
+				probed <- err
+				return
+			}
+		}
+		probed <- nil
+	}()
+	execd := make(chan error, 1)
+	go func() {
+		for i := 0; i < n/4; i++ {
+			if err := exec.Command("/bin/true").Run(); err != nil {
+				execd <- fmt.Errorf("exec %d beside Supported: %w", i, err)
+				return
+			}
+		}
+		execd <- nil
+	}()
+	select {
+	case err := <-execd:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("an exec beside Supported has waited a minute: it waits on a probe's fanotify group, and so does every exec on this host's root filesystem until this test process ends")
+	}
+	if err := <-probed; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -201,9 +201,18 @@ func (e *Enforcer) die(err error) {
 	_ = e.closeFan()
 }
 
-// closeFan closes the fanotify descriptor once, for Close or die.
+// closeFan closes the fanotify descriptor once, for Close or die, after
+// removing every mark: a child forked at that moment holds a copy of the
+// descriptor until its exec, and the group lives as long as any copy. With
+// its marks left, that child's own exec (and every other marked open and
+// exec on the host) would wait on a group nobody reads any more, forever.
 func (e *Enforcer) closeFan() error {
-	e.fanOnce.Do(func() { e.fanErr = e.fan.Close() })
+	e.fanOnce.Do(func() {
+		for _, which := range []uint{unix.FAN_MARK_FILESYSTEM, unix.FAN_MARK_MOUNT, 0} {
+			_ = unix.FanotifyMark(e.fanFD, unix.FAN_MARK_FLUSH|which, 0, unix.AT_FDCWD, "")
+		}
+		e.fanErr = e.fan.Close()
+	})
 	return e.fanErr
 }
 
