@@ -32,7 +32,13 @@ var shared struct {
 }
 
 func TestMain(m *testing.M) {
+	unlock, err := runtimetest.HostLock()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	code := m.Run()
+	unlock()
 	if shared.lab != nil {
 		if err := shared.lab.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "runtimetest cleanup:", err)

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/armorhost/kubearmor/runtimes/runtimetest"
 )
 
 // binary is the kubearmor binary built once for the end-to-end tests here.
@@ -37,7 +39,13 @@ func TestMain(m *testing.M) {
 		os.Stderr.Write(out)
 		os.Exit(1)
 	}
+	unlock, err := runtimetest.HostLock()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	code := m.Run()
+	unlock()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/armorhost/kubearmor/event/eventtest"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/hostpolicytest"
+	"github.com/armorhost/kubearmor/runtimes/runtimetest"
 )
 
 // Child modes of the test binary, chosen by environment variable:
@@ -38,7 +39,14 @@ import (
 func TestMain(m *testing.M) {
 	switch os.Getenv("FANOTIFY_TEST_CHILD") {
 	case "":
-		os.Exit(m.Run())
+		unlock, err := runtimetest.HostLock()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		code := m.Run()
+		unlock()
+		os.Exit(code)
 	case "enforce":
 		childEnforce()
 	case "monitor":

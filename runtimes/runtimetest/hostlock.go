@@ -1,0 +1,40 @@
+package runtimetest
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// HostLock takes, for the whole run of a test package, the machine-wide
+// lock that keeps apart the test packages running containers (this lab:
+// dockerd, containerd, runc, overlayfs) and those running a fanotify
+// permission group on the host's filesystems (enforce/fanotify, and
+// cmd/kubearmor, whose agents choose that tier on a host without BPF-LSM or
+// AppArmor). Run side by side on Linux 6.18 the two deadlocked: the fanotify
+// tier's reader waited in fanotify_handle_event inside its own read(2) of the
+// group, while runc processes of a running container waited on that group
+// (vmtests and CI runs on dbfce33 and 072e064; not yet understood, see
+// docs/benchmarks.md and the session notes). Tests in one package run one
+// after another, so the lock is per package, never per test: a second
+// flock in the same process would wait on the first. unlock releases it.
+func HostLock() (unlock func(), err error) {
+	path := filepath.Join(os.TempDir(), "kubearmor-tests-host.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("host test lock: %w", err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("host test lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
