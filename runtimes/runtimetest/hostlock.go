@@ -16,8 +16,8 @@ import (
 // AppArmor). Run side by side on Linux 6.18 the two deadlocked: the fanotify
 // tier's reader waited in fanotify_handle_event inside its own read(2) of the
 // group, while runc processes of a running container waited on that group
-// (vmtests and CI runs on dbfce33 and 072e064; not yet understood, see
-// docs/benchmarks.md and the session notes). Tests in one package run one
+// (CI runs on dbfce33 and 072e064, and by hand; not yet understood: see
+// the fanotify row of docs/ARCHITECTURE.md's tier table). Tests in one package run one
 // after another, so the lock is per package, never per test: a second
 // flock in the same process would wait on the first. unlock releases it.
 func HostLock() (unlock func(), err error) {
