@@ -26,24 +26,22 @@ import (
 // /proc as the BPF side reads them, then from real monitor events.
 
 var shared struct {
-	once sync.Once
-	lab  *runtimetest.Lab
-	err  error
+	once   sync.Once
+	unlock func() // runtimetest.HostLock, held while the lab runs
+	lab    *runtimetest.Lab
+	err    error
 }
 
 func TestMain(m *testing.M) {
-	unlock, err := runtimetest.HostLock()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
 	code := m.Run()
-	unlock()
 	if shared.lab != nil {
 		if err := shared.lab.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "runtimetest cleanup:", err)
 			code = 1
 		}
+	}
+	if shared.unlock != nil {
+		shared.unlock()
 	}
 	os.Exit(code)
 }
@@ -54,6 +52,11 @@ func theLab(t *testing.T) *runtimetest.Lab {
 		t.Skip("starts dockerd and containerd; not in -short")
 	}
 	shared.once.Do(func() {
+		// Taken here, not in TestMain: the fuzz workers run TestMain too,
+		// and would wait on their coordinator's lock.
+		if shared.unlock, shared.err = runtimetest.HostLock(); shared.err != nil {
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		shared.lab, shared.err = runtimetest.Start(ctx)

@@ -19,7 +19,9 @@ import (
 // (CI runs on dbfce33 and 072e064, and by hand; not yet understood: see
 // the fanotify row of docs/ARCHITECTURE.md's tier table). Tests in one package run one
 // after another, so the lock is per package, never per test: a second
-// flock in the same process would wait on the first. unlock releases it.
+// flock in the same process would wait on the first; and a package with fuzz
+// targets takes it only where it starts the lab, since fuzz workers run
+// TestMain too. unlock releases it.
 func HostLock() (unlock func(), err error) {
 	path := filepath.Join(os.TempDir(), "kubearmor-tests-host.lock")
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
