@@ -39,13 +39,7 @@ func TestMain(m *testing.M) {
 		os.Stderr.Write(out)
 		os.Exit(1)
 	}
-	unlock, err := runtimetest.HostLock()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	unlock()
+	code := runtimetest.RunLocked(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -39,14 +39,7 @@ import (
 func TestMain(m *testing.M) {
 	switch os.Getenv("FANOTIFY_TEST_CHILD") {
 	case "":
-		unlock, err := runtimetest.HostLock()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		code := m.Run()
-		unlock()
-		os.Exit(code)
+		os.Exit(runtimetest.RunLocked(m))
 	case "enforce":
 		childEnforce()
 	case "monitor":

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"testing"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,4 +40,17 @@ func HostLock() (unlock func(), err error) {
 		return nil, fmt.Errorf("host test lock %s: %w", path, err)
 	}
 	return func() { f.Close() }, nil
+}
+
+// RunLocked is m.Run under HostLock, for the TestMain of a package that
+// holds the lock for its whole run; it returns the exit code (1 when the
+// lock cannot be taken).
+func RunLocked(m *testing.M) int {
+	unlock, err := HostLock()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer unlock()
+	return m.Run()
 }
