@@ -39,12 +39,17 @@ import (
 //     and the mark taken back if either changed (recheck): a link or rename
 //     made while the answer was being cached is never served from it.
 //   - Only inodes of a filesystem the agent's mount table shows exactly
-//     once, whole (mount root "/"): a filesystem mounted twice, or a
-//     directory of it bind-mounted elsewhere, gives its inodes a second
-//     path that no link count shows and no name event reports, and a mount
-//     made before the agent started is no change the mount watch could
-//     see. The set is read at start and again on every change of the
-//     mount table, after the flush, under the cache lock.
+//     once, whole (mount root "/"), opened through that very mount: a
+//     filesystem mounted twice, or a directory of it bind-mounted
+//     elsewhere, gives its inodes a second path that no link count shows
+//     and no name event reports, and a mount made before the agent started
+//     is no change the mount watch could see. A mount of another mount
+//     namespace (any user can bind-mount a protected directory elsewhere
+//     in a user namespace of their own) or overlayfs's private mount of a
+//     layer is in no table the agent can watch, so an answer for a name
+//     under it is never cached (onMount). The set is read at start and
+//     again on every change of the mount table, after the flush, under
+//     the cache lock.
 //   - A name that lands later where a rule could match it (rename, link) is
 //     reported by the name watcher, a second fanotify group
 //     (FAN_REPORT_DFID_NAME, FAN_CREATE and FAN_MOVED_TO on the same
@@ -101,7 +106,7 @@ type cache struct {
 	watched   map[uint64]bool   // st_dev the name watcher covers
 	mountFDs  map[[8]byte]int   // fsid -> a descriptor on that filesystem
 	marks     map[uint64]string // st_dev -> marked path, in the name watcher
-	once      map[uint64]bool   // st_dev mounted exactly once, whole (singleMounts)
+	once      map[uint64]uint64 // st_dev mounted exactly once, whole -> that mount's ID (singleMounts)
 	protect   atomic.Pointer[protection]
 
 	notify int // the name watcher group, -1 when none
@@ -256,7 +261,7 @@ func (c *cache) insert(fd int32, mask uint64, gen uint64, st *unix.Stat_t, name 
 		c.notCached.Add(1)
 		return
 	}
-	if !c.once[st.Dev] {
+	if id, ok := c.once[st.Dev]; !ok || !onMount(fd, id) {
 		c.notCached.Add(1)
 		c.multiMount.Add(1)
 		return
@@ -288,6 +293,20 @@ func (c *cache) insert(fd int32, mask uint64, gen uint64, st *unix.Stat_t, name 
 	}
 	c.count++
 	c.recheck(fd, name)
+}
+
+// onMount: fd was opened through the mount with ID id. The opener's mount
+// may be one the agent's table does not show: a bind mount in another
+// mount namespace (any user can make one in a user namespace of their
+// own), or the private mount through which overlayfs opens a layer's file.
+// The name decided is then the name under that mount, which says nothing of
+// the inode's name in the agent's table, so it is not cached.
+func onMount(fd int32, id uint64) bool {
+	var stx unix.Statx_t
+	if unix.Statx(int(fd), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx) != nil || stx.Mask&unix.STATX_MNT_ID == 0 {
+		return false
+	}
+	return stx.Mnt_id == id
 }
 
 // recheck reads the inode's link count and the descriptor's name again now
@@ -478,7 +497,7 @@ func (c *cache) remount() {
 	mounts, err := readMounts()
 	if err != nil {
 		// Not knowing the mounts, trust none of them.
-		c.once = map[uint64]bool{}
+		c.once = map[uint64]uint64{}
 		return
 	}
 	c.once = singleMounts(mounts)
@@ -634,7 +653,9 @@ func mapValues(m map[[8]byte]int) []int {
 // opens and execs of files no rule concerns that did come to the agent,
 // counted before the opener is released; Misses - Inserted - NotCached are
 // those whose insertion is still under way. MultiMount are those of
-// NotCached on a filesystem mounted more than once or in part.
+// NotCached on a filesystem mounted more than once or in part, or opened
+// through a mount the agent's table does not show (another mount
+// namespace's, an overlayfs layer's).
 type CacheStats struct {
 	Misses, Inserted, NotCached, Unmarked uint64
 	MultiMount                            uint64

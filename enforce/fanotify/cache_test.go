@@ -499,3 +499,46 @@ func TestCacheMountedTwice(t *testing.T) {
 		})
 	}
 }
+
+// A mount the agent's table does not show (a bind mount made in another
+// mount namespace: any user may make one in a user namespace of their own)
+// gives a protected file a second name that no link count, name event or
+// mount change reports. An open through that name is decided by it (the
+// tier decides names), but its answer is never cached: it would answer,
+// for every process, the opens through the protected name.
+func TestCacheOtherMountNamespace(t *testing.T) {
+	needRoot(t)
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("no unshare")
+	}
+	fs := scratchFS(t)
+	protected := writeFile(t, fs+"/blocked/x", "x")
+	if err := os.MkdirAll(fs+"/open", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rs := compile(t, hostpolicy.Postures{}, policy("otherns", "  file:\n    matchDirectories:\n    - dir: "+fs+"/blocked/\n  action: Block"))
+	e, events, unenforced := start(t, Options{NoNetwork: true}, rs)
+	if len(unenforced) != 0 {
+		t.Fatalf("unenforced: %v", unenforced)
+	}
+	if off := e.CacheStats().Off; off != "" {
+		t.Fatalf("cache off: %s", off)
+	}
+	s := settled(t, e)
+	script := "mount --bind " + fs + "/blocked " + fs + "/open && cat " + fs + "/open/x && cat " + fs + "/open/x"
+	if d, out := run(t, unshare, "-m", "--propagation", "private", "/bin/sh", "-c", script); d {
+		t.Logf("the open through the other namespace's name was refused: %s", out)
+	}
+	s2 := settled(t, e)
+	if s2.Inserted != s.Inserted || marked(t, e, protected) {
+		t.Fatalf("an answer through a mount of another namespace was cached: %+v -> %+v", s, s2)
+	}
+	if d, out := run(t, "/bin/cat", protected); !d {
+		t.Fatalf("open of %s answered by the kernel: %s", protected, out)
+	}
+	ev := events.Wait(t, "block of "+protected, eventWait, func(ev event.Event) bool { return ev.Resource == protected })
+	if ev.Verdict != event.VerdictBlock || ev.RuleID != ruleID(t, rs, fs+"/blocked/") {
+		t.Fatalf("event: %+v", ev)
+	}
+}

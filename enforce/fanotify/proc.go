@@ -289,6 +289,10 @@ type mount struct {
 	// directory of that filesystem mounted at point ("/" for all of it).
 	dev  uint64
 	root string
+	// id is the mount's ID (as statx's STATX_MNT_ID gives it), opts its
+	// superblock options (the last field: an overlay's layers are there).
+	id   uint64
+	opts string
 }
 
 // pseudoFS are filesystems fanotify cannot or should not mediate: marking
@@ -335,7 +339,15 @@ func parseMountinfo(r io.Reader, name string) ([]mount, error) {
 		if !ok || err1 != nil || err2 != nil {
 			return nil, fmt.Errorf("%s line %d: field 3 (major:minor) %q is not a device number", name, n, fields[2])
 		}
-		out = append(out, mount{point: unescapeMount(fields[4]), fstype: fields[sep+1], dev: unix.Mkdev(uint32(ma), uint32(mi)), root: unescapeMount(fields[3])})
+		id, err := strconv.ParseUint(fields[0], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s line %d: field 1 (mount ID) %q is not a number", name, n, fields[0])
+		}
+		m := mount{point: unescapeMount(fields[4]), fstype: fields[sep+1], dev: unix.Mkdev(uint32(ma), uint32(mi)), root: unescapeMount(fields[3]), id: id}
+		if sep+3 < len(fields) {
+			m.opts = fields[sep+3]
+		}
+		out = append(out, m)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -344,20 +356,23 @@ func parseMountinfo(r io.Reader, name string) ([]mount, error) {
 }
 
 // singleMounts are the filesystems (st_dev) mounted exactly once, whole
-// (mount root "/"): an inode there has one path through the mount table.
-// One mounted twice, or in part (a bind mount of a directory), may be
-// reached under another name, which the allow cache cannot see.
-func singleMounts(mounts []mount) map[uint64]bool {
+// (mount root "/"), each with the ID of that mount: an inode there has one
+// path through the mount table. One mounted twice, or in part (a bind
+// mount of a directory), may be reached under another name, which the
+// allow cache cannot see.
+func singleMounts(mounts []mount) map[uint64]uint64 {
 	n := map[uint64]int{}
 	whole := map[uint64]bool{}
+	ids := map[uint64]uint64{}
 	for _, m := range mounts {
 		n[m.dev]++
 		whole[m.dev] = m.root == "/"
+		ids[m.dev] = m.id
 	}
-	once := map[uint64]bool{}
+	once := map[uint64]uint64{}
 	for dev, k := range n {
 		if k == 1 && whole[dev] {
-			once[dev] = true
+			once[dev] = ids[dev]
 		}
 	}
 	return once

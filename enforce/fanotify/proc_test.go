@@ -36,6 +36,7 @@ func TestMountinfo(t *testing.T) {
 		},
 		{name: "no separator", table: "26 1 254:0 / / rw ext4 /dev/vda rw\n", err: "line 1: not a mountinfo line"},
 		{name: "no fstype", table: "26 1 254:0 / / rw,relatime -\n", err: "line 1: not a mountinfo line"},
+		{name: "bad mount ID", table: "x 1 254:0 / / rw - ext4 a rw\n", err: "line 1: field 1 (mount ID) \"x\""},
 		{name: "bad device", table: "26 1 254:0 / / rw - ext4 a rw\n26 1 x:0 / /b rw - ext4 a rw\n", err: "line 2: field 3 (major:minor) \"x:0\""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -50,6 +51,11 @@ func TestMountinfo(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := slices.Sorted(maps.Keys(singleMounts(mounts)))
+			for dev, id := range singleMounts(mounts) {
+				if m := mounts[slices.IndexFunc(mounts, func(m mount) bool { return m.dev == dev })]; m.id != id {
+					t.Errorf("dev %d: mount ID %d, want %d", dev, id, m.id)
+				}
+			}
 			slices.Sort(tc.once)
 			if !slices.Equal(got, tc.once) {
 				t.Errorf("once %v, want %v (mounts %+v)", got, tc.once, mounts)
@@ -57,7 +63,7 @@ func TestMountinfo(t *testing.T) {
 		})
 	}
 	mounts, err := parseMountinfo(strings.NewReader("44 26 0:39 /r\\040s /tmp/a\\040b rw - tmpfs tmpfs rw\n"), "mountinfo")
-	if err != nil || len(mounts) != 1 || mounts[0] != (mount{point: "/tmp/a b", fstype: "tmpfs", dev: unix.Mkdev(0, 39), root: "/r s"}) {
+	if err != nil || len(mounts) != 1 || mounts[0] != (mount{point: "/tmp/a b", fstype: "tmpfs", dev: unix.Mkdev(0, 39), root: "/r s", id: 44, opts: "rw"}) {
 		t.Fatalf("%+v %v", mounts, err)
 	}
 }
