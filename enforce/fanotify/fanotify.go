@@ -239,8 +239,8 @@ func (e *Enforcer) unenforced(r *hostpolicy.Rule, mounts []mount) string {
 		if r.Match == hostpolicy.MatchPattern {
 			prefix = decide.LiteralPrefix(r.Value)
 		}
-		if m := mountOf(mounts, prefix); pseudoFS[m.fstype] {
-			return fmt.Sprintf("%s is on %s (%s), which fanotify does not mediate", r.Value, m.point, m.fstype)
+		if m := mountOf(mounts, prefix); unmarkable(m) != "" {
+			return fmt.Sprintf("%s is on %s (%s), %s", r.Value, m.point, m.fstype, unmarkable(m))
 		}
 		return ""
 	case hostpolicy.CategoryNetwork:
@@ -345,10 +345,11 @@ func (e *Enforcer) wantedMarks(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rul
 		want[st.Dev] = m
 		return nil
 	}
-	// below marks every real filesystem mounted at or under dir.
+	// below marks every real filesystem mounted at or under dir, but never
+	// a stacked one (see stacked).
 	below := func(dir string, mask uint64) {
 		for _, m := range mounts {
-			if !pseudoFS[m.fstype] && under(m.point, dir) {
+			if unmarkable(m) == "" && under(m.point, dir) {
 				_ = add(m.point, mask)
 			}
 		}

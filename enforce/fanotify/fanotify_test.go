@@ -2,6 +2,7 @@ package fanotify
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -376,5 +377,81 @@ func TestSupportedNeverHoldsExecs(t *testing.T) {
 	}
 	if err := <-probed; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStackedNeverMarked: the tier never marks an overlayfs (nor any
+// stacked filesystem), even when a rule's directory holds one, so opens and
+// execs through it never deadlock the tier. With the overlay and the
+// filesystem holding its layers both marked, the kernel (6.18) opens the
+// layer's file for the reader inside the reader's own read(2), and that
+// open waits for the same reader: the open through the overlay, the
+// reader, and every later open on both filesystems hung (this test's first
+// open, with the old marks). The enforcer runs in a child, so that a
+// regression is a failure after a bounded wait rather than a hung test
+// process. A rule on a path of the overlay itself is reported unenforced.
+func TestStackedNeverMarked(t *testing.T) {
+	needRoot(t)
+	base := scratchFS(t)
+	for _, d := range []string{"/l/lower", "/l/upper", "/l/work", "/m"} {
+		if err := os.MkdirAll(base+d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, base+"/l/lower/file", "through the overlay\n")
+	copyFile(t, "/bin/true", base+"/l/lower/true")
+	secret := writeFile(t, base+"/l/secret", "s")
+	opts := "lowerdir=" + base + "/l/lower,upperdir=" + base + "/l/upper,workdir=" + base + "/l/work"
+	if err := unix.Mount("overlay", base+"/m", "overlay", 0, opts); err != nil {
+		t.Skipf("cannot mount an overlayfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(base+"/m", unix.MNT_DETACH) })
+
+	// The pattern's literal prefix is base/: its filesystem and every one
+	// mounted below it are the rule's, the overlay among them.
+	child := startChild(t, policy("stacked", "  file:\n    matchPatterns:\n    - pattern: "+base+"/*/secret\n  action: Block"), "")
+	within := func(argv ...string) (denied bool, out string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		b, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+		if ctx.Err() != nil {
+			t.Fatalf("%v did not finish in 20 s: the tier deadlocked on the overlay", argv)
+		}
+		out = string(b)
+		denied = strings.Contains(out, "not permitted")
+		if err != nil && !denied {
+			t.Fatalf("%v: %v %q", argv, err, out)
+		}
+		return denied, out
+	}
+	if d, out := within("/bin/cat", base+"/m/file"); d || out != "through the overlay\n" {
+		t.Fatalf("cat through the overlay: %q", out)
+	}
+	if d, out := within("/bin/sh", "-c", "exec "+base+"/m/true"); d {
+		t.Fatalf("exec through the overlay: %q", out)
+	}
+	// The tier still decides the plain filesystem.
+	if d, out := within("/bin/cat", secret); !d {
+		t.Fatalf("cat %s: %q", secret, out)
+	}
+	child.waitEvent(t, "resource="+secret)
+
+	// A rule whose own path is on the overlay: reported, no mark.
+	rs := compile(t, hostpolicy.Postures{}, policy("on-overlay", "  file:\n    matchPaths:\n    - path: "+base+"/m/file\n  action: Block"))
+	e, err := New(Options{NoNetwork: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	un, err := e.Apply(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if why := un[ruleID(t, rs, base+"/m/file")]; !strings.Contains(why, "overlay") {
+		t.Errorf("rule on the overlay: reported %q", why)
+	}
+	if len(e.marks) != 0 {
+		t.Errorf("marks for a rule on an overlay: %v", e.marks)
 	}
 }

@@ -304,6 +304,37 @@ var pseudoFS = map[string]bool{
 	"nsfs": true, "rpc_pipefs": true, "selinuxfs": true,
 }
 
+// stacked filesystems open files of other filesystems to serve their
+// own: overlayfs (and shiftfs, ecryptfs) opens its layers' files in the
+// kernel, a FUSE filesystem asks its daemon, which opens what it likes.
+// The tier never marks one. To hand us an event the kernel opens the
+// event's file for the reader, in the reader's own read(2); for a stacked
+// file that open opens the backing file, and when the backing filesystem is
+// marked too (the root filesystem holding /var/lib/docker, say), that is a
+// permission event only the reader, blocked in that very read, could
+// answer: every open through the stacked filesystem then hangs, and with
+// it the host (seen on 6.18 with overlayfs: TestStackedNeverMarked). FUSE
+// has the same cycle through its daemon on every kernel. fapolicyd marks
+// only a list of plain filesystems for the same reason.
+func stacked(fstype string) bool {
+	switch fstype {
+	case "overlay", "shiftfs", "ecryptfs", "fuse", "fuseblk":
+		return true
+	}
+	return strings.HasPrefix(fstype, "fuse.")
+}
+
+// unmarkable is why the tier cannot mark the filesystem of m, or "".
+func unmarkable(m mount) string {
+	switch {
+	case pseudoFS[m.fstype]:
+		return "which fanotify does not mediate"
+	case stacked(m.fstype):
+		return "which the fanotify tier never marks: it opens files of other filesystems to serve its own, and marking both would deadlock the tier's reader (its files are decided only where the kernel reports the opens of the files beneath it)"
+	}
+	return ""
+}
+
 func readMounts() ([]mount, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
