@@ -14,15 +14,16 @@ import (
 // dockerd, containerd, runc, overlayfs) and those running a fanotify
 // permission group on the host's filesystems (enforce/fanotify, and
 // cmd/kubearmor, whose agents choose that tier on a host without BPF-LSM or
-// AppArmor). Run side by side on Linux 6.18 the two deadlocked: the fanotify
-// tier's reader waited in fanotify_handle_event inside its own read(2) of the
-// group, while runc processes of a running container waited on that group
-// (CI runs on dbfce33 and 072e064, and by hand; not yet understood: see
-// the fanotify row of docs/ARCHITECTURE.md's tier table). Tests in one package run one
-// after another, so the lock is per package, never per test: a second
-// flock in the same process would wait on the first; and a package with fuzz
-// targets takes it only where it starts the lab, since fuzz workers run
-// TestMain too. unlock releases it.
+// AppArmor). Side by side on Linux 6.18 the two deadlocked (CI on dbfce33
+// and 072e064): the tier marked the lab's overlays with the filesystem
+// holding their layers, which the tier no longer does
+// (enforce/fanotify.TestStackedNeverMarked). The lock stays because the
+// tier's allow-list tests still make every open on the host wait for a test
+// process, which is no place to time a container's start. Tests in one
+// package run one after another, so the lock is per package, never per
+// test: a second flock in the same process would wait on the first; and a
+// package with fuzz targets takes it only where it starts the lab, since
+// fuzz workers run TestMain too. unlock releases it.
 func HostLock() (unlock func(), err error) {
 	path := filepath.Join(os.TempDir(), "kubearmor-tests-host.lock")
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
