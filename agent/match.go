@@ -97,7 +97,7 @@ func (m *matcher) match(ev *event.Event, proc, parent string) (verdict, bool) {
 		if ev.Retval < 0 {
 			return verdict{}, false // a failed exec ran nothing
 		}
-		d = m.table.Path(hostpolicy.CategoryProcess, proc, parent, false, factsOf(ev, proc))
+		d = m.table.Exec(proc, parent, factsOf(ev, proc))
 	case event.OpFile:
 		tbl := m.table
 		if ev.File.Op == event.FileOpen {

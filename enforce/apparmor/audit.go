@@ -245,7 +245,12 @@ func (e *Enforcer) verdict(line string) (event.Event, bool) {
 		ev.Resource = f["name"]
 		ev.Exe = f["name"]
 		ev.ParentExe = source
-		d = st.table.Path(hostpolicy.CategoryProcess, f["name"], source, false, recordFacts(f))
+		d = st.table.Exec(f["name"], source, recordFacts(f))
+		if d.ByFile {
+			// Refused by a file rule: reported as the open of the program
+			// it is (renderRule denies x with the file permissions).
+			ev.Operation, ev.Syscall, ev.Exe, ev.ParentExe, ev.Path = event.OpFile, "", source, "", f["name"]
+		}
 	case f["name"] != "":
 		ev.Operation = event.OpFile
 		ev.Resource = f["name"]

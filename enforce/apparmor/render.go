@@ -383,15 +383,24 @@ func ruleLines(r *hostpolicy.Rule) []string {
 		return []string{p + " " + perm + ","}
 	}
 	a := prefix(r.Action)
+	refused := all
+	if r.Action == hostpolicy.ActionBlock {
+		// A file the rule refuses reading cannot be run either: the exec's
+		// open of a program is a read the file rules decide (decide.Exec).
+		// AppArmor decides an exec by x alone, so x is denied with the
+		// rest (an allow rule's x needs a transition mode: Audit rules
+		// cannot say it, and the exec's open is not reported by them).
+		refused += "x"
+	}
 	switch {
 	case r.ReadOnly && r.OwnerOnly:
-		return []string{a + "owner " + p + " " + writes + ",", a + "other " + p + " " + all + ","}
+		return []string{a + "owner " + p + " " + writes + ",", a + "other " + p + " " + refused + ","}
 	case r.ReadOnly:
 		return []string{a + p + " " + writes + ","}
 	case r.OwnerOnly:
-		return []string{a + "other " + p + " " + all + ","}
+		return []string{a + "other " + p + " " + refused + ","}
 	}
-	return []string{a + p + " " + all + ","}
+	return []string{a + p + " " + refused + ","}
 }
 
 // dirExists tells whether a directory exists now; ancestorLines guards

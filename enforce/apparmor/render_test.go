@@ -256,9 +256,9 @@ func TestRuleLines(t *testing.T) {
 		{host, `  audit deny "/opt/tools/{,**}" x,`, true},
 		{host, `  audit deny "/home/*/bin/*" x,`, true},
 		{host, `  audit deny "/etc/shadow" wkl,`, true},
-		{host, `  audit deny other "/etc/owned" rwklm,`, true},
-		{host, `  audit deny "/root/.ssh/{,**}" rwklm,`, true},
-		{host, `  audit deny "/etc/*.key" rwklm,`, true},
+		{host, `  audit deny other "/etc/owned" rwklmx,`, true},
+		{host, `  audit deny "/root/.ssh/{,**}" rwklmx,`, true},
+		{host, `  audit deny "/etc/*.key" rwklmx,`, true},
 		{host, `  audit "/etc/passwd" rwklm,`, true},
 		{host, `  audit "/usr/bin/id" px,`, true},
 		{host, `  audit network raw,`, true},
@@ -272,7 +272,7 @@ func TestRuleLines(t *testing.T) {
 		{bash, `  audit deny "/srv/bin/{,*}" x,`, true},
 		{bash, `  audit deny "/usr/bin/wget" x,`, true}, // and the rules for every program
 		{profiles[SourceProfile("/usr/bin/cat")], `  audit deny owner "/etc/both" wkl,`, true},
-		{profiles[SourceProfile("/usr/bin/cat")], `  audit deny other "/etc/both" rwklm,`, true},
+		{profiles[SourceProfile("/usr/bin/cat")], `  audit deny other "/etc/both" rwklmx,`, true},
 		// the host is not in allow-list mode: blanket rules stay
 		{host, "  /{,**} rwlkm,\n", true},
 		{host, "  /** px,\n", true},

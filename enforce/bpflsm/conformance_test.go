@@ -118,7 +118,9 @@ func (l *lsmTier) about(ev event.Event, op conformance.Op, pid int) bool {
 			strings.TrimSuffix(ev.Resource, "/") == strings.TrimSuffix(op.Object, "/")
 	case conformance.Exec:
 		// the exec is done by a child of the helper
-		return ev.Operation == event.OpProcess && ev.Resource == op.Object
+		// (a file rule refusing the exec's open of the program reports
+		// that open: decide.Exec)
+		return (ev.Operation == event.OpProcess || ev.Operation == event.OpFile) && ev.Resource == op.Object
 	case conformance.Socket:
 		return ev.Operation == event.OpNetwork && ev.HostPID == uint32(pid)
 	case conformance.Capability:

@@ -360,11 +360,12 @@ func (e *Enforcer) wantedMarks(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rul
 		if skip(r) || (r.Category != hostpolicy.CategoryProcess && r.Category != hostpolicy.CategoryFile) {
 			continue
 		}
-		// File rules also need exec opens marked, so that they can tell them
-		// apart and leave them to process rules, as BPF-LSM does.
+		// The exec's open of a program raises FAN_OPEN_PERM as well as
+		// FAN_OPEN_EXEC_PERM (5.0 to 6.18), so file rules decide it as the
+		// read it is (decide.Exec) with opens alone marked.
 		mask := uint64(unix.FAN_OPEN_EXEC_PERM)
 		if r.Category == hostpolicy.CategoryFile {
-			mask |= unix.FAN_OPEN_PERM
+			mask = unix.FAN_OPEN_PERM
 		}
 		if r.Action == hostpolicy.ActionAllow {
 			allowList[r.Category] = true
@@ -395,7 +396,7 @@ func (e *Enforcer) wantedMarks(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rul
 	for c := range allowList {
 		mask := uint64(unix.FAN_OPEN_EXEC_PERM)
 		if c == hostpolicy.CategoryFile {
-			mask |= unix.FAN_OPEN_PERM
+			mask = unix.FAN_OPEN_PERM
 		}
 		below("/", mask)
 	}

@@ -481,7 +481,12 @@ type lazyFacts struct {
 func newFacts(tid int32, fd int) *lazyFacts {
 	f := &lazyFacts{tid: tid, fd: fd}
 	f.call = sync.OnceValue(func() call { return readCall(tid) })
-	f.write = sync.OnceValue(func() bool { return f.call().file().Write() })
+	f.write = sync.OnceValue(func() bool {
+		if c := f.call(); c.ok && (c.nr == sysExecve || c.nr == sysExecveat) {
+			return false // the exec's open of the program or its interpreter reads it
+		}
+		return f.call().file().Write()
+	})
 	f.owner = sync.OnceValue(func() bool {
 		var st unix.Stat_t
 		if unix.Fstat(fd, &st) != nil {

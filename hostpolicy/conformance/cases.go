@@ -31,6 +31,7 @@ const (
 	fanotifyNetSource = "fromSource network rules are not enforced by the cgroup socket programs (they cannot see which program runs)"
 	fanotifyNetTTY    = "pts: false network rules are not enforced by the cgroup socket programs"
 	apparmorTTY       = "pts: false is not enforced by AppArmor"
+	apparmorExecByX   = "unreported: AppArmor decides an exec by x permissions, apart from reads: a file allow-list does not refuse starting a program it does not list"
 	// ContainersBPFLSMOnly is the agent's reason for container policies'
 	// rules under a tier that cannot scope rules to containers.
 	ContainersBPFLSMOnly = "container policies are enforced by BPFLSM only, not by "
@@ -170,6 +171,14 @@ func Cases() []Case {
 	execAllow := []string{pol("p", "  process:\n    matchPaths:\n    - path: "+Target+"\n  action: Allow\n")}
 	add(Case{Name: "exec allow-list hit", Policies: execAllow, Postures: blockPostures, Op: exec(Target), Want: none})
 	add(Case{Name: "exec allow-list miss, block posture", Policies: execAllow, Postures: blockPostures, Op: exec(SbinX), Want: postureBlock})
+	// The exec's open of the program is a read the file rules decide
+	// (decide.Exec): a program no one may read cannot be run either.
+	add(Case{Name: "file path block on a program, exec it", Policies: []string{pol("p", "  file:\n    matchPaths:\n    - path: "+Target+"\n  action: Block\n")}, Op: exec(Target), Want: block("p#0"),
+		Fix: "BPF-LSM (6.1, 6.12) and fanotify refused the exec, AppArmor ran it, and the engine and the monitor-only tier said nothing"})
+	add(Case{Name: "file dir block on a program's directory, exec it", Policies: []string{pol("p", "  file:\n    matchDirectories:\n    - dir: "+Root+"/sbin/\n      recursive: true\n  action: Block\n")}, Op: exec(SbinDX), Want: block("p#0")})
+	add(Case{Name: "file readOnly block on a program, exec it", Policies: []string{pol("p", "  file:\n    matchPaths:\n    - path: "+Target+"\n      readOnly: true\n  action: Block\n")}, Op: exec(Target), Want: none})
+	add(Case{Name: "file allow-list, exec a program it does not list", Policies: filePath("Allow"), Postures: blockPostures, Op: exec(Target), Want: postureBlock,
+		Gaps: map[string]string{"apparmor": apparmorExecByX}})
 	add(Case{Name: "exec terminal condition, without", Policies: []string{pol("p", "  process:\n    matchPaths:\n    - path: "+Target+"\n      pts: false\n  action: Audit\n")},
 		Op: exec(Target), Want: none, Gaps: ttyGaps})
 

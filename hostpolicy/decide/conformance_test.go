@@ -35,7 +35,7 @@ func (e *engine) Do(t *testing.T, op conformance.Op) conformance.Outcome {
 	var d decide.Decision
 	switch op.Kind {
 	case conformance.Exec:
-		d = table.Path(hostpolicy.CategoryProcess, op.Object, op.Program, false, opFacts{op})
+		d = table.Exec(op.Object, op.Program, opFacts{op})
 	case conformance.Open:
 		d = table.Path(hostpolicy.CategoryFile, op.Object, op.Program, op.Dir, opFacts{op})
 	case conformance.Socket:

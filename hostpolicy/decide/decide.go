@@ -49,6 +49,9 @@ type Decision struct {
 	Verdict event.Verdict // VerdictNone: allowed, nothing to report
 	Rule    *hostpolicy.Rule
 	Deny    bool
+	// ByFile: an exec refused by the file rules, at the open of the
+	// program (Exec); its report is a file operation's.
+	ByFile bool
 }
 
 // RuleID is the deciding rule's ID, 0 for default posture or none.
@@ -289,6 +292,29 @@ func (t *Table) Path(c hostpolicy.Category, subject, source string, isDir bool, 
 	}
 	return decide(cat, m, source, f)
 }
+
+// Exec decides an exec of program by the program parent. Before the
+// kernel runs a program it opens it for reading, and that open is a file
+// open like any other: file rules decide it first, as the kernel tiers'
+// open hooks see it (BPF-LSM's file_open, fanotify's FAN_OPEN_PERM, both
+// fired by the exec's own open) and as upstream KubeArmor's file_open does.
+// A file rule that refuses reading the program (Block, a file allow-list's
+// block posture) refuses the exec, and the decision is the file rule's
+// (ByFile); otherwise the process rules decide. A file Audit or audit
+// posture on the program is not this decision's: the tiers report it
+// apart, as the open it is.
+func (t *Table) Exec(program, parent string, f Facts) Decision {
+	if d := t.Path(hostpolicy.CategoryFile, program, parent, false, readOf{f}); d.Deny {
+		d.ByFile = true
+		return d
+	}
+	return t.Path(hostpolicy.CategoryProcess, program, parent, false, f)
+}
+
+// readOf is f for the exec's open of the program, which only reads.
+type readOf struct{ Facts }
+
+func (readOf) Write() bool { return false }
 
 // Network decides a socket of the given type ("stream", "dgram", "raw", ...)
 // and IP protocol ("tcp", "udp", "icmp", ...; "" when not an IP protocol).

@@ -19,7 +19,6 @@ char LICENSE[] SEC("license") = "GPL";
 
 #define EACCES 13
 #define FMODE_WRITE 0x2
-#define FMODE_EXEC 0x20
 #define MAY_WRITE 0x2
 #define MAY_APPEND 0x8
 #define CAP_OPT_NOAUDIT 0x2
@@ -1300,9 +1299,12 @@ int BPF_PROG(enforce_file_open, struct file *file, int ret)
 	struct config *cfg = active_config(&gen);
 	if (!cfg || !wants(cfg, CAT_FILE, FILE_KINDS))
 		return 0;
+	/* An exec's open of the program (and of its ELF interpreter) is
+	 * decided here too, as a read: a file rule that refuses reading a
+	 * program refuses running it (decide.Exec). The kernel marks such an
+	 * open in f_flags (__FMODE_EXEC), never in f_mode, so the test of
+	 * f_mode's FMODE_EXEC that stood here skipped nothing on any kernel. */
 	unsigned int fmode = file->f_mode;
-	if (fmode & FMODE_EXEC) /* decided by bprm_check_security */
-		return 0;
 	if (!may_match(cfg, gen, CAT_FILE, file->f_path.mnt, file->f_path.dentry) &&
 	    !tag_may_decide(cfg, gen, file->f_inode))
 		return 0;
