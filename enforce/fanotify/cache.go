@@ -32,7 +32,8 @@ import (
 //     process alike, host or container (container rules are the BPF-LSM
 //     tier's), so the answer depends on the name alone. Opens
 //     (FAN_OPEN_PERM) and execs (FAN_OPEN_EXEC_PERM) are cached apart, each
-//     by its own category's answer.
+//     by its own category's answer. Nor is an inode an exact-path rule
+//     names, whatever name it is opened under (inodes.go).
 //   - Only regular files with one name (i_nlink == 1), on a filesystem the
 //     name watcher below covers: the name decided is then the inode's only
 //     name. Link count and name are read again once the mark is in place,

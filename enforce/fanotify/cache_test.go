@@ -437,9 +437,11 @@ func TestCacheMountedTwice(t *testing.T) {
 			name: "second mount of the filesystem",
 			setup: func(t *testing.T, fs string) paths {
 				second := t.TempDir()
-				return paths{open: writeFile(t, fs+"/x", "x"), protected: second + "/x", rule: second + "/x", from: fs, to: second}
+				// A directory rule: an exact path's file is known by its
+				// identity under any name (TestProtectedInodes).
+				return paths{open: writeFile(t, fs+"/x", "x"), protected: second + "/x", rule: second + "/", from: fs, to: second}
 			},
-			policy: func(p paths) string { return "    matchPaths:\n    - path: " + p.rule + "\n" },
+			policy: func(p paths) string { return "    matchDirectories:\n    - dir: " + p.rule + "\n" },
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -96,6 +96,7 @@ type Enforcer struct {
 	self   uint32
 
 	table   atomic.Pointer[decide.Table]
+	inodes  atomic.Pointer[protectedInodes] // the files rules name, by identity (inodes.go)
 	events  chan event.Event
 	dropped atomic.Uint64
 	queued  atomic.Uint64 // verdicts offered to Run's queue (stages.go)
@@ -180,6 +181,7 @@ func New(opts Options) (*Enforcer, error) {
 		done:   make(chan struct{}),
 	}
 	e.table.Store(decide.New(nil, nil))
+	e.inodes.Store(&protectedInodes{})
 	if opts.noCache {
 		e.cache = offCache(errors.New("turned off"))
 	} else if e.cache = openCache(fd, opts.cacheHooks); e.cache.err != nil {
@@ -302,7 +304,8 @@ func (e *Enforcer) Apply(rs *hostpolicy.RuleSet) (map[uint32]string, error) {
 	// The cache is flushed before the new table is used, and answers of
 	// the old one are not cached after.
 	t := decide.New(rs, skip)
-	e.cache.apply(func() { e.table.Store(t) }, newProtection(t, rs, skip), want)
+	inodes := protect(rs, skip)
+	e.cache.apply(func() { e.inodes.Store(&inodes); e.table.Store(t) }, newProtection(t, rs, skip), want)
 
 	for dev, cur := range e.marks {
 		drop := cur.mask &^ want[dev].mask
@@ -527,6 +530,9 @@ func (e *Enforcer) unconcerned(fd int32, mask uint64) (ok bool, st *unix.Stat_t,
 	if !t.Has(cat) {
 		return true, st, ""
 	}
+	if e.inodes.Load().concerns(int(fd), cat) {
+		return false, nil, "" // a file a rule names, under any name
+	}
 	subject, err := fdPath(fd)
 	if err != nil || !strings.HasPrefix(subject, "/") {
 		// Allowed as before, but never cached: the name is unknown.
@@ -579,6 +585,9 @@ func (e *Enforcer) decide(fd int32, tid int32, mask uint64) (*event.Event, bool)
 	isDir := cat == hostpolicy.CategoryFile && isDirFD(fd)
 	facts := newFacts(tid, int(fd))
 	d := t.Path(cat, subject, source, isDir, facts)
+	if !isDir {
+		d = e.inodes.Load().byIdentity(d, t, int(fd), cat, subject, source, facts)
+	}
 	if d.Verdict == event.VerdictNone {
 		return nil, false
 	}

@@ -1,0 +1,134 @@
+package fanotify
+
+import (
+	"slices"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/hostpolicy/decide"
+)
+
+// Protected inodes. The tier decides by the name the kernel hands it, and a
+// file has other names no rule mentions: a hard link (made before the rules
+// or after: fanotify cannot refuse link(2)), the file renamed, a bind mount
+// in a mount namespace of the opener's own (any user can make one inside a
+// user namespace), an overlayfs layer's private mount. So every file an
+// exact-path Block or Audit rule names is also known by identity, read at
+// Apply: an open or exec of that inode under any name is decided under the
+// rule's name as well, and the stronger decision stands, as BPF-LSM's inode
+// tags do. Allow rules are left out: their inode under another name is no
+// walk-around, and the name's own decision (a posture miss) is already the
+// stricter one.
+//
+// The identity is (device, inode number, birth time): an inode number freed
+// and reused by another file has another birth time, so the new file does
+// not inherit the protection. Without birth times (a filesystem that keeps
+// none) a reused number is protected until the next Apply: stricter, never
+// looser.
+
+// inodeID is a file's identity.
+type inodeID struct {
+	dev, ino uint64
+	btime    unix.StatxTimestamp
+}
+
+// protectedInodes maps an identity, per category, to the names that
+// category's rules give it.
+type protectedInodes map[protectedKey][]string
+
+type protectedKey struct {
+	id  inodeID
+	cat hostpolicy.Category
+}
+
+// fileID reads the identity of fd (or of path, when fd is AT_FDCWD).
+func fileID(fd int, path string) (inodeID, bool) {
+	var stx unix.Statx_t
+	flags := 0
+	if path == "" {
+		flags = unix.AT_EMPTY_PATH
+	}
+	if unix.Statx(fd, path, flags, unix.STATX_TYPE|unix.STATX_INO|unix.STATX_BTIME, &stx) != nil ||
+		stx.Mode&unix.S_IFMT != unix.S_IFREG {
+		return inodeID{}, false
+	}
+	id := inodeID{dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), ino: stx.Ino}
+	if stx.Mask&unix.STATX_BTIME != 0 {
+		id.btime = stx.Btime
+	}
+	return id, true
+}
+
+// protect reads the identities of the files the rules name exactly.
+func protect(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rule) bool) protectedInodes {
+	p := protectedInodes{}
+	if rs == nil {
+		return p
+	}
+	for i := range rs.Rules {
+		r := &rs.Rules[i]
+		if skip(r) || r.Match != hostpolicy.MatchPath || r.Action == hostpolicy.ActionAllow ||
+			(r.Category != hostpolicy.CategoryFile && r.Category != hostpolicy.CategoryProcess) {
+			continue
+		}
+		if id, ok := fileID(unix.AT_FDCWD, r.Value); ok {
+			k := protectedKey{id, r.Category}
+			if !slices.Contains(p[k], r.Value) {
+				p[k] = append(p[k], r.Value)
+			}
+		}
+	}
+	return p
+}
+
+// byIdentity decides fd's inode under every name the rules give it, and
+// returns the stronger of that and d, the decision under the name the
+// kernel handed over.
+func (p protectedInodes) byIdentity(d decide.Decision, t *decide.Table, fd int, cat hostpolicy.Category, subject, source string, f decide.Facts) decide.Decision {
+	if len(p) == 0 {
+		return d
+	}
+	id, ok := fileID(fd, "")
+	if !ok {
+		return d
+	}
+	for _, name := range p[protectedKey{id, cat}] {
+		if name != subject {
+			d = stronger(d, t.Path(cat, name, source, false, f))
+		}
+	}
+	return d
+}
+
+// concerns: fd's inode is one the category's rules name, whatever its
+// name here.
+func (p protectedInodes) concerns(fd int, cat hostpolicy.Category) bool {
+	if len(p) == 0 {
+		return false
+	}
+	id, ok := fileID(fd, "")
+	return ok && len(p[protectedKey{id, cat}]) > 0
+}
+
+// stronger is the decision that weighs more: a denial, then an audit, then
+// a posture audit, then nothing; a tie keeps a.
+func stronger(a, b decide.Decision) decide.Decision {
+	if weight(b) > weight(a) {
+		return b
+	}
+	return a
+}
+
+func weight(d decide.Decision) int {
+	switch {
+	case d.Deny:
+		return 3
+	case d.Verdict == event.VerdictAudit:
+		return 2
+	case d.Verdict == event.VerdictPostureAudit:
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,109 @@
+package fanotify
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+
+	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/hostpolicy"
+)
+
+// A file or program an exact-path rule names cannot be reached under
+// another name: a hard link made before the rules, one made after, the
+// file renamed, a bind mount in a mount namespace of the opener's own. Each
+// open or exec is refused (or audited) by the rule, with the name used as
+// the resource, and never answered from the allow cache.
+func TestProtectedInodes(t *testing.T) {
+	needRoot(t)
+	fs := scratchFS(t)
+	secret := writeFile(t, fs+"/secret", "s")
+	nsSecret := writeFile(t, fs+"/ns/secret", "n")
+	audited := writeFile(t, fs+"/audited", "a")
+	prog := copyFile(t, "/bin/true", fs+"/bin/blocked")
+	// Links made before the rules.
+	for old, alias := range map[string]string{secret: fs + "/alias", prog: fs + "/bin/alias", audited: fs + "/audlink"} {
+		if err := os.Link(old, alias); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs := compile(t, hostpolicy.Postures{}, policy("files", `  file:
+    matchPaths:
+    - path: `+secret+`
+    - path: `+nsSecret+`
+  action: Block`), policy("audit", `  file:
+    matchPaths:
+    - path: `+audited+`
+  action: Audit`), policy("exec", `  process:
+    matchPaths:
+    - path: `+prog+`
+  action: Block`))
+	e, events, unenforced := start(t, Options{NoNetwork: true}, rs)
+	if len(unenforced) != 0 {
+		t.Fatalf("unenforced: %v", unenforced)
+	}
+	refused := func(t *testing.T, rule string, argv ...string) {
+		t.Helper()
+		name := argv[len(argv)-1]
+		if d, out := run(t, argv...); !d {
+			t.Fatalf("%v through another name: %s", argv, out)
+		}
+		ev := events.Wait(t, "block of "+name, eventWait, func(ev event.Event) bool { return ev.Resource == name || ev.Path == name })
+		if ev.Verdict != event.VerdictBlock || ev.RuleID != ruleID(t, rs, rule) {
+			t.Fatalf("event: %+v, want rule %s", ev, rule)
+		}
+	}
+
+	t.Run("hard link made before the rules", func(t *testing.T) {
+		refused(t, secret, "/bin/cat", fs+"/alias")
+	})
+	t.Run("program through a hard link made before the rules", func(t *testing.T) {
+		refused(t, prog, fs+"/bin/alias")
+	})
+	t.Run("hard link made after", func(t *testing.T) {
+		if err := os.Link(secret, fs+"/later"); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, secret, "/bin/cat", fs+"/later")
+	})
+	t.Run("program renamed", func(t *testing.T) {
+		moved := fs + "/bin/renamed"
+		if err := os.Rename(fs+"/bin/alias", moved); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, prog, moved)
+	})
+	t.Run("bind mount in another mount namespace", func(t *testing.T) {
+		unshare, err := exec.LookPath("unshare")
+		if err != nil {
+			t.Skip("no unshare")
+		}
+		if err := os.MkdirAll(fs+"/view", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		script := "mount --bind " + fs + "/ns " + fs + "/view && exec /bin/cat " + fs + "/view/secret"
+		if d, out := run(t, unshare, "-m", "--propagation", "private", "/bin/sh", "-c", script); !d {
+			t.Fatalf("read through a bind mount of another namespace: %s", out)
+		}
+		events.Wait(t, "block through the bind mount", eventWait, func(ev event.Event) bool {
+			return ev.Verdict == event.VerdictBlock && ev.RuleID == ruleID(t, rs, nsSecret)
+		})
+	})
+	t.Run("audited under another name, never cached", func(t *testing.T) {
+		for range 3 {
+			s := settled(t, e)
+			if d, out := run(t, "/bin/cat", fs+"/audlink"); d {
+				t.Fatalf("audited file refused: %s", out)
+			}
+			events.Wait(t, "audit of the link", eventWait, func(ev event.Event) bool {
+				return ev.Resource == fs+"/audlink" && ev.Verdict == event.VerdictAudit && ev.RuleID == ruleID(t, rs, audited)
+			})
+			if s2 := settled(t, e); s2.Inserted != s.Inserted {
+				t.Fatalf("a file a rule names was cached: %+v -> %+v", s, s2)
+			}
+		}
+	})
+	t.Run("a file the rules do not name stays cacheable", func(t *testing.T) {
+		cacheIt(t, e, writeFile(t, fs+"/plain", "p"))
+	})
+}
