@@ -523,14 +523,14 @@ func (e *Enforcer) respond(fd int32, allow bool) {
 func (e *Enforcer) unconcerned(fd int32, mask uint64) (ok bool, st *unix.Stat_t, name string) {
 	cat := categoryOf(mask)
 	t := e.table.Load()
-	var s unix.Stat_t
-	if unix.Fstat(int(fd), &s) == nil {
+	s, id, isFile, err := statID(int(fd), "")
+	if err == nil {
 		st = &s
 	}
 	if !t.Has(cat) {
 		return true, st, ""
 	}
-	if e.inodes.Load().concerns(int(fd), cat) {
+	if isFile && len(e.inodes.Load().names(id, cat)) > 0 {
 		return false, nil, "" // a file a rule names, under any name
 	}
 	subject, err := fdPath(fd)

@@ -45,20 +45,31 @@ type protectedKey struct {
 
 // fileID reads the identity of fd (or of path, when fd is AT_FDCWD).
 func fileID(fd int, path string) (inodeID, bool) {
+	_, id, ok, err := statID(fd, path)
+	return id, err == nil && ok
+}
+
+// statID is fstat and the identity in one statx: the reader's fast path
+// needs both for every event a rule may concern. ok is false for what is
+// not a regular file.
+func statID(fd int, path string) (st unix.Stat_t, id inodeID, ok bool, err error) {
 	var stx unix.Statx_t
 	flags := 0
 	if path == "" {
 		flags = unix.AT_EMPTY_PATH
 	}
-	if unix.Statx(fd, path, flags, unix.STATX_TYPE|unix.STATX_INO|unix.STATX_BTIME, &stx) != nil ||
-		stx.Mode&unix.S_IFMT != unix.S_IFREG {
-		return inodeID{}, false
+	if err = unix.Statx(fd, path, flags, unix.STATX_TYPE|unix.STATX_MODE|unix.STATX_INO|unix.STATX_NLINK|unix.STATX_BTIME, &stx); err != nil {
+		return st, id, false, err
 	}
-	id := inodeID{dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), ino: stx.Ino}
+	st.Dev, st.Ino, st.Nlink, st.Mode = unix.Mkdev(stx.Dev_major, stx.Dev_minor), stx.Ino, uint64(stx.Nlink), uint32(stx.Mode)
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return st, id, false, nil
+	}
+	id = inodeID{dev: st.Dev, ino: stx.Ino}
 	if stx.Mask&unix.STATX_BTIME != 0 {
 		id.btime = stx.Btime
 	}
-	return id, true
+	return st, id, true, nil
 }
 
 // protect reads the identities of the files the rules name exactly.
@@ -102,14 +113,9 @@ func (p protectedInodes) byIdentity(d decide.Decision, t *decide.Table, fd int, 
 	return d
 }
 
-// concerns: fd's inode is one the category's rules name, whatever its
-// name here.
-func (p protectedInodes) concerns(fd int, cat hostpolicy.Category) bool {
-	if len(p) == 0 {
-		return false
-	}
-	id, ok := fileID(fd, "")
-	return ok && len(p[protectedKey{id, cat}]) > 0
+// names are the names the category's rules give the inode id.
+func (p protectedInodes) names(id inodeID, cat hostpolicy.Category) []string {
+	return p[protectedKey{id, cat}]
 }
 
 // stronger is the decision that weighs more: a denial, then an audit, then
