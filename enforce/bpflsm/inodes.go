@@ -14,6 +14,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/armorhost/kubearmor/enforce/ruleobj"
 )
 
 // Inode identity (enforcer.h, struct inode_tag). Path identity decides the
@@ -238,13 +240,17 @@ var errSkip = errors.New("not a regular file")
 
 // tagInode writes half into generation gen's half of p's inode's tag and
 // returns the inode's number.
-// O_PATH: the agent's own tagging opens nothing (no file_open decision,
-// no alert), and a rule's path that is a symbolic link is not followed
-// (path identity never matches it either).
+// ruleobj.Open: the agent's own tagging opens nothing (no file_open
+// decision, no alert), and a path through a symbolic link tags nothing
+// (path identity never matches it either, and whoever may change the link
+// could aim the rule at another file).
 func tagInode(m *ebpf.Map, p string, gen uint32, half *enforcerInodeName) (uint64, error) {
-	fd, err := unix.Open(p, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := ruleobj.Open(p)
 	if err != nil {
-		return 0, &os.PathError{Op: "open", Path: p, Err: err}
+		if errors.Is(err, ruleobj.ErrIndirect) {
+			return 0, errSkip
+		}
+		return 0, err
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t

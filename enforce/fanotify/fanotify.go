@@ -523,7 +523,7 @@ func (e *Enforcer) respond(fd int32, allow bool) {
 func (e *Enforcer) unconcerned(fd int32, mask uint64) (ok bool, st *unix.Stat_t, name string) {
 	cat := categoryOf(mask)
 	t := e.table.Load()
-	s, id, isFile, err := statID(int(fd), "")
+	s, id, isFile, err := statID(int(fd))
 	if err == nil {
 		st = &s
 	}

@@ -5,6 +5,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/armorhost/kubearmor/enforce/ruleobj"
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/decide"
@@ -43,22 +44,30 @@ type protectedKey struct {
 	cat hostpolicy.Category
 }
 
-// fileID reads the identity of fd (or of path, when fd is AT_FDCWD).
-func fileID(fd int, path string) (inodeID, bool) {
-	_, id, ok, err := statID(fd, path)
+// fileID reads the identity of fd.
+func fileID(fd int) (inodeID, bool) {
+	_, id, ok, err := statID(fd)
 	return id, err == nil && ok
+}
+
+// ruleFileID reads the identity of the file a rule's path names directly
+// (ruleobj: never through a symbolic link, which whoever may change it
+// could aim at another file, to have it refused for everyone).
+func ruleFileID(path string) (inodeID, bool) {
+	fd, err := ruleobj.Open(path)
+	if err != nil {
+		return inodeID{}, false
+	}
+	defer unix.Close(fd)
+	return fileID(fd)
 }
 
 // statID is fstat and the identity in one statx: the reader's fast path
 // needs both for every event a rule may concern. ok is false for what is
 // not a regular file.
-func statID(fd int, path string) (st unix.Stat_t, id inodeID, ok bool, err error) {
+func statID(fd int) (st unix.Stat_t, id inodeID, ok bool, err error) {
 	var stx unix.Statx_t
-	flags := 0
-	if path == "" {
-		flags = unix.AT_EMPTY_PATH
-	}
-	if err = unix.Statx(fd, path, flags, unix.STATX_TYPE|unix.STATX_MODE|unix.STATX_INO|unix.STATX_NLINK|unix.STATX_BTIME, &stx); err != nil {
+	if err = unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_TYPE|unix.STATX_MODE|unix.STATX_INO|unix.STATX_NLINK|unix.STATX_BTIME, &stx); err != nil {
 		return st, id, false, err
 	}
 	st.Dev, st.Ino, st.Nlink, st.Mode = unix.Mkdev(stx.Dev_major, stx.Dev_minor), stx.Ino, uint64(stx.Nlink), uint32(stx.Mode)
@@ -84,7 +93,7 @@ func protect(rs *hostpolicy.RuleSet, skip func(*hostpolicy.Rule) bool) protected
 			(r.Category != hostpolicy.CategoryFile && r.Category != hostpolicy.CategoryProcess) {
 			continue
 		}
-		if id, ok := fileID(unix.AT_FDCWD, r.Value); ok {
+		if id, ok := ruleFileID(r.Value); ok {
 			k := protectedKey{id, r.Category}
 			if !slices.Contains(p[k], r.Value) {
 				p[k] = append(p[k], r.Value)
@@ -101,7 +110,7 @@ func (p protectedInodes) byIdentity(d decide.Decision, t *decide.Table, fd int, 
 	if len(p) == 0 {
 		return d
 	}
-	id, ok := fileID(fd, "")
+	id, ok := fileID(fd)
 	if !ok {
 		return d
 	}

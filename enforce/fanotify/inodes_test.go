@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -153,4 +155,38 @@ func kernelBefore(major, minor int) bool {
 		return true
 	}
 	return ma < major || ma == major && mi < minor
+}
+
+// A rule's path that passes through a symbolic link protects no file by
+// identity: whoever may change the link (a user's own directory in the
+// rule's path) could aim it at any file, as the last component, or at any
+// file of that name, as a directory, and have the rule refuse it for
+// everyone. Such a rule still decides by name.
+func TestProtectedInodesNotThroughLinks(t *testing.T) {
+	needRoot(t)
+	fs := scratchFS(t)
+	victim := writeFile(t, fs+"/etc/victim", "v")
+	for link, target := range map[string]string{fs + "/home/a/x": victim, fs + "/home/b/etc": fs + "/etc"} {
+		if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs := compile(t, hostpolicy.Postures{}, policy("links", `  file:
+    matchPaths:
+    - path: `+fs+`/home/a/x
+    - path: `+fs+`/home/b/etc/victim
+  action: Block`))
+	e, events, _ := start(t, Options{NoNetwork: true}, rs)
+	if n := len(*e.inodes.Load()); n != 0 {
+		t.Fatalf("%d files protected by identity through symbolic links", n)
+	}
+	if d, out := run(t, "/bin/cat", victim); d {
+		t.Fatalf("%s refused by a rule on a symbolic link to it: %s", victim, out)
+	}
+	if ev, ok := events.WaitFor(200*time.Millisecond, nil); ok {
+		t.Fatalf("event for the victim: %+v", ev)
+	}
 }
