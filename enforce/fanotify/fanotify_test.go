@@ -439,15 +439,7 @@ func TestStackedNeverMarked(t *testing.T) {
 
 	// A rule whose own path is on the overlay: reported, no mark.
 	rs := compile(t, hostpolicy.Postures{}, policy("on-overlay", "  file:\n    matchPaths:\n    - path: "+base+"/m/file\n  action: Block"))
-	e, err := New(Options{NoNetwork: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	un, err := e.Apply(rs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, _, un := start(t, Options{NoNetwork: true}, rs)
 	if why := un[ruleID(t, rs, base+"/m/file")]; !strings.Contains(why, "overlay") {
 		t.Errorf("rule on the overlay: reported %q", why)
 	}
