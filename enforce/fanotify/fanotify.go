@@ -188,6 +188,9 @@ func New(opts Options) (*Enforcer, error) {
 		opts.Log.Warn("fanotify tier: every open and exec on a marked filesystem waits for the agent", "err", e.cache.err)
 	}
 	e.health.init(opts.Log)
+	if why := unseenMounts(kernelRelease(), readSysctl("kernel/unprivileged_userns_clone"), readSysctl("user/max_user_namespaces")); why != "" {
+		opts.Log.Warn("fanotify tier: " + why)
+	}
 	e.fillReserve()
 	if !opts.NoNetwork {
 		e.sock, e.sockEr = openSockTier(opts.cgroup)

@@ -1,15 +1,12 @@
 package fanotify
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
@@ -100,7 +97,7 @@ func TestProtectedInodes(t *testing.T) {
 		// reports the open of its layer's file, by the layer's name
 		// ("/blocked"), and the identity decides it. 6.1 does not report
 		// it (docs/ARCHITECTURE.md).
-		if kernelBefore(6, 12) {
+		if !releaseAtLeast(kernelRelease(), 6, 12) {
 			t.Skip("this kernel does not report an overlay's opens at its layers (6.1 does not, 6.12 does)")
 		}
 		unshare, err := exec.LookPath("unshare")
@@ -144,19 +141,6 @@ func TestProtectedInodes(t *testing.T) {
 	})
 }
 
-// kernelBefore reports whether the running kernel is older than major.minor.
-func kernelBefore(major, minor int) bool {
-	var uts unix.Utsname
-	if unix.Uname(&uts) != nil {
-		return true
-	}
-	var ma, mi int
-	if _, err := fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &ma, &mi); err != nil {
-		return true
-	}
-	return ma < major || ma == major && mi < minor
-}
-
 // A rule's path that passes through a symbolic link protects no file by
 // identity: whoever may change the link (a user's own directory in the
 // rule's path) could aim it at any file, as the last component, or at any
@@ -188,5 +172,26 @@ func TestProtectedInodesNotThroughLinks(t *testing.T) {
 	}
 	if ev, ok := events.WaitFor(200*time.Millisecond, nil); ok {
 		t.Fatalf("event for the victim: %+v", ev)
+	}
+}
+
+func TestUnseenMounts(t *testing.T) {
+	for _, tc := range []struct {
+		release, clone, max string
+		warn                bool
+	}{
+		{"6.1.0-28-cloud-amd64", "1", "63408", true},
+		{"6.1.0-28-cloud-amd64", "", "63408", true},   // no Debian knob: upstream allows
+		{"6.1.0-28-cloud-amd64", "0", "63408", false}, // Debian's knob off
+		{"6.1.0-28-cloud-amd64", "", "0", false},      // no user namespaces at all
+		{"5.14.0-427.el9.x86_64", "", "7000", true},
+		{"6.12.12-amd64", "1", "63408", false},
+		{"6.18.44-fc-v1272", "1", "63408", false},
+		{"7.0.1", "1", "1", false},
+		{"garbage", "1", "1", true},
+	} {
+		if got := unseenMounts(tc.release, tc.clone, tc.max); (got != "") != tc.warn {
+			t.Errorf("unseenMounts(%q, %q, %q) = %q, want a warning: %v", tc.release, tc.clone, tc.max, got, tc.warn)
+		}
 	}
 }
