@@ -244,8 +244,9 @@ func (e *Enforcer) unenforced(r *hostpolicy.Rule, mounts []mount) string {
 		if r.Match == hostpolicy.MatchPattern {
 			prefix = decide.LiteralPrefix(r.Value)
 		}
-		if m := mountOf(mounts, prefix); unmarkable(m) != "" {
-			return fmt.Sprintf("%s is on %s (%s), %s", r.Value, m.point, m.fstype, unmarkable(m))
+		m := mountOf(mounts, prefix)
+		if why := unmarkable(m); why != "" {
+			return fmt.Sprintf("%s is on %s (%s), %s", r.Value, m.point, m.fstype, why)
 		}
 		return ""
 	case hostpolicy.CategoryNetwork:

@@ -1,10 +1,7 @@
 package fanotify
 
 import (
-	"fmt"
-	"os"
 	"slices"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -117,7 +114,7 @@ func (p protectedInodes) byIdentity(d decide.Decision, t *decide.Table, fd int, 
 	if !ok {
 		return d
 	}
-	for _, name := range p[protectedKey{id, cat}] {
+	for _, name := range p.names(id, cat) {
 		if name != subject {
 			d = stronger(d, t.Path(cat, name, source, false, f))
 		}
@@ -149,48 +146,4 @@ func weight(d decide.Decision) int {
 		return 1
 	}
 	return 0
-}
-
-// unseenMounts says why some opens may escape the tier on this host, or "".
-// A filesystem mounted after the agent started has no mark, and the tier
-// never marks a stacked one (stacked); from 6.12 on the kernel reports an
-// overlay's opens at its layers, where the marks and the identities above
-// decide them, but older kernels do not (6.1 does not). Where any user may
-// make a user namespace (Debian's default; overlayfs may be mounted in one
-// since 5.11, FUSE anywhere through fusermount), such a user can then read
-// files, or run programs, without this tier seeing it. clone and max are
-// kernel.unprivileged_userns_clone (absent upstream: "") and
-// user.max_user_namespaces.
-func unseenMounts(release, clone, maxNS string) string {
-	if releaseAtLeast(release, 6, 12) || clone == "0" || maxNS == "0" {
-		return ""
-	}
-	return "on kernel " + release + " the opens through an overlayfs or FUSE mount made after the agent started are not seen, and unprivileged users may make user namespaces, where they can mount one over files the rules protect: on such hosts use BPF-LSM or AppArmor, or set user.max_user_namespaces=0"
-}
-
-// releaseAtLeast: the kernel release (uname -r) is major.minor or later;
-// false when it cannot be read.
-func releaseAtLeast(release string, major, minor int) bool {
-	var ma, mi int
-	if _, err := fmt.Sscanf(release, "%d.%d", &ma, &mi); err != nil {
-		return false
-	}
-	return ma > major || ma == major && mi >= minor
-}
-
-func kernelRelease() string {
-	var uts unix.Utsname
-	if unix.Uname(&uts) != nil {
-		return ""
-	}
-	return unix.ByteSliceToString(uts.Release[:])
-}
-
-// readSysctl reads /proc/sys/name, "" when it cannot.
-func readSysctl(name string) string {
-	b, err := os.ReadFile("/proc/sys/" + name)
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
 }

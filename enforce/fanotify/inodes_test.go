@@ -174,24 +174,3 @@ func TestProtectedInodesNotThroughLinks(t *testing.T) {
 		t.Fatalf("event for the victim: %+v", ev)
 	}
 }
-
-func TestUnseenMounts(t *testing.T) {
-	for _, tc := range []struct {
-		release, clone, max string
-		warn                bool
-	}{
-		{"6.1.0-28-cloud-amd64", "1", "63408", true},
-		{"6.1.0-28-cloud-amd64", "", "63408", true},   // no Debian knob: upstream allows
-		{"6.1.0-28-cloud-amd64", "0", "63408", false}, // Debian's knob off
-		{"6.1.0-28-cloud-amd64", "", "0", false},      // no user namespaces at all
-		{"5.14.0-427.el9.x86_64", "", "7000", true},
-		{"6.12.12-amd64", "1", "63408", false},
-		{"6.18.44-fc-v1272", "1", "63408", false},
-		{"7.0.1", "1", "1", false},
-		{"garbage", "1", "1", true},
-	} {
-		if got := unseenMounts(tc.release, tc.clone, tc.max); (got != "") != tc.warn {
-			t.Errorf("unseenMounts(%q, %q, %q) = %q, want a warning: %v", tc.release, tc.clone, tc.max, got, tc.warn)
-		}
-	}
-}

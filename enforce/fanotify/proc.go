@@ -289,10 +289,8 @@ type mount struct {
 	// directory of that filesystem mounted at point ("/" for all of it).
 	dev  uint64
 	root string
-	// id is the mount's ID (as statx's STATX_MNT_ID gives it), opts its
-	// superblock options (the last field: an overlay's layers are there).
-	id   uint64
-	opts string
+	// id is the mount's ID (as statx's STATX_MNT_ID gives it).
+	id uint64
 }
 
 // pseudoFS are filesystems fanotify cannot or should not mediate: marking
@@ -335,6 +333,50 @@ func unmarkable(m mount) string {
 	return ""
 }
 
+// unseenMounts says why some opens may escape the tier on this host, or "".
+// A filesystem mounted after the agent started has no mark, and the tier
+// never marks a stacked one (stacked); from 6.12 on the kernel reports an
+// overlay's opens at its layers, where the marks and the identities above
+// decide them, but older kernels do not (6.1 does not). Where any user may
+// make a user namespace (Debian's default; overlayfs may be mounted in one
+// since 5.11, FUSE anywhere through fusermount), such a user can then read
+// files, or run programs, without this tier seeing it. clone and max are
+// kernel.unprivileged_userns_clone (absent upstream: "") and
+// user.max_user_namespaces.
+func unseenMounts(release, clone, maxNS string) string {
+	if releaseAtLeast(release, 6, 12) || clone == "0" || maxNS == "0" {
+		return ""
+	}
+	return "on kernel " + release + " the opens through an overlayfs or FUSE mount made after the agent started are not seen, and unprivileged users may make user namespaces, where they can mount one over files the rules protect: on such hosts use BPF-LSM or AppArmor, or set user.max_user_namespaces=0"
+}
+
+// releaseAtLeast: the kernel release (uname -r) is major.minor or later;
+// false when it cannot be read.
+func releaseAtLeast(release string, major, minor int) bool {
+	var ma, mi int
+	if _, err := fmt.Sscanf(release, "%d.%d", &ma, &mi); err != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
+}
+
+func kernelRelease() string {
+	var uts unix.Utsname
+	if unix.Uname(&uts) != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(uts.Release[:])
+}
+
+// readSysctl reads /proc/sys/name, "" when it cannot.
+func readSysctl(name string) string {
+	b, err := os.ReadFile("/proc/sys/" + name)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
 func readMounts() ([]mount, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
@@ -374,11 +416,7 @@ func parseMountinfo(r io.Reader, name string) ([]mount, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s line %d: field 1 (mount ID) %q is not a number", name, n, fields[0])
 		}
-		m := mount{point: unescapeMount(fields[4]), fstype: fields[sep+1], dev: unix.Mkdev(uint32(ma), uint32(mi)), root: unescapeMount(fields[3]), id: id}
-		if sep+3 < len(fields) {
-			m.opts = fields[sep+3]
-		}
-		out = append(out, m)
+		out = append(out, mount{point: unescapeMount(fields[4]), fstype: fields[sep+1], dev: unix.Mkdev(uint32(ma), uint32(mi)), root: unescapeMount(fields[3]), id: id})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -482,10 +520,11 @@ func newFacts(tid int32, fd int) *lazyFacts {
 	f := &lazyFacts{tid: tid, fd: fd}
 	f.call = sync.OnceValue(func() call { return readCall(tid) })
 	f.write = sync.OnceValue(func() bool {
-		if c := f.call(); c.ok && (c.nr == sysExecve || c.nr == sysExecveat) {
+		c := f.call()
+		if c.ok && (c.nr == sysExecve || c.nr == sysExecveat) {
 			return false // the exec's open of the program or its interpreter reads it
 		}
-		return f.call().file().Write()
+		return c.file().Write()
 	})
 	f.owner = sync.OnceValue(func() bool {
 		var st unix.Stat_t
