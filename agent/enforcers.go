@@ -17,7 +17,7 @@ func init() {
 		if err := bpflsm.Supported(); err != nil {
 			return nil, err
 		}
-		return bpflsm.New(bpflsm.Options{PinRoot: life.PinRoot, ObjectVersion: life.ObjectVersion})
+		return bpflsm.New(bpflsm.Options{PinRoot: life.PinRoot, ObjectVersion: life.ObjectVersion, Log: log})
 	}
 	enforcers["apparmor"] = func(cfg *config.Config, life Lifecycle, log *slog.Logger) (Enforcer, error) {
 		if err := apparmor.Supported(); err != nil {

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +40,8 @@ type Options struct {
 	// verdict) the kernel reports per second; the rest are counted. 0 means
 	// 10; negative means no limit.
 	RateBurst int
+	// Log, when set, takes the warnings of New (nil: none are written).
+	Log *slog.Logger
 }
 
 // Stats are the kernel's counters.
@@ -46,6 +50,7 @@ type Stats struct {
 	Suppressed   uint64 // identical events the rate limit dropped
 	RingbufFull  uint64 // events lost because the ring buffer was full
 	PathTooLong  uint64 // operations on paths longer than 255 bytes (no rule can match them)
+	NameMemos    uint64 // name gate answers remembered for the next open of the same object (the name memo)
 	LoadTime     time.Duration
 	AttachTime   time.Duration
 	InodeTags    int               // objects the last Apply tagged with a rule's name (inodes.go)
@@ -126,12 +131,35 @@ func New(opts Options) (*Enforcer, error) {
 		return nil, err
 	}
 
+	if why := nameMemoOff(readSysctl("kernel/kptr_restrict")); why != "" && opts.Log != nil {
+		opts.Log.Warn("bpflsm: " + why)
+	}
 	e.reader, err = ringbuf.NewReader(e.objs.Events)
 	if err != nil {
 		e.Close()
 		return nil, fmt.Errorf("bpflsm: ring buffer: %w", err)
 	}
 	return e, nil
+}
+
+// nameMemoOff says why the open and exec hooks cannot remember the name
+// gate's answers (the name memo, c/enforcer.bpf.c), given the value of
+// kernel.kptr_restrict, or "" when they can: the memo reads two kernel
+// sequence counters at addresses resolved from /proc/kallsyms at load,
+// which show as 0 to everyone when kptr_restrict is 2 (to root without
+// CAP_SYSLOG when it is 1; the packaged unit keeps CAP_SYSLOG).
+func nameMemoOff(kptrRestrict string) string {
+	if strings.TrimSpace(kptrRestrict) != "2" {
+		return ""
+	}
+	return "kernel.kptr_restrict is 2, so kernel symbol addresses are hidden and the open and exec hooks cannot remember " +
+		"that no rule concerns a file: every open and exec walks its path again (the same decisions, at the cost " +
+		"docs/benchmarks.md gives for the walk). kptr_restrict 1 hides them from others but not from the agent."
+}
+
+func readSysctl(name string) string {
+	b, _ := os.ReadFile("/proc/sys/" + name)
+	return string(b)
 }
 
 // load loads the object's maps and programs.
@@ -459,7 +487,7 @@ func (e *Enforcer) Stats() (Stats, error) {
 	e.mu.Lock()
 	s := Stats{LoadTime: e.loadTime, AttachTime: e.attachTime, InodeTags: e.tags.tagged, InodeTagFail: e.tags.failed, InodeTagErr: e.tags.err, TagWalkCut: e.tags.walkCut}
 	e.mu.Unlock()
-	for i, dst := range []*uint64{&s.Events, &s.Suppressed, &s.RingbufFull, &s.PathTooLong} {
+	for i, dst := range []*uint64{&s.Events, &s.Suppressed, &s.RingbufFull, &s.PathTooLong, &s.NameMemos} {
 		var perCPU []uint64
 		if err := e.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {
 			return s, fmt.Errorf("bpflsm: read counters: %w", err)

@@ -47,7 +47,8 @@ const (
 	enforcerCounterC_SUPPRESSED   enforcerCounter = 1
 	enforcerCounterC_RINGBUF_FULL enforcerCounter = 2
 	enforcerCounterC_LONG_PATH    enforcerCounter = 3
-	enforcerCounterNCOUNTERS      enforcerCounter = 4
+	enforcerCounterC_NAME_MEMO    enforcerCounter = 4
+	enforcerCounterNCOUNTERS      enforcerCounter = 5
 )
 
 type enforcerEvent struct {
@@ -162,6 +163,11 @@ type enforcerNameFilter struct {
 	Bits       [1024]uint64
 	SuffixLens uint32
 	Pad        uint32
+}
+
+type enforcerNameMemo struct {
+	_   structs.HostLayout
+	Sig [2]uint64
 }
 
 type enforcerNetKey struct {
@@ -308,6 +314,7 @@ type enforcerScratch struct {
 	}
 	Ncomp uint32
 	Pad2  uint32
+	Word  uint64
 }
 
 type enforcerSlot uint32
@@ -366,6 +373,7 @@ const (
 	enforcerMapExeCache              = "exe_cache"
 	enforcerMapInodeTags             = "inode_tags"
 	enforcerMapNameFilters           = "name_filters"
+	enforcerMapNameMemos             = "name_memos"
 	enforcerMapNetRules              = "net_rules"
 	enforcerMapPathRules             = "path_rules"
 	enforcerMapPatternIndex          = "pattern_index"
@@ -393,6 +401,7 @@ const (
 	enforcerProgEnforceSocketBind    = "enforce_socket_bind"
 	enforcerProgEnforceSocketConnect = "enforce_socket_connect"
 	enforcerProgEnforceSocketCreate  = "enforce_socket_create"
+	enforcerProgForgetNames          = "forget_names"
 	enforcerProgTrackExec            = "track_exec"
 	enforcerVarUnusedEnums           = "unused_enums"
 	enforcerVarUnusedEvent           = "unused_event"
@@ -459,6 +468,7 @@ type enforcerProgramSpecs struct {
 	EnforceSocketBind    *ebpf.ProgramSpec `ebpf:"enforce_socket_bind"`
 	EnforceSocketConnect *ebpf.ProgramSpec `ebpf:"enforce_socket_connect"`
 	EnforceSocketCreate  *ebpf.ProgramSpec `ebpf:"enforce_socket_create"`
+	ForgetNames          *ebpf.ProgramSpec `ebpf:"forget_names"`
 	TrackExec            *ebpf.ProgramSpec `ebpf:"track_exec"`
 }
 
@@ -473,6 +483,7 @@ type enforcerMapSpecs struct {
 	ExeCache     *ebpf.MapSpec `ebpf:"exe_cache"`
 	InodeTags    *ebpf.MapSpec `ebpf:"inode_tags"`
 	NameFilters  *ebpf.MapSpec `ebpf:"name_filters"`
+	NameMemos    *ebpf.MapSpec `ebpf:"name_memos"`
 	NetRules     *ebpf.MapSpec `ebpf:"net_rules"`
 	PathRules    *ebpf.MapSpec `ebpf:"path_rules"`
 	PatternIndex *ebpf.MapSpec `ebpf:"pattern_index"`
@@ -518,6 +529,7 @@ type enforcerMaps struct {
 	ExeCache     *ebpf.Map `ebpf:"exe_cache"`
 	InodeTags    *ebpf.Map `ebpf:"inode_tags"`
 	NameFilters  *ebpf.Map `ebpf:"name_filters"`
+	NameMemos    *ebpf.Map `ebpf:"name_memos"`
 	NetRules     *ebpf.Map `ebpf:"net_rules"`
 	PathRules    *ebpf.Map `ebpf:"path_rules"`
 	PatternIndex *ebpf.Map `ebpf:"pattern_index"`
@@ -537,6 +549,7 @@ func (m *enforcerMaps) Close() error {
 		m.ExeCache,
 		m.InodeTags,
 		m.NameFilters,
+		m.NameMemos,
 		m.NetRules,
 		m.PathRules,
 		m.PatternIndex,
@@ -579,6 +592,7 @@ type enforcerPrograms struct {
 	EnforceSocketBind    *ebpf.Program `ebpf:"enforce_socket_bind"`
 	EnforceSocketConnect *ebpf.Program `ebpf:"enforce_socket_connect"`
 	EnforceSocketCreate  *ebpf.Program `ebpf:"enforce_socket_create"`
+	ForgetNames          *ebpf.Program `ebpf:"forget_names"`
 	TrackExec            *ebpf.Program `ebpf:"track_exec"`
 }
 
@@ -603,6 +617,7 @@ func (p *enforcerPrograms) Close() error {
 		p.EnforceSocketBind,
 		p.EnforceSocketConnect,
 		p.EnforceSocketCreate,
+		p.ForgetNames,
 		p.TrackExec,
 	)
 }

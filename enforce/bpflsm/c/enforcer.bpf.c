@@ -195,6 +195,7 @@ struct scratch {
 	struct glob_state glob;  /* the glob match glob_step advances */
 	__u32 ncomp;             /* entries of comp (here for the reason glob is) */
 	__u32 pad2;
+	__u64 word;              /* launder's */
 };
 
 struct {
@@ -1134,6 +1135,134 @@ static long gate_direct_step(__u32 i, struct gate_direct_ctx *c)
 	return 0;
 }
 
+/* ---- the name memo ----------------------------------------------------------
+ *
+ * The name gate's answer "no component of this path has a name the filter
+ * holds" is a function of the names of the dentry chain from the object to
+ * the task's root, of the mounts it crosses, of that root and of the
+ * filter (the Apply). may_match remembers the answer per object, so that
+ * an object opened again costs one lookup instead of the walk: an open of
+ * a file no rule concerns is what most opens are. An answer stands only
+ * while all of its inputs stand, and each input is in its signature:
+ *
+ * - the names: the kernel's rename_lock sequence, which every change of a
+ *   dentry's name or parent (d_move, d_exchange, d_splice_alias's moves)
+ *   advances, and which is odd while one is under way;
+ * - the mounts: mount_lock's sequence, advanced by every change of the
+ *   mount tree (mount, bind, move, umount, pivot_root);
+ * - the object: its dentry and mount (a hard link is another dentry, a
+ *   bind mount another mount), the task's root (a chroot), the Apply.
+ *
+ * Both sequences are read before the walk and again after it, and an
+ * answer is kept only when neither moved and neither was odd, as d_path's
+ * own seqlock retry does. A dentry freed and another allocated at the
+ * same address for the same inode would match the signature: every
+ * binding of a dentry to an inode passes the d_instantiate hook first,
+ * which forgets that inode's answers (forget_names). The signature is
+ * one 64-bit word per category, written and read whole, so an entry
+ * being rewritten on another CPU is never read half old, half new; an
+ * answer that matches is one computed from the same inputs (or a 64-bit
+ * collision of a mix of kernel addresses no user sees).
+ *
+ * The sequences are read through kallsyms addresses (__ksym, resolved at
+ * load); where the kernel hides them (kptr_restrict) they resolve to 0
+ * and nothing is remembered. x86 only: its loads are not reordered with
+ * other loads, which the walk between the two reads relies on. */
+extern void rename_lock __ksym __weak;
+extern void mount_lock __ksym __weak;
+
+struct name_memo {
+	__u64 sig[2]; /* by category: CAT_PROCESS, CAT_FILE */
+};
+
+/* Keyed by the object's dentry's inode (struct inode *), so that
+ * forget_names finds it; bounded: an entry evicted is a walk, not a
+ * wrong answer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, __u64);
+	__type(value, struct name_memo);
+} name_memos SEC(".maps");
+
+/* names_seq returns both sequences in one word, or 0 when either is
+ * unreadable or odd (a change under way): then nothing is remembered. */
+static __always_inline __u64 names_seq(void)
+{
+	__u32 r = 0, m = 0;
+	if (!&rename_lock || !&mount_lock)
+		return 0;
+	if (bpf_probe_read_kernel(&r, 4, (void *)&rename_lock) ||
+	    bpf_probe_read_kernel(&m, 4, (void *)&mount_lock) || ((r | m) & 1))
+		return 0;
+	return (__u64)r << 32 | m | 1ULL << 63; /* never 0 */
+}
+
+static __always_inline __u64 memo_mix(__u64 h, __u64 v)
+{
+	h = (h ^ v) * NAME_MUL1;
+	return h ^ (h >> 31);
+}
+
+/* launder returns a kernel address as a plain number: the verifier allows
+ * no arithmetic on pointers, and a pointer stored into a map value (the
+ * per-CPU scratch area) and read back is a number. volatile keeps clang
+ * from handing the register back instead. */
+static __always_inline __u64 launder(struct scratch *s, const void *p)
+{
+	*(volatile __u64 *)&s->word = (__u64)p;
+	return *(volatile __u64 *)&s->word;
+}
+
+static __always_inline __u64 memo_sig(struct scratch *s, __u64 seq, struct dentry *d, struct vfsmount *mnt,
+				      struct fs_struct *fs, __u32 apply, __u32 category)
+{
+	__u64 h = memo_mix(NAME_MUL2, seq);
+	h = memo_mix(h, launder(s, d));
+	h = memo_mix(h, launder(s, mnt));
+	h = memo_mix(h, launder(s, fs->root.dentry));
+	h = memo_mix(h, launder(s, fs->root.mnt));
+	h = memo_mix(h, (__u64)apply << 32 | category);
+	return h | 1; /* never 0, the value of no answer */
+}
+
+/* remember keeps sig as the answer for key's category, when the
+ * sequences still read seq (the walk saw one state of the names). */
+static __always_inline void remember(__u64 key, __u32 category, __u64 seq, __u64 sig)
+{
+	if (names_seq() != seq)
+		return;
+	struct name_memo *m = bpf_map_lookup_elem(&name_memos, &key);
+	if (m) {
+		m->sig[masked(category, 1)] = sig;
+	} else {
+		struct name_memo v = {};
+		v.sig[masked(category, 1)] = sig;
+		bpf_map_update_elem(&name_memos, &key, &v, BPF_ANY);
+	}
+	count(C_NAME_MEMO);
+}
+
+/* A dentry bound to an inode: its answers go (see the memo's comment).
+ * Pipes, sockets and anonymous inodes (every socket(2) binds one) have
+ * made-up names (d_dname), which may_match never remembers. */
+SEC("lsm/d_instantiate")
+int BPF_PROG(forget_names, struct dentry *dentry, struct inode *inode)
+{
+	if (!inode || !dentry)
+		return 0;
+	const struct dentry_operations *ops = dentry->d_op;
+	if (ops && ops->d_dname)
+		return 0;
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 0;
+	__u64 key = launder(s, inode);
+	if (bpf_map_lookup_elem(&name_memos, &key))
+		bpf_map_delete_elem(&name_memos, &key);
+	return 0;
+}
+
 /* may_match is 0 when no exact, exec-name, directory or pattern rule of
  * category can match the path of dentry d on mnt (struct vfsmount *):
  * none of its components has a name the filter holds. 1 otherwise, also
@@ -1155,6 +1284,17 @@ static __always_inline int may_match(struct config *cfg, __u32 tag, __u32 catego
 		return 1;
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct fs_struct *fs = t->fs;
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 1;
+	__u64 key = launder(s, d->d_inode);
+	__u64 seq = names_seq(), sig = 0;
+	if (seq && key) {
+		sig = memo_sig(s, seq, d, mnt, fs, cfg->apply, category);
+		struct name_memo *m = bpf_map_lookup_elem(&name_memos, &key);
+		if (m && m->sig[masked(category, 1)] == sig)
+			return 0;
+	}
 	struct dentry *mroot = mnt->mnt_root;
 	struct gate_direct_ctx dc = {
 		.f = f,
@@ -1166,8 +1306,13 @@ static __always_inline int may_match(struct config *cfg, __u32 tag, __u32 catego
 		.last = 1,
 	};
 	long steps = bpf_loop(2 * MAX_DEPTH, gate_direct_step, &dc, 0);
-	if (dc.done != 3 || steps <= 0)
-		return dc.done != 1;
+	if (dc.done != 3 || steps <= 0) {
+		if (dc.done != 1)
+			return 1;
+		if (sig)
+			remember(key, category, seq, sig);
+		return 0;
+	}
 	/* the step that stopped at the mount's root is gate_step's first */
 	struct gate_ctx c = {
 		.f = f,
@@ -1180,7 +1325,11 @@ static __always_inline int may_match(struct config *cfg, __u32 tag, __u32 catego
 		.last = dc.last,
 	};
 	bpf_loop(2 * MAX_DEPTH + 1 - steps, gate_step, &c, 0);
-	return c.done != 1;
+	if (c.done != 1)
+		return 1;
+	if (sig)
+		remember(key, category, seq, sig);
+	return 0;
 }
 
 /* tag_may_decide is whether an object may have an inode tag that decides

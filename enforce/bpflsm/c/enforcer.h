@@ -320,7 +320,8 @@ enum counter {
 	C_SUPPRESSED = 1,
 	C_RINGBUF_FULL = 2,
 	C_LONG_PATH = 3,
-	NCOUNTERS = 4,
+	C_NAME_MEMO = 4, /* name gate answers remembered (the name memo) */
+	NCOUNTERS = 5,
 };
 
 struct event {
