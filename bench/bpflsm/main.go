@@ -90,7 +90,7 @@ func main() {
 	flag.DurationVar(&o.chunk, "chunk", 250*time.Millisecond, "length of one chunk of a loop")
 	flag.DurationVar(&o.ref, "ref", 80*time.Millisecond, "length of one reference chunk")
 	flag.StringVar(&o.platform, "platform", "", "where this runs, for the report header")
-	flag.StringVar(&o.only, "configs", "afdbc", "configurations to run in each round: a (no agent), f (empty programs on the enforcer's hooks), d (the same, resolving paths on exec and open), r (one empty ring buffer record per open, socket, connect, accept4 and exec, fexit where the kernel takes it), 0 (agent, no rules), b (10 rules), c (1,000 rules), all with hostVisibility none, t (10 rules, default hostVisibility)")
+	flag.StringVar(&o.only, "configs", "afdbc", "configurations to run in each round: a (no agent), f (empty programs on the enforcer's hooks), d (the same, resolving paths on exec and open), r (one empty ring buffer record per open, socket, connect, accept4, setuid and exec, fexit where the kernel takes it), 0 (agent, no rules), b (10 rules), c (1,000 rules), all with hostVisibility none, t (10 rules, default hostVisibility)")
 	flag.DurationVar(&o.idle, "idle", 0, "measure the idle agent's CPU (default visibility, 10 rules) over this window before the rounds; 0: not measured (meaningless with instruction counting)")
 	flag.DurationVar(&o.settle, "settle", 10*time.Second, "time the agent settles after start before the idle window")
 	flag.Parse()

@@ -13,9 +13,10 @@ import (
 
 // recordedSyscalls are the syscalls of the loops whose events the monitor
 // reports (monitor/syscalls.go): openat in the open/close loop; socket,
-// connect and accept4 in the connect loop. A successful exec is reported
+// connect and accept4 in the connect loop; setuid in the setuid loop (the
+// capabilities scope reports every setuid). A successful exec is reported
 // from sched_process_exec.
-var recordedSyscalls = []string{"openat", "socket", "connect", "accept4"}
+var recordedSyscalls = []string{"openat", "socket", "connect", "accept4", "setuid"}
 
 // attachRecordFloor attaches c/record.bpf.c: fexit programs on the
 // syscalls and the BTF tracepoint sched_process_exec when the kernel loads
@@ -93,12 +94,13 @@ func attachRecordFexit(spec *ebpf.CollectionSpec) ([]io.Closer, error) {
 		Socket  *ebpf.Program `ebpf:"record_socket"`
 		Connect *ebpf.Program `ebpf:"record_connect"`
 		Accept4 *ebpf.Program `ebpf:"record_accept4"`
+		Setuid  *ebpf.Program `ebpf:"record_setuid"`
 	}
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		return nil, loadErr(err)
 	}
-	closers := []io.Closer{objs.Records, objs.Exec, objs.Openat, objs.Socket, objs.Connect, objs.Accept4}
-	for _, p := range []*ebpf.Program{objs.Exec, objs.Openat, objs.Socket, objs.Connect, objs.Accept4} {
+	closers := []io.Closer{objs.Records, objs.Exec, objs.Openat, objs.Socket, objs.Connect, objs.Accept4, objs.Setuid}
+	for _, p := range []*ebpf.Program{objs.Exec, objs.Openat, objs.Socket, objs.Connect, objs.Accept4, objs.Setuid} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p})
 		if err != nil {
 			closeAll(closers)

@@ -21,6 +21,7 @@ const (
 	recordBPFProgRecordConnect = "record_connect"
 	recordBPFProgRecordExec    = "record_exec"
 	recordBPFProgRecordOpenat  = "record_openat"
+	recordBPFProgRecordSetuid  = "record_setuid"
 	recordBPFProgRecordSocket  = "record_socket"
 	recordBPFProgRecordTp      = "record_tp"
 )
@@ -71,6 +72,7 @@ type recordBPFProgramSpecs struct {
 	RecordConnect *ebpf.ProgramSpec `ebpf:"record_connect"`
 	RecordExec    *ebpf.ProgramSpec `ebpf:"record_exec"`
 	RecordOpenat  *ebpf.ProgramSpec `ebpf:"record_openat"`
+	RecordSetuid  *ebpf.ProgramSpec `ebpf:"record_setuid"`
 	RecordSocket  *ebpf.ProgramSpec `ebpf:"record_socket"`
 	RecordTp      *ebpf.ProgramSpec `ebpf:"record_tp"`
 }
@@ -131,6 +133,7 @@ type recordBPFPrograms struct {
 	RecordConnect *ebpf.Program `ebpf:"record_connect"`
 	RecordExec    *ebpf.Program `ebpf:"record_exec"`
 	RecordOpenat  *ebpf.Program `ebpf:"record_openat"`
+	RecordSetuid  *ebpf.Program `ebpf:"record_setuid"`
 	RecordSocket  *ebpf.Program `ebpf:"record_socket"`
 	RecordTp      *ebpf.Program `ebpf:"record_tp"`
 }
@@ -141,6 +144,7 @@ func (p *recordBPFPrograms) Close() error {
 		p.RecordConnect,
 		p.RecordExec,
 		p.RecordOpenat,
+		p.RecordSetuid,
 		p.RecordSocket,
 		p.RecordTp,
 	)

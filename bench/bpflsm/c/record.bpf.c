@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 // The record floor (scripts/bench-bpflsm, config r): the least a monitor
-// that reports every open, connect and exec can do. One empty ring buffer
+// that reports every open, connect, setuid and exec can do. One empty ring buffer
 // record per event, on the hooks telemetry uses, with nothing read into it.
 // Two sets: fexit programs on the syscalls, for kernels with BPF
 // trampolines, and one tracepoint program for the syscall exit tracepoints
@@ -56,3 +56,8 @@ int record_connect(void *ctx) { return record(); }
 
 SEC("fexit/__sys_accept4")
 int record_accept4(void *ctx) { return record(); }
+
+// setuid is reported under the capabilities scope (monitor/syscalls.go, as
+// upstream's capabilities probes do), on the function the monitor hooks.
+SEC("fexit/__sys_setuid")
+int record_setuid(void *ctx) { return record(); }
