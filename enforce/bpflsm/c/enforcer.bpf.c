@@ -1164,6 +1164,13 @@ static long gate_direct_step(__u32 i, struct gate_direct_ctx *c)
  * answer that matches is one computed from the same inputs (or a 64-bit
  * collision of a mix of kernel addresses no user sees).
  *
+ * The sequences are 32-bit counters that wrap: after 2^31 renames (or
+ * mount changes) a sequence reads what it read before, and an entry that
+ * old would match again though the names changed in between. So an
+ * answer also carries the time in units of 1024 jiffies (1 to 4 s): it
+ * holds at most that long, and then costs one walk to renew, while
+ * wrapping a sequence takes billions of renames.
+ *
  * The sequences are read through kallsyms addresses (__ksym, resolved at
  * load); where the kernel hides them (kptr_restrict) they resolve to 0
  * and nothing is remembered. x86 only: its loads are not reordered with
@@ -1185,9 +1192,9 @@ struct {
 	__type(value, struct name_memo);
 } name_memos SEC(".maps");
 
-/* names_seq returns both sequences in one word, or 0 when either is
- * unreadable or odd (a change under way): then nothing is remembered. */
-static __always_inline __u64 names_seq(void)
+/* names_seq reads both sequences into *seq; 0 when either is unreadable
+ * or odd (a change under way): then nothing is remembered. */
+static __always_inline int names_seq(__u64 *seq)
 {
 	__u32 r = 0, m = 0;
 	if (!&rename_lock || !&mount_lock)
@@ -1195,7 +1202,8 @@ static __always_inline __u64 names_seq(void)
 	if (bpf_probe_read_kernel(&r, 4, (void *)&rename_lock) ||
 	    bpf_probe_read_kernel(&m, 4, (void *)&mount_lock) || ((r | m) & 1))
 		return 0;
-	return (__u64)r << 32 | m | 1ULL << 63; /* never 0 */
+	*seq = (__u64)r << 32 | m;
+	return 1;
 }
 
 static __always_inline __u64 memo_mix(__u64 h, __u64 v)
@@ -1218,6 +1226,7 @@ static __always_inline __u64 memo_sig(struct scratch *s, __u64 seq, struct dentr
 				      struct fs_struct *fs, __u32 apply, __u32 category)
 {
 	__u64 h = memo_mix(NAME_MUL2, seq);
+	h = memo_mix(h, bpf_jiffies64() >> 10);
 	h = memo_mix(h, launder(s, d));
 	h = memo_mix(h, launder(s, mnt));
 	h = memo_mix(h, launder(s, fs->root.dentry));
@@ -1230,7 +1239,8 @@ static __always_inline __u64 memo_sig(struct scratch *s, __u64 seq, struct dentr
  * sequences still read seq (the walk saw one state of the names). */
 static __always_inline void remember(__u64 key, __u32 category, __u64 seq, __u64 sig)
 {
-	if (names_seq() != seq)
+	__u64 now;
+	if (!names_seq(&now) || now != seq)
 		return;
 	struct name_memo *m = bpf_map_lookup_elem(&name_memos, &key);
 	if (m) {
@@ -1288,8 +1298,8 @@ static __always_inline int may_match(struct config *cfg, __u32 tag, __u32 catego
 	if (!s)
 		return 1;
 	__u64 key = launder(s, d->d_inode);
-	__u64 seq = names_seq(), sig = 0;
-	if (seq && key) {
+	__u64 seq = 0, sig = 0;
+	if (key && names_seq(&seq)) {
 		sig = memo_sig(s, seq, d, mnt, fs, cfg->apply, category);
 		struct name_memo *m = bpf_map_lookup_elem(&name_memos, &key);
 		if (m && m->sig[masked(category, 1)] == sig)
