@@ -38,8 +38,13 @@ type options struct {
 	ref      time.Duration
 	platform string
 	only     string // letters of the configurations to run, for diagnosis
-	settle   time.Duration
-	idle     time.Duration // idle CPU window; 0: not measured
+	// paired runs (a) again right before every other configuration of a
+	// round and compares each with that run, not with the round's first:
+	// what a configuration leaves behind (an agent's teardown, the kernel's
+	// caches) then weighs on the comparison the same way on both sides.
+	paired bool
+	settle time.Duration
+	idle   time.Duration // idle CPU window; 0: not measured
 }
 
 // config is one of the compared set-ups.
@@ -93,6 +98,7 @@ func main() {
 	flag.StringVar(&o.only, "configs", "afdbc", "configurations to run in each round: a (no agent), f (empty programs on the enforcer's hooks), d (the same, resolving paths on exec and open), r (one empty ring buffer record per open, socket, connect, accept4, setuid and exec, fexit where the kernel takes it), 0 (agent, no rules), b (10 rules), c (1,000 rules), all with hostVisibility none, t (10 rules, default hostVisibility)")
 	flag.DurationVar(&o.idle, "idle", 0, "measure the idle agent's CPU (default visibility, 10 rules) over this window before the rounds; 0: not measured (meaningless with instruction counting)")
 	flag.DurationVar(&o.settle, "settle", 10*time.Second, "time the agent settles after start before the idle window")
+	flag.BoolVar(&o.paired, "paired", false, "run (a) again right before every other configuration and compare each with that run (doubles a round's time)")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bpflsm-bench:", err)
@@ -165,6 +171,13 @@ func run(o options, out io.Writer) error {
 			fmt.Fprintf(&line, "round %d/%d:", round, o.rounds)
 			if !strings.Contains(o.only, c.letter) {
 				continue
+			}
+			if o.paired && c.letter != "a" {
+				pa := configs[0]
+				pa.label = pairLabel(c)
+				if err := measure(o, pa, loops, res); err != nil {
+					return err
+				}
 			}
 			var ag *agent
 			var cpuBefore time.Duration
@@ -511,6 +524,9 @@ func report(out io.Writer, o options, loops []loop, res results, figs map[string
 	fmt.Fprintln(out, "Absolute times are emulated (with instruction counting, 1 ns per instruction); only ratios measured side by side count.")
 	fmt.Fprintln(out, "Per loop: median per-op time over all chunks; overhead = median over rounds of (this config's median")
 	fmt.Fprintln(out, "per-op time in the round / (a)'s in the same round) - 1; [..] the range of those per-round overheads.")
+	if o.paired {
+		fmt.Fprintln(out, "Paired: each configuration against the (a) run right before it in the same round.")
+	}
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "wall: per-op time. ref: per-op time in reference units (over a user-space loop's time per")
 	fmt.Fprintln(out, "iteration just before and after the chunk), which cancels the host's speed swings within a round")
@@ -548,6 +564,9 @@ func report(out io.Writer, o options, loops []loop, res results, figs map[string
 					fmt.Fprintf(out, " %-12s", m.unit(medianOf(sc, m.of)))
 					continue
 				}
+				if pa := res[pairLabel(c)][l.name]; o.paired && len(pa) > 0 {
+					sa = pa
+				}
 				paired, lo, hi := pairedOverhead(sa, sc, o.reps, m.of)
 				over[c.letter] = paired
 				fmt.Fprintf(out, " %-26s", fmt.Sprintf("%s %+.1f%% [%+.0f..%+.0f]", m.unit(medianOf(sc, m.of)), paired, lo, hi))
@@ -561,6 +580,9 @@ func report(out io.Writer, o options, loops []loop, res results, figs map[string
 	}
 	reportBudgets(out, overWall, idleMs)
 }
+
+// pairLabel names the (a) run made right before c with -paired.
+func pairLabel(c config) string { return "(a) before " + c.letter }
 
 // agentLetters are the configurations that run the agent.
 func agentLetters() string {
