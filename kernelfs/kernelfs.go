@@ -3,13 +3,14 @@
 // enforcer selection reads securityfs, pinned BPF objects live on the BPF
 // file system and the monitor's tracepoints need tracefs. It is the one
 // place that mounts them; the agent, the BPF-LSM enforcer and the monitor
-// call it.
+// call it. Sysctl is its one reader of /proc/sys, for the tiers' host facts.
 package kernelfs
 
 import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,4 +56,14 @@ func Ensure(fss ...FS) (mounted []FS, err error) {
 		mounted = append(mounted, fs)
 	}
 	return mounted, errors.Join(errs...)
+}
+
+// Sysctl reads /proc/sys/name (e.g. "kernel/kptr_restrict") without its
+// trailing newline, "" when it cannot.
+func Sysctl(name string) string {
+	b, err := os.ReadFile("/proc/sys/" + name)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }

@@ -36,3 +36,14 @@ func TestEnsureNamesTheFailure(t *testing.T) {
 		t.Fatalf("Ensure(%s) = %v, want an error naming the path", bad.Path, err)
 	}
 }
+
+func TestSysctl(t *testing.T) {
+	for _, tc := range []struct{ name, want string }{
+		{"kernel/ostype", "Linux"}, // newline trimmed
+		{"kernel/no-such-sysctl", ""},
+	} {
+		if got := Sysctl(tc.name); got != tc.want {
+			t.Errorf("Sysctl(%q) = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

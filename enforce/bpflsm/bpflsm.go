@@ -23,6 +23,7 @@ import (
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/kernelfs"
 )
 
 // Options configure an Enforcer.
@@ -131,7 +132,7 @@ func New(opts Options) (*Enforcer, error) {
 		return nil, err
 	}
 
-	if why := nameMemoOff(readSysctl("kernel/kptr_restrict")); why != "" && opts.Log != nil {
+	if why := nameMemoOff(kernelfs.Sysctl("kernel/kptr_restrict")); why != "" && opts.Log != nil {
 		opts.Log.Warn("bpflsm: " + why)
 	}
 	e.reader, err = ringbuf.NewReader(e.objs.Events)
@@ -155,11 +156,6 @@ func nameMemoOff(kptrRestrict string) string {
 	return "kernel.kptr_restrict is 2, so kernel symbol addresses are hidden and the open and exec hooks cannot remember " +
 		"that no rule concerns a file: every open and exec walks its path again (the same decisions, at the cost " +
 		"docs/benchmarks.md gives for the walk). kptr_restrict 1 hides them from others but not from the agent."
-}
-
-func readSysctl(name string) string {
-	b, _ := os.ReadFile("/proc/sys/" + name)
-	return string(b)
 }
 
 // load loads the object's maps and programs.

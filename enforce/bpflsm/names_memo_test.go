@@ -7,6 +7,7 @@ import (
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/kernelfs"
 )
 
 // memoWrites is the kernel's count of name gate answers remembered.
@@ -28,7 +29,7 @@ func memoWrites(t *testing.T, e *Enforcer) uint64 {
 // refused; the alert proves the rule decided.
 func TestNameMemo(t *testing.T) {
 	e := kernel(t)
-	if why := nameMemoOff(readSysctl("kernel/kptr_restrict")); why != "" {
+	if why := nameMemoOff(kernelfs.Sysctl("kernel/kptr_restrict")); why != "" {
 		t.Skip(why)
 	}
 	dir := testDir(t)

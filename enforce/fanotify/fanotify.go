@@ -51,6 +51,7 @@ import (
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/hostpolicy/decide"
+	"github.com/armorhost/kubearmor/kernelfs"
 	"github.com/armorhost/kubearmor/monitor"
 )
 
@@ -188,7 +189,7 @@ func New(opts Options) (*Enforcer, error) {
 		opts.Log.Warn("fanotify tier: every open and exec on a marked filesystem waits for the agent", "err", e.cache.err)
 	}
 	e.health.init(opts.Log)
-	if why := unseenMounts(kernelRelease(), readSysctl("kernel/unprivileged_userns_clone"), readSysctl("user/max_user_namespaces")); why != "" {
+	if why := unseenMounts(kernelRelease(), kernelfs.Sysctl("kernel/unprivileged_userns_clone"), kernelfs.Sysctl("user/max_user_namespaces")); why != "" {
 		opts.Log.Warn("fanotify tier: " + why)
 	}
 	e.fillReserve()

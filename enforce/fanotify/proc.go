@@ -368,15 +368,6 @@ func kernelRelease() string {
 	return unix.ByteSliceToString(uts.Release[:])
 }
 
-// readSysctl reads /proc/sys/name, "" when it cannot.
-func readSysctl(name string) string {
-	b, err := os.ReadFile("/proc/sys/" + name)
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
-}
-
 func readMounts() ([]mount, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
