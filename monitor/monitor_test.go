@@ -280,6 +280,80 @@ func TestExecWithArguments(t *testing.T) {
 	}
 }
 
+// TestExecPathWalk: the kernel walks an exec's program and working
+// directory up to the namespace's root, with direct loads inside a mount
+// and helper reads across mounts. Each shape the walk treats apart: names
+// too long to live inside their dentry, a mount crossed (tmpfs), a bind
+// mount, and the root mount only.
+func TestExecPathWalk(t *testing.T) {
+	_, c := sharedMonitor(t)
+	echo, err := exec.LookPath("echo")
+	if err != nil {
+		t.Skip("no echo binary")
+	}
+	prog, err := os.ReadFile(echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("l", 31) + "-" + strings.Repeat("m", 40) // 72 bytes: an external name
+	inl := strings.Repeat("s", 31)                                 // the longest inline name
+	tmpfs := filepath.Join(base, "tmpfs")
+	bind := filepath.Join(base, "bind")
+	for _, d := range []string{filepath.Join(base, long, inl), tmpfs, bind} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mount("tmpfs", tmpfs, "tmpfs", 0, "size=16m"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(tmpfs, unix.MNT_DETACH) })
+	if err := os.MkdirAll(filepath.Join(tmpfs, long, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(filepath.Join(tmpfs, long), bind, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind mount: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(bind, unix.MNT_DETACH) })
+	put := func(path string) string {
+		if err := os.WriteFile(path, prog, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	cases := []struct{ name, exe, cwd string }{
+		{"root mount, long names", put(filepath.Join(base, long, inl, "echo-"+long)), filepath.Join(base, long, inl)},
+		{"across a tmpfs", put(filepath.Join(tmpfs, long, "d", "e")), filepath.Join(tmpfs, long)},
+		{"through a bind mount", filepath.Join(bind, "d", "e"), filepath.Join(bind, "d")},
+		{"the root", echo, "/"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			wantExe, err := filepath.EvalSymlinks(tc.exe)
+			if err != nil {
+				t.Fatal(err)
+			}
+			token := "walk-" + strconv.FormatInt(markSeq.Add(1), 10)
+			cmd := exec.Command(tc.exe, token)
+			cmd.Args[0] = "echo" // a busybox runs its applet by this name
+			cmd.Dir = tc.cwd
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v %s", tc.exe, err, out)
+			}
+			ev := c.Wait(t, "the exec of "+tc.exe, 30*time.Second, func(e event.Event) bool {
+				return e.Operation == event.OpProcess && slices.Contains(e.Args, token)
+			})
+			if ev.Exe != wantExe || ev.Cwd != tc.cwd {
+				t.Errorf("Exe %q, Cwd %q; want %q, %q", ev.Exe, ev.Cwd, wantExe, tc.cwd)
+			}
+		})
+	}
+}
+
 func TestOpenReadWrite(t *testing.T) {
 	m, c := sharedMonitor(t)
 	path := filepath.Join(t.TempDir(), "known-file")

@@ -107,6 +107,7 @@ const (
 	monitorBPFProgSysExitSend      = "sys_exit_send"
 	monitorBPFVarReportSuccess     = "report_success"
 	monitorBPFVarSelfTgid          = "self_tgid"
+	monitorBPFVarStashed           = "stashed"
 	monitorBPFVarUnusedEnums       = "unused_enums"
 	monitorBPFVarWakeupBytes       = "wakeup_bytes"
 )
@@ -192,6 +193,7 @@ type monitorBPFMapSpecs struct {
 type monitorBPFVariableSpecs struct {
 	ReportSuccess *ebpf.VariableSpec `ebpf:"report_success"`
 	SelfTgid      *ebpf.VariableSpec `ebpf:"self_tgid"`
+	Stashed       *ebpf.VariableSpec `ebpf:"stashed"`
 	UnusedEnums   *ebpf.VariableSpec `ebpf:"unused_enums"`
 	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
@@ -237,6 +239,7 @@ func (m *monitorBPFMaps) Close() error {
 type monitorBPFVariables struct {
 	ReportSuccess *ebpf.Variable `ebpf:"report_success"`
 	SelfTgid      *ebpf.Variable `ebpf:"self_tgid"`
+	Stashed       *ebpf.Variable `ebpf:"stashed"`
 	UnusedEnums   *ebpf.Variable `ebpf:"unused_enums"`
 	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
 }

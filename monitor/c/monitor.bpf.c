@@ -30,6 +30,8 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 
+#include "dentry.h"
+
 char LICENSE[] SEC("license") = "GPL";
 
 // Record kinds, scopes, flags and limits: decode.go and syscalls.go use
@@ -209,6 +211,28 @@ static __always_inline void count(u32 idx)
 		*v += 1;
 }
 
+// stashed counts the stashes written less those deleted, so that the
+// programs on every exec and exit look in the map only when it may hold
+// one: a hash lookup or delete that finds nothing still hashes the key and
+// (delete) takes the bucket's lock. On the fexit path only execveat
+// stashes. It may count high (a stash replaced), which costs a lookup,
+// never low: a thread's own increment precedes its own lookup.
+volatile u64 stashed = 0;
+
+static __always_inline void put_stash(u64 id, struct stash *s)
+{
+	if (bpf_map_update_elem(&stashes, &id, s, BPF_ANY) < 0)
+		count(CNT_STASH_FULL);
+	else
+		__sync_fetch_and_add(&stashed, 1);
+}
+
+static __always_inline void drop_stash(u64 id)
+{
+	if (stashed && bpf_map_delete_elem(&stashes, &id) == 0)
+		__sync_fetch_and_sub(&stashed, 1);
+}
+
 static __always_inline struct record *scratch_record(void)
 {
 	u32 zero = 0;
@@ -259,6 +283,21 @@ static __always_inline void fill_current(struct record *r, u32 kind)
 	r->uid = (u32)bpf_get_current_uid_gid();
 	bpf_get_current_comm(&r->comm, sizeof(r->comm));
 	fill_task(r, bpf_get_current_task_btf());
+}
+
+// fill_bare starts a fork or exit record. Those feed only the process
+// table, which takes a fork's ids and uid and an exit's pid (decode.go),
+// so the comm and cgroup, which cost more than the rest of the header,
+// are left empty.
+static __always_inline void fill_bare(struct record *r, u32 kind)
+{
+	r->ts = now_ns();
+	r->kind = kind;
+	r->nr = 0;
+	r->retval = 0;
+	r->cgroup_id = 0;
+	r->uid = 0;
+	__builtin_memset(r->comm, 0, sizeof(r->comm));
 }
 
 // Variable data is a sequence of fields: u16 length, then that many bytes.
@@ -372,6 +411,118 @@ static __always_inline u32 put_path(struct record *r, u32 off, const struct path
 	return end;
 }
 
+// The same walk over BTF pointers (a path reached from the hook's task or
+// arguments): inside the path's own mount every step is direct loads, and
+// a short name, most are, is copied from the dentry as four words, where
+// walk_step makes four probe-read helper calls. A mount crossing needs
+// struct mount, which 6.1's verifier cannot reach from a vfsmount, so
+// there walk_step takes over; the namespace's root mount, where most
+// walks end, is recognised from the task's namespace instead.
+struct dwalk {
+	struct dentry *d;
+	struct dentry *mroot; // the mount's root
+	u32 off;
+	u32 state;
+};
+
+enum dwalk_state {
+	DWALK_ON = 0,
+	DWALK_DONE = 1,	      // the walk ended (a detached tree, or no dentry)
+	DWALK_TRUNCATED = 2,  // out of room
+	DWALK_MOUNT_ROOT = 3, // at the mount's root: cross it, or stop
+};
+
+static long dwalk_step(u64 i, void *arg)
+{
+	struct dwalk *w = arg;
+	struct record *r = scratch_record();
+	struct dentry *d = w->d;
+	if (!r || !d) {
+		w->state = DWALK_DONE;
+		return 1;
+	}
+	if (d == w->mroot) {
+		w->state = DWALK_MOUNT_ROOT;
+		return 1;
+	}
+	struct dentry *parent = d->d_parent;
+	if (d == parent) { // a detached tree
+		w->state = DWALK_DONE;
+		return 1;
+	}
+	u32 off = w->off;
+	if (off > DATA_MAX - NAME_MAX_) {
+		w->state = DWALK_TRUNCATED;
+		return 1;
+	}
+	u32 len = d->d_name.len;
+	const unsigned char *name = d->d_name.name;
+	const unsigned char *in = dentry_inline_name(d);
+	u8 *dst = &r->data[off & (DATA_MAX - 1)];
+	long n;
+	// Under "if (name == in)" clang reads through whichever of the two
+	// is at hand, and name is a plain number to the verifier: the test's
+	// result is hidden from it, so the copy reads through in.
+	u64 inl = name == in && len < DENTRY_INLINE_MIN;
+	barrier_var(inl);
+	if (inl) {
+		*(u64 *)(dst + 0) = *(u64 *)(in + 0);
+		*(u64 *)(dst + 8) = *(u64 *)(in + 8);
+		*(u64 *)(dst + 16) = *(u64 *)(in + 16);
+		*(u64 *)(dst + 24) = *(u64 *)(in + 24);
+		// A rename racing the copy may have left no NUL at len; the
+		// field's format needs one.
+		dst[len & (DENTRY_INLINE_MIN - 1)] = 0;
+		n = len + 1;
+	} else {
+		n = bpf_probe_read_kernel_str(dst, NAME_MAX_, name);
+	}
+	if (n > 0)
+		w->off = off + n;
+	w->d = parent;
+	return 0;
+}
+
+// put_path_btf is put_path for a path that is a BTF pointer; t is the
+// current task, whose mount namespace's root ends the walk.
+static __always_inline u32 put_path_btf(struct record *r, u32 off, const struct path *p, struct task_struct *t)
+{
+	if (off > DATA_MAX - 2)
+		return put_empty(r, off);
+	struct vfsmount *vm = p->mnt;
+	struct dwalk dw = {
+		.d = p->dentry,
+		.mroot = vm->mnt_root,
+		.off = off + 2,
+	};
+	long steps = bpf_loop(PATH_DEPTH, dwalk_step, &dw, 0);
+	u32 end = dw.off;
+	if (dw.state == DWALK_TRUNCATED)
+		r->flags |= FLAG_TRUNCATED;
+	struct nsproxy *nsp = t->nsproxy;
+	struct vfsmount *nsroot = nsp ? &nsp->mnt_ns->root->mnt : NULL;
+	if (dw.state == DWALK_MOUNT_ROOT && vm != nsroot && steps > 0) {
+		// Another mount: walk_step goes on from its root, with the
+		// iterations left (the step that stopped here took none).
+		u64 d = 0, m = 0;
+		bpf_probe_read_kernel(&d, sizeof(d), &vm->mnt_root);
+		bpf_probe_read_kernel(&m, sizeof(m), &p->mnt);
+		struct walk w = {
+			.d = (struct dentry *)d,
+			.m = (struct mount *)(m - bpf_core_field_offset(struct mount, mnt)),
+			.off = end,
+		};
+		bpf_loop(PATH_DEPTH + 1 - steps, walk_step, &w, 0);
+		if (w.truncated)
+			r->flags |= FLAG_TRUNCATED;
+		end = w.off;
+	}
+	if (end > DATA_MAX)
+		end = DATA_MAX;
+	*(u16 *)&r->data[off & (DATA_MAX - 1)] = (u16)(end - off - 2);
+	return end;
+}
+
 // fd_file is task t's open file for fd, or NULL.
 static __always_inline struct file *fd_file(struct task_struct *t, s64 fd)
 {
@@ -395,9 +546,8 @@ static __always_inline u32 put_base(struct record *r, u32 off, s32 dirfd, u16 *f
 {
 	struct task_struct *t = bpf_get_current_task_btf();
 	if (dirfd == AT_FDCWD_) {
-		struct fs_struct *fs = BPF_CORE_READ(t, fs);
 		*flags |= FLAG_PATH_BASE;
-		return put_path(r, off, &fs->pwd);
+		return put_path_btf(r, off, &t->fs->pwd, t);
 	}
 	struct file *f = fd_file(t, dirfd);
 	if (!f)
@@ -587,8 +737,7 @@ static __always_inline int stash_args(struct sys_enter_ctx *ctx, int n)
 		s.args[3] = ctx->args[3];
 		s.args[4] = ctx->args[4];
 	}
-	if (bpf_map_update_elem(&stashes, &id, &s, BPF_ANY) < 0)
-		count(CNT_STASH_FULL);
+	put_stash(id, &s);
 	return 0;
 }
 
@@ -609,8 +758,7 @@ int BPF_PROG(fentry_execveat, const struct pt_regs *regs)
 	u64 id = bpf_get_current_pid_tgid();
 	struct stash s = {};
 	fexit_args(&s, ctx, regs);
-	if (bpf_map_update_elem(&stashes, &id, &s, BPF_ANY) < 0)
-		count(CNT_STASH_FULL);
+	put_stash(id, &s);
 	return 0;
 }
 
@@ -622,8 +770,7 @@ int kprobe_execveat(struct pt_regs *ctx)
 	u64 id = bpf_get_current_pid_tgid();
 	struct stash s = {};
 	kprobe_args(&s, ctx);
-	if (bpf_map_update_elem(&stashes, &id, &s, BPF_ANY) < 0)
-		count(CNT_STASH_FULL);
+	put_stash(id, &s);
 	return 0;
 }
 
@@ -1077,7 +1224,7 @@ SEC("tracepoint/syscalls/sys_exit_execve")
 int sys_exit_exec(struct sys_exit_ctx *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
-	bpf_map_delete_elem(&stashes, &id);
+	drop_stash(id);
 	struct stash s;
 	if (!wanted(ctx->ret, 0)) // failures only
 		return 0;
@@ -1091,7 +1238,7 @@ int BPF_PROG(fexit_exec, const struct pt_regs *regs, long ret)
 	if (ret >= 0)
 		return 0; // reported by sched_exec, which removed any stash
 	u64 id = bpf_get_current_pid_tgid();
-	bpf_map_delete_elem(&stashes, &id);
+	drop_stash(id);
 	struct stash s;
 	if (!wanted(ret, 0))
 		return 0;
@@ -1106,7 +1253,7 @@ int kret_exec(struct pt_regs *ctx)
 	if (ret >= 0)
 		return 0;
 	u64 id = bpf_get_current_pid_tgid();
-	bpf_map_delete_elem(&stashes, &id);
+	drop_stash(id);
 	struct stash s;
 	if (!wanted(ret, 0))
 		return 0;
@@ -1135,12 +1282,12 @@ int BPF_PROG(sched_exec, struct task_struct *t, pid_t old_pid, struct linux_binp
 	// The stash was made by the thread that called execve, whose tid may
 	// have been replaced by the tgid.
 	u64 key = ((u64)tgid << 32) | (u32)old_pid;
-	struct stash *s = bpf_map_lookup_elem(&stashes, &key);
+	struct stash *s = stashed ? bpf_map_lookup_elem(&stashes, &key) : NULL;
 	if (s) {
 		r->nr = s->nr;
 		for (int i = 0; i < 6; i++)
 			r->args[i] = s->args[i];
-		bpf_map_delete_elem(&stashes, &key);
+		drop_stash(key);
 	} else {
 		r->nr = NR_execve;
 		for (int i = 0; i < 6; i++)
@@ -1150,7 +1297,7 @@ int BPF_PROG(sched_exec, struct task_struct *t, pid_t old_pid, struct linux_binp
 
 	// 1: the executable, resolved by the kernel (symlinks followed).
 	struct mm_struct *mm = t->mm;
-	u32 off = put_path(r, 0, &mm->exe_file->f_path);
+	u32 off = put_path_btf(r, 0, &mm->exe_file->f_path, t);
 
 	// 2: the file name as given to execve.
 	off = put_str(r, off, bprm->filename, false);
@@ -1161,7 +1308,7 @@ int BPF_PROG(sched_exec, struct task_struct *t, pid_t old_pid, struct linux_binp
 	off = put_user_bytes(r, off, (const void *)as, ae > as ? (u32)(ae - as) : 0, ARGS_MAX);
 
 	// 4: the working directory.
-	off = put_path(r, off, &t->fs->pwd);
+	off = put_path_btf(r, off, &t->fs->pwd, t);
 
 	// 5: the controlling terminal's name.
 	struct tty_struct *tty = t->signal->tty;
@@ -1184,13 +1331,8 @@ int BPF_PROG(sched_fork, struct task_struct *parent, struct task_struct *child)
 	struct record *r = scratch_record();
 	if (!r)
 		return 0;
-	r->ts = now_ns();
-	r->kind = REC_FORK;
-	r->nr = 0;
-	r->retval = 0;
-	r->cgroup_id = bpf_get_current_cgroup_id();
+	fill_bare(r, REC_FORK);
 	r->uid = (u32)bpf_get_current_uid_gid();
-	bpf_get_current_comm(&r->comm, sizeof(r->comm));
 	fill_task(r, child);
 	submit(r, 0);
 	return 0;
@@ -1199,9 +1341,8 @@ int BPF_PROG(sched_fork, struct task_struct *parent, struct task_struct *child)
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(sched_exit, struct task_struct *p)
 {
-	u64 id = bpf_get_current_pid_tgid();
 	// A thread killed inside a traced syscall never reaches sys_exit.
-	bpf_map_delete_elem(&stashes, &id);
+	drop_stash(bpf_get_current_pid_tgid());
 
 	if (p->signal->live.counter != 0) // other threads still run
 		return 0;
@@ -1210,8 +1351,11 @@ int BPF_PROG(sched_exit, struct task_struct *p)
 	struct record *r = scratch_record();
 	if (!r)
 		return 0;
-	fill_current(r, REC_EXIT);
-	r->nr = 0;
+	fill_bare(r, REC_EXIT);
+	r->host_pid = p->tgid;
+	r->host_ppid = r->pid = r->ppid = r->pid_ns = r->mnt_ns = 0;
+	r->flags = r->data_len = 0;
+	r->aux = 0;
 	r->retval = p->exit_code;
 	submit(r, 0);
 	return 0;

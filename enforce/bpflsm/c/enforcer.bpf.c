@@ -14,6 +14,7 @@
 #include <bpf/bpf_core_read.h>
 
 #include "enforcer.h"
+#include "dentry.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -1068,11 +1069,6 @@ static long gate_step(__u32 i, struct gate_ctx *c)
 	return 0;
 }
 
-/* The inline name's field before 6.14 (d_shortname.string since). */
-struct dentry___iname {
-	unsigned char d_iname[32];
-} __attribute__((preserve_access_index));
-
 /* The walk inside the object's own mount, where the dentries are the
  * hook's BTF pointers: their parents and names are direct loads, not
  * bpf_probe_read_kernel calls (which cost most of gate_step), and an
@@ -1111,15 +1107,9 @@ static long gate_direct_step(__u32 i, struct gate_direct_ctx *c)
 	}
 	__u32 len = d->d_name.len;
 	__u64 name = (__u64)d->d_name.name;
-	__u64 head, inl;
-	if (bpf_core_field_exists(struct dentry___iname, d_iname)) {
-		struct dentry___iname *di = (void *)d;
-		inl = (__u64)di->d_iname;
-		head = *(__u64 *)di->d_iname;
-	} else {
-		inl = (__u64)d->d_shortname.string;
-		head = *(__u64 *)d->d_shortname.string;
-	}
+	const unsigned char *in = dentry_inline_name(d);
+	__u64 inl = (__u64)in;
+	__u64 head = *(__u64 *)in;
 	if (name != inl && bpf_probe_read_kernel(&head, 8, (void *)name)) {
 		c->done = 2;
 		return 1;
