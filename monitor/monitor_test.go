@@ -300,7 +300,7 @@ func TestExecPathWalk(t *testing.T) {
 		t.Fatal(err)
 	}
 	long := strings.Repeat("l", 31) + "-" + strings.Repeat("m", 40) // 72 bytes: an external name
-	inl := strings.Repeat("s", 31)                                 // the longest inline name
+	inl := strings.Repeat("s", 31)                                  // the longest inline name
 	tmpfs := filepath.Join(base, "tmpfs")
 	bind := filepath.Join(base, "bind")
 	for _, d := range []string{filepath.Join(base, long, inl), tmpfs, bind} {
