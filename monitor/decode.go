@@ -128,7 +128,27 @@ type decoder struct {
 	clock      event.BootClock
 	rec        record
 	opens      map[openKey]string // openData's memo
+	comms      map[string]string  // commOf's memo
 	text       []byte             // execText's scratch
+}
+
+// maxComms bounds commOf's memo: a host runs a few hundred program names.
+const maxComms = 1024
+
+// commOf is the record's comm as a string, one string per name: every
+// event carries its comm, and most come from a few programs.
+func (d *decoder) commOf(r *record) string {
+	if s, ok := d.comms[string(r.comm)]; ok {
+		return s
+	}
+	s := string(r.comm)
+	if d.comms == nil {
+		d.comms = make(map[string]string)
+	}
+	if len(d.comms) < maxComms {
+		d.comms[s] = s
+	}
+	return s
 }
 
 // openKey is what the Data of an open depends on: the syscall, the
@@ -200,7 +220,7 @@ func (d *decoder) header(r *record, ev *event.Event) {
 		PID:      r.pid,
 		PPID:     r.ppid,
 		UID:      r.uid,
-		Comm:     string(r.comm),
+		Comm:     d.commOf(r),
 		CgroupID: r.cgroupID,
 		PidNS:    r.pidNS,
 		MntNS:    r.mntNS,

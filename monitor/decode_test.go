@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
@@ -364,5 +365,25 @@ func TestExecText(t *testing.T) {
 		if !slices.Equal(got.args, args) || (got.args == nil) != (args == nil) || got.cmdline != commandLine(got.exe, args) {
 			t.Errorf("%s: args %#v, command line %q; splitArgs %#v", tt.name, got.args, got.cmdline, args)
 		}
+	}
+}
+
+// commOf's memo gives each record's own comm, with the memo filling, full
+// and past full.
+func TestCommOf(t *testing.T) {
+	var d decoder
+	for round := 0; round < 2; round++ {
+		for i := 0; i < 2*maxComms; i++ {
+			comm := "prog-" + strconv.Itoa(i)
+			if err := parseRecord(rawRecord{kind: recFork, comm: comm}.bytes(), &d.rec); err != nil {
+				t.Fatal(err)
+			}
+			if got := d.commOf(&d.rec); got != comm {
+				t.Fatalf("round %d: comm %q, want %q", round, got, comm)
+			}
+		}
+	}
+	if len(d.comms) != maxComms {
+		t.Errorf("memo holds %d, want its bound %d", len(d.comms), maxComms)
 	}
 }
