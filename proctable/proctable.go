@@ -38,9 +38,12 @@ type Process struct {
 }
 
 // CommandLine is the process's exe path followed by its arguments, upstream's
-// Source for non-exec events.
+// Source for non-exec events. A CmdLine is taken as it is: the table checked
+// it when the process was stored, and this is on every event's path.
 func (p *Process) CommandLine() string {
-	p.fillCmdLine()
+	if p.CmdLine == "" {
+		p.CmdLine = commandLine(p.Exe, p.Args)
+	}
 	return p.CmdLine
 }
 
