@@ -267,12 +267,12 @@ type execText struct {
 	args                   []string
 }
 
-// execText builds all of it in one string, whose parts the strings are:
-// the path, a space and each argument (the command line), the cwd, the
-// tty. A process's exec is decoded with two allocations, that string and
-// args, whatever argv holds; an entry that keeps one part (a child's
-// ParentExe) keeps the rest of its parent's text alive, as a forked
-// child kept its parent's Args before.
+// execText builds it all in one string, and the strings are its parts:
+// the path, then a space before each argument (together the command
+// line), the cwd, the tty. An exec is decoded with two allocations, that
+// string and args, whatever argv holds. An entry that keeps one part (a
+// child's ParentExe) keeps the rest of its parent's text alive, as a
+// forked child kept its parent's Args before.
 func (d *decoder) execText(r *record) execText {
 	argv := bytes.TrimRight(r.field(2), "\x00")
 	truncated := r.flags&flagTruncated != 0 && len(r.field(2)) >= argsMax
