@@ -128,6 +128,27 @@ type decoder struct {
 	clock      event.BootClock
 	rec        record
 	opens      map[openKey]string // openData's memo
+	comms      map[string]string  // commOf's memo
+	text       []byte             // execText's scratch
+}
+
+// maxComms bounds commOf's memo: a host runs a few hundred program names.
+const maxComms = 1024
+
+// commOf is the record's comm as a string, one string per name: every
+// event carries its comm, and most come from a few programs.
+func (d *decoder) commOf(r *record) string {
+	if s, ok := d.comms[string(r.comm)]; ok {
+		return s
+	}
+	s := string(r.comm)
+	if d.comms == nil {
+		d.comms = make(map[string]string)
+	}
+	if len(d.comms) < maxComms {
+		d.comms[s] = s
+	}
+	return s
 }
 
 // openKey is what the Data of an open depends on: the syscall, the
@@ -199,7 +220,7 @@ func (d *decoder) header(r *record, ev *event.Event) {
 		PID:      r.pid,
 		PPID:     r.ppid,
 		UID:      r.uid,
-		Comm:     string(r.comm),
+		Comm:     d.commOf(r),
 		CgroupID: r.cgroupID,
 		PidNS:    r.pidNS,
 		MntNS:    r.mntNS,
@@ -207,23 +228,14 @@ func (d *decoder) header(r *record, ev *event.Event) {
 	}
 }
 
+// execveData is the Data of every execve: it shows no argument.
+var execveData = syscallData(sysExecve, &[6]uint64{}, nil, "")
+
 func (d *decoder) exec(r *record, ev *event.Event) bool {
-	exe := joinComponents(r.field(0))
-	filename := string(r.field(1))
-	cwd := joinComponents(r.field(3))
-	if cwd == "" {
-		cwd = "/"
-	}
-	if exe == "" {
-		exe = absolute(cwd, filename)
-	}
-	args := splitArgs(r.field(2), r.flags&flagTruncated != 0 && len(r.field(2)) >= argsMax)
-	if len(args) > 0 {
-		args = args[1:]
-	}
+	t := d.execText(r)
 	p := proctable.Process{
 		HostPID: r.hostPID, HostPPID: r.hostPPID, PID: r.pid, PPID: r.ppid, UID: r.uid,
-		Exe: exe, Args: args, Cwd: cwd, TTY: string(r.field(4)),
+		Exe: t.exe, Args: t.args, Cwd: t.cwd, TTY: t.tty, CmdLine: t.cmdline,
 	}
 	d.table.Exec(p)
 	if d.visibility&ScopeProcess == 0 {
@@ -232,14 +244,98 @@ func (d *decoder) exec(r *record, ev *event.Event) bool {
 	d.header(r, ev)
 	ev.Operation = event.OpProcess
 	ev.Syscall = SyscallName(r.nr)
-	ev.Exe = exe
-	ev.Args = args
-	ev.Cwd = cwd
-	ev.TTY = p.TTY
-	ev.Resource = commandLine(exe, args)
-	ev.Data = syscallData(r.nr, &r.args, nil, "")
+	ev.Exe = t.exe
+	ev.Args = t.args
+	ev.Cwd = t.cwd
+	ev.TTY = t.tty
+	ev.Resource = t.cmdline
+	if r.nr == sysExecve {
+		ev.Data = execveData
+	} else {
+		ev.Data = syscallData(r.nr, &r.args, nil, "")
+	}
 	d.table.Enrich(ev)
 	return true
+}
+
+// execText is the text of an exec record: the executable's path, the
+// arguments (argv[1:], "..." last when the kernel cut argv short), the
+// command line (the path and the arguments joined by spaces), the working
+// directory ("/" at the root) and the tty.
+type execText struct {
+	exe, cmdline, cwd, tty string
+	args                   []string
+}
+
+// execText builds it all in one string, and the strings are its parts:
+// the path, then a space before each argument (together the command
+// line), the cwd, the tty. An exec is decoded with two allocations, that
+// string and args, whatever argv holds. An entry that keeps one part (a
+// child's ParentExe) keeps the rest of its parent's text alive, as a
+// forked child kept its parent's Args before.
+func (d *decoder) execText(r *record) execText {
+	argv := bytes.TrimRight(r.field(2), "\x00")
+	truncated := r.flags&flagTruncated != 0 && len(r.field(2)) >= argsMax
+
+	b := appendComponents(d.text[:0], r.field(0))
+	if len(b) == 0 {
+		// No path from the kernel: execve's file name, against the cwd.
+		cwd := joinComponents(r.field(3))
+		if cwd == "" {
+			cwd = "/"
+		}
+		b = append(b, absolute(cwd, string(r.field(1)))...)
+	}
+	nexe := len(b)
+	// argv[0] is no argument; each one after it follows a space.
+	var rest []byte // argv[1:], NUL-separated
+	nsplit := 0
+	if i := bytes.IndexByte(argv, 0); i >= 0 {
+		rest = argv[i+1:]
+		nsplit = bytes.Count(rest, []byte{0}) + 1
+		b = append(b, ' ')
+		for _, c := range rest {
+			if c == 0 {
+				c = ' '
+			}
+			b = append(b, c)
+		}
+	}
+	nargs := nsplit
+	if truncated && len(argv) > 0 { // an empty argv has no "..." either
+		nargs++
+		b = append(b, " ..."...)
+	}
+	ncmd := len(b)
+	b = appendComponents(b, r.field(3))
+	if len(b) == ncmd {
+		b = append(b, '/')
+	}
+	ncwd := len(b)
+	b = append(b, r.field(4)...)
+	d.text = b
+	s := string(b)
+
+	t := execText{exe: s[:nexe], cmdline: s[:ncmd], cwd: s[ncmd:ncwd], tty: s[ncwd:]}
+	if len(argv) == 0 {
+		return t
+	}
+	t.args = make([]string, nargs) // argv[0] alone: empty, not nil
+	off := nexe + 1
+	for k := range nsplit {
+		n := bytes.IndexByte(rest, 0)
+		if n < 0 {
+			n = len(rest)
+		} else {
+			rest = rest[n+1:]
+		}
+		t.args[k] = s[off : off+n]
+		off += n + 1
+	}
+	if truncated {
+		t.args[nargs-1] = "..."
+	}
+	return t
 }
 
 func (d *decoder) syscall(r *record, ev *event.Event) (bool, error) {
@@ -368,21 +464,24 @@ func absolute(cwd, p string) string {
 // joinComponents turns the kernel's leaf-first, NUL-terminated path
 // components into an absolute path; "" when there are none.
 func joinComponents(b []byte) string {
+	var buf [256]byte
+	return string(appendComponents(buf[:0], b))
+}
+
+// appendComponents appends joinComponents(b) to dst.
+func appendComponents(dst, b []byte) []byte {
 	b = bytes.TrimRight(b, "\x00")
 	if len(b) == 0 {
-		return ""
+		return dst
 	}
-	n := bytes.Count(b, []byte{0}) + 1
-	var sb strings.Builder
-	sb.Grow(len(b) + 1)
 	end := len(b)
-	for i := 0; i < n; i++ {
+	for end >= 0 {
 		start := bytes.LastIndexByte(b[:end], 0) + 1
-		sb.WriteByte('/')
-		sb.Write(b[start:end])
+		dst = append(dst, '/')
+		dst = append(dst, b[start:end]...)
 		end = start - 1
 	}
-	return sb.String()
+	return dst
 }
 
 // splitArgs splits a NUL-separated argv blob; truncated marks a blob cut at

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"reflect"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -311,5 +313,77 @@ func TestOpenDataIsSyscallData(t *testing.T) {
 	}
 	if len(d.opens) != maxOpenData {
 		t.Errorf("memo holds %d, want its bound %d", len(d.opens), maxOpenData)
+	}
+}
+
+// TestExecText pins what an exec record's text decodes to, built in one
+// string: the parts must be what splitting argv, reversing the paths and
+// joining the command line give, argv's edge cases included.
+func TestExecText(t *testing.T) {
+	long := strings.Repeat("a", argsMax-3) + "\x00bc" // argv cut at the kernel's limit
+	tests := []struct {
+		name                          string
+		exe, filename, argv, cwd, tty string
+		flags                         uint16
+		want                          execText
+	}{
+		{"command", "ls\x00bin\x00usr\x00", "/bin/ls", "ls\x00-la\x00/tmp\x00", "user\x00home\x00", "pts3", 0,
+			execText{exe: "/usr/bin/ls", cmdline: "/usr/bin/ls -la /tmp", cwd: "/home/user", tty: "pts3", args: []string{"-la", "/tmp"}}},
+		{"argv[0] alone: no argument, args empty not nil", "true\x00bin\x00", "/bin/true", "true\x00", "", "", 0,
+			execText{exe: "/bin/true", cmdline: "/bin/true", cwd: "/", args: []string{}}},
+		{"no argv: args nil", "true\x00bin\x00", "/bin/true", "", "", "", 0,
+			execText{exe: "/bin/true", cmdline: "/bin/true", cwd: "/"}},
+		{"empty and spaced arguments", "sh\x00bin\x00", "/bin/sh", "sh\x00-c\x00\x00echo a  b\x00\x00\x00", "tmp\x00", "", 0,
+			execText{exe: "/bin/sh", cmdline: "/bin/sh -c  echo a  b", cwd: "/tmp", args: []string{"-c", "", "echo a  b"}}},
+		{"no exe path: file name against the cwd", "", "./run", "run\x00x\x00", "srv\x00", "", 0,
+			execText{exe: "/srv/run", cmdline: "/srv/run x", cwd: "/srv", args: []string{"x"}}},
+		{"no exe path, absolute file name", "", "/opt/run", "run\x00", "", "tty1", 0,
+			execText{exe: "/opt/run", cmdline: "/opt/run", cwd: "/", tty: "tty1", args: []string{}}},
+		{"truncated argv", "a\x00", "/a", long, "", "", flagTruncated,
+			execText{exe: "/a", cmdline: "/a bc ...", cwd: "/", args: []string{"bc", "..."}}},
+		{"truncated argv[0] alone", "a\x00", "/a", strings.Repeat("a", argsMax), "", "", flagTruncated,
+			execText{exe: "/a", cmdline: "/a ...", cwd: "/", args: []string{"..."}}},
+		{"truncated flag, argv under the limit: a path was cut", "a\x00", "/a", "a\x00b\x00", "", "", flagTruncated,
+			execText{exe: "/a", cmdline: "/a b", cwd: "/", args: []string{"b"}}},
+	}
+	var d decoder
+	for _, tt := range tests {
+		raw := rawRecord{kind: recExec, nr: sysExecve, flags: tt.flags, fields: []string{tt.exe, tt.filename, tt.argv, tt.cwd, tt.tty}}.bytes()
+		if err := parseRecord(raw, &d.rec); err != nil {
+			t.Fatal(err)
+		}
+		got := d.execText(&d.rec)
+		if got.exe != tt.want.exe || got.cmdline != tt.want.cmdline || got.cwd != tt.want.cwd || got.tty != tt.want.tty ||
+			!slices.Equal(got.args, tt.want.args) || (got.args == nil) != (tt.want.args == nil) {
+			t.Errorf("%s:\n got %#v\nwant %#v", tt.name, got, tt.want)
+		}
+		// The same as the parts decoded one by one.
+		args := splitArgs(d.rec.field(2), tt.flags&flagTruncated != 0 && len(tt.argv) >= argsMax)
+		if len(args) > 0 {
+			args = args[1:]
+		}
+		if !slices.Equal(got.args, args) || (got.args == nil) != (args == nil) || got.cmdline != commandLine(got.exe, args) {
+			t.Errorf("%s: args %#v, command line %q; splitArgs %#v", tt.name, got.args, got.cmdline, args)
+		}
+	}
+}
+
+// commOf's memo gives each record's own comm, with the memo filling, full
+// and past full.
+func TestCommOf(t *testing.T) {
+	var d decoder
+	for round := 0; round < 2; round++ {
+		for i := 0; i < 2*maxComms; i++ {
+			comm := "prog-" + strconv.Itoa(i)
+			if err := parseRecord(rawRecord{kind: recFork, comm: comm}.bytes(), &d.rec); err != nil {
+				t.Fatal(err)
+			}
+			if got := d.commOf(&d.rec); got != comm {
+				t.Fatalf("round %d: comm %q, want %q", round, got, comm)
+			}
+		}
+	}
+	if len(d.comms) != maxComms {
+		t.Errorf("memo holds %d, want its bound %d", len(d.comms), maxComms)
 	}
 }

@@ -310,23 +310,29 @@ func (m *Monitor) Run(ctx context.Context, emit func(event.Event)) error {
 
 	var ev event.Event
 	for b := range queue {
-		start := 0
-		for _, end := range b.ends {
-			ok, err := m.dec.decode(b.buf[start:end], &ev)
-			start = end
-			if err != nil {
-				m.decodeErrors.Add(1)
-				continue
-			}
-			if ok {
-				m.emitted.Add(1)
-				emit(ev)
-			}
-		}
+		m.decodeBatch(b, &ev, emit)
 		b.reset()
 		pool.Put(b)
 	}
 	return <-readErr
+}
+
+// decodeBatch decodes b's records in order, counting them, and hands each
+// event to emit; ev is the decoder's scratch event.
+func (m *Monitor) decodeBatch(b *batch, ev *event.Event, emit func(event.Event)) {
+	start := 0
+	for _, end := range b.ends {
+		ok, err := m.dec.decode(b.buf[start:end], ev)
+		start = end
+		if err != nil {
+			m.decodeErrors.Add(1)
+			continue
+		}
+		if ok {
+			m.emitted.Add(1)
+			emit(*ev)
+		}
+	}
 }
 
 const (
@@ -345,6 +351,13 @@ func newBatch() any {
 }
 
 func (b *batch) reset() { b.buf, b.ends = b.buf[:0], b.ends[:0] }
+
+// add copies rec into b and reports whether b is full.
+func (b *batch) add(rec []byte) bool {
+	b.buf = append(b.buf, rec...)
+	b.ends = append(b.ends, len(b.buf))
+	return len(b.ends) >= batchRecords || len(b.buf) >= batchBytes
+}
 
 // read copies records from the ring buffer into batches until Close or
 // the end of ctx. A batch is handed over when full or when the ring buffer
@@ -367,9 +380,7 @@ func (m *Monitor) read(ctx context.Context, queue chan<- *batch, pool *sync.Pool
 	}
 	add := func(rec []byte) {
 		m.received.Add(1)
-		b.buf = append(b.buf, rec...)
-		b.ends = append(b.ends, len(b.buf))
-		if len(b.ends) >= batchRecords || len(b.buf) >= batchBytes {
+		if b.add(rec) {
 			flush()
 		}
 	}

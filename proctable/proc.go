@@ -45,7 +45,7 @@ func (t *Table) SeedFromProc() (int, error) {
 			continue
 		}
 		p.ParentExe = exeOf[p.HostPPID]
-		t.insertLocked(&entry{p: p})
+		t.insertLocked(t.newEntryLocked(p))
 		added++
 	}
 	return added, nil
@@ -78,7 +78,7 @@ func readProc(root string, pid uint32) (Process, error) {
 			p.TTY = TTYName(nr)
 		}
 	}
-	p.source = commandLine(p.Exe, p.Args)
+	p.fillCmdLine()
 	return p, nil
 }
 

@@ -30,17 +30,28 @@ type Process struct {
 	// ParentExe is the parent's executable when this process was created or
 	// exec'd: the parent may be gone when a late event is attributed.
 	ParentExe string
-
-	source string // Exe and Args joined, built once
+	// CmdLine is what CommandLine returns: Exe and Args joined by spaces. A
+	// producer that has that text at hand (in the buffer Exe and Args are
+	// slices of) sets it to spare the table the join; the table checks it
+	// and joins Exe and Args itself when it is empty or anything else.
+	CmdLine string
 }
 
 // CommandLine is the process's exe path followed by its arguments, upstream's
-// Source for non-exec events.
+// Source for non-exec events. A CmdLine is taken as it is: the table checked
+// it when the process was stored, and this is on every event's path.
 func (p *Process) CommandLine() string {
-	if p.source == "" {
-		p.source = commandLine(p.Exe, p.Args)
+	if p.CmdLine == "" {
+		p.CmdLine = commandLine(p.Exe, p.Args)
 	}
-	return p.source
+	return p.CmdLine
+}
+
+// fillCmdLine makes p.CmdLine the join of p.Exe and p.Args.
+func (p *Process) fillCmdLine() {
+	if !isCommandLine(p.CmdLine, p.Exe, p.Args) {
+		p.CmdLine = commandLine(p.Exe, p.Args)
+	}
 }
 
 func commandLine(exe string, args []string) string {
@@ -48,6 +59,22 @@ func commandLine(exe string, args []string) string {
 		return exe
 	}
 	return exe + " " + strings.Join(args, " ")
+}
+
+// isCommandLine reports whether s is commandLine(exe, args), without
+// building it.
+func isCommandLine(s, exe string, args []string) bool {
+	rest, ok := strings.CutPrefix(s, exe)
+	if !ok {
+		return false
+	}
+	for _, a := range args {
+		if len(rest) <= len(a) || rest[0] != ' ' || rest[1:1+len(a)] != a {
+			return false
+		}
+		rest = rest[1+len(a):]
+	}
+	return rest == ""
 }
 
 // Options bound and tune a Table. Zero values take the defaults.
@@ -75,6 +102,13 @@ type entry struct {
 	exitedAt time.Time // zero while alive
 }
 
+// maxFree bounds the entries kept for reuse: a host that starts and ends
+// processes steadily frees one entry (its exited TTL over) for each one it
+// forks, and reusing it spares the allocation and the garbage. Entries
+// expire in bursts (a pause of the agent makes many due at once): the
+// bound is a few thousand, some 600 KiB at most.
+const maxFree = 4096
+
 // Table is safe for concurrent use. Lookups take a read lock only.
 type Table struct {
 	opts Options
@@ -82,7 +116,11 @@ type Table struct {
 	mu     sync.RWMutex
 	procs  map[uint32]*entry
 	exited []*entry // exit order; entries here may have been replaced since
-	stats  Stats
+	// exitedArr is exited's whole array: exited is a window sliding
+	// through it (expiry takes from the front, Exit appends).
+	exitedArr []*entry
+	free      []*entry // entries no longer in procs nor exited, for reuse
+	stats     Stats
 }
 
 // New returns an empty table; call SeedFromProc to fill it.
@@ -105,7 +143,7 @@ func New(opts Options) *Table {
 // Exec records that p.HostPID now runs a new program. If p.ParentExe is
 // empty it is taken from the parent's entry.
 func (t *Table) Exec(p Process) {
-	p.source = commandLine(p.Exe, p.Args)
+	p.fillCmdLine()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if p.ParentExe == "" {
@@ -113,7 +151,13 @@ func (t *Table) Exec(p Process) {
 			p.ParentExe = parent.p.Exe
 		}
 	}
-	t.insertLocked(&entry{p: p})
+	if e, ok := t.procs[p.HostPID]; ok && e.exitedAt.IsZero() {
+		// The process's own entry, replaced in place: a live entry is in
+		// no exit list, and the table does not grow.
+		e.p = p
+		return
+	}
+	t.insertLocked(t.newEntryLocked(p))
 }
 
 // Fork records a new process. It inherits what the parent had (exe,
@@ -127,9 +171,9 @@ func (t *Table) Fork(child Process) {
 		child.Cwd = parent.p.Cwd
 		child.TTY = parent.p.TTY
 		child.ParentExe = parent.p.Exe
-		child.source = parent.p.source
+		child.CmdLine = parent.p.CmdLine
 	}
-	t.insertLocked(&entry{p: child})
+	t.insertLocked(t.newEntryLocked(child))
 }
 
 // Exit marks a process as exited; it still resolves for ExitedTTL.
@@ -143,6 +187,23 @@ func (t *Table) Exit(hostPID uint32) {
 		return
 	}
 	e.exitedAt = now
+	t.pushExitedLocked(e)
+}
+
+// pushExitedLocked appends e to the exit list. When the window reaches the
+// end of its array it moves back to the start, into an array twice its
+// length (the same one when it is at most half full): a steady stream of
+// exits and expiries reuses one array.
+func (t *Table) pushExitedLocked(e *entry) {
+	if len(t.exited) == cap(t.exited) {
+		arr := t.exitedArr
+		if 2*len(t.exited) > len(arr) {
+			arr = make([]*entry, max(64, 2*len(t.exited)))
+		}
+		n := copy(arr, t.exited)
+		clear(arr[n:])
+		t.exited, t.exitedArr = arr[:n], arr
+	}
 	t.exited = append(t.exited, e)
 }
 
@@ -175,7 +236,7 @@ func (t *Table) Lookup(hostPID uint32) (Process, bool) {
 		if parent, ok := t.procs[p.HostPPID]; ok {
 			p.ParentExe = parent.p.Exe
 		}
-		t.insertLocked(&entry{p: p})
+		t.insertLocked(t.newEntryLocked(p))
 	}
 	t.mu.Unlock()
 	return p, true
@@ -203,16 +264,37 @@ func (t *Table) Stats() Stats {
 	return s
 }
 
+// newEntryLocked is a live entry for p, reused when one is free.
+func (t *Table) newEntryLocked(p Process) *entry {
+	n := len(t.free)
+	if n == 0 {
+		return &entry{p: p}
+	}
+	e := t.free[n-1]
+	t.free[n-1] = nil
+	t.free = t.free[:n-1]
+	*e = entry{p: p}
+	return e
+}
+
+// freeLocked keeps e, which nothing refers to any more, for reuse.
+func (t *Table) freeLocked(e *entry) {
+	if len(t.free) < maxFree {
+		*e = entry{} // its strings are garbage now
+		t.free = append(t.free, e)
+	}
+}
+
 // insertLocked adds or replaces an entry, keeping the size bound.
 func (t *Table) insertLocked(e *entry) {
-	if e.p.source == "" {
-		e.p.source = commandLine(e.p.Exe, e.p.Args)
-	}
+	e.p.fillCmdLine()
 	if len(t.exited) > 0 {
 		t.expireLocked(t.opts.Now())
 	}
-	if _, replacing := t.procs[e.p.HostPID]; !replacing && len(t.procs) >= t.opts.MaxEntries {
-		t.makeRoomLocked()
+	if len(t.procs) >= t.opts.MaxEntries {
+		if _, replacing := t.procs[e.p.HostPID]; !replacing {
+			t.makeRoomLocked()
+		}
 	}
 	t.procs[e.p.HostPID] = e
 }
@@ -230,13 +312,17 @@ func (t *Table) makeRoomLocked() {
 			delete(t.procs, e.p.HostPID)
 			t.stats.Expired++
 		}
+		t.freeLocked(e)
 	}
 	if len(t.procs) < before {
 		return
 	}
-	for pid := range t.procs { // map order is arbitrary enough
+	for pid, e := range t.procs { // map order is arbitrary enough
 		delete(t.procs, pid)
 		t.stats.Evicted++
+		if e.exitedAt.IsZero() { // an exited one is freed when its exit list slot is
+			t.freeLocked(e)
+		}
 		return
 	}
 }
@@ -251,6 +337,7 @@ func (t *Table) expireLocked(now time.Time) {
 			delete(t.procs, e.p.HostPID)
 			t.stats.Expired++
 		}
+		t.freeLocked(e)
 		n++
 	}
 	if n > 0 {

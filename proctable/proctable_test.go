@@ -274,3 +274,87 @@ func TestConcurrentUse(t *testing.T) {
 		t.Errorf("Len %d over the bound", n)
 	}
 }
+
+// A producer's CmdLine is kept when it is the join of Exe and Args, and
+// replaced by the join when it is anything else.
+func TestCmdLineChecked(t *testing.T) {
+	tests := []struct {
+		name, exe string
+		args      []string
+		given     string
+		want      string
+	}{
+		{"no arguments", "/bin/true", nil, "/bin/true", "/bin/true"},
+		{"arguments", "/bin/ls", []string{"-la", "/tmp"}, "/bin/ls -la /tmp", "/bin/ls -la /tmp"},
+		{"empty and spaced arguments", "/bin/sh", []string{"-c", "", "a  b"}, "/bin/sh -c  a  b", "/bin/sh -c  a  b"},
+		{"empty: joined", "/bin/ls", []string{"-l"}, "", "/bin/ls -l"},
+		{"another exe", "/bin/ls", []string{"-l"}, "/bin/cat -l", "/bin/ls -l"},
+		{"an argument short", "/bin/ls", []string{"-l", "x"}, "/bin/ls -l", "/bin/ls -l x"},
+		{"an argument more", "/bin/ls", []string{"-l"}, "/bin/ls -l x", "/bin/ls -l"},
+		{"no space", "/bin/ls", []string{"-l"}, "/bin/ls\x00-l", "/bin/ls -l"},
+		{"empty argument missing", "/bin/ls", []string{""}, "/bin/ls", "/bin/ls "},
+	}
+	for _, tt := range tests {
+		if got := isCommandLine(tt.given, tt.exe, tt.args); got != (tt.given == tt.want) {
+			t.Errorf("%s: isCommandLine = %v", tt.name, got)
+		}
+		tab := New(Options{})
+		tab.Exec(Process{HostPID: 7, Exe: tt.exe, Args: tt.args, CmdLine: tt.given})
+		p, _ := tab.Lookup(7)
+		if got := p.CommandLine(); got != tt.want || got != commandLine(tt.exe, tt.args) {
+			t.Errorf("%s: command line %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+// Entries freed by expiry are reused for new processes, and the exit list
+// reuses its array: many lifetimes through a small table leave every live
+// process's entry as its own, and memory as it was.
+func TestEntriesReused(t *testing.T) {
+	clk := &clock{now: time.Unix(0, 0)}
+	tab := New(Options{ExitedTTL: time.Second, Now: clk.Now})
+	tab.Exec(Process{HostPID: 1, Exe: "/sbin/init"})
+	const live = 50 // processes alive at any time
+	var arrCap int
+	for i := 0; i < 20000; i++ {
+		pid := uint32(100 + i%3000)
+		tab.Fork(Process{HostPID: pid, HostPPID: 1})
+		tab.Exec(Process{HostPID: pid, HostPPID: 1, Exe: "/bin/p" + strconv.Itoa(i), Args: []string{strconv.Itoa(i)}})
+		if i >= live {
+			tab.Exit(uint32(100 + (i-live)%3000))
+		}
+		clk.now = clk.now.Add(time.Millisecond) // a thousand exited processes kept
+		for j := max(0, i-live+1); j <= i; j += 7 {
+			p, ok := tab.Lookup(uint32(100 + j%3000))
+			if want := "/bin/p" + strconv.Itoa(j) + " " + strconv.Itoa(j); !ok || p.CommandLine() != want || p.ParentExe != "/sbin/init" {
+				t.Fatalf("round %d: pid %d = %+v %v, want %q", i, 100+j%3000, p, ok, want)
+			}
+		}
+		if i == 10000 {
+			arrCap = len(tab.exitedArr)
+		}
+	}
+	if n := tab.Len(); n < live || n > live+1100 {
+		t.Errorf("Len = %d, want the live processes and a second of exited ones", n)
+	}
+	if len(tab.exitedArr) != arrCap || arrCap > 4*1024 {
+		t.Errorf("exit list array %d entries, %d at half time", len(tab.exitedArr), arrCap)
+	}
+	if len(tab.free) > maxFree {
+		t.Errorf("%d free entries", len(tab.free))
+	}
+	// In that steady state a lifetime allocates nothing in the table.
+	args := []string{"-x"}
+	i := 0
+	allocs := testing.AllocsPerRun(2000, func() {
+		pid := uint32(5000 + i%3000)
+		tab.Fork(Process{HostPID: pid, HostPPID: 1})
+		tab.Exec(Process{HostPID: pid, HostPPID: 1, Exe: "/bin/q", Args: args, CmdLine: "/bin/q -x"})
+		tab.Exit(pid)
+		clk.now = clk.now.Add(time.Millisecond)
+		i++
+	})
+	if allocs > 0.05 {
+		t.Errorf("%.2f allocations per process lifetime, want none", allocs)
+	}
+}
