@@ -1299,8 +1299,9 @@ int BPF_PROG(sched_exec, struct task_struct *t, pid_t old_pid, struct linux_binp
 	struct mm_struct *mm = t->mm;
 	u32 off = put_path_btf(r, 0, &mm->exe_file->f_path, t);
 
-	// 2: the file name as given to execve.
-	off = put_str(r, off, bprm->filename, false);
+	// 2: the file name as given to execve, which user space reads only
+	// when the walk gave no path (decode.go's execText): empty otherwise.
+	off = off > 2 ? put_empty(r, off) : put_str(r, off, bprm->filename, false);
 
 	// 3: argv, NUL-separated, as the new image sees it.
 	unsigned long as = mm->arg_start;
