@@ -1032,20 +1032,8 @@ static long gate_step(__u32 i, struct gate_ctx *c)
 		c->mroot = (__u64)BPF_CORE_READ(parent, mnt.mnt_root);
 		return 0;
 	}
-	struct {
-		__u64 parent;
-		__u64 hash_len; /* struct qstr: hash, then len (little-endian) */
-		__u64 name;
-	} dn = {};
-	__u32 off_parent = bpf_core_field_offset(struct dentry, d_parent);
-	__u32 off_name = bpf_core_field_offset(struct dentry, d_name);
-	long err;
-	if (off_name == off_parent + 8) {
-		err = bpf_probe_read_kernel(&dn, sizeof(dn), (void *)(c->d + off_parent));
-	} else {
-		err = bpf_probe_read_kernel(&dn.parent, 8, (void *)(c->d + off_parent));
-		err |= bpf_probe_read_kernel(&dn.hash_len, 16, (void *)(c->d + off_name));
-	}
+	struct dentry_step dn = {};
+	long err = read_dentry_step(&dn, c->d);
 	__u64 head = 0;
 	if (!err)
 		err = bpf_probe_read_kernel(&head, 8, (void *)dn.name);
