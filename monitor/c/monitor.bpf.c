@@ -461,7 +461,7 @@ static __always_inline u32 put_path(struct record *r, u32 off, const struct path
 // The same walk over BTF pointers (a path reached from the hook's task or
 // arguments): inside the path's own mount every step is direct loads, and
 // a short name, most are, is copied from the dentry as four words, where
-// walk_step makes four probe-read helper calls. A mount crossing needs
+// walk_step makes two probe-read helper calls. A mount crossing needs
 // struct mount, which 6.1's verifier cannot reach from a vfsmount, so
 // there walk_step takes over; the namespace's root mount, where most
 // walks end, is recognised from the task's namespace instead.
