@@ -30,8 +30,6 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 
-#include "dentry.h"
-
 char LICENSE[] SEC("license") = "GPL";
 
 // Record kinds, scopes, flags and limits: decode.go and syscalls.go use
@@ -353,16 +351,9 @@ static __always_inline u32 put_user_bytes(struct record *r, u32 off, const void 
 // writes the components leaf first, each NUL-terminated; user space reverses
 // them. bpf_d_path is not allowed in tracepoint programs. The walk runs in
 // bpf_loop so the verifier checks one step, not PATH_DEPTH unrolled ones.
-// Its addresses are plain numbers (read with helpers), so each read is a
-// helper call, and it makes as few as the layout allows: a dentry's parent
-// and name in one, the name itself in one, a mount's parent and mountpoint
-// in one and its root once per mount, and none to know the namespace's
-// root mount, which the task's namespace names.
 struct walk {
-	u64 d;	    // the dentry
-	u64 m;	    // its struct mount
-	u64 mroot;  // m's root dentry
-	u64 nsroot; // the namespace's root mount, whose parent is itself
+	struct dentry *d;
+	struct mount *m;
 	u32 off;
 	u32 truncated;
 };
@@ -373,199 +364,45 @@ static long walk_step(u64 i, void *arg)
 	struct record *r = scratch_record();
 	if (!r)
 		return 1;
-	if (w->d == w->mroot) {
-		if (w->m == w->nsroot)
-			return 1; // the namespace's root
-		u32 off_parent = bpf_core_field_offset(struct mount, mnt_parent);
-		u32 off_mountpoint = bpf_core_field_offset(struct mount, mnt_mountpoint);
-		struct {
-			u64 parent;
-			u64 mountpoint;
-		} mp = {};
-		long err;
-		if (off_mountpoint == off_parent + 8) {
-			err = bpf_probe_read_kernel(&mp, sizeof(mp), (void *)(w->m + off_parent));
-		} else {
-			err = bpf_probe_read_kernel(&mp.parent, 8, (void *)(w->m + off_parent));
-			err |= bpf_probe_read_kernel(&mp.mountpoint, 8, (void *)(w->m + off_mountpoint));
-		}
-		if (err || !mp.parent || mp.parent == w->m)
-			return 1; // a detached tree (or another namespace's root)
-		u64 mroot = 0;
-		u32 off_root = bpf_core_field_offset(struct mount, mnt) + bpf_core_field_offset(struct vfsmount, mnt_root);
-		if (bpf_probe_read_kernel(&mroot, sizeof(mroot), (void *)(mp.parent + off_root)))
-			return 1;
-		w->d = mp.mountpoint;
-		w->m = mp.parent;
-		w->mroot = mroot;
+	struct dentry *d = w->d;
+	struct mount *m = w->m;
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	struct dentry *mroot = BPF_CORE_READ(m, mnt.mnt_root);
+	if (d == mroot || d == parent) {
+		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+		if (m == mp || d != mroot)
+			return 1; // the namespace's root, or a detached tree
+		w->d = BPF_CORE_READ(m, mnt_mountpoint);
+		w->m = mp;
 		return 0;
 	}
-	struct dentry_step dn = {};
-	if (read_dentry_step(&dn, w->d) || !dn.parent || dn.parent == w->d)
-		return 1; // a detached tree
 	u32 off = w->off;
 	if (off > DATA_MAX - NAME_MAX_) {
 		w->truncated = 1;
 		return 1;
 	}
-	long n = bpf_probe_read_kernel_str(&r->data[off & (DATA_MAX - 1)], NAME_MAX_, (const void *)dn.name);
-	if (n > 0)
-		w->off = off + n;
-	w->d = dn.parent;
-	return 0;
-}
-
-// ns_root is the current task's mount namespace's root mount.
-static __always_inline u64 ns_root(struct task_struct *t)
-{
-	struct nsproxy *nsp = t->nsproxy;
-	return nsp ? (u64)nsp->mnt_ns->root : 0;
-}
-
-// walk_from goes on with walk_step from w for at most steps steps and
-// writes the field's length; start is the field's offset.
-static __always_inline u32 walk_from(struct record *r, u32 start, struct walk *w, u32 steps)
-{
-	bpf_loop(steps, walk_step, w, 0);
-	if (w->truncated)
-		r->flags |= FLAG_TRUNCATED;
-	u32 end = w->off;
-	if (end > DATA_MAX)
-		end = DATA_MAX;
-	*(u16 *)&r->data[start & (DATA_MAX - 1)] = (u16)(end - start - 2);
-	return end;
-}
-
-static __always_inline u32 put_path(struct record *r, u32 off, const struct path *p)
-{
-	if (off > DATA_MAX - 2)
-		return put_empty(r, off);
-	struct {
-		u64 mnt; // struct path: the vfsmount, then the dentry
-		u64 dentry;
-	} pp = {};
-	u64 mroot = 0;
-	u32 off_root = bpf_core_field_offset(struct vfsmount, mnt_root);
-	bpf_probe_read_kernel(&pp, sizeof(pp), p);
-	bpf_probe_read_kernel(&mroot, sizeof(mroot), (void *)(pp.mnt + off_root));
-	struct walk w = {
-		.d = pp.dentry,
-		.m = pp.mnt - bpf_core_field_offset(struct mount, mnt),
-		.mroot = mroot,
-		.nsroot = ns_root(bpf_get_current_task_btf()),
-		.off = off + 2,
-	};
-	return walk_from(r, off, &w, PATH_DEPTH);
-}
-
-// The same walk over BTF pointers (a path reached from the hook's task or
-// arguments): inside the path's own mount every step is direct loads, and
-// a short name, most are, is copied from the dentry as four words, where
-// walk_step makes two probe-read helper calls. A mount crossing needs
-// struct mount, which 6.1's verifier cannot reach from a vfsmount, so
-// there walk_step takes over; the namespace's root mount, where most
-// walks end, is recognised from the task's namespace instead.
-struct dwalk {
-	struct dentry *d;
-	struct dentry *mroot; // the mount's root
-	u32 off;
-	u32 state;
-};
-
-enum dwalk_state {
-	DWALK_ON = 0,
-	DWALK_DONE = 1,	      // the walk ended (a detached tree, or no dentry)
-	DWALK_TRUNCATED = 2,  // out of room
-	DWALK_MOUNT_ROOT = 3, // at the mount's root: cross it, or stop
-};
-
-static long dwalk_step(u64 i, void *arg)
-{
-	struct dwalk *w = arg;
-	struct record *r = scratch_record();
-	struct dentry *d = w->d;
-	if (!r || !d) {
-		w->state = DWALK_DONE;
-		return 1;
-	}
-	if (d == w->mroot) {
-		w->state = DWALK_MOUNT_ROOT;
-		return 1;
-	}
-	struct dentry *parent = d->d_parent;
-	if (d == parent) { // a detached tree
-		w->state = DWALK_DONE;
-		return 1;
-	}
-	u32 off = w->off;
-	if (off > DATA_MAX - NAME_MAX_) {
-		w->state = DWALK_TRUNCATED;
-		return 1;
-	}
-	u32 len = d->d_name.len;
-	const unsigned char *name = d->d_name.name;
-	const unsigned char *in = dentry_inline_name(d);
-	u8 *dst = &r->data[off & (DATA_MAX - 1)];
-	long n;
-	// Under "if (name == in)" clang reads through whichever of the two
-	// is at hand, and name is a plain number to the verifier: the test's
-	// result is hidden from it, so the copy reads through in.
-	u64 inl = name == in && len < DENTRY_INLINE_MIN;
-	barrier_var(inl);
-	if (inl) {
-		*(u64 *)(dst + 0) = *(u64 *)(in + 0);
-		*(u64 *)(dst + 8) = *(u64 *)(in + 8);
-		*(u64 *)(dst + 16) = *(u64 *)(in + 16);
-		*(u64 *)(dst + 24) = *(u64 *)(in + 24);
-		// A rename racing the copy may have left no NUL at len; the
-		// field's format needs one.
-		dst[len & (DENTRY_INLINE_MIN - 1)] = 0;
-		n = len + 1;
-	} else {
-		n = bpf_probe_read_kernel_str(dst, NAME_MAX_, name);
-	}
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	long n = bpf_probe_read_kernel_str(&r->data[off & (DATA_MAX - 1)], NAME_MAX_, name);
 	if (n > 0)
 		w->off = off + n;
 	w->d = parent;
 	return 0;
 }
 
-// put_path_btf is put_path for a path that is a BTF pointer; t is the
-// current task, whose mount namespace's root ends the walk.
-static __always_inline u32 put_path_btf(struct record *r, u32 off, const struct path *p, struct task_struct *t)
+static __always_inline u32 put_path(struct record *r, u32 off, const struct path *p)
 {
 	if (off > DATA_MAX - 2)
 		return put_empty(r, off);
-	struct vfsmount *vm = p->mnt;
-	struct dwalk dw = {
-		.d = p->dentry,
-		.mroot = vm->mnt_root,
+	struct vfsmount *vm = BPF_CORE_READ(p, mnt);
+	struct walk w = {
+		.d = BPF_CORE_READ(p, dentry),
+		.m = (struct mount *)((void *)vm - bpf_core_field_offset(struct mount, mnt)),
 		.off = off + 2,
 	};
-	long steps = bpf_loop(PATH_DEPTH, dwalk_step, &dw, 0);
-	u32 end = dw.off;
-	if (dw.state == DWALK_TRUNCATED)
+	bpf_loop(PATH_DEPTH, walk_step, &w, 0);
+	if (w.truncated)
 		r->flags |= FLAG_TRUNCATED;
-	struct nsproxy *nsp = t->nsproxy;
-	struct vfsmount *nsroot = nsp ? &nsp->mnt_ns->root->mnt : NULL;
-	if (dw.state == DWALK_MOUNT_ROOT && vm != nsroot && steps > 0) {
-		// Another mount: walk_step crosses it and goes on, with the
-		// iterations left (the step that stopped here took none). Its
-		// first step needs only the mount: d == mroot says "at its
-		// root" without reading the root. Not two constants: 6.1's
-		// verifier checks a bpf_loop callback for one iteration only,
-		// from this state, and would drop the dentry branch as dead.
-		u64 m = 0;
-		bpf_probe_read_kernel(&m, sizeof(m), &p->mnt);
-		struct walk w = {
-			.d = m,
-			.m = m - bpf_core_field_offset(struct mount, mnt),
-			.mroot = m,
-			.nsroot = ns_root(t),
-			.off = end,
-		};
-		return walk_from(r, off, &w, PATH_DEPTH + 1 - steps);
-	}
+	u32 end = w.off;
 	if (end > DATA_MAX)
 		end = DATA_MAX;
 	*(u16 *)&r->data[off & (DATA_MAX - 1)] = (u16)(end - off - 2);
@@ -595,8 +432,9 @@ static __always_inline u32 put_base(struct record *r, u32 off, s32 dirfd, u16 *f
 {
 	struct task_struct *t = bpf_get_current_task_btf();
 	if (dirfd == AT_FDCWD_) {
+		struct fs_struct *fs = BPF_CORE_READ(t, fs);
 		*flags |= FLAG_PATH_BASE;
-		return put_path_btf(r, off, &t->fs->pwd, t);
+		return put_path(r, off, &fs->pwd);
 	}
 	struct file *f = fd_file(t, dirfd);
 	if (!f)
@@ -1346,7 +1184,7 @@ int BPF_PROG(sched_exec, struct task_struct *t, pid_t old_pid, struct linux_binp
 
 	// 1: the executable, resolved by the kernel (symlinks followed).
 	struct mm_struct *mm = t->mm;
-	u32 off = put_path_btf(r, 0, &mm->exe_file->f_path, t);
+	u32 off = put_path(r, 0, &mm->exe_file->f_path);
 
 	// 2: the file name as given to execve, which user space reads only
 	// when the walk gave no path (decode.go's execText): empty otherwise.
@@ -1358,7 +1196,7 @@ int BPF_PROG(sched_exec, struct task_struct *t, pid_t old_pid, struct linux_binp
 	off = put_user_bytes(r, off, (const void *)as, ae > as ? (u32)(ae - as) : 0, ARGS_MAX);
 
 	// 4: the working directory.
-	off = put_path_btf(r, off, &t->fs->pwd, t);
+	off = put_path(r, off, &t->fs->pwd);
 
 	// 5: the controlling terminal's name.
 	struct tty_struct *tty = t->signal->tty;
