@@ -1,7 +1,9 @@
 /* Reading a dentry's name with direct loads, for programs that hold it as
- * a BTF pointer (LSM hooks, tp_btf, fexit): the monitor's path walk and
- * the enforcer's name gate; and its parent and name in one read, for
- * walks over plain addresses. Needs vmlinux.h and bpf_core_read.h first.
+ * a BTF pointer (LSM hooks, tp_btf, fexit), and its parent and name in one
+ * read, for walks over plain addresses: the enforcer's name gate does both.
+ * Kept apart from it for any walk to come (docs/benchmarks.md, "Lifecycle
+ * records in the kernel", says why the monitor's walks do not use it yet).
+ * Needs vmlinux.h and bpf_core_read.h first.
  */
 #ifndef KUBEARMOR_DENTRY_H
 #define KUBEARMOR_DENTRY_H
