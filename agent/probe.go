@@ -4,23 +4,20 @@ import (
 	"os"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/armorhost/kubearmor/agent/config"
 	"github.com/armorhost/kubearmor/feeder"
+	"github.com/armorhost/kubearmor/kernelfs"
 )
 
 // writeProbeData writes the host description `karmor probe` reads.
 func (a *Agent) writeProbeData(cfg *config.Config) {
-	var uts unix.Utsname
-	_ = unix.Uname(&uts)
 	lsm := "none"
 	if a.enforcer != nil {
 		lsm = a.enforcer.Name()
 	}
 	err := feeder.WriteKarmorProbeData(feeder.KarmorProbeDataPath, feeder.KarmorProbeData{
 		OSImage:       osImage(),
-		KernelVersion: unix.ByteSliceToString(uts.Release[:]),
+		KernelVersion: kernelfs.Release(),
 		ActiveLSM:     lsm,
 		HostSecurity:  true,
 		HostDefaultPosture: feeder.Posture{File: cfg.HostDefaultFilePosture, Network: cfg.HostDefaultNetworkPosture,

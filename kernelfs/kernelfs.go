@@ -3,7 +3,8 @@
 // enforcer selection reads securityfs, pinned BPF objects live on the BPF
 // file system and the monitor's tracepoints need tracefs. It is the one
 // place that mounts them; the agent, the BPF-LSM enforcer and the monitor
-// call it. Sysctl is its one reader of /proc/sys, for the tiers' host facts.
+// call it. Sysctl (its one reader of /proc/sys) and Release are the host
+// facts the tiers and the agent read.
 package kernelfs
 
 import (
@@ -66,4 +67,24 @@ func Sysctl(name string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// Release is the running kernel's release (uname -r), "" when it cannot be
+// read.
+func Release() string {
+	var uts unix.Utsname
+	if unix.Uname(&uts) != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(uts.Release[:])
+}
+
+// ReleaseAtLeast reports whether release (as Release gives it) is
+// major.minor or later; false when it does not parse.
+func ReleaseAtLeast(release string, major, minor int) bool {
+	var ma, mi int
+	if _, err := fmt.Sscanf(release, "%d.%d", &ma, &mi); err != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
 }

@@ -47,3 +47,26 @@ func TestSysctl(t *testing.T) {
 		}
 	}
 }
+
+func TestReleaseAtLeast(t *testing.T) {
+	for _, tc := range []struct {
+		release      string
+		major, minor int
+		want         bool
+	}{
+		{"6.12.57+deb13-cloud-amd64", 6, 12, true},
+		{"6.1.0-57-cloud-amd64", 6, 12, false},
+		{"6.18.0", 6, 13, true},
+		{"7.0.1", 6, 13, true},
+		{"5.15.0", 6, 1, false},
+		{"", 6, 1, false},
+		{"garbage", 6, 1, false},
+	} {
+		if got := ReleaseAtLeast(tc.release, tc.major, tc.minor); got != tc.want {
+			t.Errorf("ReleaseAtLeast(%q, %d, %d) = %v, want %v", tc.release, tc.major, tc.minor, got, tc.want)
+		}
+	}
+	if Release() == "" {
+		t.Error("Release() is empty on a running kernel")
+	}
+}

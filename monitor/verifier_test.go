@@ -7,7 +7,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
+
+	"github.com/armorhost/kubearmor/kernelfs"
 )
 
 // maxVerified bounds the instructions the verifier may process for any one
@@ -26,7 +27,7 @@ const maxVerified = 90_000
 // the bound holds on the kernels that iterate, from 6.13 on: the host's.
 func TestVerifierCost(t *testing.T) {
 	requireKernel(t)
-	if !kernelAtLeast(6, 13) {
+	if !kernelfs.ReleaseAtLeast(kernelfs.Release(), 6, 13) {
 		t.Skip("the bound is for kernels from 6.13 (this one verifies bpf_loop callbacks differently)")
 	}
 	spec, err := loadMonitorBPF()
@@ -68,18 +69,4 @@ func TestVerifierCost(t *testing.T) {
 	if loaded == 0 {
 		t.Fatal("no program loaded")
 	}
-}
-
-func kernelAtLeast(major, minor int) bool {
-	var uts unix.Utsname
-	if unix.Uname(&uts) != nil {
-		return false
-	}
-	m := regexp.MustCompile(`^(\d+)\.(\d+)`).FindSubmatch(uts.Release[:])
-	if m == nil {
-		return false
-	}
-	a, _ := strconv.Atoi(string(m[1]))
-	b, _ := strconv.Atoi(string(m[2]))
-	return a > major || a == major && b >= minor
 }

@@ -189,7 +189,7 @@ func New(opts Options) (*Enforcer, error) {
 		opts.Log.Warn("fanotify tier: every open and exec on a marked filesystem waits for the agent", "err", e.cache.err)
 	}
 	e.health.init(opts.Log)
-	if why := unseenMounts(kernelRelease(), kernelfs.Sysctl("kernel/unprivileged_userns_clone"), kernelfs.Sysctl("user/max_user_namespaces")); why != "" {
+	if why := unseenMounts(kernelfs.Release(), kernelfs.Sysctl("kernel/unprivileged_userns_clone"), kernelfs.Sysctl("user/max_user_namespaces")); why != "" {
 		opts.Log.Warn("fanotify tier: " + why)
 	}
 	e.fillReserve()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/hostpolicy"
+	"github.com/armorhost/kubearmor/kernelfs"
 )
 
 // A file or program an exact-path rule names cannot be reached under
@@ -97,7 +98,7 @@ func TestProtectedInodes(t *testing.T) {
 		// reports the open of its layer's file, by the layer's name
 		// ("/blocked"), and the identity decides it. 6.1 does not report
 		// it (docs/ARCHITECTURE.md).
-		if !releaseAtLeast(kernelRelease(), 6, 12) {
+		if !kernelfs.ReleaseAtLeast(kernelfs.Release(), 6, 12) {
 			t.Skip("this kernel does not report an overlay's opens at its layers (6.1 does not, 6.12 does)")
 		}
 		unshare, err := exec.LookPath("unshare")

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/armorhost/kubearmor/event"
+	"github.com/armorhost/kubearmor/kernelfs"
 	"github.com/armorhost/kubearmor/monitor"
 )
 
@@ -344,28 +345,10 @@ func unmarkable(m mount) string {
 // kernel.unprivileged_userns_clone (absent upstream: "") and
 // user.max_user_namespaces.
 func unseenMounts(release, clone, maxNS string) string {
-	if releaseAtLeast(release, 6, 12) || clone == "0" || maxNS == "0" {
+	if kernelfs.ReleaseAtLeast(release, 6, 12) || clone == "0" || maxNS == "0" {
 		return ""
 	}
 	return "on kernel " + release + " the opens through an overlayfs or FUSE mount made after the agent started are not seen, and unprivileged users may make user namespaces, where they can mount one over files the rules protect: on such hosts use BPF-LSM or AppArmor, or set user.max_user_namespaces=0"
-}
-
-// releaseAtLeast: the kernel release (uname -r) is major.minor or later;
-// false when it cannot be read.
-func releaseAtLeast(release string, major, minor int) bool {
-	var ma, mi int
-	if _, err := fmt.Sscanf(release, "%d.%d", &ma, &mi); err != nil {
-		return false
-	}
-	return ma > major || ma == major && mi >= minor
-}
-
-func kernelRelease() string {
-	var uts unix.Utsname
-	if unix.Uname(&uts) != nil {
-		return ""
-	}
-	return unix.ByteSliceToString(uts.Release[:])
 }
 
 func readMounts() ([]mount, error) {
