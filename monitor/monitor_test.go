@@ -221,12 +221,20 @@ func settle(t *testing.T, c *eventtest.Collector) {
 	})
 }
 
-func TestExecWithArguments(t *testing.T) {
-	m, c := sharedMonitor(t)
+// lookEcho is the echo program's path, which exec tests run; the test
+// skips without one.
+func lookEcho(t *testing.T) string {
+	t.Helper()
 	echo, err := exec.LookPath("echo")
 	if err != nil {
 		t.Skip("no echo binary")
 	}
+	return echo
+}
+
+func TestExecWithArguments(t *testing.T) {
+	m, c := sharedMonitor(t)
+	echo := lookEcho(t)
 	wantExe, err := filepath.EvalSymlinks(echo)
 	if err != nil {
 		t.Fatal(err)
@@ -281,16 +289,12 @@ func TestExecWithArguments(t *testing.T) {
 }
 
 // TestExecPathWalk: the kernel walks an exec's program and working
-// directory up to the namespace's root, with direct loads inside a mount
-// and helper reads across mounts. Each shape the walk treats apart: names
-// too long to live inside their dentry, a mount crossed (tmpfs), a bind
-// mount, and the root mount only.
+// directory up to the namespace's root, crossing mounts. The shapes a walk
+// can get wrong: names too long to live inside their dentry, a mount
+// crossed (tmpfs), a bind mount, and the root mount only.
 func TestExecPathWalk(t *testing.T) {
 	_, c := sharedMonitor(t)
-	echo, err := exec.LookPath("echo")
-	if err != nil {
-		t.Skip("no echo binary")
-	}
+	echo := lookEcho(t)
 	prog, err := os.ReadFile(echo)
 	if err != nil {
 		t.Fatal(err)
