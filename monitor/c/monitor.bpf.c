@@ -456,6 +456,158 @@ __attribute__((noinline)) u64 walk_path(u64 off, u64 mnt, u64 dentry)
 	return end;
 }
 
+// The exec record's two paths, the program and the working directory,
+// are the current task's, reachable as BTF pointers: inside the path's
+// own mount walk_task_path steps with direct loads, and copies a short
+// name (most are) from the dentry as four words, where walk_step makes
+// two probe-read helper calls. A mount crossing needs struct mount, which
+// 6.1's verifier cannot reach from a vfsmount, so there walk_step takes
+// over; the namespace's root mount, where most walks end, is known from
+// the task's namespace.
+struct dwalk {
+	struct dentry *d;
+	struct dentry *mroot; // the mount's root
+	u32 off;
+	u32 state;
+};
+
+enum dwalk_state {
+	DWALK_ON = 0,
+	DWALK_DONE = 1,	      // the walk ended (a detached tree, or no dentry)
+	DWALK_TRUNCATED = 2,  // out of room
+	DWALK_MOUNT_ROOT = 3, // at the mount's root: cross it, or stop
+};
+
+static long dwalk_step(u64 i, void *arg)
+{
+	struct dwalk *w = arg;
+	struct record *r = scratch_record();
+	struct dentry *d = w->d;
+	if (!r || !d) {
+		w->state = DWALK_DONE;
+		return 1;
+	}
+	if (d == w->mroot) {
+		w->state = DWALK_MOUNT_ROOT;
+		return 1;
+	}
+	struct dentry *parent = d->d_parent;
+	if (d == parent) { // a detached tree
+		w->state = DWALK_DONE;
+		return 1;
+	}
+	u32 off = w->off;
+	if (off > DATA_MAX - NAME_MAX_) {
+		w->state = DWALK_TRUNCATED;
+		return 1;
+	}
+	u32 len = d->d_name.len;
+	const unsigned char *name = d->d_name.name;
+	const unsigned char *in = dentry_inline_name(d);
+	u8 *dst = &r->data[off & (DATA_MAX - 1)];
+	long n;
+	// Under "if (name == in)" clang reads through whichever of the two
+	// is at hand, and name is a plain number to the verifier: the test's
+	// result is hidden from it, so the copy reads through in.
+	u64 inl = name == in && len < DENTRY_INLINE_MIN;
+	barrier_var(inl);
+	if (inl) {
+		*(u64 *)(dst + 0) = *(u64 *)(in + 0);
+		*(u64 *)(dst + 8) = *(u64 *)(in + 8);
+		*(u64 *)(dst + 16) = *(u64 *)(in + 16);
+		*(u64 *)(dst + 24) = *(u64 *)(in + 24);
+		// A rename racing the copy may have left no NUL at len; the
+		// field's format needs one.
+		dst[len & (DENTRY_INLINE_MIN - 1)] = 0;
+		n = len + 1;
+	} else {
+		n = bpf_probe_read_kernel_str(dst, NAME_MAX_, name);
+	}
+	if (n > 0)
+		w->off = off + n;
+	w->d = parent;
+	return 0;
+}
+
+enum task_path {
+	TASK_PATH_EXE = 0, // the program the task runs
+	TASK_PATH_CWD = 1, // its working directory
+};
+
+// walk_task_path writes the current task's exe or cwd (which) at off, as
+// walk_path does. A global function for the same reason: its two loops,
+// inlined, would multiply the callers' verification.
+__attribute__((noinline)) u64 walk_task_path(u64 off, u64 which)
+{
+	struct record *r = scratch_record();
+	if (!r)
+		return off;
+	if (off > DATA_MAX - 2)
+		return put_empty(r, off);
+	struct task_struct *t = bpf_get_current_task_btf();
+	const struct path *p = which == TASK_PATH_CWD ? &t->fs->pwd : &t->mm->exe_file->f_path;
+	struct vfsmount *vm = p->mnt;
+	struct dwalk dw = {
+		.d = p->dentry,
+		.mroot = vm->mnt_root,
+		.off = off + 2,
+	};
+	long steps = bpf_loop(PATH_DEPTH, dwalk_step, &dw, 0);
+	u32 end = dw.off;
+	if (dw.state == DWALK_TRUNCATED)
+		r->flags |= FLAG_TRUNCATED;
+	struct nsproxy *nsp = t->nsproxy;
+	struct vfsmount *nsroot = nsp ? &nsp->mnt_ns->root->mnt : NULL;
+	if (dw.state == DWALK_MOUNT_ROOT && vm != nsroot && steps > 0) {
+		// Another mount: walk_step crosses it and goes on, with the
+		// iterations left (the step that stopped here took none). Its
+		// first step needs only the mount: d == mroot says "at its
+		// root" without reading the root. Not two constants: 6.1's
+		// verifier checks a bpf_loop callback for one iteration only,
+		// from this state, and would drop the dentry branch as dead.
+		u64 m = 0;
+		bpf_probe_read_kernel(&m, sizeof(m), &p->mnt);
+		struct walk w = {
+			.d = m,
+			.m = m - bpf_core_field_offset(struct mount, mnt),
+			.mroot = m,
+			.nsroot = ns_root(t),
+			.off = end,
+		};
+		bpf_loop(PATH_DEPTH + 1 - steps, walk_step, &w, 0);
+		if (w.truncated)
+			r->flags |= FLAG_TRUNCATED;
+		end = w.off;
+	}
+	if (end > DATA_MAX)
+		end = DATA_MAX;
+	*(u16 *)&r->data[off & (DATA_MAX - 1)] = (u16)(end - off - 2);
+	return end;
+}
+
+// bounded_end takes a global walk's result: the verifier knows nothing of
+// a global function's result, not even that a u32's upper half is zero;
+// clang knows what the walk returns (it sees its body) and would drop the
+// bounds checks after it, submit's among them. So the result is hidden
+// from clang and bounded here, where both see it, and the bounded value is
+// a new one to clang: otherwise it may keep using a copy it took before
+// the bound, which 6.1's verifier does not know is bounded.
+static __always_inline u32 bounded_end(u64 end)
+{
+	barrier_var(end);
+	if (end > DATA_MAX)
+		end = DATA_MAX;
+	barrier_var(end);
+	return end;
+}
+
+// put_task_path writes the current task's exe or cwd at off and returns
+// the offset after it.
+static __always_inline u32 put_task_path(u32 off, enum task_path which)
+{
+	return bounded_end(walk_task_path(off, which));
+}
+
 // put_path writes path p's field at off and returns the offset after it.
 static __always_inline u32 put_path(struct record *r, u32 off, const struct path *p)
 {
@@ -464,19 +616,7 @@ static __always_inline u32 put_path(struct record *r, u32 off, const struct path
 		u64 dentry;
 	} pp = {};
 	bpf_probe_read_kernel(&pp, sizeof(pp), p);
-	u64 end = walk_path(off, pp.mnt, pp.dentry);
-	// The verifier knows nothing of a global function's result, not
-	// even that a u32's upper half is zero; clang knows what walk_path
-	// returns (it sees its body) and would drop the bounds checks after
-	// it, submit's among them. So the result is hidden from clang and
-	// bounded here, where both see it, and the bounded value is a new
-	// one to clang: otherwise it may keep using a copy it took before
-	// the bound, which 6.1's verifier does not know is bounded.
-	barrier_var(end);
-	if (end > DATA_MAX)
-		end = DATA_MAX;
-	barrier_var(end);
-	return end;
+	return bounded_end(walk_path(off, pp.mnt, pp.dentry));
 }
 
 // fd_file is task t's open file for fd, or NULL.
@@ -1254,7 +1394,7 @@ int BPF_PROG(sched_exec, struct task_struct *t, pid_t old_pid, struct linux_binp
 
 	// 1: the executable, resolved by the kernel (symlinks followed).
 	struct mm_struct *mm = t->mm;
-	u32 off = put_path(r, 0, &mm->exe_file->f_path);
+	u32 off = put_task_path(0, TASK_PATH_EXE);
 
 	// 2: the file name as given to execve, which user space reads only
 	// when the walk gave no path (decode.go's execText): empty otherwise.
@@ -1266,7 +1406,7 @@ int BPF_PROG(sched_exec, struct task_struct *t, pid_t old_pid, struct linux_binp
 	off = put_user_bytes(r, off, (const void *)as, ae > as ? (u32)(ae - as) : 0, ARGS_MAX);
 
 	// 4: the working directory.
-	off = put_path(r, off, &t->fs->pwd);
+	off = put_task_path(off, TASK_PATH_CWD);
 
 	// 5: the controlling terminal's name.
 	struct tty_struct *tty = t->signal->tty;
