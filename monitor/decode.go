@@ -127,6 +127,7 @@ type decoder struct {
 	visibility Scope
 	clock      event.BootClock
 	rec        record
+	batch      *proctable.Batch   // the table's, while decodeRecord holds it
 	opens      map[openKey]string // openData's memo
 	comms      map[string]string  // commOf's memo
 	text       []byte             // execText's scratch
@@ -188,28 +189,75 @@ func (d *decoder) openData(r *record) string {
 	return s
 }
 
-// decode handles one raw record. It reports whether ev is an event to emit
-// (fork and exit records only update the table).
+// decode handles one raw record and makes its change to the process
+// table. It reports whether ev is an event to emit (fork and exit records
+// only update the table).
 func (d *decoder) decode(raw []byte, ev *event.Event) (bool, error) {
+	emit, err := d.decodeRecord(raw, ev)
+	d.endBatch()
+	return emit, err
+}
+
+// decodeRecord is decode, but it leaves the table held in a
+// proctable.Batch after a fork, exit or exec record that emits nothing,
+// for the next such record: a run of them changes the table under one
+// lock. It ends the batch before a record whose event is attributed from
+// the table, and before it returns an event to emit: events see the table
+// as decode would show it. Its caller ends the batch when it is done.
+func (d *decoder) decodeRecord(raw []byte, ev *event.Event) (bool, error) {
 	r := &d.rec
+	if len(raw) >= headerSize && binary.LittleEndian.Uint16(raw[offDataLen:]) == 0 {
+		// Fork and exit records are a header without data: they need no
+		// more than its ids.
+		le := binary.LittleEndian
+		r.kind = le.Uint32(raw[offKind:])
+		if r.kind == recFork || r.kind == recExit {
+			r.hostPID, r.hostPPID = le.Uint32(raw[offHostPID:]), le.Uint32(raw[offHostPPID:])
+			r.pid, r.ppid, r.uid = le.Uint32(raw[offPID:]), le.Uint32(raw[offPPID:]), le.Uint32(raw[offUID:])
+			d.lifecycle(r)
+			return false, nil
+		}
+	}
 	if err := parseRecord(raw, r); err != nil {
 		return false, err
 	}
 	switch r.kind {
-	case recFork:
-		d.table.Fork(proctable.Process{
-			HostPID: r.hostPID, HostPPID: r.hostPPID, PID: r.pid, PPID: r.ppid, UID: r.uid,
-		})
-		return false, nil
-	case recExit:
-		d.table.Exit(r.hostPID)
+	case recFork, recExit:
+		d.lifecycle(r)
 		return false, nil
 	case recExec:
 		return d.exec(r, ev), nil
 	case recSyscall:
+		d.endBatch()
 		return d.syscall(r, ev)
 	}
 	return false, fmt.Errorf("unknown record kind %d", r.kind)
+}
+
+// lifecycle makes the table change of a fork or exit record.
+func (d *decoder) lifecycle(r *record) {
+	b := d.beginBatch()
+	if r.kind == recExit {
+		b.Exit(r.hostPID)
+		return
+	}
+	b.Fork(proctable.Process{HostPID: r.hostPID, HostPPID: r.hostPPID, PID: r.pid, PPID: r.ppid, UID: r.uid})
+}
+
+// beginBatch is the table's batch, begun if it is not yet.
+func (d *decoder) beginBatch() *proctable.Batch {
+	if d.batch == nil {
+		d.batch = d.table.Begin()
+	}
+	return d.batch
+}
+
+// endBatch lets the table go, if decodeRecord holds it.
+func (d *decoder) endBatch() {
+	if d.batch != nil {
+		d.batch.End()
+		d.batch = nil
+	}
 }
 
 func (d *decoder) header(r *record, ev *event.Event) {
@@ -233,14 +281,16 @@ var execveData = syscallData(sysExecve, &[6]uint64{}, nil, "")
 
 func (d *decoder) exec(r *record, ev *event.Event) bool {
 	t := d.execText(r)
-	p := proctable.Process{
+	// The parent's executable the table stores for the process is all
+	// Table.Enrich would add to what the record says.
+	parentExe := d.beginBatch().Exec(proctable.Process{
 		HostPID: r.hostPID, HostPPID: r.hostPPID, PID: r.pid, PPID: r.ppid, UID: r.uid,
-		Exe: t.exe, Args: t.args, Cwd: t.cwd, TTY: t.tty, CmdLine: t.cmdline,
-	}
-	d.table.Exec(p)
+		Exe: t.exe, Args: t.args, Cwd: t.cwd, TTY: t.tty, CmdLine: t.cmdline, CwdSlash: t.cwdSlash,
+	})
 	if d.visibility&ScopeProcess == 0 {
 		return false
 	}
+	d.endBatch() // the event is attributed from the table
 	d.header(r, ev)
 	ev.Operation = event.OpProcess
 	ev.Syscall = SyscallName(r.nr)
@@ -248,33 +298,34 @@ func (d *decoder) exec(r *record, ev *event.Event) bool {
 	ev.Args = t.args
 	ev.Cwd = t.cwd
 	ev.TTY = t.tty
+	ev.ParentExe = parentExe
 	ev.Resource = t.cmdline
 	if r.nr == sysExecve {
 		ev.Data = execveData
 	} else {
 		ev.Data = syscallData(r.nr, &r.args, nil, "")
 	}
-	d.table.Enrich(ev)
 	return true
 }
 
 // execText is the text of an exec record: the executable's path, the
 // arguments (argv[1:], "..." last when the kernel cut argv short), the
 // command line (the path and the arguments joined by spaces), the working
-// directory ("/" at the root) and the tty.
+// directory ("/" at the root), the same with a trailing slash, and the tty.
 type execText struct {
-	exe, cmdline, cwd, tty string
-	args                   []string
+	exe, cmdline, cwd, cwdSlash, tty string
+	args                             []string
 }
 
 // execText builds it all in one string, and the strings are its parts:
 // the path, then a space before each argument (together the command
-// line), the cwd, the tty. An exec is decoded with two allocations, that
-// string and args, whatever argv holds. An entry that keeps one part (a
-// child's ParentExe) keeps the rest of its parent's text alive, as a
-// forked child kept its parent's Args before.
+// line), the cwd (and a slash after it unless it ends with one), the tty.
+// An exec is decoded with two allocations, that string and args, whatever
+// argv holds. An entry that keeps one part (a child's ParentExe) keeps the
+// rest of its parent's text alive, as a forked child kept its parent's
+// Args before.
 func (d *decoder) execText(r *record) execText {
-	argv := bytes.TrimRight(r.field(2), "\x00")
+	argv := trimTrailingNUL(r.field(2))
 	truncated := r.flags&flagTruncated != 0 && len(r.field(2)) >= argsMax
 
 	b := appendComponents(d.text[:0], r.field(0))
@@ -287,20 +338,31 @@ func (d *decoder) execText(r *record) execText {
 		b = append(b, absolute(cwd, string(r.field(1)))...)
 	}
 	nexe := len(b)
-	// argv[0] is no argument; each one after it follows a space.
+	// argv[0] is no argument; each one after it follows a space: argv[1:]
+	// is copied whole, and the NULs between its arguments become spaces.
+	// cuts keeps where the first arguments end, for args below.
 	var rest []byte // argv[1:], NUL-separated
+	var cuts [16]int
 	nsplit := 0
 	if i := bytes.IndexByte(argv, 0); i >= 0 {
 		rest = argv[i+1:]
-		nsplit = bytes.Count(rest, []byte{0}) + 1
 		b = append(b, ' ')
-		for _, c := range rest {
-			if c == 0 {
-				c = ' '
+		b = append(b, rest...)
+		for j := nexe + 1; ; {
+			k := bytes.IndexByte(b[j:], 0)
+			if k < 0 {
+				break
 			}
-			b = append(b, c)
+			if nsplit < len(cuts) {
+				cuts[nsplit] = j + k
+			}
+			nsplit++
+			b[j+k] = ' '
+			j += k + 1
 		}
+		nsplit++
 	}
+	nargv := len(b)
 	nargs := nsplit
 	if truncated && len(argv) > 0 { // an empty argv has no "..." either
 		nargs++
@@ -312,30 +374,44 @@ func (d *decoder) execText(r *record) execText {
 		b = append(b, '/')
 	}
 	ncwd := len(b)
+	if b[ncwd-1] != '/' {
+		b = append(b, '/')
+	}
+	nslash := len(b)
 	b = append(b, r.field(4)...)
 	d.text = b
 	s := string(b)
 
-	t := execText{exe: s[:nexe], cmdline: s[:ncmd], cwd: s[ncmd:ncwd], tty: s[ncwd:]}
+	t := execText{exe: s[:nexe], cmdline: s[:ncmd], cwd: s[ncmd:ncwd], cwdSlash: s[ncmd:nslash], tty: s[nslash:]}
 	if len(argv) == 0 {
 		return t
 	}
 	t.args = make([]string, nargs) // argv[0] alone: empty, not nil
 	off := nexe + 1
 	for k := range nsplit {
-		n := bytes.IndexByte(rest, 0)
-		if n < 0 {
-			n = len(rest)
-		} else {
-			rest = rest[n+1:]
+		end := nargv // the last argument ends argv
+		switch {
+		case k == nsplit-1:
+		case k < len(cuts):
+			end = cuts[k]
+		default: // past cuts: the next NUL of argv[1:] from here
+			end = off + bytes.IndexByte(rest[off-nexe-1:], 0)
 		}
-		t.args[k] = s[off : off+n]
-		off += n + 1
+		t.args[k] = s[off:end]
+		off = end + 1
 	}
 	if truncated {
 		t.args[nargs-1] = "..."
 	}
 	return t
+}
+
+// trimTrailingNUL is b without the NULs it ends with.
+func trimTrailingNUL(b []byte) []byte {
+	for len(b) > 0 && b[len(b)-1] == 0 {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 func (d *decoder) syscall(r *record, ev *event.Event) (bool, error) {
@@ -470,7 +546,7 @@ func joinComponents(b []byte) string {
 
 // appendComponents appends joinComponents(b) to dst.
 func appendComponents(dst, b []byte) []byte {
-	b = bytes.TrimRight(b, "\x00")
+	b = trimTrailingNUL(b)
 	if len(b) == 0 {
 		return dst
 	}

@@ -321,6 +321,15 @@ func TestOpenDataIsSyscallData(t *testing.T) {
 // joining the command line give, argv's edge cases included.
 func TestExecText(t *testing.T) {
 	long := strings.Repeat("a", argsMax-3) + "\x00bc" // argv cut at the kernel's limit
+	// More arguments than execText keeps the ends of (cuts), one empty and
+	// one with spaces past them.
+	var many []string
+	for i := range 24 {
+		many = append(many, "a"+strconv.Itoa(i))
+	}
+	many[18], many[20] = "", "x  y"
+	manyArgv := "p\x00" + strings.Join(many, "\x00") + "\x00"
+	manyCmd := "/p " + strings.Join(many, " ")
 	tests := []struct {
 		name                          string
 		exe, filename, argv, cwd, tty string
@@ -343,6 +352,11 @@ func TestExecText(t *testing.T) {
 			execText{exe: "/a", cmdline: "/a bc ...", cwd: "/", args: []string{"bc", "..."}}},
 		{"truncated argv[0] alone", "a\x00", "/a", strings.Repeat("a", argsMax), "", "", flagTruncated,
 			execText{exe: "/a", cmdline: "/a ...", cwd: "/", args: []string{"..."}}},
+		{"more arguments than cuts", "p\x00", "/p", manyArgv, "", "", 0,
+			execText{exe: "/p", cmdline: manyCmd, cwd: "/", args: many}},
+		{"more arguments than cuts, truncated", "p\x00", "/p", manyArgv + strings.Repeat("b", argsMax-len(manyArgv)), "", "", flagTruncated,
+			execText{exe: "/p", cmdline: manyCmd + " " + strings.Repeat("b", argsMax-len(manyArgv)) + " ...", cwd: "/",
+				args: append(slices.Clone(many), strings.Repeat("b", argsMax-len(manyArgv)), "...")}},
 		{"truncated flag, argv under the limit: a path was cut", "a\x00", "/a", "a\x00b\x00", "", "", flagTruncated,
 			execText{exe: "/a", cmdline: "/a b", cwd: "/", args: []string{"b"}}},
 	}
@@ -353,6 +367,9 @@ func TestExecText(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := d.execText(&d.rec)
+		if wantSlash := strings.TrimSuffix(tt.want.cwd, "/") + "/"; got.cwdSlash != wantSlash {
+			t.Errorf("%s: cwd with a slash %q, want %q", tt.name, got.cwdSlash, wantSlash)
+		}
 		if got.exe != tt.want.exe || got.cmdline != tt.want.cmdline || got.cwd != tt.want.cwd || got.tty != tt.want.tty ||
 			!slices.Equal(got.args, tt.want.args) || (got.args == nil) != (tt.want.args == nil) {
 			t.Errorf("%s:\n got %#v\nwant %#v", tt.name, got, tt.want)
@@ -385,5 +402,94 @@ func TestCommOf(t *testing.T) {
 	}
 	if len(d.comms) != maxComms {
 		t.Errorf("memo holds %d, want its bound %d", len(d.comms), maxComms)
+	}
+}
+
+// decodeBatch, which changes the process table a run of records at a
+// time, emits what decoding the records one by one emits, and leaves the
+// same table: events attributed between lifecycle records see every
+// change before them. emit attributes each event from the table, as the
+// agent does, which would wait forever if the batch still held it.
+func TestDecodeBatchAsOneByOne(t *testing.T) {
+	lsExec := func(pid, ppid uint32, exe string) rawRecord {
+		return rawRecord{kind: recExec, nr: sysExecve, hostPID: pid, hostPPID: ppid, pid: pid, uid: 1000, comm: exe,
+			fields: []string{exe + "\x00bin\x00", "/bin/" + exe, exe + "\x00-la\x00/tmp\x00", "user\x00home\x00", "pts1"}}
+	}
+	open := func(pid, ppid uint32) rawRecord {
+		return rawRecord{kind: recSyscall, nr: sysOpenat, retval: 3, hostPID: pid, hostPPID: ppid, comm: "x",
+			args: [6]uint64{uint64(uint32(0xffffff9c)), 0, unix.O_RDONLY}, fields: []string{"/etc/hosts"}}
+	}
+	fork := func(pid, ppid uint32) rawRecord {
+		return rawRecord{kind: recFork, hostPID: pid, hostPPID: ppid, pid: pid}
+	}
+	exit := func(pid uint32) rawRecord { return rawRecord{kind: recExit, hostPID: pid} }
+	stream := []rawRecord{
+		fork(101, 100), lsExec(101, 100, "ls"), open(101, 100), // attributed to ls
+		fork(102, 101), exit(102), // a fork that never execs
+		fork(103, 100), lsExec(103, 1, "cat"), // exec after a reparenting
+		lsExec(104, 100, "id"), exit(101), // an exec without its fork
+		fork(101, 100), lsExec(101, 100, "du"), open(101, 100), // pid 101 reused
+		{kind: 99}, // a bad record between lifecycle ones
+		exit(103), exit(104), open(103, 1), fork(105, 101),
+	}
+	for i := range 40 { // past one hold of the table's lock
+		pid := uint32(200 + i)
+		stream = append(stream, fork(pid, 100), lsExec(pid, 100, "ls"), exit(pid))
+	}
+	stream = append(stream, open(239, 100))
+	pids := []uint32{100, 101, 102, 103, 104, 105, 200, 220, 239}
+
+	for _, vis := range []Scope{0, ScopeProcess, ScopeAll} {
+		newTable := func() *proctable.Table {
+			tab := proctable.New(proctable.Options{})
+			tab.Exec(proctable.Process{HostPID: 100, HostPPID: 1, Exe: "/usr/bin/bash", Cwd: "/home/user", TTY: "pts1"})
+			return tab
+		}
+		type emitted struct {
+			ev event.Event
+			a  proctable.Attribution
+		}
+		// One by one.
+		d := &decoder{table: newTable(), visibility: vis}
+		var want []emitted
+		wantErrs := 0
+		var ev event.Event
+		for _, r := range stream {
+			ok, err := d.decode(r.bytes(), &ev)
+			if err != nil {
+				wantErrs++
+			}
+			if ok {
+				want = append(want, emitted{ev, d.table.Describe(&ev)})
+			}
+		}
+		// As a batch.
+		tab := newTable()
+		m := &Monitor{table: tab, dec: decoder{table: tab, visibility: vis}}
+		bt := newBatch().(*batch)
+		for _, r := range stream {
+			bt.add(r.bytes())
+		}
+		var got []emitted
+		m.decodeBatch(bt, &ev, func(ev event.Event) { got = append(got, emitted{ev, tab.Describe(&ev)}) })
+
+		if len(got) != len(want) || int(m.decodeErrors.Load()) != wantErrs {
+			t.Fatalf("visibility %v: %d events, %d errors; one by one %d, %d", vis, len(got), m.decodeErrors.Load(), len(want), wantErrs)
+		}
+		for i := range got {
+			if !reflect.DeepEqual(got[i], want[i]) {
+				t.Errorf("visibility %v, event %d:\n batch %+v\n  one  %+v", vis, i, got[i], want[i])
+			}
+		}
+		for _, pid := range pids {
+			gp, gok := tab.Lookup(pid)
+			wp, wok := d.table.Lookup(pid)
+			if gok != wok || !reflect.DeepEqual(gp, wp) {
+				t.Errorf("visibility %v, pid %d: batch %+v %v, one by one %+v %v", vis, pid, gp, gok, wp, wok)
+			}
+		}
+		if tab.Len() != d.table.Len() {
+			t.Errorf("visibility %v: %d entries, one by one %d", vis, tab.Len(), d.table.Len())
+		}
 	}
 }

@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"encoding/binary"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -174,10 +175,22 @@ func TestJoinComponents(t *testing.T) {
 		{"etc\x00", "/etc"},
 		{"", ""},
 		{"a b\x00dir with space\x00", "/dir with space/a b"},
+		{"ls\x00bin\x00usr", "/usr/bin/ls"},                       // no NUL at the end
+		{"ls\x00bin\x00\x00\x00", "/bin/ls"},                      // NULs after the last
+		{"a\x00\x00b\x00", "/b//a"},                               // an empty component
+		{"\x00", ""},                                              // NULs alone
+		{strings.Repeat("c\x00", 300), strings.Repeat("/c", 300)}, // past joinComponents' buffer
 	}
 	for _, tt := range tests {
 		if got := joinComponents([]byte(tt.in)); got != tt.want {
 			t.Errorf("joinComponents(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+		// Appended after other text, into spare room or not.
+		for _, dst := range [][]byte{[]byte("x "), make([]byte, 2, 1024)} {
+			copy(dst, "x ")
+			if got := string(appendComponents(dst, []byte(tt.in))); got != "x "+tt.want {
+				t.Errorf("appendComponents(%q, %q) = %q", dst, tt.in, got)
+			}
 		}
 	}
 }

@@ -318,11 +318,14 @@ func (m *Monitor) Run(ctx context.Context, emit func(event.Event)) error {
 }
 
 // decodeBatch decodes b's records in order, counting them, and hands each
-// event to emit; ev is the decoder's scratch event.
+// event to emit; ev is the decoder's scratch event. The process table
+// changes of runs of records that emit nothing are made under one hold of
+// its lock (decoder.decodeRecord).
 func (m *Monitor) decodeBatch(b *batch, ev *event.Event, emit func(event.Event)) {
+	defer m.dec.endBatch()
 	start := 0
 	for _, end := range b.ends {
-		ok, err := m.dec.decode(b.buf[start:end], ev)
+		ok, err := m.dec.decodeRecord(b.buf[start:end], ev)
 		start = end
 		if err != nil {
 			m.decodeErrors.Add(1)

@@ -41,11 +41,11 @@ func (t *Table) SeedFromProc() (int, error) {
 	defer t.mu.Unlock()
 	added := 0
 	for _, p := range procs {
-		if _, known := t.procs[p.HostPID]; known { // an event was faster
+		if t.procs.get(p.HostPID) != nil { // an event was faster
 			continue
 		}
 		p.ParentExe = exeOf[p.HostPPID]
-		t.insertLocked(t.newEntryLocked(p))
+		t.addLocked(p)
 		added++
 	}
 	return added, nil
@@ -78,7 +78,7 @@ func readProc(root string, pid uint32) (Process, error) {
 			p.TTY = TTYName(nr)
 		}
 	}
-	p.fillCmdLine()
+	p.fill()
 	return p, nil
 }
 

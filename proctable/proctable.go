@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/armorhost/kubearmor/event"
 )
@@ -35,6 +36,11 @@ type Process struct {
 	// slices of) sets it to spare the table the join; the table checks it
 	// and joins Exe and Args itself when it is empty or anything else.
 	CmdLine string
+	// CwdSlash is Cwd with a trailing slash, as upstream prints it (the
+	// Cwd of Describe). Like CmdLine, a producer with that text at hand
+	// sets it, and the table checks it or makes it: once per process,
+	// not once per event attributed.
+	CwdSlash string
 }
 
 // CommandLine is the process's exe path followed by its arguments, upstream's
@@ -47,10 +53,14 @@ func (p *Process) CommandLine() string {
 	return p.CmdLine
 }
 
-// fillCmdLine makes p.CmdLine the join of p.Exe and p.Args.
-func (p *Process) fillCmdLine() {
+// fill makes p.CmdLine the join of p.Exe and p.Args, and p.CwdSlash
+// p.Cwd with a trailing slash.
+func (p *Process) fill() {
 	if !isCommandLine(p.CmdLine, p.Exe, p.Args) {
 		p.CmdLine = commandLine(p.Exe, p.Args)
+	}
+	if !isSlashTerminated(p.CwdSlash, p.Cwd) {
+		p.CwdSlash = slashTerminated(p.Cwd)
 	}
 }
 
@@ -62,19 +72,25 @@ func commandLine(exe string, args []string) string {
 }
 
 // isCommandLine reports whether s is commandLine(exe, args), without
-// building it.
+// building it. When exe and args are parts of s (a producer's one text,
+// as the monitor's), a part where it belongs is equal without a look at
+// its bytes.
 func isCommandLine(s, exe string, args []string) bool {
-	rest, ok := strings.CutPrefix(s, exe)
-	if !ok {
+	if len(s) < len(exe) || (unsafe.StringData(s) != unsafe.StringData(exe) && s[:len(exe)] != exe) {
 		return false
 	}
+	i := len(exe)
 	for _, a := range args {
-		if len(rest) <= len(a) || rest[0] != ' ' || rest[1:1+len(a)] != a {
+		if len(s)-i <= len(a) || s[i] != ' ' {
 			return false
 		}
-		rest = rest[1+len(a):]
+		i++
+		if unsafe.StringData(a) != unsafe.StringData(s[i:]) && s[i:i+len(a)] != a {
+			return false
+		}
+		i += len(a)
 	}
-	return rest == ""
+	return i == len(s)
 }
 
 // Options bound and tune a Table. Zero values take the defaults.
@@ -99,7 +115,8 @@ type Stats struct {
 
 type entry struct {
 	p        Process
-	exitedAt time.Time // zero while alive
+	exited   bool
+	exitedAt time.Duration // since the table's epoch, when exited
 }
 
 // maxFree bounds the entries kept for reuse: a host that starts and ends
@@ -114,12 +131,17 @@ type Table struct {
 	opts Options
 
 	mu     sync.RWMutex
-	procs  map[uint32]*entry
+	procs  pidMap
 	exited []*entry // exit order; entries here may have been replaced since
 	// exitedArr is exited's whole array: exited is a window sliding
 	// through it (expiry takes from the front, Exit appends).
 	exitedArr []*entry
 	free      []*entry // entries no longer in procs nor exited, for reuse
+	batch     Batch    // the one Begin hands out
+	// epoch is when the table was made: exit times are durations since,
+	// compared without time.Time's methods.
+	epoch     time.Time
+	monotonic bool // the clock is time.Now
 	stats     Stats
 }
 
@@ -134,60 +156,201 @@ func New(opts Options) *Table {
 	if opts.ProcRoot == "" {
 		opts.ProcRoot = "/proc"
 	}
+	t := &Table{opts: opts, procs: newPidMap(1024)}
 	if opts.Now == nil {
-		opts.Now = time.Now
+		t.opts.Now = time.Now
+		t.monotonic = true
 	}
-	return &Table{opts: opts, procs: make(map[uint32]*entry, 1024)}
+	t.epoch = t.opts.Now()
+	return t
 }
 
 // Exec records that p.HostPID now runs a new program. If p.ParentExe is
 // empty it is taken from the parent's entry.
 func (t *Table) Exec(p Process) {
-	p.fillCmdLine()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if p.ParentExe == "" {
-		if parent, ok := t.procs[p.HostPPID]; ok {
-			p.ParentExe = parent.p.Exe
-		}
-	}
-	if e, ok := t.procs[p.HostPID]; ok && e.exitedAt.IsZero() {
-		// The process's own entry, replaced in place: a live entry is in
-		// no exit list, and the table does not grow.
-		e.p = p
-		return
-	}
-	t.insertLocked(t.newEntryLocked(p))
+	p.fill() // checked, or made, outside the lock
+	b := t.Begin()
+	b.change()
+	t.execLocked(&p)
+	b.End()
 }
 
 // Fork records a new process. It inherits what the parent had (exe,
 // arguments, cwd, tty) until it execs; ids come from child.
 func (t *Table) Fork(child Process) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if parent, ok := t.procs[child.HostPPID]; ok {
-		child.Exe = parent.p.Exe
-		child.Args = parent.p.Args
-		child.Cwd = parent.p.Cwd
-		child.TTY = parent.p.TTY
-		child.ParentExe = parent.p.Exe
-		child.CmdLine = parent.p.CmdLine
-	}
-	t.insertLocked(t.newEntryLocked(child))
+	b := t.Begin()
+	b.Fork(child)
+	b.End()
 }
 
 // Exit marks a process as exited; it still resolves for ExitedTTL.
 func (t *Table) Exit(hostPID uint32) {
+	b := t.Begin()
+	b.Exit(hostPID)
+	b.End()
+}
+
+// Batch makes changes of the process lifecycle (Fork, Exec, Exit) under
+// one hold of the table's write lock and one read of the clock: a
+// producer that decodes records in batches (the monitor's ring-buffer
+// reader) pays once per batch what the single calls pay per record. The
+// lock is let go and taken again every batchChunk changes, so lookups
+// (every event's attribution) never wait long. Between Begin and End the
+// table is the Batch's: any other call of the Table from that goroutine
+// waits for End forever.
+//
+// A fork waits in the Batch until the next change: when that is the
+// child's exec (a fork+exec, adjacent in the kernel's stream), the exec
+// makes the child's entry, and the fork's copy of the parent's strings,
+// overwritten at once, is never made.
+type Batch struct {
+	t       *Table
+	n       int           // changes in this hold of the lock
+	clocked bool          // now is read
+	now     time.Duration // the clock when first needed in this hold
+	forking bool          // fork holds a fork not yet in the table
+	fork    pendingFork
+}
+
+// pendingFork is a fork whose parent is known: its ids and the parent's
+// entry, valid while the fork waits (nothing else changes the table then:
+// the Batch holds the lock and settles the fork before it lets it go).
+type pendingFork struct {
+	hostPID, hostPPID, pid, ppid, uid uint32
+	parent                            *entry
+}
+
+// batchChunk bounds the changes made in one hold of the write lock: a few
+// dozen microseconds of decoding at most.
+const batchChunk = 32
+
+// Begin takes the table's write lock for a Batch; End lets it go.
+func (t *Table) Begin() *Batch {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := t.opts.Now()
-	t.expireLocked(now)
-	e, ok := t.procs[hostPID]
-	if !ok || !e.exitedAt.IsZero() {
+	b := &t.batch
+	b.t, b.n, b.clocked = t, 0, false
+	return b
+}
+
+// End ends the batch b began: the table is free again.
+func (b *Batch) End() {
+	b.settle()
+	b.t.mu.Unlock()
+}
+
+// change counts a change and, past batchChunk of them, lets lookups
+// waiting for the lock in before it goes on. What expires is what was due
+// when the hold began, and exits in one hold share their stamp.
+func (b *Batch) change() {
+	if b.n == batchChunk {
+		b.settle()
+		b.t.mu.Unlock()
+		b.t.mu.Lock()
+		b.n, b.clocked = 0, false
+	}
+	b.n++
+	if b.n == 1 && len(b.t.exited) > 0 {
+		b.clock()
+		b.t.expireLocked(b.now)
+	}
+}
+
+func (b *Batch) clock() {
+	if !b.clocked {
+		b.now, b.clocked = b.t.now(), true
+	}
+}
+
+// settle puts the fork waiting in b into the table.
+func (b *Batch) settle() {
+	if !b.forking {
 		return
 	}
-	e.exitedAt = now
+	b.forking = false
+	f, parent := &b.fork, b.fork.parent
+	b.t.insertLocked(b.t.newEntryLocked(&Process{
+		HostPID: f.hostPID, HostPPID: f.hostPPID, PID: f.pid, PPID: f.ppid, UID: f.uid,
+		// The parent's: its command line was checked when it was stored.
+		Exe: parent.p.Exe, Args: parent.p.Args, Cwd: parent.p.Cwd, TTY: parent.p.TTY,
+		ParentExe: parent.p.Exe, CmdLine: parent.p.CmdLine, CwdSlash: parent.p.CwdSlash,
+	}))
+}
+
+// Fork is Table.Fork in the batch.
+func (b *Batch) Fork(child Process) {
+	b.settle()
+	b.change()
+	parent := b.t.procs.get(child.HostPPID)
+	if parent == nil {
+		// Nothing to inherit: the child is what the producer says.
+		child.fill()
+		b.t.insertLocked(b.t.newEntryLocked(&child))
+		return
+	}
+	b.forking = true
+	b.fork = pendingFork{hostPID: child.HostPID, hostPPID: child.HostPPID, pid: child.PID, ppid: child.PPID, uid: child.UID, parent: parent}
+}
+
+// Exec is Table.Exec in the batch. It returns the process's ParentExe as
+// stored: p's own or the parent's executable.
+func (b *Batch) Exec(p Process) (parentExe string) {
+	b.change()
+	p.fill()
+	if f := &b.fork; b.forking && f.hostPID == p.HostPID && f.hostPPID == p.HostPPID {
+		// Its own fork's child: the entry the fork would have made and
+		// the exec replaced at once.
+		b.forking = false
+		if p.ParentExe == "" {
+			p.ParentExe = f.parent.p.Exe
+		}
+		b.t.insertLocked(b.t.newEntryLocked(&p))
+		return p.ParentExe
+	}
+	b.settle()
+	b.t.execLocked(&p)
+	return p.ParentExe
+}
+
+// Exit is Table.Exit in the batch.
+func (b *Batch) Exit(hostPID uint32) {
+	b.settle()
+	b.change()
+	b.clock()
+	b.t.exitLocked(hostPID, b.now)
+}
+
+// execLocked stores p, whose CmdLine is checked, filling in its ParentExe.
+func (t *Table) execLocked(p *Process) {
+	if p.ParentExe == "" {
+		if parent := t.procs.get(p.HostPPID); parent != nil {
+			p.ParentExe = parent.p.Exe
+		}
+	}
+	if own := t.procs.get(p.HostPID); own != nil && !own.exited {
+		// The process's own entry, replaced in place: a live entry is in
+		// no exit list, and the table does not grow.
+		own.p = *p
+		return
+	}
+	t.insertLocked(t.newEntryLocked(p))
+}
+
+func (t *Table) exitLocked(hostPID uint32, now time.Duration) {
+	e := t.procs.get(hostPID)
+	if e == nil || e.exited {
+		return
+	}
+	e.exited, e.exitedAt = true, now
 	t.pushExitedLocked(e)
+}
+
+// now is the table's clock: the time since its epoch. With time.Now,
+// time.Since reads the monotonic clock alone, half of what Now reads.
+func (t *Table) now() time.Duration {
+	if t.monotonic {
+		return time.Since(t.epoch)
+	}
+	return t.opts.Now().Sub(t.epoch)
 }
 
 // pushExitedLocked appends e to the exit list. When the window reaches the
@@ -210,7 +373,8 @@ func (t *Table) pushExitedLocked(e *entry) {
 // Lookup returns what the table knows about hostPID.
 func (t *Table) Lookup(hostPID uint32) (Process, bool) {
 	t.mu.RLock()
-	e, ok := t.procs[hostPID]
+	e := t.procs.get(hostPID)
+	ok := e != nil
 	var p Process
 	if ok {
 		p = e.p
@@ -230,13 +394,13 @@ func (t *Table) Lookup(hostPID uint32) (Process, bool) {
 	}
 	t.mu.Lock()
 	t.stats.ProcReads++
-	if cur, ok := t.procs[hostPID]; ok { // an event filled it meanwhile
+	if cur := t.procs.get(hostPID); cur != nil { // an event filled it meanwhile
 		p = cur.p
 	} else {
-		if parent, ok := t.procs[p.HostPPID]; ok {
+		if parent := t.procs.get(p.HostPPID); parent != nil {
 			p.ParentExe = parent.p.Exe
 		}
-		t.insertLocked(t.newEntryLocked(p))
+		t.addLocked(p)
 	}
 	t.mu.Unlock()
 	return p, true
@@ -252,7 +416,7 @@ func (t *Table) countMiss() {
 func (t *Table) Len() int {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	return len(t.procs)
+	return t.procs.count()
 }
 
 // Stats returns a snapshot of the counters.
@@ -260,20 +424,20 @@ func (t *Table) Stats() Stats {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	s := t.stats
-	s.Entries = len(t.procs)
+	s.Entries = t.procs.count()
 	return s
 }
 
 // newEntryLocked is a live entry for p, reused when one is free.
-func (t *Table) newEntryLocked(p Process) *entry {
+func (t *Table) newEntryLocked(p *Process) *entry {
 	n := len(t.free)
 	if n == 0 {
-		return &entry{p: p}
+		return &entry{p: *p}
 	}
 	e := t.free[n-1]
 	t.free[n-1] = nil
 	t.free = t.free[:n-1]
-	*e = entry{p: p}
+	*e = entry{p: *p}
 	return e
 }
 
@@ -285,56 +449,58 @@ func (t *Table) freeLocked(e *entry) {
 	}
 }
 
-// insertLocked adds or replaces an entry, keeping the size bound.
-func (t *Table) insertLocked(e *entry) {
-	e.p.fillCmdLine()
+// addLocked adds p, read from /proc, expiring what is due first as any
+// change of the table does.
+func (t *Table) addLocked(p Process) {
+	p.fill()
 	if len(t.exited) > 0 {
-		t.expireLocked(t.opts.Now())
+		t.expireLocked(t.now())
 	}
-	if len(t.procs) >= t.opts.MaxEntries {
-		if _, replacing := t.procs[e.p.HostPID]; !replacing {
-			t.makeRoomLocked()
-		}
+	t.insertLocked(t.newEntryLocked(&p))
+}
+
+// insertLocked adds or replaces an entry, whose CmdLine is checked,
+// keeping the size bound.
+func (t *Table) insertLocked(e *entry) {
+	if t.procs.count() >= t.opts.MaxEntries && t.procs.get(e.p.HostPID) == nil {
+		t.makeRoomLocked()
 	}
-	t.procs[e.p.HostPID] = e
+	t.procs.set(e.p.HostPID, e)
 }
 
 // makeRoomLocked frees one slot: expired entries first, then the oldest
 // exited entry, then any live one.
 func (t *Table) makeRoomLocked() {
-	before := len(t.procs)
-	t.expireLocked(t.opts.Now())
-	for len(t.procs) >= before && len(t.exited) > 0 {
+	before := t.procs.count()
+	t.expireLocked(t.now())
+	for t.procs.count() >= before && len(t.exited) > 0 {
 		e := t.exited[0]
 		t.exited[0] = nil
 		t.exited = t.exited[1:]
-		if t.procs[e.p.HostPID] == e {
-			delete(t.procs, e.p.HostPID)
+		if t.procs.delete(e.p.HostPID, e) {
 			t.stats.Expired++
 		}
 		t.freeLocked(e)
 	}
-	if len(t.procs) < before {
+	if t.procs.count() < before {
 		return
 	}
-	for pid, e := range t.procs { // map order is arbitrary enough
-		delete(t.procs, pid)
+	if pid, e := t.procs.anyEntry(); e != nil { // the next one along the slots: arbitrary enough
+		t.procs.delete(pid, e)
 		t.stats.Evicted++
-		if e.exitedAt.IsZero() { // an exited one is freed when its exit list slot is
+		if !e.exited { // an exited one is freed when its exit list slot is
 			t.freeLocked(e)
 		}
-		return
 	}
 }
 
 // expireLocked removes exited entries older than ExitedTTL.
-func (t *Table) expireLocked(now time.Time) {
+func (t *Table) expireLocked(now time.Duration) {
 	n := 0
-	for n < len(t.exited) && now.Sub(t.exited[n].exitedAt) >= t.opts.ExitedTTL {
+	for n < len(t.exited) && now-t.exited[n].exitedAt >= t.opts.ExitedTTL {
 		e := t.exited[n]
 		t.exited[n] = nil
-		if t.procs[e.p.HostPID] == e {
-			delete(t.procs, e.p.HostPID)
+		if t.procs.delete(e.p.HostPID, e) {
 			t.stats.Expired++
 		}
 		t.freeLocked(e)
@@ -400,13 +566,26 @@ func (t *Table) Describe(ev *event.Event) Attribution {
 	default:
 		a.Source = a.ProcessName
 	}
-	a.Cwd = slashTerminated(a.Cwd)
+	if ok && a.Cwd == p.Cwd {
+		a.Cwd = p.CwdSlash // made when the process was stored
+	} else {
+		a.Cwd = slashTerminated(a.Cwd)
+	}
 	return a
 }
 
 // IsExec reports whether ev is a process execution.
 func IsExec(ev *event.Event) bool {
 	return ev.Operation == event.OpProcess && (ev.Syscall == "SYS_EXECVE" || ev.Syscall == "SYS_EXECVEAT")
+}
+
+// isSlashTerminated reports whether s is slashTerminated(dir), without
+// building it.
+func isSlashTerminated(s, dir string) bool {
+	if dir == "" || strings.HasSuffix(dir, "/") {
+		return s == dir
+	}
+	return len(s) == len(dir)+1 && s[len(dir)] == '/' && s[:len(dir)] == dir
 }
 
 func slashTerminated(dir string) string {
@@ -421,13 +600,15 @@ func slashTerminated(dir string) string {
 // so that a later exec of the same pid cannot change the attribution.
 func (t *Table) Enrich(ev *event.Event) {
 	t.mu.RLock()
-	e, ok := t.procs[ev.HostPID]
+	e := t.procs.get(ev.HostPID)
+	ok := e != nil
 	var p Process
 	if ok {
 		p = e.p
 	}
 	var parentExe string
-	parent, pok := t.procs[ev.HostPPID]
+	parent := t.procs.get(ev.HostPPID)
+	pok := parent != nil
 	if pok {
 		parentExe = parent.p.Exe
 	}

@@ -4,9 +4,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -307,6 +310,35 @@ func TestCmdLineChecked(t *testing.T) {
 	}
 }
 
+// Exe and Args that are parts of the command line they are checked
+// against (the monitor's one text) are where they belong or not.
+func TestCmdLineOfParts(t *testing.T) {
+	text := "/bin/ls -la /tmp -la"
+	exe, la, tmp, la2 := text[:7], text[8:11], text[12:16], text[17:20]
+	tests := []struct {
+		name  string
+		s     string
+		exe   string
+		args  []string
+		equal bool
+	}{
+		{"in place", text[:16], exe, []string{la, tmp}, true},
+		{"in place, the same argument twice", text, exe, []string{la, tmp, la2}, true},
+		{"an equal argument from elsewhere", text, exe, []string{la2, tmp, la}, true},
+		{"swapped", text[:16], exe, []string{tmp, la}, false},
+		{"one missing", text, exe, []string{la, tmp}, false},
+		{"one more", text[:16], exe, []string{la, tmp, la}, false},
+		{"the exe alone", text[:7], exe, nil, true},
+		{"an empty argument at the end", text[:8], exe, []string{text[8:8]}, true},
+		{"no exe", text[7:], "", []string{la, tmp, la2}, true},
+	}
+	for _, tt := range tests {
+		if got := isCommandLine(tt.s, tt.exe, tt.args); got != tt.equal || got != (tt.s == commandLine(tt.exe, tt.args)) {
+			t.Errorf("%s: isCommandLine(%q, %q, %q) = %v", tt.name, tt.s, tt.exe, tt.args, got)
+		}
+	}
+}
+
 // Entries freed by expiry are reused for new processes, and the exit list
 // reuses its array: many lifetimes through a small table leave every live
 // process's entry as its own, and memory as it was.
@@ -356,5 +388,242 @@ func TestEntriesReused(t *testing.T) {
 	})
 	if allocs > 0.05 {
 		t.Errorf("%.2f allocations per process lifetime, want none", allocs)
+	}
+}
+
+// lifeOp is one change for the Batch tests: kind 'f' (Fork), 'e' (Exec)
+// or 'x' (Exit).
+type lifeOp struct {
+	kind      byte
+	pid, ppid uint32
+	exe       string
+}
+
+func (o lifeOp) process() Process {
+	p := Process{HostPID: o.pid, HostPPID: o.ppid, PID: o.pid, PPID: o.ppid, UID: 1000}
+	if o.kind == 'e' {
+		p.Exe, p.Args, p.Cwd = o.exe, []string{"-x", o.exe}, "/w/"+o.exe
+	}
+	return p
+}
+
+// A Batch leaves the table as the single calls do, whatever follows a
+// fork: its exec (the fork's entry never made), another change, or the
+// end of the batch; across the batch's lock cycles too.
+func TestBatchAsSingleCalls(t *testing.T) {
+	lifetimes := func(from, n int) []lifeOp { // fork, exec, exit each
+		var ops []lifeOp
+		for pid := uint32(from); pid < uint32(from+n); pid++ {
+			ops = append(ops, lifeOp{'f', pid, 10, ""}, lifeOp{'e', pid, 10, "/bin/l" + strconv.Itoa(int(pid))}, lifeOp{'x', pid, 10, ""})
+		}
+		return ops
+	}
+	tests := []struct {
+		name string
+		ops  []lifeOp
+	}{
+		{"fork, exec, exit", []lifeOp{{'f', 11, 10, ""}, {'e', 11, 10, "/bin/ls"}, {'x', 11, 10, ""}}},
+		{"fork at the end", []lifeOp{{'f', 11, 10, ""}}},
+		{"fork, exit", []lifeOp{{'f', 11, 10, ""}, {'x', 11, 10, ""}}},
+		{"fork, fork of the child", []lifeOp{{'f', 11, 10, ""}, {'f', 12, 11, ""}, {'e', 12, 11, "/bin/ls"}}},
+		{"fork, another's exec", []lifeOp{{'f', 11, 10, ""}, {'e', 12, 10, "/bin/ls"}}},
+		{"fork, exec with another parent (reparented)", []lifeOp{{'f', 11, 10, ""}, {'e', 11, 1, "/bin/ls"}}},
+		{"fork of an unknown parent, exec", []lifeOp{{'f', 11, 77, ""}, {'e', 11, 77, "/bin/ls"}}},
+		{"exec of the parent after the fork", []lifeOp{{'f', 11, 10, ""}, {'e', 10, 1, "/bin/zsh"}, {'e', 11, 10, "/bin/ls"}}},
+		{"exit of the parent between fork and exec", []lifeOp{{'f', 11, 10, ""}, {'x', 10, 1, ""}, {'e', 11, 10, "/bin/ls"}}},
+		{"pid reused while its exited entry stays", []lifeOp{
+			{'f', 11, 10, ""}, {'e', 11, 10, "/bin/old"}, {'x', 11, 10, ""}, {'f', 11, 10, ""}, {'e', 11, 10, "/bin/new"}}},
+		{"exec without fork, twice", []lifeOp{{'e', 11, 10, "/bin/a"}, {'e', 11, 10, "/bin/b"}}},
+		{"exit of an unknown pid, twice", []lifeOp{{'x', 99, 0, ""}, {'x', 99, 0, ""}}},
+		{"more changes than a hold of the lock", lifetimes(100, batchChunk)},
+		// Changes 31 and 32 fork, 33 (past a hold) execs the second child.
+		{"a fork pending at a lock cycle", append(lifetimes(100, (batchChunk-2)/3), lifeOp{'f', 12, 10, ""}, lifeOp{'f', 11, 10, ""}, lifeOp{'e', 11, 10, "/bin/ls"})},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			newTable := func() (*Table, *clock) {
+				clk := &clock{now: time.Unix(1000, 0)}
+				tab := New(Options{ExitedTTL: time.Hour, Now: clk.Now})
+				tab.Exec(Process{HostPID: 10, HostPPID: 1, Exe: "/bin/bash", Args: []string{"-l"}, Cwd: "/root", TTY: "pts0"})
+				return tab, clk
+			}
+			single, _ := newTable()
+			batched, _ := newTable()
+			pids := map[uint32]bool{1: true, 10: true}
+			var wantParents, gotParents []string
+			for _, o := range tt.ops {
+				pids[o.pid], pids[o.ppid] = true, true
+				switch o.kind {
+				case 'f':
+					single.Fork(o.process())
+				case 'e':
+					single.Exec(o.process())
+					p, _ := single.Lookup(o.pid)
+					wantParents = append(wantParents, p.ParentExe)
+				case 'x':
+					single.Exit(o.pid)
+				}
+			}
+			b := batched.Begin()
+			for _, o := range tt.ops {
+				switch o.kind {
+				case 'f':
+					b.Fork(o.process())
+				case 'e':
+					gotParents = append(gotParents, b.Exec(o.process()))
+				case 'x':
+					b.Exit(o.pid)
+				}
+			}
+			b.End()
+			if !slices.Equal(gotParents, wantParents) {
+				t.Errorf("Exec returned %q, the table stored %q", gotParents, wantParents)
+			}
+			for pid := range pids {
+				want, wok := single.Lookup(pid)
+				got, gok := batched.Lookup(pid)
+				if gok != wok || !reflect.DeepEqual(got, want) {
+					t.Errorf("pid %d: batched %+v %v\n                 single %+v %v", pid, got, gok, want, wok)
+				}
+			}
+			if single.Len() != batched.Len() || len(single.exited) != len(batched.exited) {
+				t.Errorf("batched: %d entries, %d exited; single: %d, %d", batched.Len(), len(batched.exited), single.Len(), len(single.exited))
+			}
+		})
+	}
+}
+
+// Exits in one hold of the lock share one reading of the clock, and what
+// expires is what was due when the hold began: any change expires it.
+func TestBatchExpiry(t *testing.T) {
+	clk := &clock{now: time.Unix(1000, 0)}
+	tab := New(Options{ExitedTTL: time.Second, Now: clk.Now})
+	for pid := uint32(11); pid <= 13; pid++ {
+		tab.Exec(Process{HostPID: pid, Exe: "/bin/p"})
+	}
+	b := tab.Begin()
+	b.Exit(11)
+	clk.now = clk.now.Add(2 * time.Second) // within the hold: not read again
+	b.Exit(12)
+	b.End()
+	if e := tab.procs.get(12); e == nil || e.exitedAt != tab.procs.get(11).exitedAt {
+		t.Fatalf("exits in one batch stamped apart")
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(b *Batch)
+	}{
+		{"fork", func(b *Batch) { b.Fork(Process{HostPID: 20, HostPPID: 13}) }},
+		{"exec", func(b *Batch) { b.Exec(Process{HostPID: 13, Exe: "/bin/q"}) }},
+		{"exit", func(b *Batch) { b.Exit(99) }},
+	} {
+		clk.now = clk.now.Add(2 * time.Second)
+		tab.Exec(Process{HostPID: 11, Exe: "/bin/p"}) // due by the next change
+		tab.Exit(11)
+		clk.now = clk.now.Add(2 * time.Second)
+		b := tab.Begin()
+		tc.change(b)
+		if tab.procs.get(11) != nil {
+			t.Errorf("%s: the exited process due is still there", tc.name)
+		}
+		b.End()
+	}
+}
+
+// A long batch lets lookups in every batchChunk changes: a reader waiting
+// for the lock gets it before the batch ends.
+func TestBatchLetsReadersIn(t *testing.T) {
+	tab := New(Options{})
+	tab.Exec(Process{HostPID: 1, Exe: "/sbin/init"})
+	var read atomic.Bool
+	b := tab.Begin()
+	go func() {
+		tab.Lookup(1)
+		read.Store(true)
+	}()
+	n := 0
+	for ; !read.Load() && n < 1_000_000; n++ {
+		pid := uint32(2 + n%1000)
+		b.Fork(Process{HostPID: pid, HostPPID: 1})
+		b.Exit(pid)
+		if n%batchChunk == 0 {
+			runtime.Gosched() // the reader runs on any number of CPUs
+		}
+	}
+	b.End()
+	if !read.Load() {
+		t.Fatalf("the reader waited through %d changes", 2*n)
+	}
+}
+
+// A fork waiting in the batch is in the table before the batch lets
+// readers in between two holds of the lock.
+func TestBatchSettlesBeforeLettingReadersIn(t *testing.T) {
+	tab := New(Options{})
+	tab.Exec(Process{HostPID: 1, Exe: "/sbin/init"})
+	b := tab.Begin()
+	for n := 1; n < batchChunk; n++ {
+		b.Exit(uint32(1000 + n))
+	}
+	b.Fork(Process{HostPID: 500, HostPPID: 1}) // the last change of the hold
+	seen := make(chan bool)
+	go func() {
+		p, ok := tab.Lookup(500)
+		seen <- ok && p.Exe == "/sbin/init"
+	}()
+	time.Sleep(20 * time.Millisecond)            // the reader waits for the lock
+	b.Exec(Process{HostPID: 999, Exe: "/bin/x"}) // the next hold: the reader goes first
+	select {
+	case ok := <-seen:
+		if !ok {
+			t.Error("the reader let in between two holds did not find the forked child")
+		}
+	case <-time.After(5 * time.Second): // a miss takes the write lock: held again
+		t.Error("the reader let in between two holds missed the forked child")
+	}
+	b.End()
+}
+
+// A producer's CwdSlash is kept when it is Cwd with a trailing slash and
+// made otherwise; Describe gives it for the process's own cwd, and
+// slash-terminates any other cwd the producer set.
+func TestCwdSlash(t *testing.T) {
+	tests := []struct {
+		name, cwd, given, want string
+	}{
+		{"given", "/home/user", "/home/user/", "/home/user/"},
+		{"empty: made", "/home/user", "", "/home/user/"},
+		{"another directory", "/home/user", "/tmp/", "/home/user/"},
+		{"no slash", "/home/user", "/home/user", "/home/user/"},
+		{"two slashes", "/home/user", "/home/user//", "/home/user/"},
+		{"the root", "/", "/", "/"},
+		{"the root, empty", "/", "", "/"},
+		{"a slash already", "/srv/", "/srv/", "/srv/"},
+		{"no cwd", "", "", ""},
+		{"no cwd, one given", "", "/", ""},
+	}
+	for _, tt := range tests {
+		if got := isSlashTerminated(tt.given, tt.cwd); got != (tt.given == tt.want) {
+			t.Errorf("%s: isSlashTerminated = %v", tt.name, got)
+		}
+		tab := New(Options{})
+		tab.Exec(Process{HostPID: 7, HostPPID: 1, Exe: "/bin/sh", Cwd: tt.cwd, CwdSlash: tt.given})
+		tab.Fork(Process{HostPID: 8, HostPPID: 7})
+		for _, pid := range []uint32{7, 8} {
+			p, _ := tab.Lookup(pid)
+			if p.CwdSlash != tt.want || p.CwdSlash != slashTerminated(p.Cwd) {
+				t.Errorf("%s: pid %d: CwdSlash %q, want %q", tt.name, pid, p.CwdSlash, tt.want)
+			}
+			for _, evCwd := range []string{"", tt.cwd, "/else"} { // "": the table's
+				ev := event.Event{HostPID: pid, HostPPID: 7, Cwd: evCwd}
+				want := slashTerminated(evCwd)
+				if evCwd == "" {
+					want = tt.want
+				}
+				if a := tab.Describe(&ev); a.Cwd != want {
+					t.Errorf("%s: pid %d, event cwd %q: Describe's Cwd %q, want %q", tt.name, pid, evCwd, a.Cwd, want)
+				}
+			}
+		}
 	}
 }
