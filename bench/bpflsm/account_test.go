@@ -1,0 +1,33 @@
+package main
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+// schedRunTime must see CPU a process spends, at nanosecond resolution:
+// the exec account divides it by a few thousand execs.
+func TestSchedRunTime(t *testing.T) {
+	pid := os.Getpid()
+	before := schedRunTime(pid)
+	if before <= 0 {
+		t.Fatalf("schedRunTime(self) = %v, want > 0", before)
+	}
+	for start := time.Now(); time.Since(start) < 30*time.Millisecond; {
+		sink++
+	}
+	if got := schedRunTime(pid) - before; got < 10*time.Millisecond {
+		t.Errorf("30 ms of spinning counted as %v", got)
+	}
+	if got := schedRunTime(-1); got != 0 {
+		t.Errorf("schedRunTime(no such process) = %v, want 0", got)
+	}
+}
+
+func TestExecAccountPrograms(t *testing.T) {
+	e := execAccount{progs: map[string]time.Duration{"sched_exec": 3000, "sched_fork": 700, "enforce_exec": 141}}
+	if got := e.programs(); got != 3841 {
+		t.Errorf("programs() = %v, want 3841ns", got)
+	}
+}
