@@ -130,7 +130,7 @@ func accountOnce(o options, c config, n int) (execAccount, error) {
 	defer stats.Close()
 	pid := ag.cmd.Process.Pid
 	before, cpuBefore := programStats(), schedRunTime(pid)
-	if _, err := timeExecs(n); err != nil {
+	if err := execLoop(n); err != nil { // no warm-up here: exactly n execs between the two readings
 		return e, err
 	}
 	// The reader drains the ring every 10 ms: let it take the last records.
