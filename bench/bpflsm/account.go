@@ -110,8 +110,9 @@ func account(o options, n int, out io.Writer) error {
 }
 
 // accountOnce measures configuration c once: the exec loop with no agent,
-// then with the agent (statistics off, for its wall time), then with
-// statistics on (which cost a clock read per program run) for the split.
+// then with the agent (statistics off, for its wall time), with statistics
+// on (which cost two clock reads per program run) for the split, and with
+// the agent stopped.
 func accountOnce(o options, c config, n int) (execAccount, error) {
 	var e execAccount
 	var err error
@@ -126,34 +127,20 @@ func accountOnce(o options, c config, n int) (execAccount, error) {
 	if e.agent, err = timeExecs(n); err != nil {
 		return e, err
 	}
-	// The agent stopped: its programs still run and write records, nobody
-	// reads them, and the agent's CPU and the switches to it are gone. Few
-	// enough execs that the records stay under the ring's wakeup mark (an
-	// eighth of 4 MiB), past which every record would wake the reader.
-	if err := ag.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		return e, fmt.Errorf("stop the agent: %w", err)
-	}
-	e.stopped, err = timeExecs(stoppedExecs(n))
-	if cerr := ag.cmd.Process.Signal(syscall.SIGCONT); err == nil && cerr != nil {
-		err = fmt.Errorf("continue the agent: %w", cerr)
-	}
-	if err != nil {
-		return e, err
-	}
-	time.Sleep(200 * time.Millisecond) // the agent drains what it missed
-	stats, err := ebpf.EnableStats(0)  // BPF_STATS_RUN_TIME
+	stats, err := ebpf.EnableStats(0) // BPF_STATS_RUN_TIME
 	if err != nil {
 		return e, fmt.Errorf("enable BPF run-time statistics: %w", err)
 	}
-	defer stats.Close()
 	pid := ag.cmd.Process.Pid
 	before, cpuBefore := programStats(), schedRunTime(pid)
 	if err := execLoop(n); err != nil { // no warm-up here: exactly n execs between the two readings
+		stats.Close()
 		return e, err
 	}
 	// The reader drains the ring every 10 ms: let it take the last records.
 	time.Sleep(50 * time.Millisecond)
 	after, cpuAfter := programStats(), schedRunTime(pid)
+	stats.Close() // off for the wall time below: each run pays two clock reads with it on
 	e.agentCPU = (cpuAfter - cpuBefore) / time.Duration(n)
 	e.progs, e.runs = map[string]time.Duration{}, map[string]float64{}
 	for id, a := range after {
@@ -164,6 +151,22 @@ func accountOnce(o options, c config, n int) (execAccount, error) {
 		// The fexit path loads one copy of a program per function: summed by name.
 		e.progs[a.name] += (a.runtime - b.runtime) / time.Duration(n)
 		e.runs[a.name] += float64(a.runs-b.runs) / float64(n)
+	}
+	// Last, the agent stopped (after SIGCONT it has a backlog to decode,
+	// which would weigh on a measurement after it): its programs still
+	// run and write records, nobody reads them, and the agent's CPU and
+	// the switches to it are gone. Few enough execs that the records stay
+	// under the ring's wakeup mark (an eighth of 4 MiB), past which every
+	// record would wake the reader.
+	if err := ag.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		return e, fmt.Errorf("stop the agent: %w", err)
+	}
+	e.stopped, err = timeExecs(stoppedExecs(n))
+	if cerr := ag.cmd.Process.Signal(syscall.SIGCONT); err == nil && cerr != nil {
+		err = fmt.Errorf("continue the agent: %w", cerr)
+	}
+	if err != nil {
+		return e, err
 	}
 	return e, nil
 }
