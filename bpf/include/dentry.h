@@ -1,8 +1,8 @@
 /* Reading a dentry's name with direct loads, for programs that hold it as
  * a BTF pointer (LSM hooks, tp_btf, fexit), and its parent and name in one
- * read, for walks over plain addresses: the enforcer's name gate does both.
- * Kept apart from it for any walk to come (docs/benchmarks.md, "Lifecycle
- * records in the kernel", says why the monitor's walks do not use it yet).
+ * read, for walks over plain addresses. The enforcer's name gate does
+ * both, and so do the monitor's path walks (walk_task_path inside a
+ * mount, walk_step past it).
  * Needs vmlinux.h and bpf_core_read.h first.
  */
 #ifndef KUBEARMOR_DENTRY_H
