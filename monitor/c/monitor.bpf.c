@@ -422,6 +422,19 @@ static __always_inline u64 ns_root(struct task_struct *t)
 	return nsp ? (u64)nsp->mnt_ns->root : 0;
 }
 
+// end_path ends a walked path's field, begun at off: the record flagged
+// when the walk ran out of room, the length written, the offset after it
+// returned (end, bounded).
+static __always_inline u64 end_path(struct record *r, u64 off, u32 end, bool truncated)
+{
+	if (truncated)
+		r->flags |= FLAG_TRUNCATED;
+	if (end > DATA_MAX)
+		end = DATA_MAX;
+	*(u16 *)&r->data[off & (DATA_MAX - 1)] = (u16)(end - off - 2);
+	return end;
+}
+
 // walk_path is put_path's walk as a global function. The verifier checks
 // a global function once per program, on its own, where an inlined walk is
 // checked again at every call site and, after its bpf_loop, once for each
@@ -447,13 +460,7 @@ __attribute__((noinline)) u64 walk_path(u64 off, u64 mnt, u64 dentry)
 		.off = off + 2,
 	};
 	bpf_loop(PATH_DEPTH, walk_step, &w, 0);
-	if (w.truncated)
-		r->flags |= FLAG_TRUNCATED;
-	u32 end = w.off;
-	if (end > DATA_MAX)
-		end = DATA_MAX;
-	*(u16 *)&r->data[off & (DATA_MAX - 1)] = (u16)(end - off - 2);
-	return end;
+	return end_path(r, off, w.off, w.truncated);
 }
 
 // The exec record's two paths, the program and the working directory,
@@ -554,8 +561,7 @@ __attribute__((noinline)) u64 walk_task_path(u64 off, u64 which)
 	};
 	long steps = bpf_loop(PATH_DEPTH, dwalk_step, &dw, 0);
 	u32 end = dw.off;
-	if (dw.state == DWALK_TRUNCATED)
-		r->flags |= FLAG_TRUNCATED;
+	bool truncated = dw.state == DWALK_TRUNCATED;
 	struct nsproxy *nsp = t->nsproxy;
 	struct vfsmount *nsroot = nsp ? &nsp->mnt_ns->root->mnt : NULL;
 	if (dw.state == DWALK_MOUNT_ROOT && vm != nsroot && steps > 0) {
@@ -575,14 +581,10 @@ __attribute__((noinline)) u64 walk_task_path(u64 off, u64 which)
 			.off = end,
 		};
 		bpf_loop(PATH_DEPTH + 1 - steps, walk_step, &w, 0);
-		if (w.truncated)
-			r->flags |= FLAG_TRUNCATED;
+		truncated = truncated || w.truncated;
 		end = w.off;
 	}
-	if (end > DATA_MAX)
-		end = DATA_MAX;
-	*(u16 *)&r->data[off & (DATA_MAX - 1)] = (u16)(end - off - 2);
-	return end;
+	return end_path(r, off, end, truncated);
 }
 
 // bounded_end takes a global walk's result: the verifier knows nothing of
