@@ -45,9 +45,10 @@ type options struct {
 	paired bool
 	settle time.Duration
 	idle   time.Duration // idle CPU window; 0: not measured
-	// account: execs per measurement of the exec account (account.go)
-	// instead of the rounds of loops; 0: no account.
-	account int
+	// account: ops per measurement of the account (account.go) of
+	// accountLoop instead of the rounds of loops; 0: no account.
+	account     int
+	accountLoop string
 }
 
 // config is one of the compared set-ups.
@@ -102,7 +103,8 @@ func main() {
 	flag.DurationVar(&o.idle, "idle", 0, "measure the idle agent's CPU (default visibility, 10 rules) over this window before the rounds; 0: not measured (meaningless with instruction counting)")
 	flag.DurationVar(&o.settle, "settle", 10*time.Second, "time the agent settles after start before the idle window")
 	flag.BoolVar(&o.paired, "paired", false, "run (a) again right before every other configuration and compare each with that run (doubles a round's time)")
-	flag.IntVar(&o.account, "account", 0, "instead of the loops, split the exec loop's cost over no agent into BPF programs, agent CPU and the rest, for each agent configuration in -configs, with this many execs per measurement; 0: off")
+	flag.IntVar(&o.account, "account", 0, "instead of the loops, split one loop's cost over no agent into BPF programs, agent CPU and the rest, for each agent configuration in -configs, with this many ops per measurement; 0: off")
+	flag.StringVar(&o.accountLoop, "account-loop", "exec", "the loop -account splits: exec, open, setuid or getpid")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bpflsm-bench:", err)
@@ -151,7 +153,7 @@ func run(o options, out io.Writer) error {
 		return fmt.Errorf("the probe must run without an agent: %w", err)
 	}
 	if o.account > 0 {
-		return account(o, o.account, out)
+		return account(o, o.accountLoop, o.account, out)
 	}
 	conn, closeConn, err := connectLoop()
 	if err != nil {
