@@ -127,11 +127,21 @@ type decoder struct {
 	visibility Scope
 	clock      event.BootClock
 	rec        record
-	batch      *proctable.Batch   // the table's, while decodeRecord holds it
-	opens      map[openKey]string // openData's memo
-	comms      map[string]string  // commOf's memo
-	text       []byte             // execText's scratch
+	batch      *proctable.Batch        // the table's, while decodeRecord holds it
+	opens      map[openKey]string      // openData's memo
+	comms      map[string]string       // commOf's memo
+	text       []byte                  // execText's scratch
+	unneeded   func(*event.Event) bool // Options.Unneeded
 }
+
+// outcome is what decodeRecord made of a record.
+type outcome uint8
+
+const (
+	outNone  outcome = iota // no event: a fork or exit, or an event dropped
+	outEvent                // ev is an event to emit
+	outTaken                // an event Options.Unneeded took undecoded
+)
 
 // maxComms bounds commOf's memo: a host runs a few hundred program names.
 const maxComms = 1024
@@ -193,9 +203,9 @@ func (d *decoder) openData(r *record) string {
 // table. It reports whether ev is an event to emit (fork and exit records
 // only update the table).
 func (d *decoder) decode(raw []byte, ev *event.Event) (bool, error) {
-	emit, err := d.decodeRecord(raw, ev)
+	out, err := d.decodeRecord(raw, ev)
 	d.endBatch()
-	return emit, err
+	return out == outEvent, err
 }
 
 // decodeRecord is decode, but it leaves the table held in a
@@ -204,7 +214,7 @@ func (d *decoder) decode(raw []byte, ev *event.Event) (bool, error) {
 // lock. It ends the batch before a record whose event is attributed from
 // the table, and before it returns an event to emit: events see the table
 // as decode would show it. Its caller ends the batch when it is done.
-func (d *decoder) decodeRecord(raw []byte, ev *event.Event) (bool, error) {
+func (d *decoder) decodeRecord(raw []byte, ev *event.Event) (outcome, error) {
 	r := &d.rec
 	if len(raw) >= headerSize && binary.LittleEndian.Uint16(raw[offDataLen:]) == 0 {
 		// Fork and exit records are a header without data: they need no
@@ -215,23 +225,26 @@ func (d *decoder) decodeRecord(raw []byte, ev *event.Event) (bool, error) {
 			r.hostPID, r.hostPPID = le.Uint32(raw[offHostPID:]), le.Uint32(raw[offHostPPID:])
 			r.pid, r.ppid, r.uid = le.Uint32(raw[offPID:]), le.Uint32(raw[offPPID:]), le.Uint32(raw[offUID:])
 			d.lifecycle(r)
-			return false, nil
+			return outNone, nil
 		}
 	}
 	if err := parseRecord(raw, r); err != nil {
-		return false, err
+		return outNone, err
 	}
 	switch r.kind {
 	case recFork, recExit:
 		d.lifecycle(r)
-		return false, nil
+		return outNone, nil
 	case recExec:
-		return d.exec(r, ev), nil
+		if d.exec(r, ev) {
+			return outEvent, nil
+		}
+		return outNone, nil
 	case recSyscall:
 		d.endBatch()
 		return d.syscall(r, ev)
 	}
-	return false, fmt.Errorf("unknown record kind %d", r.kind)
+	return outNone, fmt.Errorf("unknown record kind %d", r.kind)
 }
 
 // lifecycle makes the table change of a fork or exit record.
@@ -414,10 +427,20 @@ func trimTrailingNUL(b []byte) []byte {
 	return b
 }
 
-func (d *decoder) syscall(r *record, ev *event.Event) (bool, error) {
+func (d *decoder) syscall(r *record, ev *event.Event) (outcome, error) {
 	t, ok := tracedByNr[r.nr]
 	if !ok {
-		return false, fmt.Errorf("record for untraced syscall %d", r.nr)
+		return outNone, fmt.Errorf("record for untraced syscall %d", r.nr)
+	}
+	// The consumer is asked once the record is known good (parseRecord
+	// checked its lengths: a bad one is a decode error, as before) and
+	// known to make an event, and before anything is built: the header,
+	// the table's attribution and the Data text are most of the cost.
+	if d.unneeded != nil && d.makesEvent(r, t) {
+		*ev = event.Event{Operation: t.operation, Syscall: SyscallName(r.nr), Retval: r.retval}
+		if d.unneeded(ev) {
+			return outTaken, nil
+		}
 	}
 	d.header(r, ev)
 	ev.Operation = t.operation
@@ -439,7 +462,7 @@ func (d *decoder) syscall(r *record, ev *event.Event) (bool, error) {
 		if isProcOrSys(ev.Path) {
 			// A relative path into /proc or /sys, dropped like the
 			// absolute ones the kernel drops.
-			return false, nil
+			return outNone, nil
 		}
 		ev.File = fileOf(r.nr, &r.args)
 		ev.Resource = ev.Path
@@ -458,7 +481,7 @@ func (d *decoder) syscall(r *record, ev *event.Event) (bool, error) {
 	case exitSend:
 		q, ok := dnsQuery(r.field(1))
 		if !ok {
-			return false, nil // a datagram to port 53 that is no DNS query
+			return outNone, nil // a datagram to port 53 that is no DNS query
 		}
 		ev.Resource, ev.Data = dnsEvent(r.field(0), q)
 	case exitCred:
@@ -477,7 +500,30 @@ func (d *decoder) syscall(r *record, ev *event.Event) (bool, error) {
 		}
 		ev.Data = syscallData(r.nr, &r.args, strs, target)
 	}
-	return true, nil
+	return outEvent, nil
+}
+
+// makesEvent reports whether syscall makes an event of r, without
+// building it: every record of a traced syscall does but a file record
+// whose path resolves into /proc or /sys and a datagram to port 53 that
+// is no DNS query, which syscall drops.
+func (d *decoder) makesEvent(r *record, t *traced) bool {
+	switch t.exit {
+	case exitFile:
+		switch {
+		case r.flags&flagPathFile != 0:
+			// resolved's join, into a buffer on the stack ("" is its "/").
+			var buf [256]byte
+			return !isProcOrSysBytes(appendComponents(buf[:0], r.field(1)))
+		case r.flags&flagPathBase != 0:
+			return !isProcOrSys(resolved(r, string(r.field(0)), 1)) // path.Join cleans: as syscall does it
+		}
+		return !isProcOrSysBytes(r.field(0)) // the path as given
+	case exitSend:
+		_, ok := dnsQuery(r.field(1))
+		return ok
+	}
+	return true
 }
 
 // fileOf is what file syscall nr does, from its raw arguments.
@@ -528,6 +574,10 @@ func resolved(r *record, p string, i int) string {
 
 func isProcOrSys(p string) bool {
 	return strings.HasPrefix(p, "/proc/") || strings.HasPrefix(p, "/sys/")
+}
+
+func isProcOrSysBytes(p []byte) bool {
+	return bytes.HasPrefix(p, []byte("/proc/")) || bytes.HasPrefix(p, []byte("/sys/"))
 }
 
 func absolute(cwd, p string) string {

@@ -493,3 +493,122 @@ func TestDecodeBatchAsOneByOne(t *testing.T) {
 		}
 	}
 }
+
+// Options.Unneeded is asked about each syscall record that makes an event,
+// with the event's Operation, Syscall and Retval, before anything else is
+// built; an event it takes is counted emitted and undecoded, and is not
+// handed to emit. Records that make no event (dropped, undecodable, not a
+// syscall) are never offered: the counts are those of a decode without the
+// question.
+func TestUnneededTakesUndecoded(t *testing.T) {
+	atCWD := uint64(uint32(0xffffff9c))
+	dns := dnsMessage(7, "example.com", 1)
+	tests := []struct {
+		name  string
+		rec   rawRecord
+		asked *event.Event // nil: not asked
+		err   bool
+	}{
+		{"setuid", rawRecord{kind: recSyscall, nr: sysSetuid, args: [6]uint64{0}},
+			&event.Event{Operation: event.OpSyscall, Syscall: "SYS_SETUID"}, false},
+		{"failed setuid", rawRecord{kind: recSyscall, nr: sysSetuid, retval: -1},
+			&event.Event{Operation: event.OpSyscall, Syscall: "SYS_SETUID", Retval: -1}, false},
+		{"open", rawRecord{kind: recSyscall, nr: sysOpenat, retval: 3, args: [6]uint64{atCWD}, fields: []string{"/etc/hosts"}},
+			&event.Event{Operation: event.OpFile, Syscall: "SYS_OPENAT", Retval: 3}, false},
+		{"relative open", rawRecord{kind: recSyscall, nr: sysOpenat, retval: 3, flags: flagPathFile, fields: []string{"hosts", "hosts\x00etc\x00"}},
+			&event.Event{Operation: event.OpFile, Syscall: "SYS_OPENAT", Retval: 3}, false},
+		{"connect", rawRecord{kind: recSyscall, nr: sysConnect, args: [6]uint64{3}, fields: []string{string(sockaddrIn(80, [4]byte{1, 2, 3, 4}))}},
+			&event.Event{Operation: event.OpNetwork, Syscall: "SYS_CONNECT"}, false},
+		{"failed execve", rawRecord{kind: recSyscall, nr: sysExecve, retval: -2, fields: []string{"/nope", "nope\x00"}},
+			&event.Event{Operation: event.OpProcess, Syscall: "SYS_EXECVE", Retval: -2}, false},
+		{"DNS query", rawRecord{kind: recSyscall, nr: sysSendto, retval: int64(len(dns)), fields: []string{string(sockaddrIn(53, [4]byte{1, 1, 1, 1})), string(dns)}},
+			&event.Event{Operation: event.OpNetwork, Syscall: "SYS_SENDTO", Retval: int64(len(dns))}, false},
+
+		{"no DNS query: dropped", rawRecord{kind: recSyscall, nr: sysSendto, fields: []string{string(sockaddrIn(53, [4]byte{1, 1, 1, 1})), "x"}}, nil, false},
+		{"/proc by a relative path: dropped", rawRecord{kind: recSyscall, nr: sysOpen, flags: flagPathFile,
+			fields: []string{"self/status", "status\x00self\x00proc\x00"}}, nil, false},
+		{"/sys by a directory fd: dropped", rawRecord{kind: recSyscall, nr: sysOpenat, args: [6]uint64{5}, flags: flagPathBase,
+			fields: []string{"kernel/x", "sys\x00"}}, nil, false},
+		{"/proc as given: dropped", rawRecord{kind: recSyscall, nr: sysOpenat, args: [6]uint64{atCWD}, fields: []string{"/proc/1/stat"}}, nil, false},
+		{"untraced syscall", rawRecord{kind: recSyscall, nr: 1}, nil, true},
+		{"exec", rawRecord{kind: recExec, nr: sysExecve, hostPID: 9, fields: []string{"ls\x00bin\x00", "/bin/ls", "ls\x00", "", ""}}, nil, false},
+		{"fork", rawRecord{kind: recFork, hostPID: 9, hostPPID: 1}, nil, false},
+	}
+	for _, tt := range tests {
+		for _, take := range []bool{false, true} {
+			var asked *event.Event
+			d := newTestDecoder()
+			d.unneeded = func(ev *event.Event) bool {
+				c := *ev
+				asked = &c
+				return take
+			}
+			var ev event.Event
+			out, err := d.decodeRecord(tt.rec.bytes(), &ev)
+			d.endBatch()
+
+			// What the same record gives with nobody asked.
+			plain := newTestDecoder()
+			var pev event.Event
+			pout, perr := plain.decodeRecord(tt.rec.bytes(), &pev)
+			plain.endBatch()
+
+			if (err != nil) != tt.err || (perr != nil) != tt.err {
+				t.Errorf("%s: err %v (unasked %v), want error %v", tt.name, err, perr, tt.err)
+			}
+			switch {
+			case tt.asked == nil && asked != nil:
+				t.Errorf("%s: asked about %+v, want not asked", tt.name, *asked)
+			case tt.asked != nil && (asked == nil || !reflect.DeepEqual(*asked, *tt.asked)):
+				t.Errorf("%s: asked about %+v, want %+v", tt.name, asked, *tt.asked)
+			}
+			want := pout
+			if take && tt.asked != nil {
+				want = outTaken
+				if pout != outEvent {
+					t.Errorf("%s: offered, but a plain decode gives outcome %d", tt.name, pout)
+				}
+			}
+			if out != want {
+				t.Errorf("%s, unneeded %v: outcome %d, want %d", tt.name, take, out, want)
+			}
+			if out == outEvent && !reflect.DeepEqual(ev, pev) {
+				t.Errorf("%s: decoded after the question\n %+v\nwant\n %+v", tt.name, ev, pev)
+			}
+		}
+	}
+}
+
+// decodeBatch counts a taken event emitted, and Undecoded, and does not
+// hand it to emit; the counts of a stream are those without the question.
+func TestDecodeBatchCountsTaken(t *testing.T) {
+	setuid := rawRecord{kind: recSyscall, nr: sysSetuid, hostPID: 7, comm: "x"}
+	open := rawRecord{kind: recSyscall, nr: sysOpenat, retval: 3, hostPID: 7, args: [6]uint64{uint64(uint32(0xffffff9c))}, fields: []string{"/etc/hosts"}}
+	procOpen := rawRecord{kind: recSyscall, nr: sysOpenat, args: [6]uint64{uint64(uint32(0xffffff9c))}, fields: []string{"/proc/1/stat"}}
+	stream := []rawRecord{setuid, open, {kind: 99}, procOpen, setuid, {kind: recFork, hostPID: 8, hostPPID: 7}, open}
+	for _, tt := range []struct {
+		name             string
+		unneeded         func(*event.Event) bool
+		emitted, decoded int
+	}{
+		{"not asked", nil, 4, 4},
+		{"nothing taken", func(*event.Event) bool { return false }, 4, 4},
+		{"setuid taken", func(ev *event.Event) bool { return ev.Syscall == "SYS_SETUID" }, 4, 2},
+		{"all taken", func(*event.Event) bool { return true }, 4, 0},
+	} {
+		tab := proctable.New(proctable.Options{})
+		m := &Monitor{table: tab, dec: decoder{table: tab, visibility: ScopeAll, unneeded: tt.unneeded}}
+		bt := newBatch().(*batch)
+		for _, r := range stream {
+			bt.add(r.bytes())
+		}
+		var ev event.Event
+		decoded := 0
+		m.decodeBatch(bt, &ev, func(event.Event) { decoded++ })
+		s := m.Stats()
+		if int(s.Emitted) != tt.emitted || decoded != tt.decoded || int(s.Undecoded) != tt.emitted-tt.decoded || s.DecodeErrors != 1 {
+			t.Errorf("%s: emitted %d, handed to emit %d, undecoded %d, errors %d; want %d, %d, %d, 1", tt.name,
+				s.Emitted, decoded, s.Undecoded, s.DecodeErrors, tt.emitted, tt.decoded, tt.emitted-tt.decoded)
+		}
+	}
+}

@@ -62,6 +62,23 @@ type Options struct {
 	// HooksTracepoints); HooksAuto tries fexit and falls back to the
 	// tracepoints. A forced path that cannot be used fails Open.
 	Hooks Hooks
+	// Unneeded, when set, is asked about each syscall record that would
+	// become an event, before the event is decoded: ev then holds only its
+	// Operation, Syscall and Retval. True means the consumer has no use for
+	// the event and has accounted for it as if emit had been called with
+	// it; the monitor counts it emitted (Stats.Emitted, and Undecoded) but
+	// neither decodes nor attributes it. False: it is decoded and emitted.
+	// It is called from Run's goroutine, in ring-buffer order, and must
+	// answer from the consumer's state when it is called: a rule added or a
+	// subscriber attached before the call must make it false.
+	//
+	// It is a question per record rather than a table of syscalls the
+	// consumer installs because the answer depends on more than the
+	// syscall (who watches now, whether the call failed), and because the
+	// consumer's counting (a log counted as published to nobody) has to
+	// happen in the same step as the answer: a subscriber that attaches
+	// between a check and a count would otherwise miss an event it wanted.
+	Unneeded func(ev *event.Event) bool
 }
 
 // Stats are the monitor's counters since Open.
@@ -72,6 +89,9 @@ type Stats struct {
 	StashFull    uint64 // syscalls not reported: the in-kernel argument stash was full
 	Dropped      uint64 // records dropped in user space: queue full
 	DecodeErrors uint64
+	// Undecoded are the emitted events Options.Unneeded took without
+	// their being decoded (part of Emitted).
+	Undecoded uint64
 	// Hooks is how syscalls are watched; HooksNote why fexit is not used
 	// when the kernel refused it, or which entry points have kretprobes.
 	Hooks     Hooks
@@ -91,7 +111,7 @@ type Monitor struct {
 	dec       decoder
 	unwatched []string // tracepoints this kernel lacks
 
-	received, emitted, dropped, decodeErrors atomic.Uint64
+	received, emitted, dropped, decodeErrors, undecoded atomic.Uint64
 
 	closeOnce sync.Once
 	running   atomic.Bool
@@ -194,6 +214,7 @@ func Open(opts Options) (*Monitor, error) {
 		table:      m.table,
 		visibility: opts.Visibility,
 		clock:      event.NewBootClock(),
+		unneeded:   opts.Unneeded,
 	}
 	return m, nil
 }
@@ -325,15 +346,17 @@ func (m *Monitor) decodeBatch(b *batch, ev *event.Event, emit func(event.Event))
 	defer m.dec.endBatch()
 	start := 0
 	for _, end := range b.ends {
-		ok, err := m.dec.decodeRecord(b.buf[start:end], ev)
+		out, err := m.dec.decodeRecord(b.buf[start:end], ev)
 		start = end
-		if err != nil {
+		switch {
+		case err != nil:
 			m.decodeErrors.Add(1)
-			continue
-		}
-		if ok {
+		case out == outEvent:
 			m.emitted.Add(1)
 			emit(*ev)
+		case out == outTaken:
+			m.emitted.Add(1)
+			m.undecoded.Add(1)
 		}
 	}
 }
@@ -437,6 +460,7 @@ func (m *Monitor) Stats() Stats {
 		Emitted:      m.emitted.Load(),
 		Dropped:      m.dropped.Load(),
 		DecodeErrors: m.decodeErrors.Load(),
+		Undecoded:    m.undecoded.Load(),
 	}
 	if f := m.final.Load(); f != nil {
 		s.Lost, s.StashFull = f.Lost, f.StashFull

@@ -1063,3 +1063,45 @@ func rawPaths(nr uintptr, arg uintptr, paths ...string) error {
 	}
 	return nil
 }
+
+// On the kernel: the setuid and setgid records Options.Unneeded takes are
+// counted emitted and undecoded and never reach emit; the refused setuid
+// it leaves is decoded and emitted.
+func TestUnneededOnKernel(t *testing.T) {
+	var mu sync.Mutex
+	var asked []event.Event
+	take := func(ev *event.Event) bool {
+		mu.Lock()
+		asked = append(asked, *ev)
+		mu.Unlock()
+		return ev.Operation == event.OpSyscall && ev.Retval == 0
+	}
+	m, c, stop := startMonitor(t, Options{Visibility: ScopeProcess | ScopeCapabilities, Unneeded: take})
+	before := m.Stats()
+	okPid := helper(t, "setgid-setuid")
+	bin := unprivilegedCopy(t)
+	denyPid := run(t, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}, bin, "setuid-root")
+	settle(t, c)
+	stop()
+
+	if evs := c.All(func(e event.Event) bool { return e.HostPID == okPid && e.Operation == event.OpSyscall }); len(evs) != 0 {
+		t.Errorf("taken setuid/setgid emitted: %+v", evs)
+	}
+	if evs := c.All(func(e event.Event) bool { return e.HostPID == denyPid && e.Syscall == "SYS_SETUID" }); len(evs) != 1 || evs[0].Retval != -1 {
+		t.Errorf("refused setuid: %+v, want one event", evs)
+	}
+	s := m.Stats()
+	if n := s.Undecoded - before.Undecoded; n < 2 {
+		t.Errorf("undecoded %d, want at least the helper's setgid and setuid", n)
+	}
+	if s.Undecoded > s.Emitted || s.DecodeErrors != 0 {
+		t.Errorf("stats %+v", s)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, ev := range asked {
+		if ev.Syscall == "" || ev.Operation == "" || ev.HostPID != 0 || ev.Data != "" {
+			t.Errorf("asked about %+v: want only Operation, Syscall and Retval", ev)
+		}
+	}
+}
