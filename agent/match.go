@@ -141,6 +141,31 @@ func (m *matcher) match(ev *event.Event, proc, parent string) (verdict, bool) {
 	return verdict{}, false
 }
 
+// concerns reports whether some rule of m could decide an event of
+// operation op made by syscall: when it does not, match and syscallRule
+// find nothing for any such event, whatever its process, path, socket or
+// return value, and the event need not be decoded to be matched. It
+// answers by category, as match asks the engine (an exec is decided by
+// file rules before process rules; a DefaultPosture needs allow rules of
+// the category), and errs towards true: an operation match does not
+// know is concerned.
+func (m *matcher) concerns(op, syscall string) bool {
+	if m.table.HasSyscall(syscall) {
+		return true
+	}
+	switch op {
+	case event.OpProcess:
+		return m.table.Has(hostpolicy.CategoryProcess) || m.table.Has(hostpolicy.CategoryFile)
+	case event.OpFile:
+		return m.table.Has(hostpolicy.CategoryFile) || m.fileOps != nil && m.fileOps.Has(hostpolicy.CategoryFile)
+	case event.OpNetwork:
+		return m.table.Has(hostpolicy.CategoryNetwork)
+	case event.OpSyscall:
+		return false // syscall rules only, asked above
+	}
+	return true
+}
+
 // syscallRule is the syscall rule that audits an event another category
 // reports (a File, Process or Network event made by a named system call);
 // Syscall events themselves are matched by match.

@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/armorhost/kubearmor/agent/config"
+	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/monitor"
 	"github.com/armorhost/kubearmor/proctable"
 )
@@ -34,7 +35,11 @@ func (a *Agent) openMonitor(vis config.Visibility, kernelEnforcer bool) (*monito
 	// Failed setuid/setgid raise DefaultPosture alerts even when the
 	// capabilities scope is not visible. The process table follows exec,
 	// fork and exit whatever the scopes.
-	mon, err := monitor.Open(monitor.Options{Visibility: watched, FailuresOf: monitor.ScopeCapabilities})
+	// The pipeline takes what it has no use for undecoded; it is made
+	// after the monitor (it reads the monitor's process table) and before
+	// the monitor runs, which is when this is first called.
+	unneeded := func(ev *event.Event) bool { return a.pipe.takeUnneeded(ev) }
+	mon, err := monitor.Open(monitor.Options{Visibility: watched, FailuresOf: monitor.ScopeCapabilities, Unneeded: unneeded})
 	if err != nil {
 		a.log.Warn("monitor unavailable: no telemetry, and only kernel enforcer verdicts raise alerts", "err", err)
 		procs := proctable.New(proctable.Options{ReadProcOnMiss: true})

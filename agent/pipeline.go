@@ -146,6 +146,32 @@ func (p *pipeline) handleInline(ev event.Event) {
 	p.beat()
 }
 
+// takeUnneeded is the monitor's Options.Unneeded: ev holds only the
+// Operation, Syscall and Retval of an event the monitor is about to
+// decode. When the event could produce nothing but a log nobody watches
+// (no rule could decide it, it is no refused privilege change, and no
+// subscriber takes logs of its scope now) it is counted exactly as
+// handleInline would count it (received, handled, the log published via
+// LogUnwatched) and the monitor skips decoding it; otherwise false.
+//
+// The rules are read from the matcher now in place, and the log is
+// counted in the same LogUnwatched call that says nobody watches, so an
+// event after a policy change or a subscriber's attach is decoded. Host
+// and container events alike: container events are matched by no host
+// rule, and the container is looked up only to fill a log or an alert.
+func (p *pipeline) takeUnneeded(ev *event.Event) bool {
+	if p.deniedPrivilegeChange(ev) || p.match.Load().concerns(ev.Operation, ev.Syscall) {
+		return false
+	}
+	if p.vis.shows(ev.Operation) && !p.out.LogUnwatched() {
+		return false
+	}
+	p.received.Add(1)
+	p.handled.Add(1)
+	p.beat()
+	return true
+}
+
 // handle is the whole per-event path: attribute, decide, publish.
 func (p *pipeline) handle(ev *event.Event) {
 	at := p.procs.Describe(ev)

@@ -353,6 +353,16 @@ func (t *Table) Capability(name, source string, f Facts) Decision {
 	return decide(cat, m, source, f)
 }
 
+// HasSyscall reports whether some syscall rule names the call of name
+// ("setuid", "SYS_SETUID"): when none does, Syscall finds nothing for it,
+// whatever the program and resource.
+func (t *Table) HasSyscall(name string) bool {
+	if len(t.syscalls) == 0 {
+		return false
+	}
+	return len(t.syscalls[strings.ToLower(strings.TrimPrefix(name, "SYS_"))]) > 0
+}
+
 // Syscall finds the syscall rule (always Audit) for a call of name
 // ("setuid", "SYS_SETUID") by program on resource (the path the call names,
 // "" if none): the first in rule order whose fromSource (a path, or a
