@@ -428,8 +428,8 @@ func trimTrailingNUL(b []byte) []byte {
 }
 
 func (d *decoder) syscall(r *record, ev *event.Event) (outcome, error) {
-	t, ok := tracedByNr[r.nr]
-	if !ok {
+	t := tracedOf(r.nr)
+	if t == nil {
 		return outNone, fmt.Errorf("record for untraced syscall %d", r.nr)
 	}
 	// The consumer is asked once the record is known good (parseRecord

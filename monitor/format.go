@@ -44,16 +44,21 @@ var openFlagNames = []flagName{
 
 // OpenFlags formats open(2) flags: "O_RDONLY|O_CLOEXEC", "O_WRONLY|O_CREAT|O_TRUNC".
 func OpenFlags(flags uint64) string {
-	var b strings.Builder
+	var buf [64]byte
+	return string(appendOpenFlags(buf[:0], flags))
+}
+
+// appendOpenFlags appends OpenFlags(flags) to b.
+func appendOpenFlags(b []byte, flags uint64) []byte {
 	switch flags & unix.O_ACCMODE {
 	case unix.O_RDONLY:
-		b.WriteString("O_RDONLY")
+		b = append(b, "O_RDONLY"...)
 	case unix.O_WRONLY:
-		b.WriteString("O_WRONLY")
+		b = append(b, "O_WRONLY"...)
 	case unix.O_RDWR:
-		b.WriteString("O_RDWR")
+		b = append(b, "O_RDWR"...)
 	default:
-		b.WriteString("O_ACCMODE")
+		b = append(b, "O_ACCMODE"...)
 	}
 	rest := flags &^ unix.O_ACCMODE
 	if rest&unix.O_SYNC == unix.O_SYNC {
@@ -64,16 +69,15 @@ func OpenFlags(flags uint64) string {
 	}
 	for _, f := range openFlagNames {
 		if rest&f.bit == f.bit {
-			b.WriteString("|")
-			b.WriteString(f.name)
+			b = append(b, '|')
+			b = append(b, f.name...)
 			rest &^= f.bit
 		}
 	}
 	if rest != 0 {
-		b.WriteString("|0x")
-		b.WriteString(strconv.FormatUint(rest, 16))
+		b = strconv.AppendUint(append(b, "|0x"...), rest, 16)
 	}
-	return b.String()
+	return b
 }
 
 func joinFlags(v uint64, names []flagName, zero string) string {
@@ -224,62 +228,89 @@ func PtraceRequest(req uint64) string {
 	return strconv.FormatUint(req, 10)
 }
 
-// mode prints a file mode argument in octal, as chmod(1) takes it: "0755".
-func mode(v uint64) string { return "0" + strconv.FormatUint(v&0o7777, 8) }
+// appendMode appends a file mode argument in octal, as chmod(1) takes
+// it: "0755".
+func appendMode(b []byte, v uint64) []byte { return strconv.AppendUint(append(b, '0'), v&0o7777, 8) }
 
-// i32 prints a syscall argument the kernel declares as int (fd, uid_t
-// with -1 meaning "unchanged", ...).
-func i32(v uint64) string { return strconv.Itoa(int(int32(uint32(v)))) }
+// appendI32 appends a syscall argument the kernel declares as int (fd,
+// uid_t with -1 meaning "unchanged", ...).
+func appendI32(b []byte, v uint64) []byte { return strconv.AppendInt(b, int64(int32(uint32(v))), 10) }
 
 // syscallData builds the Data text for a syscall record from its number,
 // raw arguments and the strings the kernel copied (mount's source, target,
 // ... in argument order). ptraceTarget is the exe of ptrace's target pid.
 func syscallData(nr uint32, args *[6]uint64, strs []string, ptraceTarget string) string {
-	name := SyscallName(nr)
-	s := "syscall=" + name
+	var buf [128]byte
+	return string(appendSyscallData(buf[:0], nr, args, strs, ptraceTarget))
+}
+
+// appendSyscallData appends syscallData's text to b: the text is built in
+// one buffer and made a string once, where concatenating its parts made a
+// string of each.
+func appendSyscallData(b []byte, nr uint32, args *[6]uint64, strs []string, ptraceTarget string) []byte {
+	b = append(b, "syscall="...)
+	b = append(b, SyscallName(nr)...)
 	switch nr {
 	case sysOpen:
-		s += " flags=" + OpenFlags(args[1])
+		b = appendOpenFlags(append(b, " flags="...), args[1])
 	case sysOpenat, sysOpenat2:
 		// openat2's open_how pointer was replaced by its flags in the kernel.
-		s += " fd=" + i32(args[0]) + " flags=" + OpenFlags(args[2])
+		b = appendI32(append(b, " fd="...), args[0])
+		b = appendOpenFlags(append(b, " flags="...), args[2])
 	case sysUnlinkat:
-		s += " flags=" + UnlinkatFlags(args[2])
+		b = append(append(b, " flags="...), UnlinkatFlags(args[2])...)
 	case sysMkdir, sysChmod, sysMknod:
-		s += " mode=" + mode(args[1])
+		b = appendMode(append(b, " mode="...), args[1])
 	case sysMkdirat, sysFchmodat, sysFchmodat2, sysMknodat:
-		s += " fd=" + i32(args[0]) + " mode=" + mode(args[2])
+		b = appendI32(append(b, " fd="...), args[0])
+		b = appendMode(append(b, " mode="...), args[2])
 	case sysRenameat, sysRenameat2, sysLinkat:
-		s += " fd=" + i32(args[0])
+		b = appendI32(append(b, " fd="...), args[0])
 	case sysSymlinkat:
-		s += " fd=" + i32(args[1])
+		b = appendI32(append(b, " fd="...), args[1])
 	case sysChown:
-		s += " userid=" + i32(args[1]) + " group=" + i32(args[2])
+		b = appendI32(append(b, " userid="...), args[1])
+		b = appendI32(append(b, " group="...), args[2])
 	case sysFchownat:
-		s += " userid=" + i32(args[2]) + " group=" + i32(args[3]) + " mode=" + i32(args[4])
+		b = appendI32(append(b, " userid="...), args[2])
+		b = appendI32(append(b, " group="...), args[3])
+		b = appendI32(append(b, " mode="...), args[4])
 	case sysConnect, sysBind, sysListen, sysAccept, sysAccept4:
-		s += " fd=" + i32(args[0])
+		b = appendI32(append(b, " fd="...), args[0])
 	case sysExecveat:
-		s += " fd=" + i32(args[0]) + " flag=" + ExecveatFlags(args[4])
+		b = appendI32(append(b, " fd="...), args[0])
+		b = append(append(b, " flag="...), ExecveatFlags(args[4])...)
 	case sysSetuid, sysSetgid:
-		s += " userid=" + i32(args[0])
+		b = appendI32(append(b, " userid="...), args[0])
 	case sysSetreuid:
-		s += " ruid=" + i32(args[0]) + " euid=" + i32(args[1])
+		b = appendI32(append(b, " ruid="...), args[0])
+		b = appendI32(append(b, " euid="...), args[1])
 	case sysSetregid:
-		s += " rgid=" + i32(args[0]) + " egid=" + i32(args[1])
+		b = appendI32(append(b, " rgid="...), args[0])
+		b = appendI32(append(b, " egid="...), args[1])
 	case sysSetresuid:
-		s += " ruid=" + i32(args[0]) + " euid=" + i32(args[1]) + " suid=" + i32(args[2])
+		b = appendI32(append(b, " ruid="...), args[0])
+		b = appendI32(append(b, " euid="...), args[1])
+		b = appendI32(append(b, " suid="...), args[2])
 	case sysSetresgid:
-		s += " rgid=" + i32(args[0]) + " egid=" + i32(args[1]) + " sgid=" + i32(args[2])
+		b = appendI32(append(b, " rgid="...), args[0])
+		b = appendI32(append(b, " egid="...), args[1])
+		b = appendI32(append(b, " sgid="...), args[2])
 	case sysPtrace:
-		s += " request=" + PtraceRequest(args[0]) + " pid=" + i32(args[1]) + " process=" + ptraceTarget
+		b = append(append(b, " request="...), PtraceRequest(args[0])...)
+		b = appendI32(append(b, " pid="...), args[1])
+		b = append(append(b, " process="...), ptraceTarget...)
 	case sysMount:
-		s += " source=" + at(strs, 0) + " target=" + at(strs, 1) + " filesystem=" + at(strs, 2) +
-			" mountflag=" + strconv.FormatUint(args[3], 10) + " data=" + at(strs, 3)
+		b = append(append(b, " source="...), at(strs, 0)...)
+		b = append(append(b, " target="...), at(strs, 1)...)
+		b = append(append(b, " filesystem="...), at(strs, 2)...)
+		b = strconv.AppendUint(append(b, " mountflag="...), args[3], 10)
+		b = append(append(b, " data="...), at(strs, 3)...)
 	case sysUmount2:
-		s += " target=" + at(strs, 0) + " flag=" + strconv.FormatUint(args[1]&0xffffffff, 10)
+		b = append(append(b, " target="...), at(strs, 0)...)
+		b = strconv.AppendUint(append(b, " flag="...), args[1]&0xffffffff, 10)
 	}
-	return s
+	return b
 }
 
 func at(strs []string, i int) string {

@@ -134,6 +134,14 @@ func TestSyscallData(t *testing.T) {
 		{"ptrace", sysPtrace, [6]uint64{16, 1234}, nil, "/usr/bin/sleep", "syscall=SYS_PTRACE request=PTRACE_ATTACH pid=1234 process=/usr/bin/sleep"},
 		{"mount", sysMount, [6]uint64{0, 0, 0, unix.MS_RDONLY | unix.MS_BIND}, []string{"/src", "/mnt", "none", ""}, "", "syscall=SYS_MOUNT source=/src target=/mnt filesystem=none mountflag=4097 data="},
 		{"umount2", sysUmount2, [6]uint64{0, unix.MNT_DETACH}, []string{"/mnt"}, "", "syscall=SYS_UMOUNT2 target=/mnt flag=2"},
+		{"mkdir", sysMkdir, [6]uint64{0, 0o40755}, nil, "", "syscall=SYS_MKDIR mode=0755"},
+		{"fchmodat", sysFchmodat, [6]uint64{neg(-100), 0, 0o4711}, nil, "", "syscall=SYS_FCHMODAT fd=-100 mode=04711"},
+		{"renameat2", sysRenameat2, [6]uint64{9}, nil, "", "syscall=SYS_RENAMEAT2 fd=9"},
+		{"symlinkat", sysSymlinkat, [6]uint64{0, neg(-100)}, nil, "", "syscall=SYS_SYMLINKAT fd=-100"},
+		{"open, every flag and more", sysOpen, [6]uint64{0, 3 | unix.O_SYNC | unix.O_TMPFILE | 1<<40}, nil, "",
+			"syscall=SYS_OPEN flags=O_ACCMODE|O_SYNC|O_TMPFILE|0x10000000000"},
+		{"untraced", 1, [6]uint64{}, nil, "", "syscall=SYS_1"},
+		{"past the table", 100000, [6]uint64{}, nil, "", "syscall=SYS_100000"},
 	}
 	for _, tt := range tests {
 		if got := syscallData(tt.nr, &tt.args, tt.strs, tt.target); got != tt.want {

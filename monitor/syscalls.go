@@ -226,27 +226,36 @@ var tracedSyscalls = []traced{
 	{nr: sysUmount2, name: "umount2", kname: "umount", scope: ScopeCapabilities, exit: exitCred, operation: event.OpSyscall, ia32: ia32Sys("umount", "oldumount")},
 }
 
-var tracedByNr = func() map[uint32]*traced {
-	m := make(map[uint32]*traced, len(tracedSyscalls))
-	for i := range tracedSyscalls {
-		m[tracedSyscalls[i].nr] = &tracedSyscalls[i]
+// tracedByNr and syscallNames are indexed by syscall number: every
+// record asks for its syscall, and an array index is a fraction of a map
+// access (which showed in profiles of the per-event path).
+var tracedByNr, syscallNames = func() (byNr []*traced, names []string) {
+	top := uint32(0)
+	for _, t := range tracedSyscalls {
+		top = max(top, t.nr)
 	}
-	return m
+	byNr, names = make([]*traced, top+1), make([]string, top+1)
+	for i := range tracedSyscalls {
+		t := &tracedSyscalls[i]
+		byNr[t.nr] = t
+		names[t.nr] = "SYS_" + strings.ToUpper(t.name)
+	}
+	return byNr, names
 }()
 
-var syscallNames = func() map[uint32]string {
-	m := make(map[uint32]string, len(tracedSyscalls))
-	for _, t := range tracedSyscalls {
-		m[t.nr] = "SYS_" + strings.ToUpper(t.name)
+// tracedOf is the traced syscall numbered nr, or nil.
+func tracedOf(nr uint32) *traced {
+	if int(nr) < len(tracedByNr) {
+		return tracedByNr[nr]
 	}
-	return m
-}()
+	return nil
+}
 
 // SyscallName is upstream's name for an x86-64 syscall number of the traced
 // set ("SYS_OPENAT"); others print as "SYS_<nr>".
 func SyscallName(nr uint32) string {
-	if n, ok := syscallNames[nr]; ok {
-		return n
+	if int(nr) < len(syscallNames) && syscallNames[nr] != "" {
+		return syscallNames[nr]
 	}
 	return "SYS_" + strconv.FormatUint(uint64(nr), 10)
 }
