@@ -174,7 +174,17 @@ func (p *pipeline) takeUnneeded(ev *event.Event) bool {
 
 // handle is the whole per-event path: attribute, decide, publish.
 func (p *pipeline) handle(ev *event.Event) {
-	at := p.procs.Describe(ev)
+	var at attribution
+	// Matching needs only the program and its parent, and Describe gives
+	// ev.Exe and ev.ParentExe as they are when they are set, as the
+	// monitor's decoder sets them from the process table (Table.Enrich):
+	// the table is then asked again only for an alert or a log, which
+	// most events do not make. Otherwise it is asked here, as always.
+	proc, parent := ev.Exe, ev.ParentExe
+	if ev.Verdict != event.VerdictNone || proc == "" || parent == "" {
+		a := at.get(p.procs, ev)
+		proc, parent = a.ProcessName, a.ParentProcessName
+	}
 	var ctr *runtimes.Container
 	if p.ctrs != nil {
 		if c, ok := p.ctrs.Wait(p.ctx, ev.CgroupID, ev.PidNS, ev.MntNS); ok {
@@ -184,35 +194,51 @@ func (p *pipeline) handle(ev *event.Event) {
 	m := p.match.Load()
 	alert := func(a *kubearmorpb.Alert) { p.out.PublishAlert(inContainer(a, ctr)) }
 	if ev.Verdict != event.VerdictNone {
-		alert(p.kernelAlert(ev, &at, m.rs))
+		alert(p.kernelAlert(ev, at.get(p.procs, ev), m.rs))
 		return
 	}
 	// Host policies describe the host: container events are matched only
 	// by the kernel enforcer's per-container rules.
 	if ctr == nil {
-		if v, ok := m.match(ev, at.ProcessName, at.ParentProcessName); ok {
-			alert(p.matchedAlert(ev, &at, v))
+		if v, ok := m.match(ev, proc, parent); ok {
+			alert(p.matchedAlert(ev, at.get(p.procs, ev), v))
 		}
 		// A syscall rule names the system call whatever telemetry category
 		// reports it (unlink is a File event): its alert is a Syscall one,
 		// as upstream's audit-all-unlink example shows.
-		if r := m.syscallRule(ev, at.ProcessName); r != nil {
+		if r := m.syscallRule(ev, proc); r != nil {
 			sc := *ev
 			sc.Operation = event.OpSyscall
-			alert(p.matchedAlert(&sc, &at, verdict{rule: r, action: hostpolicy.ActionAudit}))
+			alert(p.matchedAlert(&sc, at.get(p.procs, ev), verdict{rule: r, action: hostpolicy.ActionAudit}))
 		}
 	}
 	// A refused privilege change is reported whether or not a syscall rule
 	// also audits it: the rule's alert says who asked, this one that the
 	// kernel said no.
 	if p.deniedPrivilegeChange(ev) {
-		alert(p.postureAlert(ev, &at, hostpolicy.ActionBlock, p.privilegeEnforcer()))
+		alert(p.postureAlert(ev, at.get(p.procs, ev), hostpolicy.ActionBlock, p.privilegeEnforcer()))
 	}
 	// Most of the time nobody watches logs (no karmor logs, no logPath):
 	// a log is then counted as published and not built.
 	if p.vis.shows(ev.Operation) && !p.out.LogUnwatched() {
-		p.out.PublishLog(logInContainer(p.log(ev, &at), ctr))
+		p.out.PublishLog(logInContainer(p.log(ev, at.get(p.procs, ev)), ctr))
 	}
+}
+
+// attribution is an event's proctable.Attribution, asked of the table
+// once, when first needed.
+// (It holds no pointer to the event: escape analysis would send the
+// event to the heap with the attribution's strings.)
+type attribution struct {
+	at   proctable.Attribution
+	made bool
+}
+
+func (a *attribution) get(procs *proctable.Table, ev *event.Event) *proctable.Attribution {
+	if !a.made {
+		a.at, a.made = procs.Describe(ev), true
+	}
+	return &a.at
 }
 
 // inContainer fills an alert's container fields (upstream §6.2) and makes it

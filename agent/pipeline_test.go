@@ -9,6 +9,7 @@ import (
 	"github.com/armorhost/kubearmor/event"
 	"github.com/armorhost/kubearmor/feeder"
 	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
+	"github.com/armorhost/kubearmor/hostpolicy"
 	"github.com/armorhost/kubearmor/proctable"
 	"google.golang.org/protobuf/proto"
 )
@@ -99,5 +100,69 @@ func TestLogsCountedWhileUnwatched(t *testing.T) {
 	want.HostName = "h"
 	if got := sink.logs[0]; !proto.Equal(got, want) {
 		t.Errorf("sink got\n%v\nwant\n%v", got, want)
+	}
+}
+
+// An event that the monitor attributed (Exe and ParentExe set) is matched
+// without asking the process table again; the table is asked when an
+// alert or a log is built, and what is built is what an attribution made
+// up front gives.
+func TestAttributionOnlyForOutput(t *testing.T) {
+	ev := event.Event{Time: time.Unix(1700000000, 0), HostPID: 4242, HostPPID: 4241, Operation: event.OpFile, Syscall: "SYS_OPENAT",
+		Exe: "/usr/bin/cat", ParentExe: "/bin/bash", Cwd: "/root", Resource: "/etc/shadow", Path: "/etc/shadow",
+		File: event.File{Op: event.FileOpen}, Data: "syscall=SYS_OPENAT fd=-100 flags=O_RDONLY", Retval: 3, Comm: "cat"}
+	for _, tt := range []struct {
+		name         string
+		ev           event.Event
+		spec         string
+		watched      bool
+		wantLookups  bool
+		alerts, logs int
+	}{
+		{name: "no output", ev: ev, spec: "  file:\n    matchPaths:\n    - path: /srv/x\n"},
+		{name: "an alert", ev: ev, spec: "  action: Audit\n  file:\n    matchPaths:\n    - path: /etc/shadow\n", wantLookups: true, alerts: 1},
+		{name: "a log", ev: ev, watched: true, wantLookups: true, logs: 1},
+		{name: "no parent set: asked up front", ev: func() event.Event { e := ev; e.ParentExe = ""; return e }(), wantLookups: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, err := feeder.New(feeder.Options{Host: "h"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tab := proctable.New(proctable.Options{}) // knows no process: every lookup is a miss
+			p := newPipeline(context.Background(), tab, srv, "", visibility{true, true, true, true})
+			if tt.spec != "" {
+				p.setRules(ruleSet(t, tt.spec, hostpolicy.Postures{}), nil)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			sink := &logSink{}
+			if tt.watched {
+				subscribed := make(chan struct{})
+				go srv.RunSink(ctx, "test", sink, feeder.SinkOptions{Logs: true, Subscribed: func() { close(subscribed) }})
+				<-subscribed
+			}
+			p.handleInline(tt.ev)
+			if looked := tab.Stats().Misses > 0; looked != tt.wantLookups {
+				t.Errorf("process table asked: %v, want %v", looked, tt.wantLookups)
+			}
+			st := srv.FeederStatus()
+			if int(st.AlertsPublished) != tt.alerts || int(st.LogsPublished) != max(tt.logs, 1) {
+				t.Errorf("alerts %d logs %d, want %d %d", st.AlertsPublished, st.LogsPublished, tt.alerts, max(tt.logs, 1))
+			}
+			if tt.logs > 0 {
+				for deadline := time.Now().Add(5 * time.Second); sink.len() < 1; time.Sleep(time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatal("the sink never received the log")
+					}
+				}
+				at := tab.Describe(&tt.ev)
+				want := p.log(&tt.ev, &at)
+				want.HostName = "h"
+				if got := sink.logs[0]; !proto.Equal(got, want) {
+					t.Errorf("sink got\n%v\nwant\n%v", got, want)
+				}
+			}
+		})
 	}
 }
