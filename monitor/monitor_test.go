@@ -282,6 +282,15 @@ func TestExecWithArguments(t *testing.T) {
 	if ev.CgroupID == 0 || ev.PidNS == 0 || ev.MntNS == 0 {
 		t.Errorf("attribution keys missing: cgroup %d pidns %d mntns %d", ev.CgroupID, ev.PidNS, ev.MntNS)
 	}
+	// The record reads the cgroup id and uid by direct loads, not the
+	// helpers: they must be the child's (our) cgroup v2 directory's inode
+	// and our uid.
+	if id, ok := selfCgroupID(t); ok && ev.CgroupID != id {
+		t.Errorf("CgroupID = %d, want %d (the inode of our cgroup v2 directory)", ev.CgroupID, id)
+	}
+	if ev.UID != uint32(os.Getuid()) {
+		t.Errorf("UID = %d, want %d", ev.UID, os.Getuid())
+	}
 	a := m.Table().Describe(&ev)
 	if a.Source != selfExe || a.ProcessName != wantExe || a.ParentProcessName != selfExe {
 		t.Errorf("Describe = %+v", a)
@@ -1104,4 +1113,39 @@ func TestUnneededOnKernel(t *testing.T) {
 			t.Errorf("asked about %+v: want only Operation, Syscall and Retval", ev)
 		}
 	}
+}
+
+// selfCgroupID is the id of this process's cgroup v2 (the inode number of
+// its directory, what bpf_get_current_cgroup_id returns); false where the
+// unified hierarchy is not mounted.
+func selfCgroupID(t *testing.T) (uint64, bool) {
+	t.Helper()
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return 0, false
+	}
+	root := ""
+	for _, line := range strings.Split(string(mounts), "\n") {
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS ... - FSTYPE SOURCE SUPER
+		if f := strings.Fields(line); len(f) > 4 && strings.Contains(line, " - cgroup2 ") && f[3] == "/" {
+			root = f[4]
+			break
+		}
+	}
+	data, err := os.ReadFile("/proc/self/cgroup")
+	if root == "" || err != nil {
+		t.Log("cgroup id not checked: no cgroup2 mount")
+		return 0, false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok {
+			var st unix.Stat_t
+			if err := unix.Stat(filepath.Join(root, path), &st); err != nil {
+				t.Logf("cgroup id not checked: %v", err)
+				return 0, false
+			}
+			return st.Ino, true
+		}
+	}
+	return 0, false
 }
