@@ -264,10 +264,30 @@ func (e *Enforcer) commit(rs *hostpolicy.RuleSet, cs []hostpolicy.Container) (ma
 		e.remove(w)
 		return nil, err
 	}
+	// The capability hooks trust caps_any to hold every capability the
+	// rules in force may decide: it takes the new generation's before the
+	// switch (old and new, while either may be read) and only the new
+	// one's after it.
 	one := uint32(0)
+	caps := g.capsAny()
+	var was uint64
+	if err := e.objs.CapsAny.Lookup(one, &was); err != nil {
+		e.remove(w)
+		return nil, fmt.Errorf("bpflsm: read capability summary: %w", err)
+	}
+	if err := e.objs.CapsAny.Put(one, was|caps); err != nil {
+		e.remove(w)
+		return nil, fmt.Errorf("bpflsm: widen capability summary: %w", err)
+	}
 	if err := e.objs.Active.Put(one, next+1); err != nil {
 		e.remove(w)
 		return nil, fmt.Errorf("bpflsm: activate rules: %w", err)
+	}
+	if err := e.objs.CapsAny.Put(one, caps); err != nil {
+		// Left wider than needed: the hooks only look further.
+		if e.opts.Log != nil {
+			e.opts.Log.Warn("bpflsm: narrow capability summary", "error", err)
+		}
 	}
 	old, prev := e.written, e.gen
 	e.gen, e.applied, e.written = next, true, w

@@ -45,6 +45,21 @@ type generation struct {
 	unenforced map[uint32]string
 }
 
+// capsAny is caps_any's value for g (enforcer.bpf.c): a bit per capability
+// a config of any scope has a rule for, every bit when one decides every
+// capability (allow-list mode, for every source or per source).
+func (g *generation) capsAny() uint64 {
+	var caps uint64
+	for _, ent := range append([]*entries{g.host}, g.scopes...) {
+		c := ent.cfg
+		if c.allowlist&(1<<catCaps) != 0 || c.hasSources&(1<<(catCaps+8)) != 0 {
+			return ^uint64(0)
+		}
+		caps |= c.caps
+	}
+	return caps
+}
+
 // build turns rules and containers into a generation. Containers selected
 // by the same set of policies share one scope, so a policy that applies to
 // a hundred containers is written once.

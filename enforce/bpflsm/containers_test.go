@@ -95,3 +95,39 @@ func TestBuildScopes(t *testing.T) {
 		t.Errorf("without containers, unenforced = %v", g.unenforced)
 	}
 }
+
+// capsAny is what the capability hooks trust to return early: it must hold
+// every capability a rule of any scope names, and every bit when a scope
+// decides every capability.
+func TestCapsAny(t *testing.T) {
+	const netRaw, sysModule, sysAdmin = 13, 16, 21
+	caps := func(spec string) string {
+		return policy("caps", "  capabilities:\n    matchCapabilities:\n"+spec)
+	}
+	ctr := []hostpolicy.Container{{ID: "1", CgroupID: 101, Info: info("web-1")}}
+	for _, tc := range []struct {
+		name string
+		docs []string
+		want uint64
+	}{
+		{"no rules", nil, 0},
+		{"process rules only", []string{policy("p", "  process:\n    matchPaths:\n    - path: /bin/x\n  action: Block\n")}, 0},
+		{"host block", []string{caps("    - capability: net_raw\n  action: Block\n")}, 1 << netRaw},
+		{"from a source", []string{caps("    - capability: sys_module\n      fromSource:\n      - path: /bin/x\n  action: Block\n")}, 1 << sysModule},
+		{"audit", []string{caps("    - capability: net_raw\n  action: Audit\n")}, 1 << netRaw},
+		{"a container's scope", []string{
+			caps("    - capability: net_raw\n  action: Block\n"),
+			containerPolicyDoc("web", "      kubearmor.io/container.name: web-.*\n",
+				"  capabilities:\n    matchCapabilities:\n    - capability: sys_admin\n  action: Block\n"),
+		}, 1<<netRaw | 1<<sysAdmin},
+		{"allow-list", []string{caps("    - capability: net_raw\n  action: Allow\n")}, ^uint64(0)},
+		{"allow-list from a source", []string{caps("    - capability: net_raw\n      fromSource:\n      - path: /bin/x\n  action: Allow\n")}, ^uint64(0)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := compileDocs(t, tc.docs...)
+			if got := build(rs, ctr).capsAny(); got != tc.want {
+				t.Errorf("capsAny = %#x, want %#x", got, tc.want)
+			}
+		})
+	}
+}

@@ -367,6 +367,7 @@ const (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	enforcerMapActive                = "active"
+	enforcerMapCapsAny               = "caps_any"
 	enforcerMapConfigs               = "configs"
 	enforcerMapCounters              = "counters"
 	enforcerMapEvents                = "events"
@@ -477,6 +478,7 @@ type enforcerProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type enforcerMapSpecs struct {
 	Active       *ebpf.MapSpec `ebpf:"active"`
+	CapsAny      *ebpf.MapSpec `ebpf:"caps_any"`
 	Configs      *ebpf.MapSpec `ebpf:"configs"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
@@ -523,6 +525,7 @@ func (o *enforcerObjects) Close() error {
 // It can be passed to loadEnforcerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type enforcerMaps struct {
 	Active       *ebpf.Map `ebpf:"active"`
+	CapsAny      *ebpf.Map `ebpf:"caps_any"`
 	Configs      *ebpf.Map `ebpf:"configs"`
 	Counters     *ebpf.Map `ebpf:"counters"`
 	Events       *ebpf.Map `ebpf:"events"`
@@ -543,6 +546,7 @@ type enforcerMaps struct {
 func (m *enforcerMaps) Close() error {
 	return _EnforcerClose(
 		m.Active,
+		m.CapsAny,
 		m.Configs,
 		m.Counters,
 		m.Events,

@@ -188,3 +188,71 @@ func TestCapabilityFromSource(t *testing.T) {
 		t.Errorf("Exe = %q, want %q", ev.Exe, ping)
 	}
 }
+
+// TestCapsSummaryFollowsApply: the capability hooks return at once for a
+// capability caps_any does not hold, so an Apply that adds a capability
+// rule must put it there before the rule is in force, and one that drops
+// it takes it out.
+func TestCapsSummaryFollowsApply(t *testing.T) {
+	e := kernel(t)
+	summary := func() uint64 {
+		t.Helper()
+		var v uint64
+		if err := e.objs.CapsAny.Lookup(uint32(0), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	raw := func() error { return socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_ICMP) }
+	const netRaw, sysModule = 13, 16
+	apply(t, e, hostpolicy.Postures{}, policy("caps-module", `
+  capabilities:
+    matchCapabilities:
+    - capability: sys_module
+  action: Block
+`))
+	if got := summary(); got != 1<<sysModule {
+		t.Errorf("caps_any = %#x after a sys_module rule, want %#x", got, uint64(1<<sysModule))
+	}
+	wantAllowed(t, raw(), "raw socket, no net_raw rule")
+	apply(t, e, hostpolicy.Postures{}, policy("caps-raw", `
+  capabilities:
+    matchCapabilities:
+    - capability: net_raw
+  action: Block
+`))
+	if got := summary(); got != 1<<netRaw {
+		t.Errorf("caps_any = %#x after a net_raw rule, want %#x", got, uint64(1<<netRaw))
+	}
+	if err := raw(); !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("raw socket under a net_raw Block rule: got %v, want operation not permitted", err)
+	}
+	// An allow-list decides every capability of its source (a host-wide
+	// one would refuse this test its next Apply).
+	ping := copyBusybox(t, filepath.Join(testDir(t), "busybox-ping"))
+	apply(t, e, hostpolicy.Postures{Capabilities: "block"}, policy("caps-allow", `
+  capabilities:
+    matchCapabilities:
+    - capability: sys_module
+      fromSource:
+      - path: `+ping+`
+  action: Allow
+`))
+	if got := summary(); got != ^uint64(0) {
+		t.Errorf("caps_any = %#x under an allow-list, want every bit", got)
+	}
+	if out, err := exec.Command(ping, "ping", "-c", "1", "-W", "1", "127.0.0.1").CombinedOutput(); err == nil {
+		t.Fatalf("ping from a source allowed only sys_module worked: %q", out)
+	}
+	wantAllowed(t, raw(), "raw socket of the test binary, not the allow-list's source")
+	apply(t, e, hostpolicy.Postures{}, policy("caps-none", `
+  process:
+    matchPaths:
+    - path: /bin/caps-none-nothing
+  action: Block
+`))
+	if got := summary(); got != 0 {
+		t.Errorf("caps_any = %#x with no capability rule, want 0", got)
+	}
+	wantAllowed(t, raw(), "raw socket, no capability rule")
+}

@@ -98,6 +98,20 @@ struct {
 	__type(value, __u32);
 } active SEC(".maps");
 
+/* Index 0: a bit per capability some config of the generations that may
+ * be in force decides, every bit when one decides every capability (an
+ * allow-list): a superset of the active generation's, kept so by Apply
+ * (bpflsm.go, commit: widened before the switch, narrowed after it). The
+ * capability hooks run on every capable() check and setuid of the host;
+ * for a capability no rule names this one lookup ends them, instead of
+ * the active config's two and its scope. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} caps_any SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
@@ -2039,6 +2053,10 @@ int BPF_PROG(enforce_socket_accept, struct socket *sock, struct socket *newsock,
 static __always_inline int enforce_cap(__u32 hook, int cap, int report, __u32 arg)
 {
 	if (cap < 0 || cap > 63)
+		return 0;
+	__u32 zero = 0;
+	__u64 *any = bpf_map_lookup_elem(&caps_any, &zero);
+	if (any && !(*any & (1ULL << cap)))
 		return 0;
 	__u32 gen;
 	struct config *cfg = active_config(&gen);
