@@ -90,7 +90,7 @@ func account(o options, name string, n int, out io.Writer) error {
 		}
 	}
 	if len(ran) == 0 {
-		return fmt.Errorf("-account needs an agent configuration (0, b, c or t) in -configs %q", o.only)
+		return fmt.Errorf("-account needs an agent configuration (0, b, c, t or w) in -configs %q", o.only)
 	}
 	what := map[string]string{"exec": "fork+exec+wait of " + execPath, "open": "open+close of " + openPath,
 		"setuid": "setuid(0) as root", "getpid": "getpid"}[name]
@@ -146,7 +146,7 @@ func accountOnce(o options, c config, run func(int) error, n, stoppedOps int) (o
 	if e.none, err = timeOps(run, n); err != nil {
 		return e, err
 	}
-	ag, err := startAgent(o.agent, c.rules, c.visibility)
+	ag, err := startAgent(o.agent, c.rules, c.visibility, c.args...)
 	if err != nil {
 		return e, err
 	}

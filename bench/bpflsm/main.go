@@ -58,6 +58,7 @@ type config struct {
 	visibility string // the agent's --hostVisibility; "": no agent
 	rules      int
 	floor      floorKind
+	args       []string // more agent flags
 }
 
 // The agent's telemetry scopes: none, or the packaged default.
@@ -81,14 +82,18 @@ const (
 // cost; the record floor (r) is what reporting every event costs at least,
 // which telemetry (t) is measured against.
 var configs = []config{
-	{"a", "(a) no agent", "", 0, noFloor},
-	{"f", "(f) empty programs", "", 0, emptyFloor},
-	{"d", "(d) d_path only", "", 0, dpathFloor},
-	{"r", "(r) record floor", "", 0, recordFloor},
-	{"0", "(0) agent, 0 rules", noVisibility, 0, noFloor},
-	{"b", "(b) 10 rules", noVisibility, 10, noFloor},
-	{"c", "(c) 1,000 rules", noVisibility, 1000, noFloor},
-	{"t", "(t) telemetry, 10 rules", defaultVisibility, 10, noFloor},
+	{"a", "(a) no agent", "", 0, noFloor, nil},
+	{"f", "(f) empty programs", "", 0, emptyFloor, nil},
+	{"d", "(d) d_path only", "", 0, dpathFloor, nil},
+	{"r", "(r) record floor", "", 0, recordFloor, nil},
+	{"0", "(0) agent, 0 rules", noVisibility, 0, noFloor, nil},
+	{"b", "(b) 10 rules", noVisibility, 10, noFloor, nil},
+	{"c", "(c) 1,000 rules", noVisibility, 1000, noFloor, nil},
+	{"t", "(t) telemetry, 10 rules", defaultVisibility, 10, noFloor, nil},
+	// (w): as (t) with every log built and written (JSON to /dev/null), as
+	// when a SIEM pipeline or karmor logs takes them; (t) has nobody
+	// watching, and the agent then counts what it need not build.
+	{"w", "(w) telemetry watched, 10 rules", defaultVisibility, 10, noFloor, []string{"--logPath", "/dev/null"}},
 }
 
 func main() {
@@ -99,7 +104,7 @@ func main() {
 	flag.DurationVar(&o.chunk, "chunk", 250*time.Millisecond, "length of one chunk of a loop")
 	flag.DurationVar(&o.ref, "ref", 80*time.Millisecond, "length of one reference chunk")
 	flag.StringVar(&o.platform, "platform", "", "where this runs, for the report header")
-	flag.StringVar(&o.only, "configs", "afdbc", "configurations to run in each round: a (no agent), f (empty programs on the enforcer's hooks), d (the same, resolving paths on exec and open), r (one empty ring buffer record per open, socket, connect, accept4, setuid and exec, fexit where the kernel takes it), 0 (agent, no rules), b (10 rules), c (1,000 rules), all with hostVisibility none, t (10 rules, default hostVisibility)")
+	flag.StringVar(&o.only, "configs", "afdbc", "configurations to run in each round: a (no agent), f (empty programs on the enforcer's hooks), d (the same, resolving paths on exec and open), r (one empty ring buffer record per open, socket, connect, accept4, setuid and exec, fexit where the kernel takes it), 0 (agent, no rules), b (10 rules), c (1,000 rules), all with hostVisibility none, t (10 rules, default hostVisibility), w (as t, every log built and written to /dev/null)")
 	flag.DurationVar(&o.idle, "idle", 0, "measure the idle agent's CPU (default visibility, 10 rules) over this window before the rounds; 0: not measured (meaningless with instruction counting)")
 	flag.DurationVar(&o.settle, "settle", 10*time.Second, "time the agent settles after start before the idle window")
 	flag.BoolVar(&o.paired, "paired", false, "run (a) again right before every other configuration and compare each with that run (doubles a round's time)")
@@ -205,7 +210,7 @@ func run(o options, out io.Writer) error {
 					return err
 				}
 			case c.visibility != "":
-				ag, err = startAgent(o.agent, c.rules, c.visibility)
+				ag, err = startAgent(o.agent, c.rules, c.visibility, c.args...)
 				if err != nil {
 					return err
 				}
@@ -318,15 +323,15 @@ var rulesInForce = regexp.MustCompile(`(\d+) rules`)
 // with the given telemetry scopes, and returns once it is enforcing: it logged "kubearmor ready" and an exec of
 // the probe program is denied. Both times are measured from just before the
 // process starts.
-func startAgent(bin string, rules int, visibility string) (*agent, error) {
+func startAgent(bin string, rules int, visibility string, args ...string) (*agent, error) {
 	a := &agent{logPath: fmt.Sprintf("%s/agent-%d-%s.log", benchRoot, rules, visibility), exited: make(chan error, 1)}
 	logFile, err := os.Create(a.logPath)
 	if err != nil {
 		return nil, fmt.Errorf("agent log: %w", err)
 	}
 	defer logFile.Close()
-	a.cmd = exec.Command(bin, "--lsm", "bpf", "--hostVisibility", visibility, "--gRPC", "0", "--socket", "",
-		"--policyDir", policyDir(rules))
+	a.cmd = exec.Command(bin, append([]string{"--lsm", "bpf", "--hostVisibility", visibility, "--gRPC", "0", "--socket", "",
+		"--policyDir", policyDir(rules)}, args...)...)
 	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
 	start := time.Now()
 	if err := a.cmd.Start(); err != nil {
