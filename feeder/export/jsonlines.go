@@ -7,12 +7,12 @@ package export
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"sync"
 
+	"github.com/armorhost/kubearmor/feeder/export/jsonenc"
 	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
 )
 
@@ -20,7 +20,8 @@ import (
 // for byte what `karmor logs --json` prints for the same event: the proto
 // field names, Timestamp as a number, empty fields omitted except PPID and
 // UID (karmor-client.md §4.5). The generated structs carry those json tags,
-// so encoding/json produces exactly karmor's bytes.
+// so encoding/json produces exactly karmor's bytes; package jsonenc writes
+// the same bytes without reflection, straight into the line buffer.
 //
 // A failed write (ENOSPC, EIO, ...) loses the lines it was writing, counted,
 // and puts the exporter in a failing state that Stage reports; the next
@@ -74,23 +75,23 @@ func (j *JSONLines) open() error {
 }
 
 // WriteAlert buffers one alert line.
-func (j *JSONLines) WriteAlert(a *kubearmorpb.Alert) error { return j.write(a) }
+func (j *JSONLines) WriteAlert(a *kubearmorpb.Alert) error {
+	return writeLine(j, a, jsonenc.AppendAlert)
+}
 
 // WriteLog buffers one log line.
-func (j *JSONLines) WriteLog(l *kubearmorpb.Log) error { return j.write(l) }
+func (j *JSONLines) WriteLog(l *kubearmorpb.Log) error {
+	return writeLine(j, l, jsonenc.AppendLog)
+}
 
-func (j *JSONLines) write(v any) error {
-	line, err := json.Marshal(v)
-	if err != nil {
-		j.receiveLost(1)
-		return fmt.Errorf("export: encode: %w", err)
-	}
+// writeLine encodes v with encode straight into the line buffer.
+func writeLine[T any](j *JSONLines, v T, encode func([]byte, T) []byte) error {
 	if !j.receive(1) {
 		return nil // failing, next attempt not yet due: counted as lost
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.buf = append(j.buf, line...)
+	j.buf = encode(j.buf, v)
 	j.buf = append(j.buf, '\n')
 	j.bufLines++
 	j.setPending(j.bufLines)
