@@ -101,15 +101,6 @@ func (h *health) failed(n uint64, err error) {
 	h.retryAt = now.Add(h.backoff)
 }
 
-// receiveLost counts n lines received and lost before any attempt (they
-// could not be encoded).
-func (h *health) receiveLost(n uint64) {
-	h.mu.Lock()
-	h.received += n
-	h.lost += n
-	h.mu.Unlock()
-}
-
 // drop counts n lines lost without an attempt.
 func (h *health) drop(n uint64) {
 	h.mu.Lock()

@@ -1,7 +1,6 @@
 package export
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/armorhost/kubearmor/feeder/export/jsonenc"
 	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
 )
 
@@ -99,12 +99,10 @@ func (s *Syslog) WriteAlert(a *kubearmorpb.Alert) error {
 		sev = 4 // warning
 	}
 	var body []byte
-	var err error
 	if s.opts.Format == FormatCEF {
 		body = []byte(CEFAlert(a, s.opts.Version))
-	} else if body, err = json.Marshal(a); err != nil {
-		s.receiveLost(1)
-		return fmt.Errorf("export: encode: %w", err)
+	} else {
+		body = jsonenc.AppendAlert(nil, a)
 	}
 	return s.send(sev, a.Type, a.HostName, a.Timestamp, a.UpdatedTime, body)
 }
@@ -115,12 +113,10 @@ func (s *Syslog) WriteLog(l *kubearmorpb.Log) error {
 		return nil
 	}
 	var body []byte
-	var err error
 	if s.opts.Format == FormatCEF {
 		body = []byte(CEFLog(l, s.opts.Version))
-	} else if body, err = json.Marshal(l); err != nil {
-		s.receiveLost(1)
-		return fmt.Errorf("export: encode: %w", err)
+	} else {
+		body = jsonenc.AppendLog(nil, l)
 	}
 	return s.send(6, l.Type, l.HostName, l.Timestamp, l.UpdatedTime, body)
 }
