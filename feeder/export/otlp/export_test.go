@@ -21,15 +21,11 @@ func Record(e *Exporter, v any) sdklog.Record {
 	b := e.scratch.Get().(*attrs)
 	defer e.scratch.Put(b.reset())
 	rec := e.tmpl
-	var err error
 	switch v := v.(type) {
 	case *kubearmorpb.Alert:
-		err = alertRecord(&rec, b, v)
+		alertRecord(&rec, b, v)
 	case *kubearmorpb.Log:
-		err = logRecord(&rec, b, v)
-	}
-	if err != nil {
-		panic(err)
+		logRecord(&rec, b, v)
 	}
 	return rec
 }

@@ -321,29 +321,19 @@ func (e *Exporter) Target() string { return e.target }
 func (e *Exporter) WriteAlert(a *kubearmorpb.Alert) error {
 	b := e.scratch.Get().(*attrs)
 	rec := e.tmpl
-	err := alertRecord(&rec, b, a)
+	alertRecord(&rec, b, a)
 	e.scratch.Put(b.reset())
-	return e.emit(&rec, true, err)
+	e.enqueue(&rec, true)
+	return nil
 }
 
 // WriteLog queues a log; never blocks.
 func (e *Exporter) WriteLog(l *kubearmorpb.Log) error {
 	b := e.scratch.Get().(*attrs)
 	rec := e.tmpl
-	err := logRecord(&rec, b, l)
+	logRecord(&rec, b, l)
 	e.scratch.Put(b.reset())
-	return e.emit(&rec, false, err)
-}
-
-func (e *Exporter) emit(rec *sdklog.Record, alert bool, err error) error {
-	if err != nil {
-		e.mu.Lock()
-		e.received++
-		e.dropped++
-		e.mu.Unlock()
-		return fmt.Errorf("otlp: %w", err)
-	}
-	e.enqueue(rec, alert)
+	e.enqueue(&rec, false)
 	return nil
 }
 

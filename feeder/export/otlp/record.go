@@ -1,7 +1,6 @@
 package otlp
 
 import (
-	"encoding/json"
 	"strconv"
 	"strings"
 	"time"
@@ -11,6 +10,7 @@ import (
 	otellog "go.opentelemetry.io/otel/log"
 	sdklog "go.opentelemetry.io/otel/sdk/log"
 
+	"github.com/armorhost/kubearmor/feeder/export/jsonenc"
 	"github.com/armorhost/kubearmor/feeder/kubearmorpb"
 )
 
@@ -44,11 +44,8 @@ func resourceAttrs(o Options) []attribute.KeyValue {
 // lines file), the attributes the fields a pipeline filters on.
 // r starts as the exporter's template; b is scratch space for the
 // attributes, which the record copies.
-func alertRecord(r *sdklog.Record, b *attrs, a *kubearmorpb.Alert) error {
-	body, err := json.Marshal(a)
-	if err != nil {
-		return err
-	}
+func alertRecord(r *sdklog.Record, b *attrs, a *kubearmorpb.Alert) {
+	body := jsonenc.AppendAlert(nil, a)
 	r.SetEventName(alertEvent)
 	r.SetBody(attribute.StringValue(bytesString(body)))
 	r.SetTimestamp(eventTime(a.Timestamp, a.UpdatedTime))
@@ -81,15 +78,11 @@ func alertRecord(r *sdklog.Record, b *attrs, a *kubearmorpb.Alert) error {
 			attribute.Int("kubearmor.dropping_alerts_interval", int(a.DroppingAlertsInterval)))
 	}
 	r.SetAttributes(b.kv...)
-	return nil
 }
 
 // logRecord is a log (telemetry) as an OTLP log record.
-func logRecord(r *sdklog.Record, b *attrs, l *kubearmorpb.Log) error {
-	body, err := json.Marshal(l)
-	if err != nil {
-		return err
-	}
+func logRecord(r *sdklog.Record, b *attrs, l *kubearmorpb.Log) {
+	body := jsonenc.AppendLog(nil, l)
 	r.SetEventName(logEvent)
 	r.SetBody(attribute.StringValue(bytesString(body)))
 	r.SetTimestamp(eventTime(l.Timestamp, l.UpdatedTime))
@@ -100,11 +93,10 @@ func logRecord(r *sdklog.Record, b *attrs, l *kubearmorpb.Log) error {
 		l.HostPID, l.HostPPID, l.PID, l.PPID, l.UID, l.UserName, l.ProcessName, l.ParentProcessName, l.Source, l.Cwd, l.TTY,
 		l.Type, l.Operation, l.Resource, l.Data, l.Result})
 	r.SetAttributes(b.kv...)
-	return nil
 }
 
-// bytesString is b as a string without copying it: json.Marshal's result
-// is the record's alone and never written again.
+// bytesString is b as a string without copying it: the encoded body is the
+// record's alone and never written again.
 func bytesString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // alertSeverity maps KubeArmor's policy severity (1 lowest .. 10 highest)
