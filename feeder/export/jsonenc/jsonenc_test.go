@@ -374,3 +374,19 @@ func BenchmarkEncode(b *testing.B) {
 		}
 	})
 }
+
+// TestEveryPosition puts each byte value, U+2028 and a 2-byte rune at each
+// position of a run of ASCII: what is copied before and after an escape.
+func TestEveryPosition(t *testing.T) {
+	base := "abcdefghijklmnopqrstu"
+	var specials []string
+	for c := range 256 {
+		specials = append(specials, string([]byte{byte(c)}))
+	}
+	specials = append(specials, "\u2028", "é")
+	for _, sp := range specials {
+		for i := range len(base) + 1 {
+			oracle(t, &kubearmorpb.Log{Data: base[:i] + sp + base[i:]})
+		}
+	}
+}
