@@ -82,3 +82,24 @@ func TestMsPerSecond(t *testing.T) {
 		}
 	}
 }
+
+// stageLosses reads what `kubearmor status --json` prints: int64 counters
+// are JSON strings, a stage without losses has no "dropped".
+func TestStageLosses(t *testing.T) {
+	status := []byte(`{"version":"dev","stages":[
+{"name":"monitor kernel","received":"200208","passed":"200200","dropped":"8"},
+{"name":"monitor reader","received":"200200","passed":"200194","filtered":"6"},
+{"name":"pipeline","received":"200194","passed":"200194"},
+{"name":"throttle (alerts)"},
+{"name":"subscriber logs logPath /dev/null #1","received":"200194","passed":"158779","dropped":"41415","state":"41415 lost to a full queue (reads too slowly)"}]}`)
+	got, dropped, err := stageLosses(status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != 200194 || dropped != 41423 {
+		t.Errorf("stageLosses = %d, %d; want 200194, 41423", got, dropped)
+	}
+	if _, _, err := stageLosses([]byte("kubearmor status: cannot reach the agent")); err == nil {
+		t.Error("not JSON: no error")
+	}
+}

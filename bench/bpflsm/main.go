@@ -16,6 +16,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -139,6 +140,11 @@ type agentFigures struct {
 	ready, enforcing time.Duration
 	rssKiB, hwmKiB   int
 	cpuPercent       float64 // agent CPU time over wall time while the loops ran
+	// events is what the agent's pipeline received during its run and
+	// dropped what any stage lost (kubearmor status): a configuration
+	// whose agent falls behind loses events instead of slowing the loops,
+	// which its per-op times alone would not show.
+	events, dropped uint64
 }
 
 func run(o options, out io.Writer) error {
@@ -236,6 +242,10 @@ func run(o options, out io.Writer) error {
 				f := ag.figures
 				f.rssKiB, f.hwmKiB = memory(ag.cmd.Process.Pid)
 				f.cpuPercent = 100 * float64(cpuTime(ag.cmd.Process.Pid)-cpuBefore) / float64(time.Since(loopsStart))
+				if f.events, f.dropped, err = ag.losses(o.agent); err != nil {
+					_ = ag.stop()
+					return err
+				}
 				if err := ag.stop(); err != nil {
 					return err
 				}
@@ -330,7 +340,7 @@ func startAgent(bin string, rules int, visibility string, args ...string) (*agen
 		return nil, fmt.Errorf("agent log: %w", err)
 	}
 	defer logFile.Close()
-	a.cmd = exec.Command(bin, append([]string{"--lsm", "bpf", "--hostVisibility", visibility, "--gRPC", "0", "--socket", "",
+	a.cmd = exec.Command(bin, append([]string{"--lsm", "bpf", "--hostVisibility", visibility, "--gRPC", "0", "--socket", agentSocket,
 		"--policyDir", policyDir(rules)}, args...)...)
 	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
 	start := time.Now()
@@ -373,6 +383,42 @@ func startAgent(bin string, rules int, visibility string, args ...string) (*agen
 		return nil, fmt.Errorf("agent is not enforcing %d rules with BPF-LSM: %s", rules, readyLine)
 	}
 	return a, nil
+}
+
+// agentSocket is where the benchmark's agent serves status (root only).
+const agentSocket = benchRoot + "/agent.sock"
+
+// losses asks the running agent (bin status --json) what its pipeline
+// received and what all its stages dropped: the kernel ring buffer, the
+// reader's queue, the pipeline, subscribers and exporters.
+func (a *agent) losses(bin string) (received, dropped uint64, err error) {
+	out, err := exec.Command(bin, "status", "--json", "--addr", agentSocket).Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("agent status: %w", err)
+	}
+	return stageLosses(out)
+}
+
+// stageLosses reads status --json: the pipeline stage's received, and the
+// sum of every stage's dropped (int64s are JSON strings in protojson).
+func stageLosses(statusJSON []byte) (received, dropped uint64, err error) {
+	var st struct {
+		Stages []struct {
+			Name     string `json:"name"`
+			Received uint64 `json:"received,string"`
+			Dropped  uint64 `json:"dropped,string"`
+		} `json:"stages"`
+	}
+	if err := json.Unmarshal(statusJSON, &st); err != nil {
+		return 0, 0, fmt.Errorf("agent status: %w", err)
+	}
+	for _, s := range st.Stages {
+		if s.Name == "pipeline" {
+			received = s.Received
+		}
+		dropped += s.Dropped
+	}
+	return received, dropped, nil
 }
 
 // stop ends the agent with SIGTERM, as systemd would; it must exit cleanly.
@@ -637,6 +683,9 @@ func reportAgent(out io.Writer, ran []config, figs map[string][]agentFigures) {
 	row("VmRSS after the loops", func(f agentFigures) string { return mib(f.rssKiB) })
 	row("VmHWM (peak RSS)", func(f agentFigures) string { return mib(f.hwmKiB) })
 	row("agent CPU while the loops ran", func(f agentFigures) string { return fmt.Sprintf("%.1f%%", f.cpuPercent) })
+	row("events received, lost (kubearmor status)", func(f agentFigures) string {
+		return fmt.Sprintf("%d, %d", f.events, f.dropped)
+	})
 	fmt.Fprintln(out)
 }
 
@@ -652,6 +701,10 @@ func medianFigures(fs []agentFigures) agentFigures {
 		rss, hwm = append(rss, time.Duration(f.rssKiB)), append(hwm, time.Duration(f.hwmKiB))
 		cpu = append(cpu, f.cpuPercent)
 	}
+	var events, dropped []time.Duration
+	for _, f := range fs {
+		events, dropped = append(events, time.Duration(f.events)), append(dropped, time.Duration(f.dropped))
+	}
 	return agentFigures{ready: median(ready), enforcing: median(enf), rssKiB: int(median(rss)), hwmKiB: int(median(hwm)),
-		cpuPercent: medianFloat(cpu)}
+		cpuPercent: medianFloat(cpu), events: uint64(median(events)), dropped: uint64(median(dropped))}
 }
