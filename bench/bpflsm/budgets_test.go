@@ -92,14 +92,17 @@ func TestStageLosses(t *testing.T) {
 {"name":"pipeline","received":"200194","passed":"200194"},
 {"name":"throttle (alerts)"},
 {"name":"subscriber logs logPath /dev/null #1","received":"200194","passed":"158779","dropped":"41415","state":"41415 lost to a full queue (reads too slowly)"}]}`)
-	got, dropped, err := stageLosses(status)
+	got, dropped, where, err := stageLosses(status)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got != 200194 || dropped != 41423 {
 		t.Errorf("stageLosses = %d, %d; want 200194, 41423", got, dropped)
 	}
-	if _, _, err := stageLosses([]byte("kubearmor status: cannot reach the agent")); err == nil {
+	if want := "monitor kernel 8, subscriber logs logPath /dev/null #1 41415"; where != want {
+		t.Errorf("where = %q, want %q", where, want)
+	}
+	if _, _, _, err := stageLosses([]byte("kubearmor status: cannot reach the agent")); err == nil {
 		t.Error("not JSON: no error")
 	}
 }

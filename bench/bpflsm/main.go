@@ -242,7 +242,8 @@ func run(o options, out io.Writer) error {
 				f := ag.figures
 				f.rssKiB, f.hwmKiB = memory(ag.cmd.Process.Pid)
 				f.cpuPercent = 100 * float64(cpuTime(ag.cmd.Process.Pid)-cpuBefore) / float64(time.Since(loopsStart))
-				if f.events, f.dropped, err = ag.losses(o.agent); err != nil {
+				var where string
+				if f.events, f.dropped, where, err = ag.losses(o.agent); err != nil {
 					_ = ag.stop()
 					return err
 				}
@@ -251,6 +252,9 @@ func run(o options, out io.Writer) error {
 				}
 				figs[c.letter] = append(figs[c.letter], f)
 				fmt.Fprintf(&line, " (ready %s)", secs(f.ready))
+				if where != "" {
+					fmt.Fprintf(&line, " (lost: %s)", where)
+				}
 			}
 			fmt.Fprintln(out, line.String())
 		}
@@ -390,18 +394,19 @@ const agentSocket = benchRoot + "/agent.sock"
 
 // losses asks the running agent (bin status --json) what its pipeline
 // received and what all its stages dropped: the kernel ring buffer, the
-// reader's queue, the pipeline, subscribers and exporters.
-func (a *agent) losses(bin string) (received, dropped uint64, err error) {
+// reader's queue, the pipeline, subscribers and exporters; where says
+// which stages lost how many.
+func (a *agent) losses(bin string) (received, dropped uint64, where string, err error) {
 	out, err := exec.Command(bin, "status", "--json", "--addr", agentSocket).Output()
 	if err != nil {
-		return 0, 0, fmt.Errorf("agent status: %w", err)
+		return 0, 0, "", fmt.Errorf("agent status: %w", err)
 	}
 	return stageLosses(out)
 }
 
 // stageLosses reads status --json: the pipeline stage's received, and the
 // sum of every stage's dropped (int64s are JSON strings in protojson).
-func stageLosses(statusJSON []byte) (received, dropped uint64, err error) {
+func stageLosses(statusJSON []byte) (received, dropped uint64, where string, err error) {
 	var st struct {
 		Stages []struct {
 			Name     string `json:"name"`
@@ -410,15 +415,19 @@ func stageLosses(statusJSON []byte) (received, dropped uint64, err error) {
 		} `json:"stages"`
 	}
 	if err := json.Unmarshal(statusJSON, &st); err != nil {
-		return 0, 0, fmt.Errorf("agent status: %w", err)
+		return 0, 0, "", fmt.Errorf("agent status: %w", err)
 	}
+	var lost []string
 	for _, s := range st.Stages {
 		if s.Name == "pipeline" {
 			received = s.Received
 		}
-		dropped += s.Dropped
+		if s.Dropped > 0 {
+			dropped += s.Dropped
+			lost = append(lost, fmt.Sprintf("%s %d", s.Name, s.Dropped))
+		}
 	}
-	return received, dropped, nil
+	return received, dropped, strings.Join(lost, ", "), nil
 }
 
 // stop ends the agent with SIGTERM, as systemd would; it must exit cleanly.
