@@ -126,7 +126,7 @@ func account(o options, name string, n int, out io.Writer) error {
 			for _, e := range es {
 				ds, rs = append(ds, e.progs[name]), append(rs, e.runs[name])
 			}
-			rows = append(rows, row{name, median(ds), medianFloat(rs)})
+			rows = append(rows, row{name, median(ds), median(rs)})
 		}
 		sort.Slice(rows, func(i, j int) bool { return rows[i].d > rows[j].d })
 		for _, r := range rows {

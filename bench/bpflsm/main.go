@@ -24,7 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -509,24 +509,19 @@ func cpuTime(pid int) time.Duration {
 
 // ---- the report ----------------------------------------------------------------
 
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+// number is what median takes: durations, counts and ratios.
+type number interface {
+	~int | ~int64 | ~uint64 | ~float64
 }
 
-func medianFloat(fs []float64) float64 {
-	if len(fs) == 0 {
+// median is the middle value of xs, the mean of the two middle ones for an
+// even count, 0 for none; xs is left as it is.
+func median[T number](xs []T) T {
+	if len(xs) == 0 {
 		return 0
 	}
-	s := append([]float64(nil), fs...)
-	sort.Float64s(s)
+	s := slices.Clone(xs)
+	slices.Sort(s)
 	if len(s)%2 == 1 {
 		return s[len(s)/2]
 	}
@@ -546,7 +541,7 @@ func medianOf(ss []sample, m measureOf) float64 {
 	for _, s := range ss {
 		fs = append(fs, m(s))
 	}
-	return medianFloat(fs)
+	return median(fs)
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.1fus", float64(d)/1e3) }
@@ -577,7 +572,7 @@ func pairedOverhead(base, other []sample, reps int, m measureOf) (med, lo, hi fl
 	for _, v := range per {
 		lo, hi = min(lo, v), max(hi, v)
 	}
-	return medianFloat(per), lo, hi
+	return median(per), lo, hi
 }
 
 func report(out io.Writer, o options, loops []loop, res results, figs map[string][]agentFigures, idleMs float64) {
@@ -703,17 +698,16 @@ func mib(k int) string            { return fmt.Sprintf("%.1f MiB", float64(k)/10
 
 // medianFigures takes the median of each figure on its own.
 func medianFigures(fs []agentFigures) agentFigures {
-	var ready, enf, rss, hwm []time.Duration
+	var ready, enf []time.Duration
+	var rss, hwm []int
 	var cpu []float64
+	var events, dropped []uint64
 	for _, f := range fs {
 		ready, enf = append(ready, f.ready), append(enf, f.enforcing)
-		rss, hwm = append(rss, time.Duration(f.rssKiB)), append(hwm, time.Duration(f.hwmKiB))
+		rss, hwm = append(rss, f.rssKiB), append(hwm, f.hwmKiB)
 		cpu = append(cpu, f.cpuPercent)
+		events, dropped = append(events, f.events), append(dropped, f.dropped)
 	}
-	var events, dropped []time.Duration
-	for _, f := range fs {
-		events, dropped = append(events, time.Duration(f.events)), append(dropped, time.Duration(f.dropped))
-	}
-	return agentFigures{ready: median(ready), enforcing: median(enf), rssKiB: int(median(rss)), hwmKiB: int(median(hwm)),
-		cpuPercent: medianFloat(cpu), events: uint64(median(events)), dropped: uint64(median(dropped))}
+	return agentFigures{ready: median(ready), enforcing: median(enf), rssKiB: median(rss), hwmKiB: median(hwm),
+		cpuPercent: median(cpu), events: median(events), dropped: median(dropped)}
 }
