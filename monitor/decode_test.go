@@ -238,10 +238,22 @@ func TestDecodeRejectsBadRecords(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	f.Add(rawRecord{kind: recSyscall, nr: sysOpen, fields: []string{"/etc/passwd"}}.bytes())
 	f.Add(rawRecord{kind: recExec, fields: []string{"a\x00b\x00", "x", "x\x00y", "", ""}}.bytes())
+	f.Add(rawRecord{kind: recSyscall, nr: sysOpenat, flags: flagPathFile, fields: []string{"..", "self\x00proc\x00"}}.bytes())
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		d := newTestDecoder()
 		var ev event.Event
 		d.decode(raw, &ev) // must not panic
+
+		// Options.Unneeded is asked about exactly the syscall records
+		// that make an event (makesEvent reads the same hostile bytes).
+		asked := false
+		d = newTestDecoder()
+		d.unneeded = func(*event.Event) bool { asked = true; return false }
+		out, err := d.decodeRecord(raw, &ev)
+		d.endBatch()
+		if err == nil && d.rec.kind == recSyscall && asked != (out == outEvent) {
+			t.Errorf("asked %v, outcome %d", asked, out)
+		}
 	})
 }
 
