@@ -122,6 +122,10 @@ func New(opts Options) (*Enforcer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bpflsm: load spec: %w", err)
 	}
+	memoOff, err := setMemoAddresses(spec, "/proc/kallsyms")
+	if err != nil {
+		return nil, fmt.Errorf("bpflsm: %w", err)
+	}
 	if opts.PinRoot != "" {
 		err = e.openPinned(spec)
 	} else if err = e.load(spec, &ebpf.CollectionOptions{}); err == nil {
@@ -132,8 +136,11 @@ func New(opts Options) (*Enforcer, error) {
 		return nil, err
 	}
 
-	if why := nameMemoOff(kernelfs.Sysctl("kernel/kptr_restrict")); why != "" && opts.Log != nil {
-		opts.Log.Warn("bpflsm: " + why)
+	if memoOff != "" && opts.Log != nil {
+		if why := nameMemoOff(kernelfs.Sysctl("kernel/kptr_restrict")); why != "" {
+			memoOff = why
+		}
+		opts.Log.Warn("bpflsm: the open and exec hooks cannot remember that no rule concerns a file: " + memoOff)
 	}
 	e.reader, err = ringbuf.NewReader(e.objs.Events)
 	if err != nil {
@@ -153,9 +160,9 @@ func nameMemoOff(kptrRestrict string) string {
 	if strings.TrimSpace(kptrRestrict) != "2" {
 		return ""
 	}
-	return "kernel.kptr_restrict is 2, so kernel symbol addresses are hidden and the open and exec hooks cannot remember " +
-		"that no rule concerns a file: every open and exec walks its path again (the same decisions, at the cost " +
-		"docs/benchmarks.md gives for the walk). kptr_restrict 1 hides them from others but not from the agent."
+	return "kernel.kptr_restrict is 2, so kernel symbol addresses are hidden: every open and exec walks its path " +
+		"again (the same decisions, at the cost docs/benchmarks.md gives for the walk). kptr_restrict 1 hides " +
+		"them from others but not from the agent."
 }
 
 // load loads the object's maps and programs.

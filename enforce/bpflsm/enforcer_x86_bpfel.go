@@ -404,6 +404,8 @@ const (
 	enforcerProgEnforceSocketCreate  = "enforce_socket_create"
 	enforcerProgForgetNames          = "forget_names"
 	enforcerProgTrackExec            = "track_exec"
+	enforcerVarMountLockAddr         = "mount_lock_addr"
+	enforcerVarRenameLockAddr        = "rename_lock_addr"
 	enforcerVarUnusedEnums           = "unused_enums"
 	enforcerVarUnusedEvent           = "unused_event"
 )
@@ -500,8 +502,10 @@ type enforcerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type enforcerVariableSpecs struct {
-	UnusedEnums *ebpf.VariableSpec `ebpf:"unused_enums"`
-	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
+	MountLockAddr  *ebpf.VariableSpec `ebpf:"mount_lock_addr"`
+	RenameLockAddr *ebpf.VariableSpec `ebpf:"rename_lock_addr"`
+	UnusedEnums    *ebpf.VariableSpec `ebpf:"unused_enums"`
+	UnusedEvent    *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
 // enforcerObjects contains all objects after they have been loaded into the kernel.
@@ -569,8 +573,10 @@ func (m *enforcerMaps) Close() error {
 //
 // It can be passed to loadEnforcerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type enforcerVariables struct {
-	UnusedEnums *ebpf.Variable `ebpf:"unused_enums"`
-	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
+	MountLockAddr  *ebpf.Variable `ebpf:"mount_lock_addr"`
+	RenameLockAddr *ebpf.Variable `ebpf:"rename_lock_addr"`
+	UnusedEnums    *ebpf.Variable `ebpf:"unused_enums"`
+	UnusedEvent    *ebpf.Variable `ebpf:"unused_event"`
 }
 
 // enforcerPrograms contains all programs after they have been loaded into the kernel.

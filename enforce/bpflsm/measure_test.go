@@ -26,6 +26,10 @@ func TestMeasure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// the memo's code is verified only when its addresses are set, as New sets them
+	if _, err := setMemoAddresses(spec, "/proc/kallsyms"); err != nil {
+		t.Fatal(err)
+	}
 	var names []string
 	for name := range spec.Programs {
 		names = append(names, name)

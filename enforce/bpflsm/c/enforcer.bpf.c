@@ -1163,12 +1163,15 @@ static long gate_direct_step(__u32 i, struct gate_direct_ctx *c)
  * holds at most that long, and then costs one walk to renew, while
  * wrapping a sequence takes billions of renames.
  *
- * The sequences are read through kallsyms addresses (__ksym, resolved at
- * load); where the kernel hides them (kptr_restrict) they resolve to 0
- * and nothing is remembered. x86 only: its loads are not reordered with
- * other loads, which the walk between the two reads relies on. */
-extern void rename_lock __ksym __weak;
-extern void mount_lock __ksym __weak;
+ * The sequences' addresses are constants the loader sets from
+ * /proc/kallsyms (kallsyms.go), not __ksym externs: with kptr_restrict 2
+ * the kernel shows every address as 0, and a loader that resolves ksyms
+ * refuses the whole object then, weak or not. An address of 0 turns the
+ * memo off (the verifier drops its code) and nothing else. x86 only: its
+ * loads are not reordered with other loads, which the walk between the
+ * two reads relies on. */
+volatile const __u64 rename_lock_addr = 0;
+volatile const __u64 mount_lock_addr = 0;
 
 struct name_memo {
 	__u64 sig[2]; /* by category: CAT_PROCESS, CAT_FILE */
@@ -1199,18 +1202,18 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 static __always_inline int names_seq(__u64 *seq)
 {
 	__u32 r = 0, m = 0;
-	if (!&rename_lock || !&mount_lock)
+	__u64 ra = rename_lock_addr, ma = mount_lock_addr;
+	if (!ra || !ma)
 		return 0;
 	if (ksym_exists(bpf_rdonly_cast)) {
 		__u32 id = bpf_core_type_id_kernel(struct seqcount);
-		struct seqcount *rs = bpf_rdonly_cast(&rename_lock, id);
-		struct seqcount *ms = bpf_rdonly_cast(&mount_lock, id);
+		struct seqcount *rs = bpf_rdonly_cast((void *)ra, id);
+		struct seqcount *ms = bpf_rdonly_cast((void *)ma, id);
 		/* volatile: read here, between the walk's loads as the helper
 		 * calls were, never merged with another read */
 		r = *(volatile __u32 *)&rs->sequence;
 		m = *(volatile __u32 *)&ms->sequence;
-	} else if (bpf_probe_read_kernel(&r, 4, (void *)&rename_lock) ||
-		   bpf_probe_read_kernel(&m, 4, (void *)&mount_lock)) {
+	} else if (bpf_probe_read_kernel(&r, 4, (void *)ra) || bpf_probe_read_kernel(&m, 4, (void *)ma)) {
 		return 0;
 	}
 	if ((r | m) & 1)
