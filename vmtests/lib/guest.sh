@@ -121,7 +121,12 @@ start_agent() {
   # would bury the alerts (and slow the emulated guest down).
   kubearmor --logPath "$ALERTS" --gRPC 0 --socket "" --alertThrottling=false --hostVisibility none "$@" > "$AGENT_LOG" 2>&1 &
   AGENT_PID=$!
-  if ! wait_for "$AGENT_LOG" "kubearmor ready" >/dev/null; then
+  # A start waits at least 180 s: the AppArmor tier compiles its profiles
+  # with apparmor_parser, which in an emulated guest on a loaded host has
+  # taken over the 60 s the other waits default to.
+  start_wait=${WAIT_SECS:-60}
+  [ "$start_wait" -ge 180 ] || start_wait=180
+  if ! WAIT_SECS=$start_wait wait_for "$AGENT_LOG" "kubearmor ready" >/dev/null; then
     fail "agent did not start"; cat "$AGENT_LOG"; exit 1
   fi
 }
