@@ -57,10 +57,14 @@ func kallsyms(r io.Reader, names ...string) (map[string]uint64, error) {
 // /proc/kallsyms into spec. It returns why the memo is off, or "" when
 // both addresses are known; the enforcer loads either way.
 func setMemoAddresses(spec *ebpf.CollectionSpec, kallsymsPath string) (string, error) {
+	var names []string
+	for _, s := range memoSymbols {
+		names = append(names, s.symbol)
+	}
 	var addrs map[string]uint64
 	f, err := os.Open(kallsymsPath)
 	if err == nil {
-		addrs, err = kallsyms(f, memoSymbols[0].symbol, memoSymbols[1].symbol)
+		addrs, err = kallsyms(f, names...)
 		f.Close()
 	}
 	why := ""

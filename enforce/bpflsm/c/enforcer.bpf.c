@@ -1191,7 +1191,7 @@ struct {
  * addresses into typed pointers: two plain loads instead of two
  * bpf_probe_read_kernel calls, which are ~100 instructions each and a
  * third of the memo's hit (docs/benchmarks.md, "The name memo's reads").
- * On older kernels the loader poisons the call and bpf_ksym_exists is 0,
+ * On older kernels the loader poisons the call and ksym_exists is 0,
  * so the verifier never walks it. Both locks are seqlock_t, whose first
  * member is the struct seqcount read here. */
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
